@@ -1,0 +1,38 @@
+# Two commands on a fresh Debian 12 machine: `make demo` and `make test`.
+# CTCAL_DATA points at the shared data folder (default ../shared/data).
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+JOBS ?= $(shell nproc)
+CTCAL_DATA ?= $(abspath ../shared/data)
+export CTCAL_DATA
+DEMO_OUT ?= demo-output/stories260K-fp8-kv
+
+.PHONY: deps build demo test test-asan bench clean
+
+deps:
+	@bash scripts/install_deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Calibrates the real trained stories260K model from TinyStories text with its tokenizer.model.
+demo: build
+	@test -d "$(CTCAL_DATA)/hf/stories260K" || { echo "demo: $(CTCAL_DATA)/hf/stories260K not found; set CTCAL_DATA" >&2; exit 4; }
+	$(BUILD)/app/ctcal calibrate recipes/fp8_kv_per_tensor.yaml \
+	    --model "$(CTCAL_DATA)/hf/stories260K" \
+	    --dataset "$(CTCAL_DATA)/tinystories-valid/validation_100.txt" \
+	    --num-samples 64 --max-seq-length 512 \
+	    --output $(DEMO_OUT) --overwrite
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (RelWithDebInfo).
+test-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTCAL_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) demo-output

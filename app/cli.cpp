@@ -1,0 +1,110 @@
+#include "cli.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "ctcal/error.h"
+#include "ctcal/io/output_dir.h"
+#include "ctcal/pipeline/calibrate_command.h"
+#include "ctcal/version.h"
+#include "logging.h"
+
+namespace ctcal::app {
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+
+extern "C" void on_signal(int) {
+  // Cooperative: the calibration checks the flag between layers and unwinds, removing its
+  // temporary directory. A second signal exits at once (the staging dir is removed by name).
+  if (g_cancel.exchange(true)) {
+    const char* dir = active_staging_dir();
+    if (dir && dir[0]) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+    std::_Exit(130);
+  }
+}
+
+constexpr const char* kCalibrateExamples = R"(
+Examples:
+  ctcal calibrate recipes/fp8_kv_per_tensor.yaml --model ./Llama-3.2-1B \
+      --dataset calib.jsonl --output ./Llama-3.2-1B-FP8-KV
+  ctcal calibrate recipes/fp8_kv_per_head.yaml --model DIR --dataset wiki.txt \
+      --output OUT --num-samples 128 --max-seq-length 1024 --threads 8
+  ctcal calibrate recipe.yaml --model DIR --dataset data.jsonl --dry-run
+
+Datasets: .jsonl rows with "input_ids" (or "text", tokenized with the model's tokenizer.model),
+.json arrays of the same, .txt documents separated by blank lines.
+Exit codes: 0 ok, 1 other error, 2 usage (incl. existing --output), 3 invalid recipe,
+4 bad model/dataset/IO.)";
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"ctcal: calibrate KV-cache (and attention) quantization for Llama-family Hugging Face "
+               "checkpoints and write a compressed-tensors checkpoint that vLLM loads."};
+  app.set_version_flag("--version", fmt::format("ctcal {} (compressed-tensors format {})", kVersion,
+                                                kCompressedTensorsVersion));
+  app.require_subcommand(1);
+  int verbose = 0;
+  bool quiet = false, log_json = false;
+  app.add_flag("-v,--verbose", verbose, "More log output (debug)");
+  app.add_flag("-q,--quiet", quiet, "Only warnings and errors");
+  app.add_flag("--log-json", log_json, "Log lines as JSON objects on stderr");
+
+  CalibrateRequest req;
+  auto* cal = app.add_subcommand("calibrate", "Calibrate KV-cache scales and write a checkpoint");
+  cal->footer(kCalibrateExamples);
+  cal->add_option("recipe", req.recipe, "llm-compressor style recipe (YAML)")->required()->check(CLI::ExistingFile);
+  cal->add_option("--model", req.model, "Hugging Face Llama checkpoint directory");
+  cal->add_option("--dataset", req.dataset, "Calibration data (.jsonl, .json, .txt)");
+  cal->add_option("--output", req.output, "Output checkpoint directory (must not exist)");
+  cal->add_option("--tokenizer", req.tokenizer, "tokenizer.model to use instead of the model's");
+  cal->add_option("--num-samples", req.num_samples, "Samples to calibrate on [512]");
+  cal->add_option("--max-seq-length", req.max_seq_length, "Tokens per sample at most [2048]");
+  cal->add_option("--seed", req.seed, "Shuffle seed [42]");
+  cal->add_flag("--no-shuffle", req.no_shuffle, "Take the first samples in file order");
+  cal->add_option("--threads", req.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
+  cal->add_option("--chunk-tokens", req.chunk_tokens, "Tokens per GEMM chunk (memory vs speed) [4096]")
+      ->check(CLI::PositiveNumber);
+  cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
+  cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
+  cal->add_flag("--json", req.json, "Print the report as JSON on stdout");
+
+  std::string validate_recipe;
+  bool validate_json = false;
+  auto* val = app.add_subcommand("validate", "Parse and check a recipe; print the effective recipe");
+  val->add_option("recipe", validate_recipe, "Recipe (YAML)")->required()->check(CLI::ExistingFile);
+  val->add_flag("--json", validate_json, "Print JSON instead of YAML");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    // CLI11 returns 0 for --help/--version; map its parse errors to the usage exit code.
+    return rc == 0 ? 0 : static_cast<int>(ExitCode::kUsage);
+  }
+  setup_logging(quiet ? -1 : verbose, log_json);
+
+  if (*cal) {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    req.cancel = &g_cancel;
+    req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json;
+    return run_calibrate(req, std::cout);
+  }
+  if (*val) return run_validate(validate_recipe, validate_json, std::cout);
+  return static_cast<int>(ExitCode::kUsage);
+}
+
+}  // namespace ctcal::app

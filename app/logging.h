@@ -1,0 +1,6 @@
+#pragma once
+// One stderr logger for the whole program (stdout is for results and --json).
+namespace ctcal::app {
+// verbosity: -1 quiet (warnings and errors), 0 info, 1+ debug. CTCAL_LOG_LEVEL overrides.
+void setup_logging(int verbosity, bool json_lines);
+}  // namespace ctcal::app

@@ -1,0 +1,71 @@
+#pragma once
+// The fp32 Llama forward pass, identical in math to transformers' LlamaForCausalLM
+// (reference §7): pre-norm RMSNorm, half-split RoPE at positions 0..S-1 per sample, GQA,
+// causal softmax attention, SwiGLU MLP. Built to run layer by layer over many samples: the
+// caller owns the hidden states of every sample and streams one layer's weights at a time.
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_config.h"
+#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/observation.h"
+#include "ctcal/model/tensor_types.h"
+
+namespace ctcal {
+
+// Rows [offset, offset + length) of the hidden-state matrix belong to one sample.
+struct SampleSpan {
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
+struct ForwardOptions {
+  // Online rotation of queries and keys after RoPE (SpinQuant R3): each head's row vector x
+  // becomes x * rotation. [head_dim, head_dim], already divided by sqrt(head_dim). Null: none.
+  const RowMatrix* qk_rotation = nullptr;
+  // Observers see Q/K before the rotation (a recipe that lists SpinQuant after the
+  // QuantizationModifier observes unrotated keys, as llm-compressor's hook order does).
+  bool observe_before_rotation = false;
+  // Tokens per GEMM chunk; bounds the activation working set ([chunk, intermediate] floats).
+  int64_t chunk_tokens = 4096;
+  // Query rows per attention block; bounds the score matrix to [block, seq] per head.
+  int64_t attention_block = 256;
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(const Checkpoint& ckpt, LlamaConfig cfg);
+
+  const LlamaConfig& config() const { return cfg_; }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+
+  // Looks up token embeddings. Returns [total_tokens, hidden]; fills `spans`.
+  RowMatrix embed(const std::vector<std::vector<int32_t>>& samples,
+                  std::vector<SampleSpan>* spans) const;
+
+  // Runs decoder layer `layer` over every sample, updating hidden [total_tokens, hidden] in
+  // place. Q/K/V of each sample are shown to `observer` (may be null) in sample order.
+  // Throws InputError naming the layer when an activation becomes NaN or Inf.
+  void run_layer(const LayerWeights& w, int64_t layer, const std::vector<SampleSpan>& spans,
+                 RowMatrix& hidden, ActivationObserver* observer,
+                 const ForwardOptions& options) const;
+
+  // Final norm and lm_head: hidden [tokens, hidden] -> logits [tokens, vocab].
+  RowMatrix logits(const RowMatrix& hidden) const;
+
+  // Whole forward for one sample with every layer: logits [seq, vocab].
+  RowMatrix forward(const std::vector<int32_t>& ids, ActivationObserver* observer,
+                    const ForwardOptions& options,
+                    const std::function<void(int64_t, LayerWeights&)>& edit_weights = {}) const;
+
+ private:
+  const Checkpoint& ckpt_;
+  LlamaConfig cfg_;
+};
+
+// y = x * rsqrt(mean(x^2) + eps) * weight, row by row. x, y: [rows, hidden].
+void rms_norm(const RowMatrix& x, const Vector& weight, double eps, RowMatrix* y);
+
+}  // namespace ctcal

@@ -1,0 +1,41 @@
+#pragma once
+// One decoder layer's weights, converted to fp32 from the checkpoint's mmap when the layer is
+// reached and dropped after it, so resident memory holds one layer at a time.
+#include <cstdint>
+#include <string>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_config.h"
+#include "ctcal/model/tensor_types.h"
+
+namespace ctcal {
+
+struct Linear {
+  RowMatrix w;  // [out_features, in_features], as stored by PyTorch
+  Vector b;     // [out_features], size 0 when the layer has no bias
+};
+
+struct LayerWeights {
+  Vector input_norm;          // [hidden]
+  Linear q, k, v, o;          // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
+  Vector post_norm;           // [hidden]
+  Linear gate, up, down;      // gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  bool has_mlp = false;       // false when calibration skips the last layer's MLP
+};
+
+// Loads layer `layer`; `with_mlp` false skips the MLP tensors. Throws InputError naming the
+// tensor on a missing tensor or wrong shape.
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
+                                bool with_mlp);
+// Releases the pages of a layer's tensors from the page cache mapping (after the layer ran).
+void release_layer_pages(const Checkpoint& ckpt, int64_t layer);
+
+// Reads a float tensor, checking its shape. Used for the embedding and head too.
+std::vector<float> read_checked(const Checkpoint& ckpt, const std::string& name,
+                                std::initializer_list<int64_t> shape);
+
+// Checks, without reading data, that every tensor the forward pass needs exists with the right
+// shape and a float dtype (called once before any work starts).
+void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& cfg);
+
+}  // namespace ctcal

@@ -1,0 +1,37 @@
+#pragma once
+// Named observation points of the forward pass (the llama.cpp `cb(cur, "Kcur", il)` idea).
+// The model announces each point and hands a read-only view to whoever asked; observers live
+// outside the model and never change its state.
+#include <cstdint>
+#include <string_view>
+
+namespace ctcal {
+
+enum class Site {
+  kQuery,  // post-RoPE (and post-R3) queries, [seq, num_attention_heads, head_dim]
+  kKey,    // post-RoPE (and post-R3) keys, [seq, num_key_value_heads, head_dim], before GQA repeat
+  kValue,  // values after v_proj (post-R2 when configured), [seq, num_key_value_heads, head_dim]
+};
+std::string_view site_name(Site s);  // "q", "k", "v"
+
+// A strided view of one sample's per-head activations: element (t, h, d) is at
+// data[t * row_stride + h * head_dim + d].
+struct HeadsView {
+  const float* data;
+  int64_t seq;
+  int64_t heads;
+  int64_t head_dim;
+  int64_t row_stride;
+  float at(int64_t t, int64_t h, int64_t d) const { return data[t * row_stride + h * head_dim + d]; }
+};
+
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  // The "ask" step: nothing is handed over for points nobody wants.
+  virtual bool wants(int64_t layer, Site site) const = 0;
+  // The "collect" step: called once per sample, in sample order.
+  virtual void observe(int64_t layer, Site site, const HeadsView& view) = 0;
+};
+
+}  // namespace ctcal

@@ -1,0 +1,29 @@
+#pragma once
+// Rotary position embedding as transformers computes it (rotate_half / NeoX convention):
+// inverse frequencies in fp32 per rope type, angles pos * inv_freq in fp32, then
+// x' = x * cos + rotate_half(x) * sin with rotate_half(x) = concat(-x[D/2:], x[:D/2]).
+#include <cstdint>
+#include <vector>
+
+#include "ctcal/model/llama_config.h"
+
+namespace ctcal {
+
+// Inverse frequencies, length head_dim / 2, for a sequence of `seq_len` tokens (only the
+// dynamic type depends on it).
+std::vector<float> rope_inv_freq(const LlamaConfig& cfg, int64_t seq_len);
+
+// cos/sin tables for positions 0..seq_len-1.
+struct RopeTable {
+  int64_t seq_len = 0;
+  int64_t half = 0;         // head_dim / 2
+  std::vector<float> cos;   // [seq_len, half]
+  std::vector<float> sin;   // [seq_len, half]
+};
+RopeTable make_rope_table(const LlamaConfig& cfg, int64_t seq_len);
+
+// Rotates every head of x in place. x: [seq, heads, head_dim] with row stride `row_stride`.
+void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,
+                int64_t row_stride);
+
+}  // namespace ctcal

@@ -1,0 +1,68 @@
+#pragma once
+// Orchestrates a calibration: layer by layer over all samples, observers on the plan's sites,
+// qparams at the end of each layer (llm-compressor >= 0.11: accumulate, then compute once;
+// no fake quantization while calibrating).
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "ctcal/data/dataset.h"
+#include "ctcal/error.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_model.h"
+#include "ctcal/pipeline/plan.h"
+#include "ctcal/quant/qparams.h"
+
+namespace ctcal {
+
+struct SiteResult {
+  Site site;
+  QParams qparams;                 // what is written
+  std::vector<double> obs_min;     // observer statistics the qparams came from [qparams]
+  std::vector<double> obs_max;
+  std::vector<double> head_min;    // raw running min/max per head over all tokens [heads]
+  std::vector<double> head_max;
+  int64_t observations = 0;
+};
+
+struct LayerResult {
+  int64_t layer = 0;
+  std::vector<SiteResult> sites;
+  const SiteResult* find(Site s) const;
+};
+
+struct CalibrationResult {
+  std::vector<LayerResult> layers;
+  int64_t samples = 0;
+  int64_t tokens = 0;
+  double forward_seconds = 0.0;
+};
+
+struct Progress {
+  int64_t layer = 0, layers = 0, samples = 0, tokens = 0;
+  double elapsed_s = 0.0;
+};
+
+struct CalibrateOptions {
+  ForwardOptions forward;
+  std::function<void(const Progress&)> on_layer_done;  // progress reporting
+  const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM handlers
+};
+
+// Thrown when `cancel` was set; the caller removes partial output.
+class Cancelled : public Error {
+ public:
+  Cancelled() : Error(ExitCode::kOther, "interrupted") {}
+};
+
+// Applies the plan's R2 rotation to a layer's v_proj / o_proj weights (float64 math, rounded
+// back to `storage` so the forward sees what the written checkpoint holds).
+void apply_r2(const CalibrationPlan& plan, LayerWeights* w);
+
+CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,
+                                  const std::vector<std::vector<int32_t>>& samples,
+                                  const CalibrateOptions& options);
+
+}  // namespace ctcal

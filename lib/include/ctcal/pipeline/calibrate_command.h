@@ -1,0 +1,33 @@
+#pragma once
+// `ctcal calibrate` as a library call: resolves flags over the recipe's `ctcal:` block, reads the
+// model and dataset, plans, runs, writes. The app only parses flags and maps errors to exit codes.
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+
+namespace ctcal {
+
+struct CalibrateRequest {
+  std::string recipe;
+  std::optional<std::string> model, dataset, output, tokenizer;
+  std::optional<int64_t> num_samples, max_seq_length;
+  std::optional<uint64_t> seed;
+  bool no_shuffle = false;
+  int threads = 0;  // 0: all cores
+  bool overwrite = false;
+  bool dry_run = false;
+  bool json = false;          // machine-readable summary on stdout
+  bool progress_tty = false;  // redraw one progress line (stderr is a terminal)
+  int64_t chunk_tokens = 4096;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Returns 0; throws ctcal::Error subclasses (mapped to exit codes by the app).
+int run_calibrate(const CalibrateRequest& req, std::ostream& out);
+
+// `ctcal validate`: prints the effective recipe (YAML, or JSON with `json`).
+int run_validate(const std::string& recipe_path, bool json, std::ostream& out);
+
+}  // namespace ctcal

@@ -1,0 +1,33 @@
+#pragma once
+// Writes the calibrated checkpoint directory (SPEC §6) into a staging directory: config.json
+// with quantization_config, the input weight shards (hard-linked, or rewritten when R2 changed
+// tensors in them) renamed model-0000k-of-0000n, a new shard with the scales (and R3 matrices),
+// model.safetensors.index.json over all of them, the other input files, recipe.yaml and
+// ctcal_report.json.
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/plan.h"
+
+namespace ctcal {
+
+struct OutputExtras {
+  std::string recipe_yaml;   // effective recipe
+  nlohmann::json report;     // ctcal_report.json (layers are added by the writer)
+};
+
+// Per-layer report entries (min/max/absmax and scales per site), shared with `--json` output.
+nlohmann::json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& result);
+
+// Returns the list of files written (relative names).
+std::vector<std::string> write_calibrated_checkpoint(const std::filesystem::path& staging,
+                                                     const Checkpoint& input,
+                                                     const CalibrationPlan& plan,
+                                                     const CalibrationResult& result,
+                                                     const OutputExtras& extras);
+
+}  // namespace ctcal

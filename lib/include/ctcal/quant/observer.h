@@ -1,0 +1,48 @@
+#pragma once
+// llm-compressor's observers (reference §3.7) for attention activations. One Observer owns the
+// statistics of one (layer, site): per-qparam minima and maxima reduced per strategy
+// (`tensor`: one value over all tokens, heads and dims; `attn_head`: one per head), updated once
+// per calibration sample (llm-compressor runs batch_size 1).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ctcal/model/observation.h"
+#include "ctcal/quant/qparams.h"
+#include "ctcal/quant/quant_args.h"
+
+namespace ctcal {
+
+// Per-head minima and maxima of one view: [heads] each.
+void head_min_max(const HeadsView& v, std::vector<double>* mins, std::vector<double>* maxs);
+
+class Observer {
+ public:
+  Observer(const QuantArgs& args, int64_t heads);
+  void observe(const HeadsView& v);
+  // Statistics the qparams come from (after the observer's rule: running, EMA, last, MSE).
+  const std::vector<double>& min_vals() const { return min_; }
+  const std::vector<double>& max_vals() const { return max_; }
+  // Raw running per-head min/max over everything seen, whatever the observer (for reports).
+  const std::vector<double>& seen_head_min() const { return seen_min_; }
+  const std::vector<double>& seen_head_max() const { return seen_max_; }
+  int64_t observations() const { return count_; }
+  QParams qparams(DType storage) const { return calculate_qparams(min_, max_, args_, storage); }
+
+ private:
+  // Reduces per-head values to per-qparam values (tensor: one value).
+  void reduce(const std::vector<double>& hmin, const std::vector<double>& hmax,
+              std::vector<double>* qmin, std::vector<double>* qmax) const;
+  void mse_search(const HeadsView& v, std::vector<double>* qmin, std::vector<double>* qmax) const;
+  double kwarg(const char* key, double def) const;
+
+  QuantArgs args_;
+  std::string kind_;
+  int64_t heads_;
+  int64_t count_ = 0;
+  std::vector<double> min_, max_;            // [qparams]
+  std::vector<double> seen_min_, seen_max_;  // [heads]
+};
+
+}  // namespace ctcal

@@ -1,0 +1,233 @@
+#include "ctcal/model/llama_model.h"
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "ctcal/error.h"
+#include "ctcal/model/rope.h"
+
+namespace ctcal {
+
+namespace {
+
+using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
+
+// y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out].
+void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, RowMatrix* y) {
+  y->resize(x.rows(), l.w.rows());
+  y->noalias() = x * l.w.transpose();
+  if (l.b.size() > 0) y->rowwise() += l.b.transpose();
+}
+
+void check_finite(const Eigen::Ref<const RowMatrix>& m, int64_t layer, const char* what) {
+  if (!m.allFinite())
+    throw InputError(fmt::format("layer {}: {} contains NaN or Inf (model.layers.{}); the "
+                                 "weights or the input are not usable", layer, what, layer));
+}
+
+// Rotates each head of x: [seq, heads, head_dim] (row stride `stride`) by r: [d, d].
+void rotate_heads(float* x, int64_t seq, int64_t heads, int64_t d, int64_t stride,
+                  const RowMatrix& r) {
+  RowMatrix tmp(seq, d);
+  for (int64_t h = 0; h < heads; ++h) {
+    StridedMap xh(x + h * d, seq, d, Eigen::OuterStride<>(stride));
+    tmp.noalias() = xh * r;
+    xh = tmp;
+  }
+}
+
+// Causal (optionally sliding-window) softmax attention for one sample.
+// q: [S, H*D], k/v: [S, Hkv*D] -> out: [S, H*D].
+void attention(const float* q, const float* k, const float* v, float* out, int64_t seq,
+               const LlamaConfig& c, int64_t block) {
+  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t window = c.sliding_window.value_or(std::numeric_limits<int64_t>::max());
+#pragma omp parallel for schedule(static)
+  for (int64_t h = 0; h < c.num_attention_heads; ++h) {
+    const int64_t kvh = h / c.n_rep();  // GQA: query head h reads kv head h / n_rep
+    ConstStridedMap qh(q + h * d, seq, d, Eigen::OuterStride<>(qd));
+    ConstStridedMap kh(k + kvh * d, seq, d, Eigen::OuterStride<>(kvd));
+    ConstStridedMap vh(v + kvh * d, seq, d, Eigen::OuterStride<>(kvd));
+    StridedMap oh(out + h * d, seq, d, Eigen::OuterStride<>(qd));
+    RowMatrix scores;  // [rows, r1]
+    for (int64_t r0 = 0; r0 < seq; r0 += block) {
+      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0;
+      // Keys that any row of this block may see: causal limits them to [lo, r1).
+      const int64_t lo = window == std::numeric_limits<int64_t>::max()
+                             ? 0 : std::max<int64_t>(0, r0 - window + 1);
+      const int64_t cols = r1 - lo;
+      scores.resize(rows, cols);
+      scores.noalias() = (qh.middleRows(r0, rows) * kh.middleRows(lo, cols).transpose()) * scale;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t pos = r0 + i;
+        float* row = scores.data() + i * cols;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t key = lo + j;
+          if (key > pos || pos - key >= window) row[j] = -std::numeric_limits<float>::infinity();
+          mx = std::max(mx, row[j]);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < cols; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        const auto inv = static_cast<float>(1.0 / sum);
+        for (int64_t j = 0; j < cols; ++j) row[j] *= inv;
+      }
+      oh.middleRows(r0, rows).noalias() = scores * vh.middleRows(lo, cols);
+    }
+  }
+}
+
+}  // namespace
+
+void rms_norm(const RowMatrix& x, const Vector& weight, double eps, RowMatrix* y) {
+  y->resize(x.rows(), x.cols());
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    double ss = 0.0;  // double accumulation: the reference is float64
+    for (Eigen::Index c = 0; c < x.cols(); ++c) ss += static_cast<double>(x(r, c)) * x(r, c);
+    const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(x.cols()) + eps));
+    y->row(r) = (x.row(r) * inv).cwiseProduct(weight.transpose());
+  }
+}
+
+LlamaModel::LlamaModel(const Checkpoint& ckpt, LlamaConfig cfg) : ckpt_(ckpt), cfg_(std::move(cfg)) {
+  check_model_tensors(ckpt_, cfg_);
+}
+
+RowMatrix LlamaModel::embed(const std::vector<std::vector<int32_t>>& samples,
+                            std::vector<SampleSpan>* spans) const {
+  int64_t total = 0;
+  spans->clear();
+  for (const auto& s : samples) {
+    spans->push_back({total, static_cast<int64_t>(s.size())});
+    total += static_cast<int64_t>(s.size());
+  }
+  const std::string name = "model.embed_tokens.weight";
+  const SafetensorsFile& shard = ckpt_.shard_of(name);
+  const TensorInfo& t = shard.info(name);
+  const unsigned char* base = shard.data(t);
+  const std::size_t row_bytes = static_cast<std::size_t>(cfg_.hidden_size) * dtype_size(t.dtype);
+  RowMatrix hidden(total, cfg_.hidden_size);  // [total_tokens, hidden]
+  int64_t row = 0;
+  for (const auto& s : samples)
+    for (int32_t id : s) {
+      CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
+      convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype,
+                     static_cast<std::size_t>(cfg_.hidden_size), hidden.row(row++).data());
+    }
+  return hidden;
+}
+
+void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
+                           const std::vector<SampleSpan>& spans, RowMatrix& hidden,
+                           ActivationObserver* observer, const ForwardOptions& opt) const {
+  const LlamaConfig& c = cfg_;
+  const bool want_q = observer && observer->wants(layer, Site::kQuery);
+  const bool want_k = observer && observer->wants(layer, Site::kKey);
+  const bool want_v = observer && observer->wants(layer, Site::kValue);
+  std::map<int64_t, RopeTable> tables;  // by sequence length (dynamic RoPE depends on it)
+  auto table_for = [&](int64_t len) -> const RopeTable& {
+    // Every type but dynamic has length-independent angles: one table of the longest length.
+    const int64_t key = c.rope.type == RopeType::kDynamic ? len : 0;
+    auto it = tables.find(key);
+    if (it == tables.end()) {
+      int64_t n = len;
+      if (key == 0)
+        for (const auto& s : spans) n = std::max(n, s.length);
+      it = tables.emplace(key, make_rope_table(c, n)).first;
+    }
+    return it->second;
+  };
+
+  RowMatrix xn, q, k, v, attn, proj, gate, up;
+  std::size_t first = 0;
+  while (first < spans.size()) {
+    // A chunk: consecutive samples whose tokens fit in chunk_tokens (at least one sample).
+    std::size_t last = first + 1;
+    int64_t n = spans[first].length;
+    while (last < spans.size() && n + spans[last].length <= opt.chunk_tokens) n += spans[last++].length;
+    const int64_t r0 = spans[first].offset;
+    RowMatrix x = hidden.middleRows(r0, n);  // [n, hidden]
+
+    // --- attention block ---
+    rms_norm(x, w.input_norm, c.rms_norm_eps, &xn);  // [n, hidden]
+    linear(xn, w.q, &q);                               // [n, q_dim]
+    linear(xn, w.k, &k);                               // [n, kv_dim]
+    linear(xn, w.v, &v);                               // [n, kv_dim]
+    attn.resize(n, c.q_dim());                         // [n, q_dim]
+    for (std::size_t s = first; s < last; ++s) {
+      const int64_t off = spans[s].offset - r0, len = spans[s].length;
+      float* qs = q.data() + off * c.q_dim();
+      float* ks = k.data() + off * c.kv_dim();
+      float* vs = v.data() + off * c.kv_dim();
+      const RopeTable& table = table_for(len);
+      apply_rope(table, qs, len, c.num_attention_heads, c.head_dim, c.q_dim());
+      apply_rope(table, ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
+      auto observe_qk = [&] {
+        if (want_q) observer->observe(layer, Site::kQuery, {qs, len, c.num_attention_heads, c.head_dim, c.q_dim()});
+        if (want_k) observer->observe(layer, Site::kKey, {ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim()});
+      };
+      if (opt.observe_before_rotation) observe_qk();
+      if (opt.qk_rotation) {
+        rotate_heads(qs, len, c.num_attention_heads, c.head_dim, c.q_dim(), *opt.qk_rotation);
+        rotate_heads(ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim(), *opt.qk_rotation);
+      }
+      if (!opt.observe_before_rotation) observe_qk();
+      if (want_v) observer->observe(layer, Site::kValue, {vs, len, c.num_key_value_heads, c.head_dim, c.kv_dim()});
+      attention(qs, ks, vs, attn.data() + off * c.q_dim(), len, c, opt.attention_block);
+    }
+    linear(attn, w.o, &proj);  // [n, hidden]
+    x += proj;
+    check_finite(x, layer, "the attention output");
+
+    // --- MLP block (skipped for the last layer during calibration) ---
+    if (w.has_mlp) {
+      rms_norm(x, w.post_norm, c.rms_norm_eps, &xn);
+      linear(xn, w.gate, &gate);  // [n, intermediate]
+      linear(xn, w.up, &up);      // [n, intermediate]
+      // SwiGLU: silu(gate) * up, silu(g) = g / (1 + exp(-g)).
+      gate = gate.array() / (1.0f + (-gate.array()).exp());
+      gate.array() *= up.array();
+      linear(gate, w.down, &proj);  // [n, hidden]
+      x += proj;
+      check_finite(x, layer, "the MLP output");
+    }
+    hidden.middleRows(r0, n) = x;
+    first = last;
+  }
+}
+
+RowMatrix LlamaModel::logits(const RowMatrix& hidden) const {
+  const LlamaConfig& c = cfg_;
+  Vector norm_w = Eigen::Map<Vector>(read_checked(ckpt_, "model.norm.weight", {c.hidden_size}).data(), c.hidden_size);
+  RowMatrix xn;
+  rms_norm(hidden, norm_w, c.rms_norm_eps, &xn);  // [tokens, hidden]
+  // Tied embeddings: lm_head reuses embed_tokens.weight.
+  const std::string head = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  Linear l;
+  std::vector<float> wv = read_checked(ckpt_, head, {c.vocab_size, c.hidden_size});
+  l.w = Eigen::Map<RowMatrix>(wv.data(), c.vocab_size, c.hidden_size);  // [vocab, hidden]
+  RowMatrix out;
+  linear(xn, l, &out);  // [tokens, vocab]
+  return out;
+}
+
+RowMatrix LlamaModel::forward(const std::vector<int32_t>& ids, ActivationObserver* observer,
+                              const ForwardOptions& options,
+                              const std::function<void(int64_t, LayerWeights&)>& edit_weights) const {
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = embed({ids}, &spans);  // [seq, hidden]
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    LayerWeights w = load_layer_weights(ckpt_, cfg_, l, /*with_mlp=*/true);
+    if (edit_weights) edit_weights(l, w);
+    run_layer(w, l, spans, hidden, observer, options);
+  }
+  return logits(hidden);
+}
+
+}  // namespace ctcal

@@ -1,0 +1,114 @@
+#include "ctcal/model/llama_weights.h"
+
+#include <fmt/ranges.h>
+
+#include "ctcal/error.h"
+
+namespace ctcal {
+
+namespace {
+
+std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
+
+void check_tensor(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {
+  const TensorInfo& t = ckpt.info(name);
+  if (t.shape != shape)
+    throw InputError(fmt::format("{}: tensor '{}' has shape {}; expected {} from config.json",
+                                 ckpt.shard_of(name).path().string(), name, shape_str(t.shape),
+                                 shape_str(shape)));
+  if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16)
+    throw InputError(fmt::format("{}: tensor '{}' has dtype {}; expected F32, F16 or BF16",
+                                 ckpt.shard_of(name).path().string(), name, dtype_name(t.dtype)));
+}
+
+struct TensorSpec {
+  std::string suffix;
+  std::vector<int64_t> shape;
+};
+
+std::vector<TensorSpec> layer_specs(const LlamaConfig& c, bool with_mlp) {
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
+  std::vector<TensorSpec> s = {
+      {"input_layernorm.weight", {h}},   {"self_attn.q_proj.weight", {q, h}},
+      {"self_attn.k_proj.weight", {kv, h}}, {"self_attn.v_proj.weight", {kv, h}},
+      {"self_attn.o_proj.weight", {h, q}},
+  };
+  if (c.attention_bias) {
+    s.push_back({"self_attn.q_proj.bias", {q}});
+    s.push_back({"self_attn.k_proj.bias", {kv}});
+    s.push_back({"self_attn.v_proj.bias", {kv}});
+    s.push_back({"self_attn.o_proj.bias", {h}});
+  }
+  if (with_mlp) {
+    s.push_back({"post_attention_layernorm.weight", {h}});
+    s.push_back({"mlp.gate_proj.weight", {f, h}});
+    s.push_back({"mlp.up_proj.weight", {f, h}});
+    s.push_back({"mlp.down_proj.weight", {h, f}});
+    if (c.mlp_bias) {
+      s.push_back({"mlp.gate_proj.bias", {f}});
+      s.push_back({"mlp.up_proj.bias", {f}});
+      s.push_back({"mlp.down_proj.bias", {h}});
+    }
+  }
+  return s;
+}
+
+Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
+  std::vector<float> v = read_checked(ckpt, name, {n});
+  return Eigen::Map<Vector>(v.data(), n);
+}
+
+Linear read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in,
+                   bool bias) {
+  Linear l;
+  const TensorInfo& t = ckpt.info(name + ".weight");
+  check_tensor(ckpt, name + ".weight", {out, in});
+  l.w.resize(out, in);
+  convert_to_f32(ckpt.shard_of(name + ".weight").data(t), t.dtype, t.numel(), l.w.data());
+  if (bias) l.b = read_vector(ckpt, name + ".bias", out);
+  return l;
+}
+
+}  // namespace
+
+std::vector<float> read_checked(const Checkpoint& ckpt, const std::string& name,
+                                std::initializer_list<int64_t> shape) {
+  check_tensor(ckpt, name, std::vector<int64_t>(shape));
+  return ckpt.read_f32(name);
+}
+
+void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& c) {
+  check_tensor(ckpt, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  check_tensor(ckpt, "model.norm.weight", {c.hidden_size});
+  if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, layer_prefix(l) + spec.suffix, spec.shape);
+}
+
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer,
+                                bool with_mlp) {
+  const std::string p = layer_prefix(layer);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
+  LayerWeights w;
+  w.input_norm = read_vector(ckpt, p + "input_layernorm.weight", h);
+  w.q = read_linear(ckpt, p + "self_attn.q_proj", q, h, c.attention_bias);
+  w.k = read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.attention_bias);
+  w.v = read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.attention_bias);
+  w.o = read_linear(ckpt, p + "self_attn.o_proj", h, q, c.attention_bias);
+  w.has_mlp = with_mlp;
+  if (with_mlp) {
+    w.post_norm = read_vector(ckpt, p + "post_attention_layernorm.weight", h);
+    w.gate = read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias);
+    w.up = read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias);
+    w.down = read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias);
+  }
+  return w;
+}
+
+void release_layer_pages(const Checkpoint& ckpt, int64_t layer) {
+  const std::string p = layer_prefix(layer);
+  for (const auto& name : ckpt.tensor_names())
+    if (name.starts_with(p)) ckpt.shard_of(name).release(ckpt.info(name));
+}
+
+}  // namespace ctcal

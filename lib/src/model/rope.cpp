@@ -1,0 +1,82 @@
+#include "ctcal/model/rope.h"
+
+#include <cmath>
+#include <numbers>
+
+namespace ctcal {
+
+std::vector<float> rope_inv_freq(const LlamaConfig& cfg, int64_t seq_len) {
+  const RopeConfig& r = cfg.rope;
+  const int64_t dim = cfg.head_dim;
+  double base = r.theta;
+  if (r.type == RopeType::kDynamic && seq_len > cfg.max_position_embeddings) {
+    // Dynamic NTK: the base grows once the sequence is longer than the trained context
+    // (transformers recomputes it for the longest sequence seen in the forward call).
+    double ratio = r.factor * static_cast<double>(seq_len) /
+                       static_cast<double>(cfg.max_position_embeddings) - (r.factor - 1.0);
+    base = base * std::pow(ratio, static_cast<double>(dim) / static_cast<double>(dim - 2));
+  }
+  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
+  const auto base_f = static_cast<float>(base);
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in fp32.
+    float expo = static_cast<float>(2 * i) / static_cast<float>(dim);
+    inv[static_cast<std::size_t>(i)] = 1.0f / std::pow(base_f, expo);
+  }
+  if (r.type == RopeType::kLinear) {
+    for (auto& f : inv) f = f / static_cast<float>(r.factor);
+  } else if (r.type == RopeType::kLlama3) {
+    const auto factor = static_cast<float>(r.factor);
+    const auto low = static_cast<float>(r.low_freq_factor);
+    const auto high = static_cast<float>(r.high_freq_factor);
+    const auto old_ctx = static_cast<float>(r.original_max_position_embeddings);
+    const float low_wavelen = old_ctx / low;
+    const float high_wavelen = old_ctx / high;
+    for (auto& f : inv) {
+      const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
+      if (wavelen > low_wavelen) {
+        f = f / factor;                        // low frequencies: scaled
+      } else if (wavelen >= high_wavelen) {    // medium: interpolate
+        const float smooth = (old_ctx / wavelen - low) / (high - low);
+        f = (1.0f - smooth) * f / factor + smooth * f;
+      }                                        // high frequencies: unchanged
+    }
+  }
+  return inv;
+}
+
+RopeTable make_rope_table(const LlamaConfig& cfg, int64_t seq_len) {
+  RopeTable t;
+  t.seq_len = seq_len;
+  t.half = cfg.head_dim / 2;
+  std::vector<float> inv = rope_inv_freq(cfg, seq_len);
+  t.cos.resize(static_cast<std::size_t>(seq_len * t.half));
+  t.sin.resize(t.cos.size());
+  for (int64_t p = 0; p < seq_len; ++p)
+    for (int64_t i = 0; i < t.half; ++i) {
+      const float angle = static_cast<float>(p) * inv[static_cast<std::size_t>(i)];  // fp32, as torch
+      t.cos[static_cast<std::size_t>(p * t.half + i)] = std::cos(angle);
+      t.sin[static_cast<std::size_t>(p * t.half + i)] = std::sin(angle);
+    }
+  return t;
+}
+
+void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,
+                int64_t row_stride) {
+  const int64_t half = head_dim / 2;
+  for (int64_t t = 0; t < seq; ++t) {
+    const float* c = table.cos.data() + t * half;
+    const float* s = table.sin.data() + t * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + t * row_stride + h * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        // cos/sin repeat over both halves; rotate_half gives (-b, a).
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+}  // namespace ctcal

@@ -1,0 +1,122 @@
+#include "ctcal/pipeline/calibrate.h"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+#include "ctcal/quant/observer.h"
+#include "ctcal/transform/rotate_weights.h"
+
+namespace ctcal {
+
+const SiteResult* LayerResult::find(Site s) const {
+  for (const auto& r : sites)
+    if (r.site == s) return &r;
+  return nullptr;
+}
+
+namespace {
+
+// Routes each layer's Q/K/V views to that layer's observers.
+class LayerObservers : public ActivationObserver {
+ public:
+  LayerObservers(const CalibrationPlan& plan, int64_t layer) : layer_(layer) {
+    for (Site s : plan.sites()) {
+      const QuantArgs& args = s == Site::kQuery ? *plan.query_args : plan.kv_args;
+      observers_[s] = std::make_unique<Observer>(args, plan.heads(s));
+    }
+  }
+  bool wants(int64_t layer, Site site) const override {
+    return layer == layer_ && observers_.count(site) != 0;
+  }
+  void observe(int64_t, Site site, const HeadsView& v) override { observers_.at(site)->observe(v); }
+  const std::map<Site, std::unique_ptr<Observer>>& observers() const { return observers_; }
+
+ private:
+  int64_t layer_;
+  std::map<Site, std::unique_ptr<Observer>> observers_;
+};
+
+void rotate_linear(Linear* l, const RowMatrixD& h, DType storage, bool output_side) {
+  std::vector<double> w(l->w.data(), l->w.data() + l->w.size());
+  if (output_side) {
+    rotate_output_rows(&w, l->w.rows(), l->w.cols(), h);
+    if (l->b.size() > 0) {
+      std::vector<double> b(l->b.data(), l->b.data() + l->b.size());
+      rotate_output_rows(&b, l->b.size(), 1, h);
+      for (Eigen::Index i = 0; i < l->b.size(); ++i)
+        l->b[i] = static_cast<float>(round_to_dtype(b[static_cast<std::size_t>(i)], storage));
+    }
+  } else {
+    rotate_input_cols(&w, l->w.rows(), l->w.cols(), h);
+  }
+  for (std::size_t i = 0; i < w.size(); ++i) l->w.data()[i] = static_cast<float>(round_to_dtype(w[i], storage));
+}
+
+}  // namespace
+
+void apply_r2(const CalibrationPlan& plan, LayerWeights* w) {
+  if (!plan.r2) return;
+  const RowMatrixD h = plan.r2->matrix / std::sqrt(static_cast<double>(plan.r2->size));
+  rotate_linear(&w->v, h, plan.storage, /*output_side=*/true);
+  rotate_linear(&w->o, h, plan.storage, /*output_side=*/false);
+}
+
+CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,
+                                  const std::vector<std::vector<int32_t>>& samples,
+                                  const CalibrateOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const LlamaConfig& cfg = plan.model;
+  LlamaModel model(ckpt, cfg);
+  ForwardOptions fwd = options.forward;
+  RowMatrix r3;  // [head_dim, head_dim], H / sqrt(d) in fp32 (applied in fp32 compute)
+  if (plan.r3) {
+    r3 = (plan.r3->matrix / std::sqrt(static_cast<double>(plan.r3->size))).cast<float>();
+    fwd.qk_rotation = &r3;
+    fwd.observe_before_rotation = !plan.rotations_observed;
+  }
+  CalibrationResult result;
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = model.embed(samples, &spans);  // [total_tokens, hidden]
+  result.samples = static_cast<int64_t>(samples.size());
+  result.tokens = hidden.rows();
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    if (options.cancel && options.cancel->load()) throw Cancelled();
+    // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
+    const bool with_mlp = l + 1 < cfg.num_hidden_layers;
+    LayerWeights w = load_layer_weights(ckpt, cfg, l, with_mlp);
+    LayerObservers obs(plan, l);
+    if (plan.r2 && !plan.rotations_observed) {
+      // Observe V unrotated (SpinQuant listed after quantization), but propagate the rotated
+      // model: R2 leaves the layer's output unchanged, so propagation is the same either way.
+      model.run_layer(w, l, spans, hidden, &obs, fwd);
+    } else {
+      apply_r2(plan, &w);
+      model.run_layer(w, l, spans, hidden, &obs, fwd);
+    }
+    release_layer_pages(ckpt, l);
+    LayerResult lr;
+    lr.layer = l;
+    for (const auto& [site, o] : obs.observers()) {
+      SiteResult sr;
+      sr.site = site;
+      sr.qparams = o->qparams(plan.storage);
+      sr.obs_min = o->min_vals();
+      sr.obs_max = o->max_vals();
+      sr.head_min = o->seen_head_min();
+      sr.head_max = o->seen_head_max();
+      sr.observations = o->observations();
+      lr.sites.push_back(std::move(sr));
+    }
+    result.layers.push_back(std::move(lr));
+    if (options.on_layer_done) {
+      const double el = std::chrono::duration<double>(Clock::now() - t0).count();
+      options.on_layer_done({l + 1, cfg.num_hidden_layers, result.samples, result.tokens, el});
+    }
+  }
+  result.forward_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace ctcal

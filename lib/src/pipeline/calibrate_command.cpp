@@ -1,0 +1,272 @@
+#include "ctcal/pipeline/calibrate_command.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "ctcal/data/dataset.h"
+#include "ctcal/error.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/io/output_dir.h"
+#include "ctcal/io/quant_config.h"
+#include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/plan.h"
+#include "ctcal/pipeline/write_checkpoint.h"
+#include "ctcal/recipe/recipe.h"
+#include "ctcal/recipe/recipe_emit.h"
+#include "ctcal/util/sha256.h"
+#include "ctcal/version.h"
+
+namespace ctcal {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Resolved {
+  fs::path model, dataset, output;
+  std::optional<fs::path> tokenizer;
+  SamplingOptions sampling;
+};
+
+// Flags override the recipe's `ctcal:` block; relative paths in the block are relative to the
+// recipe file's directory.
+Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
+  const fs::path base = fs::path(req.recipe).parent_path();
+  auto pick = [&](const std::optional<std::string>& flag, const std::optional<std::string>& block,
+                  const char* name, bool required) -> std::optional<fs::path> {
+    if (flag) return fs::path(*flag);
+    if (block) return fs::path(*block).is_absolute() ? fs::path(*block) : base / *block;
+    if (required)
+      throw UsageError(fmt::format("--{} is required (or set ctcal.{} in the recipe)", name, name));
+    return std::nullopt;
+  };
+  Resolved o;
+  o.model = *pick(req.model, r.ctcal.model, "model", true);
+  o.dataset = *pick(req.dataset, r.ctcal.dataset, "dataset", true);
+  o.output = pick(req.output, r.ctcal.output, "output", !req.dry_run).value_or(fs::path());
+  o.tokenizer = pick(req.tokenizer, r.ctcal.tokenizer, "tokenizer", false);
+  o.sampling.num_samples = req.num_samples.value_or(r.ctcal.num_samples.value_or(512));
+  o.sampling.max_seq_length = req.max_seq_length.value_or(r.ctcal.max_seq_length.value_or(2048));
+  o.sampling.seed = req.seed.value_or(r.ctcal.seed.value_or(42));
+  o.sampling.shuffle = req.no_shuffle ? false : r.ctcal.shuffle.value_or(true);
+  if (o.sampling.num_samples <= 0) throw UsageError("--num-samples must be positive");
+  if (o.sampling.max_seq_length <= 0) throw UsageError("--max-seq-length must be positive");
+  return o;
+}
+
+json run_block(const Resolved& o) {
+  return {{"num_samples", o.sampling.num_samples}, {"max_seq_length", o.sampling.max_seq_length},
+          {"seed", o.sampling.seed}, {"shuffle", o.sampling.shuffle}};
+}
+
+std::string fmt_range(const std::vector<double>& v) {
+  const auto [mn, mx] = std::minmax_element(v.begin(), v.end());
+  if (v.size() == 1) return fmt::format("{:.4g}", *mn);
+  return fmt::format("{:.4g}..{:.4g}", *mn, *mx);
+}
+
+void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& o) {
+  const LlamaConfig& m = plan.model;
+  out << fmt::format("model      {} ({}, {} layers, {} heads / {} kv heads, head_dim {}, scale dtype {})\n",
+                     o.model.string(), m.architecture, m.num_hidden_layers, m.num_attention_heads,
+                     m.num_key_value_heads, m.head_dim, dtype_name(plan.storage));
+  out << fmt::format("dataset    {} ({} samples max, {} tokens max each, seed {}, shuffle {})\n",
+                     o.dataset.string(), o.sampling.num_samples, o.sampling.max_seq_length,
+                     o.sampling.seed, o.sampling.shuffle);
+  auto args = [](const QuantArgs& a) {
+    return fmt::format("{}{} {} {}, observer {}", quant_type_name(a.type), a.num_bits,
+                       a.symmetric ? "symmetric" : "asymmetric", strategy_name(*a.strategy),
+                       a.observer.value_or("-"));
+  };
+  out << fmt::format("kv cache   {}\n", args(plan.kv_args));
+  if (plan.query_args) out << fmt::format("attention  {} (group '{}')\n", args(*plan.query_args), *plan.attention_group);
+  if (plan.r3) out << fmt::format("R3         {} {}x{} on queries and keys after RoPE{}\n", plan.r3->type, plan.r3->size, plan.r3->size,
+                                  plan.rotations_observed ? "" : " (observed before rotation)");
+  if (plan.r2) out << fmt::format("R2         {} {}x{} folded into v_proj / o_proj\n", plan.r2->type, plan.r2->size, plan.r2->size);
+  std::string sites;
+  for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
+  out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
+  out << fmt::format("output     {}\n", o.output.empty() ? std::string("(none: --output not given)") : o.output.string());
+}
+
+void print_summary(std::ostream& out, const CalibrationPlan& plan, const CalibrationResult& r) {
+  std::string header = fmt::format("{:>5}", "layer");
+  for (Site s : plan.sites())
+    header += fmt::format("  {:>9} {:>21}", fmt::format("{} absmax", site_name(s)), fmt::format("{}_scale", site_name(s)));
+  out << header << "\n";
+  for (const auto& l : r.layers) {
+    std::string row = fmt::format("{:>5}", l.layer);
+    for (Site s : plan.sites()) {
+      const SiteResult* sr = l.find(s);
+      double absmax = 0;
+      for (std::size_t h = 0; h < sr->head_min.size(); ++h)
+        absmax = std::max({absmax, std::fabs(sr->head_min[h]), std::fabs(sr->head_max[h])});
+      row += fmt::format("  {:>9.4g} {:>21}", absmax, fmt_range(sr->qparams.scale));
+    }
+    out << row << "\n";
+  }
+}
+
+}  // namespace
+
+int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  if (req.threads > 0) omp_set_num_threads(req.threads);
+  const Recipe recipe = load_recipe(req.recipe);
+  Resolved o = resolve(req, recipe);
+
+  // Refuse a bad --output before any work (exit 2), not after an hour of calibration.
+  std::unique_ptr<StagingDir> staging;
+  if (!req.dry_run) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
+
+  const Checkpoint ckpt(o.model);
+  const LlamaConfig cfg = parse_llama_config(ckpt.config(), ckpt.config_path().string());
+  const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
+  const CalibrationPlan plan = make_plan(recipe, cfg, storage);
+  for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
+  if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
+    spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
+                 "for research and `ctcal eval`", quant_type_name(plan.kv_args.type),
+                 plan.kv_args.symmetric ? "symmetric" : "asymmetric");
+  if (plan.r3 && !plan.rotations_observed)
+    spdlog::warn("SpinQuantModifier comes after QuantizationModifier: keys are observed before the "
+                 "R3 rotation, as llm-compressor does; the scales will not fit rotated keys");
+
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (o.tokenizer) tokenizer = load_tokenizer(*o.tokenizer);
+  const auto rows = read_dataset_rows(o.dataset);
+  bool need_tokenizer = false;
+  for (const auto& row : rows) need_tokenizer = need_tokenizer || !row.has_ids;
+  if (need_tokenizer && !tokenizer) tokenizer = load_tokenizer(o.model);
+  if (tokenizer) spdlog::info("tokenizer: {}", tokenizer->describe());
+  o.sampling.vocab_size = cfg.vocab_size;
+  o.sampling.max_position_embeddings = cfg.max_position_embeddings;
+  const CalibrationSamples data = make_calibration_samples(o.dataset, rows, tokenizer.get(), o.sampling);
+  spdlog::info("calibration data: {} samples, {} tokens (from {} rows; {} empty skipped, {} truncated to {})",
+               data.samples.size(), data.tokens(), data.rows, data.skipped_empty, data.truncated,
+               std::min(o.sampling.max_seq_length, cfg.max_position_embeddings));
+  if (static_cast<int64_t>(data.samples.size()) < o.sampling.num_samples)
+    spdlog::info("the dataset has fewer usable rows ({}) than --num-samples ({})", data.samples.size(),
+                 o.sampling.num_samples);
+
+  if (req.dry_run) {
+    print_plan(out, plan, o);
+    out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
+    out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
+           "model.safetensors.index.json, recipe.yaml, ctcal_report.json, other input files\n";
+    return 0;
+  }
+
+  print_plan(out, plan, o);
+  CalibrateOptions copt;
+  copt.forward.chunk_tokens = req.chunk_tokens;
+  copt.cancel = req.cancel;
+  copt.on_layer_done = [&](const Progress& p) {
+    const double tps = p.elapsed_s > 0 ? static_cast<double>(p.tokens) * p.layer / p.layers / p.elapsed_s : 0;
+    const double eta = p.layer > 0 ? p.elapsed_s / p.layer * (p.layers - p.layer) : 0;
+    if (req.progress_tty) {
+      std::fprintf(stderr, "\r\033[Klayer %ld/%ld  %ld samples  %.0f tokens/s  ETA %.1fs", static_cast<long>(p.layer),
+                   static_cast<long>(p.layers), static_cast<long>(p.samples), tps, eta);
+      if (p.layer == p.layers) std::fprintf(stderr, "\n");
+    } else {
+      spdlog::info("layer {}/{}: {} samples, {:.0f} tokens/s, ETA {:.1f}s", p.layer, p.layers, p.samples, tps, eta);
+    }
+  };
+  const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
+
+  const auto t_write = Clock::now();
+  OutputExtras extras;
+  json run = run_block(o);
+  run["model"] = fs::absolute(o.model).lexically_normal().string();
+  run["dataset"] = fs::absolute(o.dataset).lexically_normal().string();
+  const json tc = transform_config_json(plan);
+  extras.recipe_yaml = effective_recipe_yaml(recipe, run, tc);
+  extras.report = {
+      {"ctcal_version", kVersion},
+      {"samples", result.samples},
+      {"tokens", result.tokens},
+      {"rows", data.rows},
+      {"skipped_empty", data.skipped_empty},
+      {"truncated", data.truncated},
+      {"seed", o.sampling.seed},
+      {"shuffle", o.sampling.shuffle},
+      {"num_samples", o.sampling.num_samples},
+      {"max_seq_length", o.sampling.max_seq_length},
+      {"recipe_sha256", sha256_file_hex(req.recipe)},
+      {"dataset_sha256", sha256_file_hex(o.dataset)},
+      {"model", o.model.string()},
+      {"kv_cache_scheme", quant_args_to_json(plan.kv_args)},
+      {"scale_dtype", dtype_name(plan.storage)},
+  };
+  const double total_before_write = std::chrono::duration<double>(t_write - t0).count();
+  extras.report["timings"] = {{"calibration_s", result.forward_seconds},
+                              {"setup_s", total_before_write - result.forward_seconds},
+                              {"tokens_per_s", result.forward_seconds > 0 ? static_cast<double>(result.tokens) / result.forward_seconds : 0.0}};
+  const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
+  if (req.cancel && req.cancel->load()) throw Cancelled();
+  staging->commit();
+
+  out << "\n";
+  print_summary(out, plan, result);
+  out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), files.size(),
+                     std::chrono::duration<double>(Clock::now() - t0).count(), result.samples, result.tokens);
+  if (plan.kv_args.type == QuantType::kFloat && plan.kv_args.symmetric && !plan.r3)
+    out << fmt::format("serve with: vllm serve {} --kv-cache-dtype fp8\n", o.output.string());
+  return 0;
+}
+
+int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out) {
+  const Recipe recipe = load_recipe(recipe_path);
+  json run = nullptr;
+  const RunDefaults& d = recipe.ctcal;
+  if (d.model || d.dataset || d.output || d.num_samples || d.max_seq_length || d.seed || d.shuffle) {
+    run = {{"num_samples", d.num_samples.value_or(512)}, {"max_seq_length", d.max_seq_length.value_or(2048)},
+           {"seed", d.seed.value_or(42)}, {"shuffle", d.shuffle.value_or(true)}};
+    if (d.model) run["model"] = *d.model;
+    if (d.dataset) run["dataset"] = *d.dataset;
+    if (d.output) run["output"] = *d.output;
+  }
+  // Transform config without a model: head_dim unknown until a model is given.
+  json tc = json::object();
+  if (as_json) {
+    json doc = effective_recipe_json(recipe, run, tc);
+    json defaults = json::object();
+    if (auto kv = recipe.kv_args()) {
+      json unset = json::array();
+      for (const auto& [k, _] : quant_args_to_json(*kv).items())
+        if (!kv->user_set.count(k)) unset.push_back(k);
+      defaults["kv_cache_scheme"] = unset;
+    }
+    out << json({{"valid", true}, {"recipe", doc}, {"defaults", defaults}}).dump(2) << "\n";
+    return 0;
+  }
+  std::string yaml = effective_recipe_yaml(recipe, run, tc);
+  // Mark defaults: every QuantizationArgs key the recipe did not write.
+  if (auto kv = recipe.kv_args()) {
+    std::istringstream in(yaml);
+    std::string line, marked;
+    bool in_args = false;
+    while (std::getline(in, line)) {
+      const auto key_end = line.find(':');
+      const std::string key = key_end == std::string::npos ? "" : line.substr(line.find_first_not_of(' '), key_end - line.find_first_not_of(' '));
+      if (key == "kv_cache_scheme" || key == "input_activations") in_args = true;
+      else if (in_args && !line.empty() && line.find_first_not_of(' ') <= 6 && key != "") in_args = quant_args_to_json(*kv).contains(key);
+      if (in_args && quant_args_to_json(*kv).contains(key) && !kv->user_set.count(key)) line += "  # default";
+      marked += line + "\n";
+    }
+    yaml = marked;
+  }
+  out << "# " << recipe_path << ": valid\n" << yaml;
+  return 0;
+}
+
+}  // namespace ctcal

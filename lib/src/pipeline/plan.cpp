@@ -1,0 +1,155 @@
+#include "ctcal/pipeline/plan.h"
+
+#include "ctcal/error.h"
+#include "ctcal/transform/hadamard.h"
+
+namespace ctcal {
+
+using nlohmann::json;
+
+std::vector<Site> CalibrationPlan::sites() const {
+  std::vector<Site> s;
+  if (query_args) s.push_back(Site::kQuery);
+  s.push_back(Site::kKey);
+  s.push_back(Site::kValue);
+  return s;
+}
+
+int64_t CalibrationPlan::heads(Site s) const {
+  return s == Site::kQuery ? model.num_attention_heads : model.num_key_value_heads;
+}
+
+namespace {
+
+json args_json(const TransformArgsSpec& a) {
+  return {{"targets", a.targets}, {"location", a.location}, {"inverse", a.inverse}, {"ignore", a.ignore}};
+}
+
+json scheme_json(const TransformSchemeSpec& s) {
+  json apply = json::array();
+  for (const auto& a : s.apply) apply.push_back(args_json(a));
+  return {{"type", s.type}, {"apply", apply}, {"randomize", s.randomize},
+          {"requires_grad", s.requires_grad},
+          {"head_dim", s.head_dim ? json(*s.head_dim) : json(nullptr)}, {"precision", s.precision}};
+}
+
+bool targets_attention(const std::vector<std::string>& t) {
+  for (const auto& x : t)
+    if (x == "re:.*self_attn$" || x == "LlamaAttention" || x == "MistralAttention" ||
+        x == "re:.*(self_attn|attention)$")
+      return true;
+  return false;
+}
+
+bool targets_suffix(const std::vector<std::string>& t, const std::string& proj) {
+  for (const auto& x : t)
+    if (x == "re:.*" + proj + "$" || x == proj) return true;
+  return false;
+}
+
+// Which rotation a scheme is: R3 (q_attn + k_cache on attention) or R2 (weight_output on
+// v_proj + inverse weight_input on o_proj). Anything else is not something ctcal can run.
+std::string classify(const std::string& name, const TransformSchemeSpec& s, const std::string& where) {
+  bool q = false, k = false, v = false, o = false;
+  for (const auto& a : s.apply) {
+    if (!a.ignore.empty())
+      throw RecipeError(fmt::format("{}: transform group '{}': 'ignore' lists are not supported", where, name));
+    if ((a.location == "q_attn" || a.location == "k_cache") && targets_attention(a.targets) && !a.inverse)
+      (a.location == "q_attn" ? q : k) = true;
+    else if (a.location == "weight_output" && targets_suffix(a.targets, "v_proj") && !a.inverse)
+      v = true;
+    else if (a.location == "weight_input" && targets_suffix(a.targets, "o_proj") && a.inverse)
+      o = true;
+    else
+      throw RecipeError(fmt::format(
+          "{}: transform group '{}': location '{}' on {} is not supported; ctcal runs R3 (q_attn "
+          "and k_cache on re:.*self_attn$) and R2 (weight_output on re:.*v_proj$, inverse "
+          "weight_input on re:.*o_proj$)", where, name, a.location, json(a.targets).dump()));
+  }
+  if (q && k && !v && !o) return "R3";
+  if (v && o && !q && !k) return "R2";
+  throw RecipeError(fmt::format("{}: transform group '{}' must be a complete R3 (q_attn + k_cache) "
+                                "or R2 (v_proj weight_output + o_proj inverse weight_input) pair",
+                                where, name));
+}
+
+RotationPlan make_rotation(const std::string& group, const TransformSchemeSpec& s,
+                           const LlamaConfig& m, const std::string& where) {
+  RotationPlan r;
+  r.group = group;
+  r.type = s.type;
+  r.size = s.head_dim.value_or(m.head_dim);
+  r.precision = s.precision;
+  r.scheme = scheme_json(s);
+  if (r.size != m.head_dim)
+    throw RecipeError(fmt::format("{}: transform group '{}': head_dim {} must equal the model's "
+                                  "head_dim {} for R2/R3", where, group, r.size, m.head_dim));
+  if (s.type == "random-hadamard")
+    throw RecipeError(fmt::format("{}: transform group '{}': random-hadamard is not supported by "
+                                  "this ctcal yet; use transform_type: hadamard", where, group));
+  if (!is_power_of_two(r.size))
+    throw RecipeError(fmt::format("{}: transform group '{}': a 'hadamard' (Sylvester) matrix needs a "
+                                  "power-of-two size, but head_dim is {}; supported sizes: 1, 2, 4, "
+                                  "8, ..., 2^k", where, group, r.size));
+  r.matrix = sylvester_hadamard(r.size);
+  return r;
+}
+
+// The TransformScheme llm-compressor's SpinQuantModifier generates for R2 / R3 (reference §1.4).
+TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuantSpec& sq,
+                                     int64_t head_dim) {
+  TransformSchemeSpec s;
+  s.type = sq.transform_type;
+  s.head_dim = head_dim;
+  s.precision = sq.precision;
+  if (rotation == "R3") {
+    s.apply = {{{"re:.*self_attn$"}, "q_attn", false, {}}, {{"re:.*self_attn$"}, "k_cache", false, {}}};
+  } else {
+    s.apply = {{{"re:.*v_proj$"}, "weight_output", false, {}}, {{"re:.*o_proj$"}, "weight_input", true, {}}};
+  }
+  return s;
+}
+
+}  // namespace
+
+CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage) {
+  CalibrationPlan p;
+  p.model = model;
+  p.storage = storage;
+  auto kv = recipe.kv_args();
+  CTCAL_ASSERT(kv.has_value(), "parse_recipe guarantees KV args");
+  p.kv_args = *kv;
+  p.query_args = recipe.query_args();
+  if (const auto* q = recipe.quantization(); q && !q->attention_groups.empty()) {
+    p.attention_group = q->attention_groups[0].name;
+    p.attention_targets = q->attention_groups[0].targets;
+  }
+  p.write_zero_points = !p.kv_args.symmetric || p.query_args.has_value();
+  if (const SpinQuantSpec* sq = recipe.spinquant()) {
+    const std::string where = recipe.source;
+    std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
+    if (sq->explicit_config) {
+      groups = sq->transform_config;
+    } else {
+      for (const auto& rot : sq->rotations) groups.emplace_back(rot, generated_scheme(rot, *sq, model.head_dim));
+    }
+    for (const auto& [name, scheme] : groups) {
+      const std::string kind = classify(name, scheme, where);
+      auto& slot = kind == "R3" ? p.r3 : p.r2;
+      if (slot) throw RecipeError(fmt::format("{}: two transform groups are both {}", where, kind));
+      slot = make_rotation(name, scheme, model, where);
+    }
+    p.rotations_observed = recipe.rotation_before_quantization();
+  }
+  return p;
+}
+
+json transform_config_json(const CalibrationPlan& plan) {
+  json groups = json::object();
+  if (plan.r2) groups[plan.r2->group] = plan.r2->scheme;
+  if (plan.r3) groups[plan.r3->group] = plan.r3->scheme;
+  if (groups.empty()) return json::object();
+  return {{"config_groups", groups}};
+}
+
+}  // namespace ctcal

@@ -1,0 +1,201 @@
+#include "ctcal/pipeline/write_checkpoint.h"
+
+#include <fstream>
+#include <set>
+
+#include "ctcal/error.h"
+#include "ctcal/io/output_dir.h"
+#include "ctcal/io/quant_config.h"
+#include "ctcal/io/safetensors.h"
+#include "ctcal/model/llama_weights.h"
+
+namespace ctcal {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) throw InputError(fmt::format("{}: write failed (disk full?)", p.string()));
+}
+
+std::string shard_file_name(std::size_t k, std::size_t n) {
+  return fmt::format("model-{:05d}-of-{:05d}.safetensors", k, n);
+}
+
+std::vector<int64_t> scale_shape(const CalibrationPlan& plan, Site s) {
+  const Strategy st = s == Site::kQuery ? *plan.query_args->strategy : *plan.kv_args.strategy;
+  if (st == Strategy::kAttnHead) return {plan.heads(s), 1, 1};
+  return {1};
+}
+
+// Scales (+ zero points, + R3 matrices) for every layer.
+std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, const CalibrationResult& r) {
+  std::map<std::string, TensorBlob> out;
+  for (const auto& layer : r.layers)
+    for (const auto& s : layer.sites) {
+      const auto shape = scale_shape(plan, s.site);
+      std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
+      out[scale_name(layer.layer, s.site)] = make_blob_f32(scale, shape, plan.storage);
+      if (plan.write_zero_points) {
+        const QuantArgs& a = s.site == Site::kQuery ? *plan.query_args : plan.kv_args;
+        std::vector<float> zp(s.qparams.zero_point.begin(), s.qparams.zero_point.end());
+        out[zero_point_name(layer.layer, s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
+      }
+    }
+  if (plan.r3) {
+    // Unnormalised ±1 entries in F64 (the scheme's precision), one copy per layer (SPEC §6).
+    const RowMatrixD& h = plan.r3->matrix;
+    std::vector<float> v(h.data(), h.data() + h.size());
+    const DType t = dtype_from_torch_name(plan.r3->precision).value_or(DType::kF64);
+    for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
+      for (const char* loc : {"q_attn", "k_cache"})
+        out[fmt::format("model.layers.{}.self_attn.{}_{}.weight", l, plan.r3->group, loc)] =
+            make_blob_f32(v, {h.rows(), h.cols()}, t);
+  }
+  return out;
+}
+
+// R2-rewritten v_proj / o_proj tensors (weights and biases) in their input dtype.
+std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const CalibrationPlan& plan) {
+  std::map<std::string, TensorBlob> out;
+  if (!plan.r2) return out;
+  for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
+    LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
+    CalibrationPlan p = plan;
+    for (const char* proj : {"v_proj", "o_proj"}) {
+      const std::string base = fmt::format("model.layers.{}.self_attn.{}", l, proj);
+      p.storage = in.info(base + ".weight").dtype;  // keep each tensor's own dtype
+      LayerWeights rotated = w;
+      apply_r2(p, &rotated);
+      const Linear& lin = std::string(proj) == "v_proj" ? rotated.v : rotated.o;
+      std::vector<float> wv(lin.w.data(), lin.w.data() + lin.w.size());
+      out[base + ".weight"] = make_blob_f32(wv, {lin.w.rows(), lin.w.cols()}, p.storage);
+      if (std::string(proj) == "v_proj" && lin.b.size() > 0) {
+        std::vector<float> bv(lin.b.data(), lin.b.data() + lin.b.size());
+        out[base + ".bias"] = make_blob_f32(bv, {lin.b.size()}, in.info(base + ".bias").dtype);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& result) {
+  json layers = json::array();
+  for (const auto& layer : result.layers) {
+    json l = {{"layer", layer.layer}};
+    for (const auto& s : layer.sites) {
+      double mn = *std::min_element(s.head_min.begin(), s.head_min.end());
+      double mx = *std::max_element(s.head_max.begin(), s.head_max.end());
+      json site = {{"min", mn},
+                   {"max", mx},
+                   {"absmax", std::max(std::fabs(mn), std::fabs(mx))},
+                   {"head_min", s.head_min},
+                   {"head_max", s.head_max},
+                   {"observer_min", s.obs_min},
+                   {"observer_max", s.obs_max},
+                   {"observations", s.observations},
+                   {"scale", s.qparams.scale},
+                   {"scale_shape", scale_shape(plan, s.site)},
+                   {"scale_dtype", dtype_name(plan.storage)}};
+      if (plan.write_zero_points) site["zero_point"] = s.qparams.zero_point;
+      l[std::string(site_name(s.site))] = site;
+    }
+    layers.push_back(l);
+  }
+  return layers;
+}
+
+std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, const Checkpoint& in,
+                                                     const CalibrationPlan& plan,
+                                                     const CalibrationResult& result,
+                                                     const OutputExtras& extras) {
+  std::vector<std::string> written;
+  // config.json
+  json config = in.config();
+  config["quantization_config"] = build_quantization_config(config, plan, in.config_path().string());
+  write_text(staging / "config.json", python_json_dump(config) + "\n");
+  written.push_back("config.json");
+
+  // Weight shards: input shards keep their tensors (linked when untouched); scales go last.
+  const auto replaced = r2_tensors(in, plan);
+  const auto scales = scale_tensors(plan, result);
+  for (const auto& [name, _] : scales)
+    if (in.has(name))
+      throw InputError(fmt::format("{}: the input already holds '{}'; calibrate the unquantized "
+                                   "checkpoint instead", in.dir().string(), name));
+  const auto shards = in.shard_paths();
+  const std::size_t n = shards.size() + 1;
+  json weight_map = json::object();
+  std::size_t total_size = 0, total_params = 0;
+  for (std::size_t k = 0; k < shards.size(); ++k) {
+    const std::string out_name = shard_file_name(k + 1, n);
+    SafetensorsFile src(shards[k]);
+    bool touched = false;
+    for (const auto& [name, t] : src.tensors()) {
+      weight_map[name] = out_name;
+      total_size += t.nbytes();
+      total_params += t.numel();
+      touched = touched || replaced.count(name);
+    }
+    if (!touched) {
+      link_or_copy(shards[k], staging / out_name);
+    } else {
+      std::map<std::string, TensorBlob> blobs;
+      for (const auto& [name, t] : src.tensors()) {
+        auto it = replaced.find(name);
+        if (it != replaced.end()) {
+          blobs[name] = it->second;
+        } else {
+          const unsigned char* p = src.data(t);
+          blobs[name] = TensorBlob{t.dtype, t.shape, std::vector<unsigned char>(p, p + t.nbytes())};
+        }
+      }
+      write_safetensors(staging / out_name, blobs, src.metadata());
+    }
+    written.push_back(out_name);
+  }
+  const std::string scale_shard = shard_file_name(n, n);
+  for (const auto& [name, blob] : scales) {
+    weight_map[name] = scale_shard;
+    total_size += blob.bytes.size();
+    std::size_t numel = 1;
+    for (auto d : blob.shape) numel *= static_cast<std::size_t>(d);
+    total_params += numel;
+  }
+  write_safetensors(staging / scale_shard, scales);
+  written.push_back(scale_shard);
+
+  json metadata = in.index_metadata();
+  metadata["total_size"] = total_size;
+  if (metadata.contains("total_parameters")) metadata["total_parameters"] = total_params;
+  write_text(staging / "model.safetensors.index.json",
+             python_json_dump({{"metadata", metadata}, {"weight_map", weight_map}}) + "\n");
+  written.push_back("model.safetensors.index.json");
+
+  // Every other file of the input (tokenizer, generation config, chat template, ...).
+  const std::set<std::string> skip = {"config.json", "model.safetensors.index.json", "recipe.yaml",
+                                      "ctcal_report.json"};
+  for (const auto& entry : fs::directory_iterator(in.dir())) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || skip.count(name) || entry.path().extension() == ".safetensors") continue;
+    fs::copy_file(entry.path(), staging / name, fs::copy_options::overwrite_existing);
+    written.push_back(name);
+  }
+
+  write_text(staging / "recipe.yaml", extras.recipe_yaml);
+  written.push_back("recipe.yaml");
+  json report = extras.report;
+  report["layers"] = layers_report_json(plan, result);
+  write_text(staging / "ctcal_report.json", python_json_dump(report) + "\n");
+  written.push_back("ctcal_report.json");
+  return written;
+}
+
+}  // namespace ctcal

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ctcal needs to build and test, only when one is missing.
+# Called by `make` (demo, build, test) and by .ci/run; safe to run repeatedly.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libcli11-dev          # command line
+  libyaml-cpp-dev       # recipes
+  nlohmann-json3-dev    # config.json, safetensors headers, reports
+  libeigen3-dev         # GEMMs of the forward pass
+  libspdlog-dev libfmt-dev  # logging
+  libgtest-dev googletest   # tests
+  libsentencepiece-dev  # tokenizer.model (Llama-2 style) text datasets
+  libopenblas-dev       # sgemm backend for Eigen (EIGEN_USE_BLAS)
+  python3               # the standard-library-only output checker in tests/e2e
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install_deps: installing missing Debian packages: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

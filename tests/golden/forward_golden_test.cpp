@@ -1,0 +1,243 @@
+// ctcal's forward pass and calibration against transformers 5.17 run in float64 on the GPU
+// machine (tests/golden/make_golden.py). Every case: per-layer Q/K (post-RoPE) and V per-head
+// min/max, raw rows, logits; the same with the SpinQuant R3 rotation (and R2 for fp32 models);
+// and the scales the calibration pipeline writes.
+#include <cmath>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_model.h"
+#include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/plan.h"
+#include "ctcal/quant/observer.h"
+#include "ctcal/recipe/recipe.h"
+#include "ctcal/transform/hadamard.h"
+#include "test_util.h"
+
+namespace ctcal {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// Collects per-head running min/max over all samples for every (layer, site), and the first
+// sample's first rows.
+class Capture : public ActivationObserver {
+ public:
+  bool wants(int64_t, Site) const override { return true; }
+  void observe(int64_t layer, Site site, const HeadsView& v) override {
+    std::vector<double> mn, mx;
+    head_min_max(v, &mn, &mx);
+    auto& s = stats_[{layer, site}];
+    if (s.first.empty()) s = {mn, mx};
+    for (std::size_t h = 0; h < mn.size(); ++h) {
+      s.first[h] = std::min(s.first[h], mn[h]);
+      s.second[h] = std::max(s.second[h], mx[h]);
+    }
+    if (sample_ == 0 && !rows_.count({layer, site})) {
+      std::vector<std::vector<std::vector<double>>> r(v.heads);  // [heads][tokens][dims]
+      for (int64_t h = 0; h < v.heads; ++h)
+        for (int64_t t = 0; t < std::min<int64_t>(2, v.seq); ++t) {
+          r[h].emplace_back();
+          for (int64_t d = 0; d < v.head_dim; ++d) r[h].back().push_back(v.at(t, h, d));
+        }
+      rows_[{layer, site}] = r;
+    }
+  }
+  void next_sample() { ++sample_; }
+  std::map<std::pair<int64_t, Site>, std::pair<std::vector<double>, std::vector<double>>> stats_;
+  std::map<std::pair<int64_t, Site>, std::vector<std::vector<std::vector<double>>>> rows_;
+  int sample_ = 0;
+};
+
+std::vector<std::string> case_names() {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(test::golden_dir()))
+    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class ForwardGolden : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    golden_ = test::load_json(test::golden_dir() / (GetParam() + ".json"));
+    std::string dir = golden_["model_dir"];
+    if (dir.starts_with("$CTCAL_DATA/")) {
+      CTCAL_REQUIRE_DATA();
+      model_dir_ = test::data_dir() / dir.substr(12);
+    } else {
+      model_dir_ = test::golden_dir() / dir;
+    }
+    ckpt_ = std::make_unique<Checkpoint>(model_dir_);
+    cfg_ = parse_llama_config(ckpt_->config(), ckpt_->config_path().string());
+    for (const auto& s : golden_["samples"]) samples_.push_back(s.get<std::vector<int32_t>>());
+  }
+
+  // Runs every sample; returns the logits per sample.
+  std::vector<RowMatrix> run(Capture* cap, const ForwardOptions& opt,
+                             const std::function<void(int64_t, LayerWeights&)>& edit = {}) {
+    LlamaModel model(*ckpt_, cfg_);
+    std::vector<RowMatrix> out;
+    for (const auto& ids : samples_) {
+      out.push_back(model.forward(ids, cap, opt, edit));
+      cap->next_sample();
+    }
+    return out;
+  }
+
+  // Compares per-head min/max with the golden keys (e.g. "head_min" or "rot_head_min").
+  void check_stats(const Capture& cap, const std::string& prefix, bool q, bool k, bool v) {
+    double worst = 0;
+    for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
+      for (auto [site, name, on] : {std::tuple{Site::kQuery, "q", q}, {Site::kKey, "k", k}, {Site::kValue, "v", v}}) {
+        if (!on) continue;
+        const json& g = golden_["layers"][l][name];
+        const auto& got = cap.stats_.at({static_cast<int64_t>(l), site});
+        const auto wmin = g[prefix + "head_min"].get<std::vector<double>>();
+        const auto wmax = g[prefix + "head_max"].get<std::vector<double>>();
+        ASSERT_EQ(got.first.size(), wmin.size());
+        for (std::size_t h = 0; h < wmin.size(); ++h) {
+          const double absmax = std::max(std::fabs(wmin[h]), std::fabs(wmax[h]));
+          const double e = std::max(std::fabs(got.first[h] - wmin[h]), std::fabs(got.second[h] - wmax[h])) / absmax;
+          worst = std::max(worst, e);
+          EXPECT_LE(e, test::kAbsmaxRelTol) << "layer " << l << " " << name << " head " << h << " " << prefix;
+        }
+      }
+    RecordProperty(prefix + "worst_head_rel_err", std::to_string(worst));
+    std::printf("[ %s ] %sper-head min/max worst relative error %.3g\n", GetParam().c_str(), prefix.c_str(), worst);
+  }
+
+  void check_logits(const std::vector<RowMatrix>& logits) {
+    double worst = 0;
+    for (std::size_t s = 0; s < logits.size(); ++s) {
+      const json& g = golden_["logits"][s];
+      double num = 0, den = 0;
+      for (std::size_t t = 0; t < g.size(); ++t)
+        for (std::size_t v = 0; v < g[t].size(); ++v) {
+          const double want = g[t][v], got = logits[s](t, v);
+          num += (got - want) * (got - want);
+          den += want * want;
+        }
+      worst = std::max(worst, num / den);
+      EXPECT_LE(num / den, test::kLogitsNmse) << "sample " << s;
+    }
+    std::printf("[ %s ] logits worst NMSE %.3g\n", GetParam().c_str(), worst);
+  }
+
+  json golden_;
+  fs::path model_dir_;
+  std::unique_ptr<Checkpoint> ckpt_;
+  LlamaConfig cfg_;
+  std::vector<std::vector<int32_t>> samples_;
+};
+
+TEST_P(ForwardGolden, ActivationsRowsAndLogits) {
+  Capture cap;
+  auto logits = run(&cap, {});
+  check_stats(cap, "", true, true, true);
+  check_logits(logits);
+  // Raw rows of the first sample, layer 0 and the last layer.
+  for (const auto& [layer_str, sites] : golden_["rows"].items()) {
+    const int64_t layer = std::stoll(layer_str);
+    for (auto [site, name] : {std::pair{Site::kQuery, "q"}, {Site::kKey, "k"}, {Site::kValue, "v"}}) {
+      const json& want = sites[name];  // [heads][tokens][dims]
+      const auto& got = cap.rows_.at({layer, site});
+      for (std::size_t h = 0; h < want.size(); ++h)
+        for (std::size_t t = 0; t < want[h].size(); ++t) {
+          double absmax = 0;
+          for (double x : want[h][t]) absmax = std::max(absmax, std::fabs(x));
+          for (std::size_t d = 0; d < want[h][t].size(); ++d)
+            EXPECT_NEAR(got[h][t][d], want[h][t][d].get<double>(), test::kRowRelTol * absmax)
+                << "layer " << layer << " " << name << " head " << h << " token " << t << " dim " << d;
+        }
+    }
+  }
+}
+
+TEST_P(ForwardGolden, R3RotatedQueriesAndKeys) {
+  if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
+  RowMatrix r3 = (sylvester_hadamard(cfg_.head_dim) / std::sqrt(double(cfg_.head_dim))).cast<float>();
+  ForwardOptions opt;
+  opt.qk_rotation = &r3;
+  Capture cap;
+  auto logits = run(&cap, opt);
+  check_stats(cap, "rot_", true, true, false);
+  check_stats(cap, "", false, false, true);  // V untouched by R3
+  check_logits(logits);                      // scores, hence logits, unchanged
+}
+
+TEST_P(ForwardGolden, R2RotatedValuesLeaveLogitsUnchanged) {
+  if (ckpt_->weight_dtype() != DType::kF32) GTEST_SKIP() << "R2 rewrites weights in the checkpoint dtype; golden V is fp64 of fp32 weights";
+  if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
+  Recipe recipe = parse_recipe(R"(
+s_stage:
+  m_modifiers:
+    SpinQuantModifier: {rotations: [R2]}
+    QuantizationModifier: {kv_cache_scheme: {type: float}}
+)", "r2.yaml");
+  CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);
+  Capture cap;
+  auto logits = run(&cap, {}, [&](int64_t, LayerWeights& w) { apply_r2(plan, &w); });
+  check_stats(cap, "rot_", false, false, true);
+  check_logits(logits);
+}
+
+// The calibration pipeline's scales equal absmax/448 of the golden activations, for the
+// per-tensor and per-head strategies, and the observers' update rules over the golden samples.
+TEST_P(ForwardGolden, CalibratedScales) {
+  for (const char* strategy : {"tensor", "attn_head"})
+    for (const char* observer : {"static_minmax", "memoryless_minmax", "minmax"}) {
+      SCOPED_TRACE(std::string(strategy) + " " + observer);
+      Recipe recipe = parse_recipe(fmt::format(R"(
+q_stage:
+  q_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {{num_bits: 8, type: float, strategy: {}, observer: {}}}
+)", strategy, observer), "r.yaml");
+      CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);
+      CalibrationResult res = run_calibration(*ckpt_, plan, samples_, {});
+      const bool per_head = std::string(strategy) == "attn_head";
+      for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
+        for (auto [site, name] : {std::pair{Site::kKey, "k"}, {Site::kValue, "v"}}) {
+          const json& g = golden_["layers"][l][name];
+          const SiteResult* sr = res.layers[l].find(site);
+          ASSERT_NE(sr, nullptr);
+          std::vector<double> want;
+          if (std::string(observer) == "static_minmax") {
+            if (per_head) {
+              for (std::size_t h = 0; h < g["head_min"].size(); ++h)
+                want.push_back(std::max(std::fabs(g["head_min"][h].get<double>()), std::fabs(g["head_max"][h].get<double>())) / 448);
+            } else {
+              want.push_back(std::max(std::fabs(g["min"].get<double>()), std::fabs(g["max"].get<double>())) / 448);
+            }
+          } else {
+            if (per_head) continue;  // per-sample golden statistics are per tensor
+            const auto smin = g["sample_min"].get<std::vector<double>>(), smax = g["sample_max"].get<std::vector<double>>();
+            double mn = smin[0], mx = smax[0];
+            for (std::size_t s = 1; s < smin.size(); ++s) {
+              if (std::string(observer) == "memoryless_minmax") {
+                mn = smin[s];
+                mx = smax[s];
+              } else {  // EMA, c = 0.01
+                mn = mn * 0.99 + smin[s] * 0.01;
+                mx = mx * 0.99 + smax[s] * 0.01;
+              }
+            }
+            want.push_back(std::max(std::fabs(std::min(mn, 0.0)), std::fabs(std::max(mx, 0.0))) / 448);
+          }
+          ASSERT_EQ(sr->qparams.scale.size(), want.size());
+          for (std::size_t i = 0; i < want.size(); ++i)
+            EXPECT_LE(test::rel_err(sr->qparams.scale[i], want[i]), test::kAbsmaxRelTol)
+                << "layer " << l << " " << name << " [" << i << "]";
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ForwardGolden, ::testing::ValuesIn(case_names()),
+                         [](const auto& p) { return p.param; });
+
+}  // namespace
+}  // namespace ctcal

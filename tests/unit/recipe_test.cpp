@@ -1,0 +1,166 @@
+// Recipe grammar (llm-compressor layout), strictness (unknown keys with YAML path and line), and
+// the shipped recipes.
+#include <gtest/gtest.h>
+
+#include "ctcal/error.h"
+#include "ctcal/recipe/recipe.h"
+#include "ctcal/recipe/recipe_emit.h"
+#include "test_util.h"
+
+namespace ctcal {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_recipe(yaml, "r.yaml");
+  } catch (const RecipeError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Recipe, ShippedRecipesParse) {
+  for (const auto& e : std::filesystem::directory_iterator(test::source_dir() / "recipes")) {
+    SCOPED_TRACE(e.path().string());
+    Recipe r = load_recipe(e.path());
+    EXPECT_TRUE(r.kv_args().has_value());
+  }
+}
+
+TEST(Recipe, KvOnly) {
+  Recipe r = parse_recipe(R"(
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {num_bits: 8, type: FLOAT, strategy: Attn_Head}
+)", "r.yaml");
+  ASSERT_EQ(r.modifiers.size(), 1u);
+  EXPECT_EQ(r.modifiers[0].stage, "quant");
+  EXPECT_EQ(r.modifiers[0].group, "quant");
+  auto kv = *r.kv_args();
+  EXPECT_EQ(kv.type, QuantType::kFloat);             // enum values case-folded
+  EXPECT_EQ(kv.strategy, Strategy::kAttnHead);
+  EXPECT_EQ(kv.observer, "static_minmax");           // filled in, and written
+  EXPECT_FALSE(r.query_args().has_value());
+}
+
+TEST(Recipe, AttentionGroupImpliesKv) {
+  Recipe r = parse_recipe(R"(
+s_stage:
+  m_modifiers:
+    SpinQuantModifier: {rotations: [r3]}
+    QuantizationModifier:
+      config_groups:
+        attention:
+          targets: ["re:.*self_attn$"]
+          input_activations: {num_bits: 8, type: float, strategy: tensor}
+)", "r.yaml");
+  EXPECT_TRUE(r.query_args().has_value());
+  EXPECT_EQ(quant_args_to_json(*r.kv_args()), quant_args_to_json(*r.query_args()));
+  EXPECT_TRUE(r.rotation_before_quantization());
+  EXPECT_EQ(r.spinquant()->rotations, std::vector<std::string>{"R3"});
+}
+
+TEST(Recipe, UnknownKeyNamesPathLineAndValidKeys) {
+  const std::string e = error_of(R"(
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme:
+        num_bits: 8
+        typo_key: 1
+)");
+  EXPECT_NE(e.find("quant_stage.quant_modifiers.QuantizationModifier.kv_cache_scheme.typo_key"), std::string::npos) << e;
+  EXPECT_NE(e.find("line 7"), std::string::npos) << e;
+  EXPECT_NE(e.find("num_bits"), std::string::npos) << e;  // lists the valid keys
+}
+
+TEST(Recipe, SyntaxErrorNamesLine) {
+  const std::string e = error_of("quant_stage:\n  quant_modifiers:\n    QuantizationModifier: {a: [1, 2\n");
+  EXPECT_NE(e.find("YAML syntax error at line"), std::string::npos) << e;
+}
+
+TEST(Recipe, CollectsAllErrors) {
+  const std::string e = error_of(R"(
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {num_bits: eight, type: double, strategy: tensor}
+      scheme: FP8
+)");
+  EXPECT_NE(e.find("3 errors"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected an integer"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected 'int' or 'float'"), std::string::npos) << e;
+  EXPECT_NE(e.find("out of scope"), std::string::npos) << e;
+}
+
+TEST(Recipe, InvalidCombinations) {
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {num_bits: 8, type: float, strategy: channel}
+)").find("not supported for the KV cache"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {num_bits: 8, type: int, strategy: token}
+)").find("requires dynamic"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    QuantizationModifier:
+      kv_cache_scheme: {num_bits: 8, type: float, group_size: 64}
+)").find("KV cache"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    GPTQModifier: {}
+)").find("'GPTQModifier' is not supported"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    SpinQuantModifier: {rotations: [R1, R3]}
+    QuantizationModifier: {kv_cache_scheme: {type: float}}
+)").find("R1 is not supported yet"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    SpinQuantModifier: {rotations: [R3], randomize: true}
+    QuantizationModifier: {kv_cache_scheme: {type: float}}
+)").find("randomize: true is not supported"), std::string::npos);
+  EXPECT_NE(error_of(R"(
+a_stage:
+  b_modifiers:
+    QuantizationModifier:
+      config_groups:
+        g: {targets: [Linear], weights: {num_bits: 4}}
+)").find("out of scope"), std::string::npos);
+  EXPECT_NE(error_of("typo_stge: {}\n").find("unknown top-level key"), std::string::npos);
+}
+
+TEST(Recipe, CtcalBlock) {
+  Recipe r = parse_recipe(R"(
+ctcal: {num_samples: 16, max_seq_length: 128, seed: 7, shuffle: false, model: m, dataset: d.jsonl}
+q_stage:
+  q_modifiers:
+    QuantizationModifier: {kv_cache_scheme: {type: float}}
+)", "r.yaml");
+  EXPECT_EQ(r.ctcal.num_samples, 16);
+  EXPECT_EQ(r.ctcal.seed, 7u);
+  EXPECT_EQ(r.ctcal.shuffle, false);
+  EXPECT_NE(error_of("ctcal: {num_sample: 3}\n").find("ctcal.num_sample"), std::string::npos);
+}
+
+TEST(Recipe, EffectiveRecipeRoundTrips) {
+  Recipe r = load_recipe(test::source_dir() / "recipes/r3_fp8_attention.yaml");
+  const std::string yaml = effective_recipe_yaml(r, nullptr, nlohmann::json::object());
+  Recipe again = parse_recipe(yaml, "effective.yaml");  // re-parsed by the strict parser
+  EXPECT_EQ(quant_args_to_json(*again.query_args()), quant_args_to_json(*r.query_args()));
+  EXPECT_EQ(again.modifiers.size(), r.modifiers.size());
+  EXPECT_EQ(again.modifiers[0].type, "SpinQuantModifier");  // order kept
+}
+
+}  // namespace
+}  // namespace ctcal
