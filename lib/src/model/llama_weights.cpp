@@ -66,6 +66,10 @@ Linear read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out,
   l.w.resize(out, in);
   convert_to_f32(ckpt.shard_of(name + ".weight").data(t), t.dtype, t.numel(), l.w.data());
   if (bias) l.b = read_vector(ckpt, name + ".bias", out);
+  if (!l.w.allFinite() || (bias && !l.b.allFinite()))
+    throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
+                                 ckpt.shard_of(name + ".weight").path().string(),
+                                 l.w.allFinite() ? name + ".bias" : name + ".weight"));
   return l;
 }
 

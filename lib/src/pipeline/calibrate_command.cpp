@@ -13,6 +13,7 @@
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/pipeline/calibrate.h"
@@ -131,6 +132,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const Checkpoint ckpt(o.model);
   const LlamaConfig cfg = parse_llama_config(ckpt.config(), ckpt.config_path().string());
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
+  check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)

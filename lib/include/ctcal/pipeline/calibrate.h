@@ -54,7 +54,7 @@ struct CalibrateOptions {
 // Thrown when `cancel` was set; the caller removes partial output.
 class Cancelled : public Error {
  public:
-  Cancelled() : Error(ExitCode::kOther, "interrupted") {}
+  Cancelled() : Error(ExitCode::kOther, "interrupted by a signal; nothing was written") {}
 };
 
 // Applies the plan's R2 rotation to a layer's v_proj / o_proj weights (float64 math, rounded
