@@ -5,6 +5,7 @@ BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc)
 CTCAL_DATA ?= $(abspath ../shared/data)
 export CTCAL_DATA
+MAKEFLAGS += --no-print-directory
 DEMO_OUT ?= demo-output/stories260K-fp8-kv
 
 .PHONY: deps build demo test test-asan bench clean
@@ -14,7 +15,7 @@ deps:
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake --build $(BUILD) -j $(JOBS) | grep -v "^\(gmake\|\[\)" || true
 
 # Calibrates the real trained stories260K model from TinyStories text with its tokenizer.model.
 demo: build

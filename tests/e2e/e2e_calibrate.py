@@ -52,7 +52,7 @@ def calibrate(recipe, out, *extra):
     return r
 
 
-def check_checkpoint(out, recipe, site_shapes, scale_dtype="F32", zero_points=None, r3=False):
+def check_checkpoint(out, recipe, site_shapes, scale_dtype="F32", zero_points=None, r3=False, r2=False):
     """site_shapes: {"k": [1], ...}; zero_points: dtype of *_zero_point tensors or None."""
     files = sorted(os.listdir(out))
     for f in ("config.json", "model.safetensors.index.json", "recipe.yaml", "ctcal_report.json",
@@ -77,11 +77,12 @@ def check_checkpoint(out, recipe, site_shapes, scale_dtype="F32", zero_points=No
     in_header, _, _ = st_reader.read_header(src)
     for name in in_header:
         check(name in seen, f"{recipe}: input tensor {name} missing")
-        if name in seen and name.endswith("q_proj.weight"):
-            check(st_reader.tensor_bytes(src, name) == st_reader.tensor_bytes(os.path.join(out, seen[name]), name),
-                  f"{recipe}: {name} changed")
-    check(os.stat(src).st_ino == os.stat(os.path.join(out, "model-00001-of-00002.safetensors")).st_ino,
-          f"{recipe}: unchanged shard was not hard-linked")
+        if name in seen:
+            same = st_reader.tensor_bytes(src, name) == st_reader.tensor_bytes(os.path.join(out, seen[name]), name)
+            rotated = r2 and (name.endswith("v_proj.weight") or name.endswith("o_proj.weight"))
+            check(same != rotated, f"{recipe}: {name} {'not rewritten by R2' if rotated else 'changed'}")
+    linked = os.stat(src).st_ino == os.stat(os.path.join(out, "model-00001-of-00002.safetensors")).st_ino
+    check(linked != r2, f"{recipe}: shard linked={linked}, expected {not r2}")
     # Scales: names, shapes, dtypes, values = float32(absmax / 448) from the report.
     report = json.load(open(os.path.join(out, "ctcal_report.json")))
     scale_shard = os.path.join(out, "model-00002-of-00002.safetensors")
@@ -158,6 +159,11 @@ try:
     check(qc["config_groups"]["attention"]["targets"] == ["LlamaAttention"] and
           qc["config_groups"]["attention"]["weights"] is None, "attention config group")
     check(qc["transform_config"]["config_groups"]["R3"]["apply"][0]["location"] == "q_attn", "transform_config R3")
+
+    out = os.path.join(tmp, "r2r3")
+    calibrate("r2_r3_int4_kv.yaml", out)
+    qc = check_checkpoint(out, "r2_r3_int4_kv", {"k": [4, 1, 1], "v": [4, 1, 1]}, zero_points="I8", r3=True, r2=True)
+    check(sorted(qc["transform_config"]["config_groups"]) == ["R2", "R3"], "R2 + R3 transform_config")
 
     # Same inputs and seed -> byte-identical outputs, whatever --threads is.
     a, b = os.path.join(tmp, "t1"), os.path.join(tmp, "t2")

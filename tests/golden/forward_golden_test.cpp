@@ -236,6 +236,52 @@ q_stage:
     }
 }
 
+// R3 + attention quantization through the pipeline: q/k scales come from rotated queries and
+// keys (golden: Q/K · H/√d after RoPE in float64), v from unrotated values.
+TEST_P(ForwardGolden, R3AttentionScales) {
+  if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
+  Recipe recipe = parse_recipe(R"(
+q_stage:
+  q_modifiers:
+    SpinQuantModifier: {rotations: [R3]}
+    QuantizationModifier:
+      config_groups:
+        attention:
+          targets: [LlamaAttention]
+          input_activations: {num_bits: 8, type: float, strategy: attn_head}
+)", "r3.yaml");
+  CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);
+  CalibrationResult res = run_calibration(*ckpt_, plan, samples_, {});
+  for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
+    for (auto [site, name, prefix] : {std::tuple{Site::kQuery, "q", "rot_"}, {Site::kKey, "k", "rot_"}, {Site::kValue, "v", ""}}) {
+      const json& g = golden_["layers"][l][name];
+      const SiteResult* sr = res.layers[l].find(site);
+      ASSERT_NE(sr, nullptr);
+      const auto mn = g[std::string(prefix) + "head_min"].get<std::vector<double>>();
+      const auto mx = g[std::string(prefix) + "head_max"].get<std::vector<double>>();
+      ASSERT_EQ(sr->qparams.scale.size(), mn.size());
+      for (std::size_t h = 0; h < mn.size(); ++h)
+        EXPECT_LE(test::rel_err(sr->qparams.scale[h], std::max(std::fabs(mn[h]), std::fabs(mx[h])) / 448),
+                  test::kAbsmaxRelTol) << "layer " << l << " " << name << " head " << h;
+    }
+}
+
+// R2 leaves ctcal's own fp32 logits unchanged (NMSE <= 1e-9, issue 3's bound).
+TEST_P(ForwardGolden, R2LogitsInvariance) {
+  if (ckpt_->weight_dtype() != DType::kF32 || !is_power_of_two(cfg_.head_dim)) GTEST_SKIP();
+  Recipe recipe = parse_recipe("s_stage:\n  m_modifiers:\n    SpinQuantModifier: {rotations: [R2], transform_type: random-hadamard}\n"
+                               "    QuantizationModifier: {kv_cache_scheme: {type: float}}\n", "r2.yaml");
+  CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);
+  Capture a, b;
+  auto base = run(&a, {});
+  auto rot = run(&b, {}, [&](int64_t, LayerWeights& w) { apply_r2(plan, &w); });
+  for (std::size_t s = 0; s < base.size(); ++s) {
+    const double nmse = (rot[s] - base[s]).squaredNorm() / base[s].squaredNorm();
+    EXPECT_LE(nmse, 1e-9) << "sample " << s;
+    std::printf("[ %s ] R2 logits NMSE vs unrotated: %.3g\n", GetParam().c_str(), nmse);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, ForwardGolden, ::testing::ValuesIn(case_names()),
                          [](const auto& p) { return p.param; });
 

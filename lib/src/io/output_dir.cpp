@@ -40,9 +40,11 @@ StagingDir::StagingDir(const fs::path& dest, const fs::path& input_dir, bool ove
     throw UsageError(fmt::format("--output {} already exists; pass --overwrite to replace it",
                                  dest.string()));
   const fs::path parent = dest_.parent_path();
+  std::error_code pec;
+  fs::create_directories(parent, pec);  // like mkdir -p: a fresh path is a normal request
   if (!fs::is_directory(parent))
-    throw UsageError(fmt::format("--output {}: parent directory {} does not exist", dest.string(),
-                                 parent.string()));
+    throw UsageError(fmt::format("--output {}: cannot create parent directory {}: {}", dest.string(),
+                                 parent.string(), pec.message()));
   tmp_ = parent / fmt::format(".{}.ctcal-tmp-{}", dest_.filename().string(), ::getpid());
   std::error_code ec;
   fs::remove_all(tmp_, ec);

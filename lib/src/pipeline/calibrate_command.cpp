@@ -133,7 +133,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const LlamaConfig cfg = parse_llama_config(ckpt.config(), ckpt.config_path().string());
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
-  const CalibrationPlan plan = make_plan(recipe, cfg, storage);
+  const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
     spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
@@ -169,6 +169,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   }
 
   print_plan(out, plan, o);
+  out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
   copt.cancel = req.cancel;

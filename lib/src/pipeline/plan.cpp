@@ -74,7 +74,7 @@ std::string classify(const std::string& name, const TransformSchemeSpec& s, cons
 }
 
 RotationPlan make_rotation(const std::string& group, const TransformSchemeSpec& s,
-                           const LlamaConfig& m, const std::string& where) {
+                           const LlamaConfig& m, const std::string& where, uint64_t seed) {
   RotationPlan r;
   r.group = group;
   r.type = s.type;
@@ -84,14 +84,11 @@ RotationPlan make_rotation(const std::string& group, const TransformSchemeSpec& 
   if (r.size != m.head_dim)
     throw RecipeError(fmt::format("{}: transform group '{}': head_dim {} must equal the model's "
                                   "head_dim {} for R2/R3", where, group, r.size, m.head_dim));
-  if (s.type == "random-hadamard")
-    throw RecipeError(fmt::format("{}: transform group '{}': random-hadamard is not supported by "
-                                  "this ctcal yet; use transform_type: hadamard", where, group));
-  if (!is_power_of_two(r.size))
-    throw RecipeError(fmt::format("{}: transform group '{}': a 'hadamard' (Sylvester) matrix needs a "
-                                  "power-of-two size, but head_dim is {}; supported sizes: 1, 2, 4, "
-                                  "8, ..., 2^k", where, group, r.size));
-  r.matrix = sylvester_hadamard(r.size);
+  try {
+    r.matrix = transform_matrix(s.type, r.size, seed);
+  } catch (const RecipeError& e) {
+    throw RecipeError(fmt::format("{}: transform group '{}' (head_dim {}): {}", where, group, r.size, e.what()));
+  }
   return r;
 }
 
@@ -112,7 +109,7 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
 
 }  // namespace
 
-CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage) {
+CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage, uint64_t seed) {
   CalibrationPlan p;
   p.model = model;
   p.storage = storage;
@@ -137,7 +134,7 @@ CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType 
       const std::string kind = classify(name, scheme, where);
       auto& slot = kind == "R3" ? p.r3 : p.r2;
       if (slot) throw RecipeError(fmt::format("{}: two transform groups are both {}", where, kind));
-      slot = make_rotation(name, scheme, model, where);
+      slot = make_rotation(name, scheme, model, where, seed);
     }
     p.rotations_observed = recipe.rotation_before_quantization();
   }

@@ -41,8 +41,9 @@ struct CalibrationPlan {
 };
 
 // Throws RecipeError (exit 3) for combinations the model cannot take (e.g. a Hadamard size that
-// has no construction), InputError for model problems.
-CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage);
+// has no construction), InputError for model problems. `seed` draws random-hadamard signs.
+CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage,
+                          uint64_t seed = 42);
 
 // `transform_config` as compressed-tensors 0.18 dumps it ({} without rotations).
 nlohmann::json transform_config_json(const CalibrationPlan& plan);
