@@ -12,6 +12,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
+#include "ctcal/eval/eval_command.h"
 #include "ctcal/pipeline/calibrate_command.h"
 #include "ctcal/version.h"
 #include "logging.h"
@@ -87,6 +88,26 @@ int run_cli(int argc, char** argv) {
   val->add_option("recipe", validate_recipe, "Recipe (YAML)")->required()->check(CLI::ExistingFile);
   val->add_flag("--json", validate_json, "Print JSON instead of YAML");
 
+  EvalRequest ev;
+  auto* evc = app.add_subcommand("eval", "Measure what KV scales cost in accuracy (NLL, KL, top-1, SQNR)");
+  evc->footer(R"(
+Examples:
+  ctcal eval --model DIR --dataset heldout.txt --quantized OUT_FP8 --quantized OUT_R3
+  ctcal eval --model DIR --dataset heldout.txt --calibration-dataset calib.txt \
+      --recipe recipes/fp8_kv_per_head.yaml --recipe recipes/r2_r3_int4_kv.yaml --json)");
+  evc->add_option("--model", ev.model, "Unquantized Hugging Face checkpoint (the baseline)")->required();
+  evc->add_option("--dataset", ev.dataset, "Held-out evaluation data (.jsonl, .json, .txt)")->required();
+  evc->add_option("--quantized", ev.quantized, "A quantized checkpoint to evaluate (repeatable)");
+  evc->add_option("--recipe", ev.recipes, "A recipe to calibrate on the fly and evaluate (repeatable)");
+  evc->add_option("--calibration-dataset", ev.calibration_dataset, "Calibration data for --recipe");
+  evc->add_option("--tokenizer", ev.tokenizer, "tokenizer.model to use instead of the model's");
+  evc->add_option("--num-samples", ev.num_samples, "Samples [64]")->check(CLI::PositiveNumber);
+  evc->add_option("--max-seq-length", ev.max_seq_length, "Tokens per sample at most [512]")->check(CLI::PositiveNumber);
+  evc->add_option("--seed", ev.seed, "Shuffle seed [42]");
+  evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
+  evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
+  evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -104,6 +125,7 @@ int run_cli(int argc, char** argv) {
     return run_calibrate(req, std::cout);
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);
+  if (*evc) return run_eval(ev, std::cout);
   return static_cast<int>(ExitCode::kUsage);
 }
 

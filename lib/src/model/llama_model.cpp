@@ -85,7 +85,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 
 }  // namespace
 
-void rms_norm(const RowMatrix& x, const Vector& weight, double eps, RowMatrix* y) {
+void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y) {
   y->resize(x.rows(), x.cols());
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
     double ss = 0.0;  // double accumulation: the reference is float64
@@ -179,6 +179,11 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
       }
       if (!opt.observe_before_rotation) observe_qk();
       if (want_v) observer->observe(layer, Site::kValue, {vs, len, c.num_key_value_heads, c.head_dim, c.kv_dim()});
+      if (ActivationQuantizer* fq = opt.quantizer) {
+        if (fq->quantizes(layer, Site::kQuery)) fq->apply(layer, Site::kQuery, qs, len, c.num_attention_heads, c.head_dim, c.q_dim());
+        if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
+        if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
+      }
       attention(qs, ks, vs, attn.data() + off * c.q_dim(), len, c, opt.attention_block);
     }
     linear(attn, w.o, &proj);  // [n, hidden]
@@ -202,20 +207,22 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
   }
 }
 
-RowMatrix LlamaModel::logits(const RowMatrix& hidden) const {
-  const LlamaConfig& c = cfg_;
-  Vector norm_w = Eigen::Map<Vector>(read_checked(ckpt_, "model.norm.weight", {c.hidden_size}).data(), c.hidden_size);
-  RowMatrix xn;
-  rms_norm(hidden, norm_w, c.rms_norm_eps, &xn);  // [tokens, hidden]
+LmHead::LmHead(const Checkpoint& ckpt, const LlamaConfig& c) : eps_(c.rms_norm_eps) {
+  norm_ = Eigen::Map<Vector>(read_checked(ckpt, "model.norm.weight", {c.hidden_size}).data(), c.hidden_size);
   // Tied embeddings: lm_head reuses embed_tokens.weight.
   const std::string head = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  Linear l;
-  std::vector<float> wv = read_checked(ckpt_, head, {c.vocab_size, c.hidden_size});
-  l.w = Eigen::Map<RowMatrix>(wv.data(), c.vocab_size, c.hidden_size);  // [vocab, hidden]
-  RowMatrix out;
-  linear(xn, l, &out);  // [tokens, vocab]
+  std::vector<float> wv = read_checked(ckpt, head, {c.vocab_size, c.hidden_size});
+  head_.w = Eigen::Map<RowMatrix>(wv.data(), c.vocab_size, c.hidden_size);  // [vocab, hidden]
+}
+
+RowMatrix LmHead::logits(const Eigen::Ref<const RowMatrix>& hidden) const {
+  RowMatrix xn, out;
+  rms_norm(hidden, norm_, eps_, &xn);  // [tokens, hidden]
+  linear(xn, head_, &out);             // [tokens, vocab]
   return out;
 }
+
+RowMatrix LlamaModel::logits(const RowMatrix& hidden) const { return LmHead(ckpt_, cfg_).logits(hidden); }
 
 RowMatrix LlamaModel::forward(const std::vector<int32_t>& ids, ActivationObserver* observer,
                               const ForwardOptions& options,

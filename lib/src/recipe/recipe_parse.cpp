@@ -497,6 +497,20 @@ Recipe parse_recipe(const std::string& text, const std::string& source) {
   return r;
 }
 
+QuantArgs parse_quant_args(const std::string& text, const std::string& where) {
+  YAML::Node node;
+  try {
+    node = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw RecipeError(fmt::format("{}: not valid YAML/JSON: {}", where, e.msg));
+  }
+  Parser p(where);
+  auto args = p.quant_args(node, "args");
+  if (!p.errors().empty() || !args)
+    throw RecipeError(p.errors().empty() ? where + ": empty QuantizationArgs" : fmt::format("{}", fmt::join(p.errors(), "\n  ")));
+  return *args;
+}
+
 Recipe load_recipe(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open recipe", path.string()));

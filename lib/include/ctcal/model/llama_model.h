@@ -28,6 +28,8 @@ struct ForwardOptions {
   // Observers see Q/K before the rotation (a recipe that lists SpinQuant after the
   // QuantizationModifier observes unrotated keys, as llm-compressor's hook order does).
   bool observe_before_rotation = false;
+  // Fake quantization of Q/K/V after rotation and observation (eval). Null: none.
+  ActivationQuantizer* quantizer = nullptr;
   // Tokens per GEMM chunk; bounds the activation working set ([chunk, intermediate] floats).
   int64_t chunk_tokens = 4096;
   // Query rows per attention block; bounds the score matrix to [block, seq] per head.
@@ -65,7 +67,20 @@ class LlamaModel {
   LlamaConfig cfg_;
 };
 
+// Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight).
+class LmHead {
+ public:
+  LmHead(const Checkpoint& ckpt, const LlamaConfig& cfg);
+  // hidden [tokens, hidden] -> logits [tokens, vocab]
+  RowMatrix logits(const Eigen::Ref<const RowMatrix>& hidden) const;
+
+ private:
+  double eps_;
+  Vector norm_;   // [hidden]
+  Linear head_;   // [vocab, hidden]
+};
+
 // y = x * rsqrt(mean(x^2) + eps) * weight, row by row. x, y: [rows, hidden].
-void rms_norm(const RowMatrix& x, const Vector& weight, double eps, RowMatrix* y);
+void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y);
 
 }  // namespace ctcal

@@ -34,4 +34,15 @@ class ActivationObserver {
   virtual void observe(int64_t layer, Site site, const HeadsView& view) = 0;
 };
 
+// Changes Q/K/V in place where a serving engine would quantize them (the KV cache write and,
+// with attention quantization, the query): used by `ctcal eval` for fake quantization.
+class ActivationQuantizer {
+ public:
+  virtual ~ActivationQuantizer() = default;
+  virtual bool quantizes(int64_t layer, Site site) const = 0;
+  // data: [seq, heads, head_dim] with row stride `row_stride`.
+  virtual void apply(int64_t layer, Site site, float* data, int64_t seq, int64_t heads,
+                     int64_t head_dim, int64_t row_stride) = 0;
+};
+
 }  // namespace ctcal

@@ -93,4 +93,8 @@ struct Recipe {
 Recipe load_recipe(const std::filesystem::path& path);
 Recipe parse_recipe(const std::string& yaml_text, const std::string& source);
 
+// One QuantizationArgs mapping (YAML or JSON text, e.g. a checkpoint's kv_cache_scheme), with the
+// same strict rules. Throws RecipeError.
+QuantArgs parse_quant_args(const std::string& text, const std::string& where);
+
 }  // namespace ctcal

@@ -1,0 +1,37 @@
+#pragma once
+// `ctcal eval`: what the scales cost in accuracy. The baseline (unquantized) model and each
+// quantized run go over the same held-out samples; K/V (and Q) are fake-quantized in the forward
+// pass as vLLM applies the scales, with the run's rotations. Metrics: token-weighted NLL and
+// perplexity, mean per-token KL(baseline || quantized), top-1 agreement, per-layer SQNR.
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ctcal/eval/eval_run.h"
+
+namespace ctcal {
+
+struct EvalRequest {
+  std::string model, dataset;
+  std::vector<std::string> quantized;   // checkpoint directories
+  std::vector<std::string> recipes;     // calibrated on the fly on calibration_dataset
+  std::optional<std::string> calibration_dataset, tokenizer;
+  int64_t num_samples = 64;
+  int64_t max_seq_length = 512;
+  uint64_t seed = 42;
+  bool no_shuffle = false;
+  int threads = 0;
+  bool json = false;
+};
+
+// The metrics document (also what --json prints).
+nlohmann::json evaluate(const EvalRequest& req);
+// The same over runs already loaded (tests, and --recipe runs).
+nlohmann::json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg,
+                             const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs);
+int run_eval(const EvalRequest& req, std::ostream& out);
+
+}  // namespace ctcal

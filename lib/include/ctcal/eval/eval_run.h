@@ -1,0 +1,44 @@
+#pragma once
+// One quantized configuration to evaluate: the checkpoint whose weights the forward uses (R2
+// already folded in), the rotation applied to queries and keys (R3), the args and per-layer
+// scales of K/V (and Q), and a weight edit for recipes calibrated on the fly (R2).
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ctcal/eval/kv_fake_quant.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_config.h"
+#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/tensor_types.h"
+#include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/plan.h"
+
+namespace ctcal {
+
+struct EvalRun {
+  std::string name;                          // directory or recipe path
+  const Checkpoint* checkpoint = nullptr;    // weights used by the forward
+  std::unique_ptr<Checkpoint> owned;         // when loaded from --quantized
+  LlamaConfig config;
+  QuantArgs kv_args;
+  std::optional<QuantArgs> query_args;
+  std::vector<LayerScales> scales;           // [layers]
+  std::optional<RowMatrix> qk_rotation;      // normalised [head_dim, head_dim]
+  std::function<void(int64_t, LayerWeights&)> edit_weights;  // R2 for recipes
+  std::optional<CalibrationPlan> plan;       // recipes only (for the report)
+};
+
+// Reads a compressed-tensors checkpoint that ctcal or llm-compressor wrote. Throws InputError
+// naming the file/tensor when scales are missing or of the wrong shape, or the config is not
+// a KV-quantized compressed-tensors config.
+EvalRun load_quantized_run(const std::filesystem::path& dir);
+
+// A run from an on-the-fly calibration (plan + result) over the base checkpoint.
+EvalRun make_recipe_run(const std::string& name, const Checkpoint& base, const CalibrationPlan& plan,
+                        const CalibrationResult& result);
+
+}  // namespace ctcal

@@ -1,0 +1,227 @@
+#include "ctcal/eval/eval_command.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include <spdlog/spdlog.h>
+
+#include "ctcal/data/dataset.h"
+#include "ctcal/error.h"
+#include "ctcal/eval/eval_run.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/llama_model.h"
+#include "ctcal/recipe/recipe.h"
+
+namespace ctcal {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Final hidden states of every sample through every layer: [total_tokens, hidden].
+RowMatrix final_hidden(const Checkpoint& ck, const LlamaConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
+                       const ForwardOptions& opt, const std::function<void(int64_t, LayerWeights&)>& edit) {
+  LlamaModel model(ck, cfg);
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = model.embed(samples, &spans);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    LayerWeights w = load_layer_weights(ck, cfg, l, true);
+    if (edit) edit(l, w);
+    model.run_layer(w, l, spans, hidden, nullptr, opt);
+    release_layer_pages(ck, l);
+  }
+  return hidden;
+}
+
+// log_softmax of one logits row, in double.
+std::vector<double> log_softmax(const float* row, int64_t n) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(row[i]));
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(row[i] - mx);
+  const double lse = mx + std::log(sum);
+  std::vector<double> out(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = row[i] - lse;
+  return out;
+}
+
+struct Totals {
+  double nll = 0, kl = 0;
+  int64_t tokens = 0, agree = 0;
+};
+
+void check_same_shape(const LlamaConfig& a, const LlamaConfig& b, const std::string& name) {
+  if (a.vocab_size != b.vocab_size || a.hidden_size != b.hidden_size || a.num_hidden_layers != b.num_hidden_layers ||
+      a.num_attention_heads != b.num_attention_heads || a.num_key_value_heads != b.num_key_value_heads)
+    throw InputError(fmt::format("{}: not the same model shape as --model (vocab, hidden, layers or heads differ)", name));
+}
+
+CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, const EvalRequest& req, const LlamaConfig& cfg) {
+  SamplingOptions o;
+  o.num_samples = req.num_samples;
+  o.max_seq_length = req.max_seq_length;
+  o.seed = req.seed;
+  o.shuffle = !req.no_shuffle;
+  o.vocab_size = cfg.vocab_size;
+  o.max_position_embeddings = cfg.max_position_embeddings;
+  return make_calibration_samples(path, read_dataset_rows(path), tok, o);
+}
+
+}  // namespace
+
+json evaluate(const EvalRequest& req) {
+  if (req.threads > 0) omp_set_num_threads(req.threads);
+  if (req.quantized.empty() && req.recipes.empty())
+    throw UsageError("nothing to evaluate: give --quantized DIR and/or --recipe RECIPE");
+  if (!req.recipes.empty() && !req.calibration_dataset)
+    throw UsageError("--recipe needs --calibration-dataset FILE (the data the scales are calibrated on)");
+  const Checkpoint base(req.model);
+  const LlamaConfig cfg = parse_llama_config(base.config(), base.config_path().string());
+  check_model_tensors(base, cfg);
+  std::unique_ptr<Tokenizer> tok = req.tokenizer ? load_tokenizer(*req.tokenizer) : load_tokenizer(req.model);
+  const CalibrationSamples eval_data = load_samples(req.dataset, tok.get(), req, cfg);
+
+  std::vector<EvalRun> runs;
+  for (const auto& dir : req.quantized) {
+    runs.push_back(load_quantized_run(dir));
+    check_same_shape(cfg, runs.back().config, dir);
+  }
+  if (!req.recipes.empty()) {
+    std::error_code ec;
+    if (fs::equivalent(*req.calibration_dataset, req.dataset, ec))
+      spdlog::warn("--calibration-dataset is the same file as --dataset: the scales are evaluated on the "
+                   "data they were calibrated on, which flatters them; use held-out text");
+    const CalibrationSamples calib = load_samples(*req.calibration_dataset, tok.get(), req, cfg);
+    const DType storage = cfg.dtype.value_or(base.weight_dtype());
+    for (const auto& path : req.recipes) {
+      const Recipe recipe = load_recipe(path);
+      CalibrationPlan plan = make_plan(recipe, cfg, storage, req.seed);
+      spdlog::info("calibrating {} on {} samples", path, calib.samples.size());
+      const CalibrationResult res = run_calibration(base, plan, calib.samples, {});
+      runs.push_back(make_recipe_run(path, base, plan, res));
+    }
+  }
+
+  json doc = evaluate_runs(base, cfg, eval_data.samples, runs);
+  doc["dataset"] = req.dataset;
+  doc["model"] = req.model;
+  return doc;
+}
+
+json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
+                   std::vector<EvalRun>& runs) {
+  struct EvalData { const std::vector<std::vector<int32_t>>& samples; int64_t tokens() const {
+    int64_t n = 0; for (const auto& s : samples) n += static_cast<int64_t>(s.size()); return n; } } eval_data{samples};
+  spdlog::info("evaluating {} runs on {} samples, {} tokens", runs.size() + 1, eval_data.samples.size(), eval_data.tokens());
+  const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, {}, {});
+  std::vector<RowMatrix> run_hidden;
+  std::vector<std::unique_ptr<KvFakeQuant>> quantizers;
+  for (auto& r : runs) {
+    quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
+    ForwardOptions opt;
+    opt.quantizer = quantizers.back().get();
+    if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
+    run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights));
+  }
+
+  // Metrics, sample by sample: position t predicts token t + 1.
+  const LmHead base_head(base, cfg);
+  std::vector<std::unique_ptr<LmHead>> heads;
+  for (auto& r : runs) heads.push_back(std::make_unique<LmHead>(*r.checkpoint, r.config));
+  Totals bt;
+  std::vector<Totals> rt(runs.size());
+  int64_t offset = 0;
+  for (const auto& ids : eval_data.samples) {
+    const auto n = static_cast<int64_t>(ids.size());
+    if (n >= 2) {
+      RowMatrix bl = base_head.logits(base_hidden.middleRows(offset, n - 1));  // [n-1, vocab]
+      std::vector<RowMatrix> ql;
+      for (std::size_t r = 0; r < runs.size(); ++r) ql.push_back(heads[r]->logits(run_hidden[r].middleRows(offset, n - 1)));
+      for (int64_t t = 0; t + 1 < n; ++t) {
+        const auto target = static_cast<std::size_t>(ids[static_cast<std::size_t>(t + 1)]);
+        const auto lp = log_softmax(bl.row(t).data(), cfg.vocab_size);
+        const auto top = static_cast<std::size_t>(std::max_element(lp.begin(), lp.end()) - lp.begin());
+        bt.nll -= lp[target];
+        ++bt.tokens;
+        for (std::size_t r = 0; r < runs.size(); ++r) {
+          const auto lq = log_softmax(ql[r].row(t).data(), cfg.vocab_size);
+          double kl = 0;
+          for (std::size_t v = 0; v < lp.size(); ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
+          rt[r].nll -= lq[target];
+          rt[r].kl += kl;
+          rt[r].agree += static_cast<std::size_t>(std::max_element(lq.begin(), lq.end()) - lq.begin()) == top;
+          ++rt[r].tokens;
+        }
+      }
+    }
+    offset += n;
+  }
+  if (bt.tokens == 0) throw InputError("no evaluation sample has two or more tokens to predict");
+  const double base_nll = bt.nll / static_cast<double>(bt.tokens);
+  json doc = {{"baseline", {{"nll", base_nll}, {"ppl", std::exp(base_nll)}, {"tokens", bt.tokens}}},
+              {"samples", eval_data.samples.size()}};
+  json list = json::array();
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const double nll = rt[r].nll / static_cast<double>(rt[r].tokens);
+    json layers = json::array();
+    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+      json e = {{"layer", l}, {"k_sqnr_db", quantizers[r]->sqnr_db(l, Site::kKey)},
+                {"v_sqnr_db", quantizers[r]->sqnr_db(l, Site::kValue)}};
+      if (runs[r].query_args) e["q_sqnr_db"] = quantizers[r]->sqnr_db(l, Site::kQuery);
+      e["k_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kKey).scale;
+      e["v_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kValue).scale;
+      layers.push_back(e);
+    }
+    list.push_back({{"name", runs[r].name},
+                    {"kv_cache_scheme", quant_args_to_json(runs[r].kv_args)},
+                    {"rotation", runs[r].qk_rotation.has_value()},
+                    {"nll", nll},
+                    {"ppl", std::exp(nll)},
+                    {"delta_nll", nll - base_nll},
+                    {"kl", rt[r].kl / static_cast<double>(rt[r].tokens)},
+                    {"top1", static_cast<double>(rt[r].agree) / static_cast<double>(rt[r].tokens)},
+                    {"tokens", rt[r].tokens},
+                    {"layers", layers}});
+  }
+  doc["quantized"] = list.size() == 1 ? list[0] : list;
+  return doc;
+}
+
+int run_eval(const EvalRequest& req, std::ostream& out) {
+  const json doc = evaluate(req);
+  if (req.json) {
+    // NaN/inf (a lossless layer's SQNR) are not JSON: nlohmann writes null for them.
+    out << doc.dump(2) << "\n";
+    return 0;
+  }
+  const json& b = doc["baseline"];
+  out << fmt::format("{} samples, {} predicted tokens\n\n", doc["samples"].get<int64_t>(), b["tokens"].get<int64_t>());
+  out << fmt::format("{:<44} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>9}\n", "run", "NLL", "dNLL", "PPL", "KL", "top1",
+                     "K SQNR", "V SQNR");
+  out << fmt::format("{:<44} {:>9.5f} {:>10} {:>9.4f} {:>10} {:>7} {:>9} {:>9}\n", "baseline (unquantized)",
+                     b["nll"].get<double>(), "", b["ppl"].get<double>(), "", "", "", "");
+  const json runs = doc["quantized"].is_array() ? doc["quantized"] : json::array({doc["quantized"]});
+  for (const auto& r : runs) {
+    double ks = 0, vs = 0;
+    int n = 0;
+    for (const auto& l : r["layers"]) {
+      if (l["k_sqnr_db"].is_number() && l["v_sqnr_db"].is_number()) {
+        ks += l["k_sqnr_db"].get<double>();
+        vs += l["v_sqnr_db"].get<double>();
+        ++n;
+      }
+    }
+    std::string name = r["name"];
+    if (name.size() > 44) name = "..." + name.substr(name.size() - 41);
+    out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f} {:>7.2f}dB {:>7.2f}dB\n", name,
+                       r["nll"].get<double>(), r["delta_nll"].get<double>(), r["ppl"].get<double>(), r["kl"].get<double>(),
+                       r["top1"].get<double>(), n ? ks / n : 0.0, n ? vs / n : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace ctcal
