@@ -13,6 +13,7 @@
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/eval/eval_command.h"
+#include "ctcal/inspect/inspect.h"
 #include "ctcal/pipeline/calibrate_command.h"
 #include "ctcal/version.h"
 #include "logging.h"
@@ -108,6 +109,19 @@ Examples:
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
 
+  std::string inspect_path;
+  bool inspect_json = false, inspect_strict = false;
+  auto* ins = app.add_subcommand("inspect", "Show what a checkpoint holds, catch bad scales, give the serving verdict");
+  ins->footer(R"(
+Examples:
+  ctcal inspect ./Llama-3.2-1B-FP8-KV
+  ctcal inspect ./model/config.json --json | jq .problems
+  ctcal inspect OUT --strict    # exit 5 when any problem is found (for CI)
+Exit codes: 0 ok, 4 not a checkpoint, 5 problems found with --strict (or not quantized).)");
+  ins->add_option("path", inspect_path, "Checkpoint directory or config.json")->required();
+  ins->add_flag("--json", inspect_json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
+  ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -126,6 +140,12 @@ Examples:
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);
   if (*evc) return run_eval(ev, std::cout);
+  if (*ins) {
+    const auto doc = inspect_checkpoint(inspect_path);
+    if (inspect_json) std::cout << doc.dump(2) << "\n";
+    else print_inspect(doc, std::cout, ::isatty(STDOUT_FILENO) != 0);
+    return inspect_exit_code(doc, inspect_strict);
+  }
   return static_cast<int>(ExitCode::kUsage);
 }
 

@@ -176,6 +176,17 @@ try:
     ra.pop("timings"), rb.pop("timings")
     check(ra == rb, "ctcal_report.json differs between thread counts (beyond timings)")
 
+    # ctcal eval on two of the checkpoints written above: the documented JSON layout.
+    r = subprocess.run([BIN, "eval", "--model", MODEL, "--dataset", TEXT, "--quantized", os.path.join(tmp, "fp8"),
+                        "--quantized", os.path.join(tmp, "int8"), "--num-samples", "8", "--max-seq-length", "128",
+                        "--seed", "7", "--json"], capture_output=True, text=True)
+    check(r.returncode == 0, f"eval: {r.stderr[-1500:]}")
+    ev = json.loads(r.stdout)
+    check(set(ev["baseline"]) >= {"nll", "ppl", "tokens"} and isinstance(ev["quantized"], list) and len(ev["quantized"]) == 2, "eval json layout")
+    for run in ev["quantized"]:
+        check(set(run) >= {"nll", "ppl", "kl", "top1", "layers"} and len(run["layers"]) == 5, "eval run fields")
+        check(run["kl"] >= 0 and 0 < run["top1"] <= 1, f"eval metrics in range: {run['kl']} {run['top1']}")
+
     check(dir_digest(MODEL) == before, "the input model directory was modified")
     check(not [d for d in os.listdir(tmp) if "ctcal-tmp" in d], "temporary directories left behind")
 finally:

@@ -46,3 +46,34 @@ def values(path, name):
 
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def read_all(path):
+    """{name: (dtype, shape, bytes)} and metadata."""
+    header, meta, start = read_header(path)
+    out = {}
+    with open(path, "rb") as f:
+        data = f.read()[start:]
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        out[name] = (info["dtype"], info["shape"], data[b:e])
+    return out, meta
+
+
+def write_file(path, tensors, meta=None):
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        dtype, shape, raw = tensors[name]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    if meta:
+        header["__metadata__"] = meta
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def f32_bytes(values):
+    return struct.pack("<%df" % len(values), *values)

@@ -110,7 +110,8 @@ class Parser {
     return "null";
   }
 
-  std::optional<QuantArgs> quant_args(const YAML::Node& n, const std::string& path);
+  // `attention`: also apply ctcal's KV / attention checks (strategy, bits, static).
+  std::optional<QuantArgs> quant_args(const YAML::Node& n, const std::string& path, bool attention = false);
   void quantization_modifier(const YAML::Node& n, const std::string& path, QuantizationModifierSpec* q);
   void spinquant_modifier(const YAML::Node& n, const std::string& path, SpinQuantSpec* s);
   void transform_config(const YAML::Node& n, const std::string& path, SpinQuantSpec* s);
@@ -126,7 +127,7 @@ const std::set<std::string> kQuantArgsKeys = {
     "num_bits", "type", "symmetric", "group_size", "strategy", "block_structure", "dynamic",
     "actorder", "scale_dtype", "zp_dtype", "observer", "observer_kwargs"};
 
-std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::string& path) {
+std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::string& path, bool attention) {
   if (is_null(n)) return std::nullopt;
   if (!expect_map(n, path)) return std::nullopt;
   const std::size_t before = errors().size();
@@ -197,13 +198,15 @@ std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::stri
         if (auto v = get_number(kv.second, path + ".observer_kwargs." + key)) a.observer_kwargs[key] = *v;
       }
   }
-  if (errors().size() != before) return std::nullopt;
+  // The rules run even after field errors, so one pass reports every problem.
+  const std::string where = fmt::format("{}: {} (line {})", source_, path, n.Mark().line + 1);
   try {
-    finalize_quant_args(&a, fmt::format("{}: {} (line {})", source_, path, n.Mark().line + 1));
+    finalize_quant_args(&a, where);
+    if (attention) check_attention_args(a, where);
   } catch (const RecipeError& e) {
     errors_.push_back(e.what());
-    return std::nullopt;
   }
+  if (errors().size() != before) return std::nullopt;
   return a;
 }
 
@@ -252,12 +255,7 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
   if (q->input_observer && !is_known_observer(*q->input_observer))
     error(n, path + ".input_observer", fmt::format("observer '{}' is not supported", *q->input_observer));
   if (const YAML::Node kv = n["kv_cache_scheme"]; !is_null(kv)) {
-    q->kv_cache_scheme = quant_args(kv, path + ".kv_cache_scheme");
-    if (q->kv_cache_scheme) {
-      try {
-        check_attention_args(*q->kv_cache_scheme, fmt::format("{}: {}.kv_cache_scheme (line {})", source_, path, kv.Mark().line + 1));
-      } catch (const RecipeError& e) { errors_.push_back(e.what()); }
-    }
+    q->kv_cache_scheme = quant_args(kv, path + ".kv_cache_scheme", /*attention=*/true);
   }
   if (const YAML::Node cg = n["config_groups"]; !is_null(cg) && expect_map(cg, path + ".config_groups")) {
     for (const auto& kv : cg) {
@@ -284,14 +282,11 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
           error(g["targets"], gp + ".targets",
                 fmt::format("target '{}' is not the attention module; ctcal quantizes attention "
                             "only (LlamaAttention, MistralAttention, re:.*self_attn$)", t));
-      auto args = quant_args(g["input_activations"], gp + ".input_activations");
+      auto args = quant_args(g["input_activations"], gp + ".input_activations", /*attention=*/true);
       if (is_null(g["input_activations"]))
         error(g, gp + ".input_activations", "required for attention quantization");
       if (!args) continue;
       if (q->input_observer && !args->user_set.count("observer")) args->observer = *q->input_observer;
-      try {
-        check_attention_args(*args, fmt::format("{}: {}.input_activations (line {})", source_, gp, g.Mark().line + 1));
-      } catch (const RecipeError& e) { errors_.push_back(e.what()); continue; }
       group.input_activations = *args;
       q->attention_groups.push_back(std::move(group));
     }

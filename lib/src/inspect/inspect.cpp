@@ -1,0 +1,436 @@
+#include "ctcal/inspect/inspect.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+
+#include "ctcal/error.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/io/quant_config.h"
+#include "ctcal/io/safetensors.h"
+#include "ctcal/model/llama_config.h"
+#include "ctcal/model/tensor_types.h"
+#include "ctcal/recipe/recipe.h"
+#include "ctcal/transform/hadamard.h"
+
+namespace ctcal {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Plausible FP8/int KV scales: absmax between ~1e-4 and ~4e5 (scale = absmax / 448 or / 127.5).
+constexpr double kMinPlausibleScale = 1e-7;
+constexpr double kMaxPlausibleScale = 1e3;
+
+struct Problems {
+  json list = json::array();
+  void add(const std::string& severity, const std::string& code, const std::string& message,
+           const std::string& tensor = "", int64_t layer = -1) {
+    list.push_back({{"severity", severity}, {"code", code}, {"message", message},
+                    {"tensor", tensor.empty() ? json(nullptr) : json(tensor)},
+                    {"layer", layer < 0 ? json(nullptr) : json(layer)}});
+  }
+};
+
+// Shards opened one by one so a broken one is reported, not fatal.
+struct LooseCheckpoint {
+  std::vector<std::unique_ptr<SafetensorsFile>> shards;
+  std::map<std::string, const SafetensorsFile*> where;
+
+  void open(const fs::path& dir, Problems* p) {
+    std::vector<std::string> files;
+    const fs::path index = dir / "model.safetensors.index.json";
+    std::map<std::string, std::string> listed;
+    if (fs::is_regular_file(index)) {
+      try {
+        json j = read_json_file(index);
+        for (const auto& [name, f] : j.at("weight_map").items()) {
+          listed[name] = f.get<std::string>();
+          if (std::find(files.begin(), files.end(), listed[name]) == files.end()) files.push_back(listed[name]);
+        }
+      } catch (const std::exception& e) {
+        p->add("error", "bad_index", fmt::format("{}: unreadable index: {}", index.string(), e.what()));
+      }
+    } else {
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string());
+      std::sort(files.begin(), files.end());
+    }
+    for (const auto& f : files) {
+      if (!fs::is_regular_file(dir / f)) {
+        p->add("error", "missing_shard", fmt::format("the index points to shard '{}', which does not exist", f));
+        continue;
+      }
+      try {
+        shards.push_back(std::make_unique<SafetensorsFile>(dir / f));
+        for (const auto& [name, _] : shards.back()->tensors()) {
+          if (where.count(name))
+            p->add("error", "duplicate_tensor", fmt::format("'{}' is in {} and {}", name,
+                   where[name]->path().filename().string(), f), name);
+          where[name] = shards.back().get();
+        }
+      } catch (const Error& e) {
+        p->add("error", "unreadable_shard", e.what());
+      }
+    }
+    for (const auto& [name, f] : listed)
+      if (where.count(name) && where[name]->path().filename() != f)
+        p->add("error", "index_mismatch", fmt::format("the index lists '{}' in {}, but {} holds it", name, f,
+               where[name]->path().filename().string()), name);
+      else if (!where.count(name) && fs::is_regular_file(dir / f))
+        p->add("error", "index_mismatch", fmt::format("the index lists '{}' in {}, which lacks it", name, f), name);
+  }
+  const TensorInfo* info(const std::string& n) const {
+    auto it = where.find(n);
+    return it == where.end() ? nullptr : &it->second->info(n);
+  }
+  std::vector<double> values(const std::string& n) const {
+    const TensorInfo* t = info(n);
+    std::vector<double> out;
+    const SafetensorsFile* f = where.at(n);
+    for (std::size_t i = 0; i < t->numel(); ++i) {
+      if (dtype_is_float(t->dtype)) out.push_back(load_as_f32(f->data(*t), t->dtype, i));
+      else if (t->dtype == DType::kI8) out.push_back(reinterpret_cast<const int8_t*>(f->data(*t))[i]);
+      else if (t->dtype == DType::kI32) { int32_t v; std::memcpy(&v, f->data(*t) + 4 * i, 4); out.push_back(v); }
+    }
+    return out;
+  }
+};
+
+std::string args_words(const QuantArgs& a) {
+  std::string s = a.type == QuantType::kFloat ? fmt::format("FP{} (E4M3)", a.num_bits) : fmt::format("INT{}", a.num_bits);
+  return fmt::format("{} {}, {}, observer {}", s, a.symmetric ? "symmetric" : "asymmetric",
+                     *a.strategy == Strategy::kAttnHead ? "one scale per head (attn_head)" : "one scale per layer (tensor)",
+                     a.observer.value_or("none"));
+}
+
+struct SchemeInfo {
+  std::optional<QuantArgs> kv, q;
+  std::string q_group;
+  bool r3 = false, r2 = false;
+  std::string r3_type, r3_group;
+  int64_t r3_size = 0;
+  bool r3_randomize = false;
+  bool other_transforms = false;
+};
+
+SchemeInfo read_scheme(const json& qc, const std::string& where, Problems* p, json* words) {
+  SchemeInfo s;
+  if (qc.contains("kv_cache_scheme") && !qc["kv_cache_scheme"].is_null()) {
+    try {
+      s.kv = parse_quant_args(qc["kv_cache_scheme"].dump(), where + ": kv_cache_scheme");
+      (*words)["kv_cache"] = args_words(*s.kv);
+    } catch (const Error& e) {
+      p->add("error", "bad_kv_scheme", e.what());
+    }
+  }
+  json groups = json::array();
+  if (qc.contains("config_groups") && qc["config_groups"].is_object())
+    for (const auto& [name, g] : qc["config_groups"].items()) {
+      bool attention = false;
+      for (const auto& t : g.value("targets", json::array()))
+        attention = attention || (t.is_string() && (t.get<std::string>().ends_with("Attention") || t == "re:.*self_attn$"));
+      if (attention && g.contains("input_activations") && !g["input_activations"].is_null()) {
+        try {
+          s.q = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
+          s.q_group = name;
+          groups.push_back(fmt::format("{}: attention (query) quantization, {}", name, args_words(*s.q)));
+        } catch (const Error& e) {
+          p->add("error", "bad_attention_scheme", e.what());
+        }
+      } else {
+        groups.push_back(fmt::format("{}: targets {} (weights/activations of Linear layers)", name, g.value("targets", json::array()).dump()));
+      }
+    }
+  (*words)["config_groups"] = groups;
+  if (s.q && !s.kv) s.kv = s.q;  // attention quantization implies KV with the same args
+  json tw = json::array();
+  if (qc.contains("transform_config") && qc["transform_config"].is_object() && qc["transform_config"].contains("config_groups"))
+    for (const auto& [name, sc] : qc["transform_config"]["config_groups"].items()) {
+      std::set<std::string> locs;
+      for (const auto& a : sc.value("apply", json::array())) locs.insert(a.value("location", ""));
+      const std::string type = sc.value("type", "?");
+      if (locs.count("q_attn") && locs.count("k_cache")) {
+        s.r3 = true;
+        s.r3_type = type;
+        s.r3_group = name;
+        s.r3_size = sc.value("head_dim", json(0)).is_number() ? sc["head_dim"].get<int64_t>() : 0;
+        s.r3_randomize = sc.value("randomize", false);
+        tw.push_back(fmt::format("{}: R3, {} {}x{} on queries and keys after RoPE (online)", name, type, s.r3_size, s.r3_size));
+      } else if (locs.count("weight_output") && locs.count("weight_input")) {
+        s.r2 = true;
+        tw.push_back(fmt::format("{}: R2-style, {} folded into weights (offline)", name, type));
+      } else {
+        s.other_transforms = true;
+        tw.push_back(fmt::format("{}: {} at {}", name, type, json(locs).dump()));
+      }
+    }
+  (*words)["transforms"] = tw;
+  return s;
+}
+
+json site_entry(const LooseCheckpoint& ck, const std::string& name, const std::string& zp_name) {
+  const TensorInfo* t = ck.info(name);
+  json e = {{"name", name}, {"dtype", dtype_name(t->dtype)}, {"shape", t->shape}};
+  if (dtype_is_float(t->dtype)) {
+    auto v = ck.values(name);
+    e["values"] = v;
+    if (!v.empty()) {
+      e["min"] = *std::min_element(v.begin(), v.end());
+      e["max"] = *std::max_element(v.begin(), v.end());
+    }
+  }
+  if (ck.info(zp_name)) e["zero_point"] = ck.values(zp_name);
+  return e;
+}
+
+void check_values(const json& e, const std::string& name, int64_t layer, Problems* p) {
+  if (!e.contains("values")) return;
+  for (const auto& jv : e["values"]) {
+    const double v = jv.is_number() ? jv.get<double>() : std::nan("");
+    if (std::isnan(v) || std::isinf(v)) {
+      p->add("error", "nonfinite_scale", fmt::format("{} holds NaN or Inf", name), name, layer);
+      return;
+    }
+    if (v == 0) { p->add("error", "zero_scale", fmt::format("{} holds 0: every value would quantize to 0 or divide by zero", name), name, layer); return; }
+    if (v < 0) { p->add("error", "negative_scale", fmt::format("{} holds a negative scale {}", name, v), name, layer); return; }
+    if (v < kMinPlausibleScale || v > kMaxPlausibleScale) {
+      p->add("warning", "implausible_scale", fmt::format("{} = {:.3g} is outside the plausible range [{:g}, {:g}]", name, v,
+             kMinPlausibleScale, kMaxPlausibleScale), name, layer);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+json inspect_checkpoint(const fs::path& path) {
+  fs::path dir, config_path;
+  if (fs::is_directory(path)) {
+    dir = path;
+    config_path = path / "config.json";
+    if (!fs::is_regular_file(config_path))
+      throw InputError(fmt::format("{}: not a checkpoint directory (no config.json)", path.string()));
+  } else if (fs::is_regular_file(path) && path.extension() == ".json") {
+    config_path = path;
+  } else {
+    throw InputError(fmt::format("{}: expected a checkpoint directory or a config.json", path.string()));
+  }
+  const json config = read_json_file(config_path);
+  Problems p;
+  json doc = {{"path", path.string()}, {"kind", dir.empty() ? "config" : "checkpoint"}};
+  std::optional<LlamaConfig> cfg;
+  try {
+    cfg = parse_llama_config(config, config_path.string());
+    doc["model"] = {{"architecture", cfg->architecture}, {"layers", cfg->num_hidden_layers},
+                    {"heads", cfg->num_attention_heads}, {"kv_heads", cfg->num_key_value_heads},
+                    {"head_dim", cfg->head_dim}, {"vocab_size", cfg->vocab_size},
+                    {"dtype", cfg->dtype ? json(torch_dtype_name(*cfg->dtype)) : json(nullptr)}};
+  } catch (const Error& e) {
+    p.add("error", "bad_config", e.what());
+    doc["model"] = nullptr;
+  }
+  const bool quantized = config.contains("quantization_config") && config["quantization_config"].is_object();
+  doc["quantized"] = quantized;
+  json words = json::object();
+  SchemeInfo scheme;
+  if (quantized) {
+    const json& qc = config["quantization_config"];
+    words["quant_method"] = qc.value("quant_method", "?");
+    words["format"] = qc.value("format", json(nullptr));
+    words["version"] = qc.value("version", json(nullptr));
+    if (qc.value("quant_method", "") != "compressed-tensors")
+      p.add("warning", "not_compressed_tensors", fmt::format("quant_method is {}; ctcal reads compressed-tensors configs", qc.value("quant_method", json("?")).dump()));
+    else
+      scheme = read_scheme(qc, config_path.string(), &p, &words);
+  }
+  doc["quantization"] = words;
+
+  LooseCheckpoint ck;
+  json layers = json::array();
+  if (!dir.empty()) {
+    ck.open(dir, &p);
+    // Legacy and foreign scale names vLLM remaps or skips (reference §4.3).
+    static const std::regex legacy(R"(model\.layers\.(\d+)\.self_attn\.(k_proj\.output_scale|v_proj\.output_scale|q_proj\.output_scale|kv_scale|k_proj\.k_scale|v_proj\.v_scale))");
+    for (const auto& [name, _] : ck.where) {
+      std::smatch m;
+      if (std::regex_match(name, m, legacy))
+        p.add("warning", "legacy_scale_name",
+              fmt::format("{}: a legacy/ModelOpt name ({}); vLLM remaps it with a deprecation path or skips it — "
+                          "recalibrate to get self_attn.k_scale / v_scale", name, m[2].str()), name, std::stoll(m[1].str()));
+    }
+    if (cfg && scheme.kv) {
+      for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
+        json entry = {{"layer", l}};
+        for (Site site : {Site::kQuery, Site::kKey, Site::kValue}) {
+          const QuantArgs* a = site == Site::kQuery ? (scheme.q ? &*scheme.q : nullptr) : &*scheme.kv;
+          const std::string name = scale_name(l, site);
+          if (!a) {
+            if (ck.info(name)) p.add("warning", "extra_scale", fmt::format("{} exists but the config quantizes no queries", name), name, l);
+            continue;
+          }
+          if (!ck.info(name)) {
+            p.add("error", "missing_scale", fmt::format("{} is missing: vLLM falls back to scale 1.0 for this layer", name), name, l);
+            continue;
+          }
+          json e = site_entry(ck, name, zero_point_name(l, site));
+          const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->num_key_value_heads;
+          const std::vector<int64_t> want = *a->strategy == Strategy::kAttnHead ? std::vector<int64_t>{heads, 1, 1} : std::vector<int64_t>{1};
+          if (e["shape"].get<std::vector<int64_t>>() != want)
+            p.add("error", "scale_shape", fmt::format("{} has shape {}; the {} scheme needs {}", name, e["shape"].dump(),
+                  strategy_name(*a->strategy), json(want).dump()), name, l);
+          if (!dtype_is_float(ck.info(name)->dtype))
+            p.add("error", "scale_dtype", fmt::format("{} has dtype {}; expected a float dtype", name, e["dtype"].get<std::string>()), name, l);
+          check_values(e, name, l, &p);
+          if (!a->symmetric && !e.contains("zero_point"))
+            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", zero_point_name(l, site)), zero_point_name(l, site), l);
+          entry[std::string(site_name(site))] = e;
+        }
+        layers.push_back(entry);
+      }
+      // Extra scales beyond the model's layers.
+      static const std::regex any_scale(R"(model\.layers\.(\d+)\.self_attn\.[qkv]_scale)");
+      for (const auto& [name, _] : ck.where) {
+        std::smatch m;
+        if (std::regex_match(name, m, any_scale) && std::stoll(m[1].str()) >= cfg->num_hidden_layers)
+          p.add("warning", "extra_scale", fmt::format("{} is beyond the model's {} layers", name, cfg->num_hidden_layers), name);
+      }
+      // Every k and v scale exactly 1.0: never calibrated.
+      bool all_one = !layers.empty();
+      for (const auto& l : layers)
+        for (const char* s : {"k", "v"})
+          if (!l.contains(s) || !l[s].contains("values")) all_one = false;
+          else for (const auto& v : l[s]["values"]) all_one = all_one && v == 1.0;
+      if (all_one) p.add("error", "uncalibrated", "every k_scale and v_scale is exactly 1.0: the checkpoint was never calibrated");
+    } else if (cfg && !quantized) {
+      bool any = false;
+      for (const auto& [name, _] : ck.where) any = any || name.ends_with("_scale");
+      if (any) p.add("warning", "scales_without_config", "the checkpoint holds *_scale tensors but config.json has no quantization_config");
+    }
+    // Transform weights must be orthogonal up to the 1/sqrt(n) normalisation.
+    static const std::regex transform(R"(.*\.(R\d|[A-Za-z0-9]+)_(q_attn|k_cache)\.weight)");
+    int checked = 0;
+    for (const auto& [name, _] : ck.where) {
+      if (!std::regex_match(name, transform) || checked++ > 64) continue;
+      const TensorInfo* t = ck.info(name);
+      if (t->shape.size() != 2 || t->shape[0] != t->shape[1]) {
+        p.add("error", "transform_shape", fmt::format("{} has shape {}; expected a square matrix", name, shape_str(t->shape)), name);
+        continue;
+      }
+      const int64_t n = t->shape[0];
+      auto v = ck.values(name);
+      Eigen::Map<RowMatrixD> h(v.data(), n, n);
+      const double err = (h * h.transpose() / static_cast<double>(n) - RowMatrixD::Identity(n, n)).cwiseAbs().maxCoeff();
+      if (err > 1e-6)
+        p.add("error", "transform_not_orthogonal", fmt::format("{}: H·Hᵀ/n differs from the identity by {:.3g}", name, err), name);
+    }
+  }
+  doc["layers"] = layers;
+
+  // Serving verdicts (reference §4.2, §5.12; SPEC §7).
+  json vllm = {{"loadable", false}, {"ignored", json::array()}, {"reasons", json::array()}, {"command", nullptr}};
+  json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
+  if (!quantized || !scheme.kv) {
+    vllm["reasons"].push_back("no kv_cache_scheme: nothing for --kv-cache-dtype fp8 to use (vLLM would use scale 1.0)");
+  } else {
+    const QuantArgs& a = *scheme.kv;
+    bool ok = true;
+    if (a.type != QuantType::kFloat || a.num_bits != 8) { ok = false; vllm["reasons"].push_back("vLLM KV caches are FP8: int KV scales are for research and `ctcal eval`"); }
+    if (!a.symmetric) { ok = false; vllm["reasons"].push_back("vLLM requires symmetric KV quantization"); }
+    if (*a.strategy == Strategy::kAttnHead) vllm["reasons"].push_back("attn_head scales need a vLLM and attention backend with per-head KV scales (older vLLM accepts tensor only)");
+    if (scheme.q) vllm["ignored"].push_back(fmt::format("config group '{}' (attention quantization): newer vLLM drops it and serves the checkpoint as KV-quantized", scheme.q_group));
+    if (scheme.r3) { ok = false; vllm["reasons"].push_back("transform_config has an R3 (q_attn/k_cache) rotation, which mainline vLLM does not apply: k_scale was calibrated on rotated keys and would be wrong"); vllm["ignored"].push_back("R3_* transform weights"); }
+    if (scheme.other_transforms) vllm["reasons"].push_back("transform_config has online transforms; vLLM supports only Linear input/output transforms");
+    for (const auto& pr : p.list)
+      if (pr["severity"] == "error") { ok = false; vllm["reasons"].push_back("problems listed above must be fixed first"); break; }
+    vllm["loadable"] = ok;
+    if (ok) vllm["command"] = fmt::format("vllm serve {} --kv-cache-dtype fp8", dir.empty() ? config_path.parent_path().string() : dir.string());
+    if (scheme.r3) {
+      bool meets = true;
+      auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
+      if (scheme.r3_type != "hadamard") fail("the R3 serving work accepts type 'hadamard' only (not " + scheme.r3_type + ")");
+      if (scheme.r3_randomize) fail("randomize must be false");
+      if (cfg && (scheme.r3_size != cfg->head_dim)) fail(fmt::format("head_dim {} must equal the model's head size {}", scheme.r3_size, cfg->head_dim));
+      if (!is_power_of_two(scheme.r3_size) || scheme.r3_size > (1 << 15)) fail("head_dim must be a power of two <= 2^15");
+      if (cfg && cfg->dtype && *cfg->dtype != DType::kF16 && *cfg->dtype != DType::kBF16) fail("weights must be fp16 or bf16");
+      if (a.type == QuantType::kFloat && a.num_bits == 8) fail("it refuses FP8 KV scales together with the rotation");
+      r3["meets"] = meets;
+    }
+  }
+  doc["serving"] = {{"vllm", vllm}, {"vllm_r3", r3}};
+  doc["problems"] = p.list;
+  return doc;
+}
+
+int inspect_exit_code(const json& doc, bool strict) {
+  if (!strict) return 0;
+  return (!doc["problems"].empty() || !doc["quantized"].get<bool>()) ? static_cast<int>(ExitCode::kProblemsFound) : 0;
+}
+
+void print_inspect(const json& doc, std::ostream& out, bool color) {
+  auto c = [&](const char* code, const std::string& s) { return color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
+  out << c("1", doc["path"].get<std::string>()) << "\n";
+  if (doc["model"].is_object()) {
+    const json& m = doc["model"];
+    out << fmt::format("model        {}, {} layers, {} heads / {} kv heads, head_dim {}, vocab {}, dtype {}\n",
+                       m["architecture"].get<std::string>(), m["layers"].get<int64_t>(), m["heads"].get<int64_t>(),
+                       m["kv_heads"].get<int64_t>(), m["head_dim"].get<int64_t>(), m["vocab_size"].get<int64_t>(),
+                       m["dtype"].is_null() ? "unset" : m["dtype"].get<std::string>());
+  }
+  if (!doc["quantized"].get<bool>()) {
+    out << "quantization not quantized (no quantization_config)\n";
+  } else {
+    const json& q = doc["quantization"];
+    out << fmt::format("quantization {} {}\n", q.value("quant_method", "?"), q.value("version", json("")).is_string() ? q["version"].get<std::string>() : "");
+    if (q.contains("kv_cache")) out << "kv cache     " << q["kv_cache"].get<std::string>() << "\n";
+    for (const auto& g : q.value("config_groups", json::array())) out << "group        " << g.get<std::string>() << "\n";
+    for (const auto& t : q.value("transforms", json::array())) out << "transform    " << t.get<std::string>() << "\n";
+  }
+  if (!doc["layers"].empty()) {
+    out << "\n" << fmt::format("{:>5}", "layer");
+    std::vector<std::string> sites;
+    for (const char* s : {"q", "k", "v"})
+      if (doc["layers"][0].contains(s)) sites.push_back(s);
+    for (const auto& s : sites) out << fmt::format("  {:>24} {:>5} {:>9}", s + "_scale", "dtype", "shape");
+    out << "\n";
+    for (const auto& l : doc["layers"]) {
+      out << fmt::format("{:>5}", l["layer"].get<int64_t>());
+      for (const auto& s : sites) {
+        if (!l.contains(s)) { out << fmt::format("  {:>24} {:>5} {:>9}", c("31", "missing"), "", ""); continue; }
+        const json& e = l[s];
+        std::string val = !e.contains("min") ? "-"
+                          : e["values"].size() == 1 ? fmt::format("{:.5g}", e["min"].get<double>())
+                                                    : fmt::format("{:.4g}..{:.4g}", e["min"].get<double>(), e["max"].get<double>());
+        if (e.contains("zero_point")) val += " zp";
+        out << fmt::format("  {:>24} {:>5} {:>9}", val, e["dtype"].get<std::string>(), json(e["shape"]).dump());
+      }
+      out << "\n";
+    }
+  }
+  out << "\n";
+  if (doc["problems"].empty()) {
+    out << c("32", "no problems found") << "\n";
+  } else {
+    out << c("1", fmt::format("{} problem(s):", doc["problems"].size())) << "\n";
+    for (const auto& pr : doc["problems"])
+      out << "  " << (pr["severity"] == "error" ? c("31", "error") : c("33", "warning")) << " [" << pr["code"].get<std::string>()
+          << "] " << pr["message"].get<std::string>() << "\n";
+  }
+  const json& v = doc["serving"]["vllm"];
+  out << "\nvLLM         " << (v["loadable"].get<bool>() ? c("32", "can serve this KV cache with --kv-cache-dtype fp8") : c("31", "cannot serve these KV scales as intended")) << "\n";
+  for (const auto& r : v["reasons"]) out << "             - " << r.get<std::string>() << "\n";
+  for (const auto& r : v["ignored"]) out << "             ignores: " << r.get<std::string>() << "\n";
+  if (!v["command"].is_null()) out << "             " << v["command"].get<std::string>() << "\n";
+  const json& r3 = doc["serving"]["vllm_r3"];
+  if (r3["applicable"].get<bool>()) {
+    out << "vLLM R3 work " << (r3["meets"].get<bool>() ? c("32", "meets the requirements of the in-progress R3 serving change") : c("33", "does not meet the in-progress R3 serving change")) << "\n";
+    for (const auto& r : r3["reasons"]) out << "             - " << r.get<std::string>() << "\n";
+  }
+}
+
+}  // namespace ctcal
