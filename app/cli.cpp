@@ -12,6 +12,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
+#include "ctcal/data/tokenize_command.h"
 #include "ctcal/eval/eval_command.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/pipeline/calibrate_command.h"
@@ -46,7 +47,8 @@ Examples:
   ctcal calibrate recipe.yaml --model DIR --dataset data.jsonl --dry-run
 
 Datasets: .jsonl rows with "input_ids" (or "text", tokenized with the model's tokenizer.model),
-.json arrays of the same, .txt documents separated by blank lines.
+.json arrays of the same, .txt documents separated by blank lines or <|endoftext|> lines.
+Text is tokenized with the model's tokenizer.json (BPE) or tokenizer.model (SentencePiece).
 Exit codes: 0 ok, 1 other error, 2 usage (incl. existing --output), 3 invalid recipe,
 4 bad model/dataset/IO.)";
 
@@ -122,6 +124,14 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 problems found with --strict (or not qua
   ins->add_flag("--json", inspect_json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
   ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found");
 
+  TokenizeRequest tk;
+  auto* tkc = app.add_subcommand("tokenize", "Print the token ids calibration will see, one line per dataset row");
+  tkc->add_option("--tokenizer", tk.tokenizer, "tokenizer.json, tokenizer.model, or a model directory")->required();
+  tkc->add_option("--dataset", tk.dataset, "Dataset (.jsonl, .json, .txt)")->required();
+  tkc->add_flag("--no-special-tokens", tk.no_special_tokens, "Do not add BOS/EOS");
+  tkc->add_option("--max-seq-length", tk.max_seq_length, "Truncate each row")->check(CLI::PositiveNumber);
+  tkc->add_flag("--json", tk.json, "One {\"input_ids\": [...]} object per line");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -140,6 +150,7 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 problems found with --strict (or not qua
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);
   if (*evc) return run_eval(ev, std::cout);
+  if (*tkc) return run_tokenize(tk, std::cout);
   if (*ins) {
     const auto doc = inspect_checkpoint(inspect_path);
     if (inspect_json) std::cout << doc.dump(2) << "\n";

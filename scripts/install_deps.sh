@@ -12,6 +12,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev  # logging
   libgtest-dev googletest   # tests
   libsentencepiece-dev  # tokenizer.model (Llama-2 style) text datasets
+  libpcre2-dev          # Unicode regexes of tokenizer.json pre-tokenizers (Llama-3)
+  zlib1g-dev            # reading the gzipped tokenizer golden files in tests
   libopenblas-dev       # sgemm backend for Eigen (EIGEN_USE_BLAS)
   python3               # the standard-library-only output checker in tests/e2e
 )

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ctcal/data/tokenizer.h"
+#include "ctcal/data/tokenizer_json.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
 
@@ -60,18 +61,16 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const fs::path& model_file) {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
   if (fs::is_directory(path)) {
-    if (fs::is_regular_file(path / "tokenizer.json"))
-      throw InputError(fmt::format("{}: tokenizer.json (Hugging Face tokenizers) is not supported "
-                                   "by this ctcal yet; pass --tokenizer with a tokenizer.model, or "
-                                   "a dataset of input_ids", (path / "tokenizer.json").string()));
+    if (fs::is_regular_file(path / "tokenizer.json")) return load_tokenizer_json(path / "tokenizer.json");
     if (fs::is_regular_file(path / "tokenizer.model")) return load_sentencepiece(path / "tokenizer.model");
     return nullptr;
   }
   if (!fs::is_regular_file(path))
     throw InputError(fmt::format("{}: tokenizer file does not exist", path.string()));
   if (path.extension() == ".model") return load_sentencepiece(path);
-  throw InputError(fmt::format("{}: unsupported tokenizer file; expected a SentencePiece "
-                               "tokenizer.model", path.string()));
+  if (path.extension() == ".json") return load_tokenizer_json(path);
+  throw InputError(fmt::format("{}: unsupported tokenizer file; expected a tokenizer.json or a "
+                               "SentencePiece tokenizer.model", path.string()));
 }
 
 }  // namespace ctcal
