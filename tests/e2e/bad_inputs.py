@@ -109,6 +109,8 @@ CASES = {
     "token_id_out_of_vocab": (lambda c: {"dataset": write(c, "d.jsonl", '{"input_ids": [1, 2, 512]}\n')}, INPUT, ["d.jsonl", "line 1", "512", "vocabulary [0, 512)"]),
     "empty_dataset": (lambda c: {"dataset": write(c, "d.jsonl", "\n")}, INPUT, ["d.jsonl", "no rows"]),
     "only_empty_samples": (lambda c: {"dataset": write(c, "d.jsonl", '{"input_ids": []}\n')}, INPUT, ["no usable sample"]),
+    "tokenizer_of_another_model": (lambda c: {"model": (lambda d: (os.remove(os.path.join(d, "tokenizer.model")), shutil.copy(os.path.join(os.path.dirname(c["model"]), "..", "llama3-tokenizer", "tokenizer.json"), d), d)[2])(copy_model(c))}, INPUT, ["outside the model's vocabulary", "is it the model's tokenizer?"]),
+    "row_without_text_or_ids": (lambda c: {"dataset": write(c, "d.jsonl", '{"prompt": "hi"}\n')}, INPUT, ["d.jsonl", "line 1", "neither 'input_ids' nor 'text'"]),
     "output_exists": (lambda c: {"output": (lambda p: (os.mkdir(p), p)[1])(os.path.join(c["tmp"], "exists"))}, USAGE, ["already exists", "--overwrite"]),
     "output_inside_model": (lambda c: {"model": (lambda d: d)(copy_model(c)), "output_in_model": True}, USAGE, ["inside"]),
 }
