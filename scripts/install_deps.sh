@@ -16,6 +16,7 @@ PACKAGES=(
   zlib1g-dev            # reading the gzipped tokenizer golden files in tests
   libopenblas-dev       # sgemm backend for Eigen (EIGEN_USE_BLAS)
   python3               # the standard-library-only output checker in tests/e2e
+  clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
 
 missing=()

@@ -69,8 +69,10 @@ std::string read_all(const fs::path& path) {
 std::vector<DatasetRow> read_dataset_rows(const fs::path& path) {
   if (!fs::is_regular_file(path))
     throw InputError(fmt::format("{}: dataset file does not exist", path.string()));
-  const std::string ext = path.extension().string();
-  const std::string text = read_all(path);
+  return parse_dataset_rows(read_all(path), path.extension().string(), path);
+}
+
+std::vector<DatasetRow> parse_dataset_rows(const std::string& text, const std::string& ext, const fs::path& path) {
   std::vector<DatasetRow> rows;
   if (ext == ".jsonl") {
     std::istringstream in(text);

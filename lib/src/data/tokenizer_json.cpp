@@ -146,8 +146,8 @@ struct AddedToken {
 
 class JsonTokenizer : public Tokenizer {
  public:
-  explicit JsonTokenizer(const fs::path& file) : file_(file) {
-    json j = read_json_file(file);
+  JsonTokenizer(const json& j, const fs::path& file) : file_(file) {
+    if (!j.is_object()) throw InputError(fmt::format("{}: expected a JSON object", file.string()));
     load_model(j.at("model"));
     if (j.contains("added_tokens"))
       for (const auto& t : j["added_tokens"]) {
@@ -428,8 +428,25 @@ class JsonTokenizer : public Tokenizer {
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
 };
 
+// Any JSON type error inside (a field of the wrong type) becomes an InputError naming the file.
+std::unique_ptr<Tokenizer> parse_tokenizer_json_value(const json& j, const fs::path& file) {
+  try {
+    return std::make_unique<JsonTokenizer>(j, file);
+  } catch (const json::exception& e) {
+    throw InputError(fmt::format("{}: malformed tokenizer.json: {}", file.string(), e.what()));
+  }
+}
+
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& file) { return std::make_unique<JsonTokenizer>(file); }
+std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& file) {
+  return parse_tokenizer_json_value(read_json_file(file), file);
+}
+
+std::unique_ptr<Tokenizer> parse_tokenizer_json(const std::string& text, const std::string& where) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw InputError(fmt::format("{}: not valid JSON", where));
+  return parse_tokenizer_json_value(j, where);
+}
 
 }  // namespace ctcal

@@ -107,7 +107,19 @@ RopeConfig parse_rope(const Reader& r) {
 
 }  // namespace
 
+LlamaConfig parse_llama_config_fields(const json& j, const std::string& where);
+
 LlamaConfig parse_llama_config(const json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(fmt::format("{}: expected a JSON object", where));
+  try {
+    return parse_llama_config_fields(j, where);
+  } catch (const json::exception& e) {
+    // A field of an unexpected JSON type deep inside (e.g. rope_parameters.factor = "x").
+    throw InputError(fmt::format("{}: malformed config: {}", where, e.what()));
+  }
+}
+
+LlamaConfig parse_llama_config_fields(const json& j, const std::string& where) {
   Reader r{j, where};
   LlamaConfig c;
   if (r.present(j, "architectures")) {

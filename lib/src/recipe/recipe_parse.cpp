@@ -415,7 +415,18 @@ void Parser::run_defaults(const YAML::Node& n, RunDefaults* d) {
 
 }  // namespace
 
+Recipe parse_recipe_checked(const std::string& text, const std::string& source);
+
 Recipe parse_recipe(const std::string& text, const std::string& source) {
+  try {
+    return parse_recipe_checked(text, source);
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp conversions that the checks above did not anticipate (e.g. a mapping as a key).
+    throw RecipeError(fmt::format("{}: line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+}
+
+Recipe parse_recipe_checked(const std::string& text, const std::string& source) {
   YAML::Node root;
   try {
     root = YAML::Load(text);

@@ -20,6 +20,9 @@ struct DatasetRow {
 
 // Reads every row. Throws InputError naming the file, line and field.
 std::vector<DatasetRow> read_dataset_rows(const std::filesystem::path& path);
+// The same from file contents; `ext` is ".jsonl", ".json" or ".txt" (fuzzing, tests).
+std::vector<DatasetRow> parse_dataset_rows(const std::string& text, const std::string& ext,
+                                           const std::filesystem::path& where);
 
 struct SamplingOptions {
   int64_t num_samples = 512;

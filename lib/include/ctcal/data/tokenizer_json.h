@@ -12,5 +12,7 @@
 namespace ctcal {
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& file);
+// The same from JSON text; `where` names it in messages (fuzzing, tests).
+std::unique_ptr<Tokenizer> parse_tokenizer_json(const std::string& text, const std::string& where);
 
 }  // namespace ctcal

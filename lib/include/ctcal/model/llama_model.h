@@ -63,8 +63,18 @@ class LlamaModel {
                     const std::function<void(int64_t, LayerWeights&)>& edit_weights = {}) const;
 
  private:
+  // Activation buffers reused across chunks and layers (one run_layer at a time per model).
+  struct Scratch {
+    std::vector<float> xn, q, k, v, attn, proj, gate, up;
+    int64_t rows = 0;
+    void reserve(int64_t rows_needed, const LlamaConfig& c);
+    static Eigen::Map<RowMatrix> view(std::vector<float>& buf, int64_t rows, int64_t cols) {
+      return Eigen::Map<RowMatrix>(buf.data(), rows, cols);
+    }
+  };
   const Checkpoint& ckpt_;
   LlamaConfig cfg_;
+  mutable Scratch scratch_;
 };
 
 // Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight).
@@ -82,5 +92,6 @@ class LmHead {
 
 // y = x * rsqrt(mean(x^2) + eps) * weight, row by row. x, y: [rows, hidden].
 void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y);
+void rms_norm_into(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, Eigen::Ref<RowMatrix> y);
 
 }  // namespace ctcal

@@ -1,0 +1,155 @@
+// Calibration speed and memory on a Llama-shaped random bf16 model (issue 6), beside the
+// machine's sgemm peak measured in the same run.
+//
+//   calib_bench make DIR [--layers 8] [--hidden 1024] [--heads 16] [--kv-heads 4]
+//                        [--intermediate 2816] [--vocab 32000]
+//   calib_bench run DIR [--samples 32] [--seq 512] [--threads T]
+//
+// FLOPs counted: 2 x multiply-adds of the projections calibration needs (q, k, v, o every layer;
+// gate, up, down for all but the last layer; no lm_head) plus causal attention (QK^T and PV over
+// the lower triangle).
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "ctcal/data/sampling.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/io/safetensors.h"
+#include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/plan.h"
+#include "ctcal/recipe/recipe.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t arg(int argc, char** argv, const char* name, int64_t def) {
+  for (int i = 3; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return std::stoll(argv[i + 1]);
+  return def;
+}
+
+// N(0, std) bf16 values from SplitMix64 (Box-Muller).
+ctcal::TensorBlob random_blob(ctcal::SplitMix64& rng, std::vector<int64_t> shape, float stddev, float mean = 0) {
+  std::size_t n = 1;
+  for (auto d : shape) n *= static_cast<std::size_t>(d);
+  ctcal::TensorBlob b{ctcal::DType::kBF16, shape, std::vector<unsigned char>(2 * n)};
+  for (std::size_t i = 0; i < n; ++i) {
+    const double u1 = (static_cast<double>(rng.next() >> 11) + 0.5) / 9007199254740992.0;
+    const double u2 = static_cast<double>(rng.next() >> 11) / 9007199254740992.0;
+    const auto v = static_cast<float>(mean + stddev * std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+    const uint16_t h = ctcal::f32_to_bf16(v);
+    std::memcpy(b.bytes.data() + 2 * i, &h, 2);
+  }
+  return b;
+}
+
+int make(const std::string& dir, int argc, char** argv) {
+  const int64_t L = arg(argc, argv, "--layers", 8), H = arg(argc, argv, "--hidden", 1024);
+  const int64_t nh = arg(argc, argv, "--heads", 16), nkv = arg(argc, argv, "--kv-heads", 4);
+  const int64_t F = arg(argc, argv, "--intermediate", 2816), V = arg(argc, argv, "--vocab", 32000);
+  const int64_t d = H / nh;
+  std::filesystem::create_directories(dir);
+  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", H},
+                        {"intermediate_size", F}, {"num_hidden_layers", L}, {"num_attention_heads", nh},
+                        {"num_key_value_heads", nkv}, {"head_dim", d}, {"vocab_size", V}, {"rms_norm_eps", 1e-5},
+                        {"max_position_embeddings", 4096}, {"rope_theta", 500000.0}, {"torch_dtype", "bfloat16"},
+                        {"tie_word_embeddings", false}, {"hidden_act", "silu"}};
+  std::ofstream(dir + "/config.json") << cfg.dump(2);
+  ctcal::SplitMix64 rng(1);
+  nlohmann::json weight_map;
+  // One shard per layer keeps each write small.
+  auto shard = [&](const std::string& name, std::map<std::string, ctcal::TensorBlob> t) {
+    ctcal::write_safetensors(dir + "/" + name, t);
+    for (const auto& [k, _] : t) weight_map[k] = name;
+  };
+  shard("embed.safetensors", {{"model.embed_tokens.weight", random_blob(rng, {V, H}, 0.02f)},
+                              {"model.norm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
+                              {"lm_head.weight", random_blob(rng, {V, H}, 0.02f)}});
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    shard("layer" + std::to_string(l) + ".safetensors",
+          {{p + "input_layernorm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
+           {p + "post_attention_layernorm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
+           {p + "self_attn.q_proj.weight", random_blob(rng, {nh * d, H}, 0.05f)},
+           {p + "self_attn.k_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
+           {p + "self_attn.v_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
+           {p + "self_attn.o_proj.weight", random_blob(rng, {H, nh * d}, 0.02f)},
+           {p + "mlp.gate_proj.weight", random_blob(rng, {F, H}, 0.02f)},
+           {p + "mlp.up_proj.weight", random_blob(rng, {F, H}, 0.02f)},
+           {p + "mlp.down_proj.weight", random_blob(rng, {H, F}, 0.02f)}});
+  }
+  std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json({{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}).dump(1);
+  std::printf("wrote %s: %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld\n", dir.c_str(),
+              static_cast<long>(L), static_cast<long>(H), static_cast<long>(nh), static_cast<long>(nkv),
+              static_cast<long>(F), static_cast<long>(V));
+  return 0;
+}
+
+double sgemm_gflops(int n) {
+  std::vector<float> a(static_cast<std::size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 1e9;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+}
+
+int run(const std::string& dir, int argc, char** argv) {
+  const int64_t S = arg(argc, argv, "--seq", 512), N = arg(argc, argv, "--samples", 32);
+  const int threads = static_cast<int>(arg(argc, argv, "--threads", omp_get_max_threads()));
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  const double peak = sgemm_gflops(2048);
+  ctcal::Checkpoint ckpt(dir);
+  ctcal::LlamaConfig c = ctcal::parse_llama_config(ckpt.config(), "config.json");
+  ctcal::Recipe r = ctcal::parse_recipe(
+      "q_stage:\n  q_modifiers:\n    QuantizationModifier: {kv_cache_scheme: {type: float, strategy: attn_head}}\n", "bench");
+  ctcal::CalibrationPlan plan = ctcal::make_plan(r, c, ctcal::DType::kBF16);
+  ctcal::SplitMix64 rng(7);
+  std::vector<std::vector<int32_t>> samples(static_cast<std::size_t>(N));
+  for (auto& s : samples)
+    for (int64_t t = 0; t < S; ++t) s.push_back(static_cast<int32_t>(rng.bounded(static_cast<uint64_t>(c.vocab_size))));
+  const auto t0 = Clock::now();
+  ctcal::CalibrationResult res = ctcal::run_calibration(ckpt, plan, samples, {});
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double T = static_cast<double>(N * S), H = static_cast<double>(c.hidden_size);
+  const double proj = H * (c.q_dim() + 2.0 * c.kv_dim()) + static_cast<double>(c.q_dim()) * H;  // q, k, v, o
+  const double mlp = 3.0 * H * static_cast<double>(c.intermediate_size);
+  const double attn = 2.0 * (static_cast<double>(S) * (S + 1) / 2.0) * static_cast<double>(c.head_dim * c.num_attention_heads);  // per sample, per layer: QK^T + PV (MACs)
+  const double flops = 2.0 * (T * (proj * c.num_hidden_layers + mlp * (c.num_hidden_layers - 1)) + attn * N * c.num_hidden_layers);
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  const double layer_f32_mb = 4.0 * (proj + mlp) / 1e6;
+  std::printf("threads %d | sgemm 2048^3 (OpenBLAS) %.1f GFLOP/s\n", threads, peak);
+  std::printf("calibration: %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
+              static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
+              flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);
+  std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", static_cast<double>(ru.ru_maxrss) / 1024.0,
+              layer_f32_mb, 4.0 * T * H / 1e6);
+  std::printf("k_scale[0] %.6g (sanity)\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0]);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: calib_bench make|run DIR [options]\n");
+    return 2;
+  }
+  const std::string mode = argv[1], dir = argv[2];
+  return mode == "make" ? make(dir, argc, argv) : run(dir, argc, argv);
+}
