@@ -8,8 +8,6 @@
 // FLOPs counted: 2 x multiply-adds of the projections calibration needs (q, k, v, o every layer;
 // gate, up, down for all but the last layer; no lm_head) plus causal attention (QK^T and PV over
 // the lower triangle).
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -130,14 +128,17 @@ int run(const std::string& dir, int argc, char** argv) {
   const double mlp = 3.0 * H * static_cast<double>(c.intermediate_size);
   const double attn = 2.0 * (static_cast<double>(S) * (S + 1) / 2.0) * static_cast<double>(c.head_dim * c.num_attention_heads);  // per sample, per layer: QK^T + PV (MACs)
   const double flops = 2.0 * (T * (proj * c.num_hidden_layers + mlp * (c.num_hidden_layers - 1)) + attn * N * c.num_hidden_layers);
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
+  // VmHWM, not getrusage: ru_maxrss survives exec and would report a parent's size.
+  double peak_mb = 0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) peak_mb = std::stod(line.substr(6)) / 1024.0;
   const double layer_f32_mb = 4.0 * (proj + mlp) / 1e6;
   std::printf("threads %d | sgemm 2048^3 (OpenBLAS) %.1f GFLOP/s\n", threads, peak);
   std::printf("calibration: %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
               static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
               flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);
-  std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", static_cast<double>(ru.ru_maxrss) / 1024.0,
+  std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", peak_mb,
               layer_f32_mb, 4.0 * T * H / 1e6);
   std::printf("k_scale[0] %.6g (sanity)\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0]);
   return 0;

@@ -84,6 +84,22 @@ def index_missing_shard(ctx):
     return d
 
 
+def duplicate_across_shards(ctx):
+    """Two shards that both hold model.norm.weight, listed by an index."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import st_reader as st
+    d = copy_model(ctx)
+    tensors, meta = st.read_all(os.path.join(d, "model.safetensors"))
+    os.remove(os.path.join(d, "model.safetensors"))
+    names = sorted(tensors)
+    half = len(names) // 2
+    st.write_file(os.path.join(d, "model-00001-of-00002.safetensors"), {n: tensors[n] for n in names[:half] + ["model.norm.weight"]}, meta)
+    st.write_file(os.path.join(d, "model-00002-of-00002.safetensors"), {n: tensors[n] for n in names[half:]}, meta)
+    wm = {n: ("model-00001-of-00002.safetensors" if i < half else "model-00002-of-00002.safetensors") for i, n in enumerate(names)}
+    json.dump({"metadata": {}, "weight_map": wm}, open(os.path.join(d, "model.safetensors.index.json"), "w"))
+    return d
+
+
 GOOD_RECIPE = "fp8_kv_per_tensor.yaml"
 
 # name -> (setup(ctx) -> dict of overrides, expected exit code, substrings of stderr)
@@ -111,6 +127,8 @@ CASES = {
     "only_empty_samples": (lambda c: {"dataset": write(c, "d.jsonl", '{"input_ids": []}\n')}, INPUT, ["no usable sample"]),
     "tokenizer_of_another_model": (lambda c: {"model": (lambda d: (os.remove(os.path.join(d, "tokenizer.model")), shutil.copy(os.path.join(os.path.dirname(c["model"]), "..", "llama3-tokenizer", "tokenizer.json"), d), d)[2])(copy_model(c))}, INPUT, ["outside the model's vocabulary", "is it the model's tokenizer?"]),
     "row_without_text_or_ids": (lambda c: {"dataset": write(c, "d.jsonl", '{"prompt": "hi"}\n')}, INPUT, ["d.jsonl", "line 1", "neither 'input_ids' nor 'text'"]),
+    "duplicate_tensor_across_shards": (lambda c: {"model": duplicate_across_shards(c)}, INPUT, ["model.norm.weight", "appears in both"]),
+    "sequence_longer_than_context_is_truncated": (lambda c: {"dataset": write(c, "d.jsonl", json.dumps({"input_ids": [1] * 600}) + "\n"), "extra": ["--max-seq-length", "1000"], "expect_output": True}, 0, ["truncated to 512"]),
     "output_exists": (lambda c: {"output": (lambda p: (os.mkdir(p), p)[1])(os.path.join(c["tmp"], "exists"))}, USAGE, ["already exists", "--overwrite"]),
     "output_inside_model": (lambda c: {"model": (lambda d: d)(copy_model(c)), "output_in_model": True}, USAGE, ["inside"]),
 }
@@ -118,7 +136,7 @@ CASES = {
 
 def main():
     if sys.argv[1] == "--list":
-        print("\n".join(sorted(list(CASES) + ["sigint_leaves_nothing"])))
+        print("\n".join(sorted(list(CASES) + ["sigint_leaves_nothing", "sigterm_leaves_nothing"])))
         return 0
     binary, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
     data = os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(src)), "shared", "data")
@@ -132,16 +150,17 @@ def main():
         args = {"recipe": os.path.join(src, "recipes", GOOD_RECIPE), "model": model,
                 "dataset": os.path.join(data, "tinystories-valid", "validation_100.txt"),
                 "output": os.path.join(tmp, "out")}
-        if case == "sigint_leaves_nothing":
-            return sigint_case(binary, args, tmp)
+        if case in ("sigint_leaves_nothing", "sigterm_leaves_nothing"):
+            return signal_case(binary, args, tmp, signal.SIGINT if case.startswith("sigint") else signal.SIGTERM)
         setup, code, needles = CASES[case]
         overrides = setup(ctx)
         if overrides.pop("output_in_model", False):
             overrides["output"] = os.path.join(overrides["model"], "calibrated")
         args.update(overrides)
         existed = os.path.exists(args["output"])
+        extra = overrides.get("extra", ["--max-seq-length", "64"])
         cmd = [binary, "calibrate", args["recipe"], "--model", args["model"], "--dataset", args["dataset"],
-               "--output", args["output"], "--num-samples", "8", "--max-seq-length", "64"]
+               "--output", args["output"], "--num-samples", "8", *extra]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         ok = True
         if r.returncode != code:
@@ -151,6 +170,9 @@ def main():
             if n not in r.stderr:
                 print(f"FAIL: message lacks {n!r}")
                 ok = False
+        if overrides.get("expect_output") and not os.path.isdir(args["output"]):
+            print("FAIL: no output written")
+            ok = False
         if r.returncode != 0 and os.path.exists(args["output"]) and not existed:
             print("FAIL: output directory left behind")
             ok = False
@@ -165,7 +187,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def sigint_case(binary, args, tmp):
+def signal_case(binary, args, tmp, sig):
     # Enough work to still be running when the signal arrives.
     cmd = [binary, "calibrate", args["recipe"], "--model", args["model"], "--dataset", args["dataset"],
            "--output", args["output"], "--num-samples", "512", "--max-seq-length", "512", "--threads", "1"]
@@ -174,13 +196,13 @@ def sigint_case(binary, args, tmp):
     while time.time() < deadline and not [f for f in os.listdir(tmp) if ".ctcal-tmp-" in f]:
         time.sleep(0.01)  # wait until the staging directory exists
     time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     left = os.listdir(tmp)
     ok = p.returncode not in (0, None) and not left
     print("stderr:", err.strip()[-800:])
     print(f"exit {p.returncode}, left in output parent: {left}")
-    print(f"sigint_leaves_nothing: {'ok' if ok else 'FAILED'}")
+    print(f"{sig.name}: {'ok' if ok else 'FAILED'}")
     return 0 if ok else 1
 
 
