@@ -81,6 +81,8 @@ int run_cli(int argc, char** argv) {
   cal->add_option("--threads", req.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   cal->add_option("--chunk-tokens", req.chunk_tokens, "Tokens per GEMM chunk (memory vs speed) [4096]")
       ->check(CLI::PositiveNumber);
+  cal->add_option("--max-memory", req.max_memory_mb, "Memory budget in MB; picks the tokens per chunk")
+      ->check(CLI::PositiveNumber);
   cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
   cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
   cal->add_flag("--json", req.json, "Print the report as JSON on stdout");

@@ -120,8 +120,12 @@ int run(const std::string& dir, int argc, char** argv) {
   std::vector<std::vector<int32_t>> samples(static_cast<std::size_t>(N));
   for (auto& s : samples)
     for (int64_t t = 0; t < S; ++t) s.push_back(static_cast<int32_t>(rng.bounded(static_cast<uint64_t>(c.vocab_size))));
+  ctcal::CalibrateOptions copt;
+  if (const int64_t mb = arg(argc, argv, "--max-memory", 0); mb > 0)
+    copt.forward.chunk_tokens = ctcal::chunk_tokens_for_budget(c, N * S, S, static_cast<double>(mb) * 1048576.0);
+  const auto est = ctcal::estimate_memory(c, N * S);
   const auto t0 = Clock::now();
-  ctcal::CalibrationResult res = ctcal::run_calibration(ckpt, plan, samples, {});
+  ctcal::CalibrationResult res = ctcal::run_calibration(ckpt, plan, samples, copt);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const double T = static_cast<double>(N * S), H = static_cast<double>(c.hidden_size);
   const double proj = H * (c.q_dim() + 2.0 * c.kv_dim()) + static_cast<double>(c.q_dim()) * H;  // q, k, v, o
@@ -140,7 +144,11 @@ int run(const std::string& dir, int argc, char** argv) {
               flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);
   std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", peak_mb,
               layer_f32_mb, 4.0 * T * H / 1e6);
-  std::printf("k_scale[0] %.6g (sanity)\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0]);
+  std::printf("model of memory: hidden %.0f MB + layer %.0f MB + %ld-token chunk %.0f MB = %.0f MB\n", est.hidden_bytes / 1048576,
+              est.layer_bytes / 1048576, static_cast<long>(std::min<int64_t>(copt.forward.chunk_tokens, N * S)),
+              est.per_token_bytes * static_cast<double>(std::min<int64_t>(copt.forward.chunk_tokens, N * S)) / 1048576,
+              (est.hidden_bytes + est.layer_bytes + est.per_token_bytes * static_cast<double>(std::min<int64_t>(copt.forward.chunk_tokens, N * S))) / 1048576);
+  std::printf("k_scale[0] %.9g (sanity; compare across --threads for determinism)\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0]);
   return 0;
 }
 

@@ -138,6 +138,7 @@ RowMatrix LlamaModel::embed(const std::vector<std::vector<int32_t>>& samples,
       convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype,
                      static_cast<std::size_t>(cfg_.hidden_size), hidden.row(row++).data());
     }
+  shard.release(t);  // the embedding is not needed again: drop its pages from our RSS
   return hidden;
 }
 

@@ -62,6 +62,31 @@ void apply_r2(const CalibrationPlan& plan, LayerWeights* w) {
   rotate_linear(&w->o, h, plan.storage, /*output_side=*/false);
 }
 
+MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens) {
+  const double h = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
+  MemoryEstimate m;
+  m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
+  m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h);
+  // xn, q, k, v, attn, proj, gate, up (LlamaModel's scratch) plus the chunk copy of the residual.
+  m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
+  return m;
+}
+
+int64_t chunk_tokens_for_budget(const LlamaConfig& c, int64_t total_tokens, int64_t longest, double budget) {
+  const MemoryEstimate m = estimate_memory(c, total_tokens);
+  constexpr double kOverhead = 64.0 * 1024 * 1024;  // program, tokenizer, page-cache slack
+  const double fixed = m.hidden_bytes + m.layer_bytes + kOverhead;
+  const double need_min = fixed + m.per_token_bytes * static_cast<double>(longest);
+  if (budget < need_min)
+    throw UsageError(fmt::format("--max-memory {:.0f} MB is too small for this model and data: at least {:.0f} MB "
+                                 "(hidden states {:.0f} MB, one layer's fp32 weights {:.0f} MB, one {}-token sample "
+                                 "{:.0f} MB); use fewer samples or shorter sequences", budget / 1048576, need_min / 1048576,
+                                 m.hidden_bytes / 1048576, m.layer_bytes / 1048576, longest,
+                                 m.per_token_bytes * static_cast<double>(longest) / 1048576));
+  return static_cast<int64_t>((budget - fixed) / m.per_token_bytes);
+}
+
 CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,
                                   const std::vector<std::vector<int32_t>>& samples,
                                   const CalibrateOptions& options) {

@@ -61,6 +61,19 @@ class Cancelled : public Error {
 // back to `storage` so the forward sees what the written checkpoint holds).
 void apply_r2(const CalibrationPlan& plan, LayerWeights* w);
 
+// Memory model of a calibration (bytes): hidden states of every token, one layer's fp32
+// weights, and per-token activation scratch for a GEMM chunk. Used by --max-memory to pick the
+// number of tokens that go through a layer at once.
+struct MemoryEstimate {
+  double hidden_bytes = 0;       // [total_tokens, hidden] fp32
+  double layer_bytes = 0;        // one layer's weights in fp32
+  double per_token_bytes = 0;    // activation scratch per token of a chunk
+};
+MemoryEstimate estimate_memory(const LlamaConfig& cfg, int64_t total_tokens);
+// The chunk size (tokens) that fits `budget_bytes`; throws UsageError naming the minimum
+// budget when even one sample of `longest` tokens does not fit.
+int64_t chunk_tokens_for_budget(const LlamaConfig& cfg, int64_t total_tokens, int64_t longest, double budget_bytes);
+
 CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,
                                   const std::vector<std::vector<int32_t>>& samples,
                                   const CalibrateOptions& options);

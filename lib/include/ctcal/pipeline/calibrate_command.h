@@ -21,6 +21,7 @@ struct CalibrateRequest {
   bool json = false;          // machine-readable summary on stdout
   bool progress_tty = false;  // redraw one progress line (stderr is a terminal)
   int64_t chunk_tokens = 4096;
+  std::optional<double> max_memory_mb;  // picks chunk_tokens from a memory budget
   const std::atomic<bool>* cancel = nullptr;
 };
 
