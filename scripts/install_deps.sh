@@ -19,6 +19,10 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
 
+# --with-chromium: also the headless browser the HTML report test renders with (CI installs it;
+# `make demo` does not need it).
+if [ "${1:-}" = "--with-chromium" ]; then PACKAGES+=(chromium); fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

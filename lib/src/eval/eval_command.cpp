@@ -14,6 +14,7 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/llama_model.h"
 #include "ctcal/recipe/recipe.h"
+#include "ctcal/report/html_report.h"
 
 namespace ctcal {
 
@@ -193,6 +194,15 @@ json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg, const std::ve
 
 int run_eval(const EvalRequest& req, std::ostream& out) {
   const json doc = evaluate(req);
+  if (req.report) {
+    json runs = doc["quantized"].is_array() ? doc["quantized"] : json::array({doc["quantized"]});
+    write_html_report(*req.report, {{"title", "ctcal eval"},
+                                    {"subtitle", fmt::format("model {} — dataset {} — {} samples, {} predicted tokens", req.model,
+                                                             req.dataset, doc["samples"].get<int64_t>(), doc["baseline"]["tokens"].get<int64_t>())},
+                                    {"baseline", doc["baseline"]},
+                                    {"runs", runs}});
+    spdlog::info("wrote {}", *req.report);
+  }
   if (req.json) {
     // NaN/inf (a lossless layer's SQNR) are not JSON: nlohmann writes null for them.
     out << doc.dump(2) << "\n";

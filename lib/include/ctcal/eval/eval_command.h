@@ -25,6 +25,7 @@ struct EvalRequest {
   bool no_shuffle = false;
   int threads = 0;
   bool json = false;
+  std::optional<std::string> report;  // HTML file
 };
 
 // The metrics document (also what --json prints).

@@ -18,10 +18,10 @@ struct CalibrateRequest {
   int threads = 0;  // 0: all cores
   bool overwrite = false;
   bool dry_run = false;
-  bool json = false;          // machine-readable summary on stdout
   bool progress_tty = false;  // redraw one progress line (stderr is a terminal)
   int64_t chunk_tokens = 4096;
-  std::optional<double> max_memory_mb;  // picks chunk_tokens from a memory budget
+  std::optional<double> max_memory_mb;
+  std::optional<std::string> report;  // HTML file with the scale plots  // picks chunk_tokens from a memory budget
   const std::atomic<bool>* cancel = nullptr;
 };
 
