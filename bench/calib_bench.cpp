@@ -3,7 +3,7 @@
 //
 //   calib_bench make DIR [--layers 8] [--hidden 1024] [--heads 16] [--kv-heads 4]
 //                        [--intermediate 2816] [--vocab 32000]
-//   calib_bench run DIR [--samples 32] [--seq 512] [--threads T]
+//   calib_bench run DIR [--samples 32] [--seq 512] [--threads T] [--bf16 1] [--max-memory MB]
 //
 // FLOPs counted: 2 x multiply-adds of the projections calibration needs (q, k, v, o every layer;
 // gate, up, down for all but the last layer; no lm_head) plus causal attention (QK^T and PV over
@@ -121,6 +121,7 @@ int run(const std::string& dir, int argc, char** argv) {
   for (auto& s : samples)
     for (int64_t t = 0; t < S; ++t) s.push_back(static_cast<int32_t>(rng.bounded(static_cast<uint64_t>(c.vocab_size))));
   ctcal::CalibrateOptions copt;
+  copt.bf16_compute = arg(argc, argv, "--bf16", 0) != 0;
   if (const int64_t mb = arg(argc, argv, "--max-memory", 0); mb > 0)
     copt.forward.chunk_tokens = ctcal::chunk_tokens_for_budget(c, N * S, S, static_cast<double>(mb) * 1048576.0);
   const auto est = ctcal::estimate_memory(c, N * S);
@@ -139,8 +140,8 @@ int run(const std::string& dir, int argc, char** argv) {
     if (line.rfind("VmHWM:", 0) == 0) peak_mb = std::stod(line.substr(6)) / 1024.0;
   const double layer_f32_mb = 4.0 * (proj + mlp) / 1e6;
   std::printf("threads %d | sgemm 2048^3 (OpenBLAS) %.1f GFLOP/s\n", threads, peak);
-  std::printf("calibration: %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
-              static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
+  std::printf("calibration (%s): %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
+              copt.bf16_compute ? "bf16 GEMMs" : "fp32", static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
               flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);
   std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", peak_mb,
               layer_f32_mb, 4.0 * T * H / 1e6);

@@ -14,7 +14,8 @@ PACKAGES=(
   libsentencepiece-dev  # tokenizer.model (Llama-2 style) text datasets
   libpcre2-dev          # Unicode regexes of tokenizer.json pre-tokenizers (Llama-3)
   zlib1g-dev            # reading the gzipped tokenizer golden files in tests
-  libopenblas-dev       # sgemm backend for Eigen (EIGEN_USE_BLAS)
+  libopenblas-dev       # the sgemm peak the calibration benchmark compares against
+  libdnnl-dev           # oneDNN bf16 GEMMs for --compute-dtype bf16
   python3               # the standard-library-only output checker in tests/e2e
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "ctcal/error.h"
+#include "ctcal/model/bf16_matmul.h"
 #include "ctcal/model/rope.h"
 
 namespace ctcal {
@@ -17,12 +18,13 @@ using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 // y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view. (Eigen's
 // GEMM measures as fast as OpenBLAS sgemm at these shapes with -march=native.)
 void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
-  y.noalias() = x * l.w.transpose();
+  if (!l.w_bf16.empty()) matmul_bf16(x, l.w_bf16, l.bf16_out, y);  // --compute-dtype bf16
+  else y.noalias() = x * l.w.transpose();
   if (l.b.size() > 0) y.rowwise() += l.b.transpose();
 }
 
 void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, RowMatrix* y) {
-  y->resize(x.rows(), l.w.rows());
+  y->resize(x.rows(), l.w_bf16.empty() ? l.w.rows() : l.bf16_out);
   linear(x, l, Eigen::Ref<RowMatrix>(*y));
 }
 

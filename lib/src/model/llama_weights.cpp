@@ -1,5 +1,7 @@
 #include "ctcal/model/llama_weights.h"
 
+#include <cstring>
+
 #include <fmt/ranges.h>
 
 #include "ctcal/error.h"
@@ -58,6 +60,27 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   return Eigen::Map<Vector>(v.data(), n);
 }
 
+Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias) {
+  Linear l;
+  const std::string wn = name + ".weight";
+  check_tensor(ckpt, wn, {out, in});
+  const TensorInfo& t = ckpt.info(wn);
+  const unsigned char* p = ckpt.shard_of(wn).data(t);
+  l.bf16_out = out;
+  l.w_bf16.resize(t.numel());
+  if (t.dtype == DType::kBF16) {
+    std::memcpy(l.w_bf16.data(), p, t.nbytes());
+  } else {
+    for (std::size_t i = 0; i < t.numel(); ++i) l.w_bf16[i] = f32_to_bf16(load_as_f32(p, t.dtype, i));
+  }
+  for (uint16_t v : l.w_bf16)
+    if ((v & 0x7F80u) == 0x7F80u)
+      throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
+                                   ckpt.shard_of(wn).path().string(), wn));
+  if (bias) l.b = read_vector(ckpt, name + ".bias", out);
+  return l;
+}
+
 Linear read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in,
                    bool bias) {
   Linear l;
@@ -89,8 +112,10 @@ void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& c) {
     for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, layer_prefix(l) + spec.suffix, spec.shape);
 }
 
-LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer,
-                                bool with_mlp) {
+namespace {
+template <typename ReadLinear>
+LayerWeights load_layer(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp,
+                        ReadLinear read_linear) {
   const std::string p = layer_prefix(layer);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
   LayerWeights w;
@@ -107,6 +132,26 @@ LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, in
     w.down = read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias);
   }
   return w;
+}
+
+}  // namespace
+
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
+  return load_layer(ckpt, c, layer, with_mlp, read_linear);
+}
+
+LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
+  return load_layer(ckpt, c, layer, with_mlp, read_linear_bf16);
+}
+
+void to_bf16_weights(LayerWeights* w) {
+  for (Linear* l : {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down}) {
+    if (l->w.size() == 0) continue;
+    l->bf16_out = l->w.rows();
+    l->w_bf16.resize(static_cast<std::size_t>(l->w.size()));
+    for (Eigen::Index i = 0; i < l->w.size(); ++i) l->w_bf16[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);
+    l->w = RowMatrix();
+  }
 }
 
 void release_layer_pages(const Checkpoint& ckpt, int64_t layer) {

@@ -110,16 +110,15 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     if (options.cancel && options.cancel->load()) throw Cancelled();
     // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
     const bool with_mlp = l + 1 < cfg.num_hidden_layers;
-    LayerWeights w = load_layer_weights(ckpt, cfg, l, with_mlp);
+    // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
+    const bool direct_bf16 = options.bf16_compute && !plan.r2;
+    LayerWeights w = direct_bf16 ? load_layer_weights_bf16(ckpt, cfg, l, with_mlp) : load_layer_weights(ckpt, cfg, l, with_mlp);
     LayerObservers obs(plan, l);
-    if (plan.r2 && !plan.rotations_observed) {
-      // Observe V unrotated (SpinQuant listed after quantization), but propagate the rotated
-      // model: R2 leaves the layer's output unchanged, so propagation is the same either way.
-      model.run_layer(w, l, spans, hidden, &obs, fwd);
-    } else {
-      apply_r2(plan, &w);
-      model.run_layer(w, l, spans, hidden, &obs, fwd);
-    }
+    // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
+    // output unchanged, so propagation is the same either way.
+    if (!(plan.r2 && !plan.rotations_observed)) apply_r2(plan, &w);
+    if (options.bf16_compute && !direct_bf16) to_bf16_weights(&w);
+    model.run_layer(w, l, spans, hidden, &obs, fwd);
     release_layer_pages(ckpt, l);
     LayerResult lr;
     lr.layer = l;

@@ -13,6 +13,7 @@
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
+#include "ctcal/model/bf16_matmul.h"
 #include "ctcal/model/llama_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/io/quant_config.h"
@@ -126,6 +127,11 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const Recipe recipe = load_recipe(req.recipe);
   Resolved o = resolve(req, recipe);
 
+  if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
+    throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
+  if (req.compute_dtype == "bf16" && !cpu_has_native_bf16())
+    throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
+                     "default fp32 mode)");
   // Refuse a bad --output before any work (exit 2), not after an hour of calibration.
   std::unique_ptr<StagingDir> staging;
   if (!req.dry_run) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
@@ -173,6 +179,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
+  copt.bf16_compute = req.compute_dtype == "bf16";
   if (req.max_memory_mb) {
     int64_t longest = 0;
     for (const auto& s : data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
@@ -216,6 +223,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
       {"model", o.model.string()},
       {"kv_cache_scheme", quant_args_to_json(plan.kv_args)},
       {"scale_dtype", dtype_name(plan.storage)},
+      {"compute_dtype", req.compute_dtype},
   };
   const double total_before_write = std::chrono::duration<double>(t_write - t0).count();
   extras.report["timings"] = {{"calibration_s", result.forward_seconds},

@@ -11,8 +11,10 @@
 namespace ctcal {
 
 struct Linear {
-  RowMatrix w;  // [out_features, in_features], as stored by PyTorch
+  RowMatrix w;  // [out_features, in_features], as stored by PyTorch (empty in bf16 compute mode)
   Vector b;     // [out_features], size 0 when the layer has no bias
+  std::vector<uint16_t> w_bf16;  // [out_features, in_features] bf16 bits (bf16 compute mode only)
+  int64_t bf16_out = 0;          // out_features of w_bf16
 };
 
 struct LayerWeights {
@@ -27,6 +29,14 @@ struct LayerWeights {
 // tensor on a missing tensor or wrong shape.
 LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
                                 bool with_mlp);
+// The same with the projections in bf16 (for --compute-dtype bf16): bf16 checkpoint tensors are
+// copied bit for bit, others rounded to nearest even; no fp32 copy is made.
+LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
+                                     bool with_mlp);
+// bf16 compute mode: moves each projection's weights to bf16 (round to nearest even; exact for a
+// bf16 checkpoint) and frees the fp32 copies.
+void to_bf16_weights(LayerWeights* w);
+
 // Releases the pages of a layer's tensors from the page cache mapping (after the layer ran).
 void release_layer_pages(const Checkpoint& ckpt, int64_t layer);
 

@@ -47,6 +47,8 @@ struct Progress {
 
 struct CalibrateOptions {
   ForwardOptions forward;
+  // bf16 GEMM inputs (fp32 accumulation) for the projections; everything else stays fp32.
+  bool bf16_compute = false;
   std::function<void(const Progress&)> on_layer_done;  // progress reporting
   const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM handlers
 };
