@@ -60,6 +60,7 @@ int run_cli(int argc, char** argv) {
   app.set_version_flag("--version", fmt::format("ctcal {} (compressed-tensors format {})", kVersion,
                                                 kCompressedTensorsVersion));
   app.require_subcommand(1);
+  app.fallthrough();  // -v, -q and --log-json also work after the subcommand (SPEC §1 places them there)
   int verbose = 0;
   bool quiet = false, log_json = false;
   app.add_flag("-v,--verbose", verbose, "More log output (debug)");
