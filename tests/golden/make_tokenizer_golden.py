@@ -7,11 +7,12 @@ sentencepiece 0.2.2):
 Writes, for the Llama-3 tokenizer.json (HF tokenizers) and the Llama-2 tokenizer.model
 (SentencePiece): every non-empty line of WikiText-2 test plus hard strings (runs of spaces and
 newlines, long numbers, contractions, accents, CJK, emoji, invalid UTF-8 replaced as Python
-decodes it, special-token text), with and without special tokens. One case per line:
+decodes it, special-token text), with and without special tokens. One case per line (gzipped):
 `<hex of the UTF-8 text>\t<ids with special tokens>\t<ids without>`. Also times tokenizing the
 whole WikiText-2 test file on one thread (MB/s) for the benchmark.
 """
 import argparse
+import gzip
 import os
 import time
 
@@ -37,7 +38,7 @@ def wiki_lines(path):
 
 
 def write_cases(path, texts, enc_special, enc_plain):
-    with open(path, "w") as f:
+    with gzip.open(path, "wt") as f:
         for t in texts:
             a = enc_special(t)
             b = enc_plain(t)
@@ -57,7 +58,7 @@ def main():
 
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(os.path.join(a.data, "llama3-tokenizer", "tokenizer.json"))
-    write_cases(os.path.join(a.out, "llama3_cases.tsv"), texts,
+    write_cases(os.path.join(a.out, "llama3_cases.tsv.gz"), texts,
                 lambda t: tok.encode(t, add_special_tokens=True).ids,
                 lambda t: tok.encode(t, add_special_tokens=False).ids)
     raw = open(wiki_path, encoding="utf-8").read()
@@ -72,7 +73,7 @@ def main():
 
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(a.data, "llama2-tokenizer", "tokenizer.model"))
-    write_cases(os.path.join(a.out, "llama2_cases.tsv"), texts,
+    write_cases(os.path.join(a.out, "llama2_cases.tsv.gz"), texts,
                 lambda t: [sp.bos_id()] + sp.encode(t), lambda t: sp.encode(t))
     t2 = time.perf_counter()
     sp.encode(raw)
