@@ -12,6 +12,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
+#include "ctcal/util/utf8.h"
 
 namespace ctcal {
 
@@ -112,21 +113,6 @@ class Regex {
  private:
   pcre2_code* code_ = nullptr;
 };
-
-// Text must be valid UTF-8 for PCRE2; replace invalid sequences with U+FFFD as Python's
-// bytes.decode(errors="replace") does for the common cases.
-std::string sanitize_utf8(const std::string& s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = utf8_len(c);
-    bool ok = !(c >= 0x80 && n == 1) && i + n <= s.size();
-    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-    if (ok) { out.append(s, i, n); i += n; }
-    else { out += "\xEF\xBF\xBD"; i += 1; }
-  }
-  return out;
-}
 
 struct PreTokenizer {
   std::string type;  // Split, ByteLevel, Metaspace
