@@ -2,7 +2,9 @@
 
 #include <dnnl.hpp>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -64,6 +66,35 @@ void matmul_bf16(const Eigen::Ref<const RowMatrix>& x, const std::vector<uint16_
   CTCAL_ASSERT(y.outerStride() == out, "bf16 matmul writes a dense [n, out] view");
   dnnl::memory src(src_md, e.engine, xb.data());
   dnnl::memory wei(wei_md, e.engine, const_cast<uint16_t*>(w.data()));
+  dnnl::memory dst(dst_md, e.engine, y.data());
+  it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  e.stream.wait();
+}
+
+bool use_onednn_f32() {
+  static const bool on = [] {
+    const char* v = std::getenv("CTCAL_GEMM");
+    return !(v && std::string(v) == "eigen");
+  }();
+  return on;
+}
+
+void matmul_f32_onednn(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, Eigen::Ref<RowMatrix> y) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const int64_t n = x.rows(), in = x.cols(), out = w.rows();
+  Engine& e = engine();
+  std::lock_guard<std::mutex> lock(e.mu);
+  CTCAL_ASSERT(x.outerStride() == in && y.outerStride() == out, "dense views");
+  const dnnl::memory::desc src_md({n, in}, dt::f32, tag::ab);
+  const dnnl::memory::desc wei_md({in, out}, dt::f32, tag::ba);
+  const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
+  auto key = std::make_tuple(-n, in, out);  // negative n: the f32 entries of the cache
+  auto it = e.cache.find(key);
+  if (it == e.cache.end())
+    it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), e.engine))).first;
+  dnnl::memory src(src_md, e.engine, const_cast<float*>(x.data()));
+  dnnl::memory wei(wei_md, e.engine, const_cast<float*>(w.data()));
   dnnl::memory dst(dst_md, e.engine, y.data());
   it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   e.stream.wait();

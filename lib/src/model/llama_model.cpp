@@ -15,10 +15,12 @@ namespace {
 using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
 using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 
-// y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view. (Eigen's
-// GEMM measures as fast as OpenBLAS sgemm at these shapes with -march=native.)
+// y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view. oneDNN's
+// fp32 matmul by default (bench/calib_bench: 99-109 % of OpenBLAS sgemm 2048^3); Eigen's GEMM for
+// strided views or with CTCAL_GEMM=eigen.
 void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
   if (!l.w_bf16.empty()) matmul_bf16(x, l.w_bf16, l.bf16_out, y);  // --compute-dtype bf16
+  else if (use_onednn_f32() && x.outerStride() == x.cols()) matmul_f32_onednn(x, l.w, y);
   else y.noalias() = x * l.w.transpose();
   if (l.b.size() > 0) y.rowwise() += l.b.transpose();
 }
