@@ -8,7 +8,7 @@ ctcal's calib_bench carried along:
 Builds a Llama-3.2-1B-shaped model (hidden 2048, 16 layers, 32/8 heads, head_dim 64,
 intermediate 8192, vocab 128256) with random weights, saves it as bf16 safetensors, then times:
 transformers fp32 and bf16 forward of the decoder (no lm_head, as llm-compressor's calibration
-context drops it), and ctcal's fp32 calibration pass, for each thread count.
+context drops it), and ctcal's fp32 and bf16 calibration passes, for each thread count.
 """
 import argparse
 import os
@@ -50,9 +50,10 @@ def main():
             print(f"transformers {str(dtype).split('.')[1]:9s} threads {threads:2d}: {tokens / dt:8.1f} tokens/s ({dt:.1f} s)", flush=True)
             del model
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-        out = subprocess.run([a.calib_bench, "run", a.dir, "--samples", str(a.samples), "--seq", str(a.seq),
-                              "--threads", str(threads)], capture_output=True, text=True, env=env)
-        print(f"ctcal fp32 threads {threads:2d}:\n" + out.stdout + out.stderr, flush=True)
+        for extra, name in (([], "fp32"), (["--bf16", "1"], "bf16")):
+            out = subprocess.run([a.calib_bench, "run", a.dir, "--samples", str(a.samples), "--seq", str(a.seq),
+                                  "--threads", str(threads), *extra], capture_output=True, text=True, env=env)
+            print(f"ctcal {name} threads {threads:2d}:\n" + out.stdout + out.stderr, flush=True)
 
 
 if __name__ == "__main__":
