@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/bf16_matmul.h"
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/llama_model.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/plan.h"

@@ -5,7 +5,7 @@
 #include <map>
 
 #include "ctcal/error.h"
-#include "ctcal/model/bf16_matmul.h"
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/rope.h"
 
 namespace ctcal {

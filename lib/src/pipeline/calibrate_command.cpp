@@ -13,7 +13,7 @@
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/bf16_matmul.h"
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/llama_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/io/quant_config.h"

@@ -1,4 +1,4 @@
-#include "ctcal/model/bf16_matmul.h"
+#include "ctcal/model/onednn_matmul.h"
 
 #include <dnnl.hpp>
 

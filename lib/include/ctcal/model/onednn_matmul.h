@@ -1,5 +1,5 @@
 #pragma once
-// bf16 GEMMs through oneDNN (the library PyTorch's own bf16 matmul uses): bf16 inputs, fp32
+// GEMMs through oneDNN (the library PyTorch's own bf16 matmul uses). bf16: bf16 inputs, fp32
 // accumulation and output. Used by `--compute-dtype bf16` for the projections only; norms,
 // RoPE, attention, softmax and observers stay in fp32.
 #include <cstdint>
