@@ -168,6 +168,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                  o.sampling.num_samples);
 
   if (req.dry_run) {
+    // The effective recipe (as `ctcal validate` prints it), then the plan.
+    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o), transform_config_json(plan)) << "\n# plan\n";
     print_plan(out, plan, o);
     out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
     out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "

@@ -65,7 +65,10 @@ void emit(YAML::Emitter& out, const json& j) {
   } else if (j.is_number_float()) {
     out << j.get<double>();
   } else {
-    out << j.get<std::string>();
+    // Quote strings PyYAML could misread in flow style (e.g. the target "re:.*self_attn$").
+    const std::string v = j.get<std::string>();
+    if (v.find_first_of(":#[]{},&*!|>'\"%@`") != std::string::npos) out << YAML::DoubleQuoted;
+    out << v;
   }
 }
 
