@@ -130,6 +130,9 @@ def check_checkpoint(out, recipe, site_shapes, scale_dtype="F32", zero_points=No
     check(set(qc["kv_cache_scheme"]) == {"actorder", "block_structure", "dynamic", "group_size", "num_bits", "observer",
                                          "observer_kwargs", "scale_dtype", "strategy", "symmetric", "type", "zp_dtype"},
           f"{recipe}: kv_cache_scheme keys")
+    # The written recipe.yaml is a valid recipe for ctcal's own strict parser.
+    v = subprocess.run([BIN, "validate", os.path.join(out, "recipe.yaml")], capture_output=True, text=True)
+    check(v.returncode == 0, f"{recipe}: recipe.yaml does not validate: {v.stderr[-800:]}")
     text = open(os.path.join(out, "config.json")).read()
     check(text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", f"{recipe}: config.json is not json.dump(indent=2, sort_keys=True)")
     return qc
