@@ -139,7 +139,9 @@ def main():
         print("\n".join(sorted(list(CASES) + ["sigint_leaves_nothing", "sigterm_leaves_nothing"])))
         return 0
     binary, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
-    data = os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(src)), "shared", "data")
+    sys.path.insert(0, os.path.dirname(__file__))
+    from e2e_util import data_dir
+    data = data_dir(src)
     model = os.path.join(data, "hf", "stories260K")
     if not os.path.isdir(model):
         print(f"skip: {model} not found (set CTCAL_DATA)")

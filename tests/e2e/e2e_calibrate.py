@@ -16,23 +16,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st_reader  # noqa: E402
+from e2e_util import check, data_dir, finish, require  # noqa: E402
 
-SKIP = 77
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(SRC)), "shared", "data")
+DATA = data_dir(SRC)
 MODEL = os.path.join(DATA, "hf", "stories260K")
 TEXT = os.path.join(DATA, "tinystories-valid", "validation_100.txt")
-if not os.path.isdir(MODEL):
-    print(f"skip: {MODEL} not found (set CTCAL_DATA)")
-    sys.exit(SKIP)
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+require(MODEL)
 
 
 def dir_digest(d):
@@ -198,5 +188,4 @@ try:
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
-print(f"{len(failures)} failed" if failures else "e2e calibrate: all checks passed")
-sys.exit(1 if failures else 0)
+finish("e2e calibrate")

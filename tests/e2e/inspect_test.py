@@ -14,21 +14,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st_reader as st  # noqa: E402
+from e2e_util import check, data_dir, finish, require  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(SRC)), "shared", "data")
+DATA = data_dir(SRC)
 MODEL = os.path.join(DATA, "hf", "stories260K")
-if not os.path.isdir(MODEL):
-    print("skip: shared data not found")
-    sys.exit(77)
+require(MODEL)
 SCHEMA = json.load(open(os.path.join(SRC, "docs", "inspect.schema.json")))
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
 
 
 def validate(doc, schema, path="$", root=None):
@@ -177,5 +169,4 @@ try:
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
-print(f"{len(failures)} failed" if failures else "inspect: all checks passed")
-sys.exit(1 if failures else 0)
+finish("inspect")

@@ -15,21 +15,15 @@ import sys
 import tempfile
 import zlib
 
+sys.path.insert(0, os.path.dirname(__file__))
+from e2e_util import check, data_dir, failures, finish, require  # noqa: E402
+
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(SRC)), "shared", "data")
+DATA = data_dir(SRC)
 MODEL = os.path.join(DATA, "hf", "stories260K")
 TEXT = os.path.join(DATA, "tinystories-valid", "validation_100.txt")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if not os.path.isdir(MODEL):
-    print("skip: shared data not found")
-    sys.exit(77)
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+require(MODEL)
 
 
 def png_pixels(path):
@@ -119,5 +113,4 @@ try:
             check(frac > 0.01 and len(colours) > 8, f"{png} looks blank")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
-print(f"{len(failures)} failed" if failures else "report: all checks passed")
-sys.exit(1 if failures else 0)
+finish("report")

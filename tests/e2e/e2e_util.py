@@ -1,0 +1,29 @@
+"""Shared pieces of the e2e scripts (Python standard library only): where the shared data is,
+skipping (ctest SKIP_RETURN_CODE 77) without it, and collecting failed checks."""
+import os
+import sys
+
+SKIP = 77
+failures = []
+
+
+def data_dir(src):
+    """$CTCAL_DATA, else ../shared/data beside the source tree."""
+    return os.environ.get("CTCAL_DATA") or os.path.join(os.path.dirname(os.path.abspath(src)), "shared", "data")
+
+
+def require(path):
+    if not os.path.isdir(path):
+        print(f"skip: {path} not found (set CTCAL_DATA)")
+        sys.exit(SKIP)
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def finish(label):
+    print(f"{len(failures)} failed" if failures else f"{label}: all checks passed")
+    sys.exit(1 if failures else 0)
