@@ -64,22 +64,29 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
 std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const CalibrationPlan& plan) {
   std::map<std::string, TensorBlob> out;
   if (!plan.r2) return out;
+  CalibrationPlan p = plan;  // p.storage: the dtype each rewritten tensor keeps
   for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
-    LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
-    CalibrationPlan p = plan;
-    for (const char* proj : {"v_proj", "o_proj"}) {
-      const std::string base = fmt::format("model.layers.{}.self_attn.{}", l, proj);
-      p.storage = in.info(base + ".weight").dtype;  // keep each tensor's own dtype
-      LayerWeights rotated = w;
+    const LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
+    const std::string v = fmt::format("model.layers.{}.self_attn.v_proj", l);
+    const std::string o = fmt::format("model.layers.{}.self_attn.o_proj", l);
+    const DType v_dtype = in.info(v + ".weight").dtype, o_dtype = in.info(o + ".weight").dtype;
+    // One rotation serves both tensors unless they are stored in different dtypes.
+    LayerWeights rotated = w;
+    p.storage = v_dtype;
+    apply_r2(p, &rotated);
+    auto blob = [](const RowMatrix& m, DType t) {
+      return make_blob_f32(std::vector<float>(m.data(), m.data() + m.size()), {m.rows(), m.cols()}, t);
+    };
+    out[v + ".weight"] = blob(rotated.v.w, v_dtype);
+    if (rotated.v.b.size() > 0)
+      out[v + ".bias"] = make_blob_f32(std::vector<float>(rotated.v.b.data(), rotated.v.b.data() + rotated.v.b.size()),
+                                       {rotated.v.b.size()}, in.info(v + ".bias").dtype);
+    if (o_dtype != v_dtype) {
+      rotated = w;
+      p.storage = o_dtype;
       apply_r2(p, &rotated);
-      const Linear& lin = std::string(proj) == "v_proj" ? rotated.v : rotated.o;
-      std::vector<float> wv(lin.w.data(), lin.w.data() + lin.w.size());
-      out[base + ".weight"] = make_blob_f32(wv, {lin.w.rows(), lin.w.cols()}, p.storage);
-      if (std::string(proj) == "v_proj" && lin.b.size() > 0) {
-        std::vector<float> bv(lin.b.data(), lin.b.data() + lin.b.size());
-        out[base + ".bias"] = make_blob_f32(bv, {lin.b.size()}, in.info(base + ".bias").dtype);
-      }
     }
+    out[o + ".weight"] = blob(rotated.o.w, o_dtype);
   }
   return out;
 }
