@@ -161,6 +161,19 @@ TEST_P(ForwardGolden, ActivationsRowsAndLogits) {
   }
 }
 
+// The golden samples are shorter than the default attention blocks; tiny blocks (and a query
+// block that does not divide the key block) make every sample cross several query and key
+// blocks, so the online softmax and its causal/window masks are checked against transformers.
+TEST_P(ForwardGolden, BlockedAttentionMatchesGolden) {
+  ForwardOptions opt;
+  opt.attention_block = 3;
+  opt.attention_key_block = 5;
+  Capture cap;
+  auto logits = run(&cap, opt);
+  check_stats(cap, "", true, true, true);
+  check_logits(logits);
+}
+
 TEST_P(ForwardGolden, R3RotatedQueriesAndKeys) {
   if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
   RowMatrix r3 = (sylvester_hadamard(cfg_.head_dim) / std::sqrt(double(cfg_.head_dim))).cast<float>();

@@ -1,10 +1,12 @@
 #include "ctcal/model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 
 #include "ctcal/error.h"
+#include "ctcal/model/attention.h"
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/rope.h"
 
@@ -13,25 +15,70 @@ namespace ctcal {
 namespace {
 
 using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
-using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 
-// y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view. oneDNN's
-// fp32 matmul by default (bench/calib_bench: 99-109 % of OpenBLAS sgemm 2048^3); Eigen's GEMM for
-// strided views or with CTCAL_GEMM=eigen.
-void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
-  if (!l.w_bf16.empty()) matmul_bf16(x, l.w_bf16, l.bf16_out, y);  // --compute-dtype bf16
-  else if (use_onednn_f32() && x.outerStride() == x.cols()) matmul_f32_onednn(x, l.w, y);
-  else y.noalias() = x * l.w.transpose();
+// An activation matrix on its way into one or more projections. In bf16 mode it is rounded to
+// bf16 once, on first use, however many projections read it (q/k/v share one, gate/up another).
+class ProjectionInput {
+ public:
+  // x: [n, in]; bf16_scratch: room for n * in values, or null when no weight is bf16.
+  ProjectionInput(const Eigen::Ref<const RowMatrix>& x, uint16_t* bf16_scratch) : x_(x), scratch_(bf16_scratch) {}
+  const Eigen::Ref<const RowMatrix>& f32() const { return x_; }
+  const uint16_t* bf16() {  // [n, in] dense
+    CTCAL_ASSERT(scratch_ != nullptr, "bf16 weights need a bf16 activation buffer");
+    if (!rounded_) round_rows_to_bf16(x_, scratch_);
+    rounded_ = true;
+    return scratch_;
+  }
+
+ private:
+  Eigen::Ref<const RowMatrix> x_;
+  uint16_t* scratch_;
+  bool rounded_ = false;
+};
+
+// y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view.
+// --compute-dtype bf16: oneDNN bf16 matmul on packed weights. Otherwise oneDNN's fp32 matmul
+// (bench/calib_bench: 99-127 % of OpenBLAS sgemm 2048^3), or Eigen's GEMM for strided views or
+// with CTCAL_GEMM=eigen.
+void linear(ProjectionInput& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
+  if (l.w_bf16) {
+    CTCAL_ASSERT(y.outerStride() == y.cols(), "bf16 matmul writes a dense [n, out] view");
+    matmul_bf16(x.bf16(), x.f32().rows(), *l.w_bf16, y.data());
+  } else if (use_onednn_f32() && x.f32().outerStride() == x.f32().cols()) {
+    matmul_f32_onednn(x.f32(), l.w, y);
+  } else {
+    y.noalias() = x.f32() * l.w.transpose();
+  }
   if (l.b.size() > 0) y.rowwise() += l.b.transpose();
 }
 
+// fp32 weights only (the lm_head).
 void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, RowMatrix* y) {
-  y->resize(x.rows(), l.w_bf16.empty() ? l.w.rows() : l.bf16_out);
-  linear(x, l, Eigen::Ref<RowMatrix>(*y));
+  y->resize(x.rows(), l.out_features());
+  ProjectionInput in(x, nullptr);
+  linear(in, l, Eigen::Ref<RowMatrix>(*y));
+}
+
+// x += y, rows in parallel. x, y: [n, cols].
+void add_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y) {
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < x.rows(); ++r) x.row(r) += y.row(r);
+}
+
+// gate = silu(gate) * up, silu(g) = g / (1 + exp(-g)), rows in parallel. gate, up: [n, inter].
+void swiglu_into(Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up) {
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < gate.rows(); ++r) {
+    auto g = gate.row(r).array();
+    g = g / (1.0f + (-g).exp()) * up.row(r).array();
+  }
 }
 
 void check_finite(const Eigen::Ref<const RowMatrix>& m, int64_t layer, const char* what) {
-  if (!m.allFinite())
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (Eigen::Index r = 0; r < m.rows(); ++r) finite = finite && m.row(r).allFinite();
+  if (!finite)
     throw InputError(fmt::format("layer {}: {} contains NaN or Inf (model.layers.{}); the "
                                  "weights or the input are not usable", layer, what, layer));
 }
@@ -47,46 +94,6 @@ void rotate_heads(float* x, int64_t seq, int64_t heads, int64_t d, int64_t strid
   }
 }
 
-// Causal (optionally sliding-window) softmax attention for one sample.
-// q: [S, H*D], k/v: [S, Hkv*D] -> out: [S, H*D].
-void attention(const float* q, const float* k, const float* v, float* out, int64_t seq,
-               const LlamaConfig& c, int64_t block) {
-  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const int64_t window = c.sliding_window.value_or(std::numeric_limits<int64_t>::max());
-#pragma omp parallel for schedule(static)
-  for (int64_t h = 0; h < c.num_attention_heads; ++h) {
-    const int64_t kvh = h / c.n_rep();  // GQA: query head h reads kv head h / n_rep
-    ConstStridedMap qh(q + h * d, seq, d, Eigen::OuterStride<>(qd));
-    ConstStridedMap kh(k + kvh * d, seq, d, Eigen::OuterStride<>(kvd));
-    ConstStridedMap vh(v + kvh * d, seq, d, Eigen::OuterStride<>(kvd));
-    StridedMap oh(out + h * d, seq, d, Eigen::OuterStride<>(qd));
-    RowMatrix scores;  // [rows, r1]
-    for (int64_t r0 = 0; r0 < seq; r0 += block) {
-      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0;
-      // Keys that any row of this block may see: causal limits them to [lo, r1).
-      const int64_t lo = window == std::numeric_limits<int64_t>::max()
-                             ? 0 : std::max<int64_t>(0, r0 - window + 1);
-      const int64_t cols = r1 - lo;
-      scores.resize(rows, cols);
-      scores.noalias() = (qh.middleRows(r0, rows) * kh.middleRows(lo, cols).transpose()) * scale;
-      for (int64_t i = 0; i < rows; ++i) {
-        // Keys lo + j visible to query r0 + i: j in [first, last) (causal, optional window).
-        const int64_t pos = r0 + i;
-        const int64_t first = window == std::numeric_limits<int64_t>::max() ? 0 : std::max<int64_t>(0, pos - window + 1 - lo);
-        const int64_t last = pos + 1 - lo;
-        auto row = scores.row(i);
-        row.head(first).setZero();
-        row.tail(cols - last).setZero();
-        auto live = row.segment(first, last - first).array();
-        live = (live - live.maxCoeff()).exp();  // vectorised exp
-        live /= live.sum();
-      }
-      oh.middleRows(r0, rows).noalias() = scores * vh.middleRows(lo, cols);
-    }
-  }
-}
-
 }  // namespace
 
 void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y) {
@@ -95,9 +102,10 @@ void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double
 }
 
 void rms_norm_into(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, Eigen::Ref<RowMatrix> out) {
+#pragma omp parallel for schedule(static)
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
-    double ss = 0.0;  // double accumulation: the reference is float64
-    for (Eigen::Index c = 0; c < x.cols(); ++c) ss += static_cast<double>(x(r, c)) * x(r, c);
+    // Sum of squares in double (the golden reference is float64), vectorised by Eigen.
+    const double ss = x.row(r).cast<double>().squaredNorm();
     const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(x.cols()) + eps));
     out.row(r) = (x.row(r) * inv).cwiseProduct(weight.transpose());
   }
@@ -106,7 +114,7 @@ void rms_norm_into(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, d
 void LlamaModel::Scratch::reserve(int64_t rows_needed, const LlamaConfig& c) {
   if (rows_needed <= rows) return;
   rows = rows_needed;
-  auto fit = [&](std::vector<float>& b, int64_t cols) { b.resize(static_cast<std::size_t>(rows * cols)); };
+  auto fit = [&](UninitBuffer<float>& b, int64_t cols) { b.fit(rows * cols); };
   fit(xn, c.hidden_size);
   fit(q, c.q_dim());
   fit(k, c.kv_dim());
@@ -115,6 +123,9 @@ void LlamaModel::Scratch::reserve(int64_t rows_needed, const LlamaConfig& c) {
   fit(proj, c.hidden_size);
   fit(gate, c.intermediate_size);
   fit(up, c.intermediate_size);
+  // bf16 copy of whichever activation feeds the next projections (the widest is gate * up).
+  // Never touched in fp32 mode, so never resident.
+  bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
 }
 
 LlamaModel::LlamaModel(const Checkpoint& ckpt, LlamaConfig cfg) : ckpt_(ckpt), cfg_(std::move(cfg)) {
@@ -195,9 +206,12 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
 
     // --- attention block ---
     rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
-    linear(xn, w.q, q);
-    linear(xn, w.k, k);
-    linear(xn, w.v, v);
+    {
+      ProjectionInput in(xn, scratch_.bf16.data());
+      linear(in, w.q, q);
+      linear(in, w.k, k);
+      linear(in, w.v, v);
+    }
     for (std::size_t s = first; s < last; ++s) {
       const int64_t off = spans[s].offset - r0, len = spans[s].length;
       float* qs = q.data() + off * c.q_dim();
@@ -222,22 +236,28 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
         if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
         if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
       }
-      attention(qs, ks, vs, attn.data() + off * c.q_dim(), len, c, opt.attention_block);
+      causal_attention(qs, ks, vs, attn.data() + off * c.q_dim(), len, c, opt.attention_block, opt.attention_key_block);
     }
-    linear(attn, w.o, proj);
-    x += proj;
+    {
+      ProjectionInput in(attn, scratch_.bf16.data());
+      linear(in, w.o, proj);
+    }
+    add_into(x, proj);
 
     // --- MLP block (skipped for the last layer during calibration) ---
     if (w.has_mlp) {
       auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]
       auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
       rms_norm_into(x, w.post_norm, c.rms_norm_eps, xn);
-      linear(xn, w.gate, gate);
-      linear(xn, w.up, up);
-      // SwiGLU: silu(gate) * up, silu(g) = g / (1 + exp(-g)).
-      gate.array() = gate.array() / (1.0f + (-gate.array()).exp()) * up.array();
-      linear(gate, w.down, proj);
-      x += proj;
+      {
+        ProjectionInput in(xn, scratch_.bf16.data());
+        linear(in, w.gate, gate);
+        linear(in, w.up, up);
+      }
+      swiglu_into(gate, up);
+      ProjectionInput in(gate, scratch_.bf16.data());
+      linear(in, w.down, proj);
+      add_into(x, proj);
     }
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
     check_finite(x, layer, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");

@@ -66,8 +66,7 @@ Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t
   check_tensor(ckpt, wn, {out, in});
   const TensorInfo& t = ckpt.info(wn);
   const unsigned char* p = ckpt.shard_of(wn).data(t);
-  l.bf16_out = out;
-  l.w_bf16.resize(t.numel());
+  std::vector<uint16_t> plain(t.numel());  // [out, in] bf16 bits, freed once packed
   const auto n = static_cast<int64_t>(t.numel());
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
@@ -75,12 +74,13 @@ Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t
     uint16_t v;
     if (t.dtype == DType::kBF16) std::memcpy(&v, p + 2 * i, 2);
     else v = f32_to_bf16(load_as_f32(p, t.dtype, static_cast<std::size_t>(i)));
-    l.w_bf16[static_cast<std::size_t>(i)] = v;
+    plain[static_cast<std::size_t>(i)] = v;
     finite = finite && (v & 0x7F80u) != 0x7F80u;
   }
   if (!finite)
       throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
                                    ckpt.shard_of(wn).path().string(), wn));
+  l.w_bf16 = std::make_shared<const PackedBf16Weights>(plain.data(), out, in);
   if (bias) l.b = read_vector(ckpt, name + ".bias", out);
   return l;
 }
@@ -160,9 +160,9 @@ LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& 
 void to_bf16_weights(LayerWeights* w) {
   for (Linear* l : {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down}) {
     if (l->w.size() == 0) continue;
-    l->bf16_out = l->w.rows();
-    l->w_bf16.resize(static_cast<std::size_t>(l->w.size()));
-    for (Eigen::Index i = 0; i < l->w.size(); ++i) l->w_bf16[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);
+    std::vector<uint16_t> plain(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
+    for (Eigen::Index i = 0; i < l->w.size(); ++i) plain[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);
+    l->w_bf16 = std::make_shared<const PackedBf16Weights>(plain.data(), l->w.rows(), l->w.cols());
     l->w = RowMatrix();
   }
 }

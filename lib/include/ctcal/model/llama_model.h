@@ -12,6 +12,7 @@
 #include "ctcal/model/llama_weights.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
+#include "ctcal/util/uninit_buffer.h"
 
 namespace ctcal {
 
@@ -32,8 +33,9 @@ struct ForwardOptions {
   ActivationQuantizer* quantizer = nullptr;
   // Tokens per GEMM chunk; bounds the activation working set ([chunk, intermediate] floats).
   int64_t chunk_tokens = 4096;
-  // Query rows per attention block; bounds the score matrix to [block, seq] per head.
-  int64_t attention_block = 256;
+  // Flash-style attention blocking (model/attention.h): query rows per task and keys per step.
+  int64_t attention_block = 64;
+  int64_t attention_key_block = 256;
 };
 
 class LlamaModel {
@@ -65,10 +67,11 @@ class LlamaModel {
  private:
   // Activation buffers reused across chunks and layers (one run_layer at a time per model).
   struct Scratch {
-    std::vector<float> xn, q, k, v, attn, proj, gate, up;
+    UninitBuffer<float> xn, q, k, v, attn, proj, gate, up;
+    UninitBuffer<uint16_t> bf16;  // bf16 mode only: the rounded input of the next projections
     int64_t rows = 0;
     void reserve(int64_t rows_needed, const LlamaConfig& c);
-    static Eigen::Map<RowMatrix> view(std::vector<float>& buf, int64_t rows, int64_t cols) {
+    static Eigen::Map<RowMatrix> view(UninitBuffer<float>& buf, int64_t rows, int64_t cols) {
       return Eigen::Map<RowMatrix>(buf.data(), rows, cols);
     }
   };

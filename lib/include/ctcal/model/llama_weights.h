@@ -2,10 +2,12 @@
 // One decoder layer's weights, converted to fp32 from the checkpoint's mmap when the layer is
 // reached and dropped after it, so resident memory holds one layer at a time.
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/llama_config.h"
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/tensor_types.h"
 
 namespace ctcal {
@@ -13,8 +15,9 @@ namespace ctcal {
 struct Linear {
   RowMatrix w;  // [out_features, in_features], as stored by PyTorch (empty in bf16 compute mode)
   Vector b;     // [out_features], size 0 when the layer has no bias
-  std::vector<uint16_t> w_bf16;  // [out_features, in_features] bf16 bits (bf16 compute mode only)
-  int64_t bf16_out = 0;          // out_features of w_bf16
+  // [out_features, in_features] in bf16, packed for oneDNN (bf16 compute mode only; null otherwise)
+  std::shared_ptr<const PackedBf16Weights> w_bf16;
+  int64_t out_features() const { return w_bf16 ? w_bf16->out() : w.rows(); }
 };
 
 struct LayerWeights {
@@ -33,8 +36,8 @@ LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, 
 // copied bit for bit, others rounded to nearest even; no fp32 copy is made.
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
                                      bool with_mlp);
-// bf16 compute mode: moves each projection's weights to bf16 (round to nearest even; exact for a
-// bf16 checkpoint) and frees the fp32 copies.
+// bf16 compute mode: moves each projection's weights to packed bf16 (round to nearest even; exact
+// for a bf16 checkpoint) and frees the fp32 copies.
 void to_bf16_weights(LayerWeights* w);
 
 // Releases the pages of a layer's tensors from the page cache mapping (after the layer ran).

@@ -1,0 +1,116 @@
+#include "ctcal/model/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ctcal/model/tensor_types.h"
+#include "ctcal/util/uninit_buffer.h"
+
+namespace ctcal {
+
+namespace {
+
+using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
+using DenseMap = Eigen::Map<RowMatrix>;
+
+// Per-thread buffers, grown to the largest task and kept for the thread's life (OpenMP reuses
+// its threads): allocating a fresh score matrix per call cost 40 % of attention's time in
+// zeroing and page faults.
+struct TaskBuffers {
+  UninitBuffer<float> q, scores, out, stats;
+};
+
+TaskBuffers& thread_buffers() {
+  thread_local TaskBuffers b;
+  return b;
+}
+
+// Sum of x[0, n) in an order fixed by n alone: 16 lane-wise partial sums (vectorised), then
+// the lanes in order. Eigen's sum peels elements up to the first aligned address, so its
+// result would depend on where a thread's buffer happens to lie, hence on the thread count.
+float fixed_order_sum(const float* x, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += x[i + j];
+  for (int64_t j = 0; i + j < n; ++j) lanes[j] += x[i + j];
+  float sum = 0;
+  for (float l : lanes) sum += l;
+  return sum;
+}
+
+}  // namespace
+
+void causal_attention(const float* q, const float* k, const float* v, float* out, int64_t seq,
+                      const LlamaConfig& c, int64_t block, int64_t key_block) {
+  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.n_rep();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t no_window = std::numeric_limits<int64_t>::max();
+  const int64_t window = c.sliding_window.value_or(no_window);
+  const int64_t blocks = (seq + block - 1) / block;
+  const int64_t tasks = c.num_key_value_heads * blocks;
+  // Tasks differ in cost (later query blocks see more keys): dynamic scheduling balances them;
+  // each task writes its own rows of `out` and sums in a fixed order, so the result is the same
+  // for any schedule and thread count.
+#pragma omp parallel
+  {
+    TaskBuffers& buf = thread_buffers();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t g = t / blocks, r0 = (t % blocks) * block;  // kv head, first query row
+      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0, m_rows = rep * rows;
+      // Keys any row of the block may see: causal limits them to [lo, r1).
+      const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);
+      // The block's rows of every query head reading kv head g, stacked: one GEMM instead of
+      // n_rep small ones. qs: [rep * rows, d], row j * rows + i = head g * rep + j, position r0 + i.
+      DenseMap qs(buf.q.fit(m_rows * d), m_rows, d);
+      for (int64_t j = 0; j < rep; ++j)
+        qs.middleRows(j * rows, rows) = ConstStridedMap(q + r0 * qd + (g * rep + j) * d, rows, d, Eigen::OuterStride<>(qd));
+      DenseMap acc(buf.out.fit(m_rows * d), m_rows, d);  // [rep * rows, d], unnormalised output
+      acc.setZero();
+      Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_rows), m_rows);   // [rep * rows]
+      Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_rows, m_rows);  // [rep * rows]
+      run_max.setConstant(-std::numeric_limits<float>::infinity());
+      run_sum.setZero();
+      // Online softmax over key blocks (flash attention): scores exist for one key block at a
+      // time, [rep * rows, key_block], small enough to stay in L2.
+      for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
+        const int64_t k1 = std::min(r1, k0 + key_block), cols = k1 - k0;
+        ConstStridedMap kb(k + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
+        ConstStridedMap vb(v + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
+        DenseMap p(buf.scores.fit(m_rows * cols), m_rows, cols);  // [rep * rows, cols]
+        p.noalias() = (qs * kb.transpose()) * scale;
+        for (int64_t row = 0; row < m_rows; ++row) {
+          // Keys k0 + j visible to position pos: j in [first, last) (causal, optional window).
+          const int64_t pos = r0 + row % rows;
+          const int64_t first = window == no_window ? 0 : std::clamp<int64_t>(pos - window + 1 - k0, 0, cols);
+          const int64_t last = std::clamp<int64_t>(pos + 1 - k0, 0, cols);
+          auto pr = p.row(row);
+          if (first >= last) {  // nothing visible in this key block
+            pr.setZero();
+            continue;
+          }
+          auto live = pr.segment(first, last - first).array();
+          const float new_max = std::max(run_max[row], live.maxCoeff());
+          const float correction = std::exp(run_max[row] - new_max);  // exp(-inf) = 0 at first
+          live = (live - new_max).exp();  // vectorised exp
+          pr.head(first).setZero();
+          pr.tail(cols - last).setZero();
+          run_sum[row] = run_sum[row] * correction + fixed_order_sum(&pr[first], last - first);
+          run_max[row] = new_max;
+          if (correction != 1.0f) acc.row(row) *= correction;
+        }
+        acc.noalias() += p * vb;
+      }
+      for (int64_t j = 0; j < rep; ++j)
+        for (int64_t i = 0; i < rows; ++i)
+          Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d) =
+              acc.row(j * rows + i) / run_sum[j * rows + i];
+    }
+  }
+}
+
+}  // namespace ctcal
