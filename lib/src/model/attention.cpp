@@ -27,19 +27,49 @@ TaskBuffers& thread_buffers() {
   return b;
 }
 
-// Sum of x[0, n) in an order fixed by n alone: 16 lane-wise partial sums (vectorised), then
-// the lanes in order. Eigen's sum peels elements up to the first aligned address, so its
-// result would depend on where a thread's buffer happens to lie, hence on the thread count.
-float fixed_order_sum(const float* x, int64_t n) {
-  constexpr int64_t kLanes = 16;
-  float lanes[kLanes] = {};
+// Softmax row kernels on Eigen's SIMD packets (16 floats with AVX-512). One fused pass each
+// instead of Eigen expressions that walk the row 3-4 times. Loads are unaligned and the tail is
+// padded to a full packet, so the operation order depends on the row length alone, never on
+// the address: results do not depend on which thread's buffer holds the row.
+using Packet = Eigen::internal::packet_traits<float>::type;
+constexpr int64_t kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+
+// The last partial packet of x[i, n), padded with `pad`.
+Packet load_tail(const float* x, int64_t i, int64_t n, float pad) {
+  alignas(64) float tail[kPacket];
+  for (int64_t j = 0; j < kPacket; ++j) tail[j] = i + j < n ? x[i + j] : pad;
+  return Eigen::internal::pload<Packet>(tail);
+}
+
+float row_max(const float* x, int64_t n) {
+  const float lowest = -std::numeric_limits<float>::infinity();
+  Packet m = Eigen::internal::pset1<Packet>(lowest);
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += x[i + j];
-  for (int64_t j = 0; i + j < n; ++j) lanes[j] += x[i + j];
-  float sum = 0;
-  for (float l : lanes) sum += l;
-  return sum;
+  for (; i + kPacket <= n; i += kPacket) m = Eigen::internal::pmax(m, Eigen::internal::ploadu<Packet>(x + i));
+  if (i < n) m = Eigen::internal::pmax(m, load_tail(x, i, n, lowest));
+  return Eigen::internal::predux_max(m);
+}
+
+// x[j] = exp((x[j] - shift) * scale) for j < n; returns the sum of the new values (lane-wise
+// partial sums, then the lanes: a fixed order).
+float exp_shifted_sum(float* x, int64_t n, float shift, float scale) {
+  using namespace Eigen::internal;
+  const Packet sh = pset1<Packet>(shift), sc = pset1<Packet>(scale);
+  Packet sum = pset1<Packet>(0.0f);
+  int64_t i = 0;
+  for (; i + kPacket <= n; i += kPacket) {
+    const Packet e = pexp(pmul(psub(ploadu<Packet>(x + i), sh), sc));
+    pstoreu(x + i, e);
+    sum = padd(sum, e);
+  }
+  if (i < n) {
+    // Padding with -inf gives exp = 0: the sum is unchanged.
+    alignas(64) float tail[kPacket];
+    pstore(tail, pexp(pmul(psub(load_tail(x, i, n, -std::numeric_limits<float>::infinity()), sh), sc)));
+    for (int64_t j = 0; i + j < n; ++j) x[i + j] = tail[j];
+    sum = padd(sum, pload<Packet>(tail));
+  }
+  return predux(sum);
 }
 
 }  // namespace
@@ -82,7 +112,10 @@ void causal_attention(const float* q, const float* k, const float* v, float* out
         ConstStridedMap kb(k + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
         ConstStridedMap vb(v + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
         DenseMap p(buf.scores.fit(m_rows * cols), m_rows, cols);  // [rep * rows, cols]
-        p.noalias() = (qs * kb.transpose()) * scale;
+        // Raw scores q k^T; the 1/sqrt(d) scale is applied inside the exp below (softmax of
+        // s * x with s > 0 has its maximum at the same place). Written as (qs * kb^T) * scale,
+        // Eigen materialised a scaled, transposed copy of kb: half of attention's own time.
+        p.noalias() = qs * kb.transpose();
         for (int64_t row = 0; row < m_rows; ++row) {
           // Keys k0 + j visible to position pos: j in [first, last) (causal, optional window).
           const int64_t pos = r0 + row % rows;
@@ -93,13 +126,15 @@ void causal_attention(const float* q, const float* k, const float* v, float* out
             pr.setZero();
             continue;
           }
-          auto live = pr.segment(first, last - first).array();
-          const float new_max = std::max(run_max[row], live.maxCoeff());
-          const float correction = std::exp(run_max[row] - new_max);  // exp(-inf) = 0 at first
-          live = (live - new_max).exp();  // vectorised exp
+          float* live = &pr[first];
+          const int64_t n_live = last - first;
+          const float new_max = std::max(run_max[row], row_max(live, n_live));
+          // Running max and sum in unscaled units; exp(-inf) = 0 for the first block.
+          const float correction = std::exp((run_max[row] - new_max) * scale);
+          const float block_sum = exp_shifted_sum(live, n_live, new_max, scale);
           pr.head(first).setZero();
           pr.tail(cols - last).setZero();
-          run_sum[row] = run_sum[row] * correction + fixed_order_sum(&pr[first], last - first);
+          run_sum[row] = run_sum[row] * correction + block_sum;
           run_max[row] = new_max;
           if (correction != 1.0f) acc.row(row) *= correction;
         }
