@@ -26,6 +26,7 @@
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/plan.h"
 #include "ctcal/recipe/recipe.h"
+#include "ctcal/util/sha256.h"
 
 namespace {
 
@@ -149,7 +150,16 @@ int run(const std::string& dir, int argc, char** argv) {
               est.layer_bytes / 1048576, static_cast<long>(std::min<int64_t>(copt.forward.chunk_tokens, N * S)),
               est.per_token_bytes * static_cast<double>(std::min<int64_t>(copt.forward.chunk_tokens, N * S)) / 1048576,
               (est.hidden_bytes + est.layer_bytes + est.per_token_bytes * static_cast<double>(std::min<int64_t>(copt.forward.chunk_tokens, N * S))) / 1048576);
-  std::printf("k_scale[0] %.9g (sanity; compare across --threads for determinism)\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0]);
+  // Every layer's observed per-head K/V minima and maxima (fp32 values, before rounding into the
+  // scale dtype): one differing activation bit at an extreme changes the digest. Compare across
+  // --threads for determinism.
+  std::string observed;
+  for (const auto& layer : res.layers)
+    for (const auto& site : layer.sites)
+      for (const auto* vals : {&site.obs_min, &site.obs_max})
+        observed.append(reinterpret_cast<const char*>(vals->data()), vals->size() * sizeof(double));
+  std::printf("k_scale[0] %.9g, observed min/max digest %s\n", res.layers[0].find(ctcal::Site::kKey)->qparams.scale[0],
+              ctcal::sha256_hex(observed).substr(0, 16).c_str());
   return 0;
 }
 

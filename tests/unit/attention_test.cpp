@@ -69,7 +69,7 @@ TEST_P(AttentionBlocks, MatchesNaiveFormula) {
   std::vector<float> q(t.seq * c.q_dim()), k(t.seq * c.kv_dim()), v(t.seq * c.kv_dim()), out(q.size());
   for (auto* buf : {&q, &k, &v})
     for (float& x : *buf) x = nd(rng);
-  causal_attention(q.data(), k.data(), v.data(), out.data(), t.seq, c, t.block, t.key_block);
+  causal_attention(q.data(), k.data(), v.data(), out.data(), {{0, t.seq}}, c, t.block, t.key_block);
   const std::vector<double> want = naive_attention(q, k, v, t.seq, c);
   // fp32 accumulation over at most seq * head_dim terms of |v| <~ 8: 1e-4 absolute leaves two
   // orders of magnitude above the observed error (~1e-6) and catches any masking or rescaling
@@ -91,6 +91,36 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{2, 2, 4, 70, 128, 16, int64_t{1}}),  // window of 1: only itself
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
+// Several samples in one call (as run_layer passes a chunk): each attends only within itself.
+TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
+  LlamaConfig c;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.hidden_size = 32;
+  const std::vector<int64_t> lengths = {5, 70, 1, 33};
+  std::vector<SampleSpan> spans;
+  int64_t rows = 0;
+  for (int64_t n : lengths) {
+    spans.push_back({rows, n});
+    rows += n;
+  }
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> q(rows * c.q_dim()), k(rows * c.kv_dim()), v(rows * c.kv_dim()), out(q.size());
+  for (auto* buf : {&q, &k, &v})
+    for (float& x : *buf) x = nd(rng);
+  causal_attention(q.data(), k.data(), v.data(), out.data(), spans, c, 16, 32);
+  for (const SampleSpan& s : spans) {
+    auto slice = [&](const std::vector<float>& b, int64_t w) {
+      return std::vector<float>(b.begin() + s.offset * w, b.begin() + (s.offset + s.length) * w);
+    };
+    const auto want = naive_attention(slice(q, c.q_dim()), slice(k, c.kv_dim()), slice(v, c.kv_dim()), s.length, c);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(out[static_cast<std::size_t>(s.offset * c.q_dim()) + i], want[i], 1e-4) << "sample at row " << s.offset;
+  }
+}
+
 TEST(AttentionBlocks, SameResultForAnyThreadCount) {
   LlamaConfig c;
   c.num_attention_heads = 8;
@@ -105,9 +135,9 @@ TEST(AttentionBlocks, SameResultForAnyThreadCount) {
     for (float& x : *buf) x = nd(rng);
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  causal_attention(q.data(), k.data(), v.data(), a.data(), seq, c, 64, 256);
+  causal_attention(q.data(), k.data(), v.data(), a.data(), {{0, seq}}, c, 64, 256);
   omp_set_num_threads(3);
-  causal_attention(q.data(), k.data(), v.data(), b.data(), seq, c, 64, 256);
+  causal_attention(q.data(), k.data(), v.data(), b.data(), {{0, seq}}, c, 64, 256);
   omp_set_num_threads(saved);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));  // bit for bit
 }

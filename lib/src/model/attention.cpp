@@ -74,23 +74,41 @@ float exp_shifted_sum(float* x, int64_t n, float shift, float scale) {
 
 }  // namespace
 
-void causal_attention(const float* q, const float* k, const float* v, float* out, int64_t seq,
-                      const LlamaConfig& c, int64_t block, int64_t key_block) {
+void causal_attention(const float* q_all, const float* k_all, const float* v_all, float* out_all,
+                      const std::vector<SampleSpan>& samples, const LlamaConfig& c, int64_t block,
+                      int64_t key_block) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.n_rep();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t no_window = std::numeric_limits<int64_t>::max();
   const int64_t window = c.sliding_window.value_or(no_window);
-  const int64_t blocks = (seq + block - 1) / block;
-  const int64_t tasks = c.num_key_value_heads * blocks;
-  // Tasks differ in cost (later query blocks see more keys): dynamic scheduling balances them;
-  // each task writes its own rows of `out` and sums in a fixed order, so the result is the same
-  // for any schedule and thread count.
+  // One task: a sample, a kv head and `block` query rows. Costs differ (later rows see more
+  // keys), so the largest go first and threads take tasks dynamically. Each task writes its own
+  // rows of `out` and sums in a fixed order: the result is the same for any schedule.
+  struct Task {
+    int64_t sample, kv_head, r0, cost;
+  };
+  std::vector<Task> tasks;
+  for (std::size_t s = 0; s < samples.size(); ++s)
+    for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
+      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
+        const int64_t r1 = std::min(samples[s].length, r0 + block);
+        const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);
+        tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});
+      }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  const auto n_tasks = static_cast<int64_t>(tasks.size());
 #pragma omp parallel
   {
     TaskBuffers& buf = thread_buffers();
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t g = t / blocks, r0 = (t % blocks) * block;  // kv head, first query row
+    for (int64_t t = 0; t < n_tasks; ++t) {
+      const Task& task = tasks[static_cast<std::size_t>(t)];
+      const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
+      const float* q = q_all + span.offset * qd;  // this sample's rows
+      const float* k = k_all + span.offset * kvd;
+      const float* v = v_all + span.offset * kvd;
+      float* out = out_all + span.offset * qd;
+      const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
       const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0, m_rows = rep * rows;
       // Keys any row of the block may see: causal limits them to [lo, r1).
       const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);

@@ -236,8 +236,10 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
         if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
         if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, c.num_key_value_heads, c.head_dim, c.kv_dim());
       }
-      causal_attention(qs, ks, vs, attn.data() + off * c.q_dim(), len, c, opt.attention_block, opt.attention_key_block);
     }
+    std::vector<SampleSpan> chunk_spans;  // the chunk's samples, as rows of q/k/v/attn
+    for (std::size_t s = first; s < last; ++s) chunk_spans.push_back({spans[s].offset - r0, spans[s].length});
+    causal_attention(q.data(), k.data(), v.data(), attn.data(), chunk_spans, c, opt.attention_block, opt.attention_key_block);
     {
       ProjectionInput in(attn, scratch_.bf16.data());
       linear(in, w.o, proj);

@@ -64,6 +64,7 @@ RopeTable make_rope_table(const LlamaConfig& cfg, int64_t seq_len) {
 void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,
                 int64_t row_stride) {
   const int64_t half = head_dim / 2;
+#pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < seq; ++t) {
     const float* c = table.cos.data() + t * half;
     const float* s = table.sin.data() + t * half;

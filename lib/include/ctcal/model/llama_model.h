@@ -11,16 +11,11 @@
 #include "ctcal/model/llama_config.h"
 #include "ctcal/model/llama_weights.h"
 #include "ctcal/model/observation.h"
+#include "ctcal/model/sample_span.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/util/uninit_buffer.h"
 
 namespace ctcal {
-
-// Rows [offset, offset + length) of the hidden-state matrix belong to one sample.
-struct SampleSpan {
-  int64_t offset = 0;
-  int64_t length = 0;
-};
 
 struct ForwardOptions {
   // Online rotation of queries and keys after RoPE (SpinQuant R3): each head's row vector x
