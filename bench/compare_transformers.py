@@ -3,7 +3,9 @@
 same samples, same thread count. Run on the GPU machine (transformers 5.17, PyTorch 2.11) with
 ctcal's calib_bench carried along:
 
-    python3 bench/compare_transformers.py --calib-bench PATH [--threads 2 16] [--samples 8] [--seq 512]
+    python3 bench/compare_transformers.py --calib-bench "COMMAND" [--threads 2 16] [--samples 8] [--seq 512]
+
+COMMAND runs calib_bench, e.g. ".device_bin/run.sh calib_bench" (scripts/pack_for_device.sh).
 
 Builds a Llama-3.2-1B-shaped model (hidden 2048, 16 layers, 32/8 heads, head_dim 64,
 intermediate 8192, vocab 128256) with random weights, saves it as bf16 safetensors, then times:
@@ -12,6 +14,7 @@ context drops it), and ctcal's fp32 and bf16 calibration passes, for each thread
 """
 import argparse
 import os
+import shlex
 import subprocess
 import time
 
@@ -51,7 +54,7 @@ def main():
             del model
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
         for extra, name in (([], "fp32"), (["--bf16", "1"], "bf16")):
-            out = subprocess.run([a.calib_bench, "run", a.dir, "--samples", str(a.samples), "--seq", str(a.seq),
+            out = subprocess.run([*shlex.split(a.calib_bench), "run", a.dir, "--samples", str(a.samples), "--seq", str(a.seq),
                                   "--threads", str(threads), *extra], capture_output=True, text=True, env=env)
             print(f"ctcal {name} threads {threads:2d}:\n" + out.stdout + out.stderr, flush=True)
 

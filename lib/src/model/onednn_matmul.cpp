@@ -71,15 +71,28 @@ void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float
   const int64_t in = w.in(), out = w.out();
   const dnnl::memory::desc src_md({n, in}, dt::bf16, tag::ab);
   const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
-  const dnnl::memory& wei = w.impl().packed;
-  auto key = std::make_tuple(1, n, in, out);
-  auto it = e.cache.find(key);
-  if (it == e.cache.end())
-    it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(
-                                  dnnl::matmul::desc(src_md, wei.get_desc(), dst_md), e.engine))).first;
+  dnnl::memory packed = w.impl().packed;  // a handle (shared), not a copy of the data
   dnnl::memory src(src_md, e.engine, const_cast<uint16_t*>(x));
   dnnl::memory dst(dst_md, e.engine, y);
-  it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  auto key = std::make_tuple(1, n, in, out);
+  auto it = e.cache.find(key);
+  if (it == e.cache.end()) {
+    try {
+      it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(
+                                    dnnl::matmul::desc(src_md, packed.get_desc(), dst_md), e.engine))).first;
+    } catch (const dnnl::error&) {
+      // The packed layout was chosen for 256 rows; should a kernel refuse it for this row count,
+      // unpack for this call and use the plain layout (slower, same result).
+      const dnnl::memory::desc plain_md({in, out}, dt::bf16, tag::ba);
+      dnnl::memory plain(plain_md, e.engine);
+      dnnl::reorder(packed, plain).execute(e.stream, packed, plain);
+      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, plain_md, dst_md), e.engine))
+          .execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plain}, {DNNL_ARG_DST, dst}});
+      e.stream.wait();
+      return;
+    }
+  }
+  it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_DST, dst}});
   e.stream.wait();
 }
 
