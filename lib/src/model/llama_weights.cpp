@@ -66,21 +66,28 @@ Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t
   check_tensor(ckpt, wn, {out, in});
   const TensorInfo& t = ckpt.info(wn);
   const unsigned char* p = ckpt.shard_of(wn).data(t);
-  std::vector<uint16_t> plain(t.numel());  // [out, in] bf16 bits, freed once packed
   const auto n = static_cast<int64_t>(t.numel());
+  // bf16 checkpoints are packed straight from the mmap; other dtypes are rounded first.
+  std::vector<uint16_t> rounded;
+  if (t.dtype != DType::kBF16) rounded.resize(t.numel());
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
   for (int64_t i = 0; i < n; ++i) {
     uint16_t v;
-    if (t.dtype == DType::kBF16) std::memcpy(&v, p + 2 * i, 2);
-    else v = f32_to_bf16(load_as_f32(p, t.dtype, static_cast<std::size_t>(i)));
-    plain[static_cast<std::size_t>(i)] = v;
+    if (t.dtype == DType::kBF16) {
+      std::memcpy(&v, p + 2 * i, 2);
+    } else {
+      v = f32_to_bf16(load_as_f32(p, t.dtype, static_cast<std::size_t>(i)));
+      rounded[static_cast<std::size_t>(i)] = v;
+    }
     finite = finite && (v & 0x7F80u) != 0x7F80u;
   }
   if (!finite)
       throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
                                    ckpt.shard_of(wn).path().string(), wn));
-  l.w_bf16 = std::make_shared<const PackedBf16Weights>(plain.data(), out, in);
+  // The mmap may place a bf16 tensor at any even offset; oneDNN's reorder reads it unaligned.
+  const auto* src = t.dtype == DType::kBF16 ? reinterpret_cast<const uint16_t*>(p) : rounded.data();
+  l.w_bf16 = std::make_shared<const PackedBf16Weights>(src, out, in);
   if (bias) l.b = read_vector(ckpt, name + ".bias", out);
   return l;
 }

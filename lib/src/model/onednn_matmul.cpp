@@ -1,15 +1,20 @@
 #include "ctcal/model/onednn_matmul.h"
 
 #include <dnnl.hpp>
+#include <omp.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <new>
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "ctcal/error.h"
+#include "ctcal/util/uninit_buffer.h"
 
 namespace ctcal {
 
@@ -17,14 +22,16 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
 
 struct Engine {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // Primitives by (dtype, n, in, out): creating one JIT-compiles kernels (milliseconds), and
-  // calibration calls the same few shapes thousands of times.
-  std::map<std::tuple<int, int64_t, int64_t, int64_t>, dnnl::matmul> cache;
-  std::mutex mu;  // one stream; calls come from the layer loop, one at a time
+  // Primitives by (kind, rows, in, out, ...): creating one JIT-compiles kernels (milliseconds),
+  // and calibration calls the same few shapes thousands of times.
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> cache;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, int64_t> scratch_bytes;
+  std::mutex mu;  // guards the maps; calls come from the layer loop, one at a time
 };
 
 Engine& engine() {
@@ -32,19 +39,96 @@ Engine& engine() {
   return e;
 }
 
-// The packed layout oneDNN's matmul picks for bf16 weights [in, out]. Rows of 256 stand in for
-// any count: the choice depends on in/out and the ISA only (checked for 1..4096 rows).
-dnnl::memory::desc packed_desc(Engine& e, int64_t in, int64_t out) {
-  const dnnl::memory::desc src({256, in}, dt::bf16, tag::ab);
-  const dnnl::memory::desc wei({in, out}, dt::bf16, tag::any);
-  const dnnl::memory::desc dst({256, out}, dt::f32, tag::ab);
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
+// bf16 GEMMs run as a grid of fixed tiles, kTileRows x kTileCols of the output, each computed
+// whole (all of `in`) by one thread with a single-threaded oneDNN kernel. oneDNN's own threading
+// picks its blocking, and so its fp32 summation order, from the thread count: on the GPU
+// machine's AMX, --threads 1, 2 and 16 gave three different results. Fixed tiles make every
+// output element's sum the same for any thread count. 512 columns of bf16 weights for `in`
+// 1024-2048 are 1-2 MB: a tile's weights stay in L2 while its rows stream past.
+constexpr int64_t kTileRows = 256;
+constexpr int64_t kTileCols = 512;
+
+// Runs `create` with OpenMP's thread count at 1: oneDNN reads it to plan a primitive's
+// blocking and threading, and tiles must be planned for the one thread that runs each.
+template <typename F>
+auto single_threaded(F create) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  try {
+    auto r = create();
+    omp_set_num_threads(saved);
+    return r;
+  } catch (...) {
+    omp_set_num_threads(saved);
+    throw;
+  }
+}
+
+// The packed layout oneDNN's matmul picks for bf16 weights [in, cols]: for any row count the
+// choice depends on in/cols and the ISA only (checked for 1..4096 rows).
+dnnl::memory::desc packed_desc(Engine& e, int64_t in, int64_t cols) {
+  const dnnl::memory::desc src({kTileRows, in}, dt::bf16, tag::ab);
+  const dnnl::memory::desc wei({in, cols}, dt::bf16, tag::any);
+  const dnnl::memory::desc dst({kTileRows, cols}, dt::f32, tag::ab);
+  return single_threaded([&] {
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
+  });
+}
+
+// Large packed buffers are reused from layer to layer: each layer's fresh tens of MB would
+// otherwise be page-faulted in again (on the GPU machine packing cost more than the GEMMs
+// at 16 threads). The pool holds at most what one layer had.
+class BufferPool {
+ public:
+  static BufferPool& get() {
+    static BufferPool p;
+    return p;
+  }
+  void* take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(bytes);
+    if (it == free_.end()) return ::operator new(bytes, std::align_val_t(64));
+    void* p = it->second;
+    free_.erase(it);
+    return p;
+  }
+  void give(void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.emplace(bytes, p);
+  }
+
+ private:
+  std::multimap<std::size_t, void*> free_;
+  std::mutex mu_;
+};
+
+// Per-thread stream and scratchpad for tile kernels running concurrently: a oneDNN stream and
+// a library-managed scratchpad may not be shared between threads.
+struct ThreadContext {
+  std::unique_ptr<dnnl::stream> stream;
+  UninitBuffer<unsigned char> scratch;
+  UninitBuffer<float> tile_out;  // [rows, cols] of one tile, copied into the strided output
+};
+
+ThreadContext& thread_context(const dnnl::engine& eng) {
+  thread_local ThreadContext ctx;
+  if (!ctx.stream) ctx.stream = std::make_unique<dnnl::stream>(eng);
+  return ctx;
 }
 
 }  // namespace
 
 struct PackedBf16Weights::Impl {
-  dnnl::memory packed;  // owns its buffer, in the layout of packed.get_desc()
+  struct Tile {
+    int64_t col0 = 0, cols = 0;
+    std::size_t bytes = 0;
+    void* data = nullptr;  // from BufferPool
+    dnnl::memory mem;      // [in, cols] in oneDNN's packed layout, over `data`
+  };
+  std::vector<Tile> tiles;  // output columns [col0, col0 + cols)
+  ~Impl() {
+    for (auto& t : tiles) BufferPool::get().give(t.data, t.bytes);
+  }
 };
 
 bool cpu_has_native_bf16() {
@@ -56,10 +140,20 @@ PackedBf16Weights::PackedBf16Weights(const uint16_t* w, int64_t out, int64_t in)
     : out_(out), in_(in), impl_(std::make_unique<Impl>()) {
   Engine& e = engine();
   std::lock_guard<std::mutex> lock(e.mu);
-  // [out, in] row-major is [in, out] with tag ba: a view, no copy before the reorder.
-  dnnl::memory plain(dnnl::memory::desc({in, out}, dt::bf16, tag::ba), e.engine, const_cast<uint16_t*>(w));
-  impl_->packed = dnnl::memory(packed_desc(e, in, out), e.engine);
-  dnnl::reorder(plain, impl_->packed).execute(e.stream, plain, impl_->packed);
+  for (int64_t c0 = 0; c0 < out; c0 += kTileCols) {
+    Impl::Tile t;
+    t.col0 = c0;
+    t.cols = std::min(kTileCols, out - c0);
+    const dnnl::memory::desc md = packed_desc(e, in, t.cols);
+    t.bytes = md.get_size();
+    t.data = BufferPool::get().take(t.bytes);
+    t.mem = dnnl::memory(md, e.engine, t.data);
+    // Rows c0.. of W [out, in] row-major are the columns of W^T [in, out]: tag ba, no copy.
+    dnnl::memory plain(dnnl::memory::desc({in, t.cols}, dt::bf16, tag::ba), e.engine,
+                       const_cast<uint16_t*>(w + c0 * in));
+    dnnl::reorder(plain, t.mem).execute(e.stream, plain, t.mem);
+    impl_->tiles.push_back(std::move(t));
+  }
   e.stream.wait();
 }
 
@@ -67,33 +161,62 @@ PackedBf16Weights::~PackedBf16Weights() = default;
 
 void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float* y) {
   Engine& e = engine();
-  std::lock_guard<std::mutex> lock(e.mu);
   const int64_t in = w.in(), out = w.out();
-  const dnnl::memory::desc src_md({n, in}, dt::bf16, tag::ab);
-  const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
-  dnnl::memory packed = w.impl().packed;  // a handle (shared), not a copy of the data
-  dnnl::memory src(src_md, e.engine, const_cast<uint16_t*>(x));
-  dnnl::memory dst(dst_md, e.engine, y);
-  auto key = std::make_tuple(1, n, in, out);
-  auto it = e.cache.find(key);
-  if (it == e.cache.end()) {
-    try {
-      it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(
-                                    dnnl::matmul::desc(src_md, packed.get_desc(), dst_md), e.engine))).first;
-    } catch (const dnnl::error&) {
-      // The packed layout was chosen for 256 rows; should a kernel refuse it for this row count,
-      // unpack for this call and use the plain layout (slower, same result).
-      const dnnl::memory::desc plain_md({in, out}, dt::bf16, tag::ba);
-      dnnl::memory plain(plain_md, e.engine);
-      dnnl::reorder(packed, plain).execute(e.stream, packed, plain);
-      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, plain_md, dst_md), e.engine))
-          .execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plain}, {DNNL_ARG_DST, dst}});
-      e.stream.wait();
-      return;
+  const auto& tiles = w.impl().tiles;
+  // The kernels every tile shape needs (full and last row block x full and last column tile),
+  // created up front so the parallel loop only reads.
+  auto kernel = [&](int64_t rows, int64_t cols, const dnnl::memory::desc& wei) -> std::pair<dnnl::matmul*, int64_t> {
+    auto key = std::make_tuple(1, rows, in, cols, out);
+    auto it = e.cache.find(key);
+    if (it == e.cache.end()) {
+      const dnnl::memory::desc src({rows, in}, dt::bf16, dims{in, 1});
+      // Dense tile output: oneDNN 2.6 falls back to its reference kernel for a strided dst.
+      const dnnl::memory::desc dst({rows, cols}, dt::f32, tag::ab);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      auto pd = single_threaded([&] {
+        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, e.engine);
+      });
+      e.scratch_bytes[key] = static_cast<int64_t>(pd.scratchpad_desc().get_size());
+      // A reference kernel here would be ~100x slower: fail loudly instead of crawling.
+      CTCAL_ASSERT(std::string(pd.impl_info_str()).rfind("ref", 0) != 0,
+                   std::string("oneDNN chose its reference bf16 matmul: ") + pd.impl_info_str());
+      it = e.cache.emplace(key, dnnl::matmul(pd)).first;
+    }
+    return {&it->second, e.scratch_bytes[key]};
+  };
+  const int64_t row_blocks = (n + kTileRows - 1) / kTileRows;
+  const auto n_tiles = static_cast<int64_t>(tiles.size());
+  // kernels[rb_is_last][tile index]
+  std::vector<std::pair<dnnl::matmul*, int64_t>> full_rows, last_rows;
+  {
+    std::lock_guard<std::mutex> lock(e.mu);
+    for (const auto& t : tiles) {
+      full_rows.push_back(kernel(std::min(kTileRows, n), t.cols, t.mem.get_desc()));
+      last_rows.push_back(kernel(n - (row_blocks - 1) * kTileRows, t.cols, t.mem.get_desc()));
     }
   }
-  it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_DST, dst}});
-  e.stream.wait();
+  const int64_t tasks = row_blocks * n_tiles;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    // Column tile major: threads running at the same time share a tile's weights in L3.
+    const int64_t ti = task / row_blocks, rb = task % row_blocks;
+    const auto& tile = tiles[static_cast<std::size_t>(ti)];
+    const int64_t r0 = rb * kTileRows, rows = std::min(kTileRows, n - r0);
+    const auto& [prim, scratch_bytes] = (rb + 1 == row_blocks ? last_rows : full_rows)[static_cast<std::size_t>(ti)];
+    ThreadContext& ctx = thread_context(e.engine);
+    dnnl::memory src(dnnl::memory::desc({rows, in}, dt::bf16, dims{in, 1}), e.engine,
+                     const_cast<uint16_t*>(x + r0 * in));
+    float* tile_out = ctx.tile_out.fit(rows * tile.cols);
+    dnnl::memory dst(dnnl::memory::desc({rows, tile.cols}, dt::f32, tag::ab), e.engine, tile_out);
+    dnnl::memory scratch(dnnl::memory::desc({std::max<int64_t>(scratch_bytes, 1)}, dt::u8, tag::a),
+                         e.engine, ctx.scratch.fit(std::max<int64_t>(scratch_bytes, 1)));
+    prim->execute(*ctx.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, tile.mem}, {DNNL_ARG_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, scratch}});
+    ctx.stream->wait();
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(y + (r0 + r) * out + tile.col0, tile_out + r * tile.cols, static_cast<std::size_t>(tile.cols) * sizeof(float));
+  }
 }
 
 void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out) {
@@ -127,7 +250,7 @@ void matmul_f32_onednn(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w,
   const dnnl::memory::desc src_md({n, in}, dt::f32, tag::ab);
   const dnnl::memory::desc wei_md({in, out}, dt::f32, tag::ba);
   const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
-  auto key = std::make_tuple(0, n, in, out);
+  auto key = std::make_tuple(0, n, in, out, int64_t{0});
   auto it = e.cache.find(key);
   if (it == e.cache.end())
     it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), e.engine))).first;
