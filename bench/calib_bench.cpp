@@ -124,8 +124,8 @@ int run(const std::string& dir, int argc, char** argv) {
   ctcal::CalibrateOptions copt;
   copt.bf16_compute = arg(argc, argv, "--bf16", 0) != 0;
   if (const int64_t mb = arg(argc, argv, "--max-memory", 0); mb > 0)
-    copt.forward.chunk_tokens = ctcal::chunk_tokens_for_budget(c, N * S, S, static_cast<double>(mb) * 1048576.0);
-  const auto est = ctcal::estimate_memory(c, N * S);
+    copt.forward.chunk_tokens = ctcal::chunk_tokens_for_budget(c, N * S, S, static_cast<double>(mb) * 1048576.0, copt.bf16_compute);
+  const auto est = ctcal::estimate_memory(c, N * S, copt.bf16_compute);
   const auto t0 = Clock::now();
   ctcal::CalibrationResult res = ctcal::run_calibration(ckpt, plan, samples, copt);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -1,5 +1,6 @@
 #include "ctcal/pipeline/calibrate.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -62,7 +63,7 @@ void apply_r2(const CalibrationPlan& plan, LayerWeights* w) {
   rotate_linear(&w->o, h, plan.storage, /*output_side=*/false);
 }
 
-MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens) {
+MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens, bool bf16_compute) {
   const double h = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
   const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
   MemoryEstimate m;
@@ -70,11 +71,15 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens) {
   m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h);
   // xn, q, k, v, attn, proj, gate, up (LlamaModel's scratch) plus the chunk copy of the residual.
   m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
+  // bf16 mode: the bf16 copy of the widest projection input. (Its layer weights are packed bf16,
+  // half of layer_bytes, except with R2, which rotates in fp32 first: layer_bytes stays fp32.)
+  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f});
   return m;
 }
 
-int64_t chunk_tokens_for_budget(const LlamaConfig& c, int64_t total_tokens, int64_t longest, double budget) {
-  const MemoryEstimate m = estimate_memory(c, total_tokens);
+int64_t chunk_tokens_for_budget(const LlamaConfig& c, int64_t total_tokens, int64_t longest, double budget,
+                                bool bf16_compute) {
+  const MemoryEstimate m = estimate_memory(c, total_tokens, bf16_compute);
   constexpr double kOverhead = 64.0 * 1024 * 1024;  // program, tokenizer, page-cache slack
   const double fixed = m.hidden_bytes + m.layer_bytes + kOverhead;
   const double need_min = fixed + m.per_token_bytes * static_cast<double>(longest);

@@ -185,7 +185,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.max_memory_mb) {
     int64_t longest = 0;
     for (const auto& s : data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
-    copt.forward.chunk_tokens = chunk_tokens_for_budget(cfg, data.tokens(), longest, *req.max_memory_mb * 1048576.0);
+    copt.forward.chunk_tokens = chunk_tokens_for_budget(cfg, data.tokens(), longest, *req.max_memory_mb * 1048576.0,
+                                                        copt.bf16_compute);
     spdlog::info("--max-memory {:.0f} MB: {} tokens per chunk", *req.max_memory_mb, copt.forward.chunk_tokens);
   }
   copt.cancel = req.cancel;

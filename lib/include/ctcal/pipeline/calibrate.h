@@ -71,10 +71,11 @@ struct MemoryEstimate {
   double layer_bytes = 0;        // one layer's weights in fp32
   double per_token_bytes = 0;    // activation scratch per token of a chunk
 };
-MemoryEstimate estimate_memory(const LlamaConfig& cfg, int64_t total_tokens);
+MemoryEstimate estimate_memory(const LlamaConfig& cfg, int64_t total_tokens, bool bf16_compute);
 // The chunk size (tokens) that fits `budget_bytes`; throws UsageError naming the minimum
 // budget when even one sample of `longest` tokens does not fit.
-int64_t chunk_tokens_for_budget(const LlamaConfig& cfg, int64_t total_tokens, int64_t longest, double budget_bytes);
+int64_t chunk_tokens_for_budget(const LlamaConfig& cfg, int64_t total_tokens, int64_t longest, double budget_bytes,
+                                bool bf16_compute);
 
 CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,
                                   const std::vector<std::vector<int32_t>>& samples,
