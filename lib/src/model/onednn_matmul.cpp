@@ -96,6 +96,9 @@ class BufferPool {
     std::lock_guard<std::mutex> lock(mu_);
     free_.emplace(bytes, p);
   }
+  ~BufferPool() {
+    for (auto& [bytes, p] : free_) ::operator delete(p, std::align_val_t(64));
+  }
 
  private:
   std::multimap<std::size_t, void*> free_;
