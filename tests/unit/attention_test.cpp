@@ -49,6 +49,28 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
   return out;
 }
 
+LlamaConfig attention_config(int64_t heads, int64_t kv_heads, int64_t head_dim, std::optional<int64_t> window = {}) {
+  LlamaConfig c;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.hidden_size = heads * head_dim;
+  c.sliding_window = window;
+  return c;
+}
+
+// Normal q/k/v with standard deviation `sd` for `rows` tokens of config c.
+struct Qkv {
+  std::vector<float> q, k, v;  // [rows, q_dim], [rows, kv_dim], [rows, kv_dim]
+  Qkv(const LlamaConfig& c, int64_t rows, unsigned seed, float sd)
+      : q(static_cast<std::size_t>(rows * c.q_dim())), k(static_cast<std::size_t>(rows * c.kv_dim())), v(k.size()) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, sd);
+    for (auto* buf : {&q, &k, &v})
+      for (float& x : *buf) x = nd(rng);
+  }
+};
+
 struct Case {
   int64_t heads, kv_heads, head_dim, seq, block, key_block;
   std::optional<int64_t> window;
@@ -58,19 +80,11 @@ class AttentionBlocks : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionBlocks, MatchesNaiveFormula) {
   const Case& t = GetParam();
-  LlamaConfig c;
-  c.num_attention_heads = t.heads;
-  c.num_key_value_heads = t.kv_heads;
-  c.head_dim = t.head_dim;
-  c.hidden_size = t.heads * t.head_dim;
-  c.sliding_window = t.window;
-  std::mt19937 rng(42);
-  std::normal_distribution<float> nd(0.0f, 2.0f);  // wide scores: softmax far from uniform
-  std::vector<float> q(t.seq * c.q_dim()), k(t.seq * c.kv_dim()), v(t.seq * c.kv_dim()), out(q.size());
-  for (auto* buf : {&q, &k, &v})
-    for (float& x : *buf) x = nd(rng);
-  causal_attention(q.data(), k.data(), v.data(), out.data(), {{0, t.seq}}, c, t.block, t.key_block);
-  const std::vector<double> want = naive_attention(q, k, v, t.seq, c);
+  const LlamaConfig c = attention_config(t.heads, t.kv_heads, t.head_dim, t.window);
+  const Qkv in(c, t.seq, 42, 2.0f);  // wide scores: softmax far from uniform
+  std::vector<float> out(in.q.size());
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, t.seq}}, c, t.block, t.key_block);
+  const std::vector<double> want = naive_attention(in.q, in.k, in.v, t.seq, c);
   // fp32 accumulation over at most seq * head_dim terms of |v| <~ 8: 1e-4 absolute leaves two
   // orders of magnitude above the observed error (~1e-6) and catches any masking or rescaling
   // bug, which shifts outputs by O(1).
@@ -93,11 +107,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Several samples in one call (as run_layer passes a chunk): each attends only within itself.
 TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
-  LlamaConfig c;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.hidden_size = 32;
+  const LlamaConfig c = attention_config(4, 2, 8);
   const std::vector<int64_t> lengths = {5, 70, 1, 33};
   std::vector<SampleSpan> spans;
   int64_t rows = 0;
@@ -105,39 +115,29 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
     spans.push_back({rows, n});
     rows += n;
   }
-  std::mt19937 rng(3);
-  std::normal_distribution<float> nd(0.0f, 2.0f);
-  std::vector<float> q(rows * c.q_dim()), k(rows * c.kv_dim()), v(rows * c.kv_dim()), out(q.size());
-  for (auto* buf : {&q, &k, &v})
-    for (float& x : *buf) x = nd(rng);
-  causal_attention(q.data(), k.data(), v.data(), out.data(), spans, c, 16, 32);
+  const Qkv in(c, rows, 3, 2.0f);
+  std::vector<float> out(in.q.size());
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, c, 16, 32);
   for (const SampleSpan& s : spans) {
     auto slice = [&](const std::vector<float>& b, int64_t w) {
       return std::vector<float>(b.begin() + s.offset * w, b.begin() + (s.offset + s.length) * w);
     };
-    const auto want = naive_attention(slice(q, c.q_dim()), slice(k, c.kv_dim()), slice(v, c.kv_dim()), s.length, c);
+    const auto want = naive_attention(slice(in.q, c.q_dim()), slice(in.k, c.kv_dim()), slice(in.v, c.kv_dim()), s.length, c);
     for (std::size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(out[static_cast<std::size_t>(s.offset * c.q_dim()) + i], want[i], 1e-4) << "sample at row " << s.offset;
   }
 }
 
 TEST(AttentionBlocks, SameResultForAnyThreadCount) {
-  LlamaConfig c;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.hidden_size = 128;
+  const LlamaConfig c = attention_config(8, 2, 16);
   const int64_t seq = 333;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd;
-  std::vector<float> q(seq * c.q_dim()), k(seq * c.kv_dim()), v(seq * c.kv_dim()), a(q.size()), b(q.size());
-  for (auto* buf : {&q, &k, &v})
-    for (float& x : *buf) x = nd(rng);
+  const Qkv in(c, seq, 7, 1.0f);
+  std::vector<float> a(in.q.size()), b(in.q.size());
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  causal_attention(q.data(), k.data(), v.data(), a.data(), {{0, seq}}, c, 64, 256);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), a.data(), {{0, seq}}, c, 64, 256);
   omp_set_num_threads(3);
-  causal_attention(q.data(), k.data(), v.data(), b.data(), {{0, seq}}, c, 64, 256);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), b.data(), {{0, seq}}, c, 64, 256);
   omp_set_num_threads(saved);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));  // bit for bit
 }
