@@ -32,7 +32,8 @@ TaskBuffers& thread_buffers() {
 // padded to a full packet, so the operation order depends on the row length alone, never on
 // the address: results do not depend on which thread's buffer holds the row.
 using Packet = Eigen::internal::packet_traits<float>::type;
-constexpr int64_t kPacket = Eigen::internal::unpacket_traits<Packet>::size;
+// sizeof, not unpacket_traits<Packet>: __m512 as a template argument drops its attributes (-Wignored-attributes).
+constexpr int64_t kPacket = static_cast<int64_t>(sizeof(Packet) / sizeof(float));
 
 // The last partial packet of x[i, n), padded with `pad`.
 Packet load_tail(const float* x, int64_t i, int64_t n, float pad) {
