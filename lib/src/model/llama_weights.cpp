@@ -60,8 +60,9 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   return Eigen::Map<Vector>(v.data(), n);
 }
 
-Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias) {
-  Linear l;
+void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+  Linear& l = *lp;
+  l.w = RowMatrix();
   const std::string wn = name + ".weight";
   check_tensor(ckpt, wn, {out, in});
   const TensorInfo& t = ckpt.info(wn);
@@ -88,16 +89,17 @@ Linear read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t
   // The mmap may place a bf16 tensor at any even offset; oneDNN's reorder reads it unaligned.
   const auto* src = t.dtype == DType::kBF16 ? reinterpret_cast<const uint16_t*>(p) : rounded.data();
   l.w_bf16 = std::make_shared<const PackedBf16Weights>(src, out, in);
-  if (bias) l.b = read_vector(ckpt, name + ".bias", out);
-  return l;
+  l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
 }
 
-Linear read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in,
-                   bool bias) {
-  Linear l;
+// Fills *lp, reusing its fp32 buffer when the shape is unchanged (every layer after the first):
+// a fresh 64 MB matrix per projection and layer would be page-faulted in again each time.
+void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+  Linear& l = *lp;
+  l.w_bf16.reset();
   const TensorInfo& t = ckpt.info(name + ".weight");
   check_tensor(ckpt, name + ".weight", {out, in});
-  l.w.resize(out, in);
+  l.w.resize(out, in);  // keeps the allocation when out * in is unchanged
   const unsigned char* src = ckpt.shard_of(name + ".weight").data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(in) * dtype_size(t.dtype);
   bool finite = true;
@@ -108,12 +110,11 @@ Linear read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out,
     convert_to_f32(src + static_cast<std::size_t>(r) * row_bytes, t.dtype, static_cast<std::size_t>(in), l.w.row(r).data());
     finite = finite && l.w.row(r).allFinite();
   }
-  if (bias) l.b = read_vector(ckpt, name + ".bias", out);
+  l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
   if (!finite || (bias && !l.b.allFinite()))
     throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
                                  ckpt.shard_of(name + ".weight").path().string(),
                                  l.w.allFinite() ? name + ".bias" : name + ".weight"));
-  return l;
 }
 
 }  // namespace
@@ -134,34 +135,44 @@ void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& c) {
 
 namespace {
 template <typename ReadLinear>
-LayerWeights load_layer(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp,
-                        ReadLinear read_linear) {
+void load_layer(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp,
+                ReadLinear read_linear, LayerWeights* wp) {
   const std::string p = layer_prefix(layer);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
-  LayerWeights w;
+  LayerWeights& w = *wp;
   w.input_norm = read_vector(ckpt, p + "input_layernorm.weight", h);
-  w.q = read_linear(ckpt, p + "self_attn.q_proj", q, h, c.attention_bias);
-  w.k = read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.attention_bias);
-  w.v = read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.attention_bias);
-  w.o = read_linear(ckpt, p + "self_attn.o_proj", h, q, c.attention_bias);
+  read_linear(ckpt, p + "self_attn.q_proj", q, h, c.attention_bias, &w.q);
+  read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.attention_bias, &w.k);
+  read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.attention_bias, &w.v);
+  read_linear(ckpt, p + "self_attn.o_proj", h, q, c.attention_bias, &w.o);
   w.has_mlp = with_mlp;
   if (with_mlp) {
     w.post_norm = read_vector(ckpt, p + "post_attention_layernorm.weight", h);
-    w.gate = read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias);
-    w.up = read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias);
-    w.down = read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias);
+    read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
+    read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
+    read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
+  } else {
+    w.post_norm = Vector();
+    w.gate = w.up = w.down = Linear();  // nothing of an earlier layer's MLP stays resident
   }
-  return w;
 }
 
 }  // namespace
 
 LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
-  return load_layer(ckpt, c, layer, with_mlp, read_linear);
+  LayerWeights w;
+  load_layer(ckpt, c, layer, with_mlp, read_linear, &w);
+  return w;
+}
+
+void reload_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp, LayerWeights* w) {
+  load_layer(ckpt, c, layer, with_mlp, read_linear, w);
 }
 
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
-  return load_layer(ckpt, c, layer, with_mlp, read_linear_bf16);
+  LayerWeights w;
+  load_layer(ckpt, c, layer, with_mlp, read_linear_bf16, &w);
+  return w;
 }
 
 void to_bf16_weights(LayerWeights* w) {

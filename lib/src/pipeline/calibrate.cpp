@@ -111,13 +111,18 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   RowMatrix hidden = model.embed(samples, &spans);  // [total_tokens, hidden]
   result.samples = static_cast<int64_t>(samples.size());
   result.tokens = hidden.rows();
+  LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     if (options.cancel && options.cancel->load()) throw Cancelled();
     // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
     const bool with_mlp = l + 1 < cfg.num_hidden_layers;
     // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
     const bool direct_bf16 = options.bf16_compute && !plan.r2;
-    LayerWeights w = direct_bf16 ? load_layer_weights_bf16(ckpt, cfg, l, with_mlp) : load_layer_weights(ckpt, cfg, l, with_mlp);
+    if (direct_bf16) {
+      w = LayerWeights();  // release the previous layer's packed tiles to the pool first
+      w = load_layer_weights_bf16(ckpt, cfg, l, with_mlp);
+    }
+    else reload_layer_weights(ckpt, cfg, l, with_mlp, &w);
     LayerObservers obs(plan, l);
     // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
     // output unchanged, so propagation is the same either way.

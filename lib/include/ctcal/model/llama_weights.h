@@ -32,6 +32,10 @@ struct LayerWeights {
 // tensor on a missing tensor or wrong shape.
 LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
                                 bool with_mlp);
+// The same into an existing LayerWeights (the previous layer's), reusing its fp32 buffers: the
+// calibration loop's way, so that each layer's weights are not page-faulted in afresh.
+void reload_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer, bool with_mlp,
+                          LayerWeights* w);
 // The same with the projections in bf16 (for --compute-dtype bf16): bf16 checkpoint tensors are
 // copied bit for bit, others rounded to nearest even; no fp32 copy is made.
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
