@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
 USAGE, RECIPE, INPUT = 2, 3, 4
 
 
@@ -140,17 +139,13 @@ def main():
         return 0
     binary, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, os.path.dirname(__file__))
-    from e2e_util import data_dir
-    data = data_dir(src)
-    model = os.path.join(data, "hf", "stories260K")
-    if not os.path.isdir(model):
-        print(f"skip: {model} not found (set CTCAL_DATA)")
-        return SKIP
+    from e2e_util import stories260k
+    model, text = stories260k(src)  # exits 77 (ctest SKIP) without the shared data
     tmp = tempfile.mkdtemp(prefix="ctcal-bad-")
     try:
         ctx = {"tmp": tmp, "model": model}
         args = {"recipe": os.path.join(src, "recipes", GOOD_RECIPE), "model": model,
-                "dataset": os.path.join(data, "tinystories-valid", "validation_100.txt"),
+                "dataset": text,
                 "output": os.path.join(tmp, "out")}
         if case in ("sigint_leaves_nothing", "sigterm_leaves_nothing"):
             return signal_case(binary, args, tmp, signal.SIGINT if case.startswith("sigint") else signal.SIGTERM)

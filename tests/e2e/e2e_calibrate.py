@@ -16,13 +16,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st_reader  # noqa: E402
-from e2e_util import check, data_dir, finish, require  # noqa: E402
+from e2e_util import check, finish, stories260k  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = data_dir(SRC)
-MODEL = os.path.join(DATA, "hf", "stories260K")
-TEXT = os.path.join(DATA, "tinystories-valid", "validation_100.txt")
-require(MODEL)
+MODEL, TEXT = stories260k(SRC)
 
 
 def dir_digest(d):

@@ -18,6 +18,14 @@ def require(path):
         sys.exit(SKIP)
 
 
+def stories260k(src):
+    """The real model and text every e2e script calibrates: (model_dir, text_file); skips without them."""
+    data = data_dir(src)
+    model = os.path.join(data, "hf", "stories260K")
+    require(model)
+    return model, os.path.join(data, "tinystories-valid", "validation_100.txt")
+
+
 def check(cond, what):
     if not cond:
         failures.append(what)

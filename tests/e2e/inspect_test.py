@@ -14,12 +14,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st_reader as st  # noqa: E402
-from e2e_util import check, data_dir, finish, require  # noqa: E402
+from e2e_util import check, finish, stories260k  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = data_dir(SRC)
-MODEL = os.path.join(DATA, "hf", "stories260K")
-require(MODEL)
+MODEL, TEXT = stories260k(SRC)
 SCHEMA = json.load(open(os.path.join(SRC, "docs", "inspect.schema.json")))
 
 
@@ -86,10 +84,9 @@ def set_scale(name, value):
 tmp = tempfile.mkdtemp(prefix="ctcal-inspect-")
 try:
     good = os.path.join(tmp, "good")
-    text = os.path.join(DATA, "tinystories-valid", "validation_100.txt")
     for recipe, out in (("fp8_kv_per_tensor.yaml", good), ("r3_fp8_attention.yaml", os.path.join(tmp, "r3"))):
         r = subprocess.run([BIN, "-q", "calibrate", os.path.join(SRC, "recipes", recipe), "--model", MODEL,
-                            "--dataset", text, "--num-samples", "8", "--max-seq-length", "64", "--output", out],
+                            "--dataset", TEXT, "--num-samples", "8", "--max-seq-length", "64", "--output", out],
                            capture_output=True, text=True)
         check(r.returncode == 0, f"calibrate {recipe}: {r.stderr}")
 

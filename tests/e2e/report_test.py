@@ -16,14 +16,11 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_util import check, data_dir, failures, finish, require  # noqa: E402
+from e2e_util import check, failures, finish, stories260k  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
-DATA = data_dir(SRC)
-MODEL = os.path.join(DATA, "hf", "stories260K")
-TEXT = os.path.join(DATA, "tinystories-valid", "validation_100.txt")
+MODEL, TEXT = stories260k(SRC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-require(MODEL)
 
 
 def png_pixels(path):
