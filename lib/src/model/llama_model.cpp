@@ -94,6 +94,16 @@ void rotate_heads(float* x, int64_t seq, int64_t heads, int64_t d, int64_t strid
   }
 }
 
+// A chunk: consecutive samples from `first` whose tokens fit in chunk_tokens (at least one
+// sample). Returns the index one past its last sample; *tokens: its token count.
+std::size_t chunk_end(const std::vector<SampleSpan>& spans, std::size_t first, int64_t chunk_tokens, int64_t* tokens) {
+  std::size_t last = first + 1;
+  int64_t n = spans[first].length;
+  while (last < spans.size() && n + spans[last].length <= chunk_tokens) n += spans[last++].length;
+  *tokens = n;
+  return last;
+}
+
 }  // namespace
 
 void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y) {
@@ -182,19 +192,15 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
   // allocations per layer cost more in page faults than the GEMMs they feed.
   int64_t max_chunk = 0;
   for (std::size_t f = 0; f < spans.size();) {
-    std::size_t l = f + 1;
-    int64_t n = spans[f].length;
-    while (l < spans.size() && n + spans[l].length <= opt.chunk_tokens) n += spans[l++].length;
+    int64_t n = 0;
+    f = chunk_end(spans, f, opt.chunk_tokens, &n);
     max_chunk = std::max(max_chunk, n);
-    f = l;
   }
   scratch_.reserve(max_chunk, c);
   std::size_t first = 0;
   while (first < spans.size()) {
-    // A chunk: consecutive samples whose tokens fit in chunk_tokens (at least one sample).
-    std::size_t last = first + 1;
-    int64_t n = spans[first].length;
-    while (last < spans.size() && n + spans[last].length <= opt.chunk_tokens) n += spans[last++].length;
+    int64_t n = 0;  // the chunk's tokens
+    const std::size_t last = chunk_end(spans, first, opt.chunk_tokens, &n);
     const int64_t r0 = spans[first].offset;
     auto x = hidden.middleRows(r0, n);  // [n, hidden], updated in place
     auto xn = scratch_.view(scratch_.xn, n, c.hidden_size);          // [n, hidden]

@@ -27,10 +27,13 @@ using dims = dnnl::memory::dims;
 struct Engine {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // Primitives by (kind, rows, in, out, ...): creating one JIT-compiles kernels (milliseconds),
+  // Primitives by (kind, rows, in, cols, out): creating one JIT-compiles kernels (milliseconds),
   // and calibration calls the same few shapes thousands of times.
-  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, dnnl::matmul> cache;
-  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, int64_t> scratch_bytes;
+  struct Kernel {
+    dnnl::matmul prim;
+    int64_t scratch_bytes = 0;  // user scratchpad size (bf16 tile kernels; 0 for fp32)
+  };
+  std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Kernel> cache;
   std::mutex mu;  // guards the maps; calls come from the layer loop, one at a time
 };
 
@@ -168,7 +171,7 @@ void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float
   const auto& tiles = w.impl().tiles;
   // The kernels every tile shape needs (full and last row block x full and last column tile),
   // created up front so the parallel loop only reads.
-  auto kernel = [&](int64_t rows, int64_t cols, const dnnl::memory::desc& wei) -> std::pair<dnnl::matmul*, int64_t> {
+  auto kernel = [&](int64_t rows, int64_t cols, const dnnl::memory::desc& wei) -> const Engine::Kernel* {
     auto key = std::make_tuple(1, rows, in, cols, out);
     auto it = e.cache.find(key);
     if (it == e.cache.end()) {
@@ -180,18 +183,17 @@ void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float
       auto pd = single_threaded([&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), attr, e.engine);
       });
-      e.scratch_bytes[key] = static_cast<int64_t>(pd.scratchpad_desc().get_size());
       // A reference kernel here would be ~100x slower: fail loudly instead of crawling.
       CTCAL_ASSERT(std::string(pd.impl_info_str()).rfind("ref", 0) != 0,
                    std::string("oneDNN chose its reference bf16 matmul: ") + pd.impl_info_str());
-      it = e.cache.emplace(key, dnnl::matmul(pd)).first;
+      it = e.cache.emplace(key, Engine::Kernel{dnnl::matmul(pd), static_cast<int64_t>(pd.scratchpad_desc().get_size())}).first;
     }
-    return {&it->second, e.scratch_bytes[key]};
+    return &it->second;
   };
   const int64_t row_blocks = (n + kTileRows - 1) / kTileRows;
   const auto n_tiles = static_cast<int64_t>(tiles.size());
-  // kernels[rb_is_last][tile index]
-  std::vector<std::pair<dnnl::matmul*, int64_t>> full_rows, last_rows;
+  // Per column tile: the kernel for full row blocks and the one for the last (shorter) block.
+  std::vector<const Engine::Kernel*> full_rows, last_rows;
   {
     std::lock_guard<std::mutex> lock(e.mu);
     for (const auto& t : tiles) {
@@ -206,15 +208,15 @@ void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float
     const int64_t ti = task / row_blocks, rb = task % row_blocks;
     const auto& tile = tiles[static_cast<std::size_t>(ti)];
     const int64_t r0 = rb * kTileRows, rows = std::min(kTileRows, n - r0);
-    const auto& [prim, scratch_bytes] = (rb + 1 == row_blocks ? last_rows : full_rows)[static_cast<std::size_t>(ti)];
+    const Engine::Kernel& kern = *(rb + 1 == row_blocks ? last_rows : full_rows)[static_cast<std::size_t>(ti)];
+    const int64_t scratch_bytes = std::max<int64_t>(kern.scratch_bytes, 1);
     ThreadContext& ctx = thread_context(e.engine);
     dnnl::memory src(dnnl::memory::desc({rows, in}, dt::bf16, dims{in, 1}), e.engine,
                      const_cast<uint16_t*>(x + r0 * in));
     float* tile_out = ctx.tile_out.fit(rows * tile.cols);
     dnnl::memory dst(dnnl::memory::desc({rows, tile.cols}, dt::f32, tag::ab), e.engine, tile_out);
-    dnnl::memory scratch(dnnl::memory::desc({std::max<int64_t>(scratch_bytes, 1)}, dt::u8, tag::a),
-                         e.engine, ctx.scratch.fit(std::max<int64_t>(scratch_bytes, 1)));
-    prim->execute(*ctx.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, tile.mem}, {DNNL_ARG_DST, dst},
+    dnnl::memory scratch(dnnl::memory::desc({scratch_bytes}, dt::u8, tag::a), e.engine, ctx.scratch.fit(scratch_bytes));
+    kern.prim.execute(*ctx.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, tile.mem}, {DNNL_ARG_DST, dst},
                                 {DNNL_ARG_SCRATCHPAD, scratch}});
     ctx.stream->wait();
     for (int64_t r = 0; r < rows; ++r)
@@ -256,11 +258,11 @@ void matmul_f32_onednn(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w,
   auto key = std::make_tuple(0, n, in, out, int64_t{0});
   auto it = e.cache.find(key);
   if (it == e.cache.end())
-    it = e.cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), e.engine))).first;
+    it = e.cache.emplace(key, Engine::Kernel{dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), e.engine))}).first;
   dnnl::memory src(src_md, e.engine, const_cast<float*>(x.data()));
   dnnl::memory wei(wei_md, e.engine, const_cast<float*>(w.data()));
   dnnl::memory dst(dst_md, e.engine, y.data());
-  it->second.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  it->second.prim.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   e.stream.wait();
 }
 

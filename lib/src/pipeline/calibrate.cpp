@@ -69,7 +69,10 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens, bool 
   MemoryEstimate m;
   m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
   m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h);
-  // xn, q, k, v, attn, proj, gate, up (LlamaModel's scratch) plus the chunk copy of the residual.
+  // xn, q, k, v, attn, proj, gate, up (LlamaModel's scratch), plus one [hidden] row per token
+  // that is no longer allocated (the residual used to be copied per chunk; it is now updated in
+  // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
+  // overestimates by 4 * hidden bytes per chunk token.
   m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
   // bf16 mode: the bf16 copy of the widest projection input. (Its layer weights are packed bf16,
   // half of layer_bytes, except with R2, which rotates in fp32 first: layer_bytes stays fp32.)
@@ -121,8 +124,9 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     if (direct_bf16) {
       w = LayerWeights();  // release the previous layer's packed tiles to the pool first
       w = load_layer_weights_bf16(ckpt, cfg, l, with_mlp);
+    } else {
+      reload_layer_weights(ckpt, cfg, l, with_mlp, &w);
     }
-    else reload_layer_weights(ckpt, cfg, l, with_mlp, &w);
     LayerObservers obs(plan, l);
     // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
     // output unchanged, so propagation is the same either way.

@@ -14,9 +14,10 @@ namespace ctcal {
 bool cpu_has_native_bf16();
 
 // A projection's weights rounded to bf16 and packed once, when the layer is loaded, into the
-// blocked layout oneDNN's kernels read (VNNI pairs along `in`). Packing per call instead costs
-// 10-18 % of the GEMM time (bench on the Zen 4 machine: 654-737 vs 745-817 GFLOP/s). The layout
-// does not depend on the number of rows, so one packing serves every chunk size.
+// blocked layout oneDNN's kernels read (VNNI pairs along `in`), one packed block per 512-column
+// output tile (matmul_bf16's tiles). Packing per call instead costs 10-18 % of the GEMM time
+// (bench on the Zen 4 machine: 654-737 vs 745-817 GFLOP/s). The layout does not depend on the
+// number of rows, so one packing serves every row count.
 class PackedBf16Weights {
  public:
   // w: [out, in] bf16 bits, row-major (PyTorch's Linear.weight layout).
@@ -36,6 +37,8 @@ class PackedBf16Weights {
 };
 
 // y[n, out] = x_bf16[n, in] * W^T, accumulated and written in fp32. x and y are dense row-major.
+// Computed as fixed 256 x 512 output tiles, each by one single-threaded kernel: the result is
+// the same for any thread count.
 void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float* y);
 
 // Rounds x [rows, cols] to bf16 (nearest even) into out [rows, cols], dense. Rows in parallel.
