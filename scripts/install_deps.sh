@@ -16,6 +16,7 @@ PACKAGES=(
   zlib1g-dev            # reading the gzipped tokenizer golden files in tests
   libopenblas-dev       # the sgemm peak the calibration benchmark compares against
   libdnnl-dev           # oneDNN bf16 GEMMs for --compute-dtype bf16
+  ocl-icd-opencl-dev    # oneDNN's dnnl-config.cmake requires OpenCL (libdnnl-dev only recommends it)
   python3               # the standard-library-only output checker in tests/e2e
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
