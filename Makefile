@@ -6,6 +6,11 @@ JOBS ?= $(shell nproc)
 CTCAL_DATA ?= $(abspath ../shared/data)
 export CTCAL_DATA
 MAKEFLAGS += --no-print-directory
+# bash with pipefail: a build line that filters the compiler's output still fails when the
+# compiler fails (a failed build must never let tests run stale binaries).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+BENCH_MODEL ?= /tmp/ctcal-bench-model
 DEMO_OUT ?= demo-output/stories260K-fp8-kv
 
 .PHONY: deps build demo test test-asan bench clean
@@ -15,7 +20,7 @@ deps:
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS) | grep -v "^\(gmake\|\[\)" || true
+	@cmake --build $(BUILD) -j $(JOBS) 2>&1 | { grep -v "^\(gmake\|\[\)" || true; }
 
 # Calibrates the real trained stories260K model from TinyStories text with its tokenizer.model.
 demo: build
@@ -34,6 +39,15 @@ test-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTCAL_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+# The benchmarks (bench/): print figures, never pass/fail. Tokenizer throughput on WikiText-2,
+# the blocked attention over block sizes, then calibration of a random 8-layer Llama-shaped bf16
+# model (made once under BENCH_MODEL) in fp32 mode beside the machine's sgemm peak.
+bench: build
+	$(BUILD)/bench/tokenize_bench "$(CTCAL_DATA)"
+	$(BUILD)/bench/attention_bench --seq 512
+	@test -f "$(BENCH_MODEL)/config.json" || $(BUILD)/bench/calib_bench make "$(BENCH_MODEL)"
+	$(BUILD)/bench/calib_bench run "$(BENCH_MODEL)" --samples 8 --seq 512
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) demo-output

@@ -50,7 +50,7 @@ Datasets: .jsonl rows with "input_ids" (or "text", tokenized with the model's to
 .json arrays of the same, .txt documents separated by blank lines or <|endoftext|> lines.
 Text is tokenized with the model's tokenizer.json (BPE) or tokenizer.model (SentencePiece).
 Exit codes: 0 ok, 1 other error, 2 usage (incl. existing --output), 3 invalid recipe,
-4 bad model/dataset/IO.)";
+4 bad model/dataset/IO, 130 interrupted (Ctrl-C twice).)";
 
 }  // namespace
 
@@ -127,10 +127,16 @@ Examples:
   ctcal inspect ./Llama-3.2-1B-FP8-KV
   ctcal inspect ./model/config.json --json | jq .problems
   ctcal inspect OUT --strict    # exit 5 when any problem is found (for CI)
-Exit codes: 0 ok, 4 not a checkpoint, 5 problems found with --strict (or not quantized).)");
+  ctcal inspect OUT --strict --engine vllm-r3   # judge by the R3 serving branch's rules
+Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or the engine
+(mainline vLLM unless --engine vllm-r3) cannot load the checkpoint or serve its KV scales.)");
   ins->add_option("path", inspect_path, "Checkpoint directory or config.json")->required();
   ins->add_flag("--json", inspect_json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
-  ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found");
+  ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found or the engine cannot load or serve it");
+  std::string inspect_engine = "vllm";
+  ins->add_option("--engine", inspect_engine,
+                  "Whose loading rules --strict checks: vllm (mainline, default) or vllm-r3 (the R3 serving branch)")
+      ->check(CLI::IsMember({"vllm", "vllm-r3"}));
 
   TokenizeRequest tk;
   auto* tkc = app.add_subcommand("tokenize", "Print the token ids calibration will see, one line per dataset row");
@@ -163,7 +169,7 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 problems found with --strict (or not qua
     const auto doc = inspect_checkpoint(inspect_path);
     if (inspect_json) std::cout << doc.dump(2) << "\n";
     else print_inspect(doc, std::cout, ::isatty(STDOUT_FILENO) != 0);
-    return inspect_exit_code(doc, inspect_strict);
+    return inspect_exit_code(doc, inspect_strict, *serving_engine_from_name(inspect_engine));
   }
   return static_cast<int>(ExitCode::kUsage);
 }

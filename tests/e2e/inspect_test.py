@@ -95,9 +95,50 @@ try:
     check(doc["serving"]["vllm"]["loadable"] and "--kv-cache-dtype fp8" in doc["serving"]["vllm"]["command"], "good: vLLM verdict")
     check(len(doc["layers"]) == 5 and doc["layers"][0]["k"]["shape"] == [1], "good: layer table")
 
+    # The engine's verdict counts under --strict: mainline vLLM raises KeyError on R3_* weights,
+    # and the R3 serving branch refuses FP8 KV scales together with the rotation.
     rc, doc, _ = inspect(os.path.join(tmp, "r3"), "--strict")
-    check(rc == 0, f"r3 checkpoint strict rc {rc}: {doc['problems']}")
+    check(rc == 5, f"r3 checkpoint: --strict exit {rc}, expected 5 (mainline vLLM cannot load it)")
     check(not doc["serving"]["vllm"]["loadable"] and doc["serving"]["vllm_r3"]["applicable"], "r3: verdicts")
+    check(any("KeyError" in r for r in doc["serving"]["vllm"]["reasons"]), f"r3: KeyError named: {doc['serving']['vllm']['reasons']}")
+    rc, doc, _ = inspect(os.path.join(tmp, "r3"), "--strict", "--engine", "vllm-r3")
+    check(rc == 5 and not doc["serving"]["vllm_r3"]["meets"], f"r3 + FP8 under the R3 branch: exit {rc}, expected 5")
+    rc, _, _ = inspect(os.path.join(tmp, "r3"))
+    check(rc == 0, f"r3 without --strict: exit {rc}, expected 0")
+    rc, _, _ = inspect(good, "--strict", "--engine", "vllm-r3")
+    check(rc == 0, f"good checkpoint under the R3 branch's rules: exit {rc}, expected 0 (same rules without R3)")
+    r = subprocess.run([BIN, "inspect", good], capture_output=True, text=True)
+    check("no problems found" in r.stdout and r.returncode == 0, "good: text says no problems found")
+
+    # Int and asymmetric KV: vLLM's validate_kv_cache_scheme raises NotImplementedError.
+    for recipe in ("int8_kv_asym_per_head.yaml",):
+        out = os.path.join(tmp, recipe.replace(".yaml", ""))
+        r = subprocess.run([BIN, "-q", "calibrate", os.path.join(SRC, "recipes", recipe), "--model", MODEL,
+                            "--dataset", TEXT, "--num-samples", "4", "--max-seq-length", "32", "--output", out],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"calibrate {recipe}: {r.stderr}")
+        rc, doc, _ = inspect(out, "--strict")
+        check(rc == 5 and not doc["serving"]["vllm"]["loadable"], f"{recipe}: --strict exit {rc}, expected 5")
+        check(any("NotImplementedError" in x for x in doc["serving"]["vllm"]["reasons"]), f"{recipe}: reason names NotImplementedError")
+
+    # Per-head scales load only on FlashAttention 3: a condition, not a refusal.
+    out = os.path.join(tmp, "per_head")
+    r = subprocess.run([BIN, "-q", "calibrate", os.path.join(SRC, "recipes", "fp8_kv_per_head.yaml"), "--model", MODEL,
+                        "--dataset", TEXT, "--num-samples", "4", "--max-seq-length", "32", "--output", out],
+                       capture_output=True, text=True)
+    rc, doc, _ = inspect(out, "--strict")
+    check(rc == 0 and doc["serving"]["vllm"]["loadable"], f"per-head: exit {rc}")
+    check(any("FlashAttention 3" in c for c in doc["serving"]["vllm"]["conditions"]), f"per-head: FA3 condition: {doc['serving']['vllm']}")
+
+    # An attention group whose target is a regex: vLLM validates `weights: null` and fails to load.
+    d = copy(os.path.join(tmp, "r3"), "regex_attention_group")
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg["quantization_config"]["config_groups"]["attention"]["targets"] = ["re:.*self_attn$"]
+    cfg["quantization_config"]["transform_config"] = {}
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=2, sort_keys=True)
+    rc, doc, _ = inspect(d, "--strict")
+    check(rc == 5 and ("attention_group_targets", None) in codes(doc), f"regex attention group: {doc and codes(doc)}")
+    check(not doc["serving"]["vllm"]["loadable"], "regex attention group: not loadable")
     check("q" in doc["layers"][0] and "zero_point" in doc["layers"][0]["q"], "r3: q_scale and zero points shown")
 
     planted = {
@@ -137,11 +178,15 @@ try:
     rc, doc, _ = inspect(d, "--strict")
     check(("transform_not_orthogonal", None) in codes(doc), f"bad transform: {doc and codes(doc)}")
 
-    # Not quantized: reported, exit 0 unless --strict.
+    # Not quantized: reported as a problem (vLLM would use scale 1.0), exit 0 unless --strict;
+    # the text never says "no problems found" when --strict exits 5.
     rc, doc, _ = inspect(MODEL)
     check(rc == 0 and doc["quantized"] is False, f"base model: rc {rc}")
+    check(("no_kv_scales", None) in codes(doc), f"base model: no_kv_scales problem: {codes(doc)}")
     rc, doc, _ = inspect(os.path.join(MODEL, "config.json"), "--strict")
     check(rc == 5 and doc["kind"] == "config", f"base config --strict: rc {rc}")
+    r = subprocess.run([BIN, "inspect", MODEL, "--strict"], capture_output=True, text=True)
+    check(r.returncode == 5 and "no problems found" not in r.stdout, f"base model text: exit {r.returncode}, {r.stdout[-300:]}")
 
     # llm-compressor layouts (reference §2.3, §4.1): an old CT <= 0.12 dump with fewer keys and
     # `minmax`, bf16 scales; and a new one with attention quantization and fp8 zero points.

@@ -117,7 +117,17 @@ struct SchemeInfo {
   int64_t r3_size = 0;
   bool r3_randomize = false;
   bool other_transforms = false;
+  // Attention groups vLLM does not drop from its Linear schemes (not exactly one target ending
+  // in "Attention"): loading validates their `weights: null` and fails.
+  std::vector<std::string> undroppable_attention_groups;
 };
+
+// vLLM's CompressedTensorsConfig.from_config drops a config group from the Linear schemes only
+// when it has exactly one target and that target ends with "Attention".
+bool vllm_drops_group(const json& targets) {
+  return targets.is_array() && targets.size() == 1 && targets[0].is_string() &&
+         targets[0].get<std::string>().ends_with("Attention");
+}
 
 SchemeInfo read_scheme(const json& qc, const std::string& where, Problems* p, json* words) {
   SchemeInfo s;
@@ -134,7 +144,16 @@ SchemeInfo read_scheme(const json& qc, const std::string& where, Problems* p, js
     for (const auto& [name, g] : qc["config_groups"].items()) {
       bool attention = false;
       for (const auto& t : g.value("targets", json::array()))
-        attention = attention || (t.is_string() && (t.get<std::string>().ends_with("Attention") || t == "re:.*self_attn$"));
+        attention = attention || (t.is_string() && (t.get<std::string>().ends_with("Attention") ||
+                                                    t.get<std::string>().find("self_attn") != std::string::npos));
+      if (attention && !vllm_drops_group(g.value("targets", json::array()))) {
+        s.undroppable_attention_groups.push_back(name);
+        p->add("error", "attention_group_targets",
+               fmt::format("config group '{}' targets {}: vLLM drops an attention group only when it has exactly "
+                           "one target ending in 'Attention' (e.g. LlamaAttention); this one is validated as a "
+                           "Linear scheme and loading fails on its `weights: null`",
+                           name, g.value("targets", json::array()).dump()));
+      }
       if (attention && g.contains("input_activations") && !g["input_activations"].is_null()) {
         try {
           s.q = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
@@ -332,33 +351,76 @@ json inspect_checkpoint(const fs::path& path) {
   }
   doc["layers"] = layers;
 
-  // Serving verdicts (reference §4.2, §5.12; SPEC §7).
-  json vllm = {{"loadable", false}, {"ignored", json::array()}, {"reasons", json::array()}, {"command", nullptr}};
+  // Serving verdicts: what vLLM's loader really does (shared/reference/serving-2026.md; README
+  // "Serving verdicts" cites each rule's vLLM file and function).
+  json vllm = {{"loadable", false}, {"conditions", json::array()}, {"ignored", json::array()},
+               {"reasons", json::array()}, {"command", nullptr}};
   json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
   if (!quantized || !scheme.kv) {
-    vllm["reasons"].push_back("no kv_cache_scheme: nothing for --kv-cache-dtype fp8 to use (vLLM would use scale 1.0)");
+    vllm["reasons"].push_back("no kv_cache_scheme: vLLM loads the model, but --kv-cache-dtype fp8 would use scale "
+                              "1.0 for every layer (no calibrated scales)");
+    p.add("warning", "no_kv_scales", "no kv_cache_scheme and no calibrated KV scales: with --kv-cache-dtype fp8 vLLM "
+                                     "uses scale 1.0 everywhere");
   } else {
     const QuantArgs& a = *scheme.kv;
     bool ok = true;
-    if (a.type != QuantType::kFloat || a.num_bits != 8) { ok = false; vllm["reasons"].push_back("vLLM KV caches are FP8: int KV scales are for research and `ctcal eval`"); }
-    if (!a.symmetric) { ok = false; vllm["reasons"].push_back("vLLM requires symmetric KV quantization"); }
-    if (*a.strategy == Strategy::kAttnHead) vllm["reasons"].push_back("attn_head scales need a vLLM and attention backend with per-head KV scales (older vLLM accepts tensor only)");
-    if (scheme.q) vllm["ignored"].push_back(fmt::format("config group '{}' (attention quantization): newer vLLM drops it and serves the checkpoint as KV-quantized", scheme.q_group));
-    if (scheme.r3) { ok = false; vllm["reasons"].push_back("transform_config has an R3 (q_attn/k_cache) rotation, which mainline vLLM does not apply: k_scale was calibrated on rotated keys and would be wrong"); vllm["ignored"].push_back("R3_* transform weights"); }
-    if (scheme.other_transforms) vllm["reasons"].push_back("transform_config has online transforms; vLLM supports only Linear input/output transforms");
+    if (a.type != QuantType::kFloat || a.num_bits != 8) {
+      ok = false;
+      vllm["reasons"].push_back("cannot load: validate_kv_cache_scheme accepts only 8-bit float KV caches and raises "
+                                "NotImplementedError for int (int scales are for research and `ctcal eval`)");
+    }
+    if (!a.symmetric) {
+      ok = false;
+      vllm["reasons"].push_back("cannot load: validate_kv_cache_scheme raises NotImplementedError for asymmetric KV "
+                                "quantization");
+    }
+    if (*a.strategy == Strategy::kAttnHead)
+      vllm["conditions"].push_back("per-head scales (attn_head) load only on FlashAttention 3 backends (Hopper, "
+                                   "supports_per_head_quant_scales); FlashAttention 2, FlashInfer and Triton raise at "
+                                   "start-up");
+    if (!scheme.undroppable_attention_groups.empty()) {
+      ok = false;
+      vllm["reasons"].push_back(fmt::format("cannot load: attention group(s) {} have targets other than one "
+                                            "'...Attention' class name, so CompressedTensorsConfig validates their "
+                                            "`weights: null` as QuantizationArgs and fails",
+                                            json(scheme.undroppable_attention_groups).dump()));
+    }
+    if (scheme.q && scheme.undroppable_attention_groups.empty())
+      vllm["ignored"].push_back(fmt::format("config group '{}' (attention quantization): vLLM drops it from the "
+                                            "Linear schemes and reads q_scale with the KV scales", scheme.q_group));
+    if (scheme.r3) {
+      ok = false;
+      bool stored = false;
+      for (const auto& [name, _] : ck.where) stored = stored || name.find("_q_attn.weight") != std::string::npos ||
+                                                     name.find("_k_cache.weight") != std::string::npos;
+      vllm["reasons"].push_back(
+          stored ? "cannot load: the R3_* transform weights are neither parameters nor scales, so "
+                   "LlamaModel.load_weights raises KeyError on them; mainline vLLM applies no attention rotation "
+                   "either (only the R3 serving branch skips them and rotates by itself)"
+                 : "cannot serve as intended: transform_config has an R3 (q_attn/k_cache) rotation, which mainline "
+                   "vLLM does not apply, so k_scale (calibrated on rotated keys) would be wrong");
+    }
+    if (scheme.other_transforms) {
+      ok = false;
+      vllm["reasons"].push_back("cannot serve as intended: transform_config has online transforms vLLM does not apply "
+                                "(it supports only Linear input/output transforms)");
+    }
     for (const auto& pr : p.list)
-      if (pr["severity"] == "error") { ok = false; vllm["reasons"].push_back("problems listed above must be fixed first"); break; }
+      if (pr["severity"] == "error" && ok) { ok = false; vllm["reasons"].push_back("the errors listed under problems must be fixed first"); break; }
     vllm["loadable"] = ok;
     if (ok) vllm["command"] = fmt::format("vllm serve {} --kv-cache-dtype fp8", dir.empty() ? config_path.parent_path().string() : dir.string());
     if (scheme.r3) {
       bool meets = true;
       auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
-      if (scheme.r3_type != "hadamard") fail("the R3 serving work accepts type 'hadamard' only (not " + scheme.r3_type + ")");
+      if (scheme.r3_type != "hadamard") fail("the R3 serving branch accepts type 'hadamard' only (not " + scheme.r3_type + ")");
       if (scheme.r3_randomize) fail("randomize must be false");
       if (cfg && (scheme.r3_size != cfg->head_dim)) fail(fmt::format("head_dim {} must equal the model's head size {}", scheme.r3_size, cfg->head_dim));
       if (!is_power_of_two(scheme.r3_size) || scheme.r3_size > (1 << 15)) fail("head_dim must be a power of two <= 2^15");
       if (cfg && cfg->dtype && *cfg->dtype != DType::kF16 && *cfg->dtype != DType::kBF16) fail("weights must be fp16 or bf16");
       if (a.type == QuantType::kFloat && a.num_bits == 8) fail("it refuses FP8 KV scales together with the rotation");
+      if (a.type != QuantType::kFloat || !a.symmetric)
+        fail("it keeps mainline vLLM's KV rules: int and asymmetric KV caches do not load (NotImplementedError)");
+      if (!scheme.undroppable_attention_groups.empty()) fail("the attention group targets break loading there too");
       r3["meets"] = meets;
     }
   }
@@ -367,9 +429,24 @@ json inspect_checkpoint(const fs::path& path) {
   return doc;
 }
 
-int inspect_exit_code(const json& doc, bool strict) {
+bool engine_serves(const json& doc, ServingEngine engine) {
+  const json& v = doc["serving"]["vllm"];
+  const json& r3 = doc["serving"]["vllm_r3"];
+  // The R3 serving branch is mainline vLLM plus the rotation: without R3 the rules are the same.
+  if (engine == ServingEngine::kVllmR3 && r3["applicable"].get<bool>()) return r3["meets"].get<bool>();
+  return v["loadable"].get<bool>();
+}
+
+int inspect_exit_code(const json& doc, bool strict, ServingEngine engine) {
   if (!strict) return 0;
-  return (!doc["problems"].empty() || !doc["quantized"].get<bool>()) ? static_cast<int>(ExitCode::kProblemsFound) : 0;
+  const bool ok = doc["problems"].empty() && engine_serves(doc, engine);
+  return ok ? 0 : static_cast<int>(ExitCode::kProblemsFound);
+}
+
+std::optional<ServingEngine> serving_engine_from_name(const std::string& name) {
+  if (name == "vllm") return ServingEngine::kVllm;
+  if (name == "vllm-r3") return ServingEngine::kVllmR3;
+  return std::nullopt;
 }
 
 void print_inspect(const json& doc, std::ostream& out, bool color) {
@@ -422,13 +499,14 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
           << "] " << pr["message"].get<std::string>() << "\n";
   }
   const json& v = doc["serving"]["vllm"];
-  out << "\nvLLM         " << (v["loadable"].get<bool>() ? c("32", "can serve this KV cache with --kv-cache-dtype fp8") : c("31", "cannot serve these KV scales as intended")) << "\n";
+  out << "\nvLLM         " << (v["loadable"].get<bool>() ? c("32", "can load this checkpoint and serve its KV scales with --kv-cache-dtype fp8") : c("31", "cannot load this checkpoint or cannot serve its KV scales as intended")) << "\n";
   for (const auto& r : v["reasons"]) out << "             - " << r.get<std::string>() << "\n";
+  for (const auto& r : v.value("conditions", json::array())) out << "             only if: " << r.get<std::string>() << "\n";
   for (const auto& r : v["ignored"]) out << "             ignores: " << r.get<std::string>() << "\n";
   if (!v["command"].is_null()) out << "             " << v["command"].get<std::string>() << "\n";
   const json& r3 = doc["serving"]["vllm_r3"];
   if (r3["applicable"].get<bool>()) {
-    out << "vLLM R3 work " << (r3["meets"].get<bool>() ? c("32", "meets the requirements of the in-progress R3 serving change") : c("33", "does not meet the in-progress R3 serving change")) << "\n";
+    out << "vLLM R3 work " << (r3["meets"].get<bool>() ? c("32", "the R3 serving branch (vLLM fork, \"Deterministic Hadamard KQ rotation\") can serve it") : c("33", "the R3 serving branch (vLLM fork, \"Deterministic Hadamard KQ rotation\") cannot serve it")) << "\n";
     for (const auto& r : r3["reasons"]) out << "             - " << r.get<std::string>() << "\n";
   }
 }

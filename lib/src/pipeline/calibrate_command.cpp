@@ -1,4 +1,5 @@
 #include "ctcal/pipeline/calibrate_command.h"
+#include "ctcal/pipeline/range_shortfall.h"
 
 #include <omp.h>
 
@@ -118,6 +119,25 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
   }
 }
 
+bool is_memoryless(const std::optional<QuantArgs>& a) {
+  return a && a->observer && a->observer->starts_with("memoryless");
+}
+
+// The recipe is honoured, but a memoryless observer keeps only the last sample's range: say how
+// much of the full range the scales miss, and where.
+void warn_memoryless_shortfall(const CalibrationPlan& plan, const CalibrationResult& result) {
+  if (!is_memoryless(plan.kv_args) && !is_memoryless(plan.query_args)) return;
+  const auto worst = largest_range_shortfall(result);
+  if (!worst) return;
+  spdlog::warn("observer {} keeps only the LAST sample's range: the written scales miss up to {:.1f} % of the "
+               "range seen over all {} samples (worst: layer {} {}{}, absmax {:.4g} kept vs {:.4g} seen), so the "
+               "largest values will saturate. Use observer: static_minmax for the range of every sample.",
+               plan.kv_args.observer.value_or(plan.query_args ? plan.query_args->observer.value_or("") : ""),
+               100 * worst->fraction(), result.samples, worst->layer, site_name(worst->site),
+               worst->head > 0 ? fmt::format(" head {}", worst->head) : std::string(), worst->observed_absmax,
+               worst->full_absmax);
+}
+
 }  // namespace
 
 int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
@@ -132,15 +152,22 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.compute_dtype == "bf16" && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
                      "default fp32 mode)");
-  // Refuse a bad --output before any work (exit 2), not after an hour of calibration.
-  std::unique_ptr<StagingDir> staging;
-  if (!req.dry_run) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
+  // Every output path is checked before any work (also with --dry-run): a bad --output or
+  // --report fails now, not after an hour of calibration, and never leaves a half-written output.
+  if (!o.output.empty()) check_output_destination(o.output, o.model, req.overwrite);
+  if (req.report) check_writable_file(*req.report, "--report");
 
   const Checkpoint ckpt(o.model);
   const LlamaConfig cfg = parse_llama_config(ckpt.config(), ckpt.config_path().string());
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  if (!o.output.empty()) {
+    const OutputSize size = estimate_output_size(ckpt, plan);
+    check_free_space(o.output, o.model, size.new_bytes, size.linked_bytes);
+  }
+  std::unique_ptr<StagingDir> staging;
+  if (!req.dry_run) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
     spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
@@ -202,6 +229,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     }
   };
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
+  warn_memoryless_shortfall(plan, result);
 
   const auto t_write = Clock::now();
   OutputExtras extras;
@@ -233,8 +261,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                               {"setup_s", total_before_write - result.forward_seconds},
                               {"tokens_per_s", result.forward_seconds > 0 ? static_cast<double>(result.tokens) / result.forward_seconds : 0.0}};
   const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
-  if (req.cancel && req.cancel->load()) throw Cancelled();
-  staging->commit();
+  // The report first: if it cannot be written, the checkpoint is not committed either.
   if (req.report) {
     json layers = json::array();
     for (const auto& l : layers_report_json(plan, result)) {
@@ -249,6 +276,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                                     {"runs", json::array({{{"name", o.output.string()}, {"layers", layers}}})}});
     spdlog::info("wrote {}", *req.report);
   }
+  if (req.cancel && req.cancel->load()) throw Cancelled();
+  staging->commit();
 
   out << "\n";
   print_summary(out, plan, result);
@@ -277,7 +306,9 @@ int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out
     json defaults = json::object();
     if (auto kv = recipe.kv_args()) {
       json unset = json::array();
-      for (const auto& [k, _] : quant_args_to_json(*kv).items())
+      // Keep the dump alive for the loop: items() of a temporary dangles (it crashed here).
+      const json dumped = quant_args_to_json(*kv);
+      for (const auto& [k, _] : dumped.items())
         if (!kv->user_set.count(k)) unset.push_back(k);
       defaults["kv_cache_scheme"] = unset;
     }

@@ -1,5 +1,7 @@
 #include "ctcal/pipeline/plan.h"
 
+#include <spdlog/spdlog.h>
+
 #include "ctcal/error.h"
 #include "ctcal/transform/hadamard.h"
 
@@ -109,6 +111,14 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
 
 }  // namespace
 
+std::string attention_class_name(const std::string& architecture) {
+  // transformers names the attention module after the model: LlamaForCausalLM -> LlamaAttention.
+  for (const char* suffix : {"ForCausalLM", "ForConditionalGeneration"})
+    if (architecture.ends_with(suffix))
+      return architecture.substr(0, architecture.size() - std::string(suffix).size()) + "Attention";
+  return architecture + "Attention";
+}
+
 CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage, uint64_t seed) {
   CalibrationPlan p;
   p.model = model;
@@ -119,7 +129,16 @@ CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType 
   p.query_args = recipe.query_args();
   if (const auto* q = recipe.quantization(); q && !q->attention_groups.empty()) {
     p.attention_group = q->attention_groups[0].name;
-    p.attention_targets = q->attention_groups[0].targets;
+    // vLLM drops an attention group from its Linear schemes only when its single target ends in
+    // "Attention"; a regex target (or several) makes loading fail (reference serving-2026.md), so
+    // the group is written with the model's attention class name.
+    const std::string cls = attention_class_name(model.architecture);
+    const auto& asked = q->attention_groups[0].targets;
+    if (asked != std::vector<std::string>{cls})
+      spdlog::info("attention group '{}': targets {} written as [\"{}\"], the model's attention class, because "
+                   "vLLM loads an attention group only when its single target is an ...Attention class name",
+                   p.attention_group.value(), fmt::format("{}", fmt::join(asked, ", ")), cls);
+    p.attention_targets = {cls};
   }
   p.write_zero_points = !p.kv_args.symmetric || p.query_args.has_value();
   if (const SpinQuantSpec* sq = recipe.spinquant()) {

@@ -119,6 +119,28 @@ json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& re
   return layers;
 }
 
+OutputSize estimate_output_size(const Checkpoint& in, const CalibrationPlan& plan) {
+  OutputSize size;
+  std::set<fs::path> rewritten;  // shards holding a tensor R2 rewrites are written in full
+  if (plan.r2)
+    for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
+      for (const char* t : {"v_proj.weight", "v_proj.bias", "o_proj.weight"}) {
+        const std::string name = fmt::format("model.layers.{}.self_attn.{}", l, t);
+        if (in.has(name)) rewritten.insert(in.shard_of(name).path());
+      }
+  for (const auto& shard : in.shard_paths())
+    (rewritten.count(shard) ? size.new_bytes : size.linked_bytes) += fs::file_size(shard);
+  // Scales, zero points and R3 matrices: at most 3 sites x 2 tensors x heads x 8 bytes per layer,
+  // plus two head_dim^2 F64 matrices per layer.
+  const std::uintmax_t per_layer =
+      6 * 8 * static_cast<std::uintmax_t>(plan.model.num_attention_heads) +
+      (plan.r3 ? 2 * 8 * static_cast<std::uintmax_t>(plan.model.head_dim * plan.model.head_dim) : 0) + 4096;
+  size.new_bytes += per_layer * static_cast<std::uintmax_t>(plan.model.num_hidden_layers) + (1u << 20);
+  for (const auto& entry : fs::directory_iterator(in.dir()))
+    if (entry.is_regular_file() && entry.path().extension() != ".safetensors") size.new_bytes += entry.file_size();
+  return size;
+}
+
 std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, const Checkpoint& in,
                                                      const CalibrationPlan& plan,
                                                      const CalibrationResult& result,

@@ -53,7 +53,8 @@ class Parser {
   std::optional<int64_t> get_int(const YAML::Node& n, const std::string& path) {
     if (is_null(n)) return std::nullopt;
     try {
-      if (n.IsScalar() && n.Tag() != "!") return n.as<int64_t>();
+      // pydantic's lax mode (what llm-compressor validates with) takes "8" for 8.
+      if (n.IsScalar()) return n.as<int64_t>();
     } catch (const YAML::Exception&) {}
     error(n, path, fmt::format("expected an integer, got '{}'", scalar_text(n)));
     return std::nullopt;
@@ -61,17 +62,18 @@ class Parser {
   std::optional<double> get_number(const YAML::Node& n, const std::string& path) {
     if (is_null(n)) return std::nullopt;
     try {
-      if (n.IsScalar() && n.Tag() != "!") return n.as<double>();
+      if (n.IsScalar()) return n.as<double>();
     } catch (const YAML::Exception&) {}
     error(n, path, fmt::format("expected a number, got '{}'", scalar_text(n)));
     return std::nullopt;
   }
-  // YAML 1.1 booleans, as PyYAML's safe_load (what llm-compressor uses) reads them.
+  // YAML 1.1 booleans as PyYAML's safe_load reads them (yes/on), then pydantic's lax mode, which
+  // llm-compressor validates with: quoted "true", "1", "t", "y", and the integers 0 and 1.
   static std::optional<bool> as_bool(const YAML::Node& n) {
-    if (!n.IsScalar() || n.Tag() == "!") return std::nullopt;
+    if (!n.IsScalar()) return std::nullopt;
     const std::string s = lower(n.Scalar());
-    if (s == "true" || s == "yes" || s == "on") return true;
-    if (s == "false" || s == "no" || s == "off") return false;
+    if (s == "true" || s == "yes" || s == "on" || s == "1" || s == "t" || s == "y") return true;
+    if (s == "false" || s == "no" || s == "off" || s == "0" || s == "f" || s == "n") return false;
     return std::nullopt;
   }
   std::optional<bool> get_bool(const YAML::Node& n, const std::string& path) {
@@ -190,7 +192,8 @@ std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::stri
       else a.zp_dtype = t;
     }
   }
-  if (auto v = get_string(n["observer"], path + ".observer")) a.observer = *v;
+  // compressed-tensors' registry lower-cases names on lookup: `MSE` is `mse`.
+  if (auto v = get_string(n["observer"], path + ".observer")) a.observer = lower(*v);
   if (const YAML::Node k = n["observer_kwargs"]; !is_null(k)) {
     if (expect_map(k, path + ".observer_kwargs"))
       for (const auto& kv : k) {
@@ -243,6 +246,7 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
     q->bypass_divisibility_checks = *b;
   for (const char* k : {"weight_observer", "output_observer"}) get_string(n[k], path + "." + k);
   q->input_observer = get_string(n["input_observer"], path + ".input_observer");
+  if (q->input_observer) q->input_observer = lower(*q->input_observer);
   if (const YAML::Node o = n["observer"]; !is_null(o)) {
     if (q->input_observer || !is_null(n["weight_observer"]) || !is_null(n["output_observer"]))
       error(o, path + ".observer", "observer cannot be combined with weight_observer, "
@@ -250,6 +254,7 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
     if (expect_map(o, path + ".observer")) {
       check_keys(o, path + ".observer", {"weights", "input", "output"});
       q->input_observer = get_string(o["input"], path + ".observer.input");
+      if (q->input_observer) q->input_observer = lower(*q->input_observer);
     }
   }
   if (q->input_observer && !is_known_observer(*q->input_observer))
@@ -286,7 +291,12 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
       if (is_null(g["input_activations"]))
         error(g, gp + ".input_activations", "required for attention quantization");
       if (!args) continue;
-      if (q->input_observer && !args->user_set.count("observer")) args->observer = *q->input_observer;
+      // llm-compressor's QuantizationMixin._apply_observer_overrides: the modifier's
+      // input_observer replaces every config group's input observer, even one the group names.
+      if (q->input_observer) {
+        args->observer = *q->input_observer;
+        args->user_set.insert("observer");
+      }
       group.input_activations = *args;
       q->attention_groups.push_back(std::move(group));
     }
@@ -415,6 +425,31 @@ void Parser::run_defaults(const YAML::Node& n, RunDefaults* d) {
 
 }  // namespace
 
+namespace {
+
+// Weight-quantization algorithms that llm-compressor runs with calibration data. Their
+// kv_cache_scheme is what ctcal can take over; the weights are not.
+const std::set<std::string> kWeightAlgorithms = {"GPTQModifier", "AWQModifier", "AutoRoundModifier",
+                                                 "SmoothQuantModifier", "QuIPModifier"};
+
+std::string weight_algorithm_message(const std::string& type, const YAML::Node& args) {
+  std::string kv = "{type: float, num_bits: 8, strategy: tensor, symmetric: true, dynamic: false, observer: static_minmax}";
+  const bool has_kv = args.IsMap() && args["kv_cache_scheme"] && args["kv_cache_scheme"].IsMap();
+  if (has_kv) {
+    YAML::Emitter e;
+    e << YAML::Flow << args["kv_cache_scheme"];
+    kv = e.c_str();
+  }
+  return fmt::format(
+      "modifier '{}' is not supported: it quantizes weights with an algorithm ctcal does not run{}. "
+      "To calibrate the KV cache with ctcal, use a QuantizationModifier that has only the "
+      "kv_cache_scheme:\n    quant_stage:\n      quant_modifiers:\n        QuantizationModifier:\n"
+      "          kv_cache_scheme: {}\n  ({}'s weight quantization needs llm-compressor)",
+      type, has_kv ? " (its kv_cache_scheme is below)" : "", kv, type);
+}
+
+}  // namespace
+
 Recipe parse_recipe_checked(const std::string& text, const std::string& source);
 
 Recipe parse_recipe(const std::string& text, const std::string& source) {
@@ -446,6 +481,8 @@ Recipe parse_recipe_checked(const std::string& text, const std::string& source) 
       p.run_defaults(top.second, &r.ctcal);
       continue;
     }
+    // llm-compressor's Recipe ignores these top-level keys; so does ctcal.
+    if (key == "version" || key == "args") continue;
     if (!ends_with(key, "_stage")) {
       p.error(top.first, key, "unknown top-level key; expected `<name>_stage` stages or the `ctcal` block");
       continue;
@@ -455,6 +492,7 @@ Recipe parse_recipe_checked(const std::string& text, const std::string& source) 
     for (const auto& grp : top.second) {
       const auto gkey = grp.first.as<std::string>();
       const std::string gpath = key + "." + gkey;
+      if (gkey == "run_type") continue;  // a stage's run_type is ignored by llm-compressor too
       if (!ends_with(gkey, "_modifiers")) {
         p.error(grp.first, gpath, "unknown key in a stage; expected `<name>_modifiers`");
         continue;
@@ -478,6 +516,9 @@ Recipe parse_recipe_checked(const std::string& text, const std::string& source) 
           SpinQuantSpec s;
           p.spinquant_modifier(args, mpath, &s);
           e.spec = s;
+        } else if (kWeightAlgorithms.count(type)) {
+          p.error(mod.first, mpath, weight_algorithm_message(type, args));
+          continue;
         } else {
           p.error(mod.first, mpath, fmt::format("modifier '{}' is not supported; ctcal runs "
                                                 "QuantizationModifier (kv_cache_scheme, attention "

@@ -3,7 +3,9 @@
 // problems that make KV scales silently wrong (missing, zero, NaN, all 1.0, wrong shape, names
 // vLLM skips, non-orthogonal transforms, missing shards), and whether vLLM can serve it.
 #include <filesystem>
+#include <optional>
 #include <ostream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -16,7 +18,15 @@ nlohmann::json inspect_checkpoint(const std::filesystem::path& path);
 // Human-readable report; ANSI colour only when `color`.
 void print_inspect(const nlohmann::json& doc, std::ostream& out, bool color);
 
-// Exit code: 0, or 5 under --strict when problems (or "not quantized") were found.
-int inspect_exit_code(const nlohmann::json& doc, bool strict);
+// Whose loading rules a verdict follows: mainline vLLM (default), or the R3 serving branch (a
+// vLLM fork's "Deterministic Hadamard KQ rotation" change, shared SPEC §7).
+enum class ServingEngine { kVllm, kVllmR3 };
+std::optional<ServingEngine> serving_engine_from_name(const std::string& name);  // "vllm", "vllm-r3"
+
+// Whether `engine` can load the checkpoint and serve its KV scales as calibrated.
+bool engine_serves(const nlohmann::json& doc, ServingEngine engine);
+
+// Exit code: 0, or 5 under --strict when a problem was found or `engine` cannot load or serve it.
+int inspect_exit_code(const nlohmann::json& doc, bool strict, ServingEngine engine = ServingEngine::kVllm);
 
 }  // namespace ctcal

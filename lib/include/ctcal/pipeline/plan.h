@@ -42,6 +42,10 @@ struct CalibrationPlan {
 
 // Throws RecipeError (exit 3) for combinations the model cannot take (e.g. a Hadamard size that
 // has no construction), InputError for model problems. `seed` draws random-hadamard signs.
+// The transformers attention module class of an architecture ("LlamaForCausalLM" ->
+// "LlamaAttention"): the single target an attention config group must carry for vLLM.
+std::string attention_class_name(const std::string& architecture);
+
 CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage,
                           uint64_t seed = 42);
 

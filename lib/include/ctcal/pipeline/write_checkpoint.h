@@ -4,6 +4,7 @@
 // tensors in them) renamed model-0000k-of-0000n, a new shard with the scales (and R3 matrices),
 // model.safetensors.index.json over all of them, the other input files, recipe.yaml and
 // ctcal_report.json.
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -22,6 +23,15 @@ struct OutputExtras {
 
 // Per-layer report entries (min/max/absmax and scales per site), shared with `--json` output.
 nlohmann::json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& result);
+
+// What write_calibrated_checkpoint will need on disk, known before calibrating: `new_bytes` are
+// written (shards R2 rewrites, the scale shard, copied tokenizer and other files; an upper
+// bound), `linked_bytes` are the untouched shards (hard links, or copies on another file system).
+struct OutputSize {
+  std::uintmax_t new_bytes = 0;
+  std::uintmax_t linked_bytes = 0;
+};
+OutputSize estimate_output_size(const Checkpoint& input, const CalibrationPlan& plan);
 
 // Returns the list of files written (relative names).
 std::vector<std::string> write_calibrated_checkpoint(const std::filesystem::path& staging,

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""What the command line promises, on the real binary and the real stories260K model:
+- every subcommand's --json output parses as JSON (validate crashed with exit 139 on every recipe);
+- --log-json writes one JSON object per line, multi-line errors included; an unknown
+  CTCAL_LOG_LEVEL is a usage error (exit 2), never silence;
+- --overwrite never replaces what a user owns: `.`, the current directory's parents, $HOME, `/`,
+  a file, a non-empty directory that is not a previous ctcal output;
+- a --report path that cannot be written fails before any work (exit 4), also with --dry-run,
+  and leaves no output;
+- recipes llm-compressor accepts load (case-insensitive observers, pydantic lax scalars, ignored
+  top-level keys, input_observer overrides); GPTQ/AWQ/AutoRound recipes are refused with the
+  KV-only alternative;
+- a memoryless observer is honoured with a loud warning naming the worst layer;
+- an attention group with a regex target is written with the model's attention class name.
+
+usage: cli_contract_test.py CTCAL_BINARY SOURCE_DIR
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from e2e_util import check, finish, stories260k  # noqa: E402
+
+BIN, SRC = sys.argv[1], sys.argv[2]
+MODEL, TEXT = stories260k(SRC)
+RECIPE = os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml")
+
+
+def run(*args, cwd=None, env=None):
+    e = dict(os.environ)
+    e.pop("CTCAL_LOG_LEVEL", None)
+    e.update(env or {})
+    return subprocess.run([BIN, *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=300)
+
+
+def calibrate(out, *extra, recipe=RECIPE, cwd=None, env=None):
+    return run("calibrate", recipe, "--model", MODEL, "--dataset", TEXT, "--num-samples", "4",
+               "--max-seq-length", "32", "--output", out, *extra, cwd=cwd, env=env)
+
+
+def parses(text, what):
+    try:
+        json.loads(text)
+        return True
+    except ValueError as e:
+        check(False, f"{what}: not JSON ({e}): {text[:200]!r}")
+        return False
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+tmp = tempfile.mkdtemp(prefix="ctcal-cli-")
+try:
+    # --- every --json output parses -------------------------------------------------------------
+    for recipe in sorted(glob.glob(os.path.join(SRC, "recipes", "*.yaml"))):
+        r = run("validate", recipe, "--json")
+        check(r.returncode == 0, f"validate --json {os.path.basename(recipe)}: exit {r.returncode} {r.stderr[-300:]}")
+        if parses(r.stdout, f"validate --json {recipe}"):
+            check(json.loads(r.stdout)["valid"] is True, f"validate --json {recipe}: valid")
+    good = os.path.join(tmp, "good")
+    r = calibrate(good)
+    check(r.returncode == 0, f"calibrate: {r.stderr[-500:]}")
+    r = run("inspect", good, "--json")
+    check(r.returncode == 0 and parses(r.stdout, "inspect --json"), "inspect --json")
+    r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", good, "--num-samples", "2",
+            "--max-seq-length", "32", "--json")
+    check(r.returncode == 0 and parses(r.stdout, "eval --json"), f"eval --json: exit {r.returncode} {r.stderr[-300:]}")
+    rows = write(os.path.join(tmp, "rows.jsonl"), '{"input_ids": [1, 2, 3]}\n{"text": "Once upon a time"}\n')
+    r = run("tokenize", "--tokenizer", MODEL, "--dataset", rows, "--json")
+    check(r.returncode == 0 and all(parses(l, "tokenize --json line") for l in r.stdout.splitlines()), "tokenize --json")
+
+    # --- logs -------------------------------------------------------------------------------------
+    bad = write(os.path.join(tmp, "bad.yaml"), "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n"
+                "      kv_cache_scheme: {type: float, observr: x, strategy: channel}\n")
+    r = run("--log-json", "calibrate", bad, "--model", MODEL, "--dataset", TEXT, "--output", os.path.join(tmp, "x"))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    check(r.returncode == 3 and lines, f"--log-json with a bad recipe: exit {r.returncode}")
+    objs = [json.loads(l) for l in lines if parses(l, "--log-json line")]
+    check(any("\n" in o.get("message", "") and o.get("level") == "error" for o in objs),
+          f"--log-json: the multi-line error is one object with its newlines escaped: {lines[:3]}")
+    r = run("--log-json", "calibrate", RECIPE, "--model", MODEL, "--dataset", TEXT, "--num-samples", "2",
+            "--max-seq-length", "16", "--output", os.path.join(tmp, "logjson"))
+    check(r.returncode == 0 and all(parses(l, "--log-json info line") for l in r.stderr.splitlines() if l.strip()),
+          "--log-json on a good run: every stderr line is JSON")
+    r = run("validate", RECIPE, env={"CTCAL_LOG_LEVEL": "loud"})
+    check(r.returncode == 2 and "CTCAL_LOG_LEVEL" in r.stderr and "loud" in r.stderr,
+          f"unknown CTCAL_LOG_LEVEL: exit {r.returncode}, {r.stderr!r}")
+    r = run("validate", RECIPE, env={"CTCAL_LOG_LEVEL": "debug"})
+    check(r.returncode == 0, "CTCAL_LOG_LEVEL=debug is accepted")
+
+    # --- --overwrite never deletes what a user owns ---------------------------------------------
+    notes = os.path.join(tmp, "notes")
+    os.mkdir(notes)
+    write(os.path.join(notes, "keep.txt"), "mine")
+    r = calibrate(".", "--overwrite", cwd=notes)
+    check(r.returncode == 2 and os.path.exists(os.path.join(notes, "keep.txt")),
+          f"--output . --overwrite: exit {r.returncode}, keep.txt kept: {os.path.exists(os.path.join(notes, 'keep.txt'))}")
+    sub = os.path.join(notes, "sub")
+    os.mkdir(sub)
+    r = calibrate("..", "--overwrite", cwd=sub)
+    check(r.returncode == 2 and "current directory or one of its parents" in r.stderr, f"--output .. : {r.stderr[-200:]}")
+    r = calibrate(notes, "--overwrite")
+    check(r.returncode == 2 and "ctcal_report.json" in r.stderr and os.path.exists(os.path.join(notes, "keep.txt")),
+          f"non-empty foreign directory: exit {r.returncode} {r.stderr[-200:]}")
+    home = os.path.join(tmp, "home")
+    shutil.copytree(good, home)  # even a ctcal output is not replaced when it is $HOME
+    r = calibrate(home, "--overwrite", env={"HOME": home})
+    check(r.returncode == 2 and "home directory" in r.stderr, f"$HOME: exit {r.returncode} {r.stderr[-200:]}")
+    r = calibrate("/", "--overwrite")
+    check(r.returncode == 2 and ("root directory" in r.stderr or "contains the model directory" in r.stderr),
+          f"/: exit {r.returncode} {r.stderr[-200:]}")
+    afile = write(os.path.join(tmp, "afile"), "data")
+    r = calibrate(afile, "--overwrite")
+    check(r.returncode == 2 and open(afile).read() == "data", f"a file: exit {r.returncode}")
+    r = calibrate(good, "--overwrite")
+    check(r.returncode == 0 and os.path.exists(os.path.join(good, "ctcal_report.json")), "a previous ctcal output is replaced")
+    empty = os.path.join(tmp, "empty")
+    os.mkdir(empty)
+    r = calibrate(empty, "--overwrite")
+    check(r.returncode == 0, f"an empty directory is replaced: {r.stderr[-200:]}")
+
+    # --- every output path is checked before any work --------------------------------------------
+    for dry in ([], ["--dry-run"]):
+        out = os.path.join(tmp, "with_report")
+        r = calibrate(out, "--report", os.path.join(afile, "report.html"), *dry)
+        check(r.returncode == 4 and "--report" in r.stderr, f"unwritable --report {dry}: exit {r.returncode} {r.stderr[-200:]}")
+        check("layer 1/" not in r.stderr, f"unwritable --report {dry}: failed before calibrating")
+        check(not os.path.exists(out), f"unwritable --report {dry}: no output left")
+        r = calibrate(out, "--report", tmp, *dry)
+        check(r.returncode == 4 and "is a directory" in r.stderr, f"--report DIR {dry}: exit {r.returncode}")
+    r = calibrate(os.path.join(afile, "out"), "--dry-run")
+    check(r.returncode == 4, f"--dry-run with an output under a file: exit {r.returncode} {r.stderr[-200:]}")
+
+    # --- recipes llm-compressor accepts ------------------------------------------------------------
+    lenient = write(os.path.join(tmp, "lenient.yaml"), """version: "1.0"
+args: {foo: 1}
+quant_stage:
+  run_type: oneshot
+  quant_modifiers:
+    QuantizationModifier:
+      input_observer: MSE
+      config_groups:
+        attention:
+          targets: [LlamaAttention]
+          input_activations: {num_bits: "8", type: FLOAT, symmetric: "true", strategy: tensor, observer: static_minmax}
+""")
+    r = run("validate", lenient, "--json")
+    check(r.returncode == 0, f"lenient recipe: exit {r.returncode} {r.stderr[-400:]}")
+    if r.returncode == 0:
+        doc = json.dumps(json.loads(r.stdout))
+        check('"observer": "mse"' in doc, f"input_observer MSE overrides the group's observer, lower-cased: {doc[:600]}")
+        check('"num_bits": 8' in doc and '"symmetric": true' in doc, "lax scalars read as 8 and true")
+    for algo in ("GPTQModifier", "AWQModifier", "AutoRoundModifier"):
+        rec = write(os.path.join(tmp, f"{algo}.yaml"), f"""quant_stage:
+  quant_modifiers:
+    {algo}:
+      targets: Linear
+      scheme: W4A16
+      kv_cache_scheme: {{num_bits: 8, type: float, strategy: tensor, symmetric: true, dynamic: false}}
+""")
+        r = run("validate", rec)
+        check(r.returncode == 3 and algo in r.stderr and "QuantizationModifier" in r.stderr and "kv_cache_scheme" in r.stderr,
+              f"{algo} + kv_cache_scheme: exit {r.returncode} {r.stderr[-400:]}")
+
+    # --- memoryless observers: honoured, loudly --------------------------------------------------
+    mem = write(os.path.join(tmp, "memoryless.yaml"), "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n"
+                "      kv_cache_scheme: {num_bits: 8, type: float, strategy: tensor, symmetric: true, dynamic: false, observer: memoryless_minmax}\n")
+    r = run("calibrate", mem, "--model", MODEL, "--dataset", TEXT, "--num-samples", "16", "--max-seq-length", "64",
+            "--output", os.path.join(tmp, "memoryless"))
+    check(r.returncode == 0, f"memoryless: exit {r.returncode}")
+    check("LAST sample" in r.stderr and "worst: layer" in r.stderr, f"memoryless warning names the worst layer: {r.stderr[-600:]}")
+    r = calibrate(os.path.join(tmp, "static"))
+    check("LAST sample" not in r.stderr, "no memoryless warning for static_minmax")
+
+    # --- attention groups are written with the model's attention class -----------------------------
+    regex = write(os.path.join(tmp, "regex_attention.yaml"), """quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      config_groups:
+        attention:
+          targets: ["re:.*self_attn$"]
+          input_activations: {num_bits: 8, type: float, symmetric: true, strategy: tensor, observer: static_minmax}
+""")
+    out = os.path.join(tmp, "regex_out")
+    r = calibrate(out, recipe=regex)
+    check(r.returncode == 0, f"regex attention recipe: {r.stderr[-300:]}")
+    if r.returncode == 0:
+        qc = json.load(open(os.path.join(out, "config.json")))["quantization_config"]
+        check(qc["config_groups"]["attention"]["targets"] == ["LlamaAttention"],
+              f"attention group targets written as the class name: {qc['config_groups']['attention']['targets']}")
+        r = run("inspect", out, "--strict")
+        check(r.returncode == 0, f"the written attention checkpoint passes inspect --strict: {r.stdout[-400:]}")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+finish("cli contract")
