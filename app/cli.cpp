@@ -28,14 +28,20 @@ std::atomic<bool> g_cancel{false};
 extern "C" void on_signal(int) {
   // Cooperative: the calibration checks the flag between layers and unwinds, removing its
   // temporary directory. A second signal exits at once (the staging dir is removed by name).
-  if (g_cancel.exchange(true)) {
-    const char* dir = active_staging_dir();
-    if (dir && dir[0]) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-    std::_Exit(130);
+  if (!g_cancel.exchange(true)) {
+    // On a line of its own (the progress line may be mid-way); write() is async-signal-safe.
+    static const char kMsg[] = "\nstopping... (Ctrl-C again to abort)\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+    return;
   }
+  const char* dir = active_staging_dir();
+  if (dir && dir[0]) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  static const char kAbort[] = "aborted (exit 130); the temporary output was removed\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kAbort, sizeof(kAbort) - 1);
+  std::_Exit(130);
 }
 
 constexpr const char* kCalibrateExamples = R"(
@@ -46,7 +52,7 @@ Examples:
       --output OUT --num-samples 128 --max-seq-length 1024 --threads 8
   ctcal calibrate recipe.yaml --model DIR --dataset data.jsonl --dry-run
 
-Datasets: .jsonl rows with "input_ids" (or "text", tokenized with the model's tokenizer.model),
+Datasets: .jsonl rows with "input_ids" (or "text", tokenized with the model's tokenizer),
 .json arrays of the same, .txt documents separated by blank lines or <|endoftext|> lines.
 Text is tokenized with the model's tokenizer.json (BPE) or tokenizer.model (SentencePiece).
 Exit codes: 0 ok, 1 other error, 2 usage (incl. existing --output), 3 invalid recipe,
@@ -74,7 +80,7 @@ int run_cli(int argc, char** argv) {
   cal->add_option("--model", req.model, "Hugging Face Llama checkpoint directory");
   cal->add_option("--dataset", req.dataset, "Calibration data (.jsonl, .json, .txt)");
   cal->add_option("--output", req.output, "Output checkpoint directory (must not exist)");
-  cal->add_option("--tokenizer", req.tokenizer, "tokenizer.model to use instead of the model's");
+  cal->add_option("--tokenizer", req.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
   cal->add_option("--num-samples", req.num_samples, "Samples to calibrate on [512]");
   cal->add_option("--max-seq-length", req.max_seq_length, "Tokens per sample at most [2048]");
   cal->add_option("--seed", req.seed, "Shuffle seed [42]");
@@ -110,7 +116,7 @@ Examples:
   evc->add_option("--quantized", ev.quantized, "A quantized checkpoint to evaluate (repeatable)");
   evc->add_option("--recipe", ev.recipes, "A recipe to calibrate on the fly and evaluate (repeatable)");
   evc->add_option("--calibration-dataset", ev.calibration_dataset, "Calibration data for --recipe");
-  evc->add_option("--tokenizer", ev.tokenizer, "tokenizer.model to use instead of the model's");
+  evc->add_option("--tokenizer", ev.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
   evc->add_option("--num-samples", ev.num_samples, "Samples [64]")->check(CLI::PositiveNumber);
   evc->add_option("--max-seq-length", ev.max_seq_length, "Tokens per sample at most [512]")->check(CLI::PositiveNumber);
   evc->add_option("--seed", ev.seed, "Shuffle seed [42]");

@@ -18,6 +18,7 @@ PACKAGES=(
   libdnnl-dev           # oneDNN bf16 GEMMs for --compute-dtype bf16
   ocl-icd-opencl-dev    # oneDNN's dnnl-config.cmake requires OpenCL (libdnnl-dev only recommends it)
   python3               # the standard-library-only output checker in tests/e2e
+  jq                    # examples/ci-gate checks inspect --json with jq (run by the e2e tests)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )
 

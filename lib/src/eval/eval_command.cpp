@@ -188,14 +188,14 @@ json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg, const std::ve
                     {"tokens", rt[r].tokens},
                     {"layers", layers}});
   }
-  doc["quantized"] = list.size() == 1 ? list[0] : list;
+  doc["quantized"] = list;  // always a list, one entry per run, however many runs
   return doc;
 }
 
 int run_eval(const EvalRequest& req, std::ostream& out) {
   const json doc = evaluate(req);
   if (req.report) {
-    json runs = doc["quantized"].is_array() ? doc["quantized"] : json::array({doc["quantized"]});
+    const json& runs = doc["quantized"];
     write_html_report(*req.report, {{"title", "ctcal eval"},
                                     {"subtitle", fmt::format("model {} — dataset {} — {} samples, {} predicted tokens", req.model,
                                                              req.dataset, doc["samples"].get<int64_t>(), doc["baseline"]["tokens"].get<int64_t>())},
@@ -214,7 +214,7 @@ int run_eval(const EvalRequest& req, std::ostream& out) {
                      "K SQNR", "V SQNR");
   out << fmt::format("{:<44} {:>9.5f} {:>10} {:>9.4f} {:>10} {:>7} {:>9} {:>9}\n", "baseline (unquantized)",
                      b["nll"].get<double>(), "", b["ppl"].get<double>(), "", "", "", "");
-  const json runs = doc["quantized"].is_array() ? doc["quantized"] : json::array({doc["quantized"]});
+  const json& runs = doc["quantized"];
   for (const auto& r : runs) {
     double ks = 0, vs = 0;
     int n = 0;

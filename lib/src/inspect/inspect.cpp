@@ -180,13 +180,15 @@ SchemeInfo read_scheme(const json& qc, const std::string& where, Problems* p, js
         s.r3_group = name;
         s.r3_size = sc.value("head_dim", json(0)).is_number() ? sc["head_dim"].get<int64_t>() : 0;
         s.r3_randomize = sc.value("randomize", false);
-        tw.push_back(fmt::format("{}: R3, {} {}x{} on queries and keys after RoPE (online)", name, type, s.r3_size, s.r3_size));
+        tw.push_back(fmt::format("R3 (group '{}'): {} {}x{} rotation of queries and keys per head after RoPE, "
+                                 "applied online by the server", name, type, s.r3_size, s.r3_size));
       } else if (locs.count("weight_output") && locs.count("weight_input")) {
         s.r2 = true;
-        tw.push_back(fmt::format("{}: R2-style, {} folded into weights (offline)", name, type));
+        tw.push_back(fmt::format("R2 (group '{}'): {} rotation of values, folded into v_proj and o_proj weights "
+                                 "(nothing to do at serving time)", name, type));
       } else {
         s.other_transforms = true;
-        tw.push_back(fmt::format("{}: {} at {}", name, type, json(locs).dump()));
+        tw.push_back(fmt::format("group '{}': {} transform at {}", name, type, json(locs).dump()));
       }
     }
   (*words)["transforms"] = tw;
@@ -449,66 +451,100 @@ std::optional<ServingEngine> serving_engine_from_name(const std::string& name) {
   return std::nullopt;
 }
 
+void print_serving_verdict(const json& doc, std::ostream& out, bool color) {
+  auto c = [&](const char* code, const std::string& s) { return color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
+  const json& v = doc["serving"]["vllm"];
+  out << "vLLM (mainline)   "
+      << (v["loadable"].get<bool>() ? c("32", "can load this checkpoint and serve its KV scales with --kv-cache-dtype fp8")
+                                    : c("31", "cannot load this checkpoint, or cannot serve its KV scales as calibrated"))
+      << "\n";
+  for (const auto& r : v["reasons"]) out << "                  - " << r.get<std::string>() << "\n";
+  for (const auto& r : v.value("conditions", json::array())) out << "                  only if: " << r.get<std::string>() << "\n";
+  for (const auto& r : v["ignored"]) out << "                  ignores: " << r.get<std::string>() << "\n";
+  if (!v["command"].is_null()) out << "                  serve with: " << v["command"].get<std::string>() << "\n";
+  const json& r3 = doc["serving"]["vllm_r3"];
+  if (r3["applicable"].get<bool>()) {
+    out << "vLLM R3 branch    "
+        << (r3["meets"].get<bool>() ? c("32", "can serve it (a vLLM fork's \"Deterministic Hadamard KQ rotation\" change)")
+                                    : c("33", "cannot serve it either (a vLLM fork's \"Deterministic Hadamard KQ rotation\" change)"))
+        << "\n";
+    for (const auto& r : r3["reasons"]) out << "                  - " << r.get<std::string>() << "\n";
+  }
+}
+
 void print_inspect(const json& doc, std::ostream& out, bool color) {
   auto c = [&](const char* code, const std::string& s) { return color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
   out << c("1", doc["path"].get<std::string>()) << "\n";
   if (doc["model"].is_object()) {
     const json& m = doc["model"];
-    out << fmt::format("model        {}, {} layers, {} heads / {} kv heads, head_dim {}, vocab {}, dtype {}\n",
+    out << fmt::format("model          {}, {} layers, {} heads / {} kv heads, head_dim {}, vocab {}, dtype {}\n",
                        m["architecture"].get<std::string>(), m["layers"].get<int64_t>(), m["heads"].get<int64_t>(),
                        m["kv_heads"].get<int64_t>(), m["head_dim"].get<int64_t>(), m["vocab_size"].get<int64_t>(),
                        m["dtype"].is_null() ? "unset" : m["dtype"].get<std::string>());
   }
   if (!doc["quantized"].get<bool>()) {
-    out << "quantization not quantized (no quantization_config)\n";
+    out << "quantization   none (config.json has no quantization_config)\n";
   } else {
     const json& q = doc["quantization"];
-    out << fmt::format("quantization {} {}\n", q.value("quant_method", "?"), q.value("version", json("")).is_string() ? q["version"].get<std::string>() : "");
-    if (q.contains("kv_cache")) out << "kv cache     " << q["kv_cache"].get<std::string>() << "\n";
-    for (const auto& g : q.value("config_groups", json::array())) out << "group        " << g.get<std::string>() << "\n";
-    for (const auto& t : q.value("transforms", json::array())) out << "transform    " << t.get<std::string>() << "\n";
+    out << fmt::format("quantization   {}, format version {}\n", q.value("quant_method", "?"),
+                       q.value("version", json("")).is_string() ? q["version"].get<std::string>() : "unset");
+    if (q.contains("kv_cache")) out << "kv cache       " << q["kv_cache"].get<std::string>() << "\n";
+    for (const auto& g : q.value("config_groups", json::array())) out << "config group   " << g.get<std::string>() << "\n";
+    for (const auto& t : q.value("transforms", json::array())) out << "rotation       " << t.get<std::string>() << "\n";
   }
   if (!doc["layers"].empty()) {
-    out << "\n" << fmt::format("{:>5}", "layer");
+    // One column group per quantized site: its scale(s), its zero point(s) when stored, dtype, shape.
     std::vector<std::string> sites;
+    std::map<std::string, bool> has_zp;
     for (const char* s : {"q", "k", "v"})
       if (doc["layers"][0].contains(s)) sites.push_back(s);
-    for (const auto& s : sites) out << fmt::format("  {:>24} {:>5} {:>9}", s + "_scale", "dtype", "shape");
-    out << "\n";
+    for (const auto& l : doc["layers"])
+      for (const auto& s : sites) has_zp[s] = has_zp[s] || (l.contains(s) && l[s].contains("zero_point"));
+    auto values = [](const json& list) {
+      if (list.empty()) return std::string("-");
+      double mn = list[0].is_number() ? list[0].get<double>() : NAN, mx = mn;
+      for (const auto& x : list)
+        if (x.is_number()) mn = std::min(mn, x.get<double>()), mx = std::max(mx, x.get<double>());
+      return list.size() == 1 || mn == mx ? fmt::format("{:.5g}", mn) : fmt::format("{:.4g}..{:.4g}", mn, mx);
+    };
+    std::string header = fmt::format("\n{:>5}", "layer");
+    for (const auto& s : sites) {
+      header += fmt::format("  {:>18}", s + "_scale");
+      if (has_zp[s]) header += fmt::format("  {:>14}", s + "_zero_point");
+      header += fmt::format("  {:>5}  {:>9}", "dtype", "shape");
+    }
+    out << header << "\n";
     for (const auto& l : doc["layers"]) {
       out << fmt::format("{:>5}", l["layer"].get<int64_t>());
       for (const auto& s : sites) {
-        if (!l.contains(s)) { out << fmt::format("  {:>24} {:>5} {:>9}", c("31", "missing"), "", ""); continue; }
+        if (!l.contains(s)) {
+          out << fmt::format("  {:>18}", "MISSING") << (has_zp[s] ? fmt::format("  {:>14}", "") : "")
+              << fmt::format("  {:>5}  {:>9}", "", "");
+          continue;
+        }
         const json& e = l[s];
-        std::string val = !e.contains("min") ? "-"
-                          : e["values"].size() == 1 ? fmt::format("{:.5g}", e["min"].get<double>())
-                                                    : fmt::format("{:.4g}..{:.4g}", e["min"].get<double>(), e["max"].get<double>());
-        if (e.contains("zero_point")) val += " zp";
-        out << fmt::format("  {:>24} {:>5} {:>9}", val, e["dtype"].get<std::string>(), json(e["shape"]).dump());
+        out << fmt::format("  {:>18}", e.contains("values") ? values(e["values"]) : "-");
+        if (has_zp[s]) out << fmt::format("  {:>14}", e.contains("zero_point") ? values(e["zero_point"]) : "-");
+        out << fmt::format("  {:>5}  {:>9}", e["dtype"].get<std::string>(), json(e["shape"]).dump());
       }
       out << "\n";
     }
+    out << "(a range a..b spans the per-head values)\n";
   }
   out << "\n";
-  if (doc["problems"].empty()) {
+  if (doc["problems"].empty() && doc["serving"]["vllm"]["loadable"].get<bool>()) {
     out << c("32", "no problems found") << "\n";
+  } else if (doc["problems"].empty()) {
+    out << c("33", "the files are consistent, but mainline vLLM cannot load or serve them as calibrated (below; "
+                   "--strict exits 5 for this)") << "\n";
   } else {
     out << c("1", fmt::format("{} problem(s):", doc["problems"].size())) << "\n";
     for (const auto& pr : doc["problems"])
       out << "  " << (pr["severity"] == "error" ? c("31", "error") : c("33", "warning")) << " [" << pr["code"].get<std::string>()
           << "] " << pr["message"].get<std::string>() << "\n";
   }
-  const json& v = doc["serving"]["vllm"];
-  out << "\nvLLM         " << (v["loadable"].get<bool>() ? c("32", "can load this checkpoint and serve its KV scales with --kv-cache-dtype fp8") : c("31", "cannot load this checkpoint or cannot serve its KV scales as intended")) << "\n";
-  for (const auto& r : v["reasons"]) out << "             - " << r.get<std::string>() << "\n";
-  for (const auto& r : v.value("conditions", json::array())) out << "             only if: " << r.get<std::string>() << "\n";
-  for (const auto& r : v["ignored"]) out << "             ignores: " << r.get<std::string>() << "\n";
-  if (!v["command"].is_null()) out << "             " << v["command"].get<std::string>() << "\n";
-  const json& r3 = doc["serving"]["vllm_r3"];
-  if (r3["applicable"].get<bool>()) {
-    out << "vLLM R3 work " << (r3["meets"].get<bool>() ? c("32", "the R3 serving branch (vLLM fork, \"Deterministic Hadamard KQ rotation\") can serve it") : c("33", "the R3 serving branch (vLLM fork, \"Deterministic Hadamard KQ rotation\") cannot serve it")) << "\n";
-    for (const auto& r : r3["reasons"]) out << "             - " << r.get<std::string>() << "\n";
-  }
+  out << "\n";
+  print_serving_verdict(doc, out, color);
 }
 
 }  // namespace ctcal

@@ -1,5 +1,6 @@
 #include "ctcal/io/checkpoint.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -23,9 +24,18 @@ json read_json_file(const fs::path& path) {
 }
 
 Checkpoint::Checkpoint(const fs::path& dir) : dir_(dir) {
-  if (!fs::is_directory(dir))
-    throw InputError(fmt::format("{}: model directory does not exist or is not a directory",
-                                 dir.string()));
+  if (!fs::is_directory(dir)) {
+    // "org/name" that is not a local path is most likely a Hugging Face hub id.
+    const std::string s = dir.string();
+    const bool hub_id = !fs::exists(dir) && std::count(s.begin(), s.end(), '/') == 1 && s.front() != '/' &&
+                        s.front() != '.';
+    throw InputError(fmt::format("{}: model directory does not exist or is not a directory{}", s,
+                                 hub_id ? fmt::format("; ctcal reads local directories only (it never downloads). "
+                                                      "Download the model first, e.g. `huggingface-cli download {} "
+                                                      "--local-dir ./{}`, then pass --model ./{}",
+                                                      s, dir.filename().string(), dir.filename().string())
+                                        : std::string()));
+  }
   config_path_ = dir / "config.json";
   if (!fs::is_regular_file(config_path_))
     throw InputError(fmt::format("{}: no config.json; expected a Hugging Face checkpoint "

@@ -17,6 +17,7 @@
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/llama_weights.h"
 #include "ctcal/io/output_dir.h"
+#include "ctcal/inspect/inspect.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/plan.h"
@@ -217,6 +218,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     spdlog::info("--max-memory {:.0f} MB: {} tokens per chunk", *req.max_memory_mb, copt.forward.chunk_tokens);
   }
   copt.cancel = req.cancel;
+  spdlog::debug("compute: {} threads, {} tokens per chunk, {} GEMM inputs, weights {} ({} shards)", omp_get_max_threads(),
+                copt.forward.chunk_tokens, req.compute_dtype, dtype_name(storage), ckpt.shard_paths().size());
   copt.on_layer_done = [&](const Progress& p) {
     const double tps = p.elapsed_s > 0 ? static_cast<double>(p.tokens) * p.layer / p.layers / p.elapsed_s : 0;
     const double eta = p.layer > 0 ? p.elapsed_s / p.layer * (p.layers - p.layer) : 0;
@@ -230,6 +233,13 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   };
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
   warn_memoryless_shortfall(plan, result);
+  // -v: what each observer saw and the scale it gave, per layer and site.
+  for (const auto& l : result.layers)
+    for (const auto& sr : l.sites)
+      spdlog::debug("layer {} {}: range [{:.6g}, {:.6g}] over {} observations -> scale {}", l.layer, site_name(sr.site),
+                    *std::min_element(sr.head_min.begin(), sr.head_min.end()),
+                    *std::max_element(sr.head_max.begin(), sr.head_max.end()), sr.observations,
+                    fmt_range(sr.qparams.scale));
 
   const auto t_write = Clock::now();
   OutputExtras extras;
@@ -261,6 +271,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                               {"setup_s", total_before_write - result.forward_seconds},
                               {"tokens_per_s", result.forward_seconds > 0 ? static_cast<double>(result.tokens) / result.forward_seconds : 0.0}};
   const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
+  for (const auto& f : files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.
   if (req.report) {
     json layers = json::array();
@@ -283,8 +294,9 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   print_summary(out, plan, result);
   out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), files.size(),
                      std::chrono::duration<double>(Clock::now() - t0).count(), result.samples, result.tokens);
-  if (plan.kv_args.type == QuantType::kFloat && plan.kv_args.symmetric && !plan.r3)
-    out << fmt::format("serve with: vllm serve {} --kv-cache-dtype fp8\n", o.output.string());
+  // The verdict `ctcal inspect` would give, for every run: FP8, R3, int and asymmetric alike.
+  out << "\n";
+  print_serving_verdict(inspect_checkpoint(o.output), out, /*color=*/false);
   return 0;
 }
 

@@ -15,6 +15,10 @@ namespace ctcal {
 // checkpoint (they are reported); throws InputError when `path` is neither.
 nlohmann::json inspect_checkpoint(const std::filesystem::path& path);
 
+// The serving verdicts alone (mainline vLLM, and the R3 branch where it applies): `inspect`
+// ends with them, and so does every `calibrate` run.
+void print_serving_verdict(const nlohmann::json& doc, std::ostream& out, bool color);
+
 // Human-readable report; ANSI colour only when `color`.
 void print_inspect(const nlohmann::json& doc, std::ostream& out, bool color);
 
