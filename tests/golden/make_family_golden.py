@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden data for the decoder families beyond Llama (issue 14), made by transformers itself.
 
-Pinned: torch 2.15.0 (CPU), transformers 5.17.0, safetensors 0.8 (any 0.x reads the same files).
+Pinned: torch 2.15.0 (PyPI wheel, run on the CPU), transformers 5.17.0, safetensors 0.8 (any 0.x reads the same files).
 Runs on a CPU in a scratch venv (nothing of it enters the repository):
 
     python3 -m venv /root/.cache/ctcal/golden-venv
@@ -85,6 +85,21 @@ CASES = [
                              image_size=16, patch_size=4),
           mm_tokens_per_image=4, boi_token_index=96, eoi_token_index=97, image_token_index=98),
      torch.float32, "v5"),
+    ("phi3_longrope_fp32", "phi3",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, original_max_position_embeddings=16,
+          tie_word_embeddings=False, pad_token_id=0,
+          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                           "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                           "long_factor": [1.0, 1.5, 2.2, 3.0, 4.1, 5.5, 7.2, 9.0]}),
+     torch.float32, "v5"),
+    ("phi3_partial_su_sliding_bf16", "phi3",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=4, vocab_size=96, max_position_embeddings=48, original_max_position_embeddings=12,
+          sliding_window=7, tie_word_embeddings=True, pad_token_id=0,
+          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                           "short_factor": [1.0, 1.2, 1.7, 2.4], "long_factor": [1.0, 2.0, 3.5, 6.0]}),
+     torch.bfloat16, "phi_classic"),
 ]
 
 
@@ -108,21 +123,29 @@ def spike_weights(model, seed, one_plus):
     center = 0.0 if one_plus else 1.0  # Gemma 3 norms multiply by (1 + w)
     with torch.no_grad():
         tm = text_model(model)
+        cfg = model.config.get_text_config()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
         for li, layer in enumerate(tm.layers):
             a = layer.self_attn
-            a.q_proj.weight.mul_(6.0)
-            a.k_proj.weight.mul_(6.0)
-            a.v_proj.weight.mul_(4.0)
-            rows = a.k_proj.weight.shape[0]
-            for r in torch.randint(0, rows, (3,), generator=g).tolist():
-                a.k_proj.weight[r].mul_(8.0 + 4.0 * li)  # a few large key channels
-            hd = a.v_proj.weight.shape[0]
-            a.v_proj.weight[: hd // 2].mul_(3.0)  # kv heads differ in range
+            if hasattr(a, "qkv_proj"):  # Phi-3: q, k, v rows of one fused weight
+                w = a.qkv_proj.weight
+                q_w, k_w, v_w = w[:q_dim], w[q_dim:q_dim + kv_dim], w[q_dim + kv_dim:]
+                linears = [a.qkv_proj, a.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
+            else:
+                q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight
+                linears = [a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                           layer.mlp.down_proj]
+            q_w.mul_(6.0)
+            k_w.mul_(6.0)
+            v_w.mul_(4.0)
+            for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
+                k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
+            v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
             for name, mod in layer.named_modules():
                 if name.endswith("norm"):
                     mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
-            for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
-                        layer.mlp.down_proj):
+            for lin in linears:
                 if lin.bias is not None:
                     lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=g))
         tm.norm.weight.copy_(center + 0.2 * torch.randn(tm.norm.weight.shape, generator=g))
@@ -141,6 +164,12 @@ def respell_config(path, spelling):
         rtype = rp.pop("rope_type")
         cfg["rope_scaling"] = None if rtype == "default" and not rp else {"rope_type": rtype, **rp}
         cfg.pop("layer_types", None)
+    elif spelling == "phi_classic":  # Phi-3.5 / Phi-4-mini hub layout, with the older "su" name
+        rp = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rp.pop("rope_theta")
+        cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor", 1.0)
+        rp.pop("rope_type")
+        cfg["rope_scaling"] = {"type": "su", **rp}
     elif spelling == "gemma_classic":
         rp = cfg.pop("rope_parameters")
         cfg["rope_theta"] = rp["full_attention"]["rope_theta"]
