@@ -23,7 +23,7 @@ int64_t arg(int argc, char** argv, const char* name, int64_t def) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ctcal::LlamaConfig c;
+  ctcal::ModelConfig c;
   c.num_attention_heads = 16;
   c.num_key_value_heads = 4;
   c.head_dim = 64;
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     double best = 1e9;
     for (int rep = 0; rep < 10; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
-      ctcal::causal_attention(q.data(), k.data(), v.data(), out.data(), {{0, seq}}, c, block, key_block);
+      ctcal::causal_attention(q.data(), k.data(), v.data(), out.data(), {{0, seq}}, ctcal::AttentionShape::plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window), block, key_block);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::printf("seq %ld, block %ld x %ld keys: %.3f ms, %.1f causal GFLOP/s\n", static_cast<long>(seq),

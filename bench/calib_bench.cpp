@@ -113,7 +113,7 @@ int run(const std::string& dir, int argc, char** argv) {
   openblas_set_num_threads(threads);
   const double peak = sgemm_gflops(2048);
   ctcal::Checkpoint ckpt(dir);
-  ctcal::LlamaConfig c = ctcal::parse_llama_config(ckpt.config(), "config.json");
+  ctcal::ModelConfig c = ctcal::load_model_config(ckpt);
   ctcal::Recipe r = ctcal::parse_recipe(
       "q_stage:\n  q_modifiers:\n    QuantizationModifier: {kv_cache_scheme: {type: float, strategy: attn_head}}\n", "bench");
   ctcal::CalibrationPlan plan = ctcal::make_plan(r, c, ctcal::DType::kBF16);

@@ -106,7 +106,7 @@ CASES = {
     "missing_model_dir": (lambda c: {"model": os.path.join(c["tmp"], "nope")}, INPUT, ["nope", "does not exist"]),
     "missing_config": (lambda c: {"model": (lambda d: (os.remove(os.path.join(d, "config.json")), d)[1])(copy_model(c))}, INPUT, ["no config.json"]),
     "invalid_config_json": (lambda c: {"model": (lambda d: (open(os.path.join(d, "config.json"), "w").write("{oops"), d)[1])(copy_model(c))}, INPUT, ["config.json", "not valid JSON"]),
-    "unsupported_architecture": (lambda c: {"model": edit_config(c, architectures=["GPT2LMHeadModel"])}, INPUT, ["architectures", "GPT2LMHeadModel", "expected LlamaForCausalLM"]),
+    "unsupported_architecture": (lambda c: {"model": edit_config(c, architectures=["GPT2LMHeadModel"])}, INPUT, ["architectures", "GPT2LMHeadModel", "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"]),
     "heads_not_divisible": (lambda c: {"model": edit_config(c, num_key_value_heads=3)}, INPUT, ["num_key_value_heads", "divisible"]),
     "config_missing_field": (lambda c: {"model": edit_config(c, hidden_size=None)}, INPUT, ["config.json", "'hidden_size'", "missing"]),
     "truncated_safetensors": (lambda c: {"model": truncate_shard(c)}, INPUT, ["model.safetensors", "truncated"]),

@@ -27,7 +27,7 @@ class EvalGolden : public ::testing::Test {
     golden_ = test::load_json(test::golden_dir() / "stories260K_eval.json");
     for (const auto& s : golden_["samples"]) samples_.push_back(s.get<std::vector<int32_t>>());
     ckpt_ = std::make_unique<Checkpoint>(test::data_dir() / "hf/stories260K");
-    cfg_ = parse_llama_config(ckpt_->config(), "config.json");
+    cfg_ = parse_model_config(ckpt_->config(), "config.json");
   }
   // Token-weighted mean of per-sample mean losses.
   double weighted(const json& losses) const {
@@ -45,7 +45,7 @@ class EvalGolden : public ::testing::Test {
   json golden_;
   std::vector<std::vector<int32_t>> samples_;
   std::unique_ptr<Checkpoint> ckpt_;
-  LlamaConfig cfg_;
+  ModelConfig cfg_;
 };
 
 TEST_F(EvalGolden, BaselineAndQuantizedNllMatchTransformers) {

@@ -9,7 +9,7 @@
 
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/onednn_matmul.h"
-#include "ctcal/model/llama_model.h"
+#include "ctcal/model/decoder.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/plan.h"
 #include "ctcal/quant/observer.h"
@@ -76,14 +76,14 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {
       model_dir_ = test::golden_dir() / dir;
     }
     ckpt_ = std::make_unique<Checkpoint>(model_dir_);
-    cfg_ = parse_llama_config(ckpt_->config(), ckpt_->config_path().string());
+    cfg_ = load_model_config(*ckpt_);
     for (const auto& s : golden_["samples"]) samples_.push_back(s.get<std::vector<int32_t>>());
   }
 
   // Runs every sample; returns the logits per sample.
   std::vector<RowMatrix> run(Capture* cap, const ForwardOptions& opt,
                              const std::function<void(int64_t, LayerWeights&)>& edit = {}) {
-    LlamaModel model(*ckpt_, cfg_);
+    Decoder model(*ckpt_, cfg_);
     std::vector<RowMatrix> out;
     for (const auto& ids : samples_) {
       out.push_back(model.forward(ids, cap, opt, edit));
@@ -134,7 +134,7 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {
   json golden_;
   fs::path model_dir_;
   std::unique_ptr<Checkpoint> ckpt_;
-  LlamaConfig cfg_;
+  ModelConfig cfg_;
   std::vector<std::vector<int32_t>> samples_;
 };
 
@@ -264,7 +264,7 @@ q_stage:
     QuantizationModifier:
       config_groups:
         attention:
-          targets: [LlamaAttention]
+          targets: ["re:.*self_attn$"]
           input_activations: {num_bits: 8, type: float, strategy: attn_head}
 )", "r3.yaml");
   CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);

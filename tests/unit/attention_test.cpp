@@ -20,7 +20,7 @@ namespace {
 
 // out[S, H*D] in double for q[S, H*D], k/v[S, Hkv*D].
 std::vector<double> naive_attention(const std::vector<float>& q, const std::vector<float>& k,
-                                    const std::vector<float>& v, int64_t seq, const LlamaConfig& c) {
+                                    const std::vector<float>& v, int64_t seq, const ModelConfig& c) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
   const int64_t window = c.sliding_window.value_or(std::numeric_limits<int64_t>::max());
   std::vector<double> out(static_cast<std::size_t>(seq * qd), 0.0);
@@ -49,8 +49,12 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
   return out;
 }
 
-LlamaConfig attention_config(int64_t heads, int64_t kv_heads, int64_t head_dim, std::optional<int64_t> window = {}) {
-  LlamaConfig c;
+AttentionShape shape_of(const ModelConfig& c) {
+  return AttentionShape::plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window);
+}
+
+ModelConfig attention_config(int64_t heads, int64_t kv_heads, int64_t head_dim, std::optional<int64_t> window = {}) {
+  ModelConfig c;
   c.num_attention_heads = heads;
   c.num_key_value_heads = kv_heads;
   c.head_dim = head_dim;
@@ -62,7 +66,7 @@ LlamaConfig attention_config(int64_t heads, int64_t kv_heads, int64_t head_dim, 
 // Normal q/k/v with standard deviation `sd` for `rows` tokens of config c.
 struct Qkv {
   std::vector<float> q, k, v;  // [rows, q_dim], [rows, kv_dim], [rows, kv_dim]
-  Qkv(const LlamaConfig& c, int64_t rows, unsigned seed, float sd)
+  Qkv(const ModelConfig& c, int64_t rows, unsigned seed, float sd)
       : q(static_cast<std::size_t>(rows * c.q_dim())), k(static_cast<std::size_t>(rows * c.kv_dim())), v(k.size()) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0.0f, sd);
@@ -80,10 +84,10 @@ class AttentionBlocks : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionBlocks, MatchesNaiveFormula) {
   const Case& t = GetParam();
-  const LlamaConfig c = attention_config(t.heads, t.kv_heads, t.head_dim, t.window);
+  const ModelConfig c = attention_config(t.heads, t.kv_heads, t.head_dim, t.window);
   const Qkv in(c, t.seq, 42, 2.0f);  // wide scores: softmax far from uniform
   std::vector<float> out(in.q.size());
-  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, t.seq}}, c, t.block, t.key_block);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, t.seq}}, shape_of(c), t.block, t.key_block);
   const std::vector<double> want = naive_attention(in.q, in.k, in.v, t.seq, c);
   // fp32 accumulation over at most seq * head_dim terms of |v| <~ 8: 1e-4 absolute leaves two
   // orders of magnitude above the observed error (~1e-6) and catches any masking or rescaling
@@ -107,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Several samples in one call (as run_layer passes a chunk): each attends only within itself.
 TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
-  const LlamaConfig c = attention_config(4, 2, 8);
+  const ModelConfig c = attention_config(4, 2, 8);
   const std::vector<int64_t> lengths = {5, 70, 1, 33};
   std::vector<SampleSpan> spans;
   int64_t rows = 0;
@@ -117,7 +121,7 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
   }
   const Qkv in(c, rows, 3, 2.0f);
   std::vector<float> out(in.q.size());
-  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, c, 16, 32);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, shape_of(c), 16, 32);
   for (const SampleSpan& s : spans) {
     auto slice = [&](const std::vector<float>& b, int64_t w) {
       return std::vector<float>(b.begin() + s.offset * w, b.begin() + (s.offset + s.length) * w);
@@ -129,15 +133,15 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
 }
 
 TEST(AttentionBlocks, SameResultForAnyThreadCount) {
-  const LlamaConfig c = attention_config(8, 2, 16);
+  const ModelConfig c = attention_config(8, 2, 16);
   const int64_t seq = 333;
   const Qkv in(c, seq, 7, 1.0f);
   std::vector<float> a(in.q.size()), b(in.q.size());
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  causal_attention(in.q.data(), in.k.data(), in.v.data(), a.data(), {{0, seq}}, c, 64, 256);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), a.data(), {{0, seq}}, shape_of(c), 64, 256);
   omp_set_num_threads(3);
-  causal_attention(in.q.data(), in.k.data(), in.v.data(), b.data(), {{0, seq}}, c, 64, 256);
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), b.data(), {{0, seq}}, shape_of(c), 64, 256);
   omp_set_num_threads(saved);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));  // bit for bit
 }

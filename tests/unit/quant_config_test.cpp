@@ -13,8 +13,8 @@ namespace {
 
 using nlohmann::json;
 
-LlamaConfig llama(int64_t head_dim) {
-  return parse_llama_config(json::parse(fmt::format(R"({{"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+ModelConfig llama(int64_t head_dim) {
+  return parse_model_config(json::parse(fmt::format(R"({{"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
     "hidden_size": {}, "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "head_dim": {}}})", 4 * head_dim, head_dim)), "c");
 }

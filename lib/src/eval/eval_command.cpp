@@ -12,7 +12,7 @@
 #include "ctcal/error.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/llama_model.h"
+#include "ctcal/model/decoder.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/report/html_report.h"
 
@@ -24,17 +24,14 @@ using nlohmann::json;
 namespace {
 
 // Final hidden states of every sample through every layer: [total_tokens, hidden].
-RowMatrix final_hidden(const Checkpoint& ck, const LlamaConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
+RowMatrix final_hidden(const Checkpoint& ck, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
                        const ForwardOptions& opt, const std::function<void(int64_t, LayerWeights&)>& edit) {
-  LlamaModel model(ck, cfg);
+  Decoder model(ck, cfg);
   std::vector<SampleSpan> spans;
   RowMatrix hidden = model.embed(samples, &spans);
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    LayerWeights w = load_layer_weights(ck, cfg, l, true);
-    if (edit) edit(l, w);
-    model.run_layer(w, l, spans, hidden, nullptr, opt);
-    release_layer_pages(ck, l);
-  }
+  LayerLoop loop;
+  loop.edit_weights = edit;
+  model.run_layers(spans, hidden, loop, opt);
   return hidden;
 }
 
@@ -55,13 +52,13 @@ struct Totals {
   int64_t tokens = 0, agree = 0;
 };
 
-void check_same_shape(const LlamaConfig& a, const LlamaConfig& b, const std::string& name) {
+void check_same_shape(const ModelConfig& a, const ModelConfig& b, const std::string& name) {
   if (a.vocab_size != b.vocab_size || a.hidden_size != b.hidden_size || a.num_hidden_layers != b.num_hidden_layers ||
       a.num_attention_heads != b.num_attention_heads || a.num_key_value_heads != b.num_key_value_heads)
     throw InputError(fmt::format("{}: not the same model shape as --model (vocab, hidden, layers or heads differ)", name));
 }
 
-CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, const EvalRequest& req, const LlamaConfig& cfg) {
+CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, const EvalRequest& req, const ModelConfig& cfg) {
   SamplingOptions o;
   o.num_samples = req.num_samples;
   o.max_seq_length = req.max_seq_length;
@@ -81,7 +78,7 @@ json evaluate(const EvalRequest& req) {
   if (!req.recipes.empty() && !req.calibration_dataset)
     throw UsageError("--recipe needs --calibration-dataset FILE (the data the scales are calibrated on)");
   const Checkpoint base(req.model);
-  const LlamaConfig cfg = parse_llama_config(base.config(), base.config_path().string());
+  const ModelConfig cfg = load_model_config(base);
   check_model_tensors(base, cfg);
   std::unique_ptr<Tokenizer> tok = req.tokenizer ? load_tokenizer(*req.tokenizer) : load_tokenizer(req.model);
   const CalibrationSamples eval_data = load_samples(req.dataset, tok.get(), req, cfg);
@@ -113,7 +110,7 @@ json evaluate(const EvalRequest& req) {
   return doc;
 }
 
-json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
+json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
                    std::vector<EvalRun>& runs) {
   struct EvalData { const std::vector<std::vector<int32_t>>& samples; int64_t tokens() const {
     int64_t n = 0; for (const auto& s : samples) n += static_cast<int64_t>(s.size()); return n; } } eval_data{samples};

@@ -14,9 +14,9 @@ using nlohmann::json;
 
 namespace {
 
-SiteScales read_site(const Checkpoint& ck, int64_t layer, Site site, int64_t heads, bool want_zp) {
+SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site, int64_t heads, bool want_zp) {
   SiteScales s;
-  const std::string name = scale_name(layer, site);
+  const std::string name = scale_name(module, site);
   if (!ck.has(name))
     throw InputError(fmt::format("{}: tensor '{}' is missing; the quantization_config asks for it",
                                  ck.dir().string(), name));
@@ -29,7 +29,7 @@ SiteScales read_site(const Checkpoint& ck, int64_t layer, Site site, int64_t hea
     if (!(v > 0) || !std::isfinite(v))
       throw InputError(fmt::format("{}: tensor '{}' holds {}; expected positive finite scales",
                                    ck.dir().string(), name, v));
-  const std::string zp = zero_point_name(layer, site);
+  const std::string zp = zero_point_name(module, site);
   s.zero_point.assign(s.scale.size(), 0.0);
   if (want_zp && ck.has(zp)) {
     const TensorInfo& z = ck.info(zp);
@@ -43,10 +43,9 @@ SiteScales read_site(const Checkpoint& ck, int64_t layer, Site site, int64_t hea
   return s;
 }
 
-bool is_attention_targets(const json& targets) {
+bool is_attention_targets(const json& targets, const ModelConfig& c) {
   for (const auto& t : targets)
-    if (t.is_string() && (t == "LlamaAttention" || t == "MistralAttention" || t == "re:.*self_attn$" ||
-                          t == "re:.*(self_attn|attention)$"))
+    if (t.is_string() && (t == c.family->attention_class || t == "re:.*self_attn$" || t == "re:.*(self_attn|attention)$"))
       return true;
   return false;
 }
@@ -59,7 +58,7 @@ EvalRun load_quantized_run(const fs::path& dir) {
   run.owned = std::make_unique<Checkpoint>(dir);
   run.checkpoint = run.owned.get();
   const Checkpoint& ck = *run.owned;
-  run.config = parse_llama_config(ck.config(), ck.config_path().string());
+  run.config = load_model_config(ck);
   const std::string where = ck.config_path().string();
   if (!ck.config().contains("quantization_config"))
     throw InputError(fmt::format("{}: no quantization_config; expected a KV-quantized checkpoint", where));
@@ -71,19 +70,20 @@ EvalRun load_quantized_run(const fs::path& dir) {
     check_attention_args(run.kv_args, where + ": kv_cache_scheme");
     if (qc.contains("config_groups") && qc["config_groups"].is_object())
       for (const auto& [name, g] : qc["config_groups"].items())
-        if (g.is_object() && g.contains("targets") && is_attention_targets(g["targets"]) &&
+        if (g.is_object() && g.contains("targets") && is_attention_targets(g["targets"], run.config) &&
             g.contains("input_activations") && !g["input_activations"].is_null())
           run.query_args = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
   } catch (const RecipeError& e) {
     throw InputError(e.what());
   }
-  const LlamaConfig& c = run.config;
+  const ModelConfig& c = run.config;
   const bool zp = !run.kv_args.symmetric;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerScales ls;
-    ls.sites[Site::kKey] = read_site(ck, l, Site::kKey, c.num_key_value_heads, zp);
-    ls.sites[Site::kValue] = read_site(ck, l, Site::kValue, c.num_key_value_heads, zp);
-    if (run.query_args) ls.sites[Site::kQuery] = read_site(ck, l, Site::kQuery, c.num_attention_heads, !run.query_args->symmetric);
+    const std::string m = c.attention_module(l);
+    ls.sites[Site::kKey] = read_site(ck, m, Site::kKey, c.num_key_value_heads, zp);
+    ls.sites[Site::kValue] = read_site(ck, m, Site::kValue, c.num_key_value_heads, zp);
+    if (run.query_args) ls.sites[Site::kQuery] = read_site(ck, m, Site::kQuery, c.num_attention_heads, !run.query_args->symmetric);
     run.scales.push_back(std::move(ls));
   }
   // R3: a transform group applied at q_attn and k_cache. Prefer the stored matrix (the only way to
@@ -97,7 +97,7 @@ EvalRun load_quantized_run(const fs::path& dir) {
       }
       if (!(q && k)) continue;  // R2 is already folded into the weights
       const int64_t n = scheme.value("head_dim", c.head_dim);
-      const std::string stored = fmt::format("model.layers.0.self_attn.{}_q_attn.weight", group);
+      const std::string stored = fmt::format("{}.{}_q_attn.weight", c.attention_module(0), group);
       RowMatrixD h;
       if (ck.has(stored)) {
         std::vector<float> v = ck.read_f32(stored);

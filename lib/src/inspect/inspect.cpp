@@ -11,7 +11,7 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/io/safetensors.h"
-#include "ctcal/model/llama_config.h"
+#include "ctcal/model/model_config.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
@@ -245,9 +245,9 @@ json inspect_checkpoint(const fs::path& path) {
   const json config = read_json_file(config_path);
   Problems p;
   json doc = {{"path", path.string()}, {"kind", dir.empty() ? "config" : "checkpoint"}};
-  std::optional<LlamaConfig> cfg;
+  std::optional<ModelConfig> cfg;
   try {
-    cfg = parse_llama_config(config, config_path.string());
+    cfg = parse_model_config(config, config_path.string());
     doc["model"] = {{"architecture", cfg->architecture}, {"layers", cfg->num_hidden_layers},
                     {"heads", cfg->num_attention_heads}, {"kv_heads", cfg->num_key_value_heads},
                     {"head_dim", cfg->head_dim}, {"vocab_size", cfg->vocab_size},
@@ -276,8 +276,12 @@ json inspect_checkpoint(const fs::path& path) {
   json layers = json::array();
   if (!dir.empty()) {
     ck.open(dir, &p);
+    // The family's other tensor-name layout, when the checkpoint uses it (Gemma 3's wrapper).
+    if (cfg && !cfg->family->alt_weight_prefix.empty() && !ck.where.count(cfg->top_tensor("embed_tokens.weight")) &&
+        ck.where.count(std::string(cfg->family->alt_weight_prefix) + "embed_tokens.weight"))
+      cfg->weight_prefix = std::string(cfg->family->alt_weight_prefix);
     // Legacy and foreign scale names vLLM remaps or skips (reference §4.3).
-    static const std::regex legacy(R"(model\.layers\.(\d+)\.self_attn\.(k_proj\.output_scale|v_proj\.output_scale|q_proj\.output_scale|kv_scale|k_proj\.k_scale|v_proj\.v_scale))");
+    static const std::regex legacy(R"((?:model\.|model\.language_model\.|language_model\.model\.)layers\.(\d+)\.self_attn\.(k_proj\.output_scale|v_proj\.output_scale|q_proj\.output_scale|kv_scale|k_proj\.k_scale|v_proj\.v_scale))");
     for (const auto& [name, _] : ck.where) {
       std::smatch m;
       if (std::regex_match(name, m, legacy))
@@ -290,7 +294,7 @@ json inspect_checkpoint(const fs::path& path) {
         json entry = {{"layer", l}};
         for (Site site : {Site::kQuery, Site::kKey, Site::kValue}) {
           const QuantArgs* a = site == Site::kQuery ? (scheme.q ? &*scheme.q : nullptr) : &*scheme.kv;
-          const std::string name = scale_name(l, site);
+          const std::string name = scale_name(cfg->attention_module(l), site);
           if (!a) {
             if (ck.info(name)) p.add("warning", "extra_scale", fmt::format("{} exists but the config quantizes no queries", name), name, l);
             continue;
@@ -299,7 +303,7 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "missing_scale", fmt::format("{} is missing: vLLM falls back to scale 1.0 for this layer", name), name, l);
             continue;
           }
-          json e = site_entry(ck, name, zero_point_name(l, site));
+          json e = site_entry(ck, name, zero_point_name(cfg->attention_module(l), site));
           const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->num_key_value_heads;
           const std::vector<int64_t> want = *a->strategy == Strategy::kAttnHead ? std::vector<int64_t>{heads, 1, 1} : std::vector<int64_t>{1};
           if (e["shape"].get<std::vector<int64_t>>() != want)
@@ -309,13 +313,13 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "scale_dtype", fmt::format("{} has dtype {}; expected a float dtype", name, e["dtype"].get<std::string>()), name, l);
           check_values(e, name, l, &p);
           if (!a->symmetric && !e.contains("zero_point"))
-            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", zero_point_name(l, site)), zero_point_name(l, site), l);
+            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", zero_point_name(cfg->attention_module(l), site)), zero_point_name(cfg->attention_module(l), site), l);
           entry[std::string(site_name(site))] = e;
         }
         layers.push_back(entry);
       }
       // Extra scales beyond the model's layers.
-      static const std::regex any_scale(R"(model\.layers\.(\d+)\.self_attn\.[qkv]_scale)");
+      static const std::regex any_scale(R"((?:model\.|model\.language_model\.|language_model\.model\.)layers\.(\d+)\.self_attn\.[qkv]_scale)");
       for (const auto& [name, _] : ck.where) {
         std::smatch m;
         if (std::regex_match(name, m, any_scale) && std::stoll(m[1].str()) >= cfg->num_hidden_layers)

@@ -7,11 +7,11 @@ namespace ctcal {
 
 using nlohmann::json;
 
-std::string scale_name(int64_t layer, Site site) {
-  return fmt::format("model.layers.{}.self_attn.{}_scale", layer, site_name(site));
+std::string scale_name(const std::string& attention_module, Site site) {
+  return fmt::format("{}.{}_scale", attention_module, site_name(site));
 }
-std::string zero_point_name(int64_t layer, Site site) {
-  return fmt::format("model.layers.{}.self_attn.{}_zero_point", layer, site_name(site));
+std::string zero_point_name(const std::string& attention_module, Site site) {
+  return fmt::format("{}.{}_zero_point", attention_module, site_name(site));
 }
 
 std::string python_json_dump(const json& j) { return j.dump(2, ' ', /*ensure_ascii=*/true); }

@@ -75,13 +75,24 @@ float exp_shifted_sum(float* x, int64_t n, float shift, float scale) {
 
 }  // namespace
 
+AttentionShape AttentionShape::plain(int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                     std::optional<int64_t> window) {
+  return {heads, kv_heads, head_dim, window, 1.0f / std::sqrt(static_cast<float>(head_dim))};
+}
+
+AttentionShape AttentionShape::of(const ModelConfig& c, int64_t layer) {
+  AttentionShape s = plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.window(layer));
+  if (c.query_pre_attn_scalar) s.scale = static_cast<float>(std::pow(*c.query_pre_attn_scalar, -0.5));
+  return s;
+}
+
 void causal_attention(const float* q_all, const float* k_all, const float* v_all, float* out_all,
-                      const std::vector<SampleSpan>& samples, const LlamaConfig& c, int64_t block,
+                      const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block,
                       int64_t key_block) {
-  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.n_rep();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
+  const float scale = c.scale;
   const int64_t no_window = std::numeric_limits<int64_t>::max();
-  const int64_t window = c.sliding_window.value_or(no_window);
+  const int64_t window = c.window.value_or(no_window);
   // One task: a sample, a kv head and `block` query rows. Costs differ (later rows see more
   // keys), so the largest go first and threads take tasks dynamically. Each task writes its own
   // rows of `out` and sums in a fixed order: the result is the same for any schedule.
@@ -91,7 +102,7 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
   std::vector<Task> tasks;
   for (std::size_t s = 0; s < samples.size(); ++s)
     for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
-      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
+      for (int64_t g = 0; g < c.kv_heads; ++g) {
         const int64_t r1 = std::min(samples[s].length, r0 + block);
         const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);
         tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});

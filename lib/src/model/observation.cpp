@@ -7,6 +7,10 @@ std::string_view site_name(Site s) {
     case Site::kQuery: return "q";
     case Site::kKey: return "k";
     case Site::kValue: return "v";
+    case Site::kQkvInput: return "qkv_input";
+    case Site::kOProjInput: return "o_proj_input";
+    case Site::kGateUpInput: return "gate_up_input";
+    case Site::kDownInput: return "down_input";
   }
   return "?";
 }

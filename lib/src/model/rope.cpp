@@ -5,15 +5,18 @@
 
 namespace ctcal {
 
-std::vector<float> rope_inv_freq(const LlamaConfig& cfg, int64_t seq_len) {
-  const RopeConfig& r = cfg.rope;
-  const int64_t dim = cfg.head_dim;
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int64_t seq_len) {
+  return rope_inv_freq(cfg.rope, cfg.head_dim, cfg.max_position_embeddings, seq_len);
+}
+
+std::vector<float> rope_inv_freq(const RopeConfig& r, int64_t dim, int64_t max_position_embeddings,
+                                 int64_t seq_len) {
   double base = r.theta;
-  if (r.type == RopeType::kDynamic && seq_len > cfg.max_position_embeddings) {
+  if (r.type == RopeType::kDynamic && seq_len > max_position_embeddings) {
     // Dynamic NTK: the base grows once the sequence is longer than the trained context
     // (transformers recomputes it for the longest sequence seen in the forward call).
     double ratio = r.factor * static_cast<double>(seq_len) /
-                       static_cast<double>(cfg.max_position_embeddings) - (r.factor - 1.0);
+                       static_cast<double>(max_position_embeddings) - (r.factor - 1.0);
     base = base * std::pow(ratio, static_cast<double>(dim) / static_cast<double>(dim - 2));
   }
   std::vector<float> inv(static_cast<std::size_t>(dim / 2));
@@ -45,11 +48,16 @@ std::vector<float> rope_inv_freq(const LlamaConfig& cfg, int64_t seq_len) {
   return inv;
 }
 
-RopeTable make_rope_table(const LlamaConfig& cfg, int64_t seq_len) {
+RopeTable make_rope_table(const ModelConfig& cfg, int64_t seq_len) {
+  return make_rope_table(cfg.rope, cfg.head_dim, cfg.max_position_embeddings, seq_len);
+}
+
+RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings,
+                          int64_t seq_len) {
   RopeTable t;
   t.seq_len = seq_len;
-  t.half = cfg.head_dim / 2;
-  std::vector<float> inv = rope_inv_freq(cfg, seq_len);
+  t.half = head_dim / 2;
+  std::vector<float> inv = rope_inv_freq(rope, head_dim, max_position_embeddings, seq_len);
   t.cos.resize(static_cast<std::size_t>(seq_len * t.half));
   t.sin.resize(t.cos.size());
   for (int64_t p = 0; p < seq_len; ++p)

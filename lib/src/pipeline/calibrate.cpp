@@ -63,13 +63,13 @@ void apply_r2(const CalibrationPlan& plan, LayerWeights* w) {
   rotate_linear(&w->o, h, plan.storage, /*output_side=*/false);
 }
 
-MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens, bool bf16_compute) {
+MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool bf16_compute) {
   const double h = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
   const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
   MemoryEstimate m;
   m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
   m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h);
-  // xn, q, k, v, attn, proj, gate, up (LlamaModel's scratch), plus one [hidden] row per token
+  // xn, q, k, v, attn, proj, gate, up (Decoder's scratch), plus one [hidden] row per token
   // that is no longer allocated (the residual used to be copied per chunk; it is now updated in
   // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
   // overestimates by 4 * hidden bytes per chunk token.
@@ -80,7 +80,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, int64_t total_tokens, bool 
   return m;
 }
 
-int64_t chunk_tokens_for_budget(const LlamaConfig& c, int64_t total_tokens, int64_t longest, double budget,
+int64_t chunk_tokens_for_budget(const ModelConfig& c, int64_t total_tokens, int64_t longest, double budget,
                                 bool bf16_compute) {
   const MemoryEstimate m = estimate_memory(c, total_tokens, bf16_compute);
   constexpr double kOverhead = 64.0 * 1024 * 1024;  // program, tokenizer, page-cache slack
@@ -100,8 +100,8 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
                                   const CalibrateOptions& options) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  const LlamaConfig& cfg = plan.model;
-  LlamaModel model(ckpt, cfg);
+  const ModelConfig& cfg = plan.model;
+  Decoder model(ckpt, cfg);
   ForwardOptions fwd = options.forward;
   RowMatrix r3;  // [head_dim, head_dim], H / sqrt(d) in fp32 (applied in fp32 compute)
   if (plan.r3) {
@@ -114,29 +114,29 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   RowMatrix hidden = model.embed(samples, &spans);  // [total_tokens, hidden]
   result.samples = static_cast<int64_t>(samples.size());
   result.tokens = hidden.rows();
-  LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+  std::unique_ptr<LayerObservers> obs;  // the current layer's
+  LayerLoop loop;
+  // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
+  loop.load_bf16 = options.bf16_compute && !plan.r2;
+  // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
+  loop.last_layer_mlp = false;
+  loop.before_layer = [&](int64_t) {
     if (options.cancel && options.cancel->load()) throw Cancelled();
-    // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
-    const bool with_mlp = l + 1 < cfg.num_hidden_layers;
-    // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
-    const bool direct_bf16 = options.bf16_compute && !plan.r2;
-    if (direct_bf16) {
-      w = LayerWeights();  // release the previous layer's packed tiles to the pool first
-      w = load_layer_weights_bf16(ckpt, cfg, l, with_mlp);
-    } else {
-      reload_layer_weights(ckpt, cfg, l, with_mlp, &w);
-    }
-    LayerObservers obs(plan, l);
+  };
+  loop.edit_weights = [&](int64_t, LayerWeights& w) {
     // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
     // output unchanged, so propagation is the same either way.
     if (!(plan.r2 && !plan.rotations_observed)) apply_r2(plan, &w);
-    if (options.bf16_compute && !direct_bf16) to_bf16_weights(&w);
-    model.run_layer(w, l, spans, hidden, &obs, fwd);
-    release_layer_pages(ckpt, l);
+    if (options.bf16_compute && !loop.load_bf16) to_bf16_weights(&w);
+  };
+  loop.observer = [&](int64_t l) -> ActivationObserver* {
+    obs = std::make_unique<LayerObservers>(plan, l);
+    return obs.get();
+  };
+  loop.after_layer = [&](int64_t l) {
     LayerResult lr;
     lr.layer = l;
-    for (const auto& [site, o] : obs.observers()) {
+    for (const auto& [site, o] : obs->observers()) {
       SiteResult sr;
       sr.site = site;
       sr.qparams = o->qparams(plan.storage);
@@ -152,7 +152,8 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
       const double el = std::chrono::duration<double>(Clock::now() - t0).count();
       options.on_layer_done({l + 1, cfg.num_hidden_layers, result.samples, result.tokens, el});
     }
-  }
+  };
+  model.run_layers(spans, hidden, loop, fwd);
   result.forward_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
 }

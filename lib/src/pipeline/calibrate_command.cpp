@@ -15,7 +15,7 @@
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/onednn_matmul.h"
-#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/layer_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/io/quant_config.h"
@@ -79,7 +79,7 @@ std::string fmt_range(const std::vector<double>& v) {
 }
 
 void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& o) {
-  const LlamaConfig& m = plan.model;
+  const ModelConfig& m = plan.model;
   out << fmt::format("model      {} ({}, {} layers, {} heads / {} kv heads, head_dim {}, scale dtype {})\n",
                      o.model.string(), m.architecture, m.num_hidden_layers, m.num_attention_heads,
                      m.num_key_value_heads, m.head_dim, dtype_name(plan.storage));
@@ -159,7 +159,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.report) check_writable_file(*req.report, "--report");
 
   const Checkpoint ckpt(o.model);
-  const LlamaConfig cfg = parse_llama_config(ckpt.config(), ckpt.config_path().string());
+  const ModelConfig cfg = load_model_config(ckpt);
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);

@@ -35,10 +35,9 @@ json scheme_json(const TransformSchemeSpec& s) {
           {"head_dim", s.head_dim ? json(*s.head_dim) : json(nullptr)}, {"precision", s.precision}};
 }
 
-bool targets_attention(const std::vector<std::string>& t) {
+bool targets_attention(const std::vector<std::string>& t, const ModelConfig& m) {
   for (const auto& x : t)
-    if (x == "re:.*self_attn$" || x == "LlamaAttention" || x == "MistralAttention" ||
-        x == "re:.*(self_attn|attention)$")
+    if (x == "re:.*self_attn$" || x == m.family->attention_class || x == "re:.*(self_attn|attention)$")
       return true;
   return false;
 }
@@ -51,12 +50,13 @@ bool targets_suffix(const std::vector<std::string>& t, const std::string& proj) 
 
 // Which rotation a scheme is: R3 (q_attn + k_cache on attention) or R2 (weight_output on
 // v_proj + inverse weight_input on o_proj). Anything else is not something ctcal can run.
-std::string classify(const std::string& name, const TransformSchemeSpec& s, const std::string& where) {
+std::string classify(const std::string& name, const TransformSchemeSpec& s, const ModelConfig& m,
+                     const std::string& where) {
   bool q = false, k = false, v = false, o = false;
   for (const auto& a : s.apply) {
     if (!a.ignore.empty())
       throw RecipeError(fmt::format("{}: transform group '{}': 'ignore' lists are not supported", where, name));
-    if ((a.location == "q_attn" || a.location == "k_cache") && targets_attention(a.targets) && !a.inverse)
+    if ((a.location == "q_attn" || a.location == "k_cache") && targets_attention(a.targets, m) && !a.inverse)
       (a.location == "q_attn" ? q : k) = true;
     else if (a.location == "weight_output" && targets_suffix(a.targets, "v_proj") && !a.inverse)
       v = true;
@@ -76,7 +76,7 @@ std::string classify(const std::string& name, const TransformSchemeSpec& s, cons
 }
 
 RotationPlan make_rotation(const std::string& group, const TransformSchemeSpec& s,
-                           const LlamaConfig& m, const std::string& where, uint64_t seed) {
+                           const ModelConfig& m, const std::string& where, uint64_t seed) {
   RotationPlan r;
   r.group = group;
   r.type = s.type;
@@ -111,15 +111,7 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
 
 }  // namespace
 
-std::string attention_class_name(const std::string& architecture) {
-  // transformers names the attention module after the model: LlamaForCausalLM -> LlamaAttention.
-  for (const char* suffix : {"ForCausalLM", "ForConditionalGeneration"})
-    if (architecture.ends_with(suffix))
-      return architecture.substr(0, architecture.size() - std::string(suffix).size()) + "Attention";
-  return architecture + "Attention";
-}
-
-CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage, uint64_t seed) {
+CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType storage, uint64_t seed) {
   CalibrationPlan p;
   p.model = model;
   p.storage = storage;
@@ -129,16 +121,19 @@ CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType 
   p.query_args = recipe.query_args();
   if (const auto* q = recipe.quantization(); q && !q->attention_groups.empty()) {
     p.attention_group = q->attention_groups[0].name;
-    // vLLM drops an attention group from its Linear schemes only when its single target ends in
-    // "Attention"; a regex target (or several) makes loading fail (reference serving-2026.md), so
-    // the group is written with the model's attention class name.
-    const std::string cls = attention_class_name(model.architecture);
-    const auto& asked = q->attention_groups[0].targets;
-    if (asked != std::vector<std::string>{cls})
-      spdlog::info("attention group '{}': targets {} written as [\"{}\"], the model's attention class, because "
-                   "vLLM loads an attention group only when its single target is an ...Attention class name",
-                   p.attention_group.value(), fmt::format("{}", fmt::join(asked, ", ")), cls);
-    p.attention_targets = {cls};
+    for (const auto& t : q->attention_groups[0].targets)
+      if (!t.starts_with("re:") && t != model.family->attention_class)
+        throw RecipeError(fmt::format("{}: attention group '{}' targets {}, but this model ({}) has {}",
+                                      recipe.source, p.attention_group.value(), t, model.architecture,
+                                      model.family->attention_class));
+    // vLLM drops a config group from its Linear schemes only when its single target is an
+    // `...Attention` class name (serving-2026.md): written as the model's own class.
+    p.attention_targets = {std::string(model.family->attention_class)};
+    if (q->attention_groups[0].targets != p.attention_targets)
+      spdlog::info("attention group '{}': targets [{}] written as [\"{}\"], the model's attention class: vLLM loads "
+                   "an attention group only when its single target is an ...Attention class name",
+                   p.attention_group.value(), fmt::format("{}", fmt::join(q->attention_groups[0].targets, ", ")),
+                   model.family->attention_class);
   }
   p.write_zero_points = !p.kv_args.symmetric || p.query_args.has_value();
   if (const SpinQuantSpec* sq = recipe.spinquant()) {
@@ -150,7 +145,7 @@ CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType 
       for (const auto& rot : sq->rotations) groups.emplace_back(rot, generated_scheme(rot, *sq, model.head_dim));
     }
     for (const auto& [name, scheme] : groups) {
-      const std::string kind = classify(name, scheme, where);
+      const std::string kind = classify(name, scheme, model, where);
       auto& slot = kind == "R3" ? p.r3 : p.r2;
       if (slot) throw RecipeError(fmt::format("{}: two transform groups are both {}", where, kind));
       slot = make_rotation(name, scheme, model, where, seed);

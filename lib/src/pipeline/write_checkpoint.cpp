@@ -7,7 +7,7 @@
 #include "ctcal/io/output_dir.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/io/safetensors.h"
-#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/layer_weights.h"
 
 namespace ctcal {
 
@@ -40,11 +40,11 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
     for (const auto& s : layer.sites) {
       const auto shape = scale_shape(plan, s.site);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
-      out[scale_name(layer.layer, s.site)] = make_blob_f32(scale, shape, plan.storage);
+      out[scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);
       if (plan.write_zero_points) {
         const QuantArgs& a = s.site == Site::kQuery ? *plan.query_args : plan.kv_args;
         std::vector<float> zp(s.qparams.zero_point.begin(), s.qparams.zero_point.end());
-        out[zero_point_name(layer.layer, s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
+        out[zero_point_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
       }
     }
   if (plan.r3) {
@@ -54,7 +54,7 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
     const DType t = dtype_from_torch_name(plan.r3->precision).value_or(DType::kF64);
     for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
       for (const char* loc : {"q_attn", "k_cache"})
-        out[fmt::format("model.layers.{}.self_attn.{}_{}.weight", l, plan.r3->group, loc)] =
+        out[fmt::format("{}.{}_{}.weight", plan.model.attention_module(l), plan.r3->group, loc)] =
             make_blob_f32(v, {h.rows(), h.cols()}, t);
   }
   return out;
@@ -67,8 +67,8 @@ std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const Calibra
   CalibrationPlan p = plan;  // p.storage: the dtype each rewritten tensor keeps
   for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
     const LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
-    const std::string v = fmt::format("model.layers.{}.self_attn.v_proj", l);
-    const std::string o = fmt::format("model.layers.{}.self_attn.o_proj", l);
+    const std::string v = plan.model.attention_module(l) + ".v_proj";
+    const std::string o = plan.model.attention_module(l) + ".o_proj";
     const DType v_dtype = in.info(v + ".weight").dtype, o_dtype = in.info(o + ".weight").dtype;
     // One rotation serves both tensors unless they are stored in different dtypes.
     LayerWeights rotated = w;

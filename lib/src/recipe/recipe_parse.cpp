@@ -1,5 +1,6 @@
 // Strict YAML -> Recipe. Every mapping is checked against its allowed keys; every value against
 // its type; errors are collected (not just the first) with "<file>: <yaml.path> (line N)".
+#include <cctype>
 #include <algorithm>
 #include <fstream>
 #include <set>
@@ -223,9 +224,14 @@ void Parser::base_modifier_fields(const YAML::Node& n, const std::string& path) 
   get_bool(n["requires_calibration_data"], path + ".requires_calibration_data");
 }
 
+// An attention module's class name (LlamaAttention, Qwen3Attention, ...; the plan checks that it
+// is the model's own) or one of the regexes llm-compressor's examples use.
 bool is_attention_target(const std::string& t) {
-  return t == "LlamaAttention" || t == "MistralAttention" || t == "re:.*self_attn$" ||
-         t == "re:.*(self_attn|attention)$";
+  if (t == "re:.*self_attn$" || t == "re:.*(self_attn|attention)$") return true;
+  if (!t.ends_with("Attention") || t.size() == 9) return false;
+  for (char ch : t)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) return false;
+  return true;
 }
 
 void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
@@ -286,7 +292,8 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
         if (!is_attention_target(t))
           error(g["targets"], gp + ".targets",
                 fmt::format("target '{}' is not the attention module; ctcal quantizes attention "
-                            "only (LlamaAttention, MistralAttention, re:.*self_attn$)", t));
+                            "only (the model's attention class such as LlamaAttention or Qwen3Attention, or "
+                            "re:.*self_attn$)", t));
       auto args = quant_args(g["input_activations"], gp + ".input_activations", /*attention=*/true);
       if (is_null(g["input_activations"]))
         error(g, gp + ".input_activations", "required for attention quantization");

@@ -31,7 +31,7 @@ struct EvalRequest {
 // The metrics document (also what --json prints).
 nlohmann::json evaluate(const EvalRequest& req);
 // The same over runs already loaded (tests, and --recipe runs).
-nlohmann::json evaluate_runs(const Checkpoint& base, const LlamaConfig& cfg,
+nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
                              const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs);
 int run_eval(const EvalRequest& req, std::ostream& out);
 

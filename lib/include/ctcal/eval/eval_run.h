@@ -11,8 +11,8 @@
 
 #include "ctcal/eval/kv_fake_quant.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/llama_config.h"
-#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/layer_weights.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/plan.h"
@@ -23,7 +23,7 @@ struct EvalRun {
   std::string name;                          // directory or recipe path
   const Checkpoint* checkpoint = nullptr;    // weights used by the forward
   std::unique_ptr<Checkpoint> owned;         // when loaded from --quantized
-  LlamaConfig config;
+  ModelConfig config;
   QuantArgs kv_args;
   std::optional<QuantArgs> query_args;
   std::vector<LayerScales> scales;           // [layers]

@@ -15,9 +15,11 @@ namespace ctcal {
 nlohmann::json build_quantization_config(const nlohmann::json& config, const CalibrationPlan& plan,
                                          const std::string& where);
 
-// "model.layers.3.self_attn.k_scale" / ".k_zero_point".
-std::string scale_name(int64_t layer, Site site);
-std::string zero_point_name(int64_t layer, Site site);
+// "<attention module>.k_scale" / ".k_zero_point", e.g. "model.layers.3.self_attn.k_scale" (the
+// module path is the family's: ModelConfig::attention_module). vLLM's loaders of every supported
+// family remap these names to "...self_attn.attn.k_scale" (maybe_remap_kv_scale_name).
+std::string scale_name(const std::string& attention_module, Site site);
+std::string zero_point_name(const std::string& attention_module, Site site);
 
 // Writes JSON as Python's json.dump(obj, f, indent=2, sort_keys=True) does (objects are sorted
 // maps; non-ASCII escaped as \uXXXX).

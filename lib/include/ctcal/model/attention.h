@@ -7,19 +7,34 @@
 // cache footprint are independent of the sequence length; the result does not depend on the
 // thread count (fixed summation order).
 #include <cstdint>
+#include <optional>
 #include <vector>
 
-#include "ctcal/model/llama_config.h"
+#include "ctcal/model/model_config.h"
 #include "ctcal/model/sample_span.h"
 
 namespace ctcal {
 
+// What one layer's attention needs to know.
+struct AttentionShape {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  std::optional<int64_t> window;  // position q sees keys k with q - window < k <= q; null: all k <= q
+  float scale = 0;                // scores = q k^T * scale
+  // Layer `layer` of a model: its window (sliding layers only) and the family's scale
+  // (1/sqrt(head_dim), or query_pre_attn_scalar^-0.5 for Gemma 3).
+  static AttentionShape of(const ModelConfig& cfg, int64_t layer);
+  // The default scale 1/sqrt(head_dim), computed in fp32 as ctcal always has.
+  static AttentionShape plain(int64_t heads, int64_t kv_heads, int64_t head_dim, std::optional<int64_t> window);
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
 // q: [rows, heads * d], k/v: [rows, kv_heads * d] -> out: [rows, heads * d] (dense row-major,
-// d = cfg.head_dim); each span of rows is one sample, attending within itself. All samples'
+// d = shape.head_dim); each span of rows is one sample, attending within itself. All samples'
 // tasks run in one parallel loop, largest first: per-sample loops left 16 threads idle behind
 // the last query block of each sample. `block`: query rows per task; `key_block`: keys per step.
 void causal_attention(const float* q, const float* k, const float* v, float* out,
-                      const std::vector<SampleSpan>& samples, const LlamaConfig& cfg, int64_t block,
+                      const std::vector<SampleSpan>& samples, const AttentionShape& shape, int64_t block,
                       int64_t key_block);
 
 }  // namespace ctcal

@@ -11,8 +11,15 @@ enum class Site {
   kQuery,  // post-RoPE (and post-R3) queries, [seq, num_attention_heads, head_dim]
   kKey,    // post-RoPE (and post-R3) keys, [seq, num_key_value_heads, head_dim], before GQA repeat
   kValue,  // values after v_proj (post-R2 when configured), [seq, num_key_value_heads, head_dim]
+  // Linear inputs (for static input scales of quantized Linear layers), each shown once per
+  // shared input as a view with heads = 1 and head_dim = the input width:
+  kQkvInput,     // input of q/k/v_proj (the normed hidden state), [seq, 1, hidden]
+  kOProjInput,   // input of o_proj (the attention output), [seq, 1, q_dim]
+  kGateUpInput,  // input of gate/up_proj (the normed hidden state), [seq, 1, hidden]
+  kDownInput,    // input of down_proj (act(gate) * up), [seq, 1, intermediate]
 };
-std::string_view site_name(Site s);  // "q", "k", "v"
+// "q", "k", "v", "qkv_input", "o_proj_input", "gate_up_input", "down_input"
+std::string_view site_name(Site s);
 
 // A strided view of one sample's per-head activations: element (t, h, d) is at
 // data[t * row_stride + h * head_dim + d].

@@ -5,13 +5,16 @@
 #include <cstdint>
 #include <vector>
 
-#include "ctcal/model/llama_config.h"
+#include "ctcal/model/model_config.h"
 
 namespace ctcal {
 
 // Inverse frequencies, length head_dim / 2, for a sequence of `seq_len` tokens (only the
 // dynamic type depends on it).
-std::vector<float> rope_inv_freq(const LlamaConfig& cfg, int64_t seq_len);
+std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings,
+                                 int64_t seq_len);
+// The same for the config's global RoPE (cfg.rope).
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, int64_t seq_len);
 
 // cos/sin tables for positions 0..seq_len-1.
 struct RopeTable {
@@ -20,7 +23,9 @@ struct RopeTable {
   std::vector<float> cos;   // [seq_len, half]
   std::vector<float> sin;   // [seq_len, half]
 };
-RopeTable make_rope_table(const LlamaConfig& cfg, int64_t seq_len);
+RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, int64_t max_position_embeddings,
+                          int64_t seq_len);
+RopeTable make_rope_table(const ModelConfig& cfg, int64_t seq_len);  // cfg.rope
 
 // Rotates every head of x in place. x: [seq, heads, head_dim] with row stride `row_stride`.
 void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,

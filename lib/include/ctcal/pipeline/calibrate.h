@@ -11,7 +11,7 @@
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/llama_model.h"
+#include "ctcal/model/decoder.h"
 #include "ctcal/pipeline/plan.h"
 #include "ctcal/quant/qparams.h"
 
@@ -71,10 +71,10 @@ struct MemoryEstimate {
   double layer_bytes = 0;        // one layer's weights in fp32
   double per_token_bytes = 0;    // activation scratch per token of a chunk
 };
-MemoryEstimate estimate_memory(const LlamaConfig& cfg, int64_t total_tokens, bool bf16_compute);
+MemoryEstimate estimate_memory(const ModelConfig& cfg, int64_t total_tokens, bool bf16_compute);
 // The chunk size (tokens) that fits `budget_bytes`; throws UsageError naming the minimum
 // budget when even one sample of `longest` tokens does not fit.
-int64_t chunk_tokens_for_budget(const LlamaConfig& cfg, int64_t total_tokens, int64_t longest, double budget_bytes,
+int64_t chunk_tokens_for_budget(const ModelConfig& cfg, int64_t total_tokens, int64_t longest, double budget_bytes,
                                 bool bf16_compute);
 
 CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan& plan,

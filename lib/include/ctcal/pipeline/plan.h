@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ctcal/model/llama_config.h"
+#include "ctcal/model/model_config.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/quant/quant_args.h"
@@ -26,7 +26,7 @@ struct RotationPlan {
 };
 
 struct CalibrationPlan {
-  LlamaConfig model;
+  ModelConfig model;
   DType storage = DType::kF32;               // dtype of the written scales (the model's dtype)
   QuantArgs kv_args;                         // K and V
   std::optional<QuantArgs> query_args;       // Q, with attention quantization
@@ -42,11 +42,7 @@ struct CalibrationPlan {
 
 // Throws RecipeError (exit 3) for combinations the model cannot take (e.g. a Hadamard size that
 // has no construction), InputError for model problems. `seed` draws random-hadamard signs.
-// The transformers attention module class of an architecture ("LlamaForCausalLM" ->
-// "LlamaAttention"): the single target an attention config group must carry for vLLM.
-std::string attention_class_name(const std::string& architecture);
-
-CalibrationPlan make_plan(const Recipe& recipe, const LlamaConfig& model, DType storage,
+CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType storage,
                           uint64_t seed = 42);
 
 // `transform_config` as compressed-tensors 0.18 dumps it ({} without rotations).

@@ -1,15 +1,20 @@
 #pragma once
-// The fp32 Llama forward pass, identical in math to transformers' LlamaForCausalLM
-// (reference §7): pre-norm RMSNorm, half-split RoPE at positions 0..S-1 per sample, GQA,
-// causal softmax attention, SwiGLU MLP. Built to run layer by layer over many samples: the
-// caller owns the hidden states of every sample and streams one layer's weights at a time.
+// The fp32 decoder forward pass of every family in model/family.h, identical in math to
+// transformers 5.17 (reference §7 for Llama): pre-norm RMSNorm, half-split RoPE at positions
+// 0..S-1 per sample, GQA, causal (optionally sliding-window) softmax attention, gated MLP; the
+// family's extras (q/k norms, sandwich norms, (1 + w) norms, scaled embeddings, GELU-tanh) are
+// branches of the one layer function (model/layer.cpp). Built to run layer by layer over many
+// samples: the hidden states of every sample stay resident and one layer's weights at a time
+// are streamed through THE layer loop, run_layers(), which calibration, eval and forward() share.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/llama_config.h"
-#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/layer_ops.h"
+#include "ctcal/model/layer_weights.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/sample_span.h"
 #include "ctcal/model/tensor_types.h"
@@ -33,11 +38,24 @@ struct ForwardOptions {
   int64_t attention_key_block = 256;
 };
 
-class LlamaModel {
- public:
-  LlamaModel(const Checkpoint& ckpt, LlamaConfig cfg);
+// How run_layers() streams the layers, and what it calls around each one. Every hook may be empty.
+struct LayerLoop {
+  // Projections packed to bf16 straight from the checkpoint (--compute-dtype bf16 without R2);
+  // otherwise fp32, reusing the previous layer's buffers.
+  bool load_bf16 = false;
+  bool last_layer_mlp = true;   // false: calibration skips the last MLP (it feeds only the head)
+  bool release_pages = true;    // drop each layer's mmap pages after it ran
+  std::function<void(int64_t layer)> before_layer;                  // e.g. cancellation (may throw)
+  std::function<void(int64_t layer, LayerWeights&)> edit_weights;   // R2 rotation, bf16 packing
+  std::function<ActivationObserver*(int64_t layer)> observer;       // null: nothing observed
+  std::function<void(int64_t layer)> after_layer;                   // collect the layer's results
+};
 
-  const LlamaConfig& config() const { return cfg_; }
+class Decoder {
+ public:
+  Decoder(const Checkpoint& ckpt, ModelConfig cfg);
+
+  const ModelConfig& config() const { return cfg_; }
   const Checkpoint& checkpoint() const { return ckpt_; }
 
   // Looks up token embeddings. Returns [total_tokens, hidden]; fills `spans`.
@@ -51,10 +69,15 @@ class LlamaModel {
                  RowMatrix& hidden, ActivationObserver* observer,
                  const ForwardOptions& options) const;
 
+  // THE layer loop: for each layer, load (stream) -> edit -> run_layer -> release. hidden:
+  // [total_tokens, hidden] from embed(), updated in place.
+  void run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
+                  const ForwardOptions& options) const;
+
   // Final norm and lm_head: hidden [tokens, hidden] -> logits [tokens, vocab].
   RowMatrix logits(const RowMatrix& hidden) const;
 
-  // Whole forward for one sample with every layer: logits [seq, vocab].
+  // Whole forward for one sample with every layer (through run_layers): logits [seq, vocab].
   RowMatrix forward(const std::vector<int32_t>& ids, ActivationObserver* observer,
                     const ForwardOptions& options,
                     const std::function<void(int64_t, LayerWeights&)>& edit_weights = {}) const;
@@ -65,31 +88,29 @@ class LlamaModel {
     UninitBuffer<float> xn, q, k, v, attn, proj, gate, up;
     UninitBuffer<uint16_t> bf16;  // bf16 mode only: the rounded input of the next projections
     int64_t rows = 0;
-    void reserve(int64_t rows_needed, const LlamaConfig& c);
+    void reserve(int64_t rows_needed, const ModelConfig& c);
     static Eigen::Map<RowMatrix> view(UninitBuffer<float>& buf, int64_t rows, int64_t cols) {
       return Eigen::Map<RowMatrix>(buf.data(), rows, cols);
     }
   };
   const Checkpoint& ckpt_;
-  LlamaConfig cfg_;
+  ModelConfig cfg_;
   mutable Scratch scratch_;
 };
 
-// Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight).
+// Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight), with the
+// family's final logit softcapping when the config has one.
 class LmHead {
  public:
-  LmHead(const Checkpoint& ckpt, const LlamaConfig& cfg);
+  LmHead(const Checkpoint& ckpt, const ModelConfig& cfg);
   // hidden [tokens, hidden] -> logits [tokens, vocab]
   RowMatrix logits(const Eigen::Ref<const RowMatrix>& hidden) const;
 
  private:
   double eps_;
-  Vector norm_;   // [hidden]
+  std::optional<double> softcap_;
+  Vector norm_;   // [hidden], the norm's multiplier (w or 1 + w)
   Linear head_;   // [vocab, hidden]
 };
-
-// y = x * rsqrt(mean(x^2) + eps) * weight, row by row. x, y: [rows, hidden].
-void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y);
-void rms_norm_into(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, Eigen::Ref<RowMatrix> y);
 
 }  // namespace ctcal

@@ -1,4 +1,4 @@
-#include "ctcal/model/llama_weights.h"
+#include "ctcal/model/layer_weights.h"
 
 #include <cstring>
 
@@ -9,8 +9,6 @@
 namespace ctcal {
 
 namespace {
-
-std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
 
 void check_tensor(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {
   const TensorInfo& t = ckpt.info(name);
@@ -28,21 +26,29 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 };
 
-std::vector<TensorSpec> layer_specs(const LlamaConfig& c, bool with_mlp) {
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
+// Every tensor of one layer, named as the family's transformers module saves it.
+std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size, d = c.head_dim;
+  const FamilySpec& fam = *c.family;
   std::vector<TensorSpec> s = {
       {"input_layernorm.weight", {h}},   {"self_attn.q_proj.weight", {q, h}},
       {"self_attn.k_proj.weight", {kv, h}}, {"self_attn.v_proj.weight", {kv, h}},
       {"self_attn.o_proj.weight", {h, q}},
   };
-  if (c.attention_bias) {
+  if (c.qkv_bias) {
     s.push_back({"self_attn.q_proj.bias", {q}});
     s.push_back({"self_attn.k_proj.bias", {kv}});
     s.push_back({"self_attn.v_proj.bias", {kv}});
-    s.push_back({"self_attn.o_proj.bias", {h}});
   }
+  if (c.o_bias) s.push_back({"self_attn.o_proj.bias", {h}});
+  if (fam.qk_norm) {
+    s.push_back({"self_attn.q_norm.weight", {d}});
+    s.push_back({"self_attn.k_norm.weight", {d}});
+  }
+  if (fam.sandwich_norms) s.push_back({"post_attention_layernorm.weight", {h}});
   if (with_mlp) {
-    s.push_back({"post_attention_layernorm.weight", {h}});
+    s.push_back({fam.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", {h}});
+    if (fam.sandwich_norms) s.push_back({"post_feedforward_layernorm.weight", {h}});
     s.push_back({"mlp.gate_proj.weight", {f, h}});
     s.push_back({"mlp.up_proj.weight", {f, h}});
     s.push_back({"mlp.down_proj.weight", {h, f}});
@@ -125,51 +131,71 @@ std::vector<float> read_checked(const Checkpoint& ckpt, const std::string& name,
   return ckpt.read_f32(name);
 }
 
-void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& c) {
-  check_tensor(ckpt, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  check_tensor(ckpt, "model.norm.weight", {c.hidden_size});
+ModelConfig load_model_config(const Checkpoint& ckpt) {
+  ModelConfig c = parse_model_config(ckpt.config(), ckpt.config_path().string());
+  const std::string alt(c.family->alt_weight_prefix);
+  if (!alt.empty() && !ckpt.has(c.top_tensor("embed_tokens.weight")) && ckpt.has(alt + "embed_tokens.weight"))
+    c.weight_prefix = alt;
+  return c;
+}
+
+Vector read_norm(const Checkpoint& ckpt, const ModelConfig& cfg, const std::string& name, int64_t n) {
+  Vector w = read_vector(ckpt, name, n);
+  if (cfg.family->norm == NormKind::kRmsOnePlus) w.array() += 1.0f;  // (1.0 + weight.float()) in fp32
+  return w;
+}
+
+void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
+  check_tensor(ckpt, c.top_tensor("embed_tokens.weight"), {c.vocab_size, c.hidden_size});
+  check_tensor(ckpt, c.top_tensor("norm.weight"), {c.hidden_size});
   if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, layer_prefix(l) + spec.suffix, spec.shape);
+    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, c.layer_prefix(l) + spec.suffix, spec.shape);
 }
 
 namespace {
 template <typename ReadLinear>
-void load_layer(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp,
+void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp,
                 ReadLinear read_linear, LayerWeights* wp) {
-  const std::string p = layer_prefix(layer);
+  const std::string p = c.layer_prefix(layer);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
+  const FamilySpec& fam = *c.family;
   LayerWeights& w = *wp;
-  w.input_norm = read_vector(ckpt, p + "input_layernorm.weight", h);
-  read_linear(ckpt, p + "self_attn.q_proj", q, h, c.attention_bias, &w.q);
-  read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.attention_bias, &w.k);
-  read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.attention_bias, &w.v);
-  read_linear(ckpt, p + "self_attn.o_proj", h, q, c.attention_bias, &w.o);
+  w.input_norm = read_norm(ckpt, c, p + "input_layernorm.weight", h);
+  read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
+  read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
+  read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
+  read_linear(ckpt, p + "self_attn.o_proj", h, q, c.o_bias, &w.o);
+  w.q_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.q_norm.weight", c.head_dim) : Vector();
+  w.k_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.k_norm.weight", c.head_dim) : Vector();
+  w.attn_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_attention_layernorm.weight", h) : Vector();
   w.has_mlp = with_mlp;
   if (with_mlp) {
-    w.post_norm = read_vector(ckpt, p + "post_attention_layernorm.weight", h);
+    w.mlp_norm = read_norm(ckpt, c, p + (fam.sandwich_norms ? "pre_feedforward_layernorm.weight"
+                                                             : "post_attention_layernorm.weight"), h);
+    w.mlp_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_feedforward_layernorm.weight", h) : Vector();
     read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
     read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
     read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
   } else {
-    w.post_norm = Vector();
+    w.mlp_norm = w.mlp_out_norm = Vector();
     w.gate = w.up = w.down = Linear();  // nothing of an earlier layer's MLP stays resident
   }
 }
 
 }  // namespace
 
-LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
   load_layer(ckpt, c, layer, with_mlp, read_linear, &w);
   return w;
 }
 
-void reload_layer_weights(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp, LayerWeights* w) {
+void reload_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp, LayerWeights* w) {
   load_layer(ckpt, c, layer, with_mlp, read_linear, w);
 }
 
-LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& c, int64_t layer, bool with_mlp) {
+LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
   load_layer(ckpt, c, layer, with_mlp, read_linear_bf16, &w);
   return w;
@@ -185,8 +211,8 @@ void to_bf16_weights(LayerWeights* w) {
   }
 }
 
-void release_layer_pages(const Checkpoint& ckpt, int64_t layer) {
-  const std::string p = layer_prefix(layer);
+void release_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer) {
+  const std::string p = cfg.layer_prefix(layer);
   for (const auto& name : ckpt.tensor_names())
     if (name.starts_with(p)) ckpt.shard_of(name).release(ckpt.info(name));
 }

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/llama_config.h"
+#include "ctcal/model/model_config.h"
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/tensor_types.h"
 
@@ -20,32 +20,44 @@ struct Linear {
   int64_t out_features() const { return w_bf16 ? w_bf16->out() : w.rows(); }
 };
 
+// Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
+// transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
 struct LayerWeights {
-  Vector input_norm;          // [hidden]
+  Vector input_norm;          // [hidden] input_layernorm, before attention
   Linear q, k, v, o;          // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
-  Vector post_norm;           // [hidden]
+  Vector q_norm, k_norm;      // [head_dim] per-head norms before RoPE (qk_norm families), else empty
+  Vector attn_out_norm;       // [hidden] on the attention output before the residual (Gemma 3), else empty
+  Vector mlp_norm;            // [hidden] before the MLP (post_attention_layernorm; Gemma 3: pre_feedforward_layernorm)
   Linear gate, up, down;      // gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  Vector mlp_out_norm;        // [hidden] on the MLP output before the residual (Gemma 3), else empty
   bool has_mlp = false;       // false when calibration skips the last layer's MLP
 };
 
 // Loads layer `layer`; `with_mlp` false skips the MLP tensors. Throws InputError naming the
 // tensor on a missing tensor or wrong shape.
-LayerWeights load_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer,
                                 bool with_mlp);
 // The same into an existing LayerWeights (the previous layer's), reusing its fp32 buffers: the
 // calibration loop's way, so that each layer's weights are not page-faulted in afresh.
-void reload_layer_weights(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer, bool with_mlp,
+void reload_layer_weights(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer, bool with_mlp,
                           LayerWeights* w);
 // The same with the projections in bf16 (for --compute-dtype bf16): bf16 checkpoint tensors are
 // copied bit for bit, others rounded to nearest even; no fp32 copy is made.
-LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const LlamaConfig& cfg, int64_t layer,
+LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer,
                                      bool with_mlp);
 // bf16 compute mode: moves each projection's weights to packed bf16 (round to nearest even; exact
 // for a bf16 checkpoint) and frees the fp32 copies.
 void to_bf16_weights(LayerWeights* w);
 
 // Releases the pages of a layer's tensors from the page cache mapping (after the layer ran).
-void release_layer_pages(const Checkpoint& ckpt, int64_t layer);
+void release_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer);
+
+// A norm's multiplier [n]: the stored weight, or 1 + weight for the family's NormKind::kRmsOnePlus.
+Vector read_norm(const Checkpoint& ckpt, const ModelConfig& cfg, const std::string& name, int64_t n);
+
+// config.json of a checkpoint parsed (parse_model_config), with the tensor-name prefix the
+// checkpoint actually uses (a family's alternative layout is detected from the embedding's name).
+ModelConfig load_model_config(const Checkpoint& ckpt);
 
 // Reads a float tensor, checking its shape. Used for the embedding and head too.
 std::vector<float> read_checked(const Checkpoint& ckpt, const std::string& name,
@@ -53,6 +65,6 @@ std::vector<float> read_checked(const Checkpoint& ckpt, const std::string& name,
 
 // Checks, without reading data, that every tensor the forward pass needs exists with the right
 // shape and a float dtype (called once before any work starts).
-void check_model_tensors(const Checkpoint& ckpt, const LlamaConfig& cfg);
+void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& cfg);
 
 }  // namespace ctcal

@@ -1,0 +1,61 @@
+#pragma once
+// The decoder families ctcal runs, as a table (one entry per Hugging Face architecture, in the
+// spirit of gemma.cpp's configs): what differs between them is data here, and the one decoder
+// layer (model/layer.cpp) branches on it. Each entry matches transformers 5.17's
+// modeling_<family>.py; see README "Architectures" for what is observed where.
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ctcal {
+
+// How a norm applies its weight w to x_hat = x * rsqrt(mean(x^2) + eps).
+enum class NormKind {
+  kRms,         // x_hat * w (Llama, Mistral, Qwen2, Qwen3)
+  kRmsOnePlus,  // x_hat * (1 + w) (Gemma 3: weights are stored around 0)
+};
+
+// The gated MLP's activation: down(act(gate(x)) * up(x)).
+enum class MlpAct {
+  kSilu,      // SwiGLU
+  kGeluTanh,  // gelu_pytorch_tanh (Gemma 3's hidden_activation)
+};
+
+// Which layers use the sliding window when config.json has no `layer_types` list.
+enum class SlidingRule {
+  kNone,            // never (Llama)
+  kAllLayers,       // every layer, when `sliding_window` is set (Mistral)
+  kQwenMaxWindow,   // `use_sliding_window` and layer >= `max_window_layers` (Qwen2, Qwen3)
+  kGemmaPattern,    // every `sliding_window_pattern`-th layer is global (Gemma 3 classic configs)
+};
+
+struct FamilySpec {
+  std::string_view architecture;     // the `architectures[0]` of config.json
+  std::string_view attention_class;  // the attention module's class (a config group's target)
+  std::string_view model_type;       // config.json `model_type` (used when `architectures` is absent)
+  NormKind norm = NormKind::kRms;
+  MlpAct act = MlpAct::kSilu;
+  bool qkv_bias_always = false;  // q/k/v_proj have biases whatever `attention_bias` says (Qwen2)
+  bool o_bias_follows_attention_bias = true;  // o_proj bias = `attention_bias` (not for Qwen2)
+  bool qk_norm = false;          // per-head q_norm / k_norm over head_dim, before RoPE
+  bool sandwich_norms = false;   // norms after attention and MLP too (Gemma 3)
+  bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
+  bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
+  // Before "layers.{i}.", "embed_tokens" and "norm" in tensor names, as save_pretrained writes
+  // them; `alt_weight_prefix` is the other layout hub checkpoints of the family use (empty: none).
+  std::string_view weight_prefix = "model.";
+  std::string_view alt_weight_prefix;
+  SlidingRule sliding = SlidingRule::kNone;
+};
+
+// The family of an architecture name, or null when ctcal does not run it.
+const FamilySpec* find_family(std::string_view architecture);
+// The family of a config.json `model_type` (for configs without `architectures`), or null.
+const FamilySpec* find_family_by_model_type(std::string_view model_type);
+// "LlamaForCausalLM, MistralForCausalLM, ..." for error messages and the README.
+std::string supported_architectures();
+// Every family's attention class name (recipes may target any of them; the plan checks the
+// model's own).
+std::vector<std::string> attention_class_names();
+
+}  // namespace ctcal

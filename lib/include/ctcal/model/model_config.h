@@ -1,0 +1,80 @@
+#pragma once
+// The subset of a Hugging Face decoder config (Llama, Mistral, Qwen2, Qwen3, Gemma 3: see
+// model/family.h) that the forward pass needs, parsed from config.json with HF key names. Both
+// RoPE spellings are accepted: classic `rope_theta` + `rope_scaling` (with `rope_type` or legacy
+// `type`) and transformers-5 `rope_parameters` (per layer type for Gemma 3).
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ctcal/dtype.h"
+#include "ctcal/model/family.h"
+
+namespace ctcal {
+
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3 };
+std::string rope_type_name(RopeType t);
+
+struct RopeConfig {
+  RopeType type = RopeType::kDefault;
+  double theta = 10000.0;
+  double factor = 1.0;                          // linear, dynamic, llama3
+  double low_freq_factor = 1.0;                 // llama3
+  double high_freq_factor = 4.0;                // llama3
+  int64_t original_max_position_embeddings = 0; // llama3 (required there)
+};
+
+struct ModelConfig {
+  std::string architecture;         // e.g. "Qwen3ForCausalLM" (one of model/family.h)
+  const FamilySpec* family = nullptr;  // never null after parse_model_config
+  std::string weight_prefix = "model.";  // family->weight_prefix, or its alternative (load_model_config)
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 2048;
+  // The window of the sliding layers (keys at positions > q - window are seen); null = none.
+  std::optional<int64_t> sliding_window;
+  std::vector<bool> layer_sliding;  // [num_hidden_layers]: true = sliding_window applies
+  double rms_norm_eps = 1e-6;
+  bool attention_bias = false;
+  bool qkv_bias = false;  // q/k/v_proj have biases
+  bool o_bias = false;    // o_proj has a bias
+  bool mlp_bias = false;
+  bool tie_word_embeddings = false;
+  RopeConfig rope;                       // global (full-attention) layers
+  std::optional<RopeConfig> rope_local;  // sliding layers, when they differ (Gemma 3)
+  // Scores are q k^T * attn_scale: head_dim^-0.5, or query_pre_attn_scalar^-0.5 (Gemma 3).
+  std::optional<double> query_pre_attn_scalar;
+  std::optional<double> final_logit_softcapping;  // logits = tanh(l / cap) * cap (Gemma 3)
+  std::optional<DType> dtype;  // `dtype` / `torch_dtype`, when present
+
+  int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows
+  int64_t kv_dim() const { return num_key_value_heads * head_dim; }  // k/v_proj rows
+  int64_t n_rep() const { return num_attention_heads / num_key_value_heads; }  // GQA group size
+  // The window of layer `l`, or null for full causal attention.
+  std::optional<int64_t> window(int64_t l) const {
+    return layer_sliding[static_cast<std::size_t>(l)] ? sliding_window : std::nullopt;
+  }
+  // The RoPE of layer `l` (local for Gemma 3's sliding layers).
+  const RopeConfig& rope_of(int64_t l) const {
+    return rope_local && layer_sliding[static_cast<std::size_t>(l)] ? *rope_local : rope;
+  }
+  // "model.layers.{l}." or, for Gemma 3 inside its vision wrapper, "language_model.model.layers.{l}."
+  std::string layer_prefix(int64_t l) const;
+  // The attention module's path, where scale and R3 tensors live: "<layer_prefix>self_attn".
+  std::string attention_module(int64_t l) const { return layer_prefix(l) + "self_attn"; }
+  // "model.embed_tokens.weight" / "model.norm.weight" under the family's prefix.
+  std::string top_tensor(const std::string& name) const;
+};
+
+// Throws InputError naming `where` (the config.json path), the field and what was expected.
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where);
+
+}  // namespace ctcal

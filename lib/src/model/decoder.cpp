@@ -1,0 +1,117 @@
+#include "ctcal/model/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ctcal/error.h"
+
+namespace ctcal {
+
+void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
+  if (rows_needed <= rows) return;
+  rows = rows_needed;
+  auto fit = [&](UninitBuffer<float>& b, int64_t cols) { b.fit(rows * cols); };
+  fit(xn, c.hidden_size);
+  fit(q, c.q_dim());
+  fit(k, c.kv_dim());
+  fit(v, c.kv_dim());
+  fit(attn, c.q_dim());
+  fit(proj, c.hidden_size);
+  fit(gate, c.intermediate_size);
+  fit(up, c.intermediate_size);
+  // bf16 copy of whichever activation feeds the next projections (the widest is gate * up).
+  // Never touched in fp32 mode, so never resident.
+  bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
+}
+
+Decoder::Decoder(const Checkpoint& ckpt, ModelConfig cfg) : ckpt_(ckpt), cfg_(std::move(cfg)) {
+  check_model_tensors(ckpt_, cfg_);
+}
+
+RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
+                         std::vector<SampleSpan>* spans) const {
+  int64_t total = 0;
+  spans->clear();
+  for (const auto& s : samples) {
+    spans->push_back({total, static_cast<int64_t>(s.size())});
+    total += static_cast<int64_t>(s.size());
+  }
+  const std::string name = cfg_.top_tensor("embed_tokens.weight");
+  const SafetensorsFile& shard = ckpt_.shard_of(name);
+  const TensorInfo& t = shard.info(name);
+  const unsigned char* base = shard.data(t);
+  const std::size_t row_bytes = static_cast<std::size_t>(cfg_.hidden_size) * dtype_size(t.dtype);
+  RowMatrix hidden(total, cfg_.hidden_size);  // [total_tokens, hidden]
+  int64_t row = 0;
+  for (const auto& s : samples)
+    for (int32_t id : s) {
+      CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
+      convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype,
+                     static_cast<std::size_t>(cfg_.hidden_size), hidden.row(row++).data());
+    }
+  shard.release(t);  // the embedding is not needed again: drop its pages from our RSS
+  if (cfg_.family->embed_scale) {
+    // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
+    const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
+    hidden *= scale;
+  }
+  return hidden;
+}
+
+void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
+                         const ForwardOptions& options) const {
+  const int64_t n_layers = cfg_.num_hidden_layers;
+  LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
+  for (int64_t l = 0; l < n_layers; ++l) {
+    if (loop.before_layer) loop.before_layer(l);
+    const bool with_mlp = loop.last_layer_mlp || l + 1 < n_layers;
+    if (loop.load_bf16) {
+      w = LayerWeights();  // release the previous layer's packed tiles to the pool first
+      w = load_layer_weights_bf16(ckpt_, cfg_, l, with_mlp);
+    } else {
+      reload_layer_weights(ckpt_, cfg_, l, with_mlp, &w);
+    }
+    if (loop.edit_weights) loop.edit_weights(l, w);
+    ActivationObserver* observer = loop.observer ? loop.observer(l) : nullptr;
+    run_layer(w, l, spans, hidden, observer, options);
+    if (loop.release_pages) release_layer_pages(ckpt_, cfg_, l);
+    if (loop.after_layer) loop.after_layer(l);
+  }
+}
+
+LmHead::LmHead(const Checkpoint& ckpt, const ModelConfig& c)
+    : eps_(c.rms_norm_eps), softcap_(c.final_logit_softcapping) {
+  norm_ = read_norm(ckpt, c, c.top_tensor("norm.weight"), c.hidden_size);
+  // Tied embeddings: lm_head reuses embed_tokens.weight.
+  const std::string head = c.tie_word_embeddings ? c.top_tensor("embed_tokens.weight") : "lm_head.weight";
+  std::vector<float> wv = read_checked(ckpt, head, {c.vocab_size, c.hidden_size});
+  head_.w = Eigen::Map<RowMatrix>(wv.data(), c.vocab_size, c.hidden_size);  // [vocab, hidden]
+}
+
+RowMatrix LmHead::logits(const Eigen::Ref<const RowMatrix>& hidden) const {
+  RowMatrix xn, out;
+  rms_norm(hidden, norm_, eps_, &xn);  // [tokens, hidden]
+  linear(xn, head_, &out);             // [tokens, vocab]
+  if (softcap_) {
+    const auto cap = static_cast<float>(*softcap_);
+    out = ((out.array() / cap).tanh() * cap).matrix();
+  }
+  return out;
+}
+
+RowMatrix Decoder::logits(const RowMatrix& hidden) const { return LmHead(ckpt_, cfg_).logits(hidden); }
+
+RowMatrix Decoder::forward(const std::vector<int32_t>& ids, ActivationObserver* observer,
+                           const ForwardOptions& options,
+                           const std::function<void(int64_t, LayerWeights&)>& edit_weights) const {
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = embed({ids}, &spans);  // [seq, hidden]
+  LayerLoop loop;
+  loop.release_pages = false;
+  loop.edit_weights = edit_weights;
+  if (observer) loop.observer = [observer](int64_t) { return observer; };
+  run_layers(spans, hidden, loop, options);
+  return logits(hidden);
+}
+
+}  // namespace ctcal

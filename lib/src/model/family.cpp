@@ -1,0 +1,92 @@
+#include "ctcal/model/family.h"
+
+#include <array>
+
+namespace ctcal {
+
+namespace {
+
+// One entry per architecture, read from transformers 5.17's modeling_<family>.py.
+const std::array<FamilySpec, 6>& families() {
+  static const std::array<FamilySpec, 6> table = [] {
+    FamilySpec llama;
+    llama.architecture = "LlamaForCausalLM";
+    llama.attention_class = "LlamaAttention";
+    llama.model_type = "llama";
+
+    FamilySpec mistral = llama;  // LlamaAttention math with a sliding window on every layer
+    mistral.architecture = "MistralForCausalLM";
+    mistral.attention_class = "MistralAttention";
+    mistral.model_type = "mistral";
+    mistral.sliding = SlidingRule::kAllLayers;
+
+    FamilySpec qwen2 = llama;  // q/k/v biases (o_proj none); sliding window on upper layers
+    qwen2.architecture = "Qwen2ForCausalLM";
+    qwen2.attention_class = "Qwen2Attention";
+    qwen2.model_type = "qwen2";
+    qwen2.qkv_bias_always = true;
+    qwen2.o_bias_follows_attention_bias = false;
+    qwen2.sliding = SlidingRule::kQwenMaxWindow;
+
+    FamilySpec qwen3 = llama;  // per-head RMSNorm on q and k before RoPE
+    qwen3.architecture = "Qwen3ForCausalLM";
+    qwen3.attention_class = "Qwen3Attention";
+    qwen3.model_type = "qwen3";
+    qwen3.qk_norm = true;
+    qwen3.sliding = SlidingRule::kQwenMaxWindow;
+
+    FamilySpec gemma3;  // (1 + w) norms everywhere, sandwich norms, GELU-tanh, scaled embeddings
+    gemma3.architecture = "Gemma3ForCausalLM";
+    gemma3.attention_class = "Gemma3Attention";
+    gemma3.model_type = "gemma3_text";
+    gemma3.norm = NormKind::kRmsOnePlus;
+    gemma3.act = MlpAct::kGeluTanh;
+    gemma3.qk_norm = true;
+    gemma3.sandwich_norms = true;
+    gemma3.embed_scale = true;
+    gemma3.sliding = SlidingRule::kGemmaPattern;
+
+    FamilySpec gemma3_mm = gemma3;  // the language model inside the vision-language wrapper
+    gemma3_mm.architecture = "Gemma3ForConditionalGeneration";
+    gemma3_mm.model_type = "gemma3";
+    gemma3_mm.text_config = true;
+    // transformers 5.17's save_pretrained writes language_model.model.*; checkpoints converted by
+    // other tools (and the in-memory module tree) use model.language_model.*.
+    gemma3_mm.weight_prefix = "language_model.model.";
+    gemma3_mm.alt_weight_prefix = "model.language_model.";
+    return std::array<FamilySpec, 6>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm};
+  }();
+  return table;
+}
+
+}  // namespace
+
+const FamilySpec* find_family(std::string_view architecture) {
+  for (const auto& f : families())
+    if (f.architecture == architecture) return &f;
+  return nullptr;
+}
+
+const FamilySpec* find_family_by_model_type(std::string_view model_type) {
+  for (const auto& f : families())
+    if (f.model_type == model_type) return &f;
+  return nullptr;
+}
+
+std::string supported_architectures() {
+  std::string s;
+  for (const auto& f : families()) {
+    if (!s.empty()) s += ", ";
+    s += f.architecture;
+  }
+  return s;
+}
+
+std::vector<std::string> attention_class_names() {
+  std::vector<std::string> names;
+  for (const auto& f : families())
+    if (names.empty() || names.back() != f.attention_class) names.emplace_back(f.attention_class);
+  return names;
+}
+
+}  // namespace ctcal

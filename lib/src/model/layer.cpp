@@ -1,0 +1,182 @@
+// One decoder layer, for every family of model/family.h, reading top to bottom:
+//
+//   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
+//   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
+//
+// Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
+// has the sandwich norms). Q, K, V are announced to the observer after RoPE (and R3), exactly
+// where the KV cache stores them; every Linear input is announced once per shared input (one
+// place per projection group below: the hook points of observation.h).
+#include <algorithm>
+#include <map>
+
+#include "ctcal/error.h"
+#include "ctcal/model/attention.h"
+#include "ctcal/model/decoder.h"
+#include "ctcal/model/rope.h"
+
+namespace ctcal {
+
+namespace {
+
+// A chunk: consecutive samples from `first` whose tokens fit in chunk_tokens (at least one
+// sample). Returns the index one past its last sample; *tokens: its token count.
+std::size_t chunk_end(const std::vector<SampleSpan>& spans, std::size_t first, int64_t chunk_tokens, int64_t* tokens) {
+  std::size_t last = first + 1;
+  int64_t n = spans[first].length;
+  while (last < spans.size() && n + spans[last].length <= chunk_tokens) n += spans[last++].length;
+  *tokens = n;
+  return last;
+}
+
+// RoPE cos/sin tables of one layer, by sequence length (only dynamic RoPE depends on it).
+class RopeTables {
+ public:
+  RopeTables(const ModelConfig& c, int64_t layer, const std::vector<SampleSpan>& spans)
+      : c_(c), rope_(c.rope_of(layer)), spans_(spans) {}
+  const RopeTable& for_length(int64_t len) {
+    // Every type but dynamic has length-independent angles: one table of the longest length.
+    const int64_t key = rope_.type == RopeType::kDynamic ? len : 0;
+    auto it = tables_.find(key);
+    if (it == tables_.end()) {
+      int64_t n = len;
+      if (key == 0)
+        for (const auto& s : spans_) n = std::max(n, s.length);
+      it = tables_.emplace(key, make_rope_table(rope_, c_.head_dim, c_.max_position_embeddings, n)).first;
+    }
+    return it->second;
+  }
+
+ private:
+  const ModelConfig& c_;
+  const RopeConfig& rope_;
+  const std::vector<SampleSpan>& spans_;
+  std::map<int64_t, RopeTable> tables_;
+};
+
+// The rows of a chunk's samples: spans relative to the chunk's first row.
+struct ChunkRows {
+  std::vector<SampleSpan> spans;
+};
+
+// Shows a Linear input x [n, width] (the chunk's rows) to the observer, sample by sample.
+void announce_input(ActivationObserver* observer, int64_t layer, Site site, const Eigen::Ref<const RowMatrix>& x,
+                    const ChunkRows& rows) {
+  if (!observer || !observer->wants(layer, site)) return;
+  for (const auto& s : rows.spans)
+    observer->observe(layer, site, {x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride()});
+}
+
+}  // namespace
+
+void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<SampleSpan>& spans,
+                        RowMatrix& hidden, ActivationObserver* observer, const ForwardOptions& opt) const {
+  const ModelConfig& c = cfg_;
+  const FamilySpec& fam = *c.family;
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
+  const bool want_q = observer && observer->wants(layer, Site::kQuery);
+  const bool want_k = observer && observer->wants(layer, Site::kKey);
+  const bool want_v = observer && observer->wants(layer, Site::kValue);
+  RopeTables tables(c, layer, spans);
+  const AttentionShape attention_shape = AttentionShape::of(c, layer);
+  const std::string module = c.layer_prefix(layer).substr(0, c.layer_prefix(layer).size() - 1);
+
+  // Scratch buffers sized for the largest chunk, reused across chunks and layers: fresh 50 MB
+  // allocations per layer cost more in page faults than the GEMMs they feed.
+  int64_t max_chunk = 0;
+  for (std::size_t f = 0; f < spans.size();) {
+    int64_t n = 0;
+    f = chunk_end(spans, f, opt.chunk_tokens, &n);
+    max_chunk = std::max(max_chunk, n);
+  }
+  scratch_.reserve(max_chunk, c);
+  std::size_t first = 0;
+  while (first < spans.size()) {
+    int64_t n = 0;  // the chunk's tokens
+    const std::size_t last = chunk_end(spans, first, opt.chunk_tokens, &n);
+    const int64_t r0 = spans[first].offset;
+    ChunkRows rows;  // the chunk's samples, as rows of x/q/k/v/attn
+    for (std::size_t s = first; s < last; ++s) rows.spans.push_back({spans[s].offset - r0, spans[s].length});
+    auto x = hidden.middleRows(r0, n);  // [n, hidden], updated in place
+    auto xn = scratch_.view(scratch_.xn, n, c.hidden_size);          // [n, hidden]
+    auto q = scratch_.view(scratch_.q, n, c.q_dim());                // [n, q_dim]
+    auto k = scratch_.view(scratch_.k, n, c.kv_dim());               // [n, kv_dim]
+    auto v = scratch_.view(scratch_.v, n, c.kv_dim());               // [n, kv_dim]
+    auto attn = scratch_.view(scratch_.attn, n, c.q_dim());          // [n, q_dim]
+    auto proj = scratch_.view(scratch_.proj, n, c.hidden_size);      // [n, hidden]
+
+    // --- attention block ---
+    rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+    announce_input(observer, layer, Site::kQkvInput, xn, rows);
+    {
+      ProjectionInput in(xn, scratch_.bf16.data());
+      linear(in, w.q, q);
+      linear(in, w.k, k);
+      linear(in, w.v, v);
+    }
+    if (fam.qk_norm) {
+      // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
+      Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
+      rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
+      rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
+    }
+    for (const auto& span : rows.spans) {
+      const int64_t off = span.offset, len = span.length;
+      float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
+      float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
+      float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
+      const RopeTable& table = tables.for_length(len);
+      apply_rope(table, qs, len, nh, d, c.q_dim());
+      apply_rope(table, ks, len, nkv, d, c.kv_dim());
+      auto observe_qk = [&] {
+        if (want_q) observer->observe(layer, Site::kQuery, {qs, len, nh, d, c.q_dim()});
+        if (want_k) observer->observe(layer, Site::kKey, {ks, len, nkv, d, c.kv_dim()});
+      };
+      if (opt.observe_before_rotation) observe_qk();
+      if (opt.qk_rotation) {
+        rotate_heads(qs, len, nh, d, c.q_dim(), *opt.qk_rotation);
+        rotate_heads(ks, len, nkv, d, c.kv_dim(), *opt.qk_rotation);
+      }
+      if (!opt.observe_before_rotation) observe_qk();
+      if (want_v) observer->observe(layer, Site::kValue, {vs, len, nkv, d, c.kv_dim()});
+      if (ActivationQuantizer* fq = opt.quantizer) {
+        if (fq->quantizes(layer, Site::kQuery)) fq->apply(layer, Site::kQuery, qs, len, nh, d, c.q_dim());
+        if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, nkv, d, c.kv_dim());
+        if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
+      }
+    }
+    causal_attention(q.data(), k.data(), v.data(), attn.data(), rows.spans, attention_shape, opt.attention_block,
+                     opt.attention_key_block);
+    announce_input(observer, layer, Site::kOProjInput, attn, rows);
+    {
+      ProjectionInput in(attn, scratch_.bf16.data());
+      linear(in, w.o, proj);
+    }
+    if (w.attn_out_norm.size() > 0) rms_norm_into(proj, w.attn_out_norm, c.rms_norm_eps, proj);
+    add_into(x, proj);
+
+    // --- MLP block (skipped for the last layer during calibration) ---
+    if (w.has_mlp) {
+      auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]
+      auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
+      rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
+      announce_input(observer, layer, Site::kGateUpInput, xn, rows);
+      {
+        ProjectionInput in(xn, scratch_.bf16.data());
+        linear(in, w.gate, gate);
+        linear(in, w.up, up);
+      }
+      gated_act_into(fam.act, gate, up);
+      announce_input(observer, layer, Site::kDownInput, gate, rows);
+      ProjectionInput in(gate, scratch_.bf16.data());
+      linear(in, w.down, proj);
+      if (w.mlp_out_norm.size() > 0) rms_norm_into(proj, w.mlp_out_norm, c.rms_norm_eps, proj);
+      add_into(x, proj);
+    }
+    // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
+    check_finite(x, layer, module, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");
+    first = last;
+  }
+}
+
+}  // namespace ctcal

@@ -1,0 +1,96 @@
+#include "ctcal/model/layer_ops.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "ctcal/error.h"
+#include "ctcal/model/onednn_matmul.h"
+
+namespace ctcal {
+
+namespace {
+using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+}  // namespace
+
+const uint16_t* ProjectionInput::bf16() {
+  CTCAL_ASSERT(scratch_ != nullptr, "bf16 weights need a bf16 activation buffer");
+  if (!rounded_) round_rows_to_bf16(x_, scratch_);
+  rounded_ = true;
+  return scratch_;
+}
+
+void linear(ProjectionInput& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
+  if (l.w_bf16) {
+    CTCAL_ASSERT(y.outerStride() == y.cols(), "bf16 matmul writes a dense [n, out] view");
+    matmul_bf16(x.bf16(), x.f32().rows(), *l.w_bf16, y.data());
+  } else if (use_onednn_f32() && x.f32().outerStride() == x.f32().cols()) {
+    matmul_f32_onednn(x.f32(), l.w, y);
+  } else {
+    y.noalias() = x.f32() * l.w.transpose();
+  }
+  if (l.b.size() > 0) y.rowwise() += l.b.transpose();
+}
+
+void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, RowMatrix* y) {
+  y->resize(x.rows(), l.out_features());
+  ProjectionInput in(x, nullptr);
+  linear(in, l, Eigen::Ref<RowMatrix>(*y));
+}
+
+void rms_norm(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, RowMatrix* y) {
+  y->resize(x.rows(), x.cols());
+  rms_norm_into(x, weight, eps, *y);
+}
+
+void rms_norm_into(const Eigen::Ref<const RowMatrix>& x, const Vector& weight, double eps, Eigen::Ref<RowMatrix> out) {
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    // Sum of squares in double (the golden reference is float64), vectorised by Eigen.
+    const double ss = x.row(r).cast<double>().squaredNorm();
+    const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(x.cols()) + eps));
+    out.row(r) = (x.row(r) * inv).cwiseProduct(weight.transpose());
+  }
+}
+
+void add_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y) {
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < x.rows(); ++r) x.row(r) += y.row(r);
+}
+
+void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up) {
+  if (act == MlpAct::kSilu) {
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index r = 0; r < gate.rows(); ++r) {
+      auto g = gate.row(r).array();
+      g = g / (1.0f + (-g).exp()) * up.row(r).array();
+    }
+    return;
+  }
+  // PyTorch's gelu(approximate="tanh"), in fp32.
+  const float k = std::sqrt(2.0f / std::numbers::pi_v<float>);
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < gate.rows(); ++r) {
+    auto g = gate.row(r).array();
+    g = 0.5f * g * (1.0f + (k * (g + 0.044715f * g * g * g)).tanh()) * up.row(r).array();
+  }
+}
+
+void check_finite(const Eigen::Ref<const RowMatrix>& m, int64_t layer, const std::string& module, const char* what) {
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (Eigen::Index r = 0; r < m.rows(); ++r) finite = finite && m.row(r).allFinite();
+  if (!finite)
+    throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the "
+                                 "weights or the input are not usable", layer, what, module));
+}
+
+void rotate_heads(float* x, int64_t seq, int64_t heads, int64_t d, int64_t stride, const RowMatrix& r) {
+  RowMatrix tmp(seq, d);
+  for (int64_t h = 0; h < heads; ++h) {
+    StridedMap xh(x + h * d, seq, d, Eigen::OuterStride<>(stride));
+    tmp.noalias() = xh * r;
+    xh = tmp;
+  }
+}
+
+}  // namespace ctcal

@@ -1,0 +1,296 @@
+#include "ctcal/model/model_config.h"
+
+#include "ctcal/error.h"
+
+namespace ctcal {
+
+using nlohmann::json;
+
+std::string rope_type_name(RopeType t) {
+  switch (t) {
+    case RopeType::kDefault: return "default";
+    case RopeType::kLinear: return "linear";
+    case RopeType::kDynamic: return "dynamic";
+    case RopeType::kLlama3: return "llama3";
+  }
+  return "?";
+}
+
+namespace {
+
+struct Reader {
+  const json& j;
+  std::string where;
+
+  InputError fail(const std::string& field, const std::string& what) const {
+    return InputError(fmt::format("{}: field '{}': {}", where, field, what));
+  }
+  bool present(const json& obj, const std::string& key) const {
+    return obj.contains(key) && !obj[key].is_null();
+  }
+  int64_t positive_int(const std::string& key, std::optional<int64_t> def = std::nullopt) const {
+    if (!present(j, key)) {
+      if (def) return *def;
+      throw fail(key, "missing; expected a positive integer");
+    }
+    if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0)
+      throw fail(key, fmt::format("expected a positive integer, got {}", j[key].dump()));
+    return j[key].get<int64_t>();
+  }
+  bool boolean(const std::string& key, bool def) const {
+    if (!present(j, key)) return def;
+    if (!j[key].is_boolean()) throw fail(key, fmt::format("expected true or false, got {}", j[key].dump()));
+    return j[key].get<bool>();
+  }
+  double number(const json& obj, const std::string& prefix, const std::string& key,
+                std::optional<double> def) const {
+    if (!present(obj, key)) {
+      if (def) return *def;
+      throw fail(prefix + key, "missing; expected a number");
+    }
+    if (!obj[key].is_number()) throw fail(prefix + key, fmt::format("expected a number, got {}", obj[key].dump()));
+    return obj[key].get<double>();
+  }
+};
+
+// The scaling part of a RoPE parameter object (rope_type / legacy type, factor, ...).
+void parse_rope_scaling(const Reader& r, const json& params, const std::string& prefix, RopeConfig* rope);
+
+RopeConfig parse_rope(const Reader& r, double default_theta = 10000.0) {
+  const json& j = r.j;
+  RopeConfig rope;
+  // transformers-5 spelling: everything inside rope_parameters. Classic: rope_theta at the top
+  // and an optional rope_scaling dict.
+  const json* params = nullptr;
+  std::string prefix;
+  if (r.present(j, "rope_parameters")) {
+    if (!j["rope_parameters"].is_object()) throw r.fail("rope_parameters", "expected an object");
+    params = &j["rope_parameters"];
+    prefix = "rope_parameters.";
+    rope.theta = r.number(*params, prefix, "rope_theta",
+                          r.present(j, "rope_theta") ? std::optional<double>(j["rope_theta"].get<double>())
+                                                     : std::optional<double>(default_theta));
+  } else {
+    rope.theta = r.number(j, "", "rope_theta", default_theta);
+    if (r.present(j, "rope_scaling")) {
+      if (!j["rope_scaling"].is_object()) throw r.fail("rope_scaling", "expected an object or null");
+      params = &j["rope_scaling"];
+      prefix = "rope_scaling.";
+    }
+  }
+  if (rope.theta <= 0) throw r.fail(prefix + "rope_theta", "expected a positive number");
+  if (params) parse_rope_scaling(r, *params, prefix, &rope);
+  return rope;
+}
+
+void parse_rope_scaling(const Reader& r, const json& p, const std::string& prefix, RopeConfig* out) {
+  const json* params = &p;
+  RopeConfig& rope = *out;
+  std::string type = "default";
+  if (params->contains("rope_type") && (*params)["rope_type"].is_string())
+    type = (*params)["rope_type"].get<std::string>();
+  else if (params->contains("type") && (*params)["type"].is_string())  // legacy key
+    type = (*params)["type"].get<std::string>();
+  if (type == "default") {
+    rope.type = RopeType::kDefault;
+  } else if (type == "linear" || type == "dynamic") {
+    rope.type = type == "linear" ? RopeType::kLinear : RopeType::kDynamic;
+    rope.factor = r.number(*params, prefix, "factor", std::nullopt);
+    if (rope.factor < 1.0) throw r.fail(prefix + "factor", "expected a number >= 1");
+  } else if (type == "llama3") {
+    rope.type = RopeType::kLlama3;
+    rope.factor = r.number(*params, prefix, "factor", std::nullopt);
+    rope.low_freq_factor = r.number(*params, prefix, "low_freq_factor", std::nullopt);
+    rope.high_freq_factor = r.number(*params, prefix, "high_freq_factor", std::nullopt);
+    double orig = r.number(*params, prefix, "original_max_position_embeddings", std::nullopt);
+    rope.original_max_position_embeddings = static_cast<int64_t>(orig);
+    if (rope.high_freq_factor <= rope.low_freq_factor)
+      throw r.fail(prefix + "high_freq_factor", "expected high_freq_factor > low_freq_factor");
+  } else {
+    throw r.fail(prefix + "rope_type",
+                 fmt::format("rope type '{}' is not supported; expected default, linear, dynamic or "
+                             "llama3", type));
+  }
+}
+
+// Gemma 3: the global (full-attention) and local (sliding) RoPE. transformers 5 writes
+// rope_parameters = {"full_attention": {...}, "sliding_attention": {...}}; classic configs have
+// rope_theta (+ rope_scaling) for global layers and rope_local_base_freq for local ones.
+void parse_gemma_rope(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  if (r.present(j, "rope_parameters") && j["rope_parameters"].is_object() &&
+      j["rope_parameters"].contains("full_attention")) {
+    RopeConfig rope[2];
+    const char* kinds[2] = {"full_attention", "sliding_attention"};
+    const double default_theta[2] = {1000000.0, 10000.0};
+    for (int i = 0; i < 2; ++i) {
+      const std::string prefix = fmt::format("rope_parameters.{}.", kinds[i]);
+      const json& p = j["rope_parameters"].contains(kinds[i]) ? j["rope_parameters"][kinds[i]] : json::object();
+      if (!p.is_object()) throw r.fail(prefix.substr(0, prefix.size() - 1), "expected an object");
+      rope[i].theta = r.number(p, prefix, "rope_theta", default_theta[i]);
+      if (rope[i].theta <= 0) throw r.fail(prefix + "rope_theta", "expected a positive number");
+      parse_rope_scaling(r, p, prefix, &rope[i]);
+    }
+    c->rope = rope[0];
+    c->rope_local = rope[1];
+    return;
+  }
+  c->rope = parse_rope(r, 1000000.0);
+  RopeConfig local;
+  local.theta = r.number(j, "", "rope_local_base_freq", 10000.0);
+  if (local.theta <= 0) throw r.fail("rope_local_base_freq", "expected a positive number");
+  c->rope_local = local;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config_fields(const json& j, const std::string& where);
+
+std::string ModelConfig::layer_prefix(int64_t l) const {
+  return fmt::format("{}layers.{}.", weight_prefix, l);
+}
+
+std::string ModelConfig::top_tensor(const std::string& name) const {
+  return weight_prefix + name;
+}
+
+ModelConfig parse_model_config(const json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(fmt::format("{}: expected a JSON object", where));
+  try {
+    return parse_model_config_fields(j, where);
+  } catch (const json::exception& e) {
+    // A field of an unexpected JSON type deep inside (e.g. rope_parameters.factor = "x").
+    throw InputError(fmt::format("{}: malformed config: {}", where, e.what()));
+  }
+}
+
+namespace {
+
+const FamilySpec& parse_family(const Reader& r) {
+  const json& j = r.j;
+  std::string arch;
+  if (r.present(j, "architectures")) {
+    if (!j["architectures"].is_array() || j["architectures"].empty() || !j["architectures"][0].is_string())
+      throw r.fail("architectures", "expected a list of class names");
+    arch = j["architectures"][0].get<std::string>();
+  } else if (j.contains("model_type") && j["model_type"].is_string()) {
+    if (const FamilySpec* f = find_family_by_model_type(j["model_type"].get<std::string>())) arch = f->architecture;
+  }
+  const FamilySpec* f = find_family(arch);
+  if (!f)
+    throw r.fail("architectures", fmt::format("'{}' is not supported; expected one of {}",
+                                              arch.empty() ? std::string("(missing)") : arch,
+                                              supported_architectures()));
+  return *f;
+}
+
+// `layer_types` ("sliding_attention" / "full_attention") when config.json lists them, else the
+// family's rule, as each transformers config's __post_init__ derives them.
+std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers) {
+  const json& j = r.j;
+  std::vector<bool> sliding(static_cast<std::size_t>(layers), false);
+  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers) {  // Mistral ignores it
+    const json& t = j["layer_types"];
+    if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
+      throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      if (t[i] == "sliding_attention") sliding[i] = true;
+      else if (t[i] != "full_attention")
+        throw r.fail("layer_types", fmt::format("layer {}: {} is not supported; expected \"sliding_attention\" or "
+                                                "\"full_attention\"", i, t[i].dump()));
+    }
+    return sliding;
+  }
+  for (int64_t l = 0; l < layers; ++l) {
+    bool s = false;
+    switch (f.sliding) {
+      case SlidingRule::kNone: break;
+      case SlidingRule::kAllLayers: s = true; break;
+      case SlidingRule::kQwenMaxWindow: s = l >= r.positive_int("max_window_layers", 28); break;
+      case SlidingRule::kGemmaPattern: s = (l + 1) % r.positive_int("sliding_window_pattern", 6) != 0; break;
+    }
+    sliding[static_cast<std::size_t>(l)] = s;
+  }
+  return sliding;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config_fields(const json& top, const std::string& where) {
+  const FamilySpec& family = parse_family(Reader{top, where});
+  // Multimodal wrappers keep the language model's hyper-parameters under text_config.
+  if (family.text_config && (!top.contains("text_config") || !top["text_config"].is_object()))
+    throw InputError(fmt::format("{}: field 'text_config': missing; {} keeps the language model's "
+                                 "hyper-parameters there", where, family.architecture));
+  const json& j = family.text_config ? top["text_config"] : top;
+  Reader r{j, family.text_config ? where + ": text_config" : where};
+  ModelConfig c;
+  c.family = &family;
+  c.weight_prefix = std::string(family.weight_prefix);
+  c.architecture = std::string(family.architecture);
+  const bool mistral = family.sliding == SlidingRule::kAllLayers;
+  const bool gemma = family.act == MlpAct::kGeluTanh;
+  // transformers reads hidden_act (Llama, Qwen) or hidden_activation (Gemma 3, which ignores
+  // hidden_act); ctcal runs the activation the family's MLP uses.
+  const char* act_key = gemma ? "hidden_activation" : "hidden_act";
+  const char* act_want = gemma ? "gelu_pytorch_tanh" : "silu";
+  if (r.present(j, act_key) && j[act_key] != act_want)
+    throw r.fail(act_key, fmt::format("expected \"{}\", got {}", act_want, j[act_key].dump()));
+  c.vocab_size = r.positive_int("vocab_size");
+  c.hidden_size = r.positive_int("hidden_size");
+  c.intermediate_size = r.positive_int("intermediate_size");
+  c.num_hidden_layers = r.positive_int("num_hidden_layers");
+  c.num_attention_heads = r.positive_int("num_attention_heads");
+  c.num_key_value_heads = r.positive_int("num_key_value_heads", c.num_attention_heads);
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    throw r.fail("num_key_value_heads",
+                 fmt::format("num_attention_heads ({}) must be divisible by num_key_value_heads ({})",
+                             c.num_attention_heads, c.num_key_value_heads));
+  if (!r.present(j, "head_dim") && c.hidden_size % c.num_attention_heads != 0)
+    throw r.fail("head_dim", fmt::format("missing, and hidden_size ({}) is not divisible by "
+                                         "num_attention_heads ({})", c.hidden_size,
+                                         c.num_attention_heads));
+  c.head_dim = r.positive_int("head_dim", c.hidden_size / c.num_attention_heads);
+  if (c.head_dim % 2 != 0) throw r.fail("head_dim", fmt::format("expected an even number for RoPE, got {}", c.head_dim));
+  c.max_position_embeddings = r.positive_int("max_position_embeddings", mistral ? 4096 * 32 : 2048);
+  // Qwen2/Qwen3 drop the window unless use_sliding_window is true (their __post_init__).
+  const bool window_on = family.sliding != SlidingRule::kQwenMaxWindow || r.boolean("use_sliding_window", false);
+  if (family.sliding != SlidingRule::kNone && window_on && r.present(j, "sliding_window"))
+    c.sliding_window = r.positive_int("sliding_window");
+  c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
+  if (!c.sliding_window) c.layer_sliding.assign(c.layer_sliding.size(), false);
+  c.rms_norm_eps = r.number(j, "", "rms_norm_eps", 1e-6);
+  if (c.rms_norm_eps < 0) throw r.fail("rms_norm_eps", "expected a non-negative number");
+  c.attention_bias = r.boolean("attention_bias", false);
+  c.qkv_bias = family.qkv_bias_always || c.attention_bias;
+  c.o_bias = family.o_bias_follows_attention_bias && c.attention_bias;
+  c.mlp_bias = r.boolean("mlp_bias", false);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", gemma);
+  if (family.text_config && top.contains("tie_word_embeddings"))  // the wrapper's flag wins
+    c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  if (gemma) {
+    parse_gemma_rope(r, &c);
+  } else {
+    c.rope = parse_rope(r);
+  }
+  if (gemma) {
+    c.query_pre_attn_scalar = r.number(j, "", "query_pre_attn_scalar", 256.0);
+    if (*c.query_pre_attn_scalar <= 0) throw r.fail("query_pre_attn_scalar", "expected a positive number");
+    if (r.present(j, "final_logit_softcapping"))
+      c.final_logit_softcapping = r.number(j, "", "final_logit_softcapping", std::nullopt);
+    if (r.present(j, "attn_logit_softcapping"))
+      throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
+  }
+  for (const json* obj : {&j, &top})
+    for (const char* key : {"dtype", "torch_dtype"}) {
+      if (c.dtype || !r.present(*obj, key)) continue;
+      if (!(*obj)[key].is_string()) throw r.fail(key, "expected a dtype name such as \"bfloat16\"");
+      auto t = dtype_from_torch_name((*obj)[key].get<std::string>());
+      if (!t || (*t != DType::kF32 && *t != DType::kF16 && *t != DType::kBF16))
+        throw r.fail(key, fmt::format("expected float32, float16 or bfloat16, got {}", (*obj)[key].dump()));
+      c.dtype = t;
+    }
+  return c;
+}
+
+}  // namespace ctcal

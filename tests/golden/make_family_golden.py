@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Golden data for the decoder families beyond Llama (issue 14), made by transformers itself.
+
+Pinned: torch 2.15.0 (PyPI wheel, run on the CPU), transformers 5.17.0, safetensors 0.8 (any 0.x reads the same files).
+Runs on a CPU in a scratch venv (nothing of it enters the repository):
+
+    python3 -m venv /root/.cache/ctcal/golden-venv
+    /root/.cache/ctcal/golden-venv/bin/pip install torch "transformers==5.17.*" safetensors numpy
+    /root/.cache/ctcal/golden-venv/bin/python tests/golden/make_family_golden.py --out tests/golden/data
+
+For each case it (1) makes a tiny random model with AutoConfig.for_model + from_config, plants
+large features (q/k/v scaled up, a few large k_proj rows, per-head V ranges, random norm weights
+around 1, or around 0 for Gemma 3's (1 + w) norms) and writes it with save_pretrained in the
+case's dtype (some configs rewritten to the classic hub spelling); (2) reloads it in float64 with
+a registered attention implementation that records Q, K and V exactly where attention and the
+KV cache see them (after q_norm/k_norm and RoPE, K/V before the GQA repeat) and then returns
+the family's own eager attention, so sliding windows stay exact; (3) writes, in the format of
+make_golden.py (so forward_golden_test.cpp runs every case): per-layer Q/K/V min/max per tensor
+and per head (also after the Sylvester rotation H/sqrt(d) of R3/R2), the FP8 scales absmax/448
+they imply, raw rows, logits and loss for fixed token ids. Samples (11 and 24 tokens) are longer
+than every sliding window here (5 or 6).
+"""
+import argparse
+import importlib
+import json
+import math
+import os
+import shutil
+
+import torch
+import transformers
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM
+from transformers import masking_utils
+
+SAMPLE_LENGTHS = [11, 24]
+ROW_TOKENS = 2  # raw rows recorded for the first sample
+CAPTURE = "ctcal_capture"
+
+# name, model_type, config kwargs, dtype, config spelling ("v5" as saved, "classic" rewritten)
+CASES = [
+    ("qwen2_bias_bf16", "qwen2",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, tie_word_embeddings=False,
+          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+     torch.bfloat16, "classic"),
+    ("qwen2_sliding_fp32", "qwen2",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
+          num_key_value_heads=1, vocab_size=96, max_position_embeddings=64, tie_word_embeddings=True,
+          use_sliding_window=True, sliding_window=6, max_window_layers=1,
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+     torch.float32, "v5"),
+    ("qwen3_head_dim_bf16", "qwen3",
+     dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=32, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+     torch.bfloat16, "classic"),
+    ("qwen3_sliding_bias_fp32", "qwen3",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=True, attention_bias=True, use_sliding_window=True, sliding_window=5,
+          max_window_layers=2, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}),
+     torch.float32, "v5"),
+    ("gemma3_text_fp32", "gemma3_text",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
+          query_pre_attn_scalar=24, sliding_window=6,
+          layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+          rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 4.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+     torch.float32, "v5"),
+    ("gemma3_text_bf16_classic", "gemma3_text",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=4, num_attention_heads=2,
+          num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64,
+          query_pre_attn_scalar=32, sliding_window=5, final_logit_softcapping=30.0,
+          sliding_window_pattern=2,
+          rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+     torch.bfloat16, "gemma_classic"),
+    ("gemma3_mm_fp32", "gemma3",
+     dict(text_config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, vocab_size=100, max_position_embeddings=64,
+                           query_pre_attn_scalar=16, sliding_window=6,
+                           layer_types=["sliding_attention", "full_attention"]),
+          vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             image_size=16, patch_size=4),
+          mm_tokens_per_image=4, boi_token_index=96, eoi_token_index=97, image_token_index=98),
+     torch.float32, "v5"),
+    ("phi3_longrope_fp32", "phi3",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, original_max_position_embeddings=16,
+          tie_word_embeddings=False, pad_token_id=0,
+          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                           "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                           "long_factor": [1.0, 1.5, 2.2, 3.0, 4.1, 5.5, 7.2, 9.0]}),
+     torch.float32, "v5"),
+    ("phi3_partial_su_sliding_bf16", "phi3",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=4, vocab_size=96, max_position_embeddings=48, original_max_position_embeddings=12,
+          sliding_window=7, tie_word_embeddings=True, pad_token_id=0,
+          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                           "short_factor": [1.0, 1.2, 1.7, 2.4], "long_factor": [1.0, 2.0, 3.5, 6.0]}),
+     torch.bfloat16, "phi_classic"),
+]
+
+
+def sylvester(n):
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    assert h.shape[0] == n, "head_dim must be a power of two"
+    return h
+
+
+def text_model(model):
+    """The decoder stack (model.model, or model.model.language_model for Gemma3ForConditionalGeneration)."""
+    inner = model.model
+    return inner.language_model if hasattr(inner, "language_model") else inner
+
+
+def spike_weights(model, seed, one_plus):
+    """Random-init models have tiny, featureless activations: scale q/k/v up, plant outliers."""
+    g = torch.Generator().manual_seed(seed)
+    center = 0.0 if one_plus else 1.0  # Gemma 3 norms multiply by (1 + w)
+    with torch.no_grad():
+        tm = text_model(model)
+        cfg = model.config.get_text_config()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
+        for li, layer in enumerate(tm.layers):
+            a = layer.self_attn
+            if hasattr(a, "qkv_proj"):  # Phi-3: q, k, v rows of one fused weight
+                w = a.qkv_proj.weight
+                q_w, k_w, v_w = w[:q_dim], w[q_dim:q_dim + kv_dim], w[q_dim + kv_dim:]
+                linears = [a.qkv_proj, a.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
+            else:
+                q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight
+                linears = [a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                           layer.mlp.down_proj]
+            q_w.mul_(6.0)
+            k_w.mul_(6.0)
+            v_w.mul_(4.0)
+            for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
+                k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
+            v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
+            for name, mod in layer.named_modules():
+                if name.endswith("norm"):
+                    mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
+            for lin in linears:
+                if lin.bias is not None:
+                    lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=g))
+        tm.norm.weight.copy_(center + 0.2 * torch.randn(tm.norm.weight.shape, generator=g))
+
+
+def respell_config(path, spelling):
+    """transformers 5 writes rope_parameters / layer_types / dtype; hub checkpoints mostly use the
+    classic names (rope_theta + rope_scaling, rope_local_base_freq, sliding_window_pattern, torch_dtype)."""
+    if spelling == "v5":
+        return
+    with open(path) as f:
+        cfg = json.load(f)
+    if spelling == "classic":
+        rp = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rp.pop("rope_theta")
+        rtype = rp.pop("rope_type")
+        cfg["rope_scaling"] = None if rtype == "default" and not rp else {"rope_type": rtype, **rp}
+        cfg.pop("layer_types", None)
+    elif spelling == "phi_classic":  # Phi-3.5 / Phi-4-mini hub layout, with the older "su" name
+        rp = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rp.pop("rope_theta")
+        cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor", 1.0)
+        rp.pop("rope_type")
+        cfg["rope_scaling"] = {"type": "su", **rp}
+    elif spelling == "gemma_classic":
+        rp = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rp["full_attention"]["rope_theta"]
+        cfg["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
+        cfg["rope_scaling"] = None
+        cfg.pop("layer_types")
+        cfg["sliding_window_pattern"] = 2
+    cfg["torch_dtype"] = cfg.pop("dtype")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+
+
+class Capture:
+    """Q, K, V per layer as the attention implementation receives them: [B, H, S, D]."""
+
+    def __init__(self):
+        self.store = {}  # layer -> {"q": [tensors [H, S, D]], ...}
+
+    def attention(self, module, query, key, value, attention_mask, **kwargs):
+        layer = module.layer_idx
+        for site, t in (("q", query), ("k", key), ("v", value)):
+            self.store.setdefault(layer, {}).setdefault(site, []).append(t[0].detach().clone())
+        eager = importlib.import_module(type(module).__module__).eager_attention_forward
+        return eager(module, query, key, value, attention_mask, **kwargs)
+
+
+def stats(tensors, head_dim):
+    """tensors: list of [H, S, D] float64 (one per sample)."""
+    h = sylvester(head_dim) / math.sqrt(head_dim)
+    cat = torch.cat(tensors, dim=1)  # [H, sum S, D]
+    rot = cat @ h
+    absmax = cat.abs().amax(dim=(1, 2))  # [H]
+    return {
+        "min": cat.min().item(), "max": cat.max().item(),
+        "head_min": cat.amin(dim=(1, 2)).tolist(), "head_max": cat.amax(dim=(1, 2)).tolist(),
+        "rot_min": rot.min().item(), "rot_max": rot.max().item(),
+        "rot_head_min": rot.amin(dim=(1, 2)).tolist(), "rot_head_max": rot.amax(dim=(1, 2)).tolist(),
+        "sample_absmax": [t.abs().max().item() for t in tensors],
+        "sample_min": [t.min().item() for t in tensors],
+        "sample_max": [t.max().item() for t in tensors],
+        # FP8 E4M3 static_minmax scales in float64 (before rounding to the stored dtype)
+        "scale_tensor": absmax.max().item() / 448.0,
+        "scale_attn_head": (absmax / 448.0).tolist(),
+    }
+
+
+def reference(model_dir, samples):
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    cls = getattr(transformers, cfg["architectures"][0])
+    cap = Capture()
+    AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
+    model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE)
+    model.eval()
+    logits, losses = [], []
+    with torch.no_grad():
+        for ids in samples:
+            t = torch.tensor([ids])
+            out = model(input_ids=t, labels=t, use_cache=False)
+            logits.append(out.logits[0].tolist())
+            losses.append(out.loss.item())
+    head_dim = cap.store[0]["k"][0].shape[-1]
+    layers = [{site: stats(cap.store[li][site], head_dim) for site in ("q", "k", "v")} for li in sorted(cap.store)]
+    last = max(cap.store)
+    rows = {str(li): {site: cap.store[li][site][0][:, :ROW_TOKENS, :].tolist() for site in ("q", "k", "v")}
+            for li in (0, last)}
+    return {"layers": layers, "rows": rows, "logits": logits, "loss": losses}
+
+
+def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
+    torch.manual_seed(seed)
+    cfg = AutoConfig.for_model(model_type, **kwargs)
+    model = AutoModelForCausalLM.from_config(cfg) if model_type != "gemma3" else \
+        transformers.Gemma3ForConditionalGeneration(cfg)
+    spike_weights(model, seed, one_plus=model_type.startswith("gemma3"))
+    model = model.to(dtype)
+    d = os.path.join(out_dir, "models", name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d)
+    respell_config(os.path.join(d, "config.json"), spelling)
+    return d
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", nargs="*", help="case names (default: all)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    masking_utils.AttentionMaskInterface.register(CAPTURE, masking_utils.eager_mask)
+    meta = {"transformers": transformers.__version__, "torch": torch.__version__}
+    for i, (name, model_type, kwargs, dtype, spelling) in enumerate(CASES):
+        g = torch.Generator().manual_seed(4321 + i)
+        if args.only and name not in args.only:
+            continue
+        d = make_case(name, model_type, kwargs, dtype, spelling, args.out, 200 + i)
+        vocab = kwargs.get("text_config", kwargs)["vocab_size"]
+        vocab = min(vocab, 96)  # ordinary text tokens (below Gemma 3's image tokens)
+        samples = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in SAMPLE_LENGTHS]
+        ref = reference(d, samples)
+        ref.update({"case": name, "model_dir": f"models/{name}", "samples": samples, **meta})
+        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+            json.dump(ref, f)
+        print(name, "done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+// config.json parsing: both RoPE spellings, defaults, and clear errors naming the field.
+#include <gtest/gtest.h>
+
+#include "ctcal/error.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/rope.h"
+
+namespace ctcal {
+namespace {
+
+using nlohmann::json;
+
+json base() {
+  return json::parse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+    "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})");
+}
+
+std::string error_of(const json& j) {
+  try {
+    parse_model_config(j, "config.json");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ModelConfig, DefaultsAndDerived) {
+  ModelConfig c = parse_model_config(base(), "config.json");
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.n_rep(), 2);
+  EXPECT_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_EQ(c.rope.theta, 10000.0);
+  EXPECT_EQ(c.rope.type, RopeType::kDefault);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.dtype.has_value());
+}
+
+TEST(ModelConfig, BothRopeSpellings) {
+  json classic = base();
+  classic["rope_theta"] = 500000.0;
+  classic["rope_scaling"] = {{"type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                             {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  classic["torch_dtype"] = "bfloat16";
+  json v5 = base();
+  v5["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
+                           {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 8192}};
+  v5["dtype"] = "bfloat16";
+  ModelConfig a = parse_model_config(classic, "c"), b = parse_model_config(v5, "c");
+  EXPECT_EQ(a.rope.type, RopeType::kLlama3);
+  EXPECT_EQ(b.rope.type, RopeType::kLlama3);
+  EXPECT_EQ(rope_inv_freq(a, 10), rope_inv_freq(b, 10));
+  EXPECT_EQ(a.dtype, DType::kBF16);
+  EXPECT_EQ(b.dtype, DType::kBF16);
+}
+
+TEST(ModelConfig, Errors) {
+  json j = base();
+  j["architectures"] = {"GPT2LMHeadModel"};
+  EXPECT_NE(error_of(j).find("'GPT2LMHeadModel' is not supported"), std::string::npos);
+  j = base();
+  j["num_key_value_heads"] = 3;
+  EXPECT_NE(error_of(j).find("must be divisible by num_key_value_heads"), std::string::npos);
+  j = base();
+  j.erase("hidden_size");
+  EXPECT_NE(error_of(j).find("'hidden_size': missing"), std::string::npos);
+  j = base();
+  j["num_hidden_layers"] = -2;
+  EXPECT_NE(error_of(j).find("positive integer"), std::string::npos);
+  j = base();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("rope type 'yarn' is not supported"), std::string::npos);
+  j = base();
+  j["rope_scaling"] = {{"rope_type", "linear"}};
+  EXPECT_NE(error_of(j).find("rope_scaling.factor"), std::string::npos);
+}
+
+TEST(Rope, LinearDividesAndDynamicGrowsBaseOnlyPastContext) {
+  json j = base();
+  j["max_position_embeddings"] = 16;
+  ModelConfig d = parse_model_config(j, "c");
+  const auto def = rope_inv_freq(d, 8);
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  const auto lin = rope_inv_freq(parse_model_config(j, "c"), 8);
+  for (std::size_t i = 0; i < def.size(); ++i) EXPECT_FLOAT_EQ(lin[i], def[i] / 2);
+  j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  ModelConfig dyn = parse_model_config(j, "c");
+  EXPECT_EQ(rope_inv_freq(dyn, 16), def);   // within the trained context: unchanged
+  EXPECT_LT(rope_inv_freq(dyn, 32)[1], def[1]);  // longer: larger base, lower frequencies
+}
+
+// Families (model/family.h): the per-layer sliding window and RoPE each transformers config's
+// __post_init__ derives, biases, and the refusal that lists what is supported.
+TEST(ModelConfigFamilies, UnsupportedArchitectureListsTheSupportedOnes) {
+  json j = base();
+  j["architectures"] = {"MixtralForCausalLM"};
+  const std::string e = error_of(j);
+  EXPECT_NE(e.find("'MixtralForCausalLM' is not supported"), std::string::npos) << e;
+  for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                        "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"})
+    EXPECT_NE(e.find(a), std::string::npos) << a;
+}
+
+TEST(ModelConfigFamilies, Qwen2WindowNeedsUseSlidingWindowAndStartsAtMaxWindowLayers) {
+  json j = base();
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j["num_hidden_layers"] = 4;
+  j["sliding_window"] = 8;
+  j["max_window_layers"] = 2;
+  ModelConfig off = parse_model_config(j, "c");
+  EXPECT_FALSE(off.sliding_window.has_value());  // use_sliding_window defaults to false
+  EXPECT_TRUE(off.qkv_bias);
+  EXPECT_FALSE(off.o_bias);
+  EXPECT_EQ(off.family->attention_class, "Qwen2Attention");
+  j["use_sliding_window"] = true;
+  ModelConfig on = parse_model_config(j, "c");
+  EXPECT_EQ(on.layer_sliding, (std::vector<bool>{false, false, true, true}));
+  EXPECT_FALSE(on.window(1).has_value());
+  EXPECT_EQ(on.window(3), 8);
+  j["layer_types"] = {"sliding_attention", "full_attention", "full_attention", "sliding_attention"};
+  EXPECT_EQ(parse_model_config(j, "c").layer_sliding, (std::vector<bool>{true, false, false, true}));
+}
+
+TEST(ModelConfigFamilies, MistralWindowsEveryLayerWhateverLayerTypesSay) {
+  json j = base();
+  j["architectures"] = {"MistralForCausalLM"};
+  j["sliding_window"] = 4;
+  j["layer_types"] = {"full_attention", "full_attention"};  // transformers warns and ignores it
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.window(0), 4);
+  EXPECT_EQ(c.window(1), 4);
+}
+
+TEST(ModelConfigFamilies, Gemma3BothRopeSpellingsAndPattern) {
+  json j = base();
+  j["architectures"] = {"Gemma3ForCausalLM"};
+  j["num_hidden_layers"] = 4;
+  j["sliding_window"] = 16;
+  j["sliding_window_pattern"] = 2;
+  j["rope_theta"] = 1000000.0;
+  j["rope_local_base_freq"] = 10000.0;
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  j["query_pre_attn_scalar"] = 24;
+  ModelConfig classic = parse_model_config(j, "c");
+  EXPECT_EQ(classic.layer_sliding, (std::vector<bool>{true, false, true, false}));
+  EXPECT_EQ(classic.rope_of(1).theta, 1000000.0);
+  EXPECT_EQ(classic.rope_of(1).type, RopeType::kLinear);
+  EXPECT_EQ(classic.rope_of(0).theta, 10000.0);
+  EXPECT_EQ(classic.rope_of(0).type, RopeType::kDefault);
+  EXPECT_TRUE(classic.tie_word_embeddings);  // Gemma 3's default
+  EXPECT_EQ(*classic.query_pre_attn_scalar, 24.0);
+  json v5 = j;
+  for (const char* k : {"rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window_pattern"}) v5.erase(k);
+  v5["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "full_attention"};
+  v5["rope_parameters"] = {{"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}}},
+                           {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
+  ModelConfig b = parse_model_config(v5, "c");
+  EXPECT_EQ(b.layer_sliding, classic.layer_sliding);
+  EXPECT_EQ(rope_inv_freq(b.rope_of(1), b.head_dim, b.max_position_embeddings, 8),
+            rope_inv_freq(classic.rope_of(1), classic.head_dim, classic.max_position_embeddings, 8));
+  EXPECT_EQ(rope_inv_freq(b.rope_of(0), b.head_dim, b.max_position_embeddings, 8),
+            rope_inv_freq(classic.rope_of(0), classic.head_dim, classic.max_position_embeddings, 8));
+}
+
+TEST(ModelConfigFamilies, Gemma3WrapperReadsTextConfigAndNamesItsModules) {
+  json text = base();
+  text.erase("architectures");
+  json j = {{"architectures", {"Gemma3ForConditionalGeneration"}}, {"text_config", text}, {"dtype", "bfloat16"}};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.dtype, DType::kBF16);
+  EXPECT_EQ(c.attention_module(3), "language_model.model.layers.3.self_attn");
+  EXPECT_EQ(c.family->attention_class, "Gemma3Attention");
+  j.erase("text_config");
+  EXPECT_NE(error_of(j).find("text_config"), std::string::npos);
+}
+
+TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {
+  json j = base();
+  j["architectures"] = {"Gemma3ForCausalLM"};
+  j["attn_logit_softcapping"] = 50.0;
+  EXPECT_NE(error_of(j).find("attn_logit_softcapping"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ctcal
