@@ -169,7 +169,10 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     return run_calibrate(req, std::cout);
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);
-  if (*evc) return run_eval(ev, std::cout);
+  if (*evc) {
+    ev.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json;
+    return run_eval(ev, std::cout);
+  }
   if (*tkc) return run_tokenize(tk, std::cout);
   if (*ins) {
     const auto doc = inspect_checkpoint(inspect_path);

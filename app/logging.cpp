@@ -1,5 +1,7 @@
 #include "logging.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -60,7 +62,9 @@ void setup_logging(int verbosity, bool json_lines) {
     logger = std::make_shared<spdlog::logger>("ctcal", std::make_shared<JsonLinesSink>());
   } else {
     logger = spdlog::stderr_color_mt("ctcal");
-    logger->set_pattern("%^%l%$: %v");
+    // On a terminal a log line first erases the line it lands on: a live progress line
+    // (util/progress_line.h) is replaced, not continued, and is redrawn at its next update.
+    logger->set_pattern(::isatty(STDERR_FILENO) ? "\r\033[K%^%l%$: %v" : "%^%l%$: %v");
   }
   spdlog::level::level_enum level = verbosity < 0 ? spdlog::level::warn
                                    : verbosity == 0 ? spdlog::level::info : spdlog::level::debug;

@@ -24,13 +24,28 @@ using nlohmann::json;
 namespace {
 
 // Final hidden states of every sample through every layer: [total_tokens, hidden].
+// `pass` of `passes` (baseline first, then each run) drives the progress line, if any.
 RowMatrix final_hidden(const Checkpoint& ck, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
-                       const ForwardOptions& opt, const std::function<void(int64_t, LayerWeights&)>& edit) {
+                       ForwardOptions opt, const std::function<void(int64_t, LayerWeights&)>& edit,
+                       ProgressLine* progress, int64_t pass, int64_t passes, const std::string& name) {
   Decoder model(ck, cfg);
   std::vector<SampleSpan> spans;
   RowMatrix hidden = model.embed(samples, &spans);
   LayerLoop loop;
   loop.edit_weights = edit;
+  if (progress) {
+    const int64_t layers = cfg.num_hidden_layers, tokens = hidden.rows();
+    auto show = [=](int64_t l, int64_t done, bool layer_done) {
+      const double units = static_cast<double>((pass * layers + l) * tokens + done);
+      progress->update(fmt::format("pass {}/{} ({}), layer {}/{}", pass + 1, passes, name, l + 1, layers), units,
+                       static_cast<double>(passes * layers * tokens), static_cast<int64_t>(units), layer_done);
+    };
+    loop.before_layer = [=](int64_t l) {
+      progress->status(fmt::format("pass {}/{} ({}): layer {}/{}, reading weights", pass + 1, passes, name, l + 1, layers));
+    };
+    opt.after_chunk = [=](int64_t l, int64_t done) { show(l, done, false); };
+    loop.after_layer = [=](int64_t l) { show(l, tokens, true); };
+  }
   model.run_layers(spans, hidden, loop, opt);
   return hidden;
 }
@@ -73,6 +88,8 @@ CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, c
 
 json evaluate(const EvalRequest& req) {
   if (req.threads > 0) omp_set_num_threads(req.threads);
+  ProgressLine progress(req.progress_tty);
+  progress.status("reading the model, the checkpoints and the held-out data");
   if (req.quantized.empty() && req.recipes.empty())
     throw UsageError("nothing to evaluate: give --quantized DIR and/or --recipe RECIPE");
   if (!req.recipes.empty() && !req.calibration_dataset)
@@ -104,18 +121,21 @@ json evaluate(const EvalRequest& req) {
     }
   }
 
-  json doc = evaluate_runs(base, cfg, eval_data.samples, runs);
+  progress.start_clock();
+  json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress);
+  progress.clear();
   doc["dataset"] = req.dataset;
   doc["model"] = req.model;
   return doc;
 }
 
 json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
-                   std::vector<EvalRun>& runs) {
+                   std::vector<EvalRun>& runs, ProgressLine* progress) {
   struct EvalData { const std::vector<std::vector<int32_t>>& samples; int64_t tokens() const {
     int64_t n = 0; for (const auto& s : samples) n += static_cast<int64_t>(s.size()); return n; } } eval_data{samples};
   spdlog::info("evaluating {} runs on {} samples, {} tokens", runs.size() + 1, eval_data.samples.size(), eval_data.tokens());
-  const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, {}, {});
+  const int64_t passes = static_cast<int64_t>(runs.size()) + 1;
+  const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, {}, {}, progress, 0, passes, "baseline");
   std::vector<RowMatrix> run_hidden;
   std::vector<std::unique_ptr<KvFakeQuant>> quantizers;
   for (auto& r : runs) {
@@ -123,7 +143,8 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
     ForwardOptions opt;
     opt.quantizer = quantizers.back().get();
     if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
-    run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights));
+    run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights, progress,
+                                      static_cast<int64_t>(run_hidden.size()) + 1, passes, r.name));
   }
 
   // Metrics, sample by sample: position t predicts token t + 1.

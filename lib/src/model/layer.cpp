@@ -176,6 +176,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
     check_finite(x, layer, module, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");
     first = last;
+    if (opt.after_chunk) opt.after_chunk(layer, r0 + n - spans.front().offset);
   }
 }
 

@@ -111,6 +111,7 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   }
   CalibrationResult result;
   std::vector<SampleSpan> spans;
+  if (options.on_status) options.on_status("embedding the calibration tokens");
   RowMatrix hidden = model.embed(samples, &spans);  // [total_tokens, hidden]
   result.samples = static_cast<int64_t>(samples.size());
   result.tokens = hidden.rows();
@@ -120,8 +121,20 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   loop.load_bf16 = options.bf16_compute && !plan.r2;
   // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
   loop.last_layer_mlp = false;
-  loop.before_layer = [&](int64_t) {
+  auto progress = [&](int64_t l, int64_t done, bool layer_done) {
+    if (!options.on_progress) return;
+    const double el = std::chrono::duration<double>(Clock::now() - t0).count();
+    options.on_progress({l + 1, cfg.num_hidden_layers, result.samples, result.tokens, done, layer_done, el});
+  };
+  loop.before_layer = [&](int64_t l) {
     if (options.cancel && options.cancel->load()) throw Cancelled();
+    if (options.on_status)
+      options.on_status(fmt::format("layer {}/{}: reading weights", l + 1, cfg.num_hidden_layers));
+  };
+  // Cancellation and progress within a layer: a Ctrl-C takes effect after the current chunk.
+  fwd.after_chunk = [&](int64_t l, int64_t done) {
+    if (options.cancel && options.cancel->load()) throw Cancelled();
+    progress(l, done, false);
   };
   loop.edit_weights = [&](int64_t, LayerWeights& w) {
     // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
@@ -148,10 +161,7 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
       lr.sites.push_back(std::move(sr));
     }
     result.layers.push_back(std::move(lr));
-    if (options.on_layer_done) {
-      const double el = std::chrono::duration<double>(Clock::now() - t0).count();
-      options.on_layer_done({l + 1, cfg.num_hidden_layers, result.samples, result.tokens, el});
-    }
+    progress(l, result.tokens, true);
   };
   model.run_layers(spans, hidden, loop, fwd);
   result.forward_seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -25,6 +25,7 @@
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/report/html_report.h"
+#include "ctcal/util/progress_line.h"
 #include "ctcal/util/sha256.h"
 #include "ctcal/version.h"
 
@@ -145,6 +146,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   if (req.threads > 0) omp_set_num_threads(req.threads);
+  ProgressLine line(req.progress_tty);
+  line.status("reading the recipe, the model and the dataset");  // visible at once on a terminal
   const Recipe recipe = load_recipe(req.recipe);
   Resolved o = resolve(req, recipe);
 
@@ -195,6 +198,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     spdlog::info("the dataset has fewer usable rows ({}) than --num-samples ({})", data.samples.size(),
                  o.sampling.num_samples);
 
+  line.clear();
   if (req.dry_run) {
     // The effective recipe (as `ctcal validate` prints it), then the plan.
     out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o), transform_config_json(plan)) << "\n# plan\n";
@@ -205,6 +209,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     return 0;
   }
 
+  line.clear();
   print_plan(out, plan, o);
   out << std::flush;
   CalibrateOptions copt;
@@ -220,16 +225,14 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   copt.cancel = req.cancel;
   spdlog::debug("compute: {} threads, {} tokens per chunk, {} GEMM inputs, weights {} ({} shards)", omp_get_max_threads(),
                 copt.forward.chunk_tokens, req.compute_dtype, dtype_name(storage), ckpt.shard_paths().size());
-  copt.on_layer_done = [&](const Progress& p) {
-    const double tps = p.elapsed_s > 0 ? static_cast<double>(p.tokens) * p.layer / p.layers / p.elapsed_s : 0;
-    const double eta = p.layer > 0 ? p.elapsed_s / p.layer * (p.layers - p.layer) : 0;
-    if (req.progress_tty) {
-      std::fprintf(stderr, "\r\033[Klayer %ld/%ld  %ld samples  %.0f tokens/s  ETA %.1fs", static_cast<long>(p.layer),
-                   static_cast<long>(p.layers), static_cast<long>(p.samples), tps, eta);
-      if (p.layer == p.layers) std::fprintf(stderr, "\n");
-    } else {
-      spdlog::info("layer {}/{}: {} samples, {:.0f} tokens/s, ETA {:.1f}s", p.layer, p.layers, p.samples, tps, eta);
-    }
+  line.start_clock();  // tokens/s and ETA count the calibration only
+  copt.on_status = [&](const std::string& s) { line.status(s); };
+  copt.on_progress = [&](const Progress& p) {
+    const double done = static_cast<double>((p.layer - 1) * p.tokens + p.layer_tokens_done);
+    line.update(fmt::format("layer {}/{}, {}/{} tokens, {} samples", p.layer, p.layers, p.layer_tokens_done, p.tokens,
+                            p.samples),
+                done, static_cast<double>(p.layers * p.tokens), static_cast<int64_t>(done), p.layer_done);
+    if (p.layer_done && p.layer == p.layers) line.finish();
   };
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
   warn_memoryless_shortfall(plan, result);

@@ -12,6 +12,8 @@
 
 #include "ctcal/eval/eval_run.h"
 
+#include "ctcal/util/progress_line.h"
+
 namespace ctcal {
 
 struct EvalRequest {
@@ -26,13 +28,16 @@ struct EvalRequest {
   int threads = 0;
   bool json = false;
   std::optional<std::string> report;  // HTML file
+  bool progress_tty = false;          // live progress line (stderr is a terminal)
 };
 
 // The metrics document (also what --json prints).
 nlohmann::json evaluate(const EvalRequest& req);
 // The same over runs already loaded (tests, and --recipe runs).
+// `progress` (may be null) shows each forward pass (baseline, then every run) layer by layer.
 nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
-                             const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs);
+                             const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs,
+                             ProgressLine* progress = nullptr);
 int run_eval(const EvalRequest& req, std::ostream& out);
 
 }  // namespace ctcal

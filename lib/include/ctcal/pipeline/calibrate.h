@@ -41,7 +41,9 @@ struct CalibrationResult {
 };
 
 struct Progress {
-  int64_t layer = 0, layers = 0, samples = 0, tokens = 0;
+  int64_t layer = 0, layers = 0, samples = 0, tokens = 0;  // layer: 1-based, the one running
+  int64_t layer_tokens_done = 0;  // tokens of `layer` through so far (all of them when layer_done)
+  bool layer_done = false;
   double elapsed_s = 0.0;
 };
 
@@ -49,8 +51,9 @@ struct CalibrateOptions {
   ForwardOptions forward;
   // bf16 GEMM inputs (fp32 accumulation) for the projections; everything else stays fp32.
   bool bf16_compute = false;
-  std::function<void(const Progress&)> on_layer_done;  // progress reporting
-  const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM handlers
+  std::function<void(const Progress&)> on_progress;    // after every chunk and every layer
+  std::function<void(const std::string&)> on_status;   // phases without a fraction (loading)
+  const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM; checked every chunk
 };
 
 // Thrown when `cancel` was set; the caller removes partial output.
