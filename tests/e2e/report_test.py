@@ -311,7 +311,7 @@ try:
     for d in eval_runs:
         args += ["--quantized", d]
     terminal = run(args).stdout
-    version = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    version = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.split()[1]  # "ctcal 0.1.0 (...)"
 
     for p in [eval_html] + list(pages.values()):
         check(os.path.exists(p), f"{p} not written")
@@ -398,7 +398,7 @@ try:
         else:
             check(any(c["title"].startswith("K") and len(c["legend"]) >= 2 for c in geo["charts"]), f"{recipe}: K chart legend")
             check("zero point" in by_tag(dom, "table", "ranges")[0].all_text(), f"{recipe}: no zero points")
-        check("no clipped share is computed" in dom.all_text(), f"{recipe}: the page does not say the clipped share is not computed")
+        check("share of clamped values is not computed" in dom.all_text(), f"{recipe}: the page does not say the clipped share is not computed")
         check_footer(recipe, dom, version, rep["seed"], [rep["recipe_sha256"], rep["dataset_sha256"]])
 finally:
     if os.environ.get("CTCAL_KEEP_REPORTS"):

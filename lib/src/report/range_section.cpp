@@ -74,16 +74,16 @@ std::string span_text(const std::vector<double>& v) {
 std::string zero_points_text(const std::vector<double>& v) {
   if (v.size() > 8) return span_text(v);
   std::string s;
-  for (double z : v) s += (s.empty() ? "" : ", ") + fmt::format("{:g}", z);
+  for (double z : v) s += (s.empty() ? "" : ", ") + fmt::format("{:g}", z + 0.0);  // + 0.0: -0 prints as 0
   return s;
 }
 
 const char* site_label(const std::string& site) { return site == "q" ? "Q" : site == "k" ? "K" : "V"; }
 
 std::string site_chart(const json& layers, const std::string& site, const QuantArgs& a, const std::string& title) {
-  ChartSeries band{ChartSeries::Kind::kBand, "representable: " + representable_words(a), "#0072B2", {}, {}};
+  ChartSeries band{ChartSeries::Kind::kBand, "representable range\n" + representable_words(a), "#0072B2", {}, {}};
   ChartSeries seen{ChartSeries::Kind::kBar, "observed min … max", "#333333", {}, {}};
-  ChartSeries over{ChartSeries::Kind::kBar, "observed beyond (clamped)", "#D55E00", {}, {}};
+  ChartSeries over{ChartSeries::Kind::kBar, "observed beyond range\n(clamped)", "#D55E00", {}, {}};
   int64_t categories = 0;
   std::size_t heads = 1;
   for (const auto& l : layers) {
@@ -147,6 +147,27 @@ std::string range_table(const json& layers, const std::vector<std::string>& site
   return h + "</table>";
 }
 
+// Why reach can exceed 1 with these args even though the observer saw every value.
+std::string reach_explanation(const QuantArgs& a) {
+  const std::string obs = a.observer.value_or("static_minmax");
+  if (obs.find("mse") != std::string::npos)
+    return "The " + html_escape(obs) + " observer shrinks the range where that lowers the total error: values past it "
+           "are clamped by design.";
+  std::string s;
+  if (obs.find("memoryless") != std::string::npos)
+    s = "The " + html_escape(obs) + " observer keeps only the last calibration batch's range: earlier batches can reach past it. ";
+  else if (obs == "minmax")
+    s = "The minmax observer's moving average ends short of the extremes of single batches. ";
+  if (!a.symmetric)
+    return s + "The zero point is rounded to an integer, which shifts the range by up to half a step: one end can "
+               "stop short of the observed extreme (compressed-tensors computes it so).";
+  if (a.type == QuantType::kInt)
+    return s + "Symmetric int scales divide the absmax by (q_max − q_min)/2, so the positive end, q_max × scale, "
+               "stops half a step short of it (compressed-tensors computes it so).";
+  return s + "A symmetric FP8 scale is absmax / 448: the range ends at the observed absmax, up to the rounding of the "
+             "scale into the model's dtype.";
+}
+
 }  // namespace
 
 Representable representable_range(const QuantArgs& a, double scale, double zero_point) {
@@ -167,19 +188,19 @@ std::string range_section(const json& layers, const QuantArgs& kv, const std::op
     if (std::any_of(layers.begin(), layers.end(), [&](const json& l) { return l.contains(s); })) sites.push_back(s);
   std::string h = "<div class=\"charts\">";
   for (const auto& s : sites) h += site_chart(layers, s, s == "q" && q ? *q : kv, title);
-  return h + "</div>" + range_table(layers, sites, kv, q);
+  h += "</div>" + range_table(layers, sites, kv, q);
+  std::string why = reach_explanation(kv);
+  if (q && !(*q == kv)) why += " Q: " + reach_explanation(*q);
+  return h + "<p class=\"note reach\">" + why + "</p>";
 }
 
 std::string range_section_note() {
-  return "<p class=\"note\">Dark bars: the smallest and largest value each head produced on the calibration data "
-         "(after RoPE and rotations, as observed). Light bands: what the stored scale (and zero point) can represent; "
-         "values outside are clamped when quantized. <b>Reach</b> is the observed extreme divided by the representable "
-         "one, for the worst head: at most 1, nothing was clamped on the calibration data; above 1 (past 1.00005, which "
-         "the rounding of a scale into the model's dtype can leave), some values were. "
-         "ctcal does not count how many values fall outside (no clipped share is computed), so none is shown. "
-         "With <code>static_minmax</code> a symmetric FP8 scale holds the observed absmax: reach is 1 up to the rounding of "
-         "the scale into the model's dtype. Symmetric int scales divide by (q_max − q_min)/2, so the positive end "
-         "reaches a little past q_max·scale, as compressed-tensors computes them.</p>";
+  return "<p class=\"note\">Dark bars: the smallest and largest value each head produced on the calibration data, "
+         "where ctcal observes it (after RoPE and any rotation). Light bands: what the stored scale and zero point can "
+         "represent; quantization clamps values outside them. <b>Reach</b> = observed extreme ÷ representable extreme, "
+         "for the worst head: at most 1, nothing was clamped on the calibration data; past 1.00005 (more than the "
+         "rounding of a scale into the model's dtype), some values were. ctcal records ranges, not counts: the share of "
+         "clamped values is not computed, so this page shows none.</p>";
 }
 
 }  // namespace ctcal

@@ -15,15 +15,38 @@ namespace {
 
 // Layout in SVG user units (= CSS px at the page's scale). The legend column sits right of the
 // plot area: legends drawn over the data hid the values they name.
-constexpr double kWidth = 600, kLeft = 78, kTop = 38, kBottom = 50, kLegendWidth = 160, kLegendGap = 16;
+constexpr double kWidth = 600, kLeft = 78, kTop = 38, kBottom = 50, kLegendWidth = 166, kLegendGap = 14;
 constexpr double kPlotWidth = kWidth - kLeft - kLegendGap - kLegendWidth;
-constexpr double kMinPlotHeight = 190, kLegendRow = 18;
-constexpr std::size_t kLegendChars = 24;  // ~150 px at 11 px: fits the legend column
+constexpr double kMinPlotHeight = 190, kLegendLine = 13, kLegendGapY = 7;
+constexpr std::size_t kLegendChars = 22;  // ~145 px at 11 px: fits the legend column
 
-// Long labels (paths) keep their end, which is where directory and recipe names differ.
+// Long labels (paths) keep their end, which is where directory and recipe names differ. Counted
+// in characters, not bytes ("×" is two), and never cut inside a UTF-8 sequence.
 std::string legend_text(const std::string& s) {
-  if (s.size() <= kLegendChars) return s;
-  return "\xE2\x80\xA6" + s.substr(s.size() - (kLegendChars - 1));
+  auto is_lead = [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; };
+  std::size_t chars = 0, cut = s.size();
+  for (std::size_t i = s.size(); i-- > 0;)
+    if (is_lead(s[i]) && ++chars == kLegendChars) cut = i;
+  if (chars <= kLegendChars) return s;
+  // Keep the last kLegendChars - 1 characters behind an ellipsis.
+  std::size_t i = cut + 1;
+  while (i < s.size() && !is_lead(s[i])) ++i;
+  return "\xE2\x80\xA6" + s.substr(i);
+}
+
+// A legend label's lines: the name, then smaller detail lines ("representable range\nscale x ...").
+std::vector<std::string> label_lines(const std::string& label) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = label.find('\n', start)) != std::string::npos; start = nl + 1) lines.push_back(label.substr(start, nl - start));
+  lines.push_back(label.substr(start));
+  return lines;
+}
+
+double legend_height(const ChartSpec& spec) {
+  double h = 0;
+  for (const auto& se : spec.series) h += kLegendLine * static_cast<double>(label_lines(se.label).size()) + kLegendGapY;
+  return h;
 }
 
 std::string title_tag(const std::string& tip) { return tip.empty() ? "" : "<title>" + html_escape(tip) + "</title>"; }
@@ -48,7 +71,7 @@ Frame make_frame(const ChartSpec& spec) {
   }
   if (!std::isfinite(lo)) lo = 0, hi = 1;
   Frame f;
-  f.plot_h = std::max(kMinPlotHeight, kLegendRow * static_cast<double>(spec.series.size()) + 8);
+  f.plot_h = std::max(kMinPlotHeight, legend_height(spec) + 8);
   f.height = kTop + f.plot_h + kBottom;
   f.y = nice_ticks(lo, hi, static_cast<int>(f.plot_h / 40));
   f.x_min = -0.5;
@@ -120,10 +143,9 @@ std::string line(const ChartSeries& se, const Frame& f) {
 
 std::string legend(const ChartSpec& spec) {
   const double x = kLeft + kPlotWidth + kLegendGap;
+  double y = kTop + 4;
   std::string s = R"(<g class="legend" font-size="11">)";
-  for (std::size_t i = 0; i < spec.series.size(); ++i) {
-    const ChartSeries& se = spec.series[i];
-    const double y = kTop + 4 + kLegendRow * static_cast<double>(i);
+  for (const ChartSeries& se : spec.series) {
     s += R"(<g class="legend-item">)" + title_tag(se.label);
     if (se.kind == ChartSeries::Kind::kLine)
       s += fmt::format(R"(<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2"/><circle cx="{}" cy="{}" r="3.5" fill="{}"/>)",
@@ -131,8 +153,15 @@ std::string legend(const ChartSpec& spec) {
     else if (se.kind == ChartSeries::Kind::kBand)
       s += fmt::format(R"(<rect x="{}" y="{}" width="16" height="12" fill="{}" fill-opacity="0.16" stroke="{}"/>)", x, y, se.color, se.color);
     else
-      s += fmt::format(R"(<rect x="{}" y="{}" width="16" height="12" fill="{}"/>)", x + 4, y, se.color);
-    s += fmt::format(R"(<text x="{}" y="{}">{}</text></g>)", x + 22, y + 10, html_escape(legend_text(se.label)));
+      s += fmt::format(R"(<rect x="{}" y="{}" width="8" height="12" fill="{}"/>)", x + 4, y, se.color);
+    const auto lines = label_lines(se.label);
+    s += fmt::format(R"(<text x="{}" y="{}">)", x + 22, y + 10);
+    for (std::size_t i = 0; i < lines.size(); ++i)
+      s += i == 0 ? html_escape(legend_text(lines[i]))
+                  : fmt::format(R"(<tspan x="{}" dy="{}" font-size="10" fill="#555">{}</tspan>)", x + 22, kLegendLine,
+                                html_escape(legend_text(lines[i])));
+    s += "</text></g>";
+    y += kLegendLine * static_cast<double>(lines.size()) + kLegendGapY;
   }
   return s + "</g>";
 }
