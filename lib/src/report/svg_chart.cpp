@@ -20,27 +20,55 @@ constexpr double kPlotWidth = kWidth - kLeft - kLegendGap - kLegendWidth;
 constexpr double kMinPlotHeight = 190, kLegendLine = 13, kLegendGapY = 7;
 constexpr std::size_t kLegendChars = 22;  // ~145 px at 11 px: fits the legend column
 
-// Long labels (paths) keep their end, which is where directory and recipe names differ. Counted
-// in characters, not bytes ("×" is two), and never cut inside a UTF-8 sequence.
-std::string legend_text(const std::string& s) {
-  auto is_lead = [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; };
-  std::size_t chars = 0, cut = s.size();
-  for (std::size_t i = s.size(); i-- > 0;)
-    if (is_lead(s[i]) && ++chars == kLegendChars) cut = i;
-  if (chars <= kLegendChars) return s;
-  // Keep the last kLegendChars - 1 characters behind an ellipsis.
-  std::size_t i = cut + 1;
-  while (i < s.size() && !is_lead(s[i])) ++i;
-  return "\xE2\x80\xA6" + s.substr(i);
+bool is_lead(char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }
+
+std::size_t char_count(const std::string& s) {
+  std::size_t n = 0;
+  for (char c : s) n += is_lead(c);
+  return n;
 }
 
-// A legend label's lines: the name, then smaller detail lines ("representable range\nscale x ...").
-std::vector<std::string> label_lines(const std::string& label) {
-  std::vector<std::string> lines;
+// The byte offset after the first `chars` characters of s (s.size() when it has fewer).
+std::size_t char_offset(const std::string& s, std::size_t chars) {
+  std::size_t i = 0;
+  for (std::size_t n = 0; i < s.size(); ++i)
+    if (is_lead(s[i]) && n++ == chars) break;
+  return i;
+}
+
+// Past two lines, a label keeps its end, where directory and recipe names differ.
+std::string keep_end(const std::string& s) {
+  const std::size_t n = char_count(s);
+  if (n <= kLegendChars) return s;
+  return "\xE2\x80\xA6" + s.substr(char_offset(s, n - (kLegendChars - 1)));
+}
+
+struct LegendLine {
+  std::string text;
+  bool detail = false;  // a smaller grey line under the name ("scale x [-448, 448]")
+};
+
+// A legend label's lines: its name, wrapped once at a separator (- _ / . space) when longer than
+// the column, then the detail lines that follow a '\n'. Counted in characters, not bytes ("×" is
+// two), and never cut inside a UTF-8 sequence.
+std::vector<LegendLine> label_lines(const std::string& label) {
+  std::vector<LegendLine> out;
   std::size_t start = 0;
-  for (std::size_t nl; (nl = label.find('\n', start)) != std::string::npos; start = nl + 1) lines.push_back(label.substr(start, nl - start));
-  lines.push_back(label.substr(start));
-  return lines;
+  for (bool first = true;; first = false) {
+    const std::size_t nl = label.find('\n', start);
+    const std::string part = label.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    if (first && char_count(part) > kLegendChars) {
+      const std::size_t limit = char_offset(part, kLegendChars);
+      const std::size_t cut = part.find_last_of("-_/. ", limit - 1);
+      const std::size_t at = cut == std::string::npos || cut == 0 ? limit : cut + 1;
+      out.push_back({part.substr(0, at), false});
+      out.push_back({keep_end(part.substr(at)), false});
+    } else {
+      out.push_back({keep_end(part), !first});
+    }
+    if (nl == std::string::npos) return out;
+    start = nl + 1;
+  }
 }
 
 double legend_height(const ChartSpec& spec) {
@@ -157,9 +185,9 @@ std::string legend(const ChartSpec& spec) {
     const auto lines = label_lines(se.label);
     s += fmt::format(R"(<text x="{}" y="{}">)", x + 22, y + 10);
     for (std::size_t i = 0; i < lines.size(); ++i)
-      s += i == 0 ? html_escape(legend_text(lines[i]))
-                  : fmt::format(R"(<tspan x="{}" dy="{}" font-size="10" fill="#555">{}</tspan>)", x + 22, kLegendLine,
-                                html_escape(legend_text(lines[i])));
+      s += i == 0 ? html_escape(lines[i].text)
+                  : fmt::format(R"(<tspan x="{}" dy="{}"{}>{}</tspan>)", x + 22, kLegendLine,
+                                lines[i].detail ? R"( font-size="10" fill="#555")" : "", html_escape(lines[i].text));
     s += "</text></g>";
     y += kLegendLine * static_cast<double>(lines.size()) + kLegendGapY;
   }
