@@ -374,7 +374,7 @@ try:
     # ---- calibrate pages
     for recipe, page in pages.items():
         rep = json.load(open(os.path.join(outs[recipe], "ctcal_report.json")))
-        sites = ["Q", "K", "V"] if "q" in rep["layers"][0] else ["K", "V"]
+        sites = ["K", "V", "Q"] if "q" in rep["layers"][0] else ["K", "V"]
         dom, geo = render(page, len(sites))
         titles = [c["title"] for c in geo["charts"]]
         check(titles == [f"{s} range per layer" for s in sites], f"{recipe}: charts {titles}")
@@ -390,7 +390,7 @@ try:
         check(len(rows) == len(rep["layers"]) * len(sites), f"{recipe}: {len(rows)} range rows")
         if recipe == "r3_fp8_attention":
             # FP8: the representable range of layer 0's K is the stored scale x [-448, 448].
-            cells = [c.all_text() for c in by_tag(rows[1], "td")]
+            cells = [c.all_text() for c in by_tag(rows[0], "td")]
             k_scale = rep["layers"][0]["k"]["scale"][0]
             lo, hi = (float(x) for x in cells[5].strip("[]").split(","))
             check(cells[1] == "K" and math.isclose(hi, 448 * k_scale, rel_tol=1e-3) and math.isclose(lo, -448 * k_scale, rel_tol=1e-3),

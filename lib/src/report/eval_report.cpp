@@ -87,7 +87,7 @@ std::string sqnr_panels(const json& doc, const std::vector<EvalRunInfo>& runs) {
                   "together. Gaps in a line are lossless layers (infinite SQNR).</p>";
   for (const auto& f : formats) {
     h += fmt::format("<h3>{} runs</h3><div class=\"charts\">", html_escape(f));
-    for (const char* site : {"q", "k", "v"}) {
+    for (const char* site : {"k", "v", "q"}) {  // K and V side by side, Q (rarer) after
       const std::string key = std::string(site) + "_sqnr_db";
       ChartSpec spec;
       spec.title = fmt::format("{} SQNR per layer — {}", site[0] == 'q' ? "Q" : site[0] == 'k' ? "K" : "V", f);

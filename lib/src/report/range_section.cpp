@@ -184,7 +184,7 @@ std::string representable_words(const QuantArgs& a) {
 std::string range_section(const json& layers, const QuantArgs& kv, const std::optional<QuantArgs>& q,
                           const std::string& title) {
   std::vector<std::string> sites;
-  for (const char* s : {"q", "k", "v"})
+  for (const char* s : {"k", "v", "q"})  // K and V side by side, Q (rarer) after
     if (std::any_of(layers.begin(), layers.end(), [&](const json& l) { return l.contains(s); })) sites.push_back(s);
   std::string h = "<div class=\"charts\">";
   for (const auto& s : sites) h += site_chart(layers, s, s == "q" && q ? *q : kv, title);
