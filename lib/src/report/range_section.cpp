@@ -84,35 +84,54 @@ std::string site_chart(const json& layers, const std::string& site, const QuantA
   ChartSeries band{ChartSeries::Kind::kBand, "representable range\n" + representable_words(a), "#0072B2", {}, {}};
   ChartSeries seen{ChartSeries::Kind::kBar, "observed min … max", "#333333", {}, {}};
   ChartSeries over{ChartSeries::Kind::kBar, "observed beyond range\n(clamped)", "#D55E00", {}, {}};
+  std::vector<std::pair<double, SiteRanges>> rows;  // (layer, its ranges)
   int64_t categories = 0;
   std::size_t heads = 1;
   for (const auto& l : layers) {
     if (!l.contains(site)) continue;
-    const double x = l["layer"].get<double>();
-    categories = std::max<int64_t>(categories, static_cast<int64_t>(x) + 1);
-    const SiteRanges r = read_site(l[site], a);
-    heads = std::max<std::size_t>(heads, r.head_min.size());
-    const double w = kLayerWidth / static_cast<double>(std::max<std::size_t>(r.head_min.size(), 1));
+    rows.emplace_back(l["layer"].get<double>(), read_site(l[site], a));
+    categories = std::max<int64_t>(categories, static_cast<int64_t>(rows.back().first) + 1);
+    heads = std::max<std::size_t>(heads, rows.back().second.head_min.size());
+  }
+  // Past 128 bars (32 layers x 4 heads) a bar per head is a pixel or two wide: one bar per layer
+  // then spans all its heads, clamped parts still per head (the table keeps each head's reach).
+  const bool merged = heads > 1 && static_cast<std::size_t>(categories) * heads > 128;
+  for (const auto& [x, r] : rows) {
+    if (r.range.empty()) continue;
+    const double w = merged ? kLayerWidth : kLayerWidth / static_cast<double>(std::max<std::size_t>(r.head_min.size(), 1));
+    if (merged) {
+      // One band from the lowest to the highest representable value of the layer's heads, one bar
+      // over everything they produced.
+      Representable all = r.range[0];
+      for (const auto& rr : r.range) all.lo = std::min(all.lo, rr.lo), all.hi = std::max(all.hi, rr.hi);
+      const double mn = *std::min_element(r.head_min.begin(), r.head_min.end());
+      const double mx = *std::max_element(r.head_max.begin(), r.head_max.end());
+      const std::string tip = fmt::format("layer {}, all heads: observed [{:.4g}, {:.4g}], representable [{:.4g}, {:.4g}]", x, mn,
+                                          mx, all.lo, all.hi);
+      band.bars.push_back({x, all.lo, all.hi, w * 0.9, tip});
+      seen.bars.push_back({x, mn, mx, w * 0.45, tip});
+    }
     for (std::size_t h = 0; h < r.range.size(); ++h) {
-      const double cx = x - kLayerWidth / 2 + w * (static_cast<double>(h) + 0.5);
+      const double cx = merged ? x : x - kLayerWidth / 2 + w * (static_cast<double>(h) + 0.5);
       const Representable& rr = r.range[h];
       const std::string where = r.head_min.size() > 1 ? fmt::format("layer {} head {}", x, h) : fmt::format("layer {}", x);
       const std::string tip = fmt::format("{}: observed [{:.4g}, {:.4g}], representable [{:.4g}, {:.4g}]", where,
                                           r.head_min[h], r.head_max[h], rr.lo, rr.hi);
-      // A per-tensor scale gives every head one range: one band across the layer says so.
-      if (r.scale.size() == 1) {
-        if (h == 0) band.bars.push_back({x, rr.lo, rr.hi, kLayerWidth, fmt::format("layer {}: representable [{:.4g}, {:.4g}], scale {:.4g}", x, rr.lo, rr.hi, r.scale[0])});
-      } else {
-        band.bars.push_back({cx, rr.lo, rr.hi, w * 0.9, tip});
+      if (!merged) {
+        // A per-tensor scale gives every head one range: one band across the layer says so.
+        if (r.scale.size() > 1) band.bars.push_back({cx, rr.lo, rr.hi, w * 0.9, tip});
+        else if (h == 0) band.bars.push_back({x, rr.lo, rr.hi, kLayerWidth, fmt::format("layer {}: representable [{:.4g}, {:.4g}], scale {:.4g}", x, rr.lo, rr.hi, r.scale[0])});
+        seen.bars.push_back({cx, r.head_min[h], r.head_max[h], w * 0.45, tip});
       }
-      seen.bars.push_back({cx, r.head_min[h], r.head_max[h], w * 0.45, tip});
       if (r.head_max[h] > rr.hi + kReachTolerance * std::fabs(rr.hi)) over.bars.push_back({cx, rr.hi, r.head_max[h], w * 0.45, tip});
       if (r.head_min[h] < rr.lo - kReachTolerance * std::fabs(rr.lo)) over.bars.push_back({cx, r.head_min[h], rr.lo, w * 0.45, tip});
     }
   }
   ChartSpec spec;
   spec.title = fmt::format("{}{} range per layer", title, site_label(site));
-  spec.x_label = heads > 1 ? fmt::format("layer (bars: heads 0–{}, left to right)", heads - 1) : "layer";
+  spec.x_label = merged      ? fmt::format("layer (bars: heads 0–{} together)", heads - 1)
+                 : heads > 1 ? fmt::format("layer (bars: heads 0–{}, left to right)", heads - 1)
+                             : "layer";
   spec.y_label = std::string(site_label(site)) + " value";
   spec.categories = std::max<int64_t>(categories, 1);
   spec.series = {band, seen};

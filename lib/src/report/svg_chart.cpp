@@ -36,7 +36,7 @@ std::size_t char_offset(const std::string& s, std::size_t chars) {
   return i;
 }
 
-// Past two lines, a label keeps its end, where directory and recipe names differ.
+// A line longer than the column keeps its end, where directory and recipe names differ.
 std::string keep_end(const std::string& s) {
   const std::size_t n = char_count(s);
   if (n <= kLegendChars) return s;
