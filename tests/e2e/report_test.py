@@ -395,9 +395,25 @@ try:
             lo, hi = (float(x) for x in cells[5].strip("[]").split(","))
             check(cells[1] == "K" and math.isclose(hi, 448 * k_scale, rel_tol=1e-3) and math.isclose(lo, -448 * k_scale, rel_tol=1e-3),
                   f"{recipe}: layer 0 K representable {cells[5]}, expected ±448 x {k_scale}")
+            # static_minmax FP8 scales are absmax / 448: nothing clamped, reach 1 up to the scale's rounding.
+            reach = [by_tag(r, "td")[6].all_text() for r in rows]
+            check(all("clamped" not in x and abs(float(x) - 1) <= 5e-5 for x in reach), f"{recipe}: FP8 reach {reach}")
         else:
-            check(any(c["title"].startswith("K") and len(c["legend"]) >= 2 for c in geo["charts"]), f"{recipe}: K chart legend")
             check("zero point" in by_tag(dom, "table", "ranges")[0].all_text(), f"{recipe}: no zero points")
+            # INT4 asymmetric: each head represents (q - zp) x scale for q in [-8, 7]; the reach shown is
+            # the worst head's observed extreme over that range's end, recomputed here from the JSON.
+            for i, row in enumerate(rows):
+                cells = [c.all_text() for c in by_tag(row, "td")]
+                site = rep["layers"][i // 2]["k" if cells[1] == "K" else "v"]
+                worst = 0.0
+                for mn, mx, s, zp in zip(site["head_min"], site["head_max"], site["scale"], site["zero_point"]):
+                    lo, hi = (-8 - zp) * s, (7 - zp) * s
+                    worst = max(worst, mx / hi if mx > 0 else 0, mn / lo if mn < 0 else 0)
+                shown = float(cells[6].split()[0])
+                check(abs(shown - worst) < 1e-4, f"{recipe}: layer {cells[0]} {cells[1]} reach {cells[6]}, expected {worst:.4f}")
+                check(("clamped" in cells[6]) == (worst > 1.00005), f"{recipe}: layer {cells[0]} {cells[1]} reach {cells[6]} mislabelled")
+                zps = ", ".join(f"{z + 0.0:g}" for z in site["zero_point"])
+                check(cells[7] == zps, f"{recipe}: layer {cells[0]} {cells[1]} zero points '{cells[7]}', expected '{zps}'")
         check("share of clamped values is not computed" in dom.all_text(), f"{recipe}: the page does not say the clipped share is not computed")
         check_footer(recipe, dom, version, rep["seed"], [rep["recipe_sha256"], rep["dataset_sha256"]])
 finally:

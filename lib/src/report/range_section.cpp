@@ -55,14 +55,13 @@ SiteRanges read_site(const json& s, const QuantArgs& a) {
 }
 
 // How far a head's observed values reach into its representable range: 1 = they touch its end,
-// above 1 = values beyond it were clamped. Zero is always inside both ranges.
+// above 1 = values beyond it were clamped. Each side of zero is measured against the range's end
+// on that side; zero itself is inside every range (calculate_qparams puts it there).
 double reach(double mn, double mx, const Representable& r) {
-  auto part = [](double v, double end) {
-    if (v == 0) return 0.0;
-    if ((end > 0) != (v > 0) || end == 0) return std::numeric_limits<double>::infinity();
-    return v / end;
-  };
-  return std::max(part(mx, r.hi), part(mn, r.lo));
+  const double inf = std::numeric_limits<double>::infinity();
+  const double above = mx <= 0 ? 0 : r.hi > 0 ? mx / r.hi : inf;  // positive values against the top
+  const double below = mn >= 0 ? 0 : r.lo < 0 ? mn / r.lo : inf;  // negative values against the bottom
+  return std::max(above, below);
 }
 
 std::string span_text(const std::vector<double>& v) {
