@@ -44,7 +44,7 @@ MEASURE = """<script>
 const box = e => { if (!e) return null; const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
 const txt = e => e ? e.textContent : null;
 const charts = [...document.querySelectorAll('svg.chart')].map(svg => ({
-  title: txt(svg.querySelector('.chart-title')), svg: box(svg), plot: box(svg.querySelector('.plot-area')),
+  title: txt(svg.querySelector('.chart-title')), titlebox: box(svg.querySelector('.chart-title')), svg: box(svg), plot: box(svg.querySelector('.plot-area')),
   xlabel: {text: txt(svg.querySelector('.x-label')), box: box(svg.querySelector('.x-label'))},
   ylabel: {text: txt(svg.querySelector('.y-label')), box: box(svg.querySelector('.y-label'))},
   legend: [...svg.querySelectorAll('.legend-item')].map(e => ({text: txt(e.querySelector('text')), box: box(e)})),
@@ -205,6 +205,8 @@ def check_charts(name, geometry, expect_min):
     for c in charts:
         what = f"{name}: chart '{c['title']}'"
         check(bool(c["title"]), f"{name}: a chart without a title")
+        check(c["titlebox"] is None or (inside(c["titlebox"], c["svg"]) and not overlaps(c["titlebox"], c["plot"] or [0, 0, 0, 0])),
+              f"{what}: title cut off or on the plot area")
         check(c["plot"] is not None, f"{what}: no plot area")
         if c["plot"] is None:
             continue

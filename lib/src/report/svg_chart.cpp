@@ -19,6 +19,7 @@ constexpr double kWidth = 600, kLeft = 78, kTop = 38, kBottom = 50, kLegendWidth
 constexpr double kPlotWidth = kWidth - kLeft - kLegendGap - kLegendWidth;
 constexpr double kMinPlotHeight = 190, kLegendLine = 13, kLegendGapY = 7;
 constexpr std::size_t kLegendChars = 22;  // ~145 px at 11 px: fits the legend column
+constexpr std::size_t kTitleChars = 60;   // ~500 px in bold 14 px: fits the chart's width
 
 bool is_lead(char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }
 
@@ -36,11 +37,11 @@ std::size_t char_offset(const std::string& s, std::size_t chars) {
   return i;
 }
 
-// A line longer than the column keeps its end, where directory and recipe names differ.
-std::string keep_end(const std::string& s) {
+// A line longer than `limit` characters keeps its end, where directory and recipe names differ.
+std::string keep_end(const std::string& s, std::size_t limit = kLegendChars) {
   const std::size_t n = char_count(s);
-  if (n <= kLegendChars) return s;
-  return "\xE2\x80\xA6" + s.substr(char_offset(s, n - (kLegendChars - 1)));
+  if (n <= limit) return s;
+  return "\xE2\x80\xA6" + s.substr(char_offset(s, n - (limit - 1)));
 }
 
 struct LegendLine {
@@ -206,7 +207,8 @@ std::string render_chart(const ChartSpec& spec) {
   std::string s = fmt::format(
       R"(<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{0}" height="{1:.0f}" viewBox="0 0 {0} {1:.0f}" role="img" aria-label="{2}">)",
       kWidth, f.height, html_escape(spec.title));
-  s += fmt::format(R"(<text class="chart-title" x="{}" y="22" font-size="14" font-weight="bold">{}</text>)", kLeft, html_escape(spec.title));
+  s += fmt::format(R"(<text class="chart-title" x="{}" y="22" font-size="14" font-weight="bold">{}</text>)", kLeft,
+                   html_escape(keep_end(spec.title, kTitleChars)));
   s += axes(spec, f);
   // Bands first, so that the solid bars and lines they should hold are drawn over them.
   for (const auto& se : spec.series)
