@@ -96,7 +96,7 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
   cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
-  cal->add_option("--report", req.report, "Write a self-contained HTML report of the scales");
+  cal->add_option("--report", req.report, "Write a self-contained HTML report: the plan, per-layer ranges against what the scales represent, scales");
 
   std::string validate_recipe;
   bool validate_json = false;
@@ -123,7 +123,7 @@ Examples:
   evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
-  evc->add_option("--report", ev.report, "Write a self-contained HTML report (scale and SQNR plots)");
+  evc->add_option("--report", ev.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");
 
   std::string inspect_path;
   bool inspect_json = false, inspect_strict = false;

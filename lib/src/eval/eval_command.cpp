@@ -14,7 +14,7 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
 #include "ctcal/recipe/recipe.h"
-#include "ctcal/report/html_report.h"
+#include "ctcal/report/eval_report.h"
 
 namespace ctcal {
 
@@ -213,12 +213,7 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
 int run_eval(const EvalRequest& req, std::ostream& out) {
   const json doc = evaluate(req);
   if (req.report) {
-    const json& runs = doc["quantized"];
-    write_html_report(*req.report, {{"title", "ctcal eval"},
-                                    {"subtitle", fmt::format("model {} — dataset {} — {} samples, {} predicted tokens", req.model,
-                                                             req.dataset, doc["samples"].get<int64_t>(), doc["baseline"]["tokens"].get<int64_t>())},
-                                    {"baseline", doc["baseline"]},
-                                    {"runs", runs}});
+    write_eval_report(*req.report, doc, {req.model, req.dataset, req.calibration_dataset, req.seed, req.max_seq_length});
     spdlog::info("wrote {}", *req.report);
   }
   if (req.json) {

@@ -20,11 +20,11 @@
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/pipeline/calibrate.h"
+#include "ctcal/pipeline/calibrate_report.h"
 #include "ctcal/pipeline/plan.h"
 #include "ctcal/pipeline/write_checkpoint.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/recipe/recipe_emit.h"
-#include "ctcal/report/html_report.h"
 #include "ctcal/util/progress_line.h"
 #include "ctcal/util/sha256.h"
 #include "ctcal/version.h"
@@ -276,20 +276,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
   for (const auto& f : files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.
-  if (req.report) {
-    json layers = json::array();
-    for (const auto& l : layers_report_json(plan, result)) {
-      json e = {{"layer", l["layer"]}};
-      for (const char* s : {"q", "k", "v"})
-        if (l.contains(s)) e[std::string(s) + "_scale"] = l[s]["scale"];
-      layers.push_back(e);
-    }
-    write_html_report(*req.report, {{"title", "ctcal calibrate"},
-                                    {"subtitle", fmt::format("{} — {} samples, {} tokens — {}", o.model.string(), result.samples,
-                                                             result.tokens, o.output.string())},
-                                    {"runs", json::array({{{"name", o.output.string()}, {"layers", layers}}})}});
-    spdlog::info("wrote {}", *req.report);
-  }
+  if (req.report)
+    write_calibrate_report(*req.report, plan, result, extras.report, {req.recipe, o.dataset.string(), o.output.string()});
   if (req.cancel && req.cancel->load()) throw Cancelled();
   staging->commit();
 
