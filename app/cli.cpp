@@ -16,6 +16,7 @@
 #include "ctcal/eval/eval_command.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/pipeline/calibrate_command.h"
+#include "ctcal/util/ranks.h"
 #include "ctcal/version.h"
 #include "logging.h"
 
@@ -159,13 +160,14 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     // CLI11 returns 0 for --help/--version; map its parse errors to the usage exit code.
     return rc == 0 ? 0 : static_cast<int>(ExitCode::kUsage);
   }
-  setup_logging(quiet ? -1 : verbose, log_json);
+  // Under mpirun only rank 0 reports; the others log warnings and errors.
+  setup_logging(quiet || !Ranks::root() ? -1 : verbose, log_json);
 
   if (*cal) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     req.cancel = &g_cancel;
-    req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json;
+    req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json && Ranks::root();
     return run_calibrate(req, std::cout);
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);

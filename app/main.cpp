@@ -7,15 +7,22 @@
 
 #include "cli.h"
 #include "ctcal/error.h"
+#include "ctcal/util/ranks.h"
 
 int main(int argc, char** argv) {
+  ctcal::Ranks::init(&argc, &argv);  // MPI only when started by mpirun
+  int code = 0;
   try {
-    return ctcal::app::run_cli(argc, argv);
+    code = ctcal::app::run_cli(argc, argv);
   } catch (const ctcal::Error& e) {
     spdlog::error("{}", e.what());
-    return static_cast<int>(e.code());
+    code = static_cast<int>(e.code());
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    return static_cast<int>(ctcal::ExitCode::kOther);
+    code = static_cast<int>(ctcal::ExitCode::kOther);
   }
+  // A failed rank ends every rank: the others would wait in the next all-reduce forever.
+  if (code != 0 && ctcal::Ranks::size() > 1) ctcal::Ranks::abort(code);
+  ctcal::Ranks::finalize();
+  return code;
 }

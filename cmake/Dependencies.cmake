@@ -12,3 +12,8 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(ZLIB REQUIRED)
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 find_package(dnnl REQUIRED)
+# Data-parallel calibration under mpirun (util/ranks.h). Off: one rank only.
+option(CTCAL_MPI "Data-parallel calibration across mpirun ranks (Open MPI)" ON)
+if(CTCAL_MPI)
+  find_package(MPI REQUIRED COMPONENTS CXX)
+endif()

@@ -17,6 +17,7 @@ PACKAGES=(
   libopenblas-dev       # the sgemm peak the calibration benchmark compares against
   libdnnl-dev           # oneDNN bf16 GEMMs for --compute-dtype bf16
   ocl-icd-opencl-dev    # oneDNN's dnnl-config.cmake requires OpenCL (libdnnl-dev only recommends it)
+  libopenmpi-dev openmpi-bin  # mpirun data-parallel calibration (util/ranks.h) and its e2e test
   python3               # the standard-library-only output checker in tests/e2e
   jq                    # examples/ci-gate checks inspect --json with jq (run by the e2e tests)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)

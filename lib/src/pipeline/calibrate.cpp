@@ -1,5 +1,7 @@
 #include "ctcal/pipeline/calibrate.h"
 
+#include "ctcal/util/ranks.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -7,6 +9,7 @@
 
 #include "ctcal/quant/observer.h"
 #include "ctcal/transform/rotate_weights.h"
+#include "ctcal/util/ranks.h"
 
 namespace ctcal {
 
@@ -111,10 +114,15 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   }
   CalibrationResult result;
   std::vector<SampleSpan> spans;
+  // Data-parallel under mpirun: this rank's contiguous share of the samples (rank 0 first);
+  // every layer's observer statistics are combined over the ranks before its qparams.
+  const RankSlice mine = rank_slice(samples.size(), Ranks::rank(), Ranks::size());
+  const std::vector<std::vector<int32_t>> share(samples.begin() + static_cast<std::ptrdiff_t>(mine.first),
+                                                samples.begin() + static_cast<std::ptrdiff_t>(mine.last));
   if (options.on_status) options.on_status("embedding the calibration tokens");
-  RowMatrix hidden = model.embed(samples, &spans);  // [total_tokens, hidden]
+  RowMatrix hidden = model.embed(share, &spans);  // [this rank's tokens, hidden]
   result.samples = static_cast<int64_t>(samples.size());
-  result.tokens = hidden.rows();
+  result.tokens = Ranks::sum(hidden.rows());
   std::unique_ptr<LayerObservers> obs;  // the current layer's
   LayerLoop loop;
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
@@ -147,6 +155,14 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     return obs.get();
   };
   loop.after_layer = [&](int64_t l) {
+    if (Ranks::size() > 1)
+      for (const auto& [site, o] : obs->observers()) {
+        // One all-reduce of minima and one of maxima per observer: (qparams + heads) doubles each.
+        std::vector<double> mins = o->rank_minima(), maxs = o->rank_maxima();
+        Ranks::min_in_place(&mins);
+        Ranks::max_in_place(&maxs);
+        o->set_combined(mins, maxs, Ranks::sum(o->observations()));
+      }
     LayerResult lr;
     lr.layer = l;
     for (const auto& [site, o] : obs->observers()) {

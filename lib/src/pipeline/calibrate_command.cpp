@@ -26,6 +26,7 @@
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/util/progress_line.h"
+#include "ctcal/util/ranks.h"
 #include "ctcal/util/sha256.h"
 #include "ctcal/version.h"
 
@@ -170,8 +171,19 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     const OutputSize size = estimate_output_size(ckpt, plan);
     check_free_space(o.output, o.model, size.new_bytes, size.linked_bytes);
   }
+  if (Ranks::size() > 1) {
+    // Only static_minmax combines exactly across ranks (min of minima, max of maxima).
+    for (const auto* a : {&plan.kv_args, plan.query_args ? &*plan.query_args : nullptr})
+      if (a && a->observer.value_or("static_minmax") != "static_minmax")
+        throw UsageError(fmt::format("mpirun with {} ranks: observer {} depends on the order of the samples and "
+                                     "cannot be combined across ranks; use observer: static_minmax, or one rank",
+                                     Ranks::size(), a->observer.value_or("")));
+    spdlog::info("{} MPI ranks: each calibrates its share of the samples; observers are combined per layer",
+                 Ranks::size());
+  }
+  // Only rank 0 writes; the other ranks calibrate their share and stop.
   std::unique_ptr<StagingDir> staging;
-  if (!req.dry_run) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
+  if (!req.dry_run && Ranks::root()) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
     spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
@@ -210,7 +222,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   }
 
   line.clear();
-  print_plan(out, plan, o);
+  if (Ranks::root()) print_plan(out, plan, o);
   out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
@@ -235,6 +247,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     if (p.layer_done && p.layer == p.layers) line.finish();
   };
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
+  if (!Ranks::root()) return 0;
   warn_memoryless_shortfall(plan, result);
   // -v: what each observer saw and the scale it gave, per layer and site.
   for (const auto& l : result.layers)

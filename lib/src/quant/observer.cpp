@@ -95,6 +95,32 @@ void Observer::mse_search(const HeadsView& v, std::vector<double>* qmin,
   *qmax = best_max;
 }
 
+std::vector<double> Observer::rank_minima() const {
+  std::vector<double> v = min_;
+  if (count_ == 0) v.assign(min_.size(), std::numeric_limits<double>::infinity());
+  v.insert(v.end(), seen_min_.begin(), seen_min_.end());
+  return v;
+}
+
+std::vector<double> Observer::rank_maxima() const {
+  std::vector<double> v = max_;
+  if (count_ == 0) v.assign(max_.size(), -std::numeric_limits<double>::infinity());
+  v.insert(v.end(), seen_max_.begin(), seen_max_.end());
+  return v;
+}
+
+void Observer::set_combined(const std::vector<double>& minima, const std::vector<double>& maxima, int64_t count) {
+  CTCAL_ASSERT(combines_across_ranks(), "only static_minmax statistics combine across ranks");
+  CTCAL_ASSERT(minima.size() == min_.size() + seen_min_.size() && maxima.size() == minima.size(),
+               "combined statistics have the wrong size");
+  const auto q = static_cast<std::ptrdiff_t>(min_.size());
+  min_.assign(minima.begin(), minima.begin() + q);
+  max_.assign(maxima.begin(), maxima.begin() + q);
+  seen_min_.assign(minima.begin() + q, minima.end());
+  seen_max_.assign(maxima.begin() + q, maxima.end());
+  count_ = count;
+}
+
 void Observer::observe(const HeadsView& v) {
   CTCAL_ASSERT(v.heads == heads_, "observer head count mismatch");
   std::vector<double> hmin, hmax, cur_min, cur_max;

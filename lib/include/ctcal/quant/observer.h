@@ -30,6 +30,18 @@ class Observer {
   int64_t observations() const { return count_; }
   QParams qparams(DType storage) const { return calculate_qparams(min_, max_, args_, storage); }
 
+  // Data-parallel ranks (MPI) each observe a share of the samples. Only static_minmax combines
+  // exactly (min of minima, max of maxima: the same numbers as one observer over every sample);
+  // the moving-average, memoryless and MSE rules depend on the order of the samples.
+  bool combines_across_ranks() const { return kind_ == "static_minmax"; }
+  // This rank's contribution: [qparams] minima then maxima, [heads] seen minima then maxima.
+  // A rank that saw nothing contributes +inf / -inf, the identities of min and max.
+  std::vector<double> rank_minima() const;  // min_ ++ seen_min_
+  std::vector<double> rank_maxima() const;  // max_ ++ seen_max_
+  // Replaces the statistics with their combination over every rank (`count`: observations
+  // summed over ranks).
+  void set_combined(const std::vector<double>& minima, const std::vector<double>& maxima, int64_t count);
+
  private:
   // Reduces per-head values to per-qparam values (tensor: one value).
   void reduce(const std::vector<double>& hmin, const std::vector<double>& hmax,
