@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--print-path" ]]; then echo "$venv"; exit 0; fi
 check='import compressed_tensors, llmcompressor, transformers, torch, safetensors, datasets
 print("peer venv:", "compressed-tensors", compressed_tensors.__version__, "llmcompressor",
       llmcompressor.__version__, "transformers", transformers.__version__, "torch", torch.__version__)'
-ready() { [[ -f "$venv/.ctcal-complete" && -x "$venv/bin/python" ]] && "$venv/bin/python" -c "$check" >&2; }
+ready() { [[ -f "$venv/.ctcal-complete" && -x "$venv/bin/python" && -d "$venv/ct-0.18.0/compressed_tensors" ]] && "$venv/bin/python" -c "$check" >&2; }
 
 if ready; then echo "$venv"; exit 0; fi
 
@@ -45,6 +45,11 @@ echo "peer venv: building $venv from $(basename "$lock") with $("$python" --vers
 rm -rf "$venv"   # a build that was interrupted, or a venv that no longer imports
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock" >&2
+# compressed-tensors 0.18.0 beside the newer one (not on sys.path unless a test puts it there):
+# ctcal's output claims version 0.18.0, and tests/peer/ct_parses_outputs.py --claimed-version checks
+# the claim with that very version. No dependencies: it imports the venv's torch/pydantic/transformers.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+  --target "$venv/ct-0.18.0" compressed-tensors==0.18.0 >&2
 ready_msg=$("$venv/bin/python" -c "$check" 2>&1) || { echo "$ready_msg" >&2; exit 1; }
 touch "$venv/.ctcal-complete"
 echo "$ready_msg" >&2
