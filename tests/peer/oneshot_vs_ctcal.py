@@ -43,14 +43,12 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer_util as pu  # noqa: E402
 
-BIN, SRC, MODEL_NAME = sys.argv[1], sys.argv[2], sys.argv[3]
 pu.enter_venv()
 
 import torch  # noqa: E402
 
-SCALE_ULPS = 16
+SCALE_ULPS = 32
 N_SAMPLES, MAX_LEN = 16, 128
-MODEL = pu.model_dir(MODEL_NAME)
 
 
 def peer_tokenizer():
@@ -66,7 +64,7 @@ def peer_tokenizer():
         unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>", model_max_length=MAX_LEN)
 
 
-def run_oneshot(recipe, rows, out, log):
+def run_oneshot(model_dir, recipe, rows, out, log):
     """llm-compressor as its examples run it (fp32 model as stored), saved compressed."""
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -74,7 +72,7 @@ def run_oneshot(recipe, rows, out, log):
     from transformers import AutoModelForCausalLM
     sink = logger.add(log, level="WARNING")
     try:
-        model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         oneshot(model=model, dataset=Dataset.from_dict({"input_ids": rows}), recipe=recipe,
                 processor=peer_tokenizer(), num_calibration_samples=len(rows), max_seq_length=MAX_LEN,
                 shuffle_calibration_samples=False, batch_size=1)
@@ -153,17 +151,25 @@ def compare(label, recipe, ctcal_out, peer_out, peer_log, attention):
         print(f"{label}: llm-compressor's config_groups {sorted(pg) if pg else '{}'} (ctcal: [{cname!r}])",
               flush=True)
 
-with tempfile.TemporaryDirectory() as tmp:
-    rows = pu.calibration_ids(BIN, MODEL, N_SAMPLES, MAX_LEN)
-    ids = os.path.join(tmp, "ids.jsonl")
-    pu.write_jsonl(rows, ids)
-    print(f"{MODEL_NAME}: {len(rows)} samples, {sum(map(len, rows))} tokens", flush=True)
-    for rel, attention in (("recipes/fp8_kv_per_tensor.yaml", False), ("recipes/fp8_kv_per_head.yaml", False),
-                           ("tests/peer/recipes/fp8_attention.yaml", True)):
-        recipe = os.path.join(SRC, rel)
-        name = os.path.basename(rel)[:-5]
-        c_out, p_out = os.path.join(tmp, f"ctcal-{name}"), os.path.join(tmp, f"peer-{name}")
-        pu.calibrate(BIN, recipe, MODEL, ids, c_out, len(rows), MAX_LEN)
-        run_oneshot(recipe, rows, p_out, os.path.join(tmp, f"peer-{name}.log"))
-        compare(f"{MODEL_NAME} {rel}", recipe, c_out, p_out, os.path.join(tmp, f"peer-{name}.log"), attention)
-pu.finish(f"oneshot_vs_ctcal {MODEL_NAME}")
+def main():
+    binary, src, model_name = sys.argv[1], sys.argv[2], sys.argv[3]
+    model = pu.model_dir(model_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = pu.calibration_ids(binary, model, N_SAMPLES, MAX_LEN)
+        ids = os.path.join(tmp, "ids.jsonl")
+        pu.write_jsonl(rows, ids)
+        print(f"{model_name}: {len(rows)} samples, {sum(map(len, rows))} tokens", flush=True)
+        for rel, attention in (("recipes/fp8_kv_per_tensor.yaml", False), ("recipes/fp8_kv_per_head.yaml", False),
+                               ("tests/peer/recipes/fp8_attention.yaml", True)):
+            recipe = os.path.join(src, rel)
+            name = os.path.basename(rel)[:-5]
+            c_out, p_out = os.path.join(tmp, f"ctcal-{name}"), os.path.join(tmp, f"peer-{name}")
+            log = os.path.join(tmp, f"peer-{name}.log")
+            pu.calibrate(binary, recipe, model, ids, c_out, len(rows), MAX_LEN)
+            run_oneshot(model, recipe, rows, p_out, log)
+            compare(f"{model_name} {rel}", recipe, c_out, p_out, log, attention)
+    pu.finish(f"oneshot_vs_ctcal {model_name}")
+
+
+if __name__ == "__main__":
+    main()

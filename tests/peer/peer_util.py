@@ -87,18 +87,25 @@ def ctcal(binary, *args, expect=0):
     return r
 
 
-def calibration_ids(binary, model, n, max_len, min_len=16):
-    """Token ids both calibrators see: the first n TinyStories documents tokenized by ctcal with
-    the model's own tokenizer.model (`ctcal tokenize --json`), truncated to max_len. Written once
-    as input_ids rows so that ctcal (a .jsonl) and llm-compressor (a datasets.Dataset) get the
-    identical tokens; ctcal's own tokenizer is tested against SentencePiece elsewhere."""
+def calibration_ids(binary, model, n, max_len):
+    """Token ids both calibrators see: TinyStories documents tokenized by ctcal with the model's
+    own tokenizer.model (`ctcal tokenize --json`), written once as input_ids rows so that ctcal (a
+    .jsonl) and llm-compressor (a datasets.Dataset) get the identical tokens (ctcal's tokenizer is
+    tested against SentencePiece elsewhere).
+
+    Row i is the i-th document of at least max_len tokens, truncated to max_len - i: strictly
+    descending, distinct lengths. llm-compressor does not keep the dataset order when it is not
+    shuffled: its LengthAwareSampler visits samples longest first (torch.argsort descending, which
+    orders ties arbitrarily). With distinct descending lengths its order is the file order, which
+    ctcal keeps with --no-shuffle, so order-dependent observers (minmax, memoryless_minmax) see
+    the samples in the same order in both."""
     text = os.path.join(data_dir(), "tinystories-valid", "validation_100.txt")
     r = ctcal(binary, "tokenize", "--tokenizer", model, "--dataset", text, "--json")
     rows = [json.loads(line)["input_ids"] for line in r.stdout.splitlines() if line.strip()]
-    rows = [ids[:max_len] for ids in rows if len(ids) >= min_len]
+    rows = [ids for ids in rows if len(ids) >= max_len][:n]
     if len(rows) < n:
-        raise SystemExit(f"only {len(rows)} documents of >= {min_len} tokens")
-    return rows[:n]
+        raise SystemExit(f"only {len(rows)} documents of >= {max_len} tokens")
+    return [ids[:max_len - i] for i, ids in enumerate(rows)]
 
 
 def write_jsonl(rows, path):
