@@ -65,13 +65,19 @@ torch.set_num_threads({threads})
 t0 = time.perf_counter()
 from datasets import Dataset
 from llmcompressor import oneshot
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+# oneshot wants a processor even for token ids (it reads pad/eos from it and tokenizes nothing);
+# the random model has no tokenizer, so a minimal real one carries those attributes.
+tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({{"<unk>": 0, "<s>": 1, "</s>": 2}}, unk_token="<unk>")),
+                              unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>", model_max_length={max_len})
 ids = json.load(open({ids!r}))
 model = AutoModelForCausalLM.from_pretrained({model_dir!r}, dtype={dtype!r})
 t1 = time.perf_counter()
 oneshot(model=model, dataset=Dataset.from_dict({{"input_ids": ids}}), recipe={recipe!r},
         num_calibration_samples=len(ids), max_seq_length={max_len}, shuffle_calibration_samples=False,
-        batch_size=1)
+        batch_size=1, processor=tok)
 t2 = time.perf_counter()
 model.save_pretrained({out!r}, save_compressed=True)
 t3 = time.perf_counter()
