@@ -11,7 +11,8 @@
 #
 # torch: download.pytorch.org (the CPU-only wheels) is not reachable from the project's machines,
 # so torch comes from PyPI (a CUDA build; on a CPU it runs on the CPU, its CUDA libraries unused).
-# The first build downloads about 3 GB and took 3.6 minutes here (see README).
+# The first build downloads ~3 GB and installs 5.8 GB; it took 12.3 minutes on the 2-core
+# development machine while three other builds shared it (see README).
 #
 # Usage: scripts/peer_venv.sh [--print-path]   (--print-path: print where it would be; build nothing)
 set -euo pipefail
@@ -40,6 +41,9 @@ exec 9>"$venv.lock"
 flock 9
 if ready; then echo "$venv"; exit 0; fi
 
+"$python" -c "import venv, ensurepip" 2>/dev/null || {
+  echo "peer venv: $python cannot create virtual environments (no venv/ensurepip module);" \
+       "on Debian: apt-get install python3-venv" >&2; exit 1; }
 start=$(date +%s)
 echo "peer venv: building $venv from $(basename "$lock") with $("$python" --version 2>&1)" >&2
 rm -rf "$venv"   # a build that was interrupted, or a venv that no longer imports
