@@ -111,8 +111,8 @@ def check_output(name, out):
                  f"{name}: {k}: compressed-tensors {CT} would write {json.dumps(dumped.get(k))}, ctcal wrote "
                  f"{json.dumps(body.get(k))}")
     pu.check(qc["quant_method"] == "compressed-tensors", f"{name}: quant_method {qc['quant_method']}")
-    pu.check(qc["sparsity_config"] == {}, f"{name}: sparsity_config {qc['sparsity_config']}")
-    tc = qc["transform_config"]
+    pu.check(qc.get("sparsity_config") == {}, f"{name}: sparsity_config {qc.get('sparsity_config')!r}")
+    tc = qc.get("transform_config") or {}
     if tc:
         try:
             tparsed = TransformConfig.model_validate(tc)
