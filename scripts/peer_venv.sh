@@ -12,7 +12,8 @@
 # torch: download.pytorch.org (the CPU-only wheels) is not reachable from the project's machines,
 # so torch comes from PyPI (a CUDA build; on a CPU it runs on the CPU, its CUDA libraries unused).
 # The first build downloads ~3 GB and installs 5.8 GB; it took 12.3 minutes on the 2-core
-# development machine while three other builds shared it (see README).
+# development machine while three other builds shared it, 2.4 minutes when rebuilt from the lock
+# (see README).
 #
 # Usage: scripts/peer_venv.sh [--print-path]   (--print-path: print where it would be; build nothing)
 set -euo pipefail
