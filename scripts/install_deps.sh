@@ -19,6 +19,7 @@ PACKAGES=(
   ocl-icd-opencl-dev    # oneDNN's dnnl-config.cmake requires OpenCL (libdnnl-dev only recommends it)
   libopenmpi-dev openmpi-bin  # mpirun data-parallel calibration (util/ranks.h) and its e2e test
   python3               # the standard-library-only output checker in tests/e2e
+  python3-venv          # scripts/peer_venv.sh: the pinned Python peer stack of `ctest -L peer`
   jq                    # examples/ci-gate checks inspect --json with jq (run by the e2e tests)
   clang-14 libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh)
 )

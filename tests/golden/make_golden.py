@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Makes ctcal's golden data with the real reference stack (transformers + PyTorch).
 
-Run on the GPU machine (PyTorch 2.11, transformers 5.17, safetensors):
+Run on the GPU machine (PyTorch 2.11, transformers 5.17, safetensors), or on any CPU with the peer
+venv (scripts/peer_venv.sh; the peer test peer.golden_regenerates does this for stories260K):
 
     python3 tests/golden/make_golden.py --stories DIR_OF_HF_stories260K --out tests/golden/data
+    python3 tests/golden/make_golden.py --stories DIR --out /tmp/g --only stories260K
 
 For each case it (1) builds a tiny Llama/Mistral checkpoint with transformers (random weights,
 scaled so that outliers and per-head differences show), writes it with save_pretrained (some in
@@ -231,11 +233,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stories", required=True, help="HF stories260K directory")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", help="regenerate this one case (e.g. stories260K); the sample "
+                    "generator is advanced exactly as a full run does, so the samples are the same")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     g = torch.Generator().manual_seed(1234)
     meta = {"transformers": transformers.__version__, "torch": torch.__version__}
     for i, (name, arch, kwargs, dtype, spelling, shard) in enumerate(CASES):
+        if args.only and args.only != name:
+            for n in SAMPLE_LENGTHS:  # the draws this case would make (make_case does not use g)
+                torch.randint(0, kwargs["vocab_size"], (n,), generator=g)
+            continue
         d = make_case(name, arch, kwargs, dtype, spelling, shard, args.out, 100 + i)
         vocab = kwargs["vocab_size"]
         samples = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in SAMPLE_LENGTHS]
@@ -245,6 +253,8 @@ def main():
             json.dump(ref, f)
         print(name, "done", flush=True)
     # The real trained model (read from ../shared/data, not copied into the repository).
+    if args.only and args.only != "stories260K":
+        return
     samples = [torch.randint(1, 512, (n,), generator=g).tolist() for n in (20, 48)]
     for s in samples:
         s[0] = 1  # BOS, as the model was trained

@@ -122,20 +122,23 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
   }
 }
 
-bool is_memoryless(const std::optional<QuantArgs>& a) {
-  return a && a->observer && a->observer->starts_with("memoryless");
+// Observers whose range is not the range of every sample: memoryless ones keep the last sample's,
+// minmax keeps a moving average (0.01 per sample), which trails the extremes.
+bool under_ranges(const std::optional<QuantArgs>& a) {
+  return a && a->observer && (a->observer->starts_with("memoryless_minmax") || *a->observer == "minmax");
 }
 
 // The recipe is honoured, but a memoryless observer keeps only the last sample's range: say how
 // much of the full range the scales miss, and where.
 void warn_memoryless_shortfall(const CalibrationPlan& plan, const CalibrationResult& result) {
-  if (!is_memoryless(plan.kv_args) && !is_memoryless(plan.query_args)) return;
+  if (!under_ranges(plan.kv_args) && !under_ranges(plan.query_args)) return;
   const auto worst = largest_range_shortfall(result);
   if (!worst) return;
-  spdlog::warn("observer {} keeps only the LAST sample's range: the written scales miss up to {:.1f} % of the "
+  const std::string kind = plan.kv_args.observer.value_or(plan.query_args ? plan.query_args->observer.value_or("") : "");
+  spdlog::warn("observer {} {}: the written scales miss up to {:.1f} % of the "
                "range seen over all {} samples (worst: layer {} {}{}, absmax {:.4g} kept vs {:.4g} seen), so the "
                "largest values will saturate. Use observer: static_minmax for the range of every sample.",
-               plan.kv_args.observer.value_or(plan.query_args ? plan.query_args->observer.value_or("") : ""),
+               kind, kind == "minmax" ? "keeps a moving average of each sample's range" : "keeps only the LAST sample's range",
                100 * worst->fraction(), result.samples, worst->layer, site_name(worst->site),
                worst->head > 0 ? fmt::format(" head {}", worst->head) : std::string(), worst->observed_absmax,
                worst->full_absmax);
