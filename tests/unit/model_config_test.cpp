@@ -1,4 +1,6 @@
 // config.json parsing: both RoPE spellings, defaults, and clear errors naming the field.
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "ctcal/error.h"
@@ -173,6 +175,31 @@ TEST(ModelConfigFamilies, Gemma3WrapperReadsTextConfigAndNamesItsModules) {
   EXPECT_EQ(c.family->attention_class, "Gemma3Attention");
   j.erase("text_config");
   EXPECT_NE(error_of(j).find("text_config"), std::string::npos);
+}
+
+TEST(ModelConfigFamilies, Phi3LongropeInBothSpellingsWithPartialRotary) {
+  json j = base();
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["max_position_embeddings"] = 64;
+  j["original_max_position_embeddings"] = 16;
+  j["partial_rotary_factor"] = 0.5;  // head_dim 16 -> 8 rotated dims, 4 factors
+  j["rope_scaling"] = {{"type", "su"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {1.0, 2.0, 4.0, 8.0}}};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.rope.type, RopeType::kLongRope);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), 8);
+  EXPECT_EQ(c.rope.original_max_position_embeddings, 16);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, std::sqrt(1.0 + std::log(4.0) / std::log(16.0)));
+  EXPECT_EQ(c.family->attention_class, "Phi3Attention");
+  // Short factors up to the original context, long ones past it (per sample length).
+  const auto short_inv = rope_inv_freq(c, 16), long_inv = rope_inv_freq(c, 17);
+  ASSERT_EQ(short_inv.size(), 4u);
+  EXPECT_FLOAT_EQ(short_inv[1] * 1.5f, long_inv[1] * 2.0f);
+  const RopeTable t = make_rope_table(c, 4);
+  EXPECT_EQ(t.half, 4);
+  EXPECT_FLOAT_EQ(t.cos[0], static_cast<float>(c.rope.attention_factor));  // cos(0) * attention factor
+  json wrong = j;
+  wrong["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  EXPECT_NE(error_of(wrong).find("4 entries"), std::string::npos) << error_of(wrong);
 }
 
 TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 6>& families() {
-  static const std::array<FamilySpec, 6> table = [] {
+const std::array<FamilySpec, 7>& families() {
+  static const std::array<FamilySpec, 7> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -54,7 +54,15 @@ const std::array<FamilySpec, 6>& families() {
     // other tools (and the in-memory module tree) use model.language_model.*.
     gemma3_mm.weight_prefix = "language_model.model.";
     gemma3_mm.alt_weight_prefix = "model.language_model.";
-    return std::array<FamilySpec, 6>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm};
+    FamilySpec phi3 = llama;  // fused projections, longrope, optional sliding window on every layer
+    phi3.architecture = "Phi3ForCausalLM";
+    phi3.attention_class = "Phi3Attention";
+    phi3.model_type = "phi3";
+    phi3.fused_qkv = true;
+    phi3.fused_gate_up = true;
+    phi3.partial_rotary = true;
+    phi3.sliding = SlidingRule::kAllLayers;
+    return std::array<FamilySpec, 7>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3};
   }();
   return table;
 }

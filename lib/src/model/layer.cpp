@@ -36,7 +36,8 @@ class RopeTables {
       : c_(c), rope_(c.rope_of(layer)), spans_(spans) {}
   const RopeTable& for_length(int64_t len) {
     // Every type but dynamic has length-independent angles: one table of the longest length.
-    const int64_t key = rope_.type == RopeType::kDynamic ? len : 0;
+    // (longrope switches factor sets past the original context: by length too.)
+    const int64_t key = rope_.type == RopeType::kDynamic || rope_.type == RopeType::kLongRope ? len : 0;
     auto it = tables_.find(key);
     if (it == tables_.end()) {
       int64_t n = len;

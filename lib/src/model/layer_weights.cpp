@@ -31,10 +31,14 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size, d = c.head_dim;
   const FamilySpec& fam = *c.family;
   std::vector<TensorSpec> s = {
-      {"input_layernorm.weight", {h}},   {"self_attn.q_proj.weight", {q, h}},
-      {"self_attn.k_proj.weight", {kv, h}}, {"self_attn.v_proj.weight", {kv, h}},
-      {"self_attn.o_proj.weight", {h, q}},
-  };
+      {"input_layernorm.weight", {h}}, {"self_attn.o_proj.weight", {h, q}}};
+  if (fam.fused_qkv) {
+    s.push_back({"self_attn.qkv_proj.weight", {q + 2 * kv, h}});
+  } else {
+    s.push_back({"self_attn.q_proj.weight", {q, h}});
+    s.push_back({"self_attn.k_proj.weight", {kv, h}});
+    s.push_back({"self_attn.v_proj.weight", {kv, h}});
+  }
   if (c.qkv_bias) {
     s.push_back({"self_attn.q_proj.bias", {q}});
     s.push_back({"self_attn.k_proj.bias", {kv}});
@@ -49,8 +53,12 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
   if (with_mlp) {
     s.push_back({fam.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", {h}});
     if (fam.sandwich_norms) s.push_back({"post_feedforward_layernorm.weight", {h}});
-    s.push_back({"mlp.gate_proj.weight", {f, h}});
-    s.push_back({"mlp.up_proj.weight", {f, h}});
+    if (fam.fused_gate_up) {
+      s.push_back({"mlp.gate_up_proj.weight", {2 * f, h}});
+    } else {
+      s.push_back({"mlp.gate_proj.weight", {f, h}});
+      s.push_back({"mlp.up_proj.weight", {f, h}});
+    }
     s.push_back({"mlp.down_proj.weight", {h, f}});
     if (c.mlp_bias) {
       s.push_back({"mlp.gate_proj.bias", {f}});
@@ -66,17 +74,24 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   return Eigen::Map<Vector>(v.data(), n);
 }
 
-void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+// Rows [part.row0, part.row0 + out) of a fused projection's [part.rows, in] weight (Phi-3's
+// qkv_proj / gate_up_proj); the whole tensor when part.rows == 0.
+struct RowPart {
+  int64_t row0 = 0, rows = 0;
+};
+
+void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp,
+                      RowPart part = {}) {
   Linear& l = *lp;
   l.w = RowMatrix();
   const std::string wn = name + ".weight";
-  check_tensor(ckpt, wn, {out, in});
+  check_tensor(ckpt, wn, {part.rows ? part.rows : out, in});
   const TensorInfo& t = ckpt.info(wn);
-  const unsigned char* p = ckpt.shard_of(wn).data(t);
-  const auto n = static_cast<int64_t>(t.numel());
+  const unsigned char* p = ckpt.shard_of(wn).data(t) + static_cast<std::size_t>(part.row0 * in) * dtype_size(t.dtype);
+  const auto n = out * in;
   // bf16 checkpoints are packed straight from the mmap; other dtypes are rounded first.
   std::vector<uint16_t> rounded;
-  if (t.dtype != DType::kBF16) rounded.resize(t.numel());
+  if (t.dtype != DType::kBF16) rounded.resize(static_cast<std::size_t>(n));
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
   for (int64_t i = 0; i < n; ++i) {
@@ -100,14 +115,15 @@ void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t o
 
 // Fills *lp, reusing its fp32 buffer when the shape is unchanged (every layer after the first):
 // a fresh 64 MB matrix per projection and layer would be page-faulted in again each time.
-void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp,
+                 RowPart part = {}) {
   Linear& l = *lp;
   l.w_bf16.reset();
   const TensorInfo& t = ckpt.info(name + ".weight");
-  check_tensor(ckpt, name + ".weight", {out, in});
+  check_tensor(ckpt, name + ".weight", {part.rows ? part.rows : out, in});
   l.w.resize(out, in);  // keeps the allocation when out * in is unchanged
-  const unsigned char* src = ckpt.shard_of(name + ".weight").data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(in) * dtype_size(t.dtype);
+  const unsigned char* src = ckpt.shard_of(name + ".weight").data(t) + static_cast<std::size_t>(part.row0) * row_bytes;
   bool finite = true;
   // Rows converted (and checked) in parallel: with few calibration tokens, loading a 1B model's
   // layers single-threaded costs as much as the forward pass.
@@ -162,9 +178,16 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   const FamilySpec& fam = *c.family;
   LayerWeights& w = *wp;
   w.input_norm = read_norm(ckpt, c, p + "input_layernorm.weight", h);
-  read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
-  read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
-  read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
+  if (fam.fused_qkv) {  // rows: q, then k, then v (Phi3Attention slices them so)
+    const std::string qkv = p + "self_attn.qkv_proj";
+    read_linear(ckpt, qkv, q, h, false, &w.q, {0, q + 2 * kv});
+    read_linear(ckpt, qkv, kv, h, false, &w.k, {q, q + 2 * kv});
+    read_linear(ckpt, qkv, kv, h, false, &w.v, {q + kv, q + 2 * kv});
+  } else {
+    read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
+    read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
+    read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
+  }
   read_linear(ckpt, p + "self_attn.o_proj", h, q, c.o_bias, &w.o);
   w.q_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.q_norm.weight", c.head_dim) : Vector();
   w.k_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.k_norm.weight", c.head_dim) : Vector();
@@ -174,8 +197,13 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     w.mlp_norm = read_norm(ckpt, c, p + (fam.sandwich_norms ? "pre_feedforward_layernorm.weight"
                                                              : "post_attention_layernorm.weight"), h);
     w.mlp_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_feedforward_layernorm.weight", h) : Vector();
-    read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
-    read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
+    if (fam.fused_gate_up) {  // rows: gate, then up (Phi3MLP's chunk(2))
+      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.gate, {0, 2 * f});
+      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.up, {f, 2 * f});
+    } else {
+      read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
+      read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
+    }
     read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
   } else {
     w.mlp_norm = w.mlp_out_norm = Vector();
@@ -183,21 +211,26 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   }
 }
 
+const auto kReadF32 = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
+                         RowPart part = {}) { read_linear(ck, n, out, in, bias, l, part); };
+const auto kReadBf16 = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
+                          RowPart part = {}) { read_linear_bf16(ck, n, out, in, bias, l, part); };
+
 }  // namespace
 
 LayerWeights load_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
-  load_layer(ckpt, c, layer, with_mlp, read_linear, &w);
+  load_layer(ckpt, c, layer, with_mlp, kReadF32, &w);
   return w;
 }
 
 void reload_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp, LayerWeights* w) {
-  load_layer(ckpt, c, layer, with_mlp, read_linear, w);
+  load_layer(ckpt, c, layer, with_mlp, kReadF32, w);
 }
 
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
-  load_layer(ckpt, c, layer, with_mlp, read_linear_bf16, &w);
+  load_layer(ckpt, c, layer, with_mlp, kReadBf16, &w);
   return w;
 }
 

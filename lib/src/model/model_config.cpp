@@ -1,5 +1,7 @@
 #include "ctcal/model/model_config.h"
 
+#include <cmath>
+
 #include "ctcal/error.h"
 
 namespace ctcal {
@@ -12,6 +14,7 @@ std::string rope_type_name(RopeType t) {
     case RopeType::kLinear: return "linear";
     case RopeType::kDynamic: return "dynamic";
     case RopeType::kLlama3: return "llama3";
+    case RopeType::kLongRope: return "longrope";
   }
   return "?";
 }
@@ -106,10 +109,34 @@ void parse_rope_scaling(const Reader& r, const json& p, const std::string& prefi
     rope.original_max_position_embeddings = static_cast<int64_t>(orig);
     if (rope.high_freq_factor <= rope.low_freq_factor)
       throw r.fail(prefix + "high_freq_factor", "expected high_freq_factor > low_freq_factor");
+  } else if (type == "longrope" || type == "su") {  // "su": the older name of longrope
+    rope.type = RopeType::kLongRope;
+    for (auto [key, dst] : {std::pair{"short_factor", &rope.short_factor}, {"long_factor", &rope.long_factor}}) {
+      if (!params->contains(key) || !(*params)[key].is_array())
+        throw r.fail(prefix + key, "missing; longrope needs a list of numbers");
+      for (const auto& x : (*params)[key]) {
+        if (!x.is_number()) throw r.fail(prefix + key, "expected a list of numbers");
+        dst->push_back(x.get<double>());
+      }
+    }
+    // original_max_position_embeddings: in the rope dict, else top-level (Phi-3's configs).
+    const std::optional<double> top = r.present(r.j, "original_max_position_embeddings")
+                                          ? std::optional<double>(r.j["original_max_position_embeddings"].get<double>())
+                                          : std::nullopt;
+    const double orig = r.number(*params, prefix, "original_max_position_embeddings", top);
+    if (orig < 2) throw r.fail(prefix + "original_max_position_embeddings", "expected a number >= 2");
+    rope.original_max_position_embeddings = static_cast<int64_t>(orig);
+    // transformers: factor = max_position_embeddings / original when not given;
+    // attention_factor = sqrt(1 + ln(factor) / ln(original)) when not given (1 for factor <= 1).
+    const double max_pos = r.present(r.j, "max_position_embeddings") ? r.j["max_position_embeddings"].get<double>() : 4096.0;
+    const double factor = r.present(*params, "factor") ? r.number(*params, prefix, "factor", std::nullopt) : max_pos / orig;
+    rope.attention_factor = r.present(*params, "attention_factor")
+                                ? r.number(*params, prefix, "attention_factor", std::nullopt)
+                                : (factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(orig)));
   } else {
     throw r.fail(prefix + "rope_type",
-                 fmt::format("rope type '{}' is not supported; expected default, linear, dynamic or "
-                             "llama3", type));
+                 fmt::format("rope type '{}' is not supported; expected default, linear, dynamic, "
+                             "llama3 or longrope", type));
   }
 }
 
@@ -228,7 +255,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   c.family = &family;
   c.weight_prefix = std::string(family.weight_prefix);
   c.architecture = std::string(family.architecture);
-  const bool mistral = family.sliding == SlidingRule::kAllLayers;
+  const bool mistral = family.architecture == "MistralForCausalLM";
   const bool gemma = family.act == MlpAct::kGeluTanh;
   // transformers reads hidden_act (Llama, Qwen) or hidden_activation (Gemma 3, which ignores
   // hidden_act); ctcal runs the activation the family's MLP uses.
@@ -272,6 +299,26 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     parse_gemma_rope(r, &c);
   } else {
     c.rope = parse_rope(r);
+  }
+  if (family.partial_rotary) {
+    // Phi-3: in rope_parameters (transformers 5) or top-level (classic).
+    const json& rp = r.present(j, "rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"] : j;
+    const std::string prefix = &rp == &j ? "" : "rope_parameters.";
+    c.rope.partial_rotary_factor =
+        r.number(rp, prefix, "partial_rotary_factor", r.present(j, "partial_rotary_factor")
+                                                          ? std::optional<double>(j["partial_rotary_factor"].get<double>())
+                                                          : std::optional<double>(1.0));
+    const int64_t rd = c.rope.rotary_dim(c.head_dim);
+    if (c.rope.partial_rotary_factor <= 0 || c.rope.partial_rotary_factor > 1 || rd % 2 != 0)
+      throw r.fail(prefix + "partial_rotary_factor",
+                   fmt::format("expected a factor in (0, 1] giving an even rotary dimension, got {}", c.rope.partial_rotary_factor));
+    if (c.rope.type == RopeType::kLongRope &&
+        (static_cast<int64_t>(c.rope.short_factor.size()) != rd / 2 || static_cast<int64_t>(c.rope.long_factor.size()) != rd / 2))
+      throw r.fail(prefix + "short_factor", fmt::format("longrope factors need {} entries (rotary_dim / 2)", rd / 2));
+  } else if (c.rope.type == RopeType::kLongRope &&
+             (static_cast<int64_t>(c.rope.short_factor.size()) != c.head_dim / 2 ||
+              static_cast<int64_t>(c.rope.long_factor.size()) != c.head_dim / 2)) {
+    throw r.fail("rope_scaling.short_factor", fmt::format("longrope factors need {} entries (head_dim / 2)", c.head_dim / 2));
   }
   if (gemma) {
     c.query_pre_attn_scalar = r.number(j, "", "query_pre_attn_scalar", 256.0);

@@ -41,6 +41,9 @@ struct FamilySpec {
   bool sandwich_norms = false;   // norms after attention and MLP too (Gemma 3)
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
   bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
+  bool fused_qkv = false;        // one qkv_proj [q_dim + 2 kv_dim, hidden] (Phi-3), split when loaded
+  bool fused_gate_up = false;    // one gate_up_proj [2 intermediate, hidden], gate first (Phi-3)
+  bool partial_rotary = false;   // `partial_rotary_factor`: RoPE on the first part of each head (Phi-3)
   // Before "layers.{i}.", "embed_tokens" and "norm" in tensor names, as save_pretrained writes
   // them; `alt_weight_prefix` is the other layout hub checkpoints of the family use (empty: none).
   std::string_view weight_prefix = "model.";

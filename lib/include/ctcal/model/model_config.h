@@ -15,7 +15,7 @@
 
 namespace ctcal {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3 };
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope };
 std::string rope_type_name(RopeType t);
 
 struct RopeConfig {
@@ -24,7 +24,14 @@ struct RopeConfig {
   double factor = 1.0;                          // linear, dynamic, llama3
   double low_freq_factor = 1.0;                 // llama3
   double high_freq_factor = 4.0;                // llama3
-  int64_t original_max_position_embeddings = 0; // llama3 (required there)
+  int64_t original_max_position_embeddings = 0; // llama3, longrope (required there)
+  std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim / 2] each
+  double attention_factor = 1.0;                // longrope: cos and sin are multiplied by it
+  double partial_rotary_factor = 1.0;           // RoPE on the first int(head_dim * f) dims (Phi-3)
+  // Dimensions of each head that RoPE rotates (the rest pass through).
+  int64_t rotary_dim(int64_t head_dim) const {
+    return static_cast<int64_t>(static_cast<double>(head_dim) * partial_rotary_factor);
+  }
 };
 
 struct ModelConfig {
