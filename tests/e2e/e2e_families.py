@@ -33,6 +33,8 @@ CASES = {
     "gemma3_text_bf16_classic": ("Gemma3Attention", "model."),
     "gemma3_mm_fp32": ("Gemma3Attention", "language_model.model."),
     "phi3_partial_su_sliding_bf16": ("Phi3Attention", "model."),
+    "qwen3_moe_fused_sliding_bf16": ("Qwen3MoeAttention", "model."),
+    "mixtral_sliding_fp32": ("MixtralAttention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -95,11 +95,12 @@ TEST(Rope, LinearDividesAndDynamicGrowsBaseOnlyPastContext) {
 // __post_init__ derives, biases, and the refusal that lists what is supported.
 TEST(ModelConfigFamilies, UnsupportedArchitectureListsTheSupportedOnes) {
   json j = base();
-  j["architectures"] = {"MixtralForCausalLM"};
+  j["architectures"] = {"GptOssForCausalLM"};
   const std::string e = error_of(j);
-  EXPECT_NE(e.find("'MixtralForCausalLM' is not supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("'GptOssForCausalLM' is not supported"), std::string::npos) << e;
   for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                        "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"})
+                        "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
+                        "Qwen3MoeForCausalLM", "MixtralForCausalLM"})
     EXPECT_NE(e.find(a), std::string::npos) << a;
 }
 
@@ -200,6 +201,42 @@ TEST(ModelConfigFamilies, Phi3LongropeInBothSpellingsWithPartialRotary) {
   json wrong = j;
   wrong["rope_scaling"]["short_factor"] = {1.0, 2.0};
   EXPECT_NE(error_of(wrong).find("4 entries"), std::string::npos) << error_of(wrong);
+}
+
+TEST(ModelConfigFamilies, Qwen3MoeSparseLayersAndWindow) {
+  json j = base();
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["num_hidden_layers"] = 6;
+  j["num_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 16;
+  j["max_window_layers"] = 4;  // not used by Qwen3-MoE: its attention windows every layer
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.moe_intermediate_size, 32);
+  for (int64_t l = 0; l < 6; ++l) EXPECT_EQ(c.window(l), 16);
+  j["mlp_only_layers"] = {9};
+  EXPECT_NE(error_of(j).find("mlp_only_layers"), std::string::npos);
+}
+
+TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
+  json j = base();
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.num_experts, 4);
+  EXPECT_EQ(c.moe_intermediate_size, c.intermediate_size);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, true}));
+  EXPECT_EQ(c.family->attention_class, "MixtralAttention");
+  j["num_experts_per_tok"] = 5;
+  EXPECT_NE(error_of(j).find("num_experts_per_tok"), std::string::npos);
 }
 
 TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {

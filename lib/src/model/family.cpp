@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 7>& families() {
-  static const std::array<FamilySpec, 7> table = [] {
+const std::array<FamilySpec, 9>& families() {
+  static const std::array<FamilySpec, 9> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -62,7 +62,21 @@ const std::array<FamilySpec, 7>& families() {
     phi3.fused_gate_up = true;
     phi3.partial_rotary = true;
     phi3.sliding = SlidingRule::kAllLayers;
-    return std::array<FamilySpec, 7>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3};
+    FamilySpec qwen3_moe = qwen3;  // Qwen3 attention; sparse MoE MLPs except mlp_only_layers
+    qwen3_moe.architecture = "Qwen3MoeForCausalLM";
+    qwen3_moe.attention_class = "Qwen3MoeAttention";
+    qwen3_moe.model_type = "qwen3_moe";
+    qwen3_moe.mlp = MlpKind::kMoe;
+    qwen3_moe.sliding = SlidingRule::kQwenAllLayers;
+
+    FamilySpec mixtral = mistral;  // Mistral attention; every MLP a sparse MoE
+    mixtral.architecture = "MixtralForCausalLM";
+    mixtral.attention_class = "MixtralAttention";
+    mixtral.model_type = "mixtral";
+    mixtral.mlp = MlpKind::kMoe;
+    mixtral.moe_names = MoeNames::kMixtral;
+    mixtral.moe_norm_topk_always = true;
+    return std::array<FamilySpec, 9>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral};
   }();
   return table;
 }

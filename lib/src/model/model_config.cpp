@@ -216,7 +216,8 @@ const FamilySpec& parse_family(const Reader& r) {
 std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers) {
   const json& j = r.j;
   std::vector<bool> sliding(static_cast<std::size_t>(layers), false);
-  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers) {  // Mistral ignores it
+  // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer).
+  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers) {
     const json& t = j["layer_types"];
     if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
       throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
@@ -233,12 +234,44 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
     switch (f.sliding) {
       case SlidingRule::kNone: break;
       case SlidingRule::kAllLayers: s = true; break;
+      case SlidingRule::kQwenAllLayers: s = true; break;
       case SlidingRule::kQwenMaxWindow: s = l >= r.positive_int("max_window_layers", 28); break;
       case SlidingRule::kGemmaPattern: s = (l + 1) % r.positive_int("sliding_window_pattern", 6) != 0; break;
     }
     sliding[static_cast<std::size_t>(l)] = s;
   }
   return sliding;
+}
+
+// Qwen3-MoE: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
+// mlp_only_layers. Mixtral: num_local_experts, experts of width intermediate_size, always
+// renormalised, every layer sparse.
+void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
+  const json& j = r.j;
+  const bool mixtral = f.moe_names == MoeNames::kMixtral;
+  // Hub Qwen3-MoE configs say num_experts; transformers 5.17 saves it as num_local_experts (its
+  // attribute map), Mixtral's own name.
+  const char* experts_key = r.present(j, "num_experts") ? "num_experts" : "num_local_experts";
+  c->num_experts = r.positive_int(experts_key, mixtral ? 8 : 128);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", mixtral ? 2 : 8);
+  if (c->num_experts_per_tok > c->num_experts)
+    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+  c->moe_intermediate_size = mixtral ? c->intermediate_size : r.positive_int("moe_intermediate_size", 768);
+  c->norm_topk_prob = f.moe_norm_topk_always || r.boolean("norm_topk_prob", false);
+  c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
+  if (!mixtral) {
+    const int64_t step = r.positive_int("decoder_sparse_step", 1);
+    for (int64_t l = 0; l < c->num_hidden_layers; ++l) c->layer_moe[static_cast<std::size_t>(l)] = (l + 1) % step == 0;
+    if (r.present(j, "mlp_only_layers")) {
+      if (!j["mlp_only_layers"].is_array()) throw r.fail("mlp_only_layers", "expected a list of layer indices");
+      for (const auto& x : j["mlp_only_layers"]) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= c->num_hidden_layers)
+          throw r.fail("mlp_only_layers", fmt::format("{} is not a layer index", x.dump()));
+        c->layer_moe[x.get<std::size_t>()] = false;
+      }
+    }
+  }
+  // router_jitter_noise (Mixtral) applies in training only: nothing to do.
 }
 
 }  // namespace
@@ -281,7 +314,8 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   if (c.head_dim % 2 != 0) throw r.fail("head_dim", fmt::format("expected an even number for RoPE, got {}", c.head_dim));
   c.max_position_embeddings = r.positive_int("max_position_embeddings", mistral ? 4096 * 32 : 2048);
   // Qwen2/Qwen3 drop the window unless use_sliding_window is true (their __post_init__).
-  const bool window_on = family.sliding != SlidingRule::kQwenMaxWindow || r.boolean("use_sliding_window", false);
+  const bool qwen_rule = family.sliding == SlidingRule::kQwenMaxWindow || family.sliding == SlidingRule::kQwenAllLayers;
+  const bool window_on = !qwen_rule || r.boolean("use_sliding_window", false);
   if (family.sliding != SlidingRule::kNone && window_on && r.present(j, "sliding_window"))
     c.sliding_window = r.positive_int("sliding_window");
   c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
@@ -328,6 +362,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     if (r.present(j, "attn_logit_softcapping"))
       throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
   }
+  if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
   for (const json* obj : {&j, &top})
     for (const char* key : {"dtype", "torch_dtype"}) {
       if (c.dtype || !r.present(*obj, key)) continue;

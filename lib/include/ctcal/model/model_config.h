@@ -61,6 +61,14 @@ struct ModelConfig {
   std::optional<double> query_pre_attn_scalar;
   std::optional<double> final_logit_softcapping;  // logits = tanh(l / cap) * cap (Gemma 3)
   std::optional<DType> dtype;  // `dtype` / `torch_dtype`, when present
+  // Sparse MoE (family->mlp == kMoe): experts, experts per token, expert width, renormalised
+  // top-k weights, and which layers have the MoE MLP (others: dense, intermediate_size).
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
+  std::vector<bool> layer_moe;  // [num_hidden_layers]
+  bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }  // k/v_proj rows
