@@ -326,8 +326,14 @@ TEST_P(ForwardGolden, Bf16ComputeScaleError) {
 class LinearInputs : public ActivationObserver {
  public:
   bool wants(int64_t, Site s) const override {
-    return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput;
+    return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput ||
+           s == Site::kExpertGateUpInput || s == Site::kExpertDownInput;
   }
+  void observe_expert(int64_t layer, Site site, int64_t, const HeadsView& v) override {
+    expert_rows[{layer, site}] += v.seq;
+    width[site] = v.head_dim;
+  }
+  std::map<std::pair<int64_t, Site>, int64_t> expert_rows;
   void observe(int64_t layer, Site site, const HeadsView& v) override {
     ++count[{layer, site}];
     width[site] = v.head_dim;
@@ -363,6 +369,16 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
   EXPECT_EQ(obs.width[Site::kGateUpInput], cfg_.hidden_size);
   if (dense) {
     EXPECT_EQ(obs.width[Site::kDownInput], cfg_.intermediate_size);
+  }
+  // MoE layers: every token reaches num_experts_per_tok experts, each of which announces it.
+  int64_t tokens = 0;
+  for (const auto& s : samples_) tokens += static_cast<int64_t>(s.size());
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)
+    for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
+      EXPECT_EQ((obs.expert_rows[{l, site}]), cfg_.is_moe(l) ? tokens * cfg_.num_experts_per_tok : 0) << l;
+  if (cfg_.family->mlp == MlpKind::kMoe) {
+    EXPECT_EQ(obs.width[Site::kExpertGateUpInput], cfg_.hidden_size);
+    EXPECT_EQ(obs.width[Site::kExpertDownInput], cfg_.moe_intermediate_size);
   }
   EXPECT_GT(obs.absmax, 0.0);
 }

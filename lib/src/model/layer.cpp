@@ -7,7 +7,8 @@
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
 // has the sandwich norms). Q, K, V are announced to the observer after RoPE (and R3), exactly
 // where the KV cache stores them; every Linear input is announced once per shared input (one
-// place per projection group below: the hook points of observation.h).
+// place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
+// points of observation.h).
 #include <algorithm>
 #include <map>
 
@@ -162,7 +163,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     if (w.has_mlp && c.is_moe(layer)) {
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the router's and every expert's input
-      moe_mlp_into(w.experts, c, xn, proj);
+      moe_mlp_into(w.experts, c, xn, proj, observer, layer);  // announces each expert's inputs
       add_into(x, proj);
     } else if (w.has_mlp) {
       auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]

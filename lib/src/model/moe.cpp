@@ -44,7 +44,9 @@ Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::
 }
 
 void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
-                  Eigen::Ref<RowMatrix> out) {
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer, int64_t layer) {
+  const bool want_in = observer && observer->wants(layer, Site::kExpertGateUpInput);
+  const bool want_down = observer && observer->wants(layer, Site::kExpertDownInput);
   const int64_t n = x.rows(), k = c.num_experts_per_tok, f = c.moe_intermediate_size, h = c.hidden_size;
   const Routing r = route_tokens(w, c, x);
   // Tokens of each expert, ascending (and their routing weights).
@@ -68,6 +70,8 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     gate.resize(m, f);
     up.resize(m, f);
     down.resize(m, h);
+    const auto expert = static_cast<int64_t>(e);
+    if (want_in) observer->observe_expert(layer, Site::kExpertGateUpInput, expert, {xe.data(), m, 1, h, h});
     uint16_t* scratch = w.gate[e].w_bf16 ? bf16.fit(m * std::max(h, f)) : nullptr;
     {
       ProjectionInput in(xe, scratch);
@@ -75,6 +79,7 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
       linear(in, w.up[e], up);
     }
     gated_act_into(MlpAct::kSilu, gate, up);
+    if (want_down) observer->observe_expert(layer, Site::kExpertDownInput, expert, {gate.data(), m, 1, f, f});
     ProjectionInput in(gate, scratch);
     linear(in, w.down[e], down);
     // index_add_ in expert order; within one expert every token is distinct.

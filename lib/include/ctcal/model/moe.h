@@ -10,13 +10,16 @@
 
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/model/model_config.h"
+#include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
 
 namespace ctcal {
 
-// x: [n, hidden] (the normed hidden state) -> out: [n, hidden], overwritten.
+// x: [n, hidden] (the normed hidden state) -> out: [n, hidden], overwritten. Each expert's
+// inputs go to observer->observe_expert (kExpertGateUpInput, kExpertDownInput) when it wants
+// them; observer may be null.
 void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
-                  Eigen::Ref<RowMatrix> out);
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer = nullptr, int64_t layer = 0);
 
 // The routing alone, for tests: per token its experts (descending weight) and their weights.
 struct Routing {
