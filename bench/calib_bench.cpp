@@ -53,17 +53,49 @@ ctcal::TensorBlob random_blob(ctcal::SplitMix64& rng, std::vector<int64_t> shape
   return b;
 }
 
+// String option --name VALUE, or `def`.
+std::string arg_str(int argc, char** argv, const char* name, const char* def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return def;
+}
+
+// A random bf16 checkpoint of one family (--family llama|qwen3|gemma3|qwen3_moe): Llama's shapes
+// plus the family's extra tensors (q/k norms; Gemma 3's (1 + w) sandwich norms; MoE experts).
 int make(const std::string& dir, int argc, char** argv) {
   const int64_t L = arg(argc, argv, "--layers", 8), H = arg(argc, argv, "--hidden", 1024);
   const int64_t nh = arg(argc, argv, "--heads", 16), nkv = arg(argc, argv, "--kv-heads", 4);
   const int64_t F = arg(argc, argv, "--intermediate", 2816), V = arg(argc, argv, "--vocab", 32000);
+  const int64_t E = arg(argc, argv, "--experts", 16), K = arg(argc, argv, "--top-k", 4);
+  const int64_t FE = arg(argc, argv, "--moe-intermediate", 512);
+  const std::string family = arg_str(argc, argv, "--family", "llama");
+  const bool qwen3 = family == "qwen3" || family == "qwen3_moe", gemma = family == "gemma3", moe = family == "qwen3_moe";
+  if (!qwen3 && !gemma && family != "llama") {
+    std::fprintf(stderr, "--family: llama, qwen3, gemma3 or qwen3_moe\n");
+    return 2;
+  }
   const int64_t d = H / nh;
   std::filesystem::create_directories(dir);
-  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", H},
+  const char* arch = moe ? "Qwen3MoeForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
+  nlohmann::json cfg = {{"architectures", {arch}}, {"hidden_size", H},
                         {"intermediate_size", F}, {"num_hidden_layers", L}, {"num_attention_heads", nh},
                         {"num_key_value_heads", nkv}, {"head_dim", d}, {"vocab_size", V}, {"rms_norm_eps", 1e-5},
                         {"max_position_embeddings", 4096}, {"rope_theta", 500000.0}, {"torch_dtype", "bfloat16"},
-                        {"tie_word_embeddings", false}, {"hidden_act", "silu"}};
+                        {"tie_word_embeddings", gemma}};
+  if (gemma) {
+    cfg["hidden_activation"] = "gelu_pytorch_tanh";
+    cfg["query_pre_attn_scalar"] = d;
+    cfg["sliding_window"] = 256;  // layers 0-4 of every 6 local, as Gemma 3
+    cfg["rope_local_base_freq"] = 10000.0;
+  } else {
+    cfg["hidden_act"] = "silu";
+  }
+  if (moe) {
+    cfg["num_experts"] = E;
+    cfg["num_experts_per_tok"] = K;
+    cfg["moe_intermediate_size"] = FE;
+    cfg["norm_topk_prob"] = true;
+  }
   std::ofstream(dir + "/config.json") << cfg.dump(2);
   ctcal::SplitMix64 rng(1);
   nlohmann::json weight_map;
@@ -72,26 +104,47 @@ int make(const std::string& dir, int argc, char** argv) {
     ctcal::write_safetensors(dir + "/" + name, t);
     for (const auto& [k, _] : t) weight_map[k] = name;
   };
-  shard("embed.safetensors", {{"model.embed_tokens.weight", random_blob(rng, {V, H}, 0.02f)},
-                              {"model.norm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
-                              {"lm_head.weight", random_blob(rng, {V, H}, 0.02f)}});
+  const float norm_mean = gemma ? 0.0f : 1.0f;  // Gemma 3 norms multiply by (1 + w)
+  std::map<std::string, ctcal::TensorBlob> top = {{"model.embed_tokens.weight", random_blob(rng, {V, H}, 0.02f)},
+                                                  {"model.norm.weight", random_blob(rng, {H}, 0.02f, norm_mean)}};
+  if (!gemma) top["lm_head.weight"] = random_blob(rng, {V, H}, 0.02f);
+  shard("embed.safetensors", top);
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    shard("layer" + std::to_string(l) + ".safetensors",
-          {{p + "input_layernorm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
-           {p + "post_attention_layernorm.weight", random_blob(rng, {H}, 0.02f, 1.0f)},
-           {p + "self_attn.q_proj.weight", random_blob(rng, {nh * d, H}, 0.05f)},
-           {p + "self_attn.k_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
-           {p + "self_attn.v_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
-           {p + "self_attn.o_proj.weight", random_blob(rng, {H, nh * d}, 0.02f)},
-           {p + "mlp.gate_proj.weight", random_blob(rng, {F, H}, 0.02f)},
-           {p + "mlp.up_proj.weight", random_blob(rng, {F, H}, 0.02f)},
-           {p + "mlp.down_proj.weight", random_blob(rng, {H, F}, 0.02f)}});
+    std::map<std::string, ctcal::TensorBlob> t = {
+        {p + "input_layernorm.weight", random_blob(rng, {H}, 0.02f, norm_mean)},
+        {p + "post_attention_layernorm.weight", random_blob(rng, {H}, 0.02f, norm_mean)},
+        {p + "self_attn.q_proj.weight", random_blob(rng, {nh * d, H}, 0.05f)},
+        {p + "self_attn.k_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
+        {p + "self_attn.v_proj.weight", random_blob(rng, {nkv * d, H}, 0.05f)},
+        {p + "self_attn.o_proj.weight", random_blob(rng, {H, nh * d}, 0.02f)}};
+    if (qwen3 || gemma) {
+      t[p + "self_attn.q_norm.weight"] = random_blob(rng, {d}, 0.02f, norm_mean);
+      t[p + "self_attn.k_norm.weight"] = random_blob(rng, {d}, 0.02f, norm_mean);
+    }
+    if (gemma) {
+      t[p + "pre_feedforward_layernorm.weight"] = random_blob(rng, {H}, 0.02f, norm_mean);
+      t[p + "post_feedforward_layernorm.weight"] = random_blob(rng, {H}, 0.02f, norm_mean);
+    }
+    if (moe) {
+      t[p + "mlp.gate.weight"] = random_blob(rng, {E, H}, 0.05f);
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
+        t[x + "gate_proj.weight"] = random_blob(rng, {FE, H}, 0.02f);
+        t[x + "up_proj.weight"] = random_blob(rng, {FE, H}, 0.02f);
+        t[x + "down_proj.weight"] = random_blob(rng, {H, FE}, 0.02f);
+      }
+    } else {
+      t[p + "mlp.gate_proj.weight"] = random_blob(rng, {F, H}, 0.02f);
+      t[p + "mlp.up_proj.weight"] = random_blob(rng, {F, H}, 0.02f);
+      t[p + "mlp.down_proj.weight"] = random_blob(rng, {H, F}, 0.02f);
+    }
+    shard("layer" + std::to_string(l) + ".safetensors", t);
   }
   std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json({{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}).dump(1);
-  std::printf("wrote %s: %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld\n", dir.c_str(),
+  std::printf("wrote %s: %s, %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld\n", dir.c_str(), arch,
               static_cast<long>(L), static_cast<long>(H), static_cast<long>(nh), static_cast<long>(nkv),
-              static_cast<long>(F), static_cast<long>(V));
+              static_cast<long>(moe ? FE : F), static_cast<long>(V));
   return 0;
 }
 
@@ -131,7 +184,11 @@ int run(const std::string& dir, int argc, char** argv) {
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const double T = static_cast<double>(N * S), H = static_cast<double>(c.hidden_size);
   const double proj = H * (c.q_dim() + 2.0 * c.kv_dim()) + static_cast<double>(c.q_dim()) * H;  // q, k, v, o
-  const double mlp = 3.0 * H * static_cast<double>(c.intermediate_size);
+  // MoE: the FLOPs of the active experts (top-k of them per token) and the router.
+  const double mlp = c.family->mlp == ctcal::MlpKind::kMoe
+                         ? 3.0 * H * static_cast<double>(c.moe_intermediate_size) * static_cast<double>(c.num_experts_per_tok) +
+                               H * static_cast<double>(c.num_experts)
+                         : 3.0 * H * static_cast<double>(c.intermediate_size);
   const double attn = 2.0 * (static_cast<double>(S) * (S + 1) / 2.0) * static_cast<double>(c.head_dim * c.num_attention_heads);  // per sample, per layer: QK^T + PV (MACs)
   const double flops = 2.0 * (T * (proj * c.num_hidden_layers + mlp * (c.num_hidden_layers - 1)) + attn * N * c.num_hidden_layers);
   // VmHWM, not getrusage: ru_maxrss survives exec and would report a parent's size.
@@ -141,6 +198,7 @@ int run(const std::string& dir, int argc, char** argv) {
     if (line.rfind("VmHWM:", 0) == 0) peak_mb = std::stod(line.substr(6)) / 1024.0;
   const double layer_f32_mb = 4.0 * (proj + mlp) / 1e6;
   std::printf("threads %d | sgemm 2048^3 (OpenBLAS) %.1f GFLOP/s\n", threads, peak);
+  std::printf("%s ", c.architecture.c_str());
   std::printf("calibration (%s): %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
               copt.bf16_compute ? "bf16 GEMMs" : "fp32", static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
               flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);

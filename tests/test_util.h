@@ -19,6 +19,9 @@ inline constexpr double kAbsmaxRelTol = 1e-4;
 inline constexpr double kLogitsNmse = 1e-7;
 // Single activation values (raw rows): absolute error relative to the row's absmax.
 inline constexpr double kRowRelTol = 1e-4;
+// One small fp32 op chain (a few GEMMs of width <= 64) against its double formula
+// (CTranslate2's CPU fp32 tolerance).
+inline constexpr double kTolFp32Op = 1e-5;
 
 inline std::filesystem::path source_dir() { return CTCAL_SOURCE_DIR; }
 inline std::filesystem::path golden_dir() { return source_dir() / "tests/golden/data"; }

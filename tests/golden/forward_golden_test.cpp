@@ -320,6 +320,69 @@ TEST_P(ForwardGolden, Bf16ComputeScaleError) {
   EXPECT_LE(worst, kBf16ScaleRelTol);
 }
 
+// The Linear-input hook points (observation.h, for static input scales of quantized Linear
+// layers): each shared input is announced once per layer and sample with its own width, only to
+// an observer that asks, and observing changes nothing.
+class LinearInputs : public ActivationObserver {
+ public:
+  bool wants(int64_t, Site s) const override {
+    return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput ||
+           s == Site::kExpertGateUpInput || s == Site::kExpertDownInput;
+  }
+  void observe_expert(int64_t layer, Site site, int64_t, const HeadsView& v) override {
+    expert_rows[{layer, site}] += v.seq;
+    width[site] = v.head_dim;
+  }
+  std::map<std::pair<int64_t, Site>, int64_t> expert_rows;
+  void observe(int64_t layer, Site site, const HeadsView& v) override {
+    ++count[{layer, site}];
+    width[site] = v.head_dim;
+    double a = 0;
+    for (int64_t t = 0; t < v.seq; ++t)
+      for (int64_t d = 0; d < v.head_dim; ++d) a = std::max(a, static_cast<double>(std::fabs(v.at(t, 0, d))));
+    absmax = std::max(absmax, a);
+  }
+  std::map<std::pair<int64_t, Site>, int> count;
+  std::map<Site, int64_t> width;
+  double absmax = 0;
+};
+
+TEST_P(ForwardGolden, LinearInputHookPoints) {
+  LinearInputs obs;
+  Decoder model(*ckpt_, cfg_);
+  std::vector<RowMatrix> with, without;
+  Capture none;
+  for (const auto& ids : samples_) with.push_back(model.forward(ids, &obs, {}));
+  without = run(&none, {});
+  for (std::size_t s = 0; s < with.size(); ++s) EXPECT_EQ(with[s], without[s]);  // bit for bit
+  bool dense = false;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    // MoE layers announce the router's (= every expert's) input; per-expert down_proj inputs are
+    // not hook points yet.
+    dense = dense || !cfg_.is_moe(l);
+    for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput})
+      EXPECT_EQ((obs.count[{l, site}]), site == Site::kDownInput && cfg_.is_moe(l) ? 0 : static_cast<int>(samples_.size()))
+          << l << " " << site_name(site);
+  }
+  EXPECT_EQ(obs.width[Site::kQkvInput], cfg_.hidden_size);
+  EXPECT_EQ(obs.width[Site::kOProjInput], cfg_.q_dim());
+  EXPECT_EQ(obs.width[Site::kGateUpInput], cfg_.hidden_size);
+  if (dense) {
+    EXPECT_EQ(obs.width[Site::kDownInput], cfg_.intermediate_size);
+  }
+  // MoE layers: every token reaches num_experts_per_tok experts, each of which announces it.
+  int64_t tokens = 0;
+  for (const auto& s : samples_) tokens += static_cast<int64_t>(s.size());
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)
+    for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
+      EXPECT_EQ((obs.expert_rows[{l, site}]), cfg_.is_moe(l) ? tokens * cfg_.num_experts_per_tok : 0) << l;
+  if (cfg_.family->mlp == MlpKind::kMoe) {
+    EXPECT_EQ(obs.width[Site::kExpertGateUpInput], cfg_.hidden_size);
+    EXPECT_EQ(obs.width[Site::kExpertDownInput], cfg_.moe_intermediate_size);
+  }
+  EXPECT_GT(obs.absmax, 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, ForwardGolden, ::testing::ValuesIn(case_names()),
                          [](const auto& p) { return p.param; });
 

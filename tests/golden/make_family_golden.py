@@ -100,6 +100,30 @@ CASES = [
           rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                            "short_factor": [1.0, 1.2, 1.7, 2.4], "long_factor": [1.0, 2.0, 3.5, 6.0]}),
      torch.bfloat16, "phi_classic"),
+    ("qwen3_moe_fp32", "qwen3_moe",
+     dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2,
+          norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], num_hidden_layers=3,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+     torch.float32, "v5"),
+    ("qwen3_moe_fused_sliding_bf16", "qwen3_moe",
+     dict(hidden_size=64, intermediate_size=80, moe_intermediate_size=24, num_experts=6, num_experts_per_tok=3,
+          norm_topk_prob=False, decoder_sparse_step=2, num_hidden_layers=4, num_attention_heads=4,
+          num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64, use_sliding_window=True,
+          sliding_window=5, tie_word_embeddings=True,
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+     torch.bfloat16, "fused_experts"),
+    ("mixtral_sliding_fp32", "mixtral",
+     dict(hidden_size=64, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+          num_attention_heads=4, num_key_value_heads=2, vocab_size=96, max_position_embeddings=64,
+          sliding_window=6, tie_word_embeddings=False,
+          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+     torch.float32, "v5"),
+    ("mixtral_fused_bf16", "mixtral",
+     dict(hidden_size=64, intermediate_size=40, num_local_experts=8, num_experts_per_tok=2, num_hidden_layers=2,
+          num_attention_heads=4, num_key_value_heads=4, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+     torch.bfloat16, "fused_experts"),
 ]
 
 
@@ -134,14 +158,16 @@ def spike_weights(model, seed, one_plus):
                 linears = [a.qkv_proj, a.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
             else:
                 q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight
-                linears = [a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
-                           layer.mlp.down_proj]
+                linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
             q_w.mul_(6.0)
             k_w.mul_(6.0)
             v_w.mul_(4.0)
             for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
                 k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
             v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
+            router = getattr(layer.mlp, "gate", None)
+            if router is not None and not isinstance(router, torch.nn.Linear):
+                router.weight.mul_(20.0)  # decisive routing: no near-ties between fp32 and fp64 logits
             for name, mod in layer.named_modules():
                 if name.endswith("norm"):
                     mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
@@ -151,9 +177,38 @@ def spike_weights(model, seed, one_plus):
         tm.norm.weight.copy_(center + 0.2 * torch.randn(tm.norm.weight.shape, generator=g))
 
 
+def fuse_experts(model_dir):
+    """Rewrites per-expert MoE tensors (as save_pretrained writes them) into transformers 5's fused
+    layout: mlp.experts.gate_up_proj [E, 2 I, H] (gate rows first), mlp.experts.down_proj [E, H, I],
+    router mlp.gate.weight (Mixtral's block_sparse_moe. renamed to mlp.)."""
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(model_dir, "model.safetensors")
+    sd = load_file(path)
+    out, experts = {}, {}
+    for name, t in sd.items():
+        name = name.replace(".block_sparse_moe.", ".mlp.")
+        parts = name.split(".")
+        if ".mlp.experts." in name:
+            i = parts.index("experts")
+            prefix, e, proj = ".".join(parts[:i + 1]), int(parts[i + 1]), parts[i + 2]
+            proj = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}.get(proj, proj)
+            experts.setdefault(prefix, {}).setdefault(proj, {})[e] = t
+        else:
+            out[name] = t
+    for prefix, projs in experts.items():
+        n = len(projs["gate_proj"])
+        out[prefix + ".gate_up_proj"] = torch.stack(
+            [torch.cat([projs["gate_proj"][e], projs["up_proj"][e]], 0) for e in range(n)]).contiguous()
+        out[prefix + ".down_proj"] = torch.stack([projs["down_proj"][e] for e in range(n)]).contiguous()
+    save_file(out, path, metadata={"format": "pt"})
+
+
 def respell_config(path, spelling):
     """transformers 5 writes rope_parameters / layer_types / dtype; hub checkpoints mostly use the
     classic names (rope_theta + rope_scaling, rope_local_base_freq, sliding_window_pattern, torch_dtype)."""
+    if spelling == "fused_experts":
+        fuse_experts(os.path.dirname(path))
+        return
     if spelling == "v5":
         return
     with open(path) as f:
@@ -221,7 +276,8 @@ def reference(model_dir, samples):
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
-    model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE)
+    extra = {"experts_implementation": "eager"} if "Moe" in cls.__name__ or "Mixtral" in cls.__name__ else {}
+    model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()
     logits, losses = [], []
     with torch.no_grad():

@@ -1,4 +1,6 @@
 // config.json parsing: both RoPE spellings, defaults, and clear errors naming the field.
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "ctcal/error.h"
@@ -93,11 +95,12 @@ TEST(Rope, LinearDividesAndDynamicGrowsBaseOnlyPastContext) {
 // __post_init__ derives, biases, and the refusal that lists what is supported.
 TEST(ModelConfigFamilies, UnsupportedArchitectureListsTheSupportedOnes) {
   json j = base();
-  j["architectures"] = {"MixtralForCausalLM"};
+  j["architectures"] = {"GptOssForCausalLM"};
   const std::string e = error_of(j);
-  EXPECT_NE(e.find("'MixtralForCausalLM' is not supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("'GptOssForCausalLM' is not supported"), std::string::npos) << e;
   for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                        "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"})
+                        "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
+                        "Qwen3MoeForCausalLM", "MixtralForCausalLM"})
     EXPECT_NE(e.find(a), std::string::npos) << a;
 }
 
@@ -173,6 +176,67 @@ TEST(ModelConfigFamilies, Gemma3WrapperReadsTextConfigAndNamesItsModules) {
   EXPECT_EQ(c.family->attention_class, "Gemma3Attention");
   j.erase("text_config");
   EXPECT_NE(error_of(j).find("text_config"), std::string::npos);
+}
+
+TEST(ModelConfigFamilies, Phi3LongropeInBothSpellingsWithPartialRotary) {
+  json j = base();
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["max_position_embeddings"] = 64;
+  j["original_max_position_embeddings"] = 16;
+  j["partial_rotary_factor"] = 0.5;  // head_dim 16 -> 8 rotated dims, 4 factors
+  j["rope_scaling"] = {{"type", "su"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {1.0, 2.0, 4.0, 8.0}}};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.rope.type, RopeType::kLongRope);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), 8);
+  EXPECT_EQ(c.rope.original_max_position_embeddings, 16);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, std::sqrt(1.0 + std::log(4.0) / std::log(16.0)));
+  EXPECT_EQ(c.family->attention_class, "Phi3Attention");
+  // Short factors up to the original context, long ones past it (per sample length).
+  const auto short_inv = rope_inv_freq(c, 16), long_inv = rope_inv_freq(c, 17);
+  ASSERT_EQ(short_inv.size(), 4u);
+  EXPECT_FLOAT_EQ(short_inv[1] * 1.5f, long_inv[1] * 2.0f);
+  const RopeTable t = make_rope_table(c, 4);
+  EXPECT_EQ(t.half, 4);
+  EXPECT_FLOAT_EQ(t.cos[0], static_cast<float>(c.rope.attention_factor));  // cos(0) * attention factor
+  json wrong = j;
+  wrong["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  EXPECT_NE(error_of(wrong).find("4 entries"), std::string::npos) << error_of(wrong);
+}
+
+TEST(ModelConfigFamilies, Qwen3MoeSparseLayersAndWindow) {
+  json j = base();
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["num_hidden_layers"] = 6;
+  j["num_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 16;
+  j["max_window_layers"] = 4;  // not used by Qwen3-MoE: its attention windows every layer
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.moe_intermediate_size, 32);
+  for (int64_t l = 0; l < 6; ++l) EXPECT_EQ(c.window(l), 16);
+  j["mlp_only_layers"] = {9};
+  EXPECT_NE(error_of(j).find("mlp_only_layers"), std::string::npos);
+}
+
+TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
+  json j = base();
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["num_local_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.num_experts, 4);
+  EXPECT_EQ(c.moe_intermediate_size, c.intermediate_size);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, true}));
+  EXPECT_EQ(c.family->attention_class, "MixtralAttention");
+  j["num_experts_per_tok"] = 5;
+  EXPECT_NE(error_of(j).find("num_experts_per_tok"), std::string::npos);
 }
 
 TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {

@@ -97,7 +97,17 @@ json evaluate(const EvalRequest& req) {
   const Checkpoint base(req.model);
   const ModelConfig cfg = load_model_config(base);
   check_model_tensors(base, cfg);
-  std::unique_ptr<Tokenizer> tok = req.tokenizer ? load_tokenizer(*req.tokenizer) : load_tokenizer(req.model);
+  // The model's tokenizer only when some row is text (as calibrate: input_ids rows need none).
+  std::unique_ptr<Tokenizer> tok;
+  if (req.tokenizer) {
+    tok = load_tokenizer(*req.tokenizer);
+  } else {
+    bool text = false;
+    for (const auto& path : {std::optional<std::string>(req.dataset), req.calibration_dataset})
+      if (path)
+        for (const auto& row : read_dataset_rows(*path)) text = text || !row.has_ids;
+    if (text) tok = load_tokenizer(req.model);
+  }
   const CalibrationSamples eval_data = load_samples(req.dataset, tok.get(), req, cfg);
 
   std::vector<EvalRun> runs;

@@ -420,6 +420,10 @@ json inspect_checkpoint(const fs::path& path) {
       auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
       if (scheme.r3_type != "hadamard") fail("the R3 serving branch accepts type 'hadamard' only (not " + scheme.r3_type + ")");
       if (scheme.r3_randomize) fail("randomize must be false");
+      // Llama-family: the architectures vLLM serves with llama.py's attention (Phi-3 is its subclass).
+      if (cfg && cfg->architecture != "LlamaForCausalLM" && cfg->architecture != "MistralForCausalLM" &&
+          cfg->architecture != "Phi3ForCausalLM")
+        fail(fmt::format("it covers Llama-family models (vLLM's llama.py); {} has its own attention class", cfg->architecture));
       if (cfg && (scheme.r3_size != cfg->head_dim)) fail(fmt::format("head_dim {} must equal the model's head size {}", scheme.r3_size, cfg->head_dim));
       if (!is_power_of_two(scheme.r3_size) || scheme.r3_size > (1 << 15)) fail("head_dim must be a power of two <= 2^15");
       if (cfg && cfg->dtype && *cfg->dtype != DType::kF16 && *cfg->dtype != DType::kBF16) fail("weights must be fp16 or bf16");

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 6>& families() {
-  static const std::array<FamilySpec, 6> table = [] {
+const std::array<FamilySpec, 9>& families() {
+  static const std::array<FamilySpec, 9> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -54,7 +54,29 @@ const std::array<FamilySpec, 6>& families() {
     // other tools (and the in-memory module tree) use model.language_model.*.
     gemma3_mm.weight_prefix = "language_model.model.";
     gemma3_mm.alt_weight_prefix = "model.language_model.";
-    return std::array<FamilySpec, 6>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm};
+    FamilySpec phi3 = llama;  // fused projections, longrope, optional sliding window on every layer
+    phi3.architecture = "Phi3ForCausalLM";
+    phi3.attention_class = "Phi3Attention";
+    phi3.model_type = "phi3";
+    phi3.fused_qkv = true;
+    phi3.fused_gate_up = true;
+    phi3.partial_rotary = true;
+    phi3.sliding = SlidingRule::kAllLayers;
+    FamilySpec qwen3_moe = qwen3;  // Qwen3 attention; sparse MoE MLPs except mlp_only_layers
+    qwen3_moe.architecture = "Qwen3MoeForCausalLM";
+    qwen3_moe.attention_class = "Qwen3MoeAttention";
+    qwen3_moe.model_type = "qwen3_moe";
+    qwen3_moe.mlp = MlpKind::kMoe;
+    qwen3_moe.sliding = SlidingRule::kQwenAllLayers;
+
+    FamilySpec mixtral = mistral;  // Mistral attention; every MLP a sparse MoE
+    mixtral.architecture = "MixtralForCausalLM";
+    mixtral.attention_class = "MixtralAttention";
+    mixtral.model_type = "mixtral";
+    mixtral.mlp = MlpKind::kMoe;
+    mixtral.moe_names = MoeNames::kMixtral;
+    mixtral.moe_norm_topk_always = true;
+    return std::array<FamilySpec, 9>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral};
   }();
   return table;
 }

@@ -2,17 +2,20 @@
 //
 //   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
 //   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
+//        (MoE layers: the router's top-k experts' SwiGLU MLPs, weighted: model/moe.h)
 //
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
 // has the sandwich norms). Q, K, V are announced to the observer after RoPE (and R3), exactly
 // where the KV cache stores them; every Linear input is announced once per shared input (one
-// place per projection group below: the hook points of observation.h).
+// place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
+// points of observation.h).
 #include <algorithm>
 #include <map>
 
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
 #include "ctcal/model/decoder.h"
+#include "ctcal/model/moe.h"
 #include "ctcal/model/rope.h"
 
 namespace ctcal {
@@ -36,7 +39,8 @@ class RopeTables {
       : c_(c), rope_(c.rope_of(layer)), spans_(spans) {}
   const RopeTable& for_length(int64_t len) {
     // Every type but dynamic has length-independent angles: one table of the longest length.
-    const int64_t key = rope_.type == RopeType::kDynamic ? len : 0;
+    // (longrope switches factor sets past the original context: by length too.)
+    const int64_t key = rope_.type == RopeType::kDynamic || rope_.type == RopeType::kLongRope ? len : 0;
     auto it = tables_.find(key);
     if (it == tables_.end()) {
       int64_t n = len;
@@ -156,7 +160,12 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     add_into(x, proj);
 
     // --- MLP block (skipped for the last layer during calibration) ---
-    if (w.has_mlp) {
+    if (w.has_mlp && c.is_moe(layer)) {
+      rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
+      announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the router's and every expert's input
+      moe_mlp_into(w.experts, c, xn, proj, observer, layer);  // announces each expert's inputs
+      add_into(x, proj);
+    } else if (w.has_mlp) {
       auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]
       auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);

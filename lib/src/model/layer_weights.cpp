@@ -26,15 +26,74 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 };
 
-// Every tensor of one layer, named as the family's transformers module saves it.
-std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
+// Rows [part.row0, part.row0 + out) of a fused projection's [part.rows, in] weight (Phi-3's
+// qkv_proj / gate_up_proj); the whole tensor when part.rows == 0.
+struct RowPart {
+  int64_t row0 = 0, rows = 0;
+  std::string tensor;           // the weight tensor's full name when it has no ".weight" suffix (fused experts)
+  std::vector<int64_t> shape;   // its full shape when not [rows, in] (fused experts: [E, rows_per_expert, in])
+};
+
+// Rows [row0, row0 + out) of a [rows, in] tensor.
+RowPart row_range(int64_t row0, int64_t rows) {
+  RowPart p;
+  p.row0 = row0;
+  p.rows = rows;
+  return p;
+}
+
+std::string weight_name(const std::string& name, const RowPart& part) {
+  return part.tensor.empty() ? name + ".weight" : part.tensor;
+}
+std::vector<int64_t> weight_shape(int64_t out, int64_t in, const RowPart& part) {
+  if (!part.shape.empty()) return part.shape;
+  return {part.rows ? part.rows : out, in};
+}
+
+// Where expert e's gate/up/down weight of a MoE layer is.
+struct ExpertTensor {
+  std::string name;  // for read_linear (".weight" appended unless part.tensor is set)
+  RowPart part;
+};
+
+// transformers 5's fused layout (mlp.experts.gate_up_proj [E, 2 I, H], mlp.experts.down_proj
+// [E, H, I]) when the checkpoint has it, else the family's per-expert hub names.
+bool experts_fused(const Checkpoint& ckpt, const std::string& p) { return ckpt.has(p + "mlp.experts.gate_up_proj"); }
+
+std::string router_name(const ModelConfig& c, const Checkpoint& ckpt, const std::string& p) {
+  if (c.family->moe_names == MoeNames::kMixtral && !experts_fused(ckpt, p)) return p + "block_sparse_moe.gate";
+  return p + "mlp.gate";
+}
+
+// which: 0 gate, 1 up, 2 down.
+ExpertTensor expert_tensor(const ModelConfig& c, const Checkpoint& ckpt, const std::string& p, int64_t e, int which) {
+  const int64_t h = c.hidden_size, f = c.moe_intermediate_size, n = c.num_experts;
+  if (experts_fused(ckpt, p)) {
+    if (which < 2) return {"", {e * 2 * f + which * f, 0, p + "mlp.experts.gate_up_proj", {n, 2 * f, h}}};
+    return {"", {e * h, 0, p + "mlp.experts.down_proj", {n, h, f}}};
+  }
+  if (c.family->moe_names == MoeNames::kMixtral) {
+    static const char* w[3] = {"w1", "w3", "w2"};  // gate, up, down
+    return {fmt::format("{}block_sparse_moe.experts.{}.{}", p, e, w[which]), {}};
+  }
+  static const char* q[3] = {"gate_proj", "up_proj", "down_proj"};
+  return {fmt::format("{}mlp.experts.{}.{}", p, e, q[which]), {}};
+}
+
+// Every tensor of one layer, named as the family's transformers module saves it (MoE experts:
+// see check_moe_tensors).
+std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool with_mlp) {
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size, d = c.head_dim;
   const FamilySpec& fam = *c.family;
   std::vector<TensorSpec> s = {
-      {"input_layernorm.weight", {h}},   {"self_attn.q_proj.weight", {q, h}},
-      {"self_attn.k_proj.weight", {kv, h}}, {"self_attn.v_proj.weight", {kv, h}},
-      {"self_attn.o_proj.weight", {h, q}},
-  };
+      {"input_layernorm.weight", {h}}, {"self_attn.o_proj.weight", {h, q}}};
+  if (fam.fused_qkv) {
+    s.push_back({"self_attn.qkv_proj.weight", {q + 2 * kv, h}});
+  } else {
+    s.push_back({"self_attn.q_proj.weight", {q, h}});
+    s.push_back({"self_attn.k_proj.weight", {kv, h}});
+    s.push_back({"self_attn.v_proj.weight", {kv, h}});
+  }
   if (c.qkv_bias) {
     s.push_back({"self_attn.q_proj.bias", {q}});
     s.push_back({"self_attn.k_proj.bias", {kv}});
@@ -49,8 +108,13 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
   if (with_mlp) {
     s.push_back({fam.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", {h}});
     if (fam.sandwich_norms) s.push_back({"post_feedforward_layernorm.weight", {h}});
-    s.push_back({"mlp.gate_proj.weight", {f, h}});
-    s.push_back({"mlp.up_proj.weight", {f, h}});
+    if (c.is_moe(layer)) return s;
+    if (fam.fused_gate_up) {
+      s.push_back({"mlp.gate_up_proj.weight", {2 * f, h}});
+    } else {
+      s.push_back({"mlp.gate_proj.weight", {f, h}});
+      s.push_back({"mlp.up_proj.weight", {f, h}});
+    }
     s.push_back({"mlp.down_proj.weight", {h, f}});
     if (c.mlp_bias) {
       s.push_back({"mlp.gate_proj.bias", {f}});
@@ -66,17 +130,18 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   return Eigen::Map<Vector>(v.data(), n);
 }
 
-void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp,
+                      RowPart part = {}) {
   Linear& l = *lp;
   l.w = RowMatrix();
-  const std::string wn = name + ".weight";
-  check_tensor(ckpt, wn, {out, in});
+  const std::string wn = weight_name(name, part);
+  check_tensor(ckpt, wn, weight_shape(out, in, part));
   const TensorInfo& t = ckpt.info(wn);
-  const unsigned char* p = ckpt.shard_of(wn).data(t);
-  const auto n = static_cast<int64_t>(t.numel());
+  const unsigned char* p = ckpt.shard_of(wn).data(t) + static_cast<std::size_t>(part.row0 * in) * dtype_size(t.dtype);
+  const auto n = out * in;
   // bf16 checkpoints are packed straight from the mmap; other dtypes are rounded first.
   std::vector<uint16_t> rounded;
-  if (t.dtype != DType::kBF16) rounded.resize(t.numel());
+  if (t.dtype != DType::kBF16) rounded.resize(static_cast<std::size_t>(n));
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
   for (int64_t i = 0; i < n; ++i) {
@@ -100,14 +165,16 @@ void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t o
 
 // Fills *lp, reusing its fp32 buffer when the shape is unchanged (every layer after the first):
 // a fresh 64 MB matrix per projection and layer would be page-faulted in again each time.
-void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
+void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp,
+                 RowPart part = {}) {
   Linear& l = *lp;
   l.w_bf16.reset();
-  const TensorInfo& t = ckpt.info(name + ".weight");
-  check_tensor(ckpt, name + ".weight", {out, in});
+  const std::string wn = weight_name(name, part);
+  const TensorInfo& t = ckpt.info(wn);
+  check_tensor(ckpt, wn, weight_shape(out, in, part));
   l.w.resize(out, in);  // keeps the allocation when out * in is unchanged
-  const unsigned char* src = ckpt.shard_of(name + ".weight").data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(in) * dtype_size(t.dtype);
+  const unsigned char* src = ckpt.shard_of(wn).data(t) + static_cast<std::size_t>(part.row0) * row_bytes;
   bool finite = true;
   // Rows converted (and checked) in parallel: with few calibration tokens, loading a 1B model's
   // layers single-threaded costs as much as the forward pass.
@@ -119,8 +186,7 @@ void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, i
   l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
   if (!finite || (bias && !l.b.allFinite()))
     throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
-                                 ckpt.shard_of(name + ".weight").path().string(),
-                                 l.w.allFinite() ? name + ".bias" : name + ".weight"));
+                                 ckpt.shard_of(wn).path().string(), l.w.allFinite() ? name + ".bias" : wn));
 }
 
 }  // namespace
@@ -149,11 +215,48 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
   check_tensor(ckpt, c.top_tensor("embed_tokens.weight"), {c.vocab_size, c.hidden_size});
   check_tensor(ckpt, c.top_tensor("norm.weight"), {c.hidden_size});
   if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, c.layer_prefix(l) + spec.suffix, spec.shape);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = c.layer_prefix(l);
+    for (const auto& spec : layer_specs(c, l, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
+    if (!c.is_moe(l)) continue;
+    check_tensor(ckpt, router_name(c, ckpt, p) + ".weight", {c.num_experts, c.hidden_size});
+    for (int64_t e = 0; e < c.num_experts; ++e)
+      for (int which = 0; which < 3; ++which) {
+        const ExpertTensor t = expert_tensor(c, ckpt, p, e, which);
+        const int64_t out = which < 2 ? c.moe_intermediate_size : c.hidden_size;
+        const int64_t in = which < 2 ? c.hidden_size : c.moe_intermediate_size;
+        check_tensor(ckpt, weight_name(t.name, t.part), weight_shape(out, in, t.part));
+        if (experts_fused(ckpt, p) && e > 0) break;  // one fused tensor holds every expert
+      }
+  }
 }
 
 namespace {
+
+const auto kReadF32 = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
+                         RowPart part = {}) { read_linear(ck, n, out, in, bias, l, std::move(part)); };
+const auto kReadBf16 = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
+                          RowPart part = {}) { read_linear_bf16(ck, n, out, in, bias, l, std::move(part)); };
+
+// A MoE layer's router (fp32 always: routing decisions as in fp32) and experts.
+template <typename ReadLinear>
+void load_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p, ReadLinear read_linear,
+                  ExpertWeights* x) {
+  const int64_t h = c.hidden_size, f = c.moe_intermediate_size;
+  const auto n = static_cast<std::size_t>(c.num_experts);
+  kReadF32(ckpt, router_name(c, ckpt, p), c.num_experts, h, false, &x->router);
+  x->gate.resize(n);
+  x->up.resize(n);
+  x->down.resize(n);
+  for (int64_t e = 0; e < c.num_experts; ++e) {
+    const auto i = static_cast<std::size_t>(e);
+    ExpertTensor g = expert_tensor(c, ckpt, p, e, 0), u = expert_tensor(c, ckpt, p, e, 1), d = expert_tensor(c, ckpt, p, e, 2);
+    read_linear(ckpt, g.name, f, h, false, &x->gate[i], g.part);
+    read_linear(ckpt, u.name, f, h, false, &x->up[i], u.part);
+    read_linear(ckpt, d.name, h, f, false, &x->down[i], d.part);
+  }
+}
+
 template <typename ReadLinear>
 void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp,
                 ReadLinear read_linear, LayerWeights* wp) {
@@ -162,9 +265,16 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   const FamilySpec& fam = *c.family;
   LayerWeights& w = *wp;
   w.input_norm = read_norm(ckpt, c, p + "input_layernorm.weight", h);
-  read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
-  read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
-  read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
+  if (fam.fused_qkv) {  // rows: q, then k, then v (Phi3Attention slices them so)
+    const std::string qkv = p + "self_attn.qkv_proj";
+    read_linear(ckpt, qkv, q, h, false, &w.q, row_range(0, q + 2 * kv));
+    read_linear(ckpt, qkv, kv, h, false, &w.k, row_range(q, q + 2 * kv));
+    read_linear(ckpt, qkv, kv, h, false, &w.v, row_range(q + kv, q + 2 * kv));
+  } else {
+    read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
+    read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
+    read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
+  }
   read_linear(ckpt, p + "self_attn.o_proj", h, q, c.o_bias, &w.o);
   w.q_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.q_norm.weight", c.head_dim) : Vector();
   w.k_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.k_norm.weight", c.head_dim) : Vector();
@@ -174,12 +284,24 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     w.mlp_norm = read_norm(ckpt, c, p + (fam.sandwich_norms ? "pre_feedforward_layernorm.weight"
                                                              : "post_attention_layernorm.weight"), h);
     w.mlp_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_feedforward_layernorm.weight", h) : Vector();
-    read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
-    read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
-    read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
+    if (c.is_moe(layer)) {
+      load_experts(ckpt, c, p, read_linear, &w.experts);
+      w.gate = w.up = w.down = Linear();
+    } else if (fam.fused_gate_up) {  // rows: gate, then up (Phi3MLP's chunk(2))
+      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.gate, row_range(0, 2 * f));
+      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.up, row_range(f, 2 * f));
+    } else {
+      read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
+      read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
+    }
+    if (!c.is_moe(layer)) {
+      read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
+      w.experts = ExpertWeights();
+    }
   } else {
     w.mlp_norm = w.mlp_out_norm = Vector();
     w.gate = w.up = w.down = Linear();  // nothing of an earlier layer's MLP stays resident
+    w.experts = ExpertWeights();
   }
 }
 
@@ -187,22 +309,25 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
 
 LayerWeights load_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
-  load_layer(ckpt, c, layer, with_mlp, read_linear, &w);
+  load_layer(ckpt, c, layer, with_mlp, kReadF32, &w);
   return w;
 }
 
 void reload_layer_weights(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp, LayerWeights* w) {
-  load_layer(ckpt, c, layer, with_mlp, read_linear, w);
+  load_layer(ckpt, c, layer, with_mlp, kReadF32, w);
 }
 
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp) {
   LayerWeights w;
-  load_layer(ckpt, c, layer, with_mlp, read_linear_bf16, &w);
+  load_layer(ckpt, c, layer, with_mlp, kReadBf16, &w);
   return w;
 }
 
 void to_bf16_weights(LayerWeights* w) {
-  for (Linear* l : {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down}) {
+  std::vector<Linear*> all = {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down};
+  for (auto* v : {&w->experts.gate, &w->experts.up, &w->experts.down})  // the router stays fp32
+    for (Linear& l : *v) all.push_back(&l);
+  for (Linear* l : all) {
     if (l->w.size() == 0) continue;
     std::vector<uint16_t> plain(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
     for (Eigen::Index i = 0; i < l->w.size(); ++i) plain[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);

@@ -1,5 +1,7 @@
 #include "ctcal/model/model_config.h"
 
+#include <cmath>
+
 #include "ctcal/error.h"
 
 namespace ctcal {
@@ -12,6 +14,7 @@ std::string rope_type_name(RopeType t) {
     case RopeType::kLinear: return "linear";
     case RopeType::kDynamic: return "dynamic";
     case RopeType::kLlama3: return "llama3";
+    case RopeType::kLongRope: return "longrope";
   }
   return "?";
 }
@@ -106,10 +109,34 @@ void parse_rope_scaling(const Reader& r, const json& p, const std::string& prefi
     rope.original_max_position_embeddings = static_cast<int64_t>(orig);
     if (rope.high_freq_factor <= rope.low_freq_factor)
       throw r.fail(prefix + "high_freq_factor", "expected high_freq_factor > low_freq_factor");
+  } else if (type == "longrope" || type == "su") {  // "su": the older name of longrope
+    rope.type = RopeType::kLongRope;
+    for (auto [key, dst] : {std::pair{"short_factor", &rope.short_factor}, {"long_factor", &rope.long_factor}}) {
+      if (!params->contains(key) || !(*params)[key].is_array())
+        throw r.fail(prefix + key, "missing; longrope needs a list of numbers");
+      for (const auto& x : (*params)[key]) {
+        if (!x.is_number()) throw r.fail(prefix + key, "expected a list of numbers");
+        dst->push_back(x.get<double>());
+      }
+    }
+    // original_max_position_embeddings: in the rope dict, else top-level (Phi-3's configs).
+    const std::optional<double> top = r.present(r.j, "original_max_position_embeddings")
+                                          ? std::optional<double>(r.j["original_max_position_embeddings"].get<double>())
+                                          : std::nullopt;
+    const double orig = r.number(*params, prefix, "original_max_position_embeddings", top);
+    if (orig < 2) throw r.fail(prefix + "original_max_position_embeddings", "expected a number >= 2");
+    rope.original_max_position_embeddings = static_cast<int64_t>(orig);
+    // transformers: factor = max_position_embeddings / original when not given;
+    // attention_factor = sqrt(1 + ln(factor) / ln(original)) when not given (1 for factor <= 1).
+    const double max_pos = r.present(r.j, "max_position_embeddings") ? r.j["max_position_embeddings"].get<double>() : 4096.0;
+    const double factor = r.present(*params, "factor") ? r.number(*params, prefix, "factor", std::nullopt) : max_pos / orig;
+    rope.attention_factor = r.present(*params, "attention_factor")
+                                ? r.number(*params, prefix, "attention_factor", std::nullopt)
+                                : (factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(orig)));
   } else {
     throw r.fail(prefix + "rope_type",
-                 fmt::format("rope type '{}' is not supported; expected default, linear, dynamic or "
-                             "llama3", type));
+                 fmt::format("rope type '{}' is not supported; expected default, linear, dynamic, "
+                             "llama3 or longrope", type));
   }
 }
 
@@ -189,7 +216,8 @@ const FamilySpec& parse_family(const Reader& r) {
 std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers) {
   const json& j = r.j;
   std::vector<bool> sliding(static_cast<std::size_t>(layers), false);
-  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers) {  // Mistral ignores it
+  // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer).
+  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers) {
     const json& t = j["layer_types"];
     if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
       throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
@@ -206,12 +234,44 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
     switch (f.sliding) {
       case SlidingRule::kNone: break;
       case SlidingRule::kAllLayers: s = true; break;
+      case SlidingRule::kQwenAllLayers: s = true; break;
       case SlidingRule::kQwenMaxWindow: s = l >= r.positive_int("max_window_layers", 28); break;
       case SlidingRule::kGemmaPattern: s = (l + 1) % r.positive_int("sliding_window_pattern", 6) != 0; break;
     }
     sliding[static_cast<std::size_t>(l)] = s;
   }
   return sliding;
+}
+
+// Qwen3-MoE: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
+// mlp_only_layers. Mixtral: num_local_experts, experts of width intermediate_size, always
+// renormalised, every layer sparse.
+void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
+  const json& j = r.j;
+  const bool mixtral = f.moe_names == MoeNames::kMixtral;
+  // Hub Qwen3-MoE configs say num_experts; transformers 5.17 saves it as num_local_experts (its
+  // attribute map), Mixtral's own name.
+  const char* experts_key = r.present(j, "num_experts") ? "num_experts" : "num_local_experts";
+  c->num_experts = r.positive_int(experts_key, mixtral ? 8 : 128);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", mixtral ? 2 : 8);
+  if (c->num_experts_per_tok > c->num_experts)
+    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+  c->moe_intermediate_size = mixtral ? c->intermediate_size : r.positive_int("moe_intermediate_size", 768);
+  c->norm_topk_prob = f.moe_norm_topk_always || r.boolean("norm_topk_prob", false);
+  c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
+  if (!mixtral) {
+    const int64_t step = r.positive_int("decoder_sparse_step", 1);
+    for (int64_t l = 0; l < c->num_hidden_layers; ++l) c->layer_moe[static_cast<std::size_t>(l)] = (l + 1) % step == 0;
+    if (r.present(j, "mlp_only_layers")) {
+      if (!j["mlp_only_layers"].is_array()) throw r.fail("mlp_only_layers", "expected a list of layer indices");
+      for (const auto& x : j["mlp_only_layers"]) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= c->num_hidden_layers)
+          throw r.fail("mlp_only_layers", fmt::format("{} is not a layer index", x.dump()));
+        c->layer_moe[x.get<std::size_t>()] = false;
+      }
+    }
+  }
+  // router_jitter_noise (Mixtral) applies in training only: nothing to do.
 }
 
 }  // namespace
@@ -228,7 +288,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   c.family = &family;
   c.weight_prefix = std::string(family.weight_prefix);
   c.architecture = std::string(family.architecture);
-  const bool mistral = family.sliding == SlidingRule::kAllLayers;
+  const bool mistral = family.architecture == "MistralForCausalLM";
   const bool gemma = family.act == MlpAct::kGeluTanh;
   // transformers reads hidden_act (Llama, Qwen) or hidden_activation (Gemma 3, which ignores
   // hidden_act); ctcal runs the activation the family's MLP uses.
@@ -254,7 +314,8 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   if (c.head_dim % 2 != 0) throw r.fail("head_dim", fmt::format("expected an even number for RoPE, got {}", c.head_dim));
   c.max_position_embeddings = r.positive_int("max_position_embeddings", mistral ? 4096 * 32 : 2048);
   // Qwen2/Qwen3 drop the window unless use_sliding_window is true (their __post_init__).
-  const bool window_on = family.sliding != SlidingRule::kQwenMaxWindow || r.boolean("use_sliding_window", false);
+  const bool qwen_rule = family.sliding == SlidingRule::kQwenMaxWindow || family.sliding == SlidingRule::kQwenAllLayers;
+  const bool window_on = !qwen_rule || r.boolean("use_sliding_window", false);
   if (family.sliding != SlidingRule::kNone && window_on && r.present(j, "sliding_window"))
     c.sliding_window = r.positive_int("sliding_window");
   c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
@@ -273,6 +334,26 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   } else {
     c.rope = parse_rope(r);
   }
+  if (family.partial_rotary) {
+    // Phi-3: in rope_parameters (transformers 5) or top-level (classic).
+    const json& rp = r.present(j, "rope_parameters") && j["rope_parameters"].is_object() ? j["rope_parameters"] : j;
+    const std::string prefix = &rp == &j ? "" : "rope_parameters.";
+    c.rope.partial_rotary_factor =
+        r.number(rp, prefix, "partial_rotary_factor", r.present(j, "partial_rotary_factor")
+                                                          ? std::optional<double>(j["partial_rotary_factor"].get<double>())
+                                                          : std::optional<double>(1.0));
+    const int64_t rd = c.rope.rotary_dim(c.head_dim);
+    if (c.rope.partial_rotary_factor <= 0 || c.rope.partial_rotary_factor > 1 || rd % 2 != 0)
+      throw r.fail(prefix + "partial_rotary_factor",
+                   fmt::format("expected a factor in (0, 1] giving an even rotary dimension, got {}", c.rope.partial_rotary_factor));
+    if (c.rope.type == RopeType::kLongRope &&
+        (static_cast<int64_t>(c.rope.short_factor.size()) != rd / 2 || static_cast<int64_t>(c.rope.long_factor.size()) != rd / 2))
+      throw r.fail(prefix + "short_factor", fmt::format("longrope factors need {} entries (rotary_dim / 2)", rd / 2));
+  } else if (c.rope.type == RopeType::kLongRope &&
+             (static_cast<int64_t>(c.rope.short_factor.size()) != c.head_dim / 2 ||
+              static_cast<int64_t>(c.rope.long_factor.size()) != c.head_dim / 2)) {
+    throw r.fail("rope_scaling.short_factor", fmt::format("longrope factors need {} entries (head_dim / 2)", c.head_dim / 2));
+  }
   if (gemma) {
     c.query_pre_attn_scalar = r.number(j, "", "query_pre_attn_scalar", 256.0);
     if (*c.query_pre_attn_scalar <= 0) throw r.fail("query_pre_attn_scalar", "expected a positive number");
@@ -281,6 +362,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     if (r.present(j, "attn_logit_softcapping"))
       throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
   }
+  if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
   for (const json* obj : {&j, &top})
     for (const char* key : {"dtype", "torch_dtype"}) {
       if (c.dtype || !r.present(*obj, key)) continue;

@@ -11,6 +11,8 @@ std::string_view site_name(Site s) {
     case Site::kOProjInput: return "o_proj_input";
     case Site::kGateUpInput: return "gate_up_input";
     case Site::kDownInput: return "down_input";
+    case Site::kExpertGateUpInput: return "expert_gate_up_input";
+    case Site::kExpertDownInput: return "expert_down_input";
   }
   return "?";
 }

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "ctcal/error.h"
+
 namespace ctcal {
 
 std::vector<float> rope_inv_freq(const ModelConfig& cfg, int64_t seq_len) {
@@ -19,12 +21,19 @@ std::vector<float> rope_inv_freq(const RopeConfig& r, int64_t dim, int64_t max_p
                        static_cast<double>(max_position_embeddings) - (r.factor - 1.0);
     base = base * std::pow(ratio, static_cast<double>(dim) / static_cast<double>(dim - 2));
   }
-  std::vector<float> inv(static_cast<std::size_t>(dim / 2));
+  const int64_t rot = r.rotary_dim(dim);  // = dim unless RoPE is partial
+  std::vector<float> inv(static_cast<std::size_t>(rot / 2));
   const auto base_f = static_cast<float>(base);
-  for (int64_t i = 0; i < dim / 2; ++i) {
-    // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in fp32.
-    float expo = static_cast<float>(2 * i) / static_cast<float>(dim);
-    inv[static_cast<std::size_t>(i)] = 1.0f / std::pow(base_f, expo);
+  // longrope: the long factors once the sequence is longer than the original context.
+  const std::vector<double>& ext = seq_len > r.original_max_position_embeddings ? r.long_factor : r.short_factor;
+  for (int64_t i = 0; i < rot / 2; ++i) {
+    // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in fp32 (dim: the rotary dim);
+    // longrope: 1.0 / (ext_factors * base ** (...)).
+    float expo = static_cast<float>(2 * i) / static_cast<float>(rot);
+    const float p = std::pow(base_f, expo);
+    inv[static_cast<std::size_t>(i)] = r.type == RopeType::kLongRope
+                                           ? 1.0f / (static_cast<float>(ext[static_cast<std::size_t>(i)]) * p)
+                                           : 1.0f / p;
   }
   if (r.type == RopeType::kLinear) {
     for (auto& f : inv) f = f / static_cast<float>(r.factor);
@@ -56,22 +65,25 @@ RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, int64_t max_
                           int64_t seq_len) {
   RopeTable t;
   t.seq_len = seq_len;
-  t.half = head_dim / 2;
+  t.half = rope.rotary_dim(head_dim) / 2;
   std::vector<float> inv = rope_inv_freq(rope, head_dim, max_position_embeddings, seq_len);
+  // longrope scales cos and sin (emb.cos() * attention_scaling in fp32); 1 for the other types.
+  const auto att = static_cast<float>(rope.type == RopeType::kLongRope ? rope.attention_factor : 1.0);
   t.cos.resize(static_cast<std::size_t>(seq_len * t.half));
   t.sin.resize(t.cos.size());
   for (int64_t p = 0; p < seq_len; ++p)
     for (int64_t i = 0; i < t.half; ++i) {
       const float angle = static_cast<float>(p) * inv[static_cast<std::size_t>(i)];  // fp32, as torch
-      t.cos[static_cast<std::size_t>(p * t.half + i)] = std::cos(angle);
-      t.sin[static_cast<std::size_t>(p * t.half + i)] = std::sin(angle);
+      t.cos[static_cast<std::size_t>(p * t.half + i)] = att == 1.0f ? std::cos(angle) : std::cos(angle) * att;
+      t.sin[static_cast<std::size_t>(p * t.half + i)] = att == 1.0f ? std::sin(angle) : std::sin(angle) * att;
     }
   return t;
 }
 
 void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,
                 int64_t row_stride) {
-  const int64_t half = head_dim / 2;
+  const int64_t half = table.half;
+  CTCAL_ASSERT(2 * half <= head_dim, "rotary dims exceed head_dim");
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < seq; ++t) {
     const float* c = table.cos.data() + t * half;

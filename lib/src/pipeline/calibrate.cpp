@@ -71,7 +71,11 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
   MemoryEstimate m;
   m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
-  m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h);
+  // MoE: the widest MLP is every expert's (plus the router); one layer of them is resident.
+  const double moe = c.family->mlp == MlpKind::kMoe
+                         ? static_cast<double>(c.num_experts) * (3 * h * static_cast<double>(c.moe_intermediate_size) + h)
+                         : 0.0;
+  m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + std::max(3 * h * f, moe) + 2 * h);
   // xn, q, k, v, attn, proj, gate, up (Decoder's scratch), plus one [hidden] row per token
   // that is no longer allocated (the residual used to be copied per chunk; it is now updated in
   // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
@@ -80,6 +84,9 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   // bf16 mode: the bf16 copy of the widest projection input. (Its layer weights are packed bf16,
   // half of layer_bytes, except with R2, which rotates in fp32 first: layer_bytes stays fp32.)
   if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f});
+  // MoE: one expert's gathered rows, its gate/up/down outputs (at most every token), the router logits.
+  if (c.family->mlp == MlpKind::kMoe)
+    m.per_token_bytes += 4.0 * (2 * h + 2 * static_cast<double>(c.moe_intermediate_size) + static_cast<double>(c.num_experts));
   return m;
 }
 

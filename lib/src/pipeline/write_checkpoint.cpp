@@ -60,14 +60,17 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   return out;
 }
 
-// R2-rewritten v_proj / o_proj tensors (weights and biases) in their input dtype.
+// R2-rewritten v_proj / o_proj tensors (weights and biases) in their input dtype. A fused
+// qkv_proj (Phi-3) is written whole: its q and k rows unchanged (they round-trip exactly through
+// fp32), its v rows rotated.
 std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const CalibrationPlan& plan) {
   std::map<std::string, TensorBlob> out;
   if (!plan.r2) return out;
+  const bool fused = plan.model.family->fused_qkv;
   CalibrationPlan p = plan;  // p.storage: the dtype each rewritten tensor keeps
   for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
     const LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
-    const std::string v = plan.model.attention_module(l) + ".v_proj";
+    const std::string v = plan.model.attention_module(l) + (fused ? ".qkv_proj" : ".v_proj");
     const std::string o = plan.model.attention_module(l) + ".o_proj";
     const DType v_dtype = in.info(v + ".weight").dtype, o_dtype = in.info(o + ".weight").dtype;
     // One rotation serves both tensors unless they are stored in different dtypes.
@@ -77,7 +80,13 @@ std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const Calibra
     auto blob = [](const RowMatrix& m, DType t) {
       return make_blob_f32(std::vector<float>(m.data(), m.data() + m.size()), {m.rows(), m.cols()}, t);
     };
-    out[v + ".weight"] = blob(rotated.v.w, v_dtype);
+    if (fused) {
+      RowMatrix qkv(w.q.w.rows() + w.k.w.rows() + rotated.v.w.rows(), w.q.w.cols());  // [q_dim + 2 kv_dim, hidden]
+      qkv << w.q.w, w.k.w, rotated.v.w;
+      out[v + ".weight"] = blob(qkv, v_dtype);
+    } else {
+      out[v + ".weight"] = blob(rotated.v.w, v_dtype);
+    }
     if (rotated.v.b.size() > 0)
       out[v + ".bias"] = make_blob_f32(std::vector<float>(rotated.v.b.data(), rotated.v.b.data() + rotated.v.b.size()),
                                        {rotated.v.b.size()}, in.info(v + ".bias").dtype);

@@ -21,10 +21,22 @@ enum class MlpAct {
   kGeluTanh,  // gelu_pytorch_tanh (Gemma 3's hidden_activation)
 };
 
+// The MLP of the layers: dense, or a sparse mixture of experts (router, top-k, per-expert SwiGLU).
+enum class MlpKind { kDense, kMoe };
+
+// How a family names its MoE tensors in hub checkpoints. Both also read the fused layout
+// transformers 5 holds in memory (mlp.experts.gate_up_proj [E, 2 I, H], mlp.experts.down_proj
+// [E, H, I], router mlp.gate.weight [E, H]).
+enum class MoeNames {
+  kQwen,     // mlp.gate.weight; mlp.experts.{e}.{gate,up,down}_proj.weight
+  kMixtral,  // block_sparse_moe.gate.weight; block_sparse_moe.experts.{e}.{w1,w3,w2}.weight (gate, up, down)
+};
+
 // Which layers use the sliding window when config.json has no `layer_types` list.
 enum class SlidingRule {
   kNone,            // never (Llama)
-  kAllLayers,       // every layer, when `sliding_window` is set (Mistral)
+  kAllLayers,       // every layer, when `sliding_window` is set (Mistral, Mixtral, Phi-3)
+  kQwenAllLayers,   // every layer, when `use_sliding_window` (Qwen3-MoE)
   kQwenMaxWindow,   // `use_sliding_window` and layer >= `max_window_layers` (Qwen2, Qwen3)
   kGemmaPattern,    // every `sliding_window_pattern`-th layer is global (Gemma 3 classic configs)
 };
@@ -41,6 +53,12 @@ struct FamilySpec {
   bool sandwich_norms = false;   // norms after attention and MLP too (Gemma 3)
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
   bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
+  bool fused_qkv = false;        // one qkv_proj [q_dim + 2 kv_dim, hidden] (Phi-3), split when loaded
+  bool fused_gate_up = false;    // one gate_up_proj [2 intermediate, hidden], gate first (Phi-3)
+  bool partial_rotary = false;   // `partial_rotary_factor`: RoPE on the first part of each head (Phi-3)
+  MlpKind mlp = MlpKind::kDense;
+  MoeNames moe_names = MoeNames::kQwen;
+  bool moe_norm_topk_always = false;  // Mixtral renormalises the top-k weights; Qwen: `norm_topk_prob`
   // Before "layers.{i}.", "embed_tokens" and "norm" in tensor names, as save_pretrained writes
   // them; `alt_weight_prefix` is the other layout hub checkpoints of the family use (empty: none).
   std::string_view weight_prefix = "model.";

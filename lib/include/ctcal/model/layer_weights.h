@@ -20,6 +20,12 @@ struct Linear {
   int64_t out_features() const { return w_bf16 ? w_bf16->out() : w.rows(); }
 };
 
+// A sparse MoE MLP (Qwen3-MoE, Mixtral): the router and every expert's SwiGLU projections.
+struct ExpertWeights {
+  Linear router;                       // [num_experts, hidden], no bias; always fp32 (routing decisions)
+  std::vector<Linear> gate, up, down;  // [num_experts] x gate/up: [moe_intermediate, hidden], down: [hidden, moe_intermediate]
+};
+
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
 // transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
 struct LayerWeights {
@@ -28,7 +34,8 @@ struct LayerWeights {
   Vector q_norm, k_norm;      // [head_dim] per-head norms before RoPE (qk_norm families), else empty
   Vector attn_out_norm;       // [hidden] on the attention output before the residual (Gemma 3), else empty
   Vector mlp_norm;            // [hidden] before the MLP (post_attention_layernorm; Gemma 3: pre_feedforward_layernorm)
-  Linear gate, up, down;      // gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  Linear gate, up, down;      // dense MLP: gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  ExpertWeights experts;      // MoE layers (ModelConfig::is_moe) instead of gate/up/down
   Vector mlp_out_norm;        // [hidden] on the MLP output before the residual (Gemma 3), else empty
   bool has_mlp = false;       // false when calibration skips the last layer's MLP
 };

@@ -15,7 +15,7 @@
 
 namespace ctcal {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3 };
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope };
 std::string rope_type_name(RopeType t);
 
 struct RopeConfig {
@@ -24,7 +24,14 @@ struct RopeConfig {
   double factor = 1.0;                          // linear, dynamic, llama3
   double low_freq_factor = 1.0;                 // llama3
   double high_freq_factor = 4.0;                // llama3
-  int64_t original_max_position_embeddings = 0; // llama3 (required there)
+  int64_t original_max_position_embeddings = 0; // llama3, longrope (required there)
+  std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim / 2] each
+  double attention_factor = 1.0;                // longrope: cos and sin are multiplied by it
+  double partial_rotary_factor = 1.0;           // RoPE on the first int(head_dim * f) dims (Phi-3)
+  // Dimensions of each head that RoPE rotates (the rest pass through).
+  int64_t rotary_dim(int64_t head_dim) const {
+    return static_cast<int64_t>(static_cast<double>(head_dim) * partial_rotary_factor);
+  }
 };
 
 struct ModelConfig {
@@ -54,6 +61,14 @@ struct ModelConfig {
   std::optional<double> query_pre_attn_scalar;
   std::optional<double> final_logit_softcapping;  // logits = tanh(l / cap) * cap (Gemma 3)
   std::optional<DType> dtype;  // `dtype` / `torch_dtype`, when present
+  // Sparse MoE (family->mlp == kMoe): experts, experts per token, expert width, renormalised
+  // top-k weights, and which layers have the MoE MLP (others: dense, intermediate_size).
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = false;
+  std::vector<bool> layer_moe;  // [num_hidden_layers]
+  bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }  // k/v_proj rows

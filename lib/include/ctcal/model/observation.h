@@ -17,8 +17,12 @@ enum class Site {
   kOProjInput,   // input of o_proj (the attention output), [seq, 1, q_dim]
   kGateUpInput,  // input of gate/up_proj (the normed hidden state), [seq, 1, hidden]
   kDownInput,    // input of down_proj (act(gate) * up), [seq, 1, intermediate]
+  // MoE layers (observe_expert): one expert's routed rows, from every sample of a chunk together.
+  kExpertGateUpInput,  // input of the expert's gate/up_proj, [routed rows, 1, hidden]
+  kExpertDownInput,    // input of the expert's down_proj, [routed rows, 1, moe_intermediate]
 };
-// "q", "k", "v", "qkv_input", "o_proj_input", "gate_up_input", "down_input"
+// "q", "k", "v", "qkv_input", "o_proj_input", "gate_up_input", "down_input",
+// "expert_gate_up_input", "expert_down_input"
 std::string_view site_name(Site s);
 
 // A strided view of one sample's per-head activations: element (t, h, d) is at
@@ -39,6 +43,10 @@ class ActivationObserver {
   virtual bool wants(int64_t layer, Site site) const = 0;
   // The "collect" step: called once per sample, in sample order.
   virtual void observe(int64_t layer, Site site, const HeadsView& view) = 0;
+  // MoE experts' inputs (kExpertGateUpInput, kExpertDownInput): the rows routed to `expert`
+  // (tokens of any sample of the chunk, ascending), once per expert and chunk; asked through
+  // wants(layer, site) like every other point. Default: ignored.
+  virtual void observe_expert(int64_t /*layer*/, Site /*site*/, int64_t /*expert*/, const HeadsView& /*view*/) {}
 };
 
 // Changes Q/K/V in place where a serving engine would quantize them (the KV cache write and,

@@ -19,7 +19,7 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg, int64_t seq_len);
 // cos/sin tables for positions 0..seq_len-1.
 struct RopeTable {
   int64_t seq_len = 0;
-  int64_t half = 0;         // head_dim / 2
+  int64_t half = 0;         // rotary_dim / 2 (head_dim / 2 unless RoPE is partial)
   std::vector<float> cos;   // [seq_len, half]
   std::vector<float> sin;   // [seq_len, half]
 };
@@ -27,7 +27,8 @@ RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, int64_t max_
                           int64_t seq_len);
 RopeTable make_rope_table(const ModelConfig& cfg, int64_t seq_len);  // cfg.rope
 
-// Rotates every head of x in place. x: [seq, heads, head_dim] with row stride `row_stride`.
+// Rotates every head of x in place: its first 2 * table.half dims (all of them unless RoPE is
+// partial; the rest pass through). x: [seq, heads, head_dim] with row stride `row_stride`.
 void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, int64_t head_dim,
                 int64_t row_stride);
 

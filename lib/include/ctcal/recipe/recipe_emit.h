@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ctcal/pipeline/plan.h"
 #include "ctcal/recipe/recipe.h"
 
 namespace ctcal {

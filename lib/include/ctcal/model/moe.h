@@ -1,0 +1,31 @@
+#pragma once
+// The sparse mixture-of-experts MLP of Qwen3-MoE and Mixtral, as transformers 5.17 computes it:
+// router logits x W_r^T, softmax over experts in fp32, the top num_experts_per_tok experts per
+// token (renormalised to sum 1 when norm_topk_prob / always for Mixtral), and
+//   out[t] = sum over the token's experts e of weight[t, e] * down_e(act(gate_e(x[t])) * up_e(x[t])).
+// Each expert runs once, as one GEMM over the tokens routed to it (never token by token), and
+// experts are added in ascending order, as transformers' index_add_: the result does not depend
+// on the thread count.
+#include <cstdint>
+
+#include "ctcal/model/layer_weights.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/observation.h"
+#include "ctcal/model/tensor_types.h"
+
+namespace ctcal {
+
+// x: [n, hidden] (the normed hidden state) -> out: [n, hidden], overwritten. Each expert's
+// inputs go to observer->observe_expert (kExpertGateUpInput, kExpertDownInput) when it wants
+// them; observer may be null.
+void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer = nullptr, int64_t layer = 0);
+
+// The routing alone, for tests: per token its experts (descending weight) and their weights.
+struct Routing {
+  std::vector<int32_t> expert;  // [n, top_k]
+  std::vector<float> weight;    // [n, top_k]
+};
+Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x);
+
+}  // namespace ctcal

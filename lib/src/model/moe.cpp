@@ -1,0 +1,92 @@
+#include "ctcal/model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "ctcal/model/layer_ops.h"
+#include "ctcal/util/uninit_buffer.h"
+
+namespace ctcal {
+
+Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x) {
+  const int64_t n = x.rows(), e = c.num_experts, k = c.num_experts_per_tok;
+  RowMatrix logits;  // [n, num_experts], fp32 router (F.linear)
+  linear(x, w.router, &logits);
+  Routing r;
+  r.expert.resize(static_cast<std::size_t>(n * k));
+  r.weight.resize(static_cast<std::size_t>(n * k));
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    // softmax(logits, dtype=float32): exp(l - max) / sum.
+    std::vector<float> p(static_cast<std::size_t>(e));
+    const float mx = logits.row(t).maxCoeff();
+    float sum = 0;
+    for (int64_t j = 0; j < e; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(logits(t, j) - mx));
+    for (float& v : p) v /= sum;
+    // torch.topk: the k largest, descending; equal values by lower index first.
+    std::vector<int32_t> idx(static_cast<std::size_t>(e));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+      const float pa = p[static_cast<std::size_t>(a)], pb = p[static_cast<std::size_t>(b)];
+      return pa != pb ? pa > pb : a < b;
+    });
+    float top = 0;
+    for (int64_t j = 0; j < k; ++j) top += p[static_cast<std::size_t>(idx[static_cast<std::size_t>(j)])];
+    for (int64_t j = 0; j < k; ++j) {
+      const auto at = static_cast<std::size_t>(t * k + j);
+      r.expert[at] = idx[static_cast<std::size_t>(j)];
+      const float v = p[static_cast<std::size_t>(r.expert[at])];
+      r.weight[at] = c.norm_topk_prob ? v / top : v;
+    }
+  }
+  return r;
+}
+
+void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer, int64_t layer) {
+  const bool want_in = observer && observer->wants(layer, Site::kExpertGateUpInput);
+  const bool want_down = observer && observer->wants(layer, Site::kExpertDownInput);
+  const int64_t n = x.rows(), k = c.num_experts_per_tok, f = c.moe_intermediate_size, h = c.hidden_size;
+  const Routing r = route_tokens(w, c, x);
+  // Tokens of each expert, ascending (and their routing weights).
+  std::vector<std::vector<int64_t>> tokens(static_cast<std::size_t>(c.num_experts));
+  std::vector<std::vector<float>> weights(static_cast<std::size_t>(c.num_experts));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const auto at = static_cast<std::size_t>(t * k + j);
+      tokens[static_cast<std::size_t>(r.expert[at])].push_back(t);
+      weights[static_cast<std::size_t>(r.expert[at])].push_back(r.weight[at]);
+    }
+  out.setZero();
+  RowMatrix xe, gate, up, down;       // [m, hidden], [m, f], [m, f], [m, hidden] for the current expert
+  UninitBuffer<uint16_t> bf16;        // the expert's bf16 GEMM inputs (bf16 compute mode)
+  for (std::size_t e = 0; e < tokens.size(); ++e) {
+    const auto m = static_cast<int64_t>(tokens[e].size());
+    if (m == 0) continue;
+    xe.resize(m, h);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; ++i) xe.row(i) = x.row(tokens[e][static_cast<std::size_t>(i)]);
+    gate.resize(m, f);
+    up.resize(m, f);
+    down.resize(m, h);
+    const auto expert = static_cast<int64_t>(e);
+    if (want_in) observer->observe_expert(layer, Site::kExpertGateUpInput, expert, {xe.data(), m, 1, h, h});
+    uint16_t* scratch = w.gate[e].w_bf16 ? bf16.fit(m * std::max(h, f)) : nullptr;
+    {
+      ProjectionInput in(xe, scratch);
+      linear(in, w.gate[e], gate);
+      linear(in, w.up[e], up);
+    }
+    gated_act_into(MlpAct::kSilu, gate, up);
+    if (want_down) observer->observe_expert(layer, Site::kExpertDownInput, expert, {gate.data(), m, 1, f, f});
+    ProjectionInput in(gate, scratch);
+    linear(in, w.down[e], down);
+    // index_add_ in expert order; within one expert every token is distinct.
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; ++i)
+      out.row(tokens[e][static_cast<std::size_t>(i)]) += weights[e][static_cast<std::size_t>(i)] * down.row(i);
+  }
+}
+
+}  // namespace ctcal
