@@ -344,6 +344,26 @@ DequantizedWeight dequantize_weight(const TensorGetter& get, const std::string& 
   CTCAL_ASSERT(false, "unknown weight format");
 }
 
+std::vector<int64_t> quantized_weight_shape(const TensorGetter& get, const std::string& module,
+                                            const QuantizedWeightSpec& spec) {
+  switch (spec.format) {
+    case WeightFormat::kPackQuantized: {
+      const auto shape_t = need(get, module + ".weight_shape", "pack-quantized weights");
+      if (dtype_is_float(shape_t.info->dtype) || shape_t.info->dtype == DType::kBool || shape_t.info->numel() != 2)
+        bad_shape(shape_t, "[2] integers (rows, cols)");
+      return {load_int(shape_t, 0), load_int(shape_t, 1)};
+    }
+    case WeightFormat::kNvfp4PackQuantized: {
+      const auto [rows, half] = matrix_shape(need(get, module + ".weight_packed", "nvfp4-pack-quantized weights"));
+      return {rows, 2 * half};
+    }
+    default: {
+      const auto [rows, cols] = matrix_shape(need(get, module + ".weight", "a weight"));
+      return {rows, cols};
+    }
+  }
+}
+
 std::vector<std::string> quantized_weight_tensor_names(WeightFormat format, const std::string& m) {
   switch (format) {
     case WeightFormat::kDense: return {m + ".weight"};

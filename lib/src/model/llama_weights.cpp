@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 
 #include "ctcal/error.h"
+#include "ctcal/io/quantized_weight.h"
 
 namespace ctcal {
 
@@ -12,7 +13,30 @@ namespace {
 
 std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
 
+// A Linear weight stored quantized (compressed-tensors formats): dequantized to fp32 [out, in];
+// nullopt for a float weight. (Hook for quantized inputs; the rest of the file reads floats.)
+std::optional<DequantizedWeight> read_quantized(const Checkpoint& ckpt, const std::string& module,
+                                                int64_t out, int64_t in) {
+  const auto spec = ckpt.quantized_weight(module);
+  if (!spec) return std::nullopt;
+  DequantizedWeight d = dequantize_weight(tensor_getter(ckpt), module, *spec);
+  if (d.shape != std::vector<int64_t>{out, in})
+    throw InputError(fmt::format("{}: quantized weight '{}' has shape {}; expected {} from config.json",
+                                 ckpt.dir().string(), module, shape_str(d.shape), shape_str({out, in})));
+  return d;
+}
+
 void check_tensor(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {
+  if (name.ends_with(".weight")) {  // a quantized Linear weight: its shape from its own tensors
+    const std::string module = name.substr(0, name.size() - 7);
+    if (const auto spec = ckpt.quantized_weight(module)) {
+      const auto got = quantized_weight_shape(tensor_getter(ckpt), module, *spec);
+      if (got != shape)
+        throw InputError(fmt::format("{}: quantized weight '{}' has shape {}; expected {} from config.json",
+                                     ckpt.dir().string(), module, shape_str(got), shape_str(shape)));
+      return;
+    }
+  }
   const TensorInfo& t = ckpt.info(name);
   if (t.shape != shape)
     throw InputError(fmt::format("{}: tensor '{}' has shape {}; expected {} from config.json",
@@ -63,6 +87,13 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
 void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
   Linear& l = *lp;
   l.w = RowMatrix();
+  if (auto d = read_quantized(ckpt, name, out, in)) {
+    std::vector<uint16_t> bits(d->values.size());  // [out, in] bf16
+    for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16(d->values[i]);
+    l.w_bf16 = std::make_shared<const PackedBf16Weights>(bits.data(), out, in);
+    l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
+    return;
+  }
   const std::string wn = name + ".weight";
   check_tensor(ckpt, wn, {out, in});
   const TensorInfo& t = ckpt.info(wn);
@@ -97,6 +128,11 @@ void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t o
 void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp) {
   Linear& l = *lp;
   l.w_bf16.reset();
+  if (auto d = read_quantized(ckpt, name, out, in)) {
+    l.w = Eigen::Map<const RowMatrix>(d->values.data(), out, in);
+    l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
+    return;
+  }
   const TensorInfo& t = ckpt.info(name + ".weight");
   check_tensor(ckpt, name + ".weight", {out, in});
   l.w.resize(out, in);  // keeps the allocation when out * in is unchanged

@@ -125,6 +125,11 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const auto t0 = Clock::now();
   if (req.threads > 0) omp_set_num_threads(req.threads);
   const Recipe recipe = load_recipe(req.recipe);
+  if (const auto* q = recipe.quantization(); q && !q->linear_groups.empty())
+    throw RecipeError(fmt::format(
+        "{}: config group '{}' quantizes Linear layers to FP8: ctcal validates such recipes "
+        "(`ctcal validate`) but does not write FP8 Linear weights yet; remove the Linear group (or "
+        "scheme) to calibrate the KV cache only", req.recipe, q->linear_groups[0].name));
   Resolved o = resolve(req, recipe);
 
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
@@ -141,6 +146,14 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
+    if (plan.r2)
+      throw RecipeError(fmt::format("{}: R2 rewrites v_proj and o_proj, which {} stores quantized ({}); "
+                                    "use R3 only, or an unquantized model", req.recipe,
+                                    o.model.string(), fmt::join(wq.formats(), ", ")));
+    spdlog::info("input weights: compressed-tensors {}, dequantized one layer at a time; their "
+                 "shards are kept as they are", fmt::join(wq.formats(), ", "));
+  }
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
     spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
@@ -293,7 +306,10 @@ int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out
     while (std::getline(in, line)) {
       const auto key_end = line.find(':');
       const std::string key = key_end == std::string::npos ? "" : line.substr(line.find_first_not_of(' '), key_end - line.find_first_not_of(' '));
-      if (key == "kv_cache_scheme" || key == "input_activations") in_args = true;
+      // Linear groups' args are not the KV args: only the KV scheme and the attention group's
+      // input_activations (the same args) are marked.
+      if (key == "kv_cache_scheme" || (key == "input_activations" && recipe.query_args())) in_args = true;
+      else if (key == "weights" || key == "input_activations") in_args = false;
       else if (in_args && !line.empty() && line.find_first_not_of(' ') <= 6 && key != "") in_args = quant_args_to_json(*kv).contains(key);
       if (in_args && quant_args_to_json(*kv).contains(key) && !kv->user_set.count(key)) line += "  # default";
       marked += line + "\n";

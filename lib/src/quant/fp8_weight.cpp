@@ -28,6 +28,23 @@ void check_fp8_weight_args(const QuantArgs& a, const std::string& where) {
                            *a.observer));
 }
 
+void check_fp8_input_args(const QuantArgs& a, const std::string& where) {
+  auto fail = [&](const std::string& what) { return RecipeError(fmt::format("{}: {}", where, what)); };
+  if (a.type != QuantType::kFloat || a.num_bits != 8 || !a.symmetric)
+    throw fail(fmt::format("ctcal quantizes Linear inputs to symmetric FP8 only (type: float, "
+                           "num_bits: 8, symmetric: true); got {} {}-bit{}", quant_type_name(a.type),
+                           a.num_bits, a.symmetric ? "" : " asymmetric"));
+  const Strategy s = a.strategy.value_or(Strategy::kTensor);
+  if (a.dynamic == Dynamic::kFalse && s != Strategy::kTensor)
+    throw fail(fmt::format("static input scales are observed per tensor; strategy '{}' needs "
+                           "dynamic: true (or use strategy: tensor)", strategy_name(s)));
+  if (a.dynamic == Dynamic::kLocal) throw fail("dynamic: local is for NVFP4 inputs, not FP8");
+  if (a.dynamic == Dynamic::kFalse && a.observer && *a.observer != "static_minmax" &&
+      *a.observer != "minmax" && *a.observer != "memoryless_minmax")
+    throw fail(fmt::format("input observer '{}' is not supported for Linear inputs; expected "
+                           "static_minmax, minmax or memoryless_minmax", *a.observer));
+}
+
 namespace {
 
 ScaleLayout layout_for(const QuantArgs& a, int64_t rows, int64_t cols, std::vector<int64_t>* shape) {

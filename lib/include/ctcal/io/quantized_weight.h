@@ -89,6 +89,11 @@ bool has_quantized_weight(const TensorGetter& get, const std::string& module);
 DequantizedWeight dequantize_weight(const TensorGetter& get, const std::string& module,
                                     const QuantizedWeightSpec& spec);
 
+// [rows, cols] of the dequantized weight, from the headers (and pack-quantized's weight_shape)
+// without dequantizing. Throws InputError like dequantize_weight.
+std::vector<int64_t> quantized_weight_shape(const TensorGetter& get, const std::string& module,
+                                            const QuantizedWeightSpec& spec);
+
 // Names of the tensors a quantized `module` stores in `format` (for keeping them verbatim).
 std::vector<std::string> quantized_weight_tensor_names(WeightFormat format, const std::string& module);
 

@@ -42,6 +42,11 @@ struct Fp8WeightScales {
 // `where` otherwise (int, 4-bit, asymmetric, group/token strategies, dynamic weights).
 void check_fp8_weight_args(const QuantArgs& args, const std::string& where);
 
+// Checks the input_activations of an FP8 Linear group: float 8-bit symmetric; static args are
+// observed per tensor (strategy tensor), dynamic ones (token, group, tensor) are only declared for
+// the serving engine. Throws RecipeError naming `where`.
+void check_fp8_input_args(const QuantArgs& args, const std::string& where);
+
 // w: [rows, cols] row-major, values exact in `weight_dtype` (F32, F16 or BF16).
 Fp8WeightScales fp8_weight_scales(const float* w, int64_t rows, int64_t cols, const QuantArgs& args,
                                   DType weight_dtype);
