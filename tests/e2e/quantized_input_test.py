@@ -4,7 +4,7 @@
 (pack-quantized int4, per channel) copy of stories260K with the Python standard library, runs
 `ctcal calibrate` on each and checks that the weight shards are kept (hard links, bytes
 unchanged), that `quantization_config` is merged (config_groups, format and ignore kept,
-kv_cache_scheme added), and how far the KV scales move from the unquantized model's (printed:
+kv_cache_scheme added), that the output passes `inspect --strict`, and how far the KV scales move from the unquantized model's (printed:
 what the quantized weights change). An unknown format exits 4 naming it.
 
 usage: quantized_input_test.py CTCAL_BINARY SOURCE_DIR
@@ -145,6 +145,8 @@ with tempfile.TemporaryDirectory() as tmp:
         check(len(kept) == 1, f"{scheme}: the input shard is not hard-linked into the output ({sorted(set(index.values()))})")
         qnames = [n for n in st_reader.read_header(os.path.join(qdir, "model.safetensors"))[0]]
         check(all(n in index for n in qnames), f"{scheme}: input tensors missing from the output index")
+        r = subprocess.run([BIN, "inspect", out, "--strict"], capture_output=True, text=True)
+        check(r.returncode == 0, f"{scheme}: inspect --strict exit {r.returncode}: {r.stdout[-1500:]}")
         got = kv_scales(out)
         check(set(got) == set(ref), f"{scheme}: scale names differ")
         worst = max(abs(got[n] - ref[n]) / ref[n] for n in ref)

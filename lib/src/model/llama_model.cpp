@@ -210,8 +210,16 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
     auto attn = scratch_.view(scratch_.attn, n, c.q_dim());          // [n, q_dim]
     auto proj = scratch_.view(scratch_.proj, n, c.hidden_size);      // [n, hidden]
 
+    // Linear-input hook: hands each sample's rows of `rows` ([n, width]) to the observer.
+    auto observe_input = [&](Site site, const float* rows, int64_t width) {
+      if (!observer || !observer->wants(layer, site)) return;
+      for (std::size_t s = first; s < last; ++s)
+        observer->observe(layer, site, {rows + (spans[s].offset - r0) * width, spans[s].length, 1, width, width});
+    };
+
     // --- attention block ---
     rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+    observe_input(Site::kAttnInput, xn.data(), c.hidden_size);
     {
       ProjectionInput in(xn, scratch_.bf16.data());
       linear(in, w.q, q);
@@ -246,6 +254,7 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
     std::vector<SampleSpan> chunk_spans;  // the chunk's samples, as rows of q/k/v/attn
     for (std::size_t s = first; s < last; ++s) chunk_spans.push_back({spans[s].offset - r0, spans[s].length});
     causal_attention(q.data(), k.data(), v.data(), attn.data(), chunk_spans, c, opt.attention_block, opt.attention_key_block);
+    observe_input(Site::kAttnOutput, attn.data(), c.q_dim());
     {
       ProjectionInput in(attn, scratch_.bf16.data());
       linear(in, w.o, proj);
@@ -257,12 +266,14 @@ void LlamaModel::run_layer(const LayerWeights& w, int64_t layer,
       auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]
       auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
       rms_norm_into(x, w.post_norm, c.rms_norm_eps, xn);
+      observe_input(Site::kMlpInput, xn.data(), c.hidden_size);
       {
         ProjectionInput in(xn, scratch_.bf16.data());
         linear(in, w.gate, gate);
         linear(in, w.up, up);
       }
       swiglu_into(gate, up);
+      observe_input(Site::kMlpHidden, gate.data(), c.intermediate_size);
       ProjectionInput in(gate, scratch_.bf16.data());
       linear(in, w.down, proj);
       add_into(x, proj);

@@ -7,6 +7,10 @@ std::string_view site_name(Site s) {
     case Site::kQuery: return "q";
     case Site::kKey: return "k";
     case Site::kValue: return "v";
+    case Site::kAttnInput: return "attn_in";
+    case Site::kAttnOutput: return "attn_out";
+    case Site::kMlpInput: return "mlp_in";
+    case Site::kMlpHidden: return "mlp_hidden";
   }
   return "?";
 }

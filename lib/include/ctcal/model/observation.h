@@ -11,8 +11,14 @@ enum class Site {
   kQuery,  // post-RoPE (and post-R3) queries, [seq, num_attention_heads, head_dim]
   kKey,    // post-RoPE (and post-R3) keys, [seq, num_key_value_heads, head_dim], before GQA repeat
   kValue,  // values after v_proj (post-R2 when configured), [seq, num_key_value_heads, head_dim]
+  // Inputs of the Linear layers (FP8 input scales), each handed over as one "head":
+  // [seq, 1, width]. Inputs shared by several Linear layers are announced once.
+  kAttnInput,   // input_layernorm output, the input of q/k/v_proj: width hidden_size
+  kAttnOutput,  // attention output, the input of o_proj: width num_attention_heads * head_dim
+  kMlpInput,    // post_attention_layernorm output, the input of gate/up_proj: width hidden_size
+  kMlpHidden,   // act(gate) * up, the input of down_proj: width intermediate_size
 };
-std::string_view site_name(Site s);  // "q", "k", "v"
+std::string_view site_name(Site s);  // "q", "k", "v", "attn_in", "attn_out", "mlp_in", "mlp_hidden"
 
 // A strided view of one sample's per-head activations: element (t, h, d) is at
 // data[t * row_stride + h * head_dim + d].
