@@ -18,13 +18,12 @@ const SiteResult* LayerResult::find(Site s) const {
 
 namespace {
 
-// Routes each layer's Q/K/V views to that layer's observers.
+// Routes each layer's Q/K/V (and Linear-input) views to that layer's observers.
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer) : layer_(layer) {
     for (Site s : plan.sites()) {
-      const QuantArgs& args = s == Site::kQuery ? *plan.query_args : plan.kv_args;
-      observers_[s] = std::make_unique<Observer>(args, plan.heads(s));
+      observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
     }
   }
   bool wants(int64_t layer, Site site) const override {
@@ -117,8 +116,9 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     if (options.cancel && options.cancel->load()) throw Cancelled();
-    // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
-    const bool with_mlp = l + 1 < cfg.num_hidden_layers;
+    // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
+    // (unless FP8 input scales of its MLP are observed).
+    const bool with_mlp = l + 1 < cfg.num_hidden_layers || plan.observes_last_mlp();
     // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
     const bool direct_bf16 = options.bf16_compute && !plan.r2;
     if (direct_bf16) {

@@ -94,6 +94,17 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   if (plan.r3) out << fmt::format("R3         {} {}x{} on queries and keys after RoPE{}\n", plan.r3->type, plan.r3->size, plan.r3->size,
                                   plan.rotations_observed ? "" : " (observed before rotation)");
   if (plan.r2) out << fmt::format("R2         {} {}x{} folded into v_proj / o_proj\n", plan.r2->type, plan.r2->size, plan.r2->size);
+  if (!plan.linear.empty()) {
+    std::map<std::string, int> per_group;
+    for (const auto& lp : plan.linear) ++per_group[lp.group];
+    for (const auto& [g, count] : per_group)
+      out << fmt::format("linear     group '{}': {} Linear layers to FP8 (weights {}; inputs {}); ignore {}\n", g, count,
+                         plan.linear_groups[g]["weights"]["strategy"].get<std::string>(),
+                         plan.linear_groups[g]["input_activations"].is_null() ? std::string("not quantized")
+                         : plan.linear_groups[g]["input_activations"]["dynamic"] == true ? std::string("dynamic")
+                                                                                          : std::string("static, observed"),
+                         json(plan.ignore).dump());
+  }
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
@@ -125,11 +136,6 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const auto t0 = Clock::now();
   if (req.threads > 0) omp_set_num_threads(req.threads);
   const Recipe recipe = load_recipe(req.recipe);
-  if (const auto* q = recipe.quantization(); q && !q->linear_groups.empty())
-    throw RecipeError(fmt::format(
-        "{}: config group '{}' quantizes Linear layers to FP8: ctcal validates such recipes "
-        "(`ctcal validate`) but does not write FP8 Linear weights yet; remove the Linear group (or "
-        "scheme) to calibrate the KV cache only", req.recipe, q->linear_groups[0].name));
   Resolved o = resolve(req, recipe);
 
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
@@ -147,6 +153,11 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
   if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
+    if (!plan.linear.empty())
+      throw InputError(fmt::format("{}: the weights are already quantized ({}); ctcal quantizes "
+                                   "unquantized Linear weights to FP8 (remove the Linear group or "
+                                   "scheme from the recipe to calibrate the KV cache only)",
+                                   o.model.string(), fmt::join(wq.formats(), ", ")));
     if (plan.r2)
       throw RecipeError(fmt::format("{}: R2 rewrites v_proj and o_proj, which {} stores quantized ({}); "
                                     "use R3 only, or an unquantized model", req.recipe,
