@@ -102,23 +102,20 @@ std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const Calibra
 
 }  // namespace
 
-// FP8 Linear weights: `<module>.weight` replaced by its F8_E4M3 codes, and `<module>.weight_scale`
-// (the weight's dtype, as compressed-tensors stores it) added to `scales`.
-std::map<std::string, TensorBlob> fp8_weight_tensors(const Checkpoint& in, const CalibrationPlan& plan,
-                                                     std::map<std::string, TensorBlob>* scales) {
-  std::map<std::string, TensorBlob> out;
-  for (const auto& lp : plan.linear) {
-    const std::string name = lp.module + ".weight";
-    const TensorInfo& t = in.info(name);
-    const int64_t rows = t.shape.at(0), cols = t.shape.at(1);
-    const std::vector<float> w = in.read_f32(name);  // [rows, cols]
-    const Fp8WeightScales s = fp8_weight_scales(w.data(), rows, cols, lp.weights, t.dtype);
-    const std::vector<uint8_t> codes = fp8_quantize_weight(w.data(), rows, cols, s, t.dtype);
-    out[name] = TensorBlob{DType::kF8E4M3, {rows, cols}, std::vector<unsigned char>(codes.begin(), codes.end())};
-    const std::vector<float> sv(s.scale.begin(), s.scale.end());
-    (*scales)[lp.module + ".weight_scale"] = make_blob_f32(sv, s.shape, s.dtype);
-  }
-  return out;
+// One FP8 Linear weight: returns its F8_E4M3 codes (the blob replacing `<module>.weight`) and adds
+// `<module>.weight_scale` (the weight's dtype, as compressed-tensors stores it) to `scales`. Called
+// shard by shard while writing, so only one weight's codes are held at a time.
+TensorBlob fp8_weight_blob(const Checkpoint& in, const LinearQuantPlan& lp,
+                           std::map<std::string, TensorBlob>* scales) {
+  const std::string name = lp.module + ".weight";
+  const TensorInfo& t = in.info(name);
+  const int64_t rows = t.shape.at(0), cols = t.shape.at(1);
+  const std::vector<float> w = in.read_f32(name);  // [rows, cols]
+  const Fp8WeightScales s = fp8_weight_scales(w.data(), rows, cols, lp.weights, t.dtype);
+  const std::vector<uint8_t> codes = fp8_quantize_weight(w.data(), rows, cols, s, t.dtype);  // [rows, cols]
+  const std::vector<float> sv(s.scale.begin(), s.scale.end());
+  (*scales)[lp.module + ".weight_scale"] = make_blob_f32(sv, s.shape, s.dtype);
+  return TensorBlob{DType::kF8E4M3, {rows, cols}, std::vector<unsigned char>(codes.begin(), codes.end())};
 }
 
 json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& result) {
@@ -159,9 +156,10 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
   written.push_back("config.json");
 
   // Weight shards: input shards keep their tensors (linked when untouched); scales go last.
-  auto replaced = r2_tensors(in, plan);
+  const auto replaced = r2_tensors(in, plan);
   auto scales = scale_tensors(plan, result);
-  for (auto& [name, blob] : fp8_weight_tensors(in, plan, &scales)) replaced[name] = std::move(blob);
+  std::map<std::string, const LinearQuantPlan*> fp8;  // "<module>.weight" -> its plan
+  for (const auto& lp : plan.linear) fp8[lp.module + ".weight"] = &lp;
   for (const auto& [name, _] : scales)
     if (in.has(name))
       throw InputError(fmt::format("{}: the input already holds '{}'; calibrate the unquantized "
@@ -177,9 +175,9 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
     for (const auto& [name, t] : src.tensors()) {
       weight_map[name] = out_name;
       const auto r = replaced.find(name);
-      total_size += r == replaced.end() ? t.nbytes() : r->second.bytes.size();
+      total_size += r != replaced.end() ? r->second.bytes.size() : fp8.count(name) ? t.numel() : t.nbytes();
       total_params += t.numel();
-      touched = touched || r != replaced.end();
+      touched = touched || r != replaced.end() || fp8.count(name);
     }
     if (!touched) {
       link_or_copy(shards[k], staging / out_name);
@@ -189,6 +187,8 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
         auto it = replaced.find(name);
         if (it != replaced.end()) {
           blobs[name] = it->second;
+        } else if (auto f = fp8.find(name); f != fp8.end()) {
+          blobs[name] = fp8_weight_blob(in, *f->second, &scales);
         } else {
           const unsigned char* p = src.data(t);
           blobs[name] = TensorBlob{t.dtype, t.shape, std::vector<unsigned char>(p, p + t.nbytes())};
