@@ -8,6 +8,7 @@ library against an independent re-implementation of compressed-tensors' FP8 math
     lm_head and the embedding are untouched; quantization_config has format float-quantized,
     group_0 as compressed-tensors dumps it, ignore [lm_head], kv_cache_scheme;
   - the FP8_DYNAMIC preset with per-head KV: per-channel weight scales [rows, 1], no input_scale;
+  - inspect lists every FP8 Linear layer's scales and flags a missing input_scale and NaN codes;
   - refusals: lm_head not ignored, a group matching no Linear layer (exit 3);
   - both pass `inspect --strict`, and the output read back as an input (FP8 weights dequantized)
     calibrates again: the figure printed is how far its KV scales move (calibration observes the
@@ -114,6 +115,29 @@ with tempfile.TemporaryDirectory() as tmp:
     static_out = os.path.join(tmp, "fp8")
     if calibrate(os.path.join(SRC, "recipes", "fp8_w8a8_fp8_kv.yaml"), MODEL, static_out):
         check_output(static_out, static=True, per_channel=False)
+        # inspect: per-module weight and input scales; a missing input_scale and a NaN FP8 code
+        # are problems (exit 5 with --strict).
+        r = subprocess.run([BIN, "inspect", static_out, "--json"], capture_output=True, text=True)
+        lin = json.loads(r.stdout).get("linear", {})
+        check(len(lin) == 35 and all("input_scale" in e for e in lin.values()), f"inspect linear: {len(lin)} modules")
+        broken = os.path.join(tmp, "broken")
+        shutil.copytree(static_out, broken)
+        index_path = os.path.join(broken, "model.safetensors.index.json")
+        index = json.load(open(index_path))
+        m = "model.layers.0.self_attn.q_proj"
+        for shard in set(index["weight_map"].values()):
+            ts, meta = st_reader.read_all(os.path.join(broken, shard))
+            if m + ".input_scale" in ts or m + ".weight" in ts:
+                ts.pop(m + ".input_scale", None)
+                if m + ".weight" in ts:
+                    dt, shape, raw = ts[m + ".weight"]
+                    ts[m + ".weight"] = (dt, shape, b"\x7f" + raw[1:])
+                st_reader.write_file(os.path.join(broken, shard), ts, meta)
+        del index["weight_map"][m + ".input_scale"]
+        json.dump(index, open(index_path, "w"))
+        r = subprocess.run([BIN, "inspect", broken, "--strict"], capture_output=True, text=True)
+        check(r.returncode == 5 and "missing_input_scale" in r.stdout and "nan_fp8_weight" in r.stdout,
+              f"inspect of a broken FP8 checkpoint: exit {r.returncode}: {r.stdout[-800:]}")
         # ctcal refuses to calibrate over existing KV scales: read back a copy without them.
         bare = os.path.join(tmp, "bare")
         shutil.copytree(static_out, bare)
