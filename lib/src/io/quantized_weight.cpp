@@ -117,6 +117,7 @@ DequantizedWeight apply_scales(const std::vector<float>& codes, int64_t rows, in
   out.shape = {rows, cols};
   out.dtype = out_dtype;
   out.values.resize(static_cast<std::size_t>(rows * cols));  // [rows, cols]
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t sr = r / t.rows_per_scale;
     for (int64_t c = 0; c < cols; ++c) {

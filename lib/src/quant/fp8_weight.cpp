@@ -91,6 +91,7 @@ Fp8WeightScales fp8_weight_scales(const float* w, int64_t rows, int64_t cols, co
 std::vector<uint8_t> fp8_quantize_weight(const float* w, int64_t rows, int64_t cols,
                                          const Fp8WeightScales& s, DType weight_dtype) {
   std::vector<uint8_t> codes(static_cast<std::size_t>(rows * cols));  // [rows, cols]
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const auto scale = static_cast<float>(s.scale[s.layout.index(r, c)]);
@@ -105,6 +106,7 @@ std::vector<uint8_t> fp8_quantize_weight(const float* w, int64_t rows, int64_t c
 std::vector<float> fp8_dequantize_weight(const uint8_t* codes, int64_t rows, int64_t cols,
                                          const Fp8WeightScales& s) {
   std::vector<float> out(static_cast<std::size_t>(rows * cols));  // [rows, cols]
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const double v = static_cast<double>(f8e4m3_to_f32(codes[r * cols + c])) * s.scale[s.layout.index(r, c)];
