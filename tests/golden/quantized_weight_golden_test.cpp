@@ -69,7 +69,9 @@ TEST_P(PackedGolden, PackingReproducesTheStoredWords) {
   const auto& orig = f.info("orig");                   // [rows, cols]
   const int bits = c["weights"]["num_bits"].get<int>();
   const int64_t rows = orig.shape[0], cols = orig.shape[1];
-  const auto* words = reinterpret_cast<const int32_t*>(f.data(packed));
+  std::vector<int32_t> word_copy(packed.numel());  // [rows, words]; the data need not be aligned
+  std::memcpy(word_copy.data(), f.data(packed), packed.nbytes());
+  const int32_t* words = word_copy.data();
   const auto ints = unpack_from_int32(words, rows, cols, bits);
   const auto again = pack_to_int32(ints, rows, cols, bits);
   ASSERT_EQ(again.size(), packed.numel());
@@ -77,7 +79,9 @@ TEST_P(PackedGolden, PackingReproducesTheStoredWords) {
   if (f.has("layer.weight_zero_point") && f.info("layer.weight_zero_point").dtype == DType::kI32) {
     const auto& zp = f.info("layer.weight_zero_point");  // [ceil(rows*bits/32), groups]
     const int64_t groups = zp.shape[1];
-    const auto* zw = reinterpret_cast<const int32_t*>(f.data(zp));
+    std::vector<int32_t> zcopy(zp.numel());  // [ceil(rows*bits/32), groups]
+    std::memcpy(zcopy.data(), f.data(zp), zp.nbytes());
+    const int32_t* zw = zcopy.data();
     const auto z = unpack_from_int32(zw, rows, groups, bits, /*packed_dim=*/0);
     const auto zagain = pack_to_int32(z, rows, groups, bits, /*packed_dim=*/0);
     EXPECT_EQ(0, std::memcmp(zagain.data(), zw, zp.nbytes()));

@@ -144,6 +144,13 @@ std::pair<int64_t, int64_t> matrix_shape(const RawTensor& t) {
   return {t.info->shape[0], t.info->shape[1]};
 }
 
+// An I32 tensor's words, copied: a safetensors offset need not be 4-byte aligned.
+std::vector<int32_t> int32_words(const RawTensor& t) {
+  std::vector<int32_t> w(t.info->numel());  // [numel]
+  std::memcpy(w.data(), t.data, w.size() * sizeof(int32_t));
+  return w;
+}
+
 // Zero points: [scale shape] unpacked, or packed along rows (pack-quantized group/channel).
 std::vector<double> read_zero_point(const TensorGetter& get, const std::string& module,
                                     const QuantizedWeightSpec& spec, int64_t scale_rows,
@@ -156,8 +163,7 @@ std::vector<double> read_zero_point(const TensorGetter& get, const std::string& 
     const auto bits = static_cast<int>(spec.num_bits);
     if (zp.info->shape != std::vector<int64_t>{packed_words(scale_rows, bits), scale_cols})
       bad_shape(zp, shape_str({packed_words(scale_rows, bits), scale_cols}));
-    const auto v = unpack_from_int32(reinterpret_cast<const int32_t*>(zp.data), scale_rows,
-                                     scale_cols, bits, /*packed_dim=*/0);
+    const auto v = unpack_from_int32(int32_words(zp).data(), scale_rows, scale_cols, bits, /*packed_dim=*/0);
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = v[i];
     return out;
   }
@@ -200,7 +206,7 @@ DequantizedWeight dequantize_packed(const TensorGetter& get, const std::string& 
                                   shape_str({rows, packed_words(cols, bits)}), rows, cols, bits));
   const auto scale = need(get, module + ".weight_scale", "dequantization");
   const Tiling t = tiling(scale, rows, cols, spec, get(module + ".weight_g_idx"));
-  const auto ints = unpack_from_int32(reinterpret_cast<const int32_t*>(packed.data), rows, cols, bits);
+  const auto ints = unpack_from_int32(int32_words(packed).data(), rows, cols, bits);
   const std::vector<float> codes(ints.begin(), ints.end());  // [rows, cols]
   return apply_scales(codes, rows, cols, read_scale(scale),
                       read_zero_point(get, module, spec, t.scale_rows, t.scale_cols, true), t,
