@@ -86,12 +86,12 @@ quant_stage:
   quant_modifiers:
     QuantizationModifier:
       kv_cache_scheme: {num_bits: eight, type: double, strategy: tensor}
-      scheme: FP8
+      scheme: W4A16
 )");
   EXPECT_NE(e.find("3 errors"), std::string::npos) << e;
   EXPECT_NE(e.find("expected an integer"), std::string::npos) << e;
   EXPECT_NE(e.find("expected 'int' or 'float'"), std::string::npos) << e;
-  EXPECT_NE(e.find("out of scope"), std::string::npos) << e;
+  EXPECT_NE(e.find("preset scheme 'W4A16' is not supported"), std::string::npos) << e;
 }
 
 TEST(Recipe, InvalidCombinations) {
@@ -134,9 +134,10 @@ a_stage:
 a_stage:
   b_modifiers:
     QuantizationModifier:
+      kv_cache_scheme: {type: float}
       config_groups:
         g: {targets: [Linear], weights: {num_bits: 4}}
-)").find("out of scope"), std::string::npos);
+)").find("FP8 only"), std::string::npos);
   EXPECT_NE(error_of("typo_stge: {}\n").find("unknown top-level key"), std::string::npos);
 }
 
@@ -160,6 +161,85 @@ TEST(Recipe, EffectiveRecipeRoundTrips) {
   EXPECT_EQ(quant_args_to_json(*again.query_args()), quant_args_to_json(*r.query_args()));
   EXPECT_EQ(again.modifiers.size(), r.modifiers.size());
   EXPECT_EQ(again.modifiers[0].type, "SpinQuantModifier");  // order kept
+}
+
+// llm-compressor's llama3_fp8_kv_example.py recipe, as shipped in recipes/.
+TEST(Recipe, Fp8LinearGroupWithKv) {
+  Recipe r = load_recipe(test::source_dir() / "recipes/fp8_w8a8_fp8_kv.yaml");
+  const auto* q = r.quantization();
+  ASSERT_EQ(q->linear_groups.size(), 1u);
+  const LinearGroup& g = q->linear_groups[0];
+  EXPECT_EQ(g.name, "group_0");
+  EXPECT_EQ(g.targets, std::vector<std::string>{"Linear"});
+  EXPECT_EQ(q->ignore, std::vector<std::string>{"lm_head"});
+  // Weights: compressed-tensors' default observer; static inputs: ctcal's static_minmax.
+  EXPECT_EQ(g.weights.observer, "memoryless_minmax");
+  ASSERT_TRUE(g.input_activations);
+  EXPECT_EQ(g.input_activations->observer, "static_minmax");
+  EXPECT_TRUE(r.kv_args().has_value());
+  EXPECT_FALSE(r.query_args().has_value());
+  const auto j = linear_group_json(g);
+  EXPECT_EQ(j["weights"]["strategy"], "tensor");
+  EXPECT_TRUE(j["output_activations"].is_null());
+  EXPECT_TRUE(j["format"].is_null());
+  // The effective recipe re-parses with the strict parser.
+  Recipe again = parse_recipe(effective_recipe_yaml(r, nullptr, nlohmann::json::object()), "effective.yaml");
+  ASSERT_EQ(again.quantization()->linear_groups.size(), 1u);
+  EXPECT_EQ(linear_group_json(again.quantization()->linear_groups[0]), j);
+}
+
+// Presets expand exactly as compressed-tensors' PRESET_SCHEMES (quant_scheme.py), dumped as
+// compressed-tensors 0.18 writes QuantizationArgs.
+TEST(Recipe, Fp8PresetsExpandAsCompressedTensors) {
+  auto group_of = [](const std::string& scheme) {
+    Recipe r = parse_recipe(fmt::format(R"(
+s_stage:
+  m_modifiers:
+    QuantizationModifier:
+      targets: Linear
+      scheme: {}
+      ignore: [lm_head]
+      kv_cache_scheme: {{num_bits: 8, type: float, strategy: attn_head}}
+)", scheme), "r.yaml");
+    EXPECT_EQ(r.quantization()->linear_groups.size(), 1u);
+    return linear_group_json(r.quantization()->linear_groups.at(0));
+  };
+  using nlohmann::json;
+  auto args = [](const char* strategy, bool dynamic, json group_size, json block, json observer) {
+    return json{{"num_bits", 8}, {"type", "float"}, {"symmetric", true}, {"group_size", group_size},
+                {"strategy", strategy}, {"block_structure", block}, {"dynamic", dynamic},
+                {"actorder", nullptr}, {"scale_dtype", nullptr}, {"zp_dtype", nullptr},
+                {"observer", observer}, {"observer_kwargs", json::object()}};
+  };
+  const json fp8 = group_of("FP8");
+  EXPECT_EQ(fp8["targets"], json::array({"Linear"}));
+  EXPECT_EQ(fp8["weights"], args("tensor", false, nullptr, nullptr, "memoryless_minmax"));
+  EXPECT_EQ(fp8["input_activations"], args("tensor", false, nullptr, nullptr, "static_minmax"));
+  const json dyn = group_of("fp8_dynamic");  // names are case-insensitive
+  EXPECT_EQ(dyn["weights"], args("channel", false, nullptr, nullptr, "memoryless_minmax"));
+  EXPECT_EQ(dyn["input_activations"], args("token", true, nullptr, nullptr, nullptr));
+  const json block = group_of("FP8_BLOCK");
+  EXPECT_EQ(block["weights"], args("block", false, nullptr, json::array({128, 128}), "memoryless_minmax"));
+  EXPECT_EQ(block["input_activations"], args("group", true, 128, nullptr, nullptr));
+  EXPECT_EQ(group_of("{FP8: [\"re:.*mlp.*\"]}")["targets"], json::array({"re:.*mlp.*"}));
+}
+
+TEST(Recipe, LinearQuantizationRefusals) {
+  auto err = [](const std::string& body) {
+    return error_of("s_stage:\n  m_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {type: float}\n" + body);
+  };
+  EXPECT_NE(err("      scheme: W4A16\n").find("preset scheme 'W4A16' is not supported"), std::string::npos);
+  EXPECT_NE(err("      scheme: FP9\n").find("unknown preset scheme 'FP9'"), std::string::npos);
+  EXPECT_NE(err("      scheme: FP8\n      config_groups: {g: {targets: [Linear], weights: {type: float}}}\n")
+                .find("cannot both be set"), std::string::npos);
+  EXPECT_NE(err("      config_groups: {g: {targets: [Linear], weights: {type: float, strategy: group, group_size: 64}}}\n")
+                .find("strategy 'group' is not supported"), std::string::npos);
+  EXPECT_NE(err("      config_groups: {g: {targets: [Linear], weights: {type: float}, input_activations: {type: float, strategy: token, dynamic: false}}}\n")
+                .find("static token quantization"), std::string::npos);
+  EXPECT_NE(err("      config_groups: {g: {targets: [Linear], input_activations: {type: float}}}\n")
+                .find("required for a group targeting Linear"), std::string::npos);
+  EXPECT_NE(error_of("s_stage:\n  m_modifiers:\n    GPTQModifier: {}\n").find("QuantizationModifier that has only the kv_cache_scheme"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/io/quant_config.h"
 #include "ctcal/io/safetensors.h"
+#include "ctcal/io/weight_quantization.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/recipe/recipe.h"
@@ -228,6 +229,63 @@ void check_values(const json& e, const std::string& name, int64_t layer, Problem
   }
 }
 
+// FP8 Linear layers (float-quantized W8A8): per module the weight and input scales, and the
+// problems vLLM's W8A8 FP8 scheme would trip on: non-finite or non-positive scales, a static
+// input scheme without `input_scale`, NaN codes in the F8_E4M3 weight.
+json inspect_linear(const json& qc, const LooseCheckpoint& ck, Problems* p) {
+  struct Group {
+    std::vector<std::string> targets;
+    bool static_input;
+  };
+  std::vector<Group> groups;
+  const json config_groups = qc.value("config_groups", json::object());  // kept alive: items() refers into it
+  for (const auto& [name, g] : config_groups.items()) {
+    if (!g.is_object() || !g.contains("weights") || !g["weights"].is_object()) continue;
+    const json& w = g["weights"];
+    if (w.value("type", "") != "float" || w.value("num_bits", 0) != 8) continue;
+    const json in = g.value("input_activations", json(nullptr));
+    groups.push_back({g.value("targets", std::vector<std::string>{}),
+                      in.is_object() && in.value("dynamic", json(false)) == json(false)});
+  }
+  std::vector<std::string> ignore = qc.value("ignore", std::vector<std::string>{});
+  json modules = json::object();
+  for (const auto& [tensor, _] : ck.where) {
+    if (!tensor.ends_with(".weight_scale")) continue;
+    const std::string m = tensor.substr(0, tensor.size() - 13);
+    const TensorInfo* w = ck.info(m + ".weight");
+    if (!w || w->dtype != DType::kF8E4M3) continue;
+    json e = {{"weight_scale", site_entry(ck, tensor, "")}};
+    check_values(e["weight_scale"], tensor, -1, p);
+    e["weight_scale"].erase("values");
+    std::size_t nan_codes = 0;
+    const unsigned char* codes = ck.where.at(m + ".weight")->data(*w);
+    for (std::size_t i = 0; i < w->numel(); ++i) nan_codes += (codes[i] & 0x7F) == 0x7F;
+    if (nan_codes)
+      p->add("error", "nan_fp8_weight", fmt::format("{}.weight holds {} NaN FP8 codes", m, nan_codes), m + ".weight");
+    bool needs_input = false;
+    bool is_ignored = false;
+    for (const auto& i : ignore) is_ignored = is_ignored || matches_linear_target(i, m);
+    for (const auto& g : groups) {
+      bool hit = false;
+      for (const auto& t : g.targets) hit = hit || matches_linear_target(t, m);
+      if (hit) {
+        needs_input = g.static_input && !is_ignored;
+        break;
+      }
+    }
+    if (ck.info(m + ".input_scale")) {
+      e["input_scale"] = site_entry(ck, m + ".input_scale", "");
+      check_values(e["input_scale"], m + ".input_scale", -1, p);
+      e["input_scale"].erase("values");
+    } else if (needs_input) {
+      p->add("error", "missing_input_scale", fmt::format("{}.input_scale is missing but its config group quantizes "
+             "inputs statically: vLLM cannot run this layer as intended", m), m + ".input_scale");
+    }
+    modules[m] = e;
+  }
+  return modules;
+}
+
 }  // namespace
 
 json inspect_checkpoint(const fs::path& path) {
@@ -356,6 +414,7 @@ json inspect_checkpoint(const fs::path& path) {
     }
   }
   doc["layers"] = layers;
+  if (quantized && !dir.empty()) doc["linear"] = inspect_linear(config["quantization_config"], ck, &p);
 
   // Serving verdicts: what vLLM's loader really does (shared/reference/serving-2026.md; README
   // "Serving verdicts" cites each rule's vLLM file and function).
@@ -538,6 +597,18 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
       out << "\n";
     }
     out << "(a range a..b spans the per-head values)\n";
+  }
+  if (doc.contains("linear") && !doc["linear"].empty()) {
+    // FP8 Linear layers: one line per module with its weight and input scales.
+    out << "\n" << fmt::format("{:<44} {:>21} {:>9} {:>12}\n", "FP8 Linear", "weight_scale", "shape", "input_scale");
+    for (const auto& [m, e] : doc["linear"].items()) {
+      const json& ws = e["weight_scale"];
+      const std::string wv = !ws.contains("min") ? "-" : ws["min"] == ws["max"] ? fmt::format("{:.5g}", ws["min"].get<double>())
+                             : fmt::format("{:.4g}..{:.4g}", ws["min"].get<double>(), ws["max"].get<double>());
+      const std::string iv = e.contains("input_scale") && e["input_scale"].contains("min")
+                                 ? fmt::format("{:.5g}", e["input_scale"]["min"].get<double>()) : "-";
+      out << fmt::format("{:<44} {:>21} {:>9} {:>12}\n", m, wv, json(ws["shape"]).dump(), iv);
+    }
   }
   out << "\n";
   if (doc["problems"].empty() && doc["serving"]["vllm"]["loadable"].get<bool>()) {

@@ -122,6 +122,17 @@ std::vector<std::string> Checkpoint::tensor_names() const {
   return out;
 }
 
+const WeightQuantization& Checkpoint::weight_quantization() const {
+  if (!quantization_) quantization_ = WeightQuantization::from_config(config_, config_path_.string());
+  return *quantization_;
+}
+
+std::optional<QuantizedWeightSpec> Checkpoint::quantized_weight(const std::string& module) const {
+  const WeightQuantization& wq = weight_quantization();
+  if (wq.empty()) return std::nullopt;
+  return wq.spec_for(tensor_getter(*this), module);
+}
+
 DType Checkpoint::weight_dtype() const {
   if (has("model.embed_tokens.weight")) return info("model.embed_tokens.weight").dtype;
   for (const auto& [name, s] : where_) {

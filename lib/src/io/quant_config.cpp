@@ -37,6 +37,16 @@ json build_quantization_config(const json& config, const CalibrationPlan& plan, 
                                  {"output_activations", nullptr},
                                  {"format", nullptr}};
   }
+  for (const auto& [name, group] : plan.linear_groups.items()) {
+    if (qc["config_groups"].contains(name))
+      throw InputError(fmt::format("{}: quantization_config.config_groups already has a group '{}'; "
+                                   "ctcal does not quantize weights that are already quantized", where, name));
+    qc["config_groups"][name] = group;
+  }
+  if (!plan.linear.empty()) {
+    qc["format"] = "float-quantized";  // FP8 weights as compressed-tensors' FloatQuantizationCompressor
+    qc["ignore"] = plan.ignore;
+  }
   if (!qc.contains("format") || qc["format"].is_null()) qc["format"] = "dense";
   if (!qc.contains("global_compression_ratio")) qc["global_compression_ratio"] = nullptr;
   if (!qc.contains("ignore") || !qc["ignore"].is_array()) qc["ignore"] = json::array();

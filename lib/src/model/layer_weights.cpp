@@ -5,12 +5,23 @@
 #include <fmt/ranges.h>
 
 #include "ctcal/error.h"
+#include "ctcal/io/quantized_weight.h"
 
 namespace ctcal {
 
 namespace {
 
 void check_tensor(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {
+  if (name.ends_with(".weight")) {  // a quantized Linear weight: its shape from its own tensors
+    const std::string module = name.substr(0, name.size() - 7);
+    if (const auto spec = ckpt.quantized_weight(module)) {
+      const auto got = quantized_weight_shape(tensor_getter(ckpt), module, *spec);
+      if (got != shape)
+        throw InputError(fmt::format("{}: quantized weight '{}' has shape {}; expected {} from config.json",
+                                     ckpt.dir().string(), module, shape_str(got), shape_str(shape)));
+      return;
+    }
+  }
   const TensorInfo& t = ckpt.info(name);
   if (t.shape != shape)
     throw InputError(fmt::format("{}: tensor '{}' has shape {}; expected {} from config.json",
@@ -125,6 +136,23 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
   return s;
 }
 
+// A Linear weight stored quantized (compressed-tensors formats), dequantized to fp32: rows
+// [part.row0, part.row0 + out) of it (all of a plain projection; a slice of a fused one), as
+// [out, in]. nullopt for a float weight.
+std::optional<std::vector<float>> read_quantized(const Checkpoint& ckpt, const std::string& name, int64_t out,
+                                                 int64_t in, const RowPart& part) {
+  if (!part.tensor.empty()) return std::nullopt;  // fused experts' bare tensors: never quantized by name
+  const auto spec = ckpt.quantized_weight(name);
+  if (!spec) return std::nullopt;
+  DequantizedWeight d = dequantize_weight(tensor_getter(ckpt), name, *spec);  // [rows, in]
+  const std::vector<int64_t> want = weight_shape(out, in, part);
+  if (d.shape != want)
+    throw InputError(fmt::format("{}: quantized weight '{}' has shape {}; expected {} from config.json",
+                                 ckpt.dir().string(), name, shape_str(d.shape), shape_str(want)));
+  const auto first = d.values.begin() + static_cast<std::ptrdiff_t>(part.row0 * in);
+  return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(out * in));
+}
+
 Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   std::vector<float> v = read_checked(ckpt, name, {n});
   return Eigen::Map<Vector>(v.data(), n);
@@ -134,6 +162,13 @@ void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t o
                       RowPart part = {}) {
   Linear& l = *lp;
   l.w = RowMatrix();
+  if (auto q = read_quantized(ckpt, name, out, in, part)) {  // [out, in], exact in bf16 for FP8 inputs
+    std::vector<uint16_t> bits(q->size());
+    for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16((*q)[i]);
+    l.w_bf16 = std::make_shared<const PackedBf16Weights>(bits.data(), out, in);
+    l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
+    return;
+  }
   const std::string wn = weight_name(name, part);
   check_tensor(ckpt, wn, weight_shape(out, in, part));
   const TensorInfo& t = ckpt.info(wn);
@@ -169,6 +204,11 @@ void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, i
                  RowPart part = {}) {
   Linear& l = *lp;
   l.w_bf16.reset();
+  if (auto q = read_quantized(ckpt, name, out, in, part)) {  // [out, in]
+    l.w = Eigen::Map<const RowMatrix>(q->data(), out, in);
+    l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
+    return;
+  }
   const std::string wn = weight_name(name, part);
   const TensorInfo& t = ckpt.info(wn);
   check_tensor(ckpt, wn, weight_shape(out, in, part));

@@ -21,13 +21,12 @@ const SiteResult* LayerResult::find(Site s) const {
 
 namespace {
 
-// Routes each layer's Q/K/V views to that layer's observers.
+// Routes each layer's Q/K/V (and Linear-input) views to that layer's observers.
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer) : layer_(layer) {
     for (Site s : plan.sites()) {
-      const QuantArgs& args = s == Site::kQuery ? *plan.query_args : plan.kv_args;
-      observers_[s] = std::make_unique<Observer>(args, plan.heads(s));
+      observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
     }
   }
   bool wants(int64_t layer, Site site) const override {
@@ -134,8 +133,9 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   LayerLoop loop;
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
   loop.load_bf16 = options.bf16_compute && !plan.r2;
-  // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs.
-  loop.last_layer_mlp = false;
+  // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
+  // (unless FP8 input scales of its MLP are observed).
+  loop.last_layer_mlp = plan.observes_last_mlp();
   auto progress = [&](int64_t l, int64_t done, bool layer_done) {
     if (!options.on_progress) return;
     const double el = std::chrono::duration<double>(Clock::now() - t0).count();

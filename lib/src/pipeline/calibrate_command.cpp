@@ -98,6 +98,17 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   if (plan.r3) out << fmt::format("R3         {} {}x{} on queries and keys after RoPE{}\n", plan.r3->type, plan.r3->size, plan.r3->size,
                                   plan.rotations_observed ? "" : " (observed before rotation)");
   if (plan.r2) out << fmt::format("R2         {} {}x{} folded into v_proj / o_proj\n", plan.r2->type, plan.r2->size, plan.r2->size);
+  if (!plan.linear.empty()) {
+    std::map<std::string, int> per_group;
+    for (const auto& lp : plan.linear) ++per_group[lp.group];
+    for (const auto& [g, count] : per_group)
+      out << fmt::format("linear     group '{}': {} Linear layers to FP8 (weights {}; inputs {}); ignore {}\n", g, count,
+                         plan.linear_groups[g]["weights"]["strategy"].get<std::string>(),
+                         plan.linear_groups[g]["input_activations"].is_null() ? std::string("not quantized")
+                         : plan.linear_groups[g]["input_activations"]["dynamic"] == true ? std::string("dynamic")
+                                                                                          : std::string("static, observed"),
+                         json(plan.ignore).dump());
+  }
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
@@ -170,6 +181,19 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
+    if (!plan.linear.empty())
+      throw InputError(fmt::format("{}: the weights are already quantized ({}); ctcal quantizes "
+                                   "unquantized Linear weights to FP8 (remove the Linear group or "
+                                   "scheme from the recipe to calibrate the KV cache only)",
+                                   o.model.string(), fmt::join(wq.formats(), ", ")));
+    if (plan.r2)
+      throw RecipeError(fmt::format("{}: R2 rewrites v_proj and o_proj, which {} stores quantized ({}); "
+                                    "use R3 only, or an unquantized model", req.recipe,
+                                    o.model.string(), fmt::join(wq.formats(), ", ")));
+    spdlog::info("input weights: compressed-tensors {}, dequantized one layer at a time; their "
+                 "shards are kept as they are", fmt::join(wq.formats(), ", "));
+  }
   if (!o.output.empty()) {
     const OutputSize size = estimate_output_size(ckpt, plan);
     check_free_space(o.output, o.model, size.new_bytes, size.linked_bytes);
@@ -343,7 +367,10 @@ int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out
     while (std::getline(in, line)) {
       const auto key_end = line.find(':');
       const std::string key = key_end == std::string::npos ? "" : line.substr(line.find_first_not_of(' '), key_end - line.find_first_not_of(' '));
-      if (key == "kv_cache_scheme" || key == "input_activations") in_args = true;
+      // Linear groups' args are not the KV args: only the KV scheme and the attention group's
+      // input_activations (the same args) are marked.
+      if (key == "kv_cache_scheme" || (key == "input_activations" && recipe.query_args())) in_args = true;
+      else if (key == "weights" || key == "input_activations") in_args = false;
       else if (in_args && !line.empty() && line.find_first_not_of(' ') <= 6 && key != "") in_args = quant_args_to_json(*kv).contains(key);
       if (in_args && quant_args_to_json(*kv).contains(key) && !kv->user_set.count(key)) line += "  # default";
       marked += line + "\n";

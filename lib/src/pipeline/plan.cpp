@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include "ctcal/error.h"
+#include "ctcal/io/weight_quantization.h"
+#include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/transform/hadamard.h"
 
 namespace ctcal {
@@ -14,11 +16,22 @@ std::vector<Site> CalibrationPlan::sites() const {
   if (query_args) s.push_back(Site::kQuery);
   s.push_back(Site::kKey);
   s.push_back(Site::kValue);
+  for (const auto& [site, _] : input_args) s.push_back(site);
   return s;
 }
 
 int64_t CalibrationPlan::heads(Site s) const {
+  if (input_args.count(s)) return 1;
   return s == Site::kQuery ? model.num_attention_heads : model.num_key_value_heads;
+}
+
+const QuantArgs& CalibrationPlan::site_args(Site s) const {
+  if (auto it = input_args.find(s); it != input_args.end()) return it->second;
+  return s == Site::kQuery ? *query_args : kv_args;
+}
+
+bool CalibrationPlan::observes_last_mlp() const {
+  return input_args.count(Site::kGateUpInput) != 0 || input_args.count(Site::kDownInput) != 0;
 }
 
 namespace {
@@ -109,6 +122,81 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
   return s;
 }
 
+// The Linear layers of a decoder layer and the site their input is observed at.
+struct LinearSlot {
+  const char* suffix;
+  Site site;
+};
+constexpr LinearSlot kLinearSlots[] = {
+    {"self_attn.q_proj", Site::kQkvInput}, {"self_attn.k_proj", Site::kQkvInput},
+    {"self_attn.v_proj", Site::kQkvInput}, {"self_attn.o_proj", Site::kOProjInput},
+    {"mlp.gate_proj", Site::kGateUpInput},     {"mlp.up_proj", Site::kGateUpInput},
+    {"mlp.down_proj", Site::kDownInput}};
+
+bool ignored(const std::vector<std::string>& ignore, const std::string& module) {
+  for (const auto& i : ignore)
+    if (matches_linear_target(i, module)) return true;
+  return false;
+}
+
+// Resolves FP8 Linear groups against the model's Linear layers (first matching group wins, as
+// compressed-tensors applies them), with `ignore`.
+void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, const std::string& where,
+                 CalibrationPlan* p) {
+  p->ignore = q.ignore;
+  if (q.linear_groups.empty()) return;
+  // FP8 Linear layers need one Linear per projection: fused projections (Phi-3's qkv_proj,
+  // gate_up_proj) and MoE experts are not written yet, so say so instead of skipping them.
+  if (model.family->fused_qkv || model.family->fused_gate_up)
+    throw InputError(fmt::format("{}: FP8 Linear quantization of {} (fused qkv_proj / gate_up_proj) is not "
+                                 "supported yet; calibrate its KV cache with a kv_cache_scheme-only recipe",
+                                 where, model.architecture));
+  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
+    if (model.is_moe(l))
+      throw InputError(fmt::format("{}: FP8 Linear quantization of MoE experts ({}) is not supported yet; "
+                                   "calibrate its KV cache with a kv_cache_scheme-only recipe",
+                                   where, model.architecture));
+  std::map<std::string, int> hits;
+  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
+    for (const auto& slot : kLinearSlots) {
+      const std::string module = model.layer_prefix(l) + slot.suffix;
+      if (ignored(q.ignore, module)) continue;
+      for (const auto& g : q.linear_groups) {
+        bool hit = false;
+        for (const auto& t : g.targets) hit = hit || matches_linear_target(t, module);
+        if (!hit) continue;
+        ++hits[g.name];
+        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt};
+        if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
+          lp.input = g.input_activations;
+          auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
+          if (!fresh && !(it->second == *g.input_activations))
+            throw RecipeError(fmt::format("{}: Linear layers sharing the input '{}' get different static "
+                                          "input_activations from their groups; one observation "
+                                          "serves them all, so make the args equal", where,
+                                          site_name(slot.site)));
+        }
+        p->linear.push_back(std::move(lp));
+        break;
+      }
+    }
+  for (const auto& g : q.linear_groups) {
+    bool lm_head = false;
+    for (const auto& t : g.targets) lm_head = lm_head || matches_linear_target(t, "lm_head");
+    if (lm_head && !ignored(q.ignore, "lm_head"))
+      throw RecipeError(fmt::format("{}: config group '{}' would quantize lm_head, which ctcal does not "
+                                    "(it never runs it while calibrating); add \"lm_head\" to ignore, "
+                                    "as llm-compressor's examples do", where, g.name));
+    if (!hits.count(g.name))
+      throw RecipeError(fmt::format("{}: config group '{}' (targets {}) matches no Linear layer of the "
+                                    "model", where, g.name, json(g.targets).dump()));
+    json dump = linear_group_json(g);
+    // compressed-tensors writes each group's compression format next to its args.
+    if (dump["format"].is_null()) dump["format"] = "float-quantized";
+    p->linear_groups[g.name] = dump;
+  }
+}
+
 }  // namespace
 
 CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType storage, uint64_t seed) {
@@ -136,6 +224,7 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
                    model.family->attention_class);
   }
   p.write_zero_points = !p.kv_args.symmetric || p.query_args.has_value();
+  if (const auto* q = recipe.quantization()) plan_linear(*q, model, recipe.source, &p);
   if (const SpinQuantSpec* sq = recipe.spinquant()) {
     const std::string where = recipe.source;
     std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
@@ -151,6 +240,10 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
       slot = make_rotation(name, scheme, model, where, seed);
     }
     p.rotations_observed = recipe.rotation_before_quantization();
+    if (p.r2 && !p.linear.empty())
+      throw RecipeError(fmt::format("{}: R2 rewrites v_proj and o_proj, and FP8 Linear quantization "
+                                    "would have to quantize the rotated weights; ctcal does not "
+                                    "combine them yet (use R3, or drop R2)", recipe.source));
   }
   return p;
 }

@@ -8,6 +8,7 @@
 #include "ctcal/io/quant_config.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/model/layer_weights.h"
+#include "ctcal/quant/fp8_weight.h"
 
 namespace ctcal {
 
@@ -28,7 +29,7 @@ std::string shard_file_name(std::size_t k, std::size_t n) {
 }
 
 std::vector<int64_t> scale_shape(const CalibrationPlan& plan, Site s) {
-  const Strategy st = s == Site::kQuery ? *plan.query_args->strategy : *plan.kv_args.strategy;
+  const Strategy st = *plan.site_args(s).strategy;
   if (st == Strategy::kAttnHead) return {plan.heads(s), 1, 1};
   return {1};
 }
@@ -38,6 +39,7 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   std::map<std::string, TensorBlob> out;
   for (const auto& layer : r.layers)
     for (const auto& s : layer.sites) {
+      if (plan.input_args.count(s.site)) continue;  // Linear inputs: input_scale per module below
       const auto shape = scale_shape(plan, s.site);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
       out[scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);
@@ -47,6 +49,13 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
         out[zero_point_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
       }
     }
+  // FP8 Linear layers with static inputs: `<module>.input_scale` [1], the shared input's scale.
+  for (const auto& lp : plan.linear) {
+    if (!lp.input) continue;
+    const SiteResult* s = r.layers.at(static_cast<std::size_t>(lp.layer)).find(lp.input_site);
+    CTCAL_ASSERT(s != nullptr, "planned input site observed");
+    out[lp.module + ".input_scale"] = make_blob_f32({static_cast<float>(s->qparams.scale.at(0))}, {1}, plan.storage);
+  }
   if (plan.r3) {
     // Unnormalised ±1 entries in F64 (the scheme's precision), one copy per layer (SPEC §6).
     const RowMatrixD& h = plan.r3->matrix;
@@ -101,6 +110,22 @@ std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const Calibra
 }
 
 }  // namespace
+
+// One FP8 Linear weight: returns its F8_E4M3 codes (the blob replacing `<module>.weight`) and adds
+// `<module>.weight_scale` (the weight's dtype, as compressed-tensors stores it) to `scales`. Called
+// shard by shard while writing, so only one weight's codes are held at a time.
+TensorBlob fp8_weight_blob(const Checkpoint& in, const LinearQuantPlan& lp,
+                           std::map<std::string, TensorBlob>* scales) {
+  const std::string name = lp.module + ".weight";
+  const TensorInfo& t = in.info(name);
+  const int64_t rows = t.shape.at(0), cols = t.shape.at(1);
+  const std::vector<float> w = in.read_f32(name);  // [rows, cols]
+  const Fp8WeightScales s = fp8_weight_scales(w.data(), rows, cols, lp.weights, t.dtype);
+  const std::vector<uint8_t> codes = fp8_quantize_weight(w.data(), rows, cols, s, t.dtype);  // [rows, cols]
+  const std::vector<float> sv(s.scale.begin(), s.scale.end());
+  (*scales)[lp.module + ".weight_scale"] = make_blob_f32(sv, s.shape, s.dtype);
+  return TensorBlob{DType::kF8E4M3, {rows, cols}, std::vector<unsigned char>(codes.begin(), codes.end())};
+}
 
 json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& result) {
   json layers = json::array();
@@ -163,7 +188,9 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
 
   // Weight shards: input shards keep their tensors (linked when untouched); scales go last.
   const auto replaced = r2_tensors(in, plan);
-  const auto scales = scale_tensors(plan, result);
+  auto scales = scale_tensors(plan, result);
+  std::map<std::string, const LinearQuantPlan*> fp8;  // "<module>.weight" -> its plan
+  for (const auto& lp : plan.linear) fp8[lp.module + ".weight"] = &lp;
   for (const auto& [name, _] : scales)
     if (in.has(name))
       throw InputError(fmt::format("{}: the input already holds '{}'; calibrate the unquantized "
@@ -178,9 +205,10 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
     bool touched = false;
     for (const auto& [name, t] : src.tensors()) {
       weight_map[name] = out_name;
-      total_size += t.nbytes();
+      const auto r = replaced.find(name);
+      total_size += r != replaced.end() ? r->second.bytes.size() : fp8.count(name) ? t.numel() : t.nbytes();
       total_params += t.numel();
-      touched = touched || replaced.count(name);
+      touched = touched || r != replaced.end() || fp8.count(name);
     }
     if (!touched) {
       link_or_copy(shards[k], staging / out_name);
@@ -190,6 +218,8 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
         auto it = replaced.find(name);
         if (it != replaced.end()) {
           blobs[name] = it->second;
+        } else if (auto f = fp8.find(name); f != fp8.end()) {
+          blobs[name] = fp8_weight_blob(in, *f->second, &scales);
         } else {
           const unsigned char* p = src.data(t);
           blobs[name] = TensorBlob{t.dtype, t.shape, std::vector<unsigned char>(p, p + t.nbytes())};

@@ -46,7 +46,7 @@ const std::set<std::string>& observer_kwarg_keys(const std::string& observer) {
   return none;
 }
 
-void finalize_quant_args(QuantArgs* a, const std::string& where) {
+void finalize_quant_args(QuantArgs* a, const std::string& where, const std::string& static_observer) {
   auto fail = [&](const std::string& what) { return RecipeError(fmt::format("{}: {}", where, what)); };
   if (a->num_bits <= 0) throw fail(fmt::format("num_bits must be positive, got {}", a->num_bits));
   if (a->group_size && *a->group_size < -1)
@@ -88,6 +88,8 @@ void finalize_quant_args(QuantArgs* a, const std::string& where) {
       throw fail("dynamic: local is only valid with strategy 'tensor_group'");
     if (a->dynamic == Dynamic::kTrue) a->observer.reset();
     else if (!a->observer) a->observer = "minmax";
+  } else if (!a->observer && static_observer != "static_minmax") {
+    a->observer = static_observer;
   } else if (!a->observer) {
     // compressed-tensors 0.14-0.18 infer memoryless_minmax (only the last batch counts) and
     // llm-compressor 0.14 with compressed-tensors 0.19 runs the minmax moving average (measured

@@ -12,8 +12,9 @@ json quantization_json(const QuantizationModifierSpec& q) {
   json m;
   m["targets"] = q.targets;
   m["ignore"] = q.ignore;
-  if (!q.attention_groups.empty()) {
+  if (!q.attention_groups.empty() || !q.linear_groups.empty()) {
     json groups = json::object();
+    for (const auto& g : q.linear_groups) groups[g.name] = linear_group_json(g);
     for (const auto& g : q.attention_groups)
       groups[g.name] = {{"targets", g.targets}, {"input_activations", quant_args_to_json(g.input_activations)}};
     m["config_groups"] = groups;
@@ -73,6 +74,14 @@ void emit(YAML::Emitter& out, const json& j) {
 }
 
 }  // namespace
+
+json linear_group_json(const LinearGroup& g) {
+  return {{"targets", g.targets},
+          {"weights", quant_args_to_json(g.weights)},
+          {"input_activations", g.input_activations ? quant_args_to_json(*g.input_activations) : json(nullptr)},
+          {"output_activations", nullptr},
+          {"format", g.format ? json(*g.format) : json(nullptr)}};
+}
 
 json effective_recipe_json(const Recipe& recipe, const json& run, const json& transform_config) {
   json root = json::object();

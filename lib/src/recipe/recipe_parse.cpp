@@ -9,6 +9,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include "ctcal/error.h"
+#include "ctcal/quant/fp8_weight.h"
+#include "ctcal/recipe/preset_schemes.h"
 #include "ctcal/recipe/recipe.h"
 
 namespace ctcal {
@@ -113,8 +115,12 @@ class Parser {
     return "null";
   }
 
-  // `attention`: also apply ctcal's KV / attention checks (strategy, bits, static).
-  std::optional<QuantArgs> quant_args(const YAML::Node& n, const std::string& path, bool attention = false);
+  // What the args quantize, for the checks ctcal adds on top of compressed-tensors' rules.
+  enum class Role { kGeneric, kAttention, kLinearWeights, kLinearInput };
+  std::optional<QuantArgs> quant_args(const YAML::Node& n, const std::string& path, Role role = Role::kGeneric);
+  void linear_group(const YAML::Node& g, const std::string& name, const std::string& gp,
+                    QuantizationModifierSpec* q, const std::optional<std::string>& weight_observer);
+  void preset(const YAML::Node& n, const std::string& path, QuantizationModifierSpec* q);
   void quantization_modifier(const YAML::Node& n, const std::string& path, QuantizationModifierSpec* q);
   void spinquant_modifier(const YAML::Node& n, const std::string& path, SpinQuantSpec* s);
   void transform_config(const YAML::Node& n, const std::string& path, SpinQuantSpec* s);
@@ -130,7 +136,7 @@ const std::set<std::string> kQuantArgsKeys = {
     "num_bits", "type", "symmetric", "group_size", "strategy", "block_structure", "dynamic",
     "actorder", "scale_dtype", "zp_dtype", "observer", "observer_kwargs"};
 
-std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::string& path, bool attention) {
+std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::string& path, Role role) {
   if (is_null(n)) return std::nullopt;
   if (!expect_map(n, path)) return std::nullopt;
   const std::size_t before = errors().size();
@@ -205,8 +211,10 @@ std::optional<QuantArgs> Parser::quant_args(const YAML::Node& n, const std::stri
   // The rules run even after field errors, so one pass reports every problem.
   const std::string where = fmt::format("{}: {} (line {})", source_, path, n.Mark().line + 1);
   try {
-    finalize_quant_args(&a, where);
-    if (attention) check_attention_args(a, where);
+    finalize_quant_args(&a, where, role == Role::kLinearWeights ? "memoryless_minmax" : "static_minmax");
+    if (role == Role::kAttention) check_attention_args(a, where);
+    if (role == Role::kLinearWeights) check_fp8_weight_args(a, where);
+    if (role == Role::kLinearInput) check_fp8_input_args(a, where);
   } catch (const RecipeError& e) {
     errors_.push_back(e.what());
   }
@@ -242,15 +250,13 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
   keys.insert(kBaseModifierKeys.begin(), kBaseModifierKeys.end());
   check_keys(n, path, keys);
   base_modifier_fields(n, path);
-  if (!is_null(n["scheme"]))
-    error(n["scheme"], path + ".scheme",
-          "weight/activation presets (scheme) quantize Linear layers, which is out of scope for "
-          "ctcal; use kv_cache_scheme, or config_groups targeting the attention module");
   if (!is_null(n["targets"])) q->targets = get_string_list(n["targets"], path + ".targets");
   q->ignore = get_string_list(n["ignore"], path + ".ignore");
   if (auto b = get_bool(n["bypass_divisibility_checks"], path + ".bypass_divisibility_checks"))
     q->bypass_divisibility_checks = *b;
-  for (const char* k : {"weight_observer", "output_observer"}) get_string(n[k], path + "." + k);
+  std::optional<std::string> weight_observer = get_string(n["weight_observer"], path + ".weight_observer");
+  if (!is_null(n["output_observer"]))
+    error(n["output_observer"], path + ".output_observer", "output activation quantization is not supported");
   q->input_observer = get_string(n["input_observer"], path + ".input_observer");
   if (q->input_observer) q->input_observer = lower(*q->input_observer);
   if (const YAML::Node o = n["observer"]; !is_null(o)) {
@@ -261,12 +267,13 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
       check_keys(o, path + ".observer", {"weights", "input", "output"});
       q->input_observer = get_string(o["input"], path + ".observer.input");
       if (q->input_observer) q->input_observer = lower(*q->input_observer);
+      weight_observer = get_string(o["weights"], path + ".observer.weights");
     }
   }
   if (q->input_observer && !is_known_observer(*q->input_observer))
     error(n, path + ".input_observer", fmt::format("observer '{}' is not supported", *q->input_observer));
   if (const YAML::Node kv = n["kv_cache_scheme"]; !is_null(kv)) {
-    q->kv_cache_scheme = quant_args(kv, path + ".kv_cache_scheme", /*attention=*/true);
+    q->kv_cache_scheme = quant_args(kv, path + ".kv_cache_scheme", Role::kAttention);
   }
   if (const YAML::Node cg = n["config_groups"]; !is_null(cg) && expect_map(cg, path + ".config_groups")) {
     for (const auto& kv : cg) {
@@ -275,26 +282,34 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
       const YAML::Node g = kv.second;
       if (!expect_map(g, gp)) continue;
       check_keys(g, gp, {"targets", "weights", "input_activations", "output_activations", "format"});
+      const auto targets = get_string_list(g["targets"], gp + ".targets");
+      if (targets.empty()) {
+        error(g, gp + ".targets", "required: the modules this group quantizes");
+        continue;
+      }
+      const bool attention = std::all_of(targets.begin(), targets.end(), is_attention_target);
+      if (!attention) {
+        for (const auto& t : targets)
+          if (is_attention_target(t))
+            error(g["targets"], gp + ".targets",
+                  fmt::format("mixes the attention module '{}' with Linear targets; put attention "
+                              "quantization in its own group", t));
+        linear_group(g, name, gp, q, weight_observer);
+        continue;
+      }
       AttentionGroup group;
       group.name = name;
-      group.targets = get_string_list(g["targets"], gp + ".targets");
-      if (group.targets.empty()) error(g, gp + ".targets", "required: the modules this group quantizes");
+      group.targets = targets;
       get_string(g["format"], gp + ".format");
       if (!is_null(g["weights"]))
-        error(g["weights"], gp + ".weights", "weight quantization of Linear layers is out of scope "
-                                             "for ctcal; remove 'weights' (calibrate weights with "
-                                             "llm-compressor, then add KV scales with ctcal)");
+        error(g["weights"], gp + ".weights", "an attention group quantizes the attention module's "
+                                             "inputs (queries); weights belong to a group targeting "
+                                             "Linear");
       if (!is_null(g["output_activations"]))
         error(g["output_activations"], gp + ".output_activations",
               "output activation quantization is not supported; attention quantization uses "
               "input_activations");
-      for (const auto& t : group.targets)
-        if (!is_attention_target(t))
-          error(g["targets"], gp + ".targets",
-                fmt::format("target '{}' is not the attention module; ctcal quantizes attention "
-                            "only (the model's attention class such as LlamaAttention or Qwen3Attention, or "
-                            "re:.*self_attn$)", t));
-      auto args = quant_args(g["input_activations"], gp + ".input_activations", /*attention=*/true);
+      auto args = quant_args(g["input_activations"], gp + ".input_activations", Role::kAttention);
       if (is_null(g["input_activations"]))
         error(g, gp + ".input_activations", "required for attention quantization");
       if (!args) continue;
@@ -315,8 +330,80 @@ void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
     error(n["kv_cache_scheme"], path + ".kv_cache_scheme",
           "differs from the attention group's input_activations; attention quantization implies KV "
           "quantization with the same args (remove kv_cache_scheme or make them equal)");
-  if (is_null(n["kv_cache_scheme"]) && is_null(n["config_groups"]))
-    error(n, path, "nothing to calibrate: expected kv_cache_scheme or an attention config group");
+  if (!is_null(n["scheme"])) {
+    if (!is_null(n["config_groups"]))
+      error(n["scheme"], path + ".scheme", "scheme and config_groups cannot both be set (as in llm-compressor)");
+    else
+      preset(n["scheme"], path + ".scheme", q);
+  }
+  if (is_null(n["kv_cache_scheme"]) && q->attention_groups.empty())
+    error(n, path, "nothing to calibrate: expected kv_cache_scheme or an attention config group "
+                   "(ctcal calibrates the KV cache; FP8 Linear groups come with it)");
+}
+
+void Parser::linear_group(const YAML::Node& g, const std::string& name, const std::string& gp,
+                          QuantizationModifierSpec* q, const std::optional<std::string>& weight_observer) {
+  LinearGroup group;
+  group.name = name;
+  group.targets = get_string_list(g["targets"], gp + ".targets");
+  group.format = get_string(g["format"], gp + ".format");
+  if (group.format && *group.format != "float-quantized")
+    error(g["format"], gp + ".format",
+          fmt::format("ctcal writes FP8 Linear weights as 'float-quantized', got '{}'", *group.format));
+  if (!is_null(g["output_activations"]))
+    error(g["output_activations"], gp + ".output_activations", "output activation quantization is not supported");
+  if (is_null(g["weights"])) {
+    error(g, gp + ".weights", "required for a group targeting Linear layers (ctcal quantizes their "
+                              "weights to FP8, optionally with FP8 inputs)");
+    return;
+  }
+  auto w = quant_args(g["weights"], gp + ".weights", Role::kLinearWeights);
+  std::optional<QuantArgs> in;
+  if (!is_null(g["input_activations"])) {
+    in = quant_args(g["input_activations"], gp + ".input_activations", Role::kLinearInput);
+    if (!in) return;
+  }
+  if (!w) return;
+  if (weight_observer && !w->user_set.count("observer")) w->observer = *weight_observer;
+  if (in && q->input_observer && in->dynamic == Dynamic::kFalse && !in->user_set.count("observer"))
+    in->observer = *q->input_observer;
+  group.weights = *w;
+  group.input_activations = in;
+  q->linear_groups.push_back(std::move(group));
+}
+
+void Parser::preset(const YAML::Node& n, const std::string& path, QuantizationModifierSpec* q) {
+  // A preset name (with the modifier's `targets`), or {preset name: targets}, as llm-compressor's
+  // resolve_quantization_config reads it; each becomes config group `group_<i>`.
+  std::vector<std::pair<std::string, std::vector<std::string>>> presets;
+  if (n.IsScalar()) {
+    presets.emplace_back(n.Scalar(), q->targets);
+  } else if (n.IsMap()) {
+    for (const auto& kv : n)
+      presets.emplace_back(kv.first.as<std::string>(),
+                           get_string_list(kv.second, path + "." + kv.first.as<std::string>()));
+  } else {
+    error(n, path, "expected a preset name (FP8, FP8_DYNAMIC, FP8_BLOCK) or {preset: targets}");
+    return;
+  }
+  for (std::size_t i = 0; i < presets.size(); ++i) {
+    const auto& [name, targets] = presets[i];
+    try {
+      PresetScheme p = preset_scheme(name, fmt::format("{}: {} (line {})", source_, path, n.Mark().line + 1));
+      LinearGroup group;
+      group.name = fmt::format("group_{}", i);
+      group.targets = targets;
+      group.weights = p.weights;
+      group.input_activations = p.input_activations;
+      for (const auto& t : targets)
+        if (is_attention_target(t))
+          error(n, path, fmt::format("preset '{}' targets the attention module '{}'; presets quantize "
+                                     "Linear layers", name, t));
+      q->linear_groups.push_back(std::move(group));
+    } catch (const RecipeError& e) {
+      errors_.push_back(e.what());
+    }
+  }
 }
 
 const std::set<std::string> kTransformLocations = {"input", "weight_input", "weight_output",
@@ -451,7 +538,8 @@ std::string weight_algorithm_message(const std::string& type, const YAML::Node& 
       "modifier '{}' is not supported: it quantizes weights with an algorithm ctcal does not run{}. "
       "To calibrate the KV cache with ctcal, use a QuantizationModifier that has only the "
       "kv_cache_scheme:\n    quant_stage:\n      quant_modifiers:\n        QuantizationModifier:\n"
-      "          kv_cache_scheme: {}\n  ({}'s weight quantization needs llm-compressor)",
+      "          kv_cache_scheme: {}\n  (or run {} in llm-compressor first: ctcal calibrates the KV cache of the "
+      "quantized checkpoint it writes)",
       type, has_kv ? " (its kv_cache_scheme is below)" : "", kv, type);
 }
 
@@ -529,7 +617,8 @@ Recipe parse_recipe_checked(const std::string& text, const std::string& source) 
         } else {
           p.error(mod.first, mpath, fmt::format("modifier '{}' is not supported; ctcal runs "
                                                 "QuantizationModifier (kv_cache_scheme, attention "
-                                                "groups) and SpinQuantModifier (R2, R3)", type));
+                                                "groups, FP8 Linear groups) and SpinQuantModifier "
+                                                "(R2, R3)", type));
           continue;
         }
         r.modifiers.push_back(std::move(e));

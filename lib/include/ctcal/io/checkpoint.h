@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ctcal/io/safetensors.h"
+#include "ctcal/io/weight_quantization.h"
 
 namespace ctcal {
 
@@ -35,6 +36,12 @@ class Checkpoint {
   // Weight dtype of the checkpoint: the dtype of model.embed_tokens.weight, else the first
   // float tensor.
   DType weight_dtype() const;
+  // How Linear `module` ("model.layers.0.mlp.up_proj") is stored when it is quantized
+  // (compressed-tensors formats, io/quantized_weight.h); nullopt for a plain float weight. The
+  // quantization_config is read on first use, so that only readers of weights refuse an
+  // unsupported format (UnsupportedFormatError, exit 4).
+  std::optional<QuantizedWeightSpec> quantized_weight(const std::string& module) const;
+  const WeightQuantization& weight_quantization() const;
 
  private:
   std::filesystem::path dir_;
@@ -43,6 +50,7 @@ class Checkpoint {
   nlohmann::json index_metadata_ = nlohmann::json::object();
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, std::size_t> where_;  // tensor name -> index into shards_
+  mutable std::optional<WeightQuantization> quantization_;  // parsed on first use
 };
 
 // Reads a JSON file; InputError naming the file (and line/column) when it is not valid JSON.

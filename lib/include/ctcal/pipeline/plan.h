@@ -2,6 +2,7 @@
 // What a calibration will do, resolved once from (recipe x model): which activations are
 // observed with which args, which rotations run, what is written. `--dry-run` prints it.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,17 @@ struct RotationPlan {
   RowMatrixD matrix;         // [size, size], unnormalised ±1 entries (what is stored)
 };
 
+// One Linear layer quantized to FP8: data-free weight scales, and an input scale observed at
+// `input_site` when its input args are static.
+struct LinearQuantPlan {
+  std::string module;               // "model.layers.0.self_attn.q_proj"
+  int64_t layer = 0;
+  Site input_site = Site::kQkvInput;
+  std::string group;                // config group name
+  QuantArgs weights;
+  std::optional<QuantArgs> input;   // static input args (observed); nullopt: none or dynamic
+};
+
 struct CalibrationPlan {
   ModelConfig model;
   DType storage = DType::kF32;               // dtype of the written scales (the model's dtype)
@@ -36,8 +48,14 @@ struct CalibrationPlan {
   std::optional<RotationPlan> r2;            // v_proj / o_proj weights, offline
   bool rotations_observed = true;            // SpinQuant listed before QuantizationModifier
   bool write_zero_points = false;            // asymmetric, or attention quantization
+  std::vector<LinearQuantPlan> linear;       // FP8 Linear layers, by layer then module
+  nlohmann::json linear_groups = nlohmann::json::object();  // their config groups, as written
+  std::vector<std::string> ignore;           // the recipe's ignore list
+  std::map<Site, QuantArgs> input_args;      // static Linear-input sites and their args
   std::vector<Site> sites() const;           // observed per layer
-  int64_t heads(Site s) const;               // heads of the scale for a site
+  int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
+  const QuantArgs& site_args(Site s) const;  // the args a site is observed with
+  bool observes_last_mlp() const;            // an MLP input is observed (the last MLP must run)
 };
 
 // Throws RecipeError (exit 3) for combinations the model cannot take (e.g. a Hadamard size that

@@ -43,7 +43,11 @@ struct QuantArgs {
 // Applies compressed-tensors' validate_model_after rules in its order (strategy inference,
 // token/group/block/actorder/dynamic checks, observer default, zp_dtype inference).
 // `where` names the recipe path for messages. Throws RecipeError.
-void finalize_quant_args(QuantArgs* a, const std::string& where);
+// `static_observer`: the observer written when static args name none. ctcal's default
+// static_minmax is for activations (SPEC §2); weights take compressed-tensors' own default,
+// memoryless_minmax (one observation of a weight: every min-max observer agrees).
+void finalize_quant_args(QuantArgs* a, const std::string& where,
+                         const std::string& static_observer = "static_minmax");
 
 // The checks ctcal adds for KV cache / attention args (SPEC §2): strategy tensor or attn_head,
 // float 8-bit or int 8/4-bit, static. Throws RecipeError.

@@ -23,9 +23,22 @@ struct AttentionGroup {
   QuantArgs input_activations;
 };
 
+// A config group whose targets are Linear layers: FP8 weights (data-free scales) and, optionally,
+// FP8 input activations (static: observed in the calibration pass; dynamic: only declared).
+// From `config_groups`, or expanded from a preset `scheme:` (FP8, FP8_DYNAMIC, FP8_BLOCK) as
+// compressed-tensors' preset_name_to_scheme does, named `group_<i>` as llm-compressor names them.
+struct LinearGroup {
+  std::string name;                  // config group key
+  std::vector<std::string> targets;  // e.g. ["Linear"], names or "re:" patterns
+  QuantArgs weights;
+  std::optional<QuantArgs> input_activations;
+  std::optional<std::string> format;  // the group's `format`, when the recipe sets one
+};
+
 struct QuantizationModifierSpec {
   std::optional<QuantArgs> kv_cache_scheme;
   std::vector<AttentionGroup> attention_groups;
+  std::vector<LinearGroup> linear_groups;
   std::vector<std::string> targets = {"Linear"};
   std::vector<std::string> ignore;
   bool bypass_divisibility_checks = false;

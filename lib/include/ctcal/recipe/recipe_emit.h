@@ -9,6 +9,10 @@
 
 namespace ctcal {
 
+// A Linear group as compressed-tensors 0.18 dumps a QuantizationScheme: targets, weights,
+// input_activations, output_activations (null), format (null unless the recipe set one).
+nlohmann::json linear_group_json(const LinearGroup& g);
+
 // `run` holds the resolved `ctcal:` block (num_samples, seed, ...); null to omit it.
 // `transform_config` is the resolved transform config ({} when none).
 std::string effective_recipe_yaml(const Recipe& recipe, const nlohmann::json& run,

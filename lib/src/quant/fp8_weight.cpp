@@ -1,0 +1,118 @@
+#include "ctcal/quant/fp8_weight.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ctcal/error.h"
+#include "ctcal/quant/qparams.h"
+
+namespace ctcal {
+
+void check_fp8_weight_args(const QuantArgs& a, const std::string& where) {
+  auto fail = [&](const std::string& what) { return RecipeError(fmt::format("{}: {}", where, what)); };
+  if (a.type != QuantType::kFloat || a.num_bits != 8)
+    throw fail(fmt::format("ctcal quantizes Linear weights to FP8 only (type: float, num_bits: 8); "
+                           "got type {} with {} bits", quant_type_name(a.type), a.num_bits));
+  if (!a.symmetric) throw fail("FP8 weights must be symmetric (symmetric: true)");
+  if (a.dynamic != Dynamic::kFalse) throw fail("weights cannot be dynamic; expected dynamic: false");
+  const Strategy s = a.strategy.value_or(Strategy::kTensor);
+  if (s != Strategy::kTensor && s != Strategy::kChannel && s != Strategy::kBlock)
+    throw fail(fmt::format("FP8 weight strategy '{}' is not supported; expected tensor, channel or "
+                           "block", strategy_name(s)));
+  if (s == Strategy::kBlock && ((*a.block_structure)[0] <= 0 || (*a.block_structure)[1] <= 0))
+    throw fail("block_structure must be two positive sizes, e.g. [128, 128]");
+  if (a.observer && *a.observer != "minmax" && *a.observer != "memoryless_minmax" &&
+      *a.observer != "static_minmax")
+    throw fail(fmt::format("weight observer '{}' is not supported; FP8 weight scales use min-max "
+                           "(memoryless_minmax, static_minmax or minmax, equal on one weight)",
+                           *a.observer));
+}
+
+void check_fp8_input_args(const QuantArgs& a, const std::string& where) {
+  auto fail = [&](const std::string& what) { return RecipeError(fmt::format("{}: {}", where, what)); };
+  if (a.type != QuantType::kFloat || a.num_bits != 8 || !a.symmetric)
+    throw fail(fmt::format("ctcal quantizes Linear inputs to symmetric FP8 only (type: float, "
+                           "num_bits: 8, symmetric: true); got {} {}-bit{}", quant_type_name(a.type),
+                           a.num_bits, a.symmetric ? "" : " asymmetric"));
+  const Strategy s = a.strategy.value_or(Strategy::kTensor);
+  if (a.dynamic == Dynamic::kFalse && s != Strategy::kTensor)
+    throw fail(fmt::format("static input scales are observed per tensor; strategy '{}' needs "
+                           "dynamic: true (or use strategy: tensor)", strategy_name(s)));
+  if (a.dynamic == Dynamic::kLocal) throw fail("dynamic: local is for NVFP4 inputs, not FP8");
+  if (a.dynamic == Dynamic::kFalse && a.observer && *a.observer != "static_minmax" &&
+      *a.observer != "minmax" && *a.observer != "memoryless_minmax")
+    throw fail(fmt::format("input observer '{}' is not supported for Linear inputs; expected "
+                           "static_minmax, minmax or memoryless_minmax", *a.observer));
+}
+
+namespace {
+
+ScaleLayout layout_for(const QuantArgs& a, int64_t rows, int64_t cols, std::vector<int64_t>* shape) {
+  switch (a.strategy.value_or(Strategy::kTensor)) {
+    case Strategy::kChannel:
+      *shape = {rows, 1};
+      return {1, cols, 1};
+    case Strategy::kBlock: {
+      const int64_t bh = (*a.block_structure)[0], bw = (*a.block_structure)[1];
+      const int64_t nr = (rows + bh - 1) / bh, nc = (cols + bw - 1) / bw;
+      *shape = {nr, nc};
+      return {bh, bw, nc};
+    }
+    default:
+      *shape = {1};
+      return {rows, cols, 1};
+  }
+}
+
+}  // namespace
+
+Fp8WeightScales fp8_weight_scales(const float* w, int64_t rows, int64_t cols, const QuantArgs& args,
+                                  DType weight_dtype) {
+  Fp8WeightScales out;
+  out.dtype = weight_dtype;
+  out.layout = layout_for(args, rows, cols, &out.shape);
+  std::size_t n = 1;
+  for (int64_t d : out.shape) n *= static_cast<std::size_t>(d);
+  // Per-scale minima and maxima (zero is put inside the range by calculate_qparams).
+  std::vector<double> mins(n, 0.0), maxs(n, 0.0);  // [scales]
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = w + r * cols;  // [cols]
+    for (int64_t c = 0; c < cols; ++c) {
+      const std::size_t i = out.layout.index(r, c);
+      const double v = row[c];
+      mins[i] = std::min(mins[i], v);
+      maxs[i] = std::max(maxs[i], v);
+    }
+  }
+  out.scale = calculate_qparams(mins, maxs, args, weight_dtype).scale;
+  return out;
+}
+
+std::vector<uint8_t> fp8_quantize_weight(const float* w, int64_t rows, int64_t cols,
+                                         const Fp8WeightScales& s, DType weight_dtype) {
+  std::vector<uint8_t> codes(static_cast<std::size_t>(rows * cols));  // [rows, cols]
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const auto scale = static_cast<float>(s.scale[s.layout.index(r, c)]);
+      // The quotient in fp32 (as torch computes it), then rounded to the weight's dtype.
+      const float q = static_cast<float>(round_to_dtype(w[r * cols + c] / scale, weight_dtype));
+      codes[static_cast<std::size_t>(r * cols + c)] = f32_to_f8e4m3(std::clamp(q, -448.0f, 448.0f));
+    }
+  }
+  return codes;
+}
+
+std::vector<float> fp8_dequantize_weight(const uint8_t* codes, int64_t rows, int64_t cols,
+                                         const Fp8WeightScales& s) {
+  std::vector<float> out(static_cast<std::size_t>(rows * cols));  // [rows, cols]
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double v = static_cast<double>(f8e4m3_to_f32(codes[r * cols + c])) * s.scale[s.layout.index(r, c)];
+      out[static_cast<std::size_t>(r * cols + c)] = static_cast<float>(round_to_dtype(v, s.dtype));
+    }
+  return out;
+}
+
+}  // namespace ctcal
