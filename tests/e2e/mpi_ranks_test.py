@@ -49,7 +49,8 @@ def same_checkpoint(a, b, what):
 tmp = tempfile.mkdtemp(prefix="ctcal-mpi-")
 try:
     for recipe, ranks, samples in (("fp8_kv_per_head.yaml", 2, 24), ("r3_fp8_attention.yaml", 2, 24),
-                                   ("int8_kv_asym_per_head.yaml", 3, 24), ("fp8_kv_per_tensor.yaml", 3, 2)):
+                                   ("int8_kv_asym_per_head.yaml", 3, 24), ("fp8_kv_per_tensor.yaml", 3, 2),
+                                   ("fp8_w8a8_fp8_kv.yaml", 2, 24)):
         one, many = os.path.join(tmp, f"{recipe}-1"), os.path.join(tmp, f"{recipe}-{ranks}")
         r1 = calibrate(one, recipe, 1, samples)
         rn = calibrate(many, recipe, ranks, samples)

@@ -200,8 +200,11 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   }
   if (Ranks::size() > 1) {
     // Only static_minmax combines exactly across ranks (min of minima, max of maxima).
-    for (const auto* a : {&plan.kv_args, plan.query_args ? &*plan.query_args : nullptr})
-      if (a && a->observer.value_or("static_minmax") != "static_minmax")
+    std::vector<const QuantArgs*> observed = {&plan.kv_args};
+    if (plan.query_args) observed.push_back(&*plan.query_args);
+    for (const auto& [site, args] : plan.input_args) observed.push_back(&args);
+    for (const auto* a : observed)
+      if (a->observer.value_or("static_minmax") != "static_minmax")
         throw UsageError(fmt::format("mpirun with {} ranks: observer {} depends on the order of the samples and "
                                      "cannot be combined across ranks; use observer: static_minmax, or one rank",
                                      Ranks::size(), a->observer.value_or("")));
