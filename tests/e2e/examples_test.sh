@@ -7,6 +7,7 @@ src=$2
 export CTCAL_DATA=${CTCAL_DATA:-$(cd "$src/.." && pwd)/shared/data}
 [ -d "$CTCAL_DATA/hf/stories260K" ] || { echo "skip: $CTCAL_DATA/hf/stories260K not found (set CTCAL_DATA)"; exit 77; }
 export NUM_SAMPLES=8 EVAL_SAMPLES=2
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # CI runs as root
 failed=0
 for script in "$src"/examples/*/run.sh; do
   name=$(basename "$(dirname "$script")")
