@@ -60,21 +60,29 @@ def shards(out):
     return where
 
 
-def check_case(case, attn_class, prefix, tmp):
+def calibrate_case(case, recipe_text, tmp, label):
+    """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, out),
+    or None after recording the failure."""
     golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
     model = os.path.join(GOLDEN, golden["model_dir"])
     data = os.path.join(tmp, case + ".jsonl")
     with open(data, "w") as f:
         for ids in golden["samples"]:
             f.write(json.dumps({"input_ids": ids}) + "\n")
-    recipe = os.path.join(tmp, "recipe.yaml")
+    recipe = os.path.join(tmp, label + ".yaml")
     with open(recipe, "w") as f:
-        f.write(RECIPE)
-    out = os.path.join(tmp, case + "-out")
+        f.write(recipe_text)
+    out = os.path.join(tmp, f"{case}-{label}")
     r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", out, "--no-shuffle", "-q")
-    check(r.returncode == 0, f"{case}: calibrate exit {r.returncode}: {r.stderr[-400:]}")
-    if r.returncode != 0:
+    check(r.returncode == 0, f"{case} {label}: calibrate exit {r.returncode}: {r.stderr[-400:]}")
+    return (golden, model, out) if r.returncode == 0 else None
+
+
+def check_case(case, attn_class, prefix, tmp):
+    done = calibrate_case(case, RECIPE, tmp, "out")
+    if not done:
         return
+    golden, model, out = done
     cfg = json.load(open(os.path.join(out, "config.json")))
     qc = cfg["quantization_config"]
     check(qc["config_groups"]["attention"]["targets"] == [attn_class],
@@ -121,20 +129,10 @@ def check_phi3_r2(tmp):
     """R2 on Phi-3's fused qkv_proj: q/k rows kept bit for bit, v rows rotated, o_proj rewritten, and
     v_scale = absmax of transformers' V rotated by H/sqrt(d) per head, / 448."""
     case = "phi3_longrope_fp32"
-    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
-    model = os.path.join(GOLDEN, golden["model_dir"])
-    data = os.path.join(tmp, case + ".jsonl")
-    with open(data, "w") as f:
-        for ids in golden["samples"]:
-            f.write(json.dumps({"input_ids": ids}) + "\n")
-    recipe = os.path.join(tmp, "r2.yaml")
-    with open(recipe, "w") as f:
-        f.write(R2_RECIPE)
-    out = os.path.join(tmp, case + "-r2")
-    r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", out, "--no-shuffle", "-q")
-    check(r.returncode == 0, f"{case} R2: calibrate exit {r.returncode}: {r.stderr[-400:]}")
-    if r.returncode != 0:
+    done = calibrate_case(case, R2_RECIPE, tmp, "r2")
+    if not done:
         return
+    golden, model, out = done
     cfg = json.load(open(os.path.join(model, "config.json")))
     d = cfg["hidden_size"] // cfg["num_attention_heads"]
     q_rows, kv_rows = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
