@@ -61,8 +61,8 @@ def shards(out):
 
 
 def calibrate_case(case, recipe_text, tmp, label):
-    """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, out),
-    or None after recording the failure."""
+    """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, data,
+    out), or None after recording the failure."""
     golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
     model = os.path.join(GOLDEN, golden["model_dir"])
     data = os.path.join(tmp, case + ".jsonl")
@@ -75,14 +75,14 @@ def calibrate_case(case, recipe_text, tmp, label):
     out = os.path.join(tmp, f"{case}-{label}")
     r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", out, "--no-shuffle", "-q")
     check(r.returncode == 0, f"{case} {label}: calibrate exit {r.returncode}: {r.stderr[-400:]}")
-    return (golden, model, out) if r.returncode == 0 else None
+    return (golden, model, data, out) if r.returncode == 0 else None
 
 
 def check_case(case, attn_class, prefix, tmp):
     done = calibrate_case(case, RECIPE, tmp, "out")
     if not done:
         return
-    golden, model, out = done
+    golden, model, data, out = done
     cfg = json.load(open(os.path.join(out, "config.json")))
     qc = cfg["quantization_config"]
     check(qc["config_groups"]["attention"]["targets"] == [attn_class],
@@ -132,7 +132,7 @@ def check_phi3_r2(tmp):
     done = calibrate_case(case, R2_RECIPE, tmp, "r2")
     if not done:
         return
-    golden, model, out = done
+    golden, model, data, out = done
     cfg = json.load(open(os.path.join(model, "config.json")))
     d = cfg["hidden_size"] // cfg["num_attention_heads"]
     q_rows, kv_rows = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
