@@ -74,6 +74,14 @@ try:
     r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", good, "--num-samples", "2",
             "--max-seq-length", "32", "--json")
     check(r.returncode == 0 and parses(r.stdout, "eval --json"), f"eval --json: exit {r.returncode} {r.stderr[-300:]}")
+    if r.returncode == 0:
+        ev = json.loads(r.stdout)["quantized"]
+        check(isinstance(ev, list) and len(ev) == 1, "eval --json: 'quantized' is a list even for one run")
+        run0 = ev[0]
+        check(run0.get("wins") in ("calibrated", "unit_scales") and "kl" in run0.get("unit_scales", {}),
+              f"eval --json: the scale-1.0 baseline and the winner: {sorted(run0)}")
+        fr = [l["k_clipped_fraction"] for l in run0["layers"]] + [l["v_clipped_fraction"] for l in run0["layers"]]
+        check(all(f is not None and 0 <= f <= 1 for f in fr), f"eval --json: clipped fractions in [0, 1]: {fr}")
     rows = write(os.path.join(tmp, "rows.jsonl"), '{"input_ids": [1, 2, 3]}\n{"text": "Once upon a time"}\n')
     r = run("tokenize", "--tokenizer", MODEL, "--dataset", rows, "--json")
     check(r.returncode == 0 and all(parses(l, "tokenize --json line") for l in r.stdout.splitlines()), "tokenize --json")

@@ -84,6 +84,25 @@ CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, c
   return make_calibration_samples(path, read_dataset_rows(path), tok, o);
 }
 
+// The same run with every scale 1.0 and every zero point 0 (vLLM's default without scales).
+EvalRun unit_scales_run(const EvalRun& r) {
+  EvalRun u;
+  u.name = r.name + " [unit scales]";
+  u.checkpoint = r.checkpoint;  // shares the weights (and R2) of the calibrated run
+  u.config = r.config;
+  u.kv_args = r.kv_args;
+  u.query_args = r.query_args;
+  u.qk_rotation = r.qk_rotation;
+  u.edit_weights = r.edit_weights;
+  u.scales = r.scales;
+  for (auto& layer : u.scales)
+    for (auto& [site, s] : layer.sites) {
+      std::fill(s.scale.begin(), s.scale.end(), 1.0);
+      std::fill(s.zero_point.begin(), s.zero_point.end(), 0.0);
+    }
+  return u;
+}
+
 }  // namespace
 
 json evaluate(const EvalRequest& req) {
@@ -131,9 +150,27 @@ json evaluate(const EvalRequest& req) {
     }
   }
 
+  // Beside each calibrated run, the same scheme with every scale 1.0 and zero point 0: what vLLM
+  // uses when a checkpoint has no scales. The two are evaluated on the same tokens.
+  const std::size_t calibrated = runs.size();
+  if (!req.no_unit_scales)
+    for (std::size_t i = 0; i < calibrated; ++i) runs.push_back(unit_scales_run(runs[i]));
   progress.start_clock();
   json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress);
   progress.clear();
+  if (!req.no_unit_scales) {
+    json list = json::array();
+    for (std::size_t i = 0; i < calibrated; ++i) {
+      json run = doc["quantized"][i];
+      const json& unit = doc["quantized"][calibrated + i];
+      run["unit_scales"] = {{"nll", unit["nll"]}, {"delta_nll", unit["delta_nll"]}, {"ppl", unit["ppl"]},
+                            {"kl", unit["kl"]}, {"top1", unit["top1"]}, {"layers", unit["layers"]}};
+      // Lower KL against the unquantized model wins (ties: the calibrated scales).
+      run["wins"] = unit["kl"].get<double>() < run["kl"].get<double>() ? "unit_scales" : "calibrated";
+      list.push_back(run);
+    }
+    doc["quantized"] = list;
+  }
   doc["dataset"] = req.dataset;
   doc["model"] = req.model;
   return doc;
@@ -201,6 +238,9 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
       json e = {{"layer", l}, {"k_sqnr_db", quantizers[r]->sqnr_db(l, Site::kKey)},
                 {"v_sqnr_db", quantizers[r]->sqnr_db(l, Site::kValue)}};
       if (runs[r].query_args) e["q_sqnr_db"] = quantizers[r]->sqnr_db(l, Site::kQuery);
+      e["k_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kKey);
+      e["v_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kValue);
+      if (runs[r].query_args) e["q_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kQuery);
       e["k_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kKey).scale;
       e["v_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kValue).scale;
       layers.push_back(e);
@@ -253,7 +293,16 @@ int run_eval(const EvalRequest& req, std::ostream& out) {
     out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f} {:>7.2f}dB {:>7.2f}dB\n", name,
                        r["nll"].get<double>(), r["delta_nll"].get<double>(), r["ppl"].get<double>(), r["kl"].get<double>(),
                        r["top1"].get<double>(), n ? ks / n : 0.0, n ? vs / n : 0.0);
+    if (r.contains("unit_scales")) {
+      const json& u = r["unit_scales"];
+      out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}   -> {} wins\n",
+                         "  same scheme, every scale 1.0", u["nll"].get<double>(), u["delta_nll"].get<double>(),
+                         u["ppl"].get<double>(), u["kl"].get<double>(), u["top1"].get<double>(),
+                         r["wins"] == "calibrated" ? "calibration" : "scale 1.0");
+    }
   }
+  if (!runs.empty() && runs[0].contains("unit_scales"))
+    out << "(every scale 1.0 is what vLLM uses when a checkpoint has no scales; --no-unit-scales skips it)\n";
   return 0;
 }
 

@@ -25,6 +25,9 @@ void KvFakeQuant::apply(int64_t layer, Site site, float* data, int64_t seq, int6
   const SiteScales& s = layers_[static_cast<std::size_t>(layer)].sites.at(site);
   CTCAL_ASSERT(s.scale.size() == 1 || static_cast<int64_t>(s.scale.size()) == heads, "scale count");
   double signal = 0, noise = 0;
+  int64_t clipped = 0;
+  // Rounding to the last code is not clipping for int formats: half a step of slack.
+  const double slack = a.type == QuantType::kInt ? 0.5 : 0.0;
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t h = 0; h < heads; ++h) {
       const std::size_t g = s.scale.size() == 1 ? 0 : static_cast<std::size_t>(h);
@@ -34,6 +37,8 @@ void KvFakeQuant::apply(int64_t layer, Site site, float* data, int64_t seq, int6
         // vLLM divides in fp32: fp8(float32(x) / scale).
         const double scaled = static_cast<float>(v / s.scale[g]);
         const double q = fake_quantize(scaled, 1.0, s.zero_point[g], a, r) * s.scale[g];
+        const double code = scaled + s.zero_point[g];
+        clipped += (code > r.q_max + slack || code < r.q_min - slack) ? 1 : 0;
         signal += v * v;
         noise += (v - q) * (v - q);
         x[d] = static_cast<float>(q);
@@ -42,6 +47,15 @@ void KvFakeQuant::apply(int64_t layer, Site site, float* data, int64_t seq, int6
   auto& e = energy_[{layer, site}];
   e.first += signal;
   e.second += noise;
+  auto& c = clipped_[{layer, site}];
+  c.first += clipped;
+  c.second += seq * heads * head_dim;
+}
+
+double KvFakeQuant::clipped_fraction(int64_t layer, Site site) const {
+  auto it = clipped_.find({layer, site});
+  if (it == clipped_.end() || it->second.second == 0) return std::numeric_limits<double>::quiet_NaN();
+  return static_cast<double>(it->second.first) / static_cast<double>(it->second.second);
 }
 
 double KvFakeQuant::sqnr_db(int64_t layer, Site site) const {

@@ -29,6 +29,7 @@ struct EvalRequest {
   bool json = false;
   std::optional<std::string> report;  // HTML file
   bool progress_tty = false;          // live progress line (stderr is a terminal)
+  bool no_unit_scales = false;        // skip the scale-1.0 baseline beside each run
 };
 
 // The metrics document (also what --json prints).

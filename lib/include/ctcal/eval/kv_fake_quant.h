@@ -30,12 +30,17 @@ class KvFakeQuant : public ActivationQuantizer {
              int64_t row_stride) override;
   // 10 log10(sum x^2 / sum (x - q(x))^2) over everything seen, per layer; +inf when lossless.
   double sqnr_db(int64_t layer, Site site) const;
+  // Share of the values seen whose code x / scale (+ zero point) fell outside the format's range,
+  // so that quantization saturated them (FP8: |x / scale| > 448; int: beyond the last code by
+  // more than half a step). NaN when nothing was seen.
+  double clipped_fraction(int64_t layer, Site site) const;
 
  private:
   QuantArgs kv_args_;
   std::optional<QuantArgs> query_args_;
   std::vector<LayerScales> layers_;
   std::map<std::pair<int64_t, Site>, std::pair<double, double>> energy_;  // signal, noise
+  std::map<std::pair<int64_t, Site>, std::pair<int64_t, int64_t>> clipped_;  // clipped, seen
 };
 
 }  // namespace ctcal
