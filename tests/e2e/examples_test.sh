@@ -12,7 +12,10 @@ failed=0
 for script in "$src"/examples/*/run.sh; do
   name=$(basename "$(dirname "$script")")
   tmp=$(mktemp -d)
-  if OUT=$tmp/out bash "$script" >"$tmp/log" 2>&1; then
+  asan=${ASAN_OPTIONS:-}
+  # Open MPI leaks at MPI_Finalize from unloaded MCA components (see mpi_ranks_test.py).
+  [ "$name" = mpi-two-ranks ] && asan="${asan:+$asan:}detect_leaks=0"
+  if OUT=$tmp/out ASAN_OPTIONS=$asan bash "$script" >"$tmp/log" 2>&1; then
     echo "example $name: ok"
   else
     echo "example $name: FAILED (exit $?)"; tail -20 "$tmp/log"; failed=1

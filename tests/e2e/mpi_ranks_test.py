@@ -24,6 +24,11 @@ if not MPIRUN:
     print("skip: mpirun not found (apt-get install openmpi-bin; scripts/install_deps.sh installs it)")
     sys.exit(SKIP)
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+# Under `make test-asan`: Open MPI's runtime leaks at MPI_Finalize from MCA components it has
+# dlopen'd and unloaded again (their frames are "<unknown module>", so no suppression can name
+# them). Leak checking is off for the MPI runs only; ASan still checks every access, and ctcal's
+# own allocations on these paths are leak-checked by the single-process tests.
+ENV["ASAN_OPTIONS"] = ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0") if x)
 
 
 def calibrate(out, recipe, ranks, samples=24, extra=()):
