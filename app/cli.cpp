@@ -95,6 +95,10 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   cal->add_option("--max-memory", req.max_memory_mb, "Memory budget in MB; picks the tokens per chunk")
       ->check(CLI::PositiveNumber);
+  cal->add_option("--key-range", req.key_range,
+                  "K's range: observed (post-RoPE keys, llm-compressor's behaviour) or envelope (pre-RoPE pair "
+                  "norms: k_scale holds at every position) [observed]")
+      ->check(CLI::IsMember({"observed", "envelope"}));
   cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
   cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
   cal->add_option("--report", req.report, "Write a self-contained HTML report: the plan, per-layer ranges against what the scales represent, scales");

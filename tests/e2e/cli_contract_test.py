@@ -189,6 +189,25 @@ quant_stage:
     r = calibrate(os.path.join(tmp, "static"))
     check("LAST sample" not in r.stderr, "no memoryless warning for static_minmax")
 
+    # --- --key-range envelope: K's range from the pre-RoPE pair norms -------------------------------
+    for recipe in ("fp8_kv_per_head.yaml", "r3_fp8_kv.yaml"):
+        rec = os.path.join(SRC, "recipes", recipe)
+        obs, env = os.path.join(tmp, recipe + "-observed"), os.path.join(tmp, recipe + "-envelope")
+        r1 = calibrate(obs, recipe=rec)
+        r2 = calibrate(env, "--key-range", "envelope", recipe=rec)
+        check(r1.returncode == 0 and r2.returncode == 0, f"{recipe} envelope: {r2.stderr[-300:]}")
+        if r1.returncode == 0 and r2.returncode == 0:
+            lo = json.load(open(os.path.join(obs, "ctcal_report.json")))["layers"]
+            hi = json.load(open(os.path.join(env, "ctcal_report.json")))["layers"]
+            for a, b in zip(lo, hi):
+                check(all(y >= x for x, y in zip(a["k"]["scale"], b["k"]["scale"])),
+                      f"{recipe} layer {a['layer']}: envelope k_scale {b['k']['scale']} below observed {a['k']['scale']}")
+                check(a["v"]["scale"] == b["v"]["scale"], f"{recipe} layer {a['layer']}: v_scale must not change")
+            check("key_range: envelope" in open(os.path.join(env, "recipe.yaml")).read(), "recipe.yaml records key_range")
+    r = calibrate(os.path.join(tmp, "env_mse"), "--key-range", "envelope", recipe=write(os.path.join(tmp, "mse.yaml"),
+                  "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {type: float, observer: mse}\n"))
+    check(r.returncode == 2 and "envelope" in r.stderr, f"--key-range envelope with mse: exit {r.returncode}")
+
     # --- attention groups are written with the model's attention class -----------------------------
     regex = write(os.path.join(tmp, "regex_attention.yaml"), """quant_stage:
   quant_modifiers:

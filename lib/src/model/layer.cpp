@@ -130,6 +130,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
       float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
       const RopeTable& table = tables.for_length(len);
+      if (observer && observer->wants(layer, Site::kKeyPreRope))
+        observer->observe(layer, Site::kKeyPreRope, {ks, len, nkv, d, c.kv_dim()});
       apply_rope(table, qs, len, nh, d, c.q_dim());
       apply_rope(table, ks, len, nkv, d, c.kv_dim());
       auto observe_qk = [&] {

@@ -7,6 +7,7 @@ std::string_view site_name(Site s) {
     case Site::kQuery: return "q";
     case Site::kKey: return "k";
     case Site::kValue: return "v";
+    case Site::kKeyPreRope: return "k_pre_rope";
     case Site::kQkvInput: return "qkv_input";
     case Site::kOProjInput: return "o_proj_input";
     case Site::kGateUpInput: return "gate_up_input";

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
 #include "ctcal/transform/rotate_weights.h"
 #include "ctcal/util/ranks.h"
@@ -24,20 +25,43 @@ namespace {
 // Routes each layer's Q/K/V (and Linear-input) views to that layer's observers.
 class LayerObservers : public ActivationObserver {
  public:
-  LayerObservers(const CalibrationPlan& plan, int64_t layer) : layer_(layer) {
+  LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
     for (Site s : plan.sites()) {
       observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
     }
+    if (plan.key_envelope) {
+      envelope_ = true;
+      half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim) / 2;
+      // The bound after R3 when the keys are observed rotated (SpinQuant listed first).
+      rotation_ = plan.rotations_observed ? r3 : nullptr;
+    }
   }
   bool wants(int64_t layer, Site site) const override {
-    return layer == layer_ && observers_.count(site) != 0;
+    if (layer != layer_) return false;
+    // With the envelope, K's statistics come from the keys before RoPE instead.
+    if (envelope_ && site == Site::kKeyPreRope) return true;
+    if (envelope_ && site == Site::kKey) return false;
+    return observers_.count(site) != 0;
   }
-  void observe(int64_t, Site site, const HeadsView& v) override { observers_.at(site)->observe(v); }
+  void observe(int64_t, Site site, const HeadsView& v) override {
+    if (site == Site::kKeyPreRope) {
+      std::vector<double> env;  // [kv_heads]
+      key_envelope(v, half_, rotation_, &env);
+      std::vector<double> lo(env.size());
+      std::transform(env.begin(), env.end(), lo.begin(), [](double e) { return -e; });
+      observers_.at(Site::kKey)->observe_range(lo, env);
+      return;
+    }
+    observers_.at(site)->observe(v);
+  }
   const std::map<Site, std::unique_ptr<Observer>>& observers() const { return observers_; }
 
  private:
   int64_t layer_;
   std::map<Site, std::unique_ptr<Observer>> observers_;
+  bool envelope_ = false;
+  int64_t half_ = 0;                    // rotary_dim / 2 of this layer
+  const RowMatrix* rotation_ = nullptr;  // R3 [head_dim, head_dim] when keys are observed rotated
 };
 
 void rotate_linear(Linear* l, const RowMatrixD& h, DType storage, bool output_side) {
@@ -158,7 +182,7 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     if (options.bf16_compute && !loop.load_bf16) to_bf16_weights(&w);
   };
   loop.observer = [&](int64_t l) -> ActivationObserver* {
-    obs = std::make_unique<LayerObservers>(plan, l);
+    obs = std::make_unique<LayerObservers>(plan, l, plan.r3 ? &r3 : nullptr);
     return obs.get();
   };
   loop.after_layer = [&](int64_t l) {

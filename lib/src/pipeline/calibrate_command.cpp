@@ -41,6 +41,7 @@ struct Resolved {
   fs::path model, dataset, output;
   std::optional<fs::path> tokenizer;
   SamplingOptions sampling;
+  std::string key_range = "observed";  // or "envelope"
 };
 
 // Flags override the recipe's `ctcal:` block; relative paths in the block are relative to the
@@ -64,6 +65,9 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
   o.sampling.max_seq_length = req.max_seq_length.value_or(r.ctcal.max_seq_length.value_or(2048));
   o.sampling.seed = req.seed.value_or(r.ctcal.seed.value_or(42));
   o.sampling.shuffle = req.no_shuffle ? false : r.ctcal.shuffle.value_or(true);
+  o.key_range = req.key_range.value_or(r.ctcal.key_range.value_or("observed"));
+  if (o.key_range != "observed" && o.key_range != "envelope")
+    throw UsageError(fmt::format("--key-range {}: expected observed or envelope", o.key_range));
   if (o.sampling.num_samples <= 0) throw UsageError("--num-samples must be positive");
   if (o.sampling.max_seq_length <= 0) throw UsageError("--max-seq-length must be positive");
   return o;
@@ -71,7 +75,7 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
 
 json run_block(const Resolved& o) {
   return {{"num_samples", o.sampling.num_samples}, {"max_seq_length", o.sampling.max_seq_length},
-          {"seed", o.sampling.seed}, {"shuffle", o.sampling.shuffle}};
+          {"seed", o.sampling.seed}, {"shuffle", o.sampling.shuffle}, {"key_range", o.key_range}};
 }
 
 std::string fmt_range(const std::vector<double>& v) {
@@ -180,7 +184,17 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const ModelConfig cfg = load_model_config(ckpt);
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
-  const CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  if (o.key_range == "envelope") {
+    const std::string kobs = plan.kv_args.observer.value_or("static_minmax");
+    if (kobs == "mse" || kobs == "memoryless_mse")
+      throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms; observer {} "
+                                   "searches over the values themselves and cannot use it (use a minmax observer)",
+                                   kobs));
+    plan.key_envelope = true;
+    spdlog::info("key range: envelope (the pre-RoPE pair norms of K{}): k_scale holds at every position",
+                 plan.r3 && plan.rotations_observed ? ", bounded after the R3 rotation" : "");
+  }
   if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
     if (!plan.linear.empty())
       throw InputError(fmt::format("{}: the weights are already quantized ({}); ctcal quantizes "
@@ -338,9 +352,10 @@ int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out
   const Recipe recipe = load_recipe(recipe_path);
   json run = nullptr;
   const RunDefaults& d = recipe.ctcal;
-  if (d.model || d.dataset || d.output || d.num_samples || d.max_seq_length || d.seed || d.shuffle) {
+  if (d.model || d.dataset || d.output || d.num_samples || d.max_seq_length || d.seed || d.shuffle || d.key_range) {
     run = {{"num_samples", d.num_samples.value_or(512)}, {"max_seq_length", d.max_seq_length.value_or(2048)},
-           {"seed", d.seed.value_or(42)}, {"shuffle", d.shuffle.value_or(true)}};
+           {"seed", d.seed.value_or(42)}, {"shuffle", d.shuffle.value_or(true)},
+           {"key_range", d.key_range.value_or("observed")}};
     if (d.model) run["model"] = *d.model;
     if (d.dataset) run["dataset"] = *d.dataset;
     if (d.output) run["output"] = *d.output;

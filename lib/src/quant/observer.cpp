@@ -123,14 +123,25 @@ void Observer::set_combined(const std::vector<double>& minima, const std::vector
 
 void Observer::observe(const HeadsView& v) {
   CTCAL_ASSERT(v.heads == heads_, "observer head count mismatch");
-  std::vector<double> hmin, hmax, cur_min, cur_max;
+  std::vector<double> hmin, hmax;
   head_min_max(v, &hmin, &hmax);
+  update(hmin, hmax, &v);
+}
+
+void Observer::observe_range(const std::vector<double>& hmin, const std::vector<double>& hmax) {
+  CTCAL_ASSERT(static_cast<int64_t>(hmin.size()) == heads_ && hmax.size() == hmin.size(), "observer head count mismatch");
+  CTCAL_ASSERT(kind_ != "mse" && kind_ != "memoryless_mse", "MSE observers need the values, not a range");
+  update(hmin, hmax, nullptr);
+}
+
+void Observer::update(const std::vector<double>& hmin, const std::vector<double>& hmax, const HeadsView* values) {
+  std::vector<double> cur_min, cur_max;
   for (std::size_t h = 0; h < hmin.size(); ++h) {
     seen_min_[h] = std::min(seen_min_[h], hmin[h]);
     seen_max_[h] = std::max(seen_max_[h], hmax[h]);
   }
   reduce(hmin, hmax, &cur_min, &cur_max);
-  if (kind_ == "mse" || kind_ == "memoryless_mse") mse_search(v, &cur_min, &cur_max);
+  if (kind_ == "mse" || kind_ == "memoryless_mse") mse_search(*values, &cur_min, &cur_max);
   const bool first = count_ == 0;
   ++count_;
   if (first || kind_ == "memoryless_minmax" || kind_ == "memoryless_mse") {

@@ -11,6 +11,7 @@ enum class Site {
   kQuery,  // post-RoPE (and post-R3) queries, [seq, num_attention_heads, head_dim]
   kKey,    // post-RoPE (and post-R3) keys, [seq, num_key_value_heads, head_dim], before GQA repeat
   kValue,  // values after v_proj (post-R2 when configured), [seq, num_key_value_heads, head_dim]
+  kKeyPreRope,  // keys after k_norm, before RoPE, [seq, num_key_value_heads, head_dim] (key envelope)
   // Linear inputs (for static input scales of quantized Linear layers), each shown once per
   // shared input as a view with heads = 1 and head_dim = the input width:
   kQkvInput,     // input of q/k/v_proj (the normed hidden state), [seq, 1, hidden]

@@ -22,6 +22,7 @@ struct CalibrateRequest {
   int64_t chunk_tokens = 4096;
   std::optional<double> max_memory_mb;
   std::string compute_dtype = "fp32";  // or "bf16"
+  std::optional<std::string> key_range;  // "observed" (default) or "envelope"; overrides ctcal.key_range
   std::optional<std::string> report;  // HTML file with the scale plots  // picks chunk_tokens from a memory budget
   const std::atomic<bool>* cancel = nullptr;
 };

@@ -52,6 +52,9 @@ struct CalibrationPlan {
   nlohmann::json linear_groups = nlohmann::json::object();  // their config groups, as written
   std::vector<std::string> ignore;           // the recipe's ignore list
   std::map<Site, QuantArgs> input_args;      // static Linear-input sites and their args
+  // --key-range envelope: K's range from the pre-RoPE pair norms (quant/key_envelope.h), so that
+  // k_scale holds at every position; false: the observed post-RoPE keys (llm-compressor).
+  bool key_envelope = false;
   std::vector<Site> sites() const;           // observed per layer
   int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
   const QuantArgs& site_args(Site s) const;  // the args a site is observed with

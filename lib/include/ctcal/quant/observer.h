@@ -21,6 +21,9 @@ class Observer {
  public:
   Observer(const QuantArgs& args, int64_t heads);
   void observe(const HeadsView& v);
+  // The same update from per-head minima and maxima [heads] instead of the values (the key
+  // envelope: a range derived from pre-RoPE keys). Not for MSE observers, which need values.
+  void observe_range(const std::vector<double>& hmin, const std::vector<double>& hmax);
   // Statistics the qparams come from (after the observer's rule: running, EMA, last, MSE).
   const std::vector<double>& min_vals() const { return min_; }
   const std::vector<double>& max_vals() const { return max_; }
@@ -47,6 +50,8 @@ class Observer {
   void reduce(const std::vector<double>& hmin, const std::vector<double>& hmax,
               std::vector<double>* qmin, std::vector<double>* qmax) const;
   void mse_search(const HeadsView& v, std::vector<double>* qmin, std::vector<double>* qmax) const;
+  // One observation: per-head minima/maxima, and the values when the observer needs them (MSE).
+  void update(const std::vector<double>& hmin, const std::vector<double>& hmax, const HeadsView* values);
   double kwarg(const char* key, double def) const;
 
   QuantArgs args_;

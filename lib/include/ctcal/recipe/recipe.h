@@ -85,6 +85,7 @@ struct RunDefaults {
   std::optional<int64_t> num_samples, max_seq_length;
   std::optional<uint64_t> seed;
   std::optional<bool> shuffle;
+  std::optional<std::string> key_range;  // "observed" or "envelope"
 };
 
 struct Recipe {
