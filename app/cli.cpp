@@ -128,6 +128,9 @@ Examples:
   evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
+  evc->add_option("--position-offset", ev.position_offset,
+                  "Place every sample at positions N.. instead of 0.. (K ranges at long context) [0]")
+      ->check(CLI::NonNegativeNumber);
   evc->add_flag("--no-unit-scales", ev.no_unit_scales,
                 "Skip the baseline with every scale 1.0 (vLLM's default without scales) beside each run");
   evc->add_option("--report", ev.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");

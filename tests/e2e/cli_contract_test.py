@@ -204,6 +204,24 @@ quant_stage:
                       f"{recipe} layer {a['layer']}: envelope k_scale {b['k']['scale']} below observed {a['k']['scale']}")
                 check(a["v"]["scale"] == b["v"]["scale"], f"{recipe} layer {a['layer']}: v_scale must not change")
             check("key_range: envelope" in open(os.path.join(env, "recipe.yaml")).read(), "recipe.yaml records key_range")
+    # eval at long positions, on the calibration tokens themselves (same sampling options): the
+    # baseline is unchanged (RoPE scores depend on relative positions only), the envelope K never
+    # saturates at any offset, and the offset is bounded by the context.
+    env_ckpt = os.path.join(tmp, "fp8_kv_per_head.yaml-envelope")
+    docs = {}
+    for off in (0, 384):
+        r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", env_ckpt, "--num-samples", "4",
+                "--max-seq-length", "32", "--position-offset", str(off), "--json", "--no-unit-scales")
+        check(r.returncode == 0, f"eval --position-offset {off}: {r.stderr[-300:]}")
+        docs[off] = json.loads(r.stdout) if r.returncode == 0 else None
+    if docs[0] and docs[384]:
+        b0, b1 = docs[0]["baseline"]["nll"], docs[384]["baseline"]["nll"]
+        check(abs(b0 - b1) <= 1e-5 * abs(b0), f"baseline NLL moved with the position offset: {b0} vs {b1}")
+        clipped = [l["k_clipped_fraction"] for l in docs[384]["quantized"][0]["layers"]]
+        check(all(c == 0 for c in clipped), f"envelope K clipped at offset 384: {clipped}")
+    r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", env_ckpt, "--num-samples", "2",
+            "--max-seq-length", "32", "--position-offset", "500")
+    check(r.returncode == 2 and "max_position_embeddings" in r.stderr, f"offset past the context: exit {r.returncode}")
     r = calibrate(os.path.join(tmp, "env_mse"), "--key-range", "envelope", recipe=write(os.path.join(tmp, "mse.yaml"),
                   "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {type: float, observer: mse}\n"))
     check(r.returncode == 2 and "envelope" in r.stderr, f"--key-range envelope with mse: exit {r.returncode}")

@@ -26,10 +26,11 @@ LayerScales one_scale(double scale, double zp) {
   return l;
 }
 
-TEST(KvFakeQuant, Fp8ClipsBeyond448TimesTheScale) {
+TEST(KvFakeQuant, Fp8ClipsBeyondHalfAStepPast448) {
   KvFakeQuant q(args(QuantType::kFloat, 8, true), std::nullopt, {one_scale(0.5, 0.0)});
-  // scale 0.5: representable |x| <= 224. Two of eight values exceed it.
-  float k[8] = {0.f, 1.f, -223.f, 224.f, 224.5f, -300.f, 10.f, -1.f};  // [seq 8, 1 head, dim 1]
+  // scale 0.5: codes 2x. 224.5 -> 449 rounds to 448 anyway (top step 32); -300 -> -600 and
+  // 233 -> 466 are saturated: two of eight.
+  float k[8] = {0.f, 1.f, -223.f, 224.f, 224.5f, -300.f, 10.f, 233.f};  // [seq 8, 1 head, dim 1]
   q.apply(0, Site::kKey, k, 8, 1, 1, 1);
   EXPECT_DOUBLE_EQ(q.clipped_fraction(0, Site::kKey), 2.0 / 8.0);
   EXPECT_TRUE(std::isnan(q.clipped_fraction(0, Site::kValue)));  // nothing seen

@@ -128,6 +128,12 @@ json evaluate(const EvalRequest& req) {
     if (text) tok = load_tokenizer(req.model);
   }
   const CalibrationSamples eval_data = load_samples(req.dataset, tok.get(), req, cfg);
+  if (req.position_offset < 0) throw UsageError("--position-offset must be >= 0");
+  int64_t longest = 0;
+  for (const auto& s : eval_data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
+  if (req.position_offset + longest > cfg.max_position_embeddings)
+    throw UsageError(fmt::format("--position-offset {} + samples of up to {} tokens pass max_position_embeddings {} of {}",
+                                 req.position_offset, longest, cfg.max_position_embeddings, req.model));
 
   std::vector<EvalRun> runs;
   for (const auto& dir : req.quantized) {
@@ -156,7 +162,8 @@ json evaluate(const EvalRequest& req) {
   if (!req.no_unit_scales)
     for (std::size_t i = 0; i < calibrated; ++i) runs.push_back(unit_scales_run(runs[i]));
   progress.start_clock();
-  json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress);
+  json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, req.position_offset);
+  doc["position_offset"] = req.position_offset;
   progress.clear();
   if (!req.no_unit_scales) {
     json list = json::array();
@@ -177,17 +184,20 @@ json evaluate(const EvalRequest& req) {
 }
 
 json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
-                   std::vector<EvalRun>& runs, ProgressLine* progress) {
+                   std::vector<EvalRun>& runs, ProgressLine* progress, int64_t position_offset) {
   struct EvalData { const std::vector<std::vector<int32_t>>& samples; int64_t tokens() const {
     int64_t n = 0; for (const auto& s : samples) n += static_cast<int64_t>(s.size()); return n; } } eval_data{samples};
   spdlog::info("evaluating {} runs on {} samples, {} tokens", runs.size() + 1, eval_data.samples.size(), eval_data.tokens());
   const int64_t passes = static_cast<int64_t>(runs.size()) + 1;
-  const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, {}, {}, progress, 0, passes, "baseline");
+  ForwardOptions base_opt;
+  base_opt.position_offset = position_offset;
+  const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, base_opt, {}, progress, 0, passes, "baseline");
   std::vector<RowMatrix> run_hidden;
   std::vector<std::unique_ptr<KvFakeQuant>> quantizers;
   for (auto& r : runs) {
     quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
     ForwardOptions opt;
+    opt.position_offset = position_offset;
     opt.quantizer = quantizers.back().get();
     if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
     run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights, progress,

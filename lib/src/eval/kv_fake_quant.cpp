@@ -26,8 +26,10 @@ void KvFakeQuant::apply(int64_t layer, Site site, float* data, int64_t seq, int6
   CTCAL_ASSERT(s.scale.size() == 1 || static_cast<int64_t>(s.scale.size()) == heads, "scale count");
   double signal = 0, noise = 0;
   int64_t clipped = 0;
-  // Rounding to the last code is not clipping for int formats: half a step of slack.
-  const double slack = a.type == QuantType::kInt ? 0.5 : 0.0;
+  // A value is clipped only when saturation changes its code: up to half a step past the last
+  // code, rounding alone lands there (int: 0.5; FP8 E4M3: the top step 448 - 416 = 32, so 16).
+  // Without the slack, the extreme value itself counts whenever the stored scale rounded down.
+  const double slack = a.type == QuantType::kInt ? 0.5 : 16.0;
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t h = 0; h < heads; ++h) {
       const std::size_t g = s.scale.size() == 1 ? 0 : static_cast<std::size_t>(h);

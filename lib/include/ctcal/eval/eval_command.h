@@ -30,6 +30,7 @@ struct EvalRequest {
   std::optional<std::string> report;  // HTML file
   bool progress_tty = false;          // live progress line (stderr is a terminal)
   bool no_unit_scales = false;        // skip the scale-1.0 baseline beside each run
+  int64_t position_offset = 0;        // samples start at this position (long-context ranges)
 };
 
 // The metrics document (also what --json prints).
@@ -38,7 +39,7 @@ nlohmann::json evaluate(const EvalRequest& req);
 // `progress` (may be null) shows each forward pass (baseline, then every run) layer by layer.
 nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
                              const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs,
-                             ProgressLine* progress = nullptr);
+                             ProgressLine* progress = nullptr, int64_t position_offset = 0);
 int run_eval(const EvalRequest& req, std::ostream& out);
 
 }  // namespace ctcal

@@ -30,9 +30,9 @@ class KvFakeQuant : public ActivationQuantizer {
              int64_t row_stride) override;
   // 10 log10(sum x^2 / sum (x - q(x))^2) over everything seen, per layer; +inf when lossless.
   double sqnr_db(int64_t layer, Site site) const;
-  // Share of the values seen whose code x / scale (+ zero point) fell outside the format's range,
-  // so that quantization saturated them (FP8: |x / scale| > 448; int: beyond the last code by
-  // more than half a step). NaN when nothing was seen.
+  // Share of the values seen that saturation changed: code x / scale (+ zero point) beyond the
+  // last code by more than half a step (FP8 E4M3: |x / scale| > 448 + 16; int: by 0.5), where
+  // plain rounding would no longer land on the last code. NaN when nothing was seen.
   double clipped_fraction(int64_t layer, Site site) const;
 
  private:

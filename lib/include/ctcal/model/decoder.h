@@ -36,6 +36,9 @@ struct ForwardOptions {
   // Flash-style attention blocking (model/attention.h): query rows per task and keys per step.
   int64_t attention_block = 64;
   int64_t attention_key_block = 256;
+  // Every sample's first token at this position instead of 0 (eval at long positions: RoPE'd
+  // K and Q move, attention scores do not, since RoPE depends on relative positions only).
+  int64_t position_offset = 0;
   // Called after each chunk of a layer with the tokens of that layer done so far: progress, and
   // cancellation within a layer (it may throw). Empty: nothing.
   std::function<void(int64_t layer, int64_t tokens_done)> after_chunk;
