@@ -131,6 +131,8 @@ Examples:
   evc->add_option("--position-offset", ev.position_offset,
                   "Place every sample at positions N.. instead of 0.. (K ranges at long context) [0]")
       ->check(CLI::NonNegativeNumber);
+  evc->add_flag("--layer-sensitivity", ev.layer_sensitivity,
+                "Also quantize each layer alone and rank the layers by KL (one extra pass per layer and run)");
   evc->add_flag("--no-unit-scales", ev.no_unit_scales,
                 "Skip the baseline with every scale 1.0 (vLLM's default without scales) beside each run");
   evc->add_option("--report", ev.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");

@@ -219,6 +219,15 @@ quant_stage:
         check(abs(b0 - b1) <= 1e-5 * abs(b0), f"baseline NLL moved with the position offset: {b0} vs {b1}")
         clipped = [l["k_clipped_fraction"] for l in docs[384]["quantized"][0]["layers"]]
         check(all(c == 0 for c in clipped), f"envelope K clipped at offset 384: {clipped}")
+    # Layer sensitivity: each layer quantized alone, ranked by KL, every layer once.
+    r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", env_ckpt, "--num-samples", "4",
+            "--max-seq-length", "32", "--layer-sensitivity", "--json", "--no-unit-scales")
+    check(r.returncode == 0, f"eval --layer-sensitivity: {r.stderr[-300:]}")
+    if r.returncode == 0:
+        ranked = json.loads(r.stdout)["quantized"][0]["kl_contribution"]
+        kls = [x["kl"] for x in ranked]
+        check(sorted(x["layer"] for x in ranked) == list(range(5)) and kls == sorted(kls, reverse=True) and kls[-1] >= 0,
+              f"kl_contribution ranks every layer once, most sensitive first: {ranked}")
     r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", env_ckpt, "--num-samples", "2",
             "--max-seq-length", "32", "--position-offset", "500")
     check(r.returncode == 2 and "max_position_embeddings" in r.stderr, f"offset past the context: exit {r.returncode}")

@@ -103,6 +103,16 @@ EvalRun unit_scales_run(const EvalRun& r) {
   return u;
 }
 
+// The run with only `layer` quantized (every other layer's K/V/Q left in full precision).
+EvalRun single_layer_run(const EvalRun& r, int64_t layer) {
+  EvalRun u = unit_scales_run(r);  // a non-owning copy of r's setup ...
+  u.scales = r.scales;              // ... with r's own scales
+  u.name = fmt::format("{} [layer {} only]", r.name, layer);
+  for (std::size_t j = 0; j < u.scales.size(); ++j)
+    if (static_cast<int64_t>(j) != layer) u.scales[j].sites.clear();
+  return u;
+}
+
 }  // namespace
 
 json evaluate(const EvalRequest& req) {
@@ -178,6 +188,24 @@ json evaluate(const EvalRequest& req) {
     }
     doc["quantized"] = list;
   }
+  if (req.layer_sensitivity) {
+    // Each layer quantized alone (not leave-one-out): its KL against the unquantized model, one
+    // forward pass per layer and run; ranked, most sensitive first. These are the layers to keep
+    // unquantized with vLLM's --kv-cache-dtype-skip-layers.
+    for (std::size_t i = 0; i < calibrated; ++i) {
+      std::vector<EvalRun> singles;
+      for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(runs[i], l));
+      const json per = evaluate_runs(base, cfg, eval_data.samples, singles, &progress, req.position_offset);
+      progress.clear();
+      json ranked = json::array();
+      for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+        ranked.push_back({{"layer", l}, {"kl", per["quantized"][static_cast<std::size_t>(l)]["kl"]}});
+      std::stable_sort(ranked.begin(), ranked.end(),
+                       [](const json& a, const json& b) { return a["kl"].get<double>() > b["kl"].get<double>(); });
+      doc["quantized"][i]["kl_contribution"] = ranked;
+      doc["quantized"][i]["kl_contribution_method"] = "layer quantized alone";
+    }
+  }
   doc["dataset"] = req.dataset;
   doc["model"] = req.model;
   return doc;
@@ -251,8 +279,10 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
       e["k_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kKey);
       e["v_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kValue);
       if (runs[r].query_args) e["q_clipped_fraction"] = quantizers[r]->clipped_fraction(l, Site::kQuery);
-      e["k_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kKey).scale;
-      e["v_scale"] = runs[r].scales[static_cast<std::size_t>(l)].sites.at(Site::kValue).scale;
+      // A layer left unquantized (--layer-sensitivity runs) has no scales.
+      const auto& sites = runs[r].scales[static_cast<std::size_t>(l)].sites;
+      if (sites.count(Site::kKey)) e["k_scale"] = sites.at(Site::kKey).scale;
+      if (sites.count(Site::kValue)) e["v_scale"] = sites.at(Site::kValue).scale;
       layers.push_back(e);
     }
     list.push_back({{"name", runs[r].name},
@@ -303,6 +333,12 @@ int run_eval(const EvalRequest& req, std::ostream& out) {
     out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f} {:>7.2f}dB {:>7.2f}dB\n", name,
                        r["nll"].get<double>(), r["delta_nll"].get<double>(), r["ppl"].get<double>(), r["kl"].get<double>(),
                        r["top1"].get<double>(), n ? ks / n : 0.0, n ? vs / n : 0.0);
+    if (r.contains("kl_contribution")) {
+      std::string ranked;
+      for (const auto& c : r["kl_contribution"])
+        ranked += fmt::format("{}{} ({:.3g})", ranked.empty() ? "" : ", ", c["layer"].get<int64_t>(), c["kl"].get<double>());
+      out << fmt::format("  layers by KL when quantized alone: {}\n", ranked);
+    }
     if (r.contains("unit_scales")) {
       const json& u = r["unit_scales"];
       out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}   -> {} wins\n",

@@ -31,6 +31,7 @@ struct EvalRequest {
   bool progress_tty = false;          // live progress line (stderr is a terminal)
   bool no_unit_scales = false;        // skip the scale-1.0 baseline beside each run
   int64_t position_offset = 0;        // samples start at this position (long-context ranges)
+  bool layer_sensitivity = false;     // each layer quantized alone: ranked KL contributions
 };
 
 // The metrics document (also what --json prints).
