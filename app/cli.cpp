@@ -14,6 +14,7 @@
 #include "ctcal/io/output_dir.h"
 #include "ctcal/data/tokenize_command.h"
 #include "ctcal/eval/eval_command.h"
+#include "ctcal/eval/eval_run.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/pipeline/calibrate_command.h"
 #include "ctcal/util/ranks.h"
@@ -99,6 +100,10 @@ int run_cli(int argc, char** argv) {
                   "K's range: observed (post-RoPE keys, llm-compressor's behaviour) or envelope (pre-RoPE pair "
                   "norms: k_scale holds at every position) [observed]")
       ->check(CLI::IsMember({"observed", "envelope"}));
+  cal->add_option("--kv-skip-layers", req.kv_skip_layers,
+                  "Keep the N layers whose KV quantization costs most KL (each quantized alone) unquantized: "
+                  "written to ignore, served with vLLM's --kv-cache-dtype-skip-layers [0]")
+      ->check(CLI::NonNegativeNumber);
   cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
   cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
   cal->add_option("--report", req.report, "Write a self-contained HTML report: the plan, per-layer ranges against what the scales represent, scales");
@@ -178,6 +183,14 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     req.cancel = &g_cancel;
+    // The layer ranking is eval's (the app is the one room that sees both calibrate and eval).
+    req.rank_layers = [](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
+                         const std::vector<std::vector<int32_t>>& samples) {
+      const EvalRun run = make_recipe_run("calibrated", ck, plan, res);
+      std::vector<int64_t> layers;
+      for (const auto& x : rank_layers_by_kl(ck, plan.model, samples, run)) layers.push_back(x["layer"].get<int64_t>());
+      return layers;
+    };
     req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json && Ranks::root();
     return run_calibrate(req, std::cout);
   }

@@ -235,6 +235,27 @@ quant_stage:
                   "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {type: float, observer: mse}\n"))
     check(r.returncode == 2 and "envelope" in r.stderr, f"--key-range envelope with mse: exit {r.returncode}")
 
+    # --- --kv-skip-layers: the most sensitive layer (eval's own ranking) stays unquantized ---------
+    full, skip = os.path.join(tmp, "kv_full"), os.path.join(tmp, "kv_skip")
+    r1 = calibrate(full)
+    r2 = calibrate(skip, "--kv-skip-layers", "1")
+    check(r1.returncode == 0 and r2.returncode == 0, f"--kv-skip-layers: {r2.stderr[-300:]}")
+    if r1.returncode == 0 and r2.returncode == 0:
+        r = run("eval", "--model", MODEL, "--dataset", TEXT, "--quantized", full, "--num-samples", "4",
+                "--max-seq-length", "32", "--layer-sensitivity", "--json", "--no-unit-scales")
+        top = json.loads(r.stdout)["quantized"][0]["kl_contribution"][0]["layer"] if r.returncode == 0 else None
+        qc = json.load(open(os.path.join(skip, "config.json")))["quantization_config"]
+        check(qc["ignore"] == [f"model.layers.{top}.self_attn"], f"ignore {qc['ignore']}, eval's most sensitive layer {top}")
+        index = json.load(open(os.path.join(skip, "model.safetensors.index.json")))["weight_map"]
+        check(f"model.layers.{top}.self_attn.k_scale" not in index and "model.layers.0.self_attn.k_scale" in index
+              or top == 0, "no scales for the skipped layer, scales for the others")
+        r = run("inspect", skip, "--strict", "--json")
+        doc = json.loads(r.stdout) if r.stdout.strip() else {}
+        check(r.returncode == 0 and f"--kv-cache-dtype-skip-layers {top}" in (doc.get("serving", {}).get("vllm", {}).get("command") or ""),
+              f"inspect --strict passes and the serve line skips layer {top}: {doc.get('serving', {}).get('vllm')}")
+    r = calibrate(os.path.join(tmp, "kv_skip_all"), "--kv-skip-layers", "5")
+    check(r.returncode == 2 and "--kv-skip-layers" in r.stderr, f"--kv-skip-layers past the layers: exit {r.returncode}")
+
     # --- attention groups are written with the model's attention class -----------------------------
     regex = write(os.path.join(tmp, "regex_attention.yaml"), """quant_stage:
   quant_modifiers:

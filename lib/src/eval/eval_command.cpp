@@ -193,22 +193,28 @@ json evaluate(const EvalRequest& req) {
     // forward pass per layer and run; ranked, most sensitive first. These are the layers to keep
     // unquantized with vLLM's --kv-cache-dtype-skip-layers.
     for (std::size_t i = 0; i < calibrated; ++i) {
-      std::vector<EvalRun> singles;
-      for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(runs[i], l));
-      const json per = evaluate_runs(base, cfg, eval_data.samples, singles, &progress, req.position_offset);
+      doc["quantized"][i]["kl_contribution"] =
+          rank_layers_by_kl(base, cfg, eval_data.samples, runs[i], &progress, req.position_offset);
       progress.clear();
-      json ranked = json::array();
-      for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
-        ranked.push_back({{"layer", l}, {"kl", per["quantized"][static_cast<std::size_t>(l)]["kl"]}});
-      std::stable_sort(ranked.begin(), ranked.end(),
-                       [](const json& a, const json& b) { return a["kl"].get<double>() > b["kl"].get<double>(); });
-      doc["quantized"][i]["kl_contribution"] = ranked;
       doc["quantized"][i]["kl_contribution_method"] = "layer quantized alone";
     }
   }
   doc["dataset"] = req.dataset;
   doc["model"] = req.model;
   return doc;
+}
+
+json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
+                       const EvalRun& run, ProgressLine* progress, int64_t position_offset) {
+  std::vector<EvalRun> singles;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(run, l));
+  const json per = evaluate_runs(base, cfg, samples, singles, progress, position_offset);
+  json ranked = json::array();
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+    ranked.push_back({{"layer", l}, {"kl", per["quantized"][static_cast<std::size_t>(l)]["kl"]}});
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const json& a, const json& b) { return a["kl"].get<double>() > b["kl"].get<double>(); });
+  return ranked;
 }
 
 json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,

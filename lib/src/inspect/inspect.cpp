@@ -332,6 +332,11 @@ json inspect_checkpoint(const fs::path& path) {
 
   LooseCheckpoint ck;
   json layers = json::array();
+  std::set<std::string> ignored_modules;  // quantization_config.ignore entries (exact names)
+  std::vector<int64_t> skipped_layers;    // layers whose attention module is ignored
+  if (quantized && config["quantization_config"].contains("ignore") && config["quantization_config"]["ignore"].is_array())
+    for (const auto& x : config["quantization_config"]["ignore"])
+      if (x.is_string()) ignored_modules.insert(x.get<std::string>());
   if (!dir.empty()) {
     ck.open(dir, &p);
     // The family's other tensor-name layout, when the checkpoint uses it (Gemma 3's wrapper).
@@ -350,6 +355,14 @@ json inspect_checkpoint(const fs::path& path) {
     if (cfg && scheme.kv) {
       for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
         json entry = {{"layer", l}};
+        // An attention module in `ignore` keeps an unquantized KV cache (vLLM:
+        // --kv-cache-dtype-skip-layers): no scales expected.
+        if (ignored_modules.count(cfg->attention_module(l))) {
+          entry["ignored"] = true;
+          skipped_layers.push_back(l);
+          layers.push_back(entry);
+          continue;
+        }
         for (Site site : {Site::kQuery, Site::kKey, Site::kValue}) {
           const QuantArgs* a = site == Site::kQuery ? (scheme.q ? &*scheme.q : nullptr) : &*scheme.kv;
           const std::string name = scale_name(cfg->attention_module(l), site);
@@ -473,7 +486,10 @@ json inspect_checkpoint(const fs::path& path) {
     for (const auto& pr : p.list)
       if (pr["severity"] == "error" && ok) { ok = false; vllm["reasons"].push_back("the errors listed under problems must be fixed first"); break; }
     vllm["loadable"] = ok;
-    if (ok) vllm["command"] = fmt::format("vllm serve {} --kv-cache-dtype fp8", dir.empty() ? config_path.parent_path().string() : dir.string());
+    if (ok)
+      vllm["command"] = fmt::format("vllm serve {} --kv-cache-dtype fp8{}", dir.empty() ? config_path.parent_path().string() : dir.string(),
+                                    skipped_layers.empty() ? std::string()
+                                                           : fmt::format(" --kv-cache-dtype-skip-layers {}", fmt::join(skipped_layers, ",")));
     if (scheme.r3) {
       bool meets = true;
       auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
@@ -564,7 +580,11 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
     std::vector<std::string> sites;
     std::map<std::string, bool> has_zp;
     for (const char* s : {"q", "k", "v"})
-      if (doc["layers"][0].contains(s)) sites.push_back(s);
+      for (const auto& l : doc["layers"])
+        if (l.contains(s)) {
+          sites.push_back(s);
+          break;
+        }
     for (const auto& l : doc["layers"])
       for (const auto& s : sites) has_zp[s] = has_zp[s] || (l.contains(s) && l[s].contains("zero_point"));
     auto values = [](const json& list) {
@@ -583,6 +603,10 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
     out << header << "\n";
     for (const auto& l : doc["layers"]) {
       out << fmt::format("{:>5}", l["layer"].get<int64_t>());
+      if (l.value("ignored", false)) {
+        out << "  not quantized (its attention module is in ignore)\n";
+        continue;
+      }
       for (const auto& s : sites) {
         if (!l.contains(s)) {
           out << fmt::format("  {:>18}", "MISSING") << (has_zp[s] ? fmt::format("  {:>14}", "") : "")

@@ -185,6 +185,9 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  if (req.kv_skip_layers < 0 || req.kv_skip_layers >= cfg.num_hidden_layers)
+    throw UsageError(fmt::format("--kv-skip-layers {}: expected 0 to {} (the model has {} layers)", req.kv_skip_layers,
+                                 cfg.num_hidden_layers - 1, cfg.num_hidden_layers));
   if (o.key_range == "envelope") {
     const std::string kobs = plan.kv_args.observer.value_or("static_minmax");
     if (kobs == "mse" || kobs == "memoryless_mse")
@@ -292,6 +295,21 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   };
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
   if (!Ranks::root()) return 0;
+  if (req.kv_skip_layers > 0) {
+    // Rank the layers by the KL each costs quantized alone, on (up to 32 of) the calibration
+    // samples, and leave the most sensitive ones unquantized.
+    CTCAL_ASSERT(static_cast<bool>(req.rank_layers), "the app provides the layer ranking");
+    line.status(fmt::format("ranking {} layers by KL for --kv-skip-layers {}", cfg.num_hidden_layers, req.kv_skip_layers));
+    const std::size_t n = std::min<std::size_t>(32, data.samples.size());
+    const std::vector<std::vector<int32_t>> some(data.samples.begin(), data.samples.begin() + static_cast<std::ptrdiff_t>(n));
+    const std::vector<int64_t> ranked = req.rank_layers(ckpt, plan, result, some);
+    line.clear();
+    plan.kv_skip_layers.assign(ranked.begin(), ranked.begin() + req.kv_skip_layers);
+    std::sort(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end());
+    spdlog::info("--kv-skip-layers {}: layers {} (most KL when quantized alone, on {} samples) stay unquantized: in "
+                 "ignore, no scales; serve with --kv-cache-dtype-skip-layers {}", req.kv_skip_layers,
+                 fmt::join(plan.kv_skip_layers, ", "), n, fmt::join(plan.kv_skip_layers, ","));
+  }
   warn_memoryless_shortfall(plan, result);
   // -v: what each observer saw and the scale it gave, per layer and site.
   for (const auto& l : result.layers)

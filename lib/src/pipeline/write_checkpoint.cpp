@@ -1,5 +1,6 @@
 #include "ctcal/pipeline/write_checkpoint.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 
@@ -40,6 +41,8 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   for (const auto& layer : r.layers)
     for (const auto& s : layer.sites) {
       if (plan.input_args.count(s.site)) continue;  // Linear inputs: input_scale per module below
+      if (std::find(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end(), layer.layer) != plan.kv_skip_layers.end())
+        continue;  // left unquantized: in `ignore`, no scales
       const auto shape = scale_shape(plan, s.site);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
       out[scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);

@@ -41,6 +41,11 @@ nlohmann::json evaluate(const EvalRequest& req);
 nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
                              const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs,
                              ProgressLine* progress = nullptr, int64_t position_offset = 0);
+// Each layer of `run` quantized alone (the others full precision): [{layer, kl}] ranked by KL
+// against the unquantized model, most sensitive first. One forward pass per layer.
+nlohmann::json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg,
+                                 const std::vector<std::vector<int32_t>>& samples, const EvalRun& run,
+                                 ProgressLine* progress = nullptr, int64_t position_offset = 0);
 int run_eval(const EvalRequest& req, std::ostream& out);
 
 }  // namespace ctcal

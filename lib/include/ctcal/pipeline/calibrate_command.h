@@ -2,12 +2,17 @@
 // `ctcal calibrate` as a library call: resolves flags over the recipe's `ctcal:` block, reads the
 // model and dataset, plans, runs, writes. The app only parses flags and maps errors to exit codes.
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
 
 namespace ctcal {
+
+class Checkpoint;
+struct CalibrationPlan;
+struct CalibrationResult;
 
 struct CalibrateRequest {
   std::string recipe;
@@ -22,7 +27,13 @@ struct CalibrateRequest {
   int64_t chunk_tokens = 4096;
   std::optional<double> max_memory_mb;
   std::string compute_dtype = "fp32";  // or "bf16"
-  std::optional<std::string> key_range;  // "observed" (default) or "envelope"; overrides ctcal.key_range
+  std::optional<std::string> key_range;
+  // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL unquantized.
+  // `rank_layers` (set by the app, which sees eval) ranks the layers, most sensitive first.
+  int64_t kv_skip_layers = 0;
+  std::function<std::vector<int64_t>(const Checkpoint&, const CalibrationPlan&, const CalibrationResult&,
+                                     const std::vector<std::vector<int32_t>>&)>
+      rank_layers;  // "observed" (default) or "envelope"; overrides ctcal.key_range
   std::optional<std::string> report;  // HTML file with the scale plots  // picks chunk_tokens from a memory budget
   const std::atomic<bool>* cancel = nullptr;
 };

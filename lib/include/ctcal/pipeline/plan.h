@@ -55,6 +55,9 @@ struct CalibrationPlan {
   // --key-range envelope: K's range from the pre-RoPE pair norms (quant/key_envelope.h), so that
   // k_scale holds at every position; false: the observed post-RoPE keys (llm-compressor).
   bool key_envelope = false;
+  // Layers whose attention stays unquantized (--kv-skip-layers): their module in `ignore`, no
+  // q/k/v scales written; served with vLLM's --kv-cache-dtype-skip-layers.
+  std::vector<int64_t> kv_skip_layers;
   std::vector<Site> sites() const;           // observed per layer
   int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
   const QuantArgs& site_args(Site s) const;  // the args a site is observed with
