@@ -256,6 +256,16 @@ quant_stage:
     r = calibrate(os.path.join(tmp, "kv_skip_all"), "--kv-skip-layers", "5")
     check(r.returncode == 2 and "--kv-skip-layers" in r.stderr, f"--kv-skip-layers past the layers: exit {r.returncode}")
 
+    # --- calibrate --report carries the scale-1.0 baseline (ctcal_report.json and the page) ----------
+    out, page = os.path.join(tmp, "with_baseline"), os.path.join(tmp, "with_baseline.html")
+    r = calibrate(out, "--report", page)
+    check(r.returncode == 0, f"calibrate --report: {r.stderr[-300:]}")
+    if r.returncode == 0:
+        u = json.load(open(os.path.join(out, "ctcal_report.json"))).get("unit_scales_baseline", {})
+        check(u.get("wins") in ("calibrated", "unit_scales") and u.get("calibrated_kl", -1) >= 0 and u.get("unit_kl", -1) >= 0,
+              f"ctcal_report.json unit_scales_baseline: {u}")
+        check("Calibrated scales against scale 1.0" in open(page).read(), "the report page shows the baseline")
+
     # --- attention groups are written with the model's attention class -----------------------------
     regex = write(os.path.join(tmp, "regex_attention.yaml"), """quant_stage:
   quant_modifiers:

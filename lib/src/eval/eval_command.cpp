@@ -84,7 +84,8 @@ CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, c
   return make_calibration_samples(path, read_dataset_rows(path), tok, o);
 }
 
-// The same run with every scale 1.0 and every zero point 0 (vLLM's default without scales).
+}  // namespace
+
 EvalRun unit_scales_run(const EvalRun& r) {
   EvalRun u;
   u.name = r.name + " [unit scales]";
@@ -102,6 +103,8 @@ EvalRun unit_scales_run(const EvalRun& r) {
     }
   return u;
 }
+
+namespace {
 
 // The run with only `layer` quantized (every other layer's K/V/Q left in full precision).
 EvalRun single_layer_run(const EvalRun& r, int64_t layer) {

@@ -348,6 +348,14 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   extras.report["timings"] = {{"calibration_s", result.forward_seconds},
                               {"setup_s", total_before_write - result.forward_seconds},
                               {"tokens_per_s", result.forward_seconds > 0 ? static_cast<double>(result.tokens) / result.forward_seconds : 0.0}};
+  if (req.report && req.compare_unit_scales) {
+    // The evidence --report shows: do the calibrated scales beat vLLM's default of 1.0 here?
+    line.status("comparing the calibrated scales with scale 1.0");
+    const std::size_t n = std::min<std::size_t>(32, data.samples.size());
+    const std::vector<std::vector<int32_t>> some(data.samples.begin(), data.samples.begin() + static_cast<std::ptrdiff_t>(n));
+    extras.report["unit_scales_baseline"] = req.compare_unit_scales(ckpt, plan, result, some);
+    line.clear();
+  }
   const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
   for (const auto& f : files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.

@@ -41,6 +41,18 @@ std::string render_calibrate_report(const json& report, const CalibrateReportInp
                    : "?"},
       {"output", in.output},
   });
+  if (report.contains("unit_scales_baseline")) {
+    // Evidence that calibration paid off here: vLLM uses scale 1.0 when a checkpoint has none.
+    const json& u = report["unit_scales_baseline"];
+    h += "<h2>Calibrated scales against scale 1.0</h2>";
+    h += facts_list({
+        {"KL(unquantized ‖ calibrated)", fmt::format("{:.4g} nats/token", u.value("calibrated_kl", 0.0))},
+        {"KL(unquantized ‖ every scale 1.0)", fmt::format("{:.4g} nats/token", u.value("unit_kl", 0.0))},
+        {"winner", u.value("wins", "") == "calibrated" ? "the calibrated scales" : "scale 1.0 (vLLM's default without scales)"},
+        {"measured on", fmt::format("{} calibration samples, the same scheme and fake quantization as ctcal eval",
+                                    field(u, "samples"))},
+    });
+  }
   h += "<h2>Activation ranges against the chosen scales</h2>" + range_section_note();
   h += range_section(report.value("layers", json::array()), in.kv, in.q, "");
   return h + page_end(provenance);

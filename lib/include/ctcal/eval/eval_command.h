@@ -41,6 +41,9 @@ nlohmann::json evaluate(const EvalRequest& req);
 nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
                              const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs,
                              ProgressLine* progress = nullptr, int64_t position_offset = 0);
+// The same run with every scale 1.0 and every zero point 0 (vLLM's default without scales).
+EvalRun unit_scales_run(const EvalRun& run);
+
 // Each layer of `run` quantized alone (the others full precision): [{layer, kl}] ranked by KL
 // against the unquantized model, most sensitive first. One forward pass per layer.
 nlohmann::json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg,

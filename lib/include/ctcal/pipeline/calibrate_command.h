@@ -7,6 +7,9 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace ctcal {
 
@@ -33,7 +36,12 @@ struct CalibrateRequest {
   int64_t kv_skip_layers = 0;
   std::function<std::vector<int64_t>(const Checkpoint&, const CalibrationPlan&, const CalibrationResult&,
                                      const std::vector<std::vector<int32_t>>&)>
-      rank_layers;  // "observed" (default) or "envelope"; overrides ctcal.key_range
+      rank_layers;
+  // With --report: the calibrated scales against every scale 1.0 on the calibration samples
+  // ({calibrated_kl, unit_kl, wins, ...}; set by the app, which sees eval).
+  std::function<nlohmann::json(const Checkpoint&, const CalibrationPlan&, const CalibrationResult&,
+                               const std::vector<std::vector<int32_t>>&)>
+      compare_unit_scales;  // "observed" (default) or "envelope"; overrides ctcal.key_range
   std::optional<std::string> report;  // HTML file with the scale plots  // picks chunk_tokens from a memory budget
   const std::atomic<bool>* cancel = nullptr;
 };
