@@ -139,6 +139,13 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
 
 // Observers whose range is not the range of every sample: memoryless ones keep the last sample's,
 // minmax keeps a moving average (0.01 per sample), which trails the extremes.
+// The calibration samples the after-calibration evidence runs on (layer ranking, scale-1.0
+// baseline): the first 32, which bounds the extra forward passes on large calibration sets.
+std::vector<std::vector<int32_t>> evidence_samples(const std::vector<std::vector<int32_t>>& samples) {
+  const std::size_t n = std::min<std::size_t>(32, samples.size());
+  return {samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(n)};
+}
+
 bool under_ranges(const std::optional<QuantArgs>& a) {
   return a && a->observer && (a->observer->starts_with("memoryless_minmax") || *a->observer == "minmax");
 }
@@ -300,8 +307,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     // samples, and leave the most sensitive ones unquantized.
     CTCAL_ASSERT(static_cast<bool>(req.rank_layers), "the app provides the layer ranking");
     line.status(fmt::format("ranking {} layers by KL for --kv-skip-layers {}", cfg.num_hidden_layers, req.kv_skip_layers));
-    const std::size_t n = std::min<std::size_t>(32, data.samples.size());
-    const std::vector<std::vector<int32_t>> some(data.samples.begin(), data.samples.begin() + static_cast<std::ptrdiff_t>(n));
+    const auto some = evidence_samples(data.samples);
+    const std::size_t n = some.size();
     const std::vector<int64_t> ranked = req.rank_layers(ckpt, plan, result, some);
     line.clear();
     plan.kv_skip_layers.assign(ranked.begin(), ranked.begin() + req.kv_skip_layers);
@@ -351,8 +358,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.report && req.compare_unit_scales) {
     // The evidence --report shows: do the calibrated scales beat vLLM's default of 1.0 here?
     line.status("comparing the calibrated scales with scale 1.0");
-    const std::size_t n = std::min<std::size_t>(32, data.samples.size());
-    const std::vector<std::vector<int32_t>> some(data.samples.begin(), data.samples.begin() + static_cast<std::ptrdiff_t>(n));
+    const auto some = evidence_samples(data.samples);
     extras.report["unit_scales_baseline"] = req.compare_unit_scales(ckpt, plan, result, some);
     line.clear();
   }
