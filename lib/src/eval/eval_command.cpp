@@ -84,18 +84,25 @@ CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, c
   return make_calibration_samples(path, read_dataset_rows(path), tok, o);
 }
 
-}  // namespace
-
-EvalRun unit_scales_run(const EvalRun& r) {
+// A non-owning copy of `r` under another name: the same weights (and R2), args, rotation and
+// scales; the variants below change only the scales.
+EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
   EvalRun u;
-  u.name = r.name + " [unit scales]";
-  u.checkpoint = r.checkpoint;  // shares the weights (and R2) of the calibrated run
+  u.name = name;
+  u.checkpoint = r.checkpoint;
   u.config = r.config;
   u.kv_args = r.kv_args;
   u.query_args = r.query_args;
   u.qk_rotation = r.qk_rotation;
   u.edit_weights = r.edit_weights;
   u.scales = r.scales;
+  return u;
+}
+
+}  // namespace
+
+EvalRun unit_scales_run(const EvalRun& r) {
+  EvalRun u = borrowed_copy(r, r.name + " [unit scales]");
   for (auto& layer : u.scales)
     for (auto& [site, s] : layer.sites) {
       std::fill(s.scale.begin(), s.scale.end(), 1.0);
@@ -108,9 +115,7 @@ namespace {
 
 // The run with only `layer` quantized (every other layer's K/V/Q left in full precision).
 EvalRun single_layer_run(const EvalRun& r, int64_t layer) {
-  EvalRun u = unit_scales_run(r);  // a non-owning copy of r's setup ...
-  u.scales = r.scales;              // ... with r's own scales
-  u.name = fmt::format("{} [layer {} only]", r.name, layer);
+  EvalRun u = borrowed_copy(r, fmt::format("{} [layer {} only]", r.name, layer));
   for (std::size_t j = 0; j < u.scales.size(); ++j)
     if (static_cast<int64_t>(j) != layer) u.scales[j].sites.clear();
   return u;

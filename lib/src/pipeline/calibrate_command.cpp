@@ -150,9 +150,9 @@ bool under_ranges(const std::optional<QuantArgs>& a) {
   return a && a->observer && (a->observer->starts_with("memoryless_minmax") || *a->observer == "minmax");
 }
 
-// The recipe is honoured, but a memoryless observer keeps only the last sample's range: say how
-// much of the full range the scales miss, and where.
-void warn_memoryless_shortfall(const CalibrationPlan& plan, const CalibrationResult& result) {
+// The recipe is honoured, but a memoryless or moving-average observer does not keep the range of
+// every sample: say how much of the full range the scales miss, and where.
+void warn_range_shortfall(const CalibrationPlan& plan, const CalibrationResult& result) {
   if (!under_ranges(plan.kv_args) && !under_ranges(plan.query_args)) return;
   const auto worst = largest_range_shortfall(result);
   if (!worst) return;
@@ -317,7 +317,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                  "ignore, no scales; serve with --kv-cache-dtype-skip-layers {}", req.kv_skip_layers,
                  fmt::join(plan.kv_skip_layers, ", "), n, fmt::join(plan.kv_skip_layers, ","));
   }
-  warn_memoryless_shortfall(plan, result);
+  warn_range_shortfall(plan, result);
   // -v: what each observer saw and the scale it gave, per layer and site.
   for (const auto& l : result.layers)
     for (const auto& sr : l.sites)
