@@ -2,6 +2,7 @@
 # CTCAL_DATA points at the shared data folder (default ../shared/data).
 BUILD ?= build
 BUILD_ASAN ?= build-asan
+BUILD_CUDA ?= build-cuda
 JOBS ?= $(shell nproc)
 CTCAL_DATA ?= $(abspath ../shared/data)
 export CTCAL_DATA
@@ -13,7 +14,7 @@ SHELL := /bin/bash
 BENCH_MODEL ?= /tmp/ctcal-bench-model
 DEMO_OUT ?= demo-output/stories260K-fp8-kv
 
-.PHONY: deps build demo test test-asan bench clean
+.PHONY: deps build demo test test-asan build-cuda gpu-bundle bench clean
 
 deps:
 	@bash scripts/install_deps.sh
@@ -40,6 +41,19 @@ test-asan: deps
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
 
+# The CUDA backend (-DCTCAL_CUDA=ON; needs the CUDA toolkit's nvcc and cuBLAS): compiles and links
+# it with its GPU tests, then runs them (they skip, saying so, where no GPU is). CI does this on a
+# machine without a GPU so that the GPU code never goes stale; scripts/gpu_remote.sh runs them on one.
+build-cuda: deps
+	@cmake -S . -B $(BUILD_CUDA) -DCMAKE_BUILD_TYPE=Release -DCTCAL_CUDA=ON >/dev/null
+	@cmake --build $(BUILD_CUDA) -j $(JOBS) --target ctcal gpu_tests 2>&1 | { grep -v "^\(gmake\|\[\)" || true; }
+	@$(BUILD_CUDA)/tests/gpu_tests --gtest_brief=1
+
+# What the GPU machine needs (.gpu-bundle/: binaries, their libraries, the data), for
+# `bash scripts/gpu_remote.sh tests` there.
+gpu-bundle: deps
+	@bash scripts/gpu_bundle.sh
+
 # The benchmarks (bench/): print figures, never pass/fail. Tokenizer throughput on WikiText-2,
 # the blocked attention over block sizes, then calibration of a random 8-layer Llama-shaped bf16
 # model (made once under BENCH_MODEL) in fp32 mode beside the machine's sgemm peak.
@@ -50,4 +64,4 @@ bench: build
 	$(BUILD)/bench/calib_bench run "$(BENCH_MODEL)" --samples 8 --seq 512
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) demo-output
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_CUDA) demo-output .gpu-bundle

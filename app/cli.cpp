@@ -94,6 +94,9 @@ int run_cli(int argc, char** argv) {
                   "fp32 (default, matches transformers to 1e-6) or bf16 (bf16 GEMM inputs, fp32 accumulation "
                   "and everything else; 1.7x faster on an AVX512-BF16 Zen 4; scales within 1 %)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  cal->add_option("--device", req.device,
+                  "cpu, or cuda[:N]: the layers on a GPU (bf16 tensor-core GEMMs, fp32 accumulation; a build with "
+                  "-DCTCAL_CUDA=ON). Under mpirun, cuda gives each rank of a host its own GPU [cpu]");
   cal->add_option("--max-memory", req.max_memory_mb, "Memory budget in MB; picks the tokens per chunk")
       ->check(CLI::PositiveNumber);
   cal->add_option("--key-range", req.key_range,
@@ -133,6 +136,7 @@ Examples:
   evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
+  evc->add_option("--device", ev.device, "cpu, or cuda[:N]: the forward passes on a GPU (see calibrate) [cpu]");
   evc->add_option("--position-offset", ev.position_offset,
                   "Place every sample at positions N.. instead of 0.. (K ranges at long context) [0]")
       ->check(CLI::NonNegativeNumber);

@@ -23,7 +23,11 @@ inline constexpr double kRowRelTol = 1e-4;
 // (CTranslate2's CPU fp32 tolerance).
 inline constexpr double kTolFp32Op = 1e-5;
 
-inline std::filesystem::path source_dir() { return CTCAL_SOURCE_DIR; }
+// The repository: $CTCAL_SOURCE_DIR (a test binary carried to another machine), else where it was built.
+inline std::filesystem::path source_dir() {
+  if (const char* d = std::getenv("CTCAL_SOURCE_DIR")) return d;
+  return CTCAL_SOURCE_DIR;
+}
 inline std::filesystem::path golden_dir() { return source_dir() / "tests/golden/data"; }
 
 // The shared data folder: $CTCAL_DATA, else ../shared/data beside the repository.

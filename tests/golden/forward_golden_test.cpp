@@ -15,6 +15,7 @@
 #include "ctcal/quant/observer.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
+#include "golden_capture.h"
 #include "test_util.h"
 
 namespace ctcal {
@@ -22,47 +23,10 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+using test::Capture;
+using test::case_names;
 
 constexpr double kBf16ScaleRelTol = 0.02;  // measured worst 0.84 % (stories260K); see Bf16ComputeScaleError
-
-// Collects per-head running min/max over all samples for every (layer, site), and the first
-// sample's first rows.
-class Capture : public ActivationObserver {
- public:
-  bool wants(int64_t, Site) const override { return true; }
-  void observe(int64_t layer, Site site, const HeadsView& v) override {
-    std::vector<double> mn, mx;
-    head_min_max(v, &mn, &mx);
-    auto& s = stats_[{layer, site}];
-    if (s.first.empty()) s = {mn, mx};
-    for (std::size_t h = 0; h < mn.size(); ++h) {
-      s.first[h] = std::min(s.first[h], mn[h]);
-      s.second[h] = std::max(s.second[h], mx[h]);
-    }
-    if (sample_ == 0 && !rows_.count({layer, site})) {
-      std::vector<std::vector<std::vector<double>>> r(v.heads);  // [heads][tokens][dims]
-      for (int64_t h = 0; h < v.heads; ++h)
-        for (int64_t t = 0; t < std::min<int64_t>(2, v.seq); ++t) {
-          r[h].emplace_back();
-          for (int64_t d = 0; d < v.head_dim; ++d) r[h].back().push_back(v.at(t, h, d));
-        }
-      rows_[{layer, site}] = r;
-    }
-  }
-  void next_sample() { ++sample_; }
-  std::map<std::pair<int64_t, Site>, std::pair<std::vector<double>, std::vector<double>>> stats_;
-  std::map<std::pair<int64_t, Site>, std::vector<std::vector<std::vector<double>>>> rows_;
-  int sample_ = 0;
-};
-
-std::vector<std::string> case_names() {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(test::golden_dir()))
-    if (e.path().extension() == ".json" && !e.path().stem().string().ends_with("_eval"))  // _eval: eval golden
-      names.push_back(e.path().stem().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 class ForwardGolden : public ::testing::TestWithParam<std::string> {
  protected:

@@ -10,6 +10,7 @@
 
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
+#include "ctcal/model/cuda_backend.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
@@ -131,9 +132,14 @@ json evaluate(const EvalRequest& req) {
     throw UsageError("nothing to evaluate: give --quantized DIR and/or --recipe RECIPE");
   if (!req.recipes.empty() && !req.calibration_dataset)
     throw UsageError("--recipe needs --calibration-dataset FILE (the data the scales are calibrated on)");
+  ForwardOptions forward;
+  forward.position_offset = req.position_offset;
+  forward.device = ComputeDevice::parse(req.device);
+  if (forward.device.is_cuda()) spdlog::info("device: {}", cuda_device_description(forward.device.index));
   const Checkpoint base(req.model);
   const ModelConfig cfg = load_model_config(base);
   check_model_tensors(base, cfg);
+  if (forward.device.is_cuda()) check_cuda_supports(cfg, forward);
   // The model's tokenizer only when some row is text (as calibrate: input_ids rows need none).
   std::unique_ptr<Tokenizer> tok;
   if (req.tokenizer) {
@@ -169,7 +175,9 @@ json evaluate(const EvalRequest& req) {
       const Recipe recipe = load_recipe(path);
       CalibrationPlan plan = make_plan(recipe, cfg, storage, req.seed);
       spdlog::info("calibrating {} on {} samples", path, calib.samples.size());
-      const CalibrationResult res = run_calibration(base, plan, calib.samples, {});
+      CalibrateOptions copt;
+      copt.forward.device = forward.device;
+      const CalibrationResult res = run_calibration(base, plan, calib.samples, copt);
       runs.push_back(make_recipe_run(path, base, plan, res));
     }
   }
@@ -180,7 +188,7 @@ json evaluate(const EvalRequest& req) {
   if (!req.no_unit_scales)
     for (std::size_t i = 0; i < calibrated; ++i) runs.push_back(unit_scales_run(runs[i]));
   progress.start_clock();
-  json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, req.position_offset);
+  json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, forward);
   doc["position_offset"] = req.position_offset;
   progress.clear();
   if (!req.no_unit_scales) {
@@ -202,7 +210,7 @@ json evaluate(const EvalRequest& req) {
     // unquantized with vLLM's --kv-cache-dtype-skip-layers.
     for (std::size_t i = 0; i < calibrated; ++i) {
       doc["quantized"][i]["kl_contribution"] =
-          rank_layers_by_kl(base, cfg, eval_data.samples, runs[i], &progress, req.position_offset);
+          rank_layers_by_kl(base, cfg, eval_data.samples, runs[i], &progress, forward);
       progress.clear();
       doc["quantized"][i]["kl_contribution_method"] = "layer quantized alone";
     }
@@ -213,10 +221,10 @@ json evaluate(const EvalRequest& req) {
 }
 
 json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
-                       const EvalRun& run, ProgressLine* progress, int64_t position_offset) {
+                       const EvalRun& run, ProgressLine* progress, const ForwardOptions& forward) {
   std::vector<EvalRun> singles;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(run, l));
-  const json per = evaluate_runs(base, cfg, samples, singles, progress, position_offset);
+  const json per = evaluate_runs(base, cfg, samples, singles, progress, forward);
   json ranked = json::array();
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
     ranked.push_back({{"layer", l}, {"kl", per["quantized"][static_cast<std::size_t>(l)]["kl"]}});
@@ -226,20 +234,22 @@ json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg, const std
 }
 
 json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
-                   std::vector<EvalRun>& runs, ProgressLine* progress, int64_t position_offset) {
+                   std::vector<EvalRun>& runs, ProgressLine* progress, const ForwardOptions& forward) {
   struct EvalData { const std::vector<std::vector<int32_t>>& samples; int64_t tokens() const {
     int64_t n = 0; for (const auto& s : samples) n += static_cast<int64_t>(s.size()); return n; } } eval_data{samples};
   spdlog::info("evaluating {} runs on {} samples, {} tokens", runs.size() + 1, eval_data.samples.size(), eval_data.tokens());
   const int64_t passes = static_cast<int64_t>(runs.size()) + 1;
-  ForwardOptions base_opt;
-  base_opt.position_offset = position_offset;
+  // Every pass runs with the caller's position offset and device, and nothing else of theirs.
+  ForwardOptions plain;
+  plain.position_offset = forward.position_offset;
+  plain.device = forward.device;
+  const ForwardOptions base_opt = plain;
   const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, base_opt, {}, progress, 0, passes, "baseline");
   std::vector<RowMatrix> run_hidden;
   std::vector<std::unique_ptr<KvFakeQuant>> quantizers;
   for (auto& r : runs) {
     quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
-    ForwardOptions opt;
-    opt.position_offset = position_offset;
+    ForwardOptions opt = plain;
     opt.quantizer = quantizers.back().get();
     if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
     run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights, progress,

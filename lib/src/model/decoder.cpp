@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ctcal/error.h"
+#include "ctcal/model/cuda_backend.h"
 
 namespace ctcal {
 
@@ -42,13 +43,17 @@ RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
   const unsigned char* base = shard.data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(cfg_.hidden_size) * dtype_size(t.dtype);
   RowMatrix hidden(total, cfg_.hidden_size);  // [total_tokens, hidden]
-  int64_t row = 0;
-  for (const auto& s : samples)
-    for (int32_t id : s) {
-      CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
-      convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype,
-                     static_cast<std::size_t>(cfg_.hidden_size), hidden.row(row++).data());
-    }
+  std::vector<int32_t> ids;  // every token, in row order
+  ids.reserve(static_cast<std::size_t>(total));
+  for (const auto& s : samples) ids.insert(ids.end(), s.begin(), s.end());
+  // Rows in parallel: 64 x 2048 tokens of an 8B model are 2 GiB of conversions.
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < total; ++row) {
+    const int32_t id = ids[static_cast<std::size_t>(row)];
+    CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
+    convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype, static_cast<std::size_t>(cfg_.hidden_size),
+                   hidden.row(row).data());
+  }
   shard.release(t);  // the embedding is not needed again: drop its pages from our RSS
   if (cfg_.family->embed_scale) {
     // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
@@ -60,6 +65,10 @@ RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
 
 void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
                          const ForwardOptions& options) const {
+  if (options.device.is_cuda()) {
+    run_layers_cuda(*this, spans, hidden, loop, options);
+    return;
+  }
   const int64_t n_layers = cfg_.num_hidden_layers;
   LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
   for (int64_t l = 0; l < n_layers; ++l) {

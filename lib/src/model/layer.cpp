@@ -10,7 +10,6 @@
 // place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
 // points of observation.h).
 #include <algorithm>
-#include <map>
 
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
@@ -31,40 +30,6 @@ std::size_t chunk_end(const std::vector<SampleSpan>& spans, std::size_t first, i
   *tokens = n;
   return last;
 }
-
-// RoPE cos/sin tables of one layer, by sequence length (only dynamic RoPE depends on it).
-class RopeTables {
- public:
-  // `offset`: every sample's first token sits at this position (eval at long positions).
-  RopeTables(const ModelConfig& c, int64_t layer, const std::vector<SampleSpan>& spans, int64_t offset)
-      : c_(c), rope_(c.rope_of(layer)), spans_(spans), offset_(offset) {}
-  const RopeTable& for_length(int64_t len) {
-    // Every type but dynamic has length-independent angles: one table of the longest length.
-    // (longrope switches factor sets past the original context: by length too.)
-    const int64_t key = rope_.type == RopeType::kDynamic || rope_.type == RopeType::kLongRope ? len : 0;
-    auto it = tables_.find(key);
-    if (it == tables_.end()) {
-      int64_t n = len;
-      if (key == 0)
-        for (const auto& s : spans_) n = std::max(n, s.length);
-      // Positions [offset, offset + n): the table of offset + n positions without its first rows
-      // (dynamic and longrope see the whole length, as transformers does).
-      RopeTable t = make_rope_table(rope_, c_.head_dim, c_.max_position_embeddings, offset_ + n);
-      t.cos.erase(t.cos.begin(), t.cos.begin() + offset_ * t.half);
-      t.sin.erase(t.sin.begin(), t.sin.begin() + offset_ * t.half);
-      t.seq_len = n;
-      it = tables_.emplace(key, std::move(t)).first;
-    }
-    return it->second;
-  }
-
- private:
-  const ModelConfig& c_;
-  const RopeConfig& rope_;
-  const std::vector<SampleSpan>& spans_;
-  int64_t offset_;
-  std::map<int64_t, RopeTable> tables_;
-};
 
 // The rows of a chunk's samples: spans relative to the chunk's first row.
 struct ChunkRows {
@@ -89,7 +54,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
   const bool want_q = observer && observer->wants(layer, Site::kQuery);
   const bool want_k = observer && observer->wants(layer, Site::kKey);
   const bool want_v = observer && observer->wants(layer, Site::kValue);
-  RopeTables tables(c, layer, spans, opt.position_offset);
+  RopeTableCache tables(c, layer, spans, opt.position_offset);
   const AttentionShape attention_shape = AttentionShape::of(c, layer);
   const std::string module = c.layer_prefix(layer).substr(0, c.layer_prefix(layer).size() - 1);
 

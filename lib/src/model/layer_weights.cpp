@@ -158,14 +158,42 @@ Vector read_vector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
   return Eigen::Map<Vector>(v.data(), n);
 }
 
+// No bf16 value of bits [n] is NaN or Inf (exponent all ones), four values per 64-bit word: a
+// lane t = (w & E) ^ E is zero exactly when its exponent is all ones, and the classic "has a
+// zero lane" test finds one. Its lanes stay below 0x8000, so it never fires without a zero lane.
+bool bf16_all_finite(const uint16_t* bits, int64_t n) {
+  constexpr uint64_t kExp = 0x7F807F807F807F80ull, kOnes = 0x0001000100010001ull, kHigh = 0x8000800080008000ull;
+  const int64_t words = n / 4;
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (int64_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, bits + 4 * i, 8);
+    const uint64_t t = (w & kExp) ^ kExp;
+    finite = finite && ((t - kOnes) & ~t & kHigh) == 0;
+  }
+  for (int64_t i = 4 * words; i < n; ++i) finite = finite && (bits[i] & 0x7F80u) != 0x7F80u;
+  return finite;
+}
+
+// The projection as bf16 bits: packed for oneDNN (the CPU's bf16 mode), or as plain rows
+// (`plain_rows`: what the CUDA backend copies to the GPU).
 void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t out, int64_t in, bool bias, Linear* lp,
-                      RowPart part = {}) {
+                      RowPart part = {}, bool plain_rows = false) {
   Linear& l = *lp;
   l.w = RowMatrix();
+  l.w_bf16.reset();
+  l.w_bf16_view = {};
+  auto keep = [&](const uint16_t* bits) {  // [out, in]
+    if (plain_rows)
+      l.w_bf16_rows.assign(bits, bits + out * in);
+    else
+      l.w_bf16 = std::make_shared<const PackedBf16Weights>(bits, out, in);
+  };
   if (auto q = read_quantized(ckpt, name, out, in, part)) {  // [out, in], exact in bf16 for FP8 inputs
     std::vector<uint16_t> bits(q->size());
     for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16((*q)[i]);
-    l.w_bf16 = std::make_shared<const PackedBf16Weights>(bits.data(), out, in);
+    keep(bits.data());
     l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
     return;
   }
@@ -174,27 +202,46 @@ void read_linear_bf16(const Checkpoint& ckpt, const std::string& name, int64_t o
   const TensorInfo& t = ckpt.info(wn);
   const unsigned char* p = ckpt.shard_of(wn).data(t) + static_cast<std::size_t>(part.row0 * in) * dtype_size(t.dtype);
   const auto n = out * in;
-  // bf16 checkpoints are packed straight from the mmap; other dtypes are rounded first.
+  if (plain_rows && t.dtype == DType::kBF16) {
+    // Read in place: one scan for NaN/Inf now, one copy into the GPU's staging buffer later.
+    const auto* bits = reinterpret_cast<const uint16_t*>(p);  // bf16 tensors sit at even offsets
+    if (!bf16_all_finite(bits, n))
+      throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
+                                   ckpt.shard_of(wn).path().string(), wn));
+    l.w_bf16_rows.clear();
+    l.w_bf16_view = std::span<const uint16_t>(bits, static_cast<std::size_t>(n));
+    l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
+    return;
+  }
+  // bf16 checkpoints are used straight from the mmap (plain rows: copied); other dtypes are rounded first.
   std::vector<uint16_t> rounded;
   if (t.dtype != DType::kBF16) rounded.resize(static_cast<std::size_t>(n));
+  uint16_t* dst = nullptr;
+  if (plain_rows) {
+    l.w_bf16_rows.resize(static_cast<std::size_t>(n));
+    dst = l.w_bf16_rows.data();
+  } else if (t.dtype != DType::kBF16) {
+    dst = rounded.data();
+  }
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
   for (int64_t i = 0; i < n; ++i) {
     uint16_t v;
-    if (t.dtype == DType::kBF16) {
+    if (t.dtype == DType::kBF16)
       std::memcpy(&v, p + 2 * i, 2);
-    } else {
+    else
       v = f32_to_bf16(load_as_f32(p, t.dtype, static_cast<std::size_t>(i)));
-      rounded[static_cast<std::size_t>(i)] = v;
-    }
+    if (dst) dst[i] = v;
     finite = finite && (v & 0x7F80u) != 0x7F80u;
   }
   if (!finite)
       throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
                                    ckpt.shard_of(wn).path().string(), wn));
-  // The mmap may place a bf16 tensor at any even offset; oneDNN's reorder reads it unaligned.
-  const auto* src = t.dtype == DType::kBF16 ? reinterpret_cast<const uint16_t*>(p) : rounded.data();
-  l.w_bf16 = std::make_shared<const PackedBf16Weights>(src, out, in);
+  if (!plain_rows) {
+    // The mmap may place a bf16 tensor at any even offset; oneDNN's reorder reads it unaligned.
+    const auto* src = t.dtype == DType::kBF16 ? reinterpret_cast<const uint16_t*>(p) : rounded.data();
+    l.w_bf16 = std::make_shared<const PackedBf16Weights>(src, out, in);
+  }
   l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
 }
 
@@ -204,6 +251,7 @@ void read_linear(const Checkpoint& ckpt, const std::string& name, int64_t out, i
                  RowPart part = {}) {
   Linear& l = *lp;
   l.w_bf16.reset();
+  l.w_bf16_view = {};
   if (auto q = read_quantized(ckpt, name, out, in, part)) {  // [out, in]
     l.w = Eigen::Map<const RowMatrix>(q->data(), out, in);
     l.b = bias ? read_vector(ckpt, name + ".bias", out) : Vector();
@@ -277,6 +325,8 @@ const auto kReadF32 = [](const Checkpoint& ck, const std::string& n, int64_t out
                          RowPart part = {}) { read_linear(ck, n, out, in, bias, l, std::move(part)); };
 const auto kReadBf16 = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
                           RowPart part = {}) { read_linear_bf16(ck, n, out, in, bias, l, std::move(part)); };
+const auto kReadBf16Rows = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
+                              RowPart part = {}) { read_linear_bf16(ck, n, out, in, bias, l, std::move(part), true); };
 
 // A MoE layer's router (fp32 always: routing decisions as in fp32) and experts.
 template <typename ReadLinear>
@@ -361,6 +411,23 @@ LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& 
   LayerWeights w;
   load_layer(ckpt, c, layer, with_mlp, kReadBf16, &w);
   return w;
+}
+
+void reload_layer_weights_bf16_rows(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp,
+                                    LayerWeights* w) {
+  load_layer(ckpt, c, layer, with_mlp, kReadBf16Rows, w);
+}
+
+void to_bf16_rows(LayerWeights* w) {
+  for (Linear* l : {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down}) {
+    if (l->w.size() == 0) continue;
+    l->w_bf16_view = {};
+    l->w_bf16_rows.resize(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
+    const float* src = l->w.data();
+    uint16_t* dst = l->w_bf16_rows.data();
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index i = 0; i < l->w.size(); ++i) dst[i] = f32_to_bf16(src[i]);
+  }
 }
 
 void to_bf16_weights(LayerWeights* w) {

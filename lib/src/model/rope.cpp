@@ -1,5 +1,6 @@
 #include "ctcal/model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -98,6 +99,29 @@ void apply_rope(const RopeTable& table, float* x, int64_t seq, int64_t heads, in
       }
     }
   }
+}
+
+int64_t RopeTableCache::key_of(int64_t len) const {
+  // longrope switches factor sets past the original context: by length too.
+  return rope_.type == RopeType::kDynamic || rope_.type == RopeType::kLongRope ? len : 0;
+}
+
+const RopeTable& RopeTableCache::for_length(int64_t len) {
+  const int64_t key = key_of(len);
+  auto it = tables_.find(key);
+  if (it == tables_.end()) {
+    int64_t n = len;
+    if (key == 0)
+      for (const auto& s : spans_) n = std::max(n, s.length);
+    // Positions [offset, offset + n): the table of offset + n positions without its first rows
+    // (dynamic and longrope see the whole length, as transformers does).
+    RopeTable t = make_rope_table(rope_, c_.head_dim, c_.max_position_embeddings, offset_ + n);
+    t.cos.erase(t.cos.begin(), t.cos.begin() + offset_ * t.half);
+    t.sin.erase(t.sin.begin(), t.sin.begin() + offset_ * t.half);
+    t.seq_len = n;
+    it = tables_.emplace(key, std::move(t)).first;
+  }
+  return it->second;
 }
 
 }  // namespace ctcal

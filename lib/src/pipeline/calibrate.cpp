@@ -43,6 +43,11 @@ class LayerObservers : public ActivationObserver {
     if (envelope_ && site == Site::kKey) return false;
     return observers_.count(site) != 0;
   }
+  bool needs_values(int64_t, Site site) const override {
+    if (site == Site::kKeyPreRope) return true;  // the envelope works on the values
+    auto it = observers_.find(site);
+    return it == observers_.end() || it->second->needs_values();
+  }
   void observe(int64_t, Site site, const HeadsView& v) override {
     if (site == Site::kKeyPreRope) {
       std::vector<double> env;  // [kv_heads]
@@ -156,10 +161,13 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   std::unique_ptr<LayerObservers> obs;  // the current layer's
   LayerLoop loop;
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
-  loop.load_bf16 = options.bf16_compute && !plan.r2;
+  // (The GPU loads bf16 by itself: neither the oneDNN packing nor the bf16 edit below applies.)
+  const bool cpu_bf16 = options.bf16_compute && !fwd.device.is_cuda();
+  loop.load_bf16 = cpu_bf16 && !plan.r2;
   // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
   // (unless FP8 input scales of its MLP are observed).
   loop.last_layer_mlp = plan.observes_last_mlp();
+  loop.keep_hidden = false;  // only the observers' statistics are wanted
   auto progress = [&](int64_t l, int64_t done, bool layer_done) {
     if (!options.on_progress) return;
     const double el = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -175,12 +183,14 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     if (options.cancel && options.cancel->load()) throw Cancelled();
     progress(l, done, false);
   };
-  loop.edit_weights = [&](int64_t, LayerWeights& w) {
-    // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
-    // output unchanged, so propagation is the same either way.
-    if (!(plan.r2 && !plan.rotations_observed)) apply_r2(plan, &w);
-    if (options.bf16_compute && !loop.load_bf16) to_bf16_weights(&w);
-  };
+  // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
+  // output unchanged, so propagation is the same either way.
+  const bool rotate_r2 = plan.r2 && plan.rotations_observed;
+  if (rotate_r2 || (cpu_bf16 && !loop.load_bf16))
+    loop.edit_weights = [&, rotate_r2](int64_t, LayerWeights& w) {
+      if (rotate_r2) apply_r2(plan, &w);
+      if (cpu_bf16 && !loop.load_bf16) to_bf16_weights(&w);
+    };
   loop.observer = [&](int64_t l) -> ActivationObserver* {
     obs = std::make_unique<LayerObservers>(plan, l, plan.r3 ? &r3 : nullptr);
     return obs.get();

@@ -14,6 +14,7 @@
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
+#include "ctcal/model/cuda_backend.h"
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/io/output_dir.h"
@@ -179,7 +180,12 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
 
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
     throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
-  if (req.compute_dtype == "bf16" && !cpu_has_native_bf16())
+  ComputeDevice device = ComputeDevice::parse(req.device);
+  // Under mpirun, a bare --device cuda gives each rank of a host its own GPU (local rank modulo
+  // the GPUs there; with one GPU the ranks share it).
+  if (device.is_cuda() && req.device == "cuda") device.index = cuda_device_for_local_rank(Ranks::local_rank());
+  if (device.is_cuda()) spdlog::info("device: {}", cuda_device_description(device.index));
+  if (req.compute_dtype == "bf16" && !device.is_cuda() && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
                      "default fp32 mode)");
   // Every output path is checked before any work (also with --dry-run): a bad --output or
@@ -191,6 +197,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   const ModelConfig cfg = load_model_config(ckpt);
   const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
+  if (device.is_cuda()) check_cuda_supports(cfg, ForwardOptions{});
   CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
   if (req.kv_skip_layers < 0 || req.kv_skip_layers >= cfg.num_hidden_layers)
     throw UsageError(fmt::format("--kv-skip-layers {}: expected 0 to {} (the model has {} layers)", req.kv_skip_layers,
@@ -280,7 +287,10 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
-  copt.bf16_compute = req.compute_dtype == "bf16";
+  copt.forward.device = device;
+  // The GPU's GEMMs are bf16 (tensor cores, fp32 accumulation) whatever --compute-dtype says.
+  copt.bf16_compute = req.compute_dtype == "bf16" || device.is_cuda();
+  const std::string compute_dtype = device.is_cuda() ? "bf16" : req.compute_dtype;
   if (req.max_memory_mb) {
     int64_t longest = 0;
     for (const auto& s : data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
@@ -290,7 +300,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   }
   copt.cancel = req.cancel;
   spdlog::debug("compute: {} threads, {} tokens per chunk, {} GEMM inputs, weights {} ({} shards)", omp_get_max_threads(),
-                copt.forward.chunk_tokens, req.compute_dtype, dtype_name(storage), ckpt.shard_paths().size());
+                copt.forward.chunk_tokens, compute_dtype, dtype_name(storage), ckpt.shard_paths().size());
   line.start_clock();  // tokens/s and ETA count the calibration only
   copt.on_status = [&](const std::string& s) { line.status(s); };
   copt.on_progress = [&](const Progress& p) {
@@ -349,7 +359,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
       {"model", o.model.string()},
       {"kv_cache_scheme", quant_args_to_json(plan.kv_args)},
       {"scale_dtype", dtype_name(plan.storage)},
-      {"compute_dtype", req.compute_dtype},
+      {"compute_dtype", compute_dtype},
+      {"device", device.name()},
   };
   const double total_before_write = std::chrono::duration<double>(t_write - t0).count();
   extras.report["timings"] = {{"calibration_s", result.forward_seconds},

@@ -80,4 +80,9 @@ RankSlice rank_slice(std::size_t n, int rank, int size) {
   return {n * r / s, n * (r + 1) / s};
 }
 
+int Ranks::local_rank() {
+  const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return v && size() > 1 ? std::atoi(v) : 0;
+}
+
 }  // namespace ctcal

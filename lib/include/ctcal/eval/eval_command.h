@@ -32,15 +32,17 @@ struct EvalRequest {
   bool no_unit_scales = false;        // skip the scale-1.0 baseline beside each run
   int64_t position_offset = 0;        // samples start at this position (long-context ranges)
   bool layer_sensitivity = false;     // each layer quantized alone: ranked KL contributions
+  std::string device = "cpu";         // --device: cpu, cuda, cuda:N
 };
 
 // The metrics document (also what --json prints).
 nlohmann::json evaluate(const EvalRequest& req);
 // The same over runs already loaded (tests, and --recipe runs).
+// `forward`: its position_offset and device apply to every pass (the rest is eval's own).
 // `progress` (may be null) shows each forward pass (baseline, then every run) layer by layer.
 nlohmann::json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg,
                              const std::vector<std::vector<int32_t>>& samples, std::vector<EvalRun>& runs,
-                             ProgressLine* progress = nullptr, int64_t position_offset = 0);
+                             ProgressLine* progress = nullptr, const ForwardOptions& forward = {});
 // The same run with every scale 1.0 and every zero point 0 (vLLM's default without scales).
 EvalRun unit_scales_run(const EvalRun& run);
 
@@ -48,7 +50,7 @@ EvalRun unit_scales_run(const EvalRun& run);
 // against the unquantized model, most sensitive first. One forward pass per layer.
 nlohmann::json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg,
                                  const std::vector<std::vector<int32_t>>& samples, const EvalRun& run,
-                                 ProgressLine* progress = nullptr, int64_t position_offset = 0);
+                                 ProgressLine* progress = nullptr, const ForwardOptions& forward = {});
 int run_eval(const EvalRequest& req, std::ostream& out);
 
 }  // namespace ctcal

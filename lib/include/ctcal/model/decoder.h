@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ctcal/io/checkpoint.h"
+#include "ctcal/model/compute_device.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/layer_ops.h"
 #include "ctcal/model/layer_weights.h"
@@ -23,6 +24,9 @@
 namespace ctcal {
 
 struct ForwardOptions {
+  // Where run_layers() runs the layers: the CPU, or a GPU through model/cuda_backend.h (bf16
+  // tensor-core GEMMs with fp32 accumulation; everything else fp32).
+  ComputeDevice device;
   // Online rotation of queries and keys after RoPE (SpinQuant R3): each head's row vector x
   // becomes x * rotation. [head_dim, head_dim], already divided by sqrt(head_dim). Null: none.
   const RowMatrix* qk_rotation = nullptr;
@@ -39,6 +43,8 @@ struct ForwardOptions {
   // Every sample's first token at this position instead of 0 (eval at long positions: RoPE'd
   // K and Q move, attention scores do not, since RoPE depends on relative positions only).
   int64_t position_offset = 0;
+  // Tokens per chunk on a GPU (GEMM efficiency wants large chunks; the GPU's memory bounds them).
+  int64_t gpu_chunk_tokens = 16384;
   // Called after each chunk of a layer with the tokens of that layer done so far: progress, and
   // cancellation within a layer (it may throw). Empty: nothing.
   std::function<void(int64_t layer, int64_t tokens_done)> after_chunk;
@@ -51,8 +57,13 @@ struct LayerLoop {
   bool load_bf16 = false;
   bool last_layer_mlp = true;   // false: calibration skips the last MLP (it feeds only the head)
   bool release_pages = true;    // drop each layer's mmap pages after it ran
+  // false: the caller does not read the hidden states afterwards (calibration), so a GPU run
+  // need not copy them back.
+  bool keep_hidden = true;
   std::function<void(int64_t layer)> before_layer;                  // e.g. cancellation (may throw)
-  std::function<void(int64_t layer, LayerWeights&)> edit_weights;   // R2 rotation, bf16 packing
+  // R2 rotation, bf16 packing. Set only when it changes something: the CUDA backend streams the
+  // checkpoint's bf16 bits straight to the GPU when there is nothing to edit.
+  std::function<void(int64_t layer, LayerWeights&)> edit_weights;
   std::function<ActivationObserver*(int64_t layer)> observer;       // null: nothing observed
   std::function<void(int64_t layer)> after_layer;                   // collect the layer's results
 };

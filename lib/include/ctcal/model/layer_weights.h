@@ -3,7 +3,9 @@
 // reached and dropped after it, so resident memory holds one layer at a time.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/model_config.h"
@@ -17,6 +19,12 @@ struct Linear {
   Vector b;     // [out_features], size 0 when the layer has no bias
   // [out_features, in_features] in bf16, packed for oneDNN (bf16 compute mode only; null otherwise)
   std::shared_ptr<const PackedBf16Weights> w_bf16;
+  // [out_features, in_features] bf16 bits, row-major: the CUDA backend's form (empty otherwise).
+  std::vector<uint16_t> w_bf16_rows;
+  // The same rows read in place from a bf16 checkpoint's mmap instead (valid until the layer's
+  // pages are released); empty otherwise. rows() gives whichever is set.
+  std::span<const uint16_t> w_bf16_view;
+  std::span<const uint16_t> bf16_rows() const { return w_bf16_view.empty() ? std::span<const uint16_t>(w_bf16_rows) : w_bf16_view; }
   int64_t out_features() const { return w_bf16 ? w_bf16->out() : w.rows(); }
 };
 
@@ -52,6 +60,12 @@ void reload_layer_weights(const Checkpoint& ckpt, const ModelConfig& cfg, int64_
 // copied bit for bit, others rounded to nearest even; no fp32 copy is made.
 LayerWeights load_layer_weights_bf16(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer,
                                      bool with_mlp);
+// The same with the dense projections as plain bf16 rows (Linear::w_bf16_rows, for the CUDA
+// backend), reusing *w's buffers; bf16 checkpoint tensors are copied bit for bit.
+void reload_layer_weights_bf16_rows(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer, bool with_mlp,
+                                    LayerWeights* w);
+// Rounds each dense projection's fp32 weights (after an edit such as R2) into w_bf16_rows.
+void to_bf16_rows(LayerWeights* w);
 // bf16 compute mode: moves each projection's weights to packed bf16 (round to nearest even; exact
 // for a bf16 checkpoint) and frees the fp32 copies.
 void to_bf16_weights(LayerWeights* w);

@@ -44,6 +44,11 @@ class ActivationObserver {
   virtual bool wants(int64_t layer, Site site) const = 0;
   // The "collect" step: called once per sample, in sample order.
   virtual void observe(int64_t layer, Site site, const HeadsView& view) = 0;
+  // Whether observe() needs the values themselves for (layer, site), or only each head's
+  // minimum and maximum over the view: a view of two rows, every head's minimum then maximum
+  // (heads, head_dim 1), is then the same observation. The CUDA backend reduces on the device
+  // when this is false and copies the values back when it is true. Default: the values.
+  virtual bool needs_values(int64_t /*layer*/, Site /*site*/) const { return true; }
   // MoE experts' inputs (kExpertGateUpInput, kExpertDownInput): the rows routed to `expert`
   // (tokens of any sample of the chunk, ascending), once per expert and chunk; asked through
   // wants(layer, site) like every other point. Default: ignored.

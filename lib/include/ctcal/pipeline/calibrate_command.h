@@ -30,6 +30,7 @@ struct CalibrateRequest {
   int64_t chunk_tokens = 4096;
   std::optional<double> max_memory_mb;
   std::string compute_dtype = "fp32";  // or "bf16"
+  std::string device = "cpu";          // --device: cpu, cuda, cuda:N (the GPU computes bf16 GEMMs)
   std::optional<std::string> key_range;
   // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL unquantized.
   // `rank_layers` (set by the app, which sees eval) ranks the layers, most sensitive first.

@@ -24,6 +24,8 @@ class Observer {
   // The same update from per-head minima and maxima [heads] instead of the values (the key
   // envelope: a range derived from pre-RoPE keys). Not for MSE observers, which need values.
   void observe_range(const std::vector<double>& hmin, const std::vector<double>& hmax);
+  // MSE observers search over the values; every other rule needs only per-head min/max.
+  bool needs_values() const { return kind_ == "mse" || kind_ == "memoryless_mse"; }
   // Statistics the qparams come from (after the observer's rule: running, EMA, last, MSE).
   const std::vector<double>& min_vals() const { return min_; }
   const std::vector<double>& max_vals() const { return max_; }

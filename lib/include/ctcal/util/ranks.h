@@ -22,6 +22,9 @@ class Ranks {
   static int rank();
   static int size();
   static bool root() { return rank() == 0; }
+  // This process's rank among the ranks on its host (Open MPI's OMPI_COMM_WORLD_LOCAL_RANK;
+  // 0 without mpirun): picks its GPU.
+  static int local_rank();
 
   // Element-wise minimum / maximum over every rank, in place. Exact (no arithmetic), so the
   // result does not depend on the number of ranks.

@@ -1,0 +1,42 @@
+#pragma once
+// The CUDA backend of Decoder::run_layers(): the same layer loop, hooks and observation points as
+// the CPU path (model/decoder.h), with the layers computed on one GPU. Built with -DCTCAL_CUDA=ON;
+// without it every entry point says so (UsageError) and nothing else changes.
+//
+// What runs where (lib/src/model/cuda/):
+//   host thread "loader": mmap -> bf16 LayerWeights -> pinned slot (2 of them) -> async H2D copy
+//     into one of 2 device weight slots, on its own stream: layer l+1 is read and copied while
+//     layer l computes, and the GPU never holds more than two layers of weights;
+//   GPU, compute stream: RMSNorm, cuBLAS bf16 GEMMs (fp32 accumulation, fp32 outputs), RoPE,
+//     blocked causal attention (bf16 tensor-core QK^T and PV per query block, fp32 softmax),
+//     gated MLP, residual adds; observers' per-sample per-head min/max reduced on the device.
+// Hidden states of every sample stay on the device when they fit, else they go chunk by chunk.
+#include <string>
+#include <vector>
+
+#include "ctcal/model/decoder.h"
+
+namespace ctcal {
+
+// True when this binary was built with -DCTCAL_CUDA=ON.
+bool cuda_backend_built();
+
+// "NVIDIA H200 (cuda:0), 139.8 GiB, compute capability 9.0"; throws UsageError when the binary
+// has no CUDA backend, no driver or GPU is present, or the ordinal is out of range.
+std::string cuda_device_description(int index);
+
+// The GPU of a host's `local_rank`-th process: local_rank modulo the number of GPUs (0 without
+// any; cuda_device_description then says why).
+int cuda_device_for_local_rank(int local_rank);
+
+// Throws InputError (exit 4) naming what the CUDA backend does not run for this model (MoE layers;
+// see README "CUDA backend"), so that a run fails before any work.
+void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& options);
+
+// Decoder::run_layers() on options.device. Same contract: hidden [total_tokens, hidden] is
+// updated in place; hooks are called on the calling thread in layer order, except
+// loop.edit_weights, which runs on the loader thread (it must not touch shared state).
+void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,
+                     const LayerLoop& loop, const ForwardOptions& options);
+
+}  // namespace ctcal

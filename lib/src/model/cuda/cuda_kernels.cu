@@ -1,0 +1,215 @@
+// Kernels of the CUDA backend; see cuda_kernels.h for the contracts. The arithmetic of each
+// element follows the CPU path's (model/layer_ops.cpp, rope.cpp, attention.cpp) step for step;
+// results differ only where the hardware rounds differently (FMA contraction, expf/tanhf ulps).
+#include "cuda_kernels.h"
+
+#include <cuda_bf16.h>
+
+#include <cfloat>
+#include <cmath>
+
+namespace ctcal::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int per = kThreads) {
+  const int64_t b = (n + per - 1) / per;
+  return static_cast<unsigned>(b < 65535LL * 16 ? b : 65535LL * 16);
+}
+
+__device__ uint16_t bf16_bits(float v) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(v);
+  return *reinterpret_cast<const uint16_t*>(&b);
+}
+
+// Block-wide reductions with a fixed tree: warp shuffles, then one warp over the warp results.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, Op op, T identity) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  v = threadIdx.x < warps ? partial[lane] : identity;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __shared__ T result;
+  if (threadIdx.x == 0) result = v;
+  __syncthreads();
+  const T out = result;
+  __syncthreads();  // `partial` and `result` may be reused by the next call
+  return out;
+}
+
+struct Sum {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Min {
+  __device__ float operator()(float a, float b) const { return fminf(a, b); }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__global__ void rms_norm_kernel(const float* x, int64_t ld_x, const float* w, double eps, float* y, int64_t ld_y,
+                                uint16_t* y_bf16, int64_t width) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * ld_x;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+  ss = block_reduce(ss, Sum{}, 0.0);
+  const auto inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(width) + eps));
+  float* yr = y + r * ld_y;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    const float v = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+    yr[i] = v;
+    if (y_bf16) y_bf16[r * width + i] = bf16_bits(v);
+  }
+}
+
+__global__ void add_bias_kernel(float* y, const float* b, int64_t n, int64_t cols) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    y[i] += b[i % cols];
+}
+
+__global__ void to_bf16_kernel(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    y[i] = bf16_bits(x[i]);
+}
+
+__global__ void add_into_kernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    x[i] += y[i];
+}
+
+__global__ void gated_act_kernel(int act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi) in fp32, as the CPU path
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    float a;
+    if (act == static_cast<int>(Act::kSilu)) {
+      a = __fdiv_rn(g, 1.0f + expf(-g));
+    } else {
+      a = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
+    }
+    const float v = __fmul_rn(a, up[i]);
+    gate[i] = v;
+    gate_bf16[i] = bf16_bits(v);
+  }
+}
+
+__global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
+                            int64_t half, int64_t n) {
+  // One thread per (t, h, i < half): n = seq * heads * half.
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = e % half, th = e / half, h = th % heads, t = th / heads;
+    float* v = x + t * ld + h * head_dim;
+    const float c = cos[t * half + i], s = sin[t * half + i];
+    const float a = v[i], b = v[i + half];
+    v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  }
+}
+
+__global__ void head_min_max_kernel(const float* x, int64_t ld, int64_t heads, int64_t head_dim,
+                                    const int64_t* offsets, const int64_t* lengths, float* out_min, float* out_max,
+                                    int64_t out_stride) {
+  const int64_t s = blockIdx.x, h = blockIdx.y;
+  const float* base = x + offsets[s] * ld + h * head_dim;
+  const int64_t n = lengths[s] * head_dim;
+  float lo = FLT_MAX, hi = -FLT_MAX;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = base[(i / head_dim) * ld + i % head_dim];
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+  }
+  lo = block_reduce(lo, Min{}, FLT_MAX);
+  hi = block_reduce(hi, Max{}, -FLT_MAX);
+  if (threadIdx.x == 0) {
+    out_min[s * out_stride + h] = lo;
+    out_max[s * out_stride + h] = hi;
+  }
+}
+
+__global__ void masked_softmax_kernel(const float* scores, uint16_t* p, int64_t bq, int64_t sk, int64_t q0,
+                                      int64_t k0, int64_t window, float scale) {
+  const int64_t row = blockIdx.x;  // batch * bq rows
+  const int64_t q = q0 + row % bq;
+  // Keys k0 + j seen by query q: k <= q and q - k < window.
+  const int64_t j_hi = q - k0;                                       // inclusive
+  const int64_t j_lo = q - window + 1 - k0 > 0 ? q - window + 1 - k0 : 0;
+  const float* sr = scores + row * sk;
+  uint16_t* pr = p + row * sk;
+  float m = -FLT_MAX;
+  for (int64_t j = j_lo + threadIdx.x; j <= j_hi && j < sk; j += blockDim.x) m = fmaxf(m, sr[j] * scale);
+  m = block_reduce(m, Max{}, -FLT_MAX);
+  float sum = 0;
+  for (int64_t j = j_lo + threadIdx.x; j <= j_hi && j < sk; j += blockDim.x) sum += expf(sr[j] * scale - m);
+  sum = block_reduce(sum, Sum{}, 0.0f);
+  const float inv = 1.0f / sum;
+  for (int64_t j = threadIdx.x; j < sk; j += blockDim.x) {
+    const bool seen = j >= j_lo && j <= j_hi;
+    pr[j] = bf16_bits(seen ? expf(sr[j] * scale - m) * inv : 0.0f);
+  }
+}
+
+__global__ void flag_nonfinite_kernel(const float* x, int64_t n, int* flag) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    if (!isfinite(x[i])) *flag = 1;
+}
+
+}  // namespace
+
+void rms_norm(const float* x, int64_t ld_x, const float* w, double eps, float* y, int64_t ld_y, uint16_t* y_bf16,
+              int64_t rows, int64_t width, cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, ld_x, w, eps, y, ld_y, y_bf16, width);
+}
+
+void add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  if (n) add_bias_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, b, n, cols);
+}
+
+void to_bf16(const float* x, uint16_t* y, int64_t n, cudaStream_t stream) {
+  if (n) to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, y, n);
+}
+
+void add_into(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n) add_into_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, y, n);
+}
+
+void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n, cudaStream_t stream) {
+  if (n) gated_act_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<int>(act), gate, up, gate_bf16, n);
+}
+
+void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
+          int64_t half, cudaStream_t stream) {
+  const int64_t n = seq * heads * half;
+  if (n) rope_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, heads, head_dim, ld, cos, sin, half, n);
+}
+
+void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,
+                  const int64_t* lengths, int64_t samples, float* out_min, float* out_max, int64_t out_stride,
+                  cudaStream_t stream) {
+  if (samples == 0) return;
+  const dim3 grid(static_cast<unsigned>(samples), static_cast<unsigned>(heads));
+  head_min_max_kernel<<<grid, kThreads, 0, stream>>>(x, ld, heads, head_dim, offsets, lengths, out_min, out_max,
+                                                     out_stride);
+}
+
+void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,
+                    int64_t window, float scale, cudaStream_t stream) {
+  const int64_t rows = batch * bq;
+  if (rows) masked_softmax_kernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(scores, p, bq, sk, q0, k0, window, scale);
+}
+
+void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream) {
+  if (n) flag_nonfinite_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n, flag);
+}
+
+}  // namespace ctcal::cuda

@@ -1,0 +1,55 @@
+#pragma once
+// The element-wise and reduction kernels of the CUDA backend (cuda_kernels.cu). Plain pointers and
+// sizes only, so that host code compiles with the C++ compiler. Every kernel runs on `stream`;
+// tensors are row-major with the leading dimension (elements per row) given. bf16 values travel
+// as uint16_t bits. Every reduction has a fixed shape (one block per row, a fixed tree within
+// it), so results are identical run to run.
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace ctcal::cuda {
+
+enum class Act : int { kSilu = 0, kGeluTanh = 1 };
+
+// y = x * rsqrt(mean(x^2) + eps) * w per row (sum of squares in double, as the CPU path).
+// x: [rows, width] (ld_x), y: [rows, width] (ld_y, may alias x), y_bf16: [rows, width] dense or
+// null (the bf16 copy that feeds the next GEMMs).
+void rms_norm(const float* x, int64_t ld_x, const float* w, double eps, float* y, int64_t ld_y, uint16_t* y_bf16,
+              int64_t rows, int64_t width, cudaStream_t stream);
+
+// y[r, :] += b for every row. y: [rows, cols] dense.
+void add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);
+
+// Round to nearest even: x [n] fp32 -> y [n] bf16.
+void to_bf16(const float* x, uint16_t* y, int64_t n, cudaStream_t stream);
+
+// x += y, both [n] fp32.
+void add_into(float* x, const float* y, int64_t n, cudaStream_t stream);
+
+// gate = act(gate) * up, and gate_bf16 = bf16(gate). gate/up/gate_bf16: [n].
+void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n, cudaStream_t stream);
+
+// Half-split RoPE on the first 2 * half dims of every head (the CPU's apply_rope).
+// x: [seq, heads, head_dim] (row stride ld), cos/sin: [seq, half].
+void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
+          int64_t half, cudaStream_t stream);
+
+// Per-sample, per-head minimum and maximum (observers that need only the range). x: rows of
+// every sample of a chunk, [rows, heads * head_dim] (ld); sample s is rows [offsets[s],
+// offsets[s] + lengths[s]). out_min/out_max: [samples, out_stride >= heads]. offsets/lengths live on
+// the device.
+void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,
+                  const int64_t* lengths, int64_t samples, float* out_min, float* out_max, int64_t out_stride,
+                  cudaStream_t stream);
+
+// The masked softmax of a batch of score blocks that share one geometry: scores [batch, bq, sk]
+// fp32 (q k^T, unscaled) -> p [batch, bq, sk] bf16. Row r is query position q0 + r, column j key
+// position k0 + j; a key is seen when k <= q and q - k < window. Masked entries become 0.
+void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,
+                    int64_t window, float scale, cudaStream_t stream);
+
+// Sets *flag to 1 when x [n] holds a NaN or Inf (the flag is only ever raised).
+void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream);
+
+}  // namespace ctcal::cuda

@@ -1,0 +1,490 @@
+// The CUDA backend's layer loop and layer (model/cuda_backend.h). The layer reads as the CPU's
+// (model/layer.cpp) does, top to bottom, with each step a kernel or a cuBLAS call on one stream:
+//
+//   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
+//   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
+//
+// Projections: bf16 inputs and weights, fp32 accumulation and outputs (cuBLAS). Norms, RoPE,
+// activations and residuals: fp32. Observation points and their order are the CPU's.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "ctcal/model/cuda_backend.h"
+#include "ctcal/model/rope.h"
+#include "cuda_attention.h"
+#include "cuda_kernels.h"
+#include "cuda_support.h"
+#include "cuda_weight_stream.h"
+
+namespace ctcal {
+
+namespace {
+
+using cuda::check;
+using cuda::DeviceBuffer;
+
+// Consecutive samples whose tokens fit in `chunk_tokens` (at least one sample).
+struct Chunk {
+  std::size_t first = 0, last = 0;  // samples [first, last)
+  int64_t r0 = 0, n = 0;            // rows [r0, r0 + n) of the hidden states
+  std::vector<SampleSpan> spans;    // the samples, as rows of the chunk
+};
+
+std::vector<Chunk> make_chunks(const std::vector<SampleSpan>& spans, int64_t chunk_tokens) {
+  std::vector<Chunk> chunks;
+  for (std::size_t f = 0; f < spans.size();) {
+    Chunk c;
+    c.first = f;
+    c.r0 = spans[f].offset;
+    std::size_t l = f;
+    while (l < spans.size() && (l == f || c.n + spans[l].length <= chunk_tokens)) c.n += spans[l++].length;
+    c.last = l;
+    for (std::size_t s = f; s < l; ++s) c.spans.push_back({spans[s].offset - c.r0, spans[s].length});
+    chunks.push_back(std::move(c));
+    f = l;
+  }
+  return chunks;
+}
+
+// Accumulated GPU time of a series of intervals on one stream (CUDA events).
+class EventTimer {
+ public:
+  void start(cudaStream_t s) {
+    pairs_.emplace_back(std::make_unique<cuda::Event>(), std::make_unique<cuda::Event>());
+    check(cudaEventRecord(pairs_.back().first->get(), s), "cudaEventRecord");
+  }
+  void stop(cudaStream_t s) { check(cudaEventRecord(pairs_.back().second->get(), s), "cudaEventRecord"); }
+  double seconds() const {  // after the stream finished
+    double total = 0;
+    for (const auto& [a, b] : pairs_) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, a->get(), b->get()), "cudaEventElapsedTime");
+      total += ms / 1000.0;
+    }
+    return total;
+  }
+  cudaEvent_t start_of(std::size_t i) const { return pairs_[i].first->get(); }
+  cudaEvent_t end_of(std::size_t i) const { return pairs_[i].second->get(); }
+
+ private:
+  std::vector<std::pair<std::unique_ptr<cuda::Event>, std::unique_ptr<cuda::Event>>> pairs_;
+};
+
+// GPU time per phase of the layer (CTCAL_CUDA_PROFILE=1 only: each phase's events cost a little).
+class PhaseTimers {
+ public:
+  PhaseTimers() : on_(std::getenv("CTCAL_CUDA_PROFILE") != nullptr) {}
+  void start(const char* phase, cudaStream_t s) {
+    if (on_) timers_[phase].start(s);
+  }
+  void stop(const char* phase, cudaStream_t s) {
+    if (on_) timers_[phase].stop(s);
+  }
+  std::string summary() const {  // "attention 0.81 s, mlp 1.9 s, ..." after the stream finished
+    std::string out;
+    for (const auto& [name, t] : timers_) out += fmt::format("{}{} {:.3f} s", out.empty() ? "" : ", ", name, t.seconds());
+    return out;
+  }
+
+ private:
+  bool on_;
+  std::map<std::string, EventTimer> timers_;
+};
+
+class CudaLayers {
+ public:
+  CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const ForwardOptions& opt);
+  ~CudaLayers() { cublasDestroy(blas_); }
+  CudaLayers(const CudaLayers&) = delete;
+  CudaLayers& operator=(const CudaLayers&) = delete;
+  void run(RowMatrix& hidden, const LayerLoop& loop);
+
+ private:
+  void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chunk& ch, float* x, ActivationObserver* obs,
+                 RopeTableCache& tables);
+  void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
+  void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
+               int64_t head_dim, const Chunk& ch);
+  void deliver_reduced(ActivationObserver* obs, int64_t layer);
+  void fake_quantize(ActivationQuantizer* fq, int64_t layer, const Chunk& ch);
+  void rotate(float* x, int64_t rows, int64_t d);  // x [rows, d] <- x . R3
+  const std::pair<const float*, const float*>& rope_table(int64_t layer, RopeTableCache& tables, int64_t len);
+
+  const Decoder& model_;
+  const ModelConfig& c_;
+  const std::vector<SampleSpan>& spans_;
+  const ForwardOptions& opt_;
+  std::vector<Chunk> chunks_;
+  cuda::Stream stream_;
+  cublasHandle_t blas_ = nullptr;
+  std::unique_ptr<cuda::BlockedAttention> attention_;
+  bool resident_ = true;
+  DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
+  DeviceBuffer<float> xn_, q_, k_, v_, attn_, proj_, gate_, up_, tmp_;
+  DeviceBuffer<uint16_t> xb_, qb_, kb_, vb_;                // bf16 GEMM and attention inputs
+  DeviceBuffer<int64_t> offsets_, lengths_;                 // per sample, rows within its chunk
+  DeviceBuffer<float> r3_;                                  // [head_dim, head_dim]
+  DeviceBuffer<int> flag_;                                  // NaN/Inf raised in this layer
+  // Observers' per-sample per-head ranges, reduced on the device: [site slot][sample][max heads].
+  DeviceBuffer<float> red_min_, red_max_;
+  std::vector<std::pair<Site, int64_t>> reduced_;           // (site, heads) per slot, this layer
+  int64_t max_heads_ = 1;
+  cuda::PinnedBuffer stage_;                                // values copied back to the host
+  std::map<std::pair<const RopeConfig*, int64_t>, std::pair<DeviceBuffer<float>, DeviceBuffer<float>>> rope_dev_;
+  std::pair<const float*, const float*> rope_ptrs_;
+  PhaseTimers phases_;
+};
+
+CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const ForwardOptions& opt)
+    : model_(model), c_(model.config()), spans_(spans), opt_(opt) {
+  check(cublasCreate(&blas_), "cublasCreate");
+  check(cublasSetStream(blas_, stream_.get()), "cublasSetStream");
+  chunks_ = make_chunks(spans, opt.gpu_chunk_tokens);
+  int64_t rows = 0, total = 0;
+  for (const auto& ch : chunks_) rows = std::max(rows, ch.n), total += ch.n;
+  const int64_t h = c_.hidden_size, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
+  auto n = [](int64_t a, int64_t b) { return static_cast<std::size_t>(a * b); };
+  xn_.resize(n(rows, h));
+  q_.resize(n(rows, qd));
+  k_.resize(n(rows, kvd));
+  v_.resize(n(rows, kvd));
+  attn_.resize(n(rows, qd));
+  proj_.resize(n(rows, h));
+  gate_.resize(n(rows, f));
+  up_.resize(n(rows, f));
+  if (opt.qk_rotation) tmp_.resize(n(rows, qd));
+  xb_.resize(n(rows, std::max({h, qd, f})));
+  qb_.resize(n(rows, qd));
+  kb_.resize(n(rows, kvd));
+  vb_.resize(n(rows, kvd));
+  flag_.resize(1);
+  max_heads_ = std::max<int64_t>(c_.num_attention_heads, 1);
+  constexpr int kSites = 10;  // every Site but the experts' can be reduced in one layer
+  red_min_.resize(static_cast<std::size_t>(kSites) * spans.size() * static_cast<std::size_t>(max_heads_));
+  red_max_.resize(red_min_.size());
+  // Rows of each sample within its chunk, for the range reductions.
+  std::vector<int64_t> off, len;
+  for (const auto& ch : chunks_)
+    for (const auto& s : ch.spans) off.push_back(s.offset), len.push_back(s.length);
+  offsets_.resize(off.size());
+  lengths_.resize(len.size());
+  check(cudaMemcpy(offsets_.get(), off.data(), off.size() * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
+  check(cudaMemcpy(lengths_.get(), len.data(), len.size() * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
+  if (opt.qk_rotation) {
+    const RowMatrix& r = *opt.qk_rotation;  // [d, d] row-major
+    r3_.resize(static_cast<std::size_t>(r.size()));
+    check(cudaMemcpy(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  // Attention scores: up to 1/16 of the device's free memory, at most 4 GiB.
+  std::size_t free_b = 0, total_b = 0;
+  check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  attention_ = std::make_unique<cuda::BlockedAttention>(blas_, std::min<std::size_t>(free_b / 16, std::size_t{4} << 30));
+  // Hidden states of every sample stay on the device when they fit beside two weight slots and
+  // the attention scores; otherwise each chunk goes up and down per layer.
+  const std::size_t hidden_bytes = static_cast<std::size_t>(total) * static_cast<std::size_t>(h) * 4;
+  const std::size_t reserve = 2 * static_cast<std::size_t>(2 * h * (qd + 2 * kvd) + 2 * qd * h + 6 * h * f) +
+                              std::min<std::size_t>(free_b / 16, std::size_t{4} << 30) + (std::size_t{1} << 30);
+  resident_ = hidden_bytes + reserve < free_b;
+  hidden_.resize(resident_ ? static_cast<std::size_t>(total * h) : static_cast<std::size_t>(rows * h));
+  if (!resident_)
+    spdlog::info("cuda: the hidden states ({:.1f} GiB) do not fit beside the layer's working set; they go "
+                 "chunk by chunk", static_cast<double>(hidden_bytes) / (1 << 30));
+}
+
+void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y) {
+  const float one = 1.0f, zero = 0.0f;
+  // y^T [out, n] (column-major) = W [out, in] . x^T: row-major y [n, out] = x W^T.
+  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
+                     &one, l.w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &zero, y,
+                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "projection GEMM");
+  if (l.b) cuda::add_bias(y, l.b, n, out, stream_.get());
+}
+
+void CudaLayers::rotate(float* x, int64_t rows, int64_t d) {
+  const float one = 1.0f, zero = 0.0f;
+  // y^T [d, rows] = R^T . x^T, i.e. row-major y = x R, in fp32 (no TF32: the default math mode).
+  check(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(d), static_cast<int>(rows), static_cast<int>(d),
+                    &one, r3_.get(), static_cast<int>(d), x, static_cast<int>(d), &zero, tmp_.get(), static_cast<int>(d)),
+        "R3 rotation GEMM");
+  check(cudaMemcpyAsync(x, tmp_.get(), static_cast<std::size_t>(rows * d) * 4, cudaMemcpyDeviceToDevice, stream_.get()),
+        "cudaMemcpyAsync");
+}
+
+const std::pair<const float*, const float*>& CudaLayers::rope_table(int64_t layer, RopeTableCache& tables, int64_t len) {
+  const RopeTable& t = tables.for_length(len);
+  auto key = std::make_pair(&c_.rope_of(layer), tables.key_of(len));
+  auto it = rope_dev_.find(key);
+  if (it == rope_dev_.end()) {
+    std::pair<DeviceBuffer<float>, DeviceBuffer<float>> d;
+    d.first.resize(t.cos.size());
+    d.second.resize(t.sin.size());
+    check(cudaMemcpy(d.first.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(cudaMemcpy(d.second.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    it = rope_dev_.emplace(key, std::move(d)).first;
+  }
+  rope_ptrs_ = {it->second.first.get(), it->second.second.get()};
+  return rope_ptrs_;
+}
+
+void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
+                         int64_t head_dim, const Chunk& ch) {
+  if (!obs || !obs->wants(layer, site)) return;
+  if (obs->needs_values(layer, site)) {
+    // MSE observers and the key envelope read the values: copy the chunk back, sample by sample.
+    const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
+    stage_.resize(bytes);
+    check(cudaMemcpyAsync(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+    const auto* host = reinterpret_cast<const float*>(stage_.get());
+    for (const auto& s : ch.spans) obs->observe(layer, site, {host + s.offset * ld, s.length, heads, head_dim, ld});
+    return;
+  }
+  auto it = std::find_if(reduced_.begin(), reduced_.end(), [&](const auto& r) { return r.first == site; });
+  if (it == reduced_.end()) {
+    reduced_.emplace_back(site, heads);
+    it = reduced_.end() - 1;
+  }
+  const auto slot = static_cast<std::size_t>(it - reduced_.begin());
+  const std::size_t at = (slot * spans_.size() + ch.first) * static_cast<std::size_t>(max_heads_);
+  cuda::head_min_max(x, ld, heads, head_dim, offsets_.get() + ch.first, lengths_.get() + ch.first,
+                     static_cast<int64_t>(ch.last - ch.first), red_min_.get() + at, red_max_.get() + at, max_heads_,
+                     stream_.get());
+}
+
+void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
+  if (reduced_.empty()) return;
+  const std::size_t n = reduced_.size() * spans_.size() * static_cast<std::size_t>(max_heads_);
+  std::vector<float> mins(n), maxs(n);
+  check(cudaMemcpy(mins.data(), red_min_.get(), n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  check(cudaMemcpy(maxs.data(), red_max_.get(), n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  for (std::size_t slot = 0; slot < reduced_.size(); ++slot) {
+    const auto [site, heads] = reduced_[slot];
+    std::vector<float> pair(static_cast<std::size_t>(2 * heads));  // [2, heads]: minima, then maxima
+    for (std::size_t s = 0; s < spans_.size(); ++s) {
+      const std::size_t at = (slot * spans_.size() + s) * static_cast<std::size_t>(max_heads_);
+      std::copy_n(mins.begin() + static_cast<std::ptrdiff_t>(at), heads, pair.begin());
+      std::copy_n(maxs.begin() + static_cast<std::ptrdiff_t>(at), heads, pair.begin() + heads);
+      obs->observe(layer, site, {pair.data(), 2, heads, 1, heads});
+    }
+  }
+  reduced_.clear();
+}
+
+void CudaLayers::fake_quantize(ActivationQuantizer* fq, int64_t layer, const Chunk& ch) {
+  // eval's fake quantization runs on the host: copy Q/K/V back, quantize, copy them up again.
+  const int64_t nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
+  struct Part { Site site; float* dev; int64_t heads; };
+  for (const Part& p : {Part{Site::kQuery, q_.get(), nh}, Part{Site::kKey, k_.get(), nkv}, Part{Site::kValue, v_.get(), nkv}}) {
+    if (!fq->quantizes(layer, p.site)) continue;
+    const int64_t ld = p.heads * d;
+    const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
+    stage_.resize(bytes);
+    check(cudaMemcpyAsync(stage_.get(), p.dev, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+    auto* host = reinterpret_cast<float*>(stage_.get());
+    for (const auto& s : ch.spans) fq->apply(layer, p.site, host + s.offset * ld, s.length, p.heads, d, ld);
+    check(cudaMemcpyAsync(p.dev, host, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  }
+}
+
+void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chunk& ch, float* x,
+                           ActivationObserver* obs, RopeTableCache& tables) {
+  const FamilySpec& fam = *c_.family;
+  const int64_t n = ch.n, h = c_.hidden_size, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads;
+  const int64_t d = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
+  const double eps = c_.rms_norm_eps;
+  cudaStream_t s = stream_.get();
+  float *xn = xn_.get(), *q = q_.get(), *k = k_.get(), *v = v_.get(), *attn = attn_.get(), *proj = proj_.get();
+  uint16_t* xb = xb_.get();
+
+  // --- attention block ---
+  phases_.start("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
+  cuda::rms_norm(x, h, w.input_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
+  observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
+  linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
+  linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
+  linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
+  if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
+    cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
+    cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
+  }
+  observe(obs, layer, Site::kKeyPreRope, k, kvd, nkv, d, ch);
+  for (const auto& span : ch.spans) {
+    const auto [cos, sin] = rope_table(layer, tables, span.length);  // [len, half]
+    const int64_t half = tables.for_length(span.length).half;
+    cuda::rope(q + span.offset * qd, span.length, nh, d, qd, cos, sin, half, s);
+    cuda::rope(k + span.offset * kvd, span.length, nkv, d, kvd, cos, sin, half, s);
+  }
+  if (opt_.observe_before_rotation) {
+    observe(obs, layer, Site::kQuery, q, qd, nh, d, ch);
+    observe(obs, layer, Site::kKey, k, kvd, nkv, d, ch);
+  }
+  if (opt_.qk_rotation) {
+    rotate(q, n * nh, d);
+    rotate(k, n * nkv, d);
+  }
+  if (!opt_.observe_before_rotation) {
+    observe(obs, layer, Site::kQuery, q, qd, nh, d, ch);
+    observe(obs, layer, Site::kKey, k, kvd, nkv, d, ch);
+  }
+  observe(obs, layer, Site::kValue, v, kvd, nkv, d, ch);
+  if (opt_.quantizer) fake_quantize(opt_.quantizer, layer, ch);
+  cuda::to_bf16(q, qb_.get(), n * qd, s);
+  cuda::to_bf16(k, kb_.get(), n * kvd, s);
+  cuda::to_bf16(v, vb_.get(), n * kvd, s);
+  phases_.stop("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
+  phases_.start("attention", s);
+  attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, AttentionShape::of(c_, layer), s);  // [n, q_dim]
+  phases_.stop("attention", s);
+  phases_.start("o_proj and residual", s);
+  observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
+  cuda::to_bf16(attn, xb, n * qd, s);
+  linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
+  if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
+  cuda::add_into(x, proj, n * h, s);
+  phases_.stop("o_proj and residual", s);
+
+  // --- MLP block (skipped for the last layer during calibration) ---
+  if (w.has_mlp) {
+    phases_.start("mlp", s);
+    float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
+    cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);
+    observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
+    linear(xb, n, h, w.gate, f, gate);
+    linear(xb, n, h, w.up, f, up);
+    cuda::gated_act(fam.act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh, gate, up, xb, n * f, s);
+    observe(obs, layer, Site::kDownInput, gate, f, 1, f, ch);
+    linear(xb, n, f, w.down, h, proj);
+    if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
+    cuda::add_into(x, proj, n * h, s);
+    phases_.stop("mlp", s);
+  }
+  cuda::flag_nonfinite(x, n * h, flag_.get(), s);
+}
+
+void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const int64_t h = c_.hidden_size, n_layers = c_.num_hidden_layers;
+  cudaStream_t s = stream_.get();
+  const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
+  if (resident_)
+    check(cudaMemcpy(hidden_.get(), hidden.data(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
+                     cudaMemcpyHostToDevice), "copying the hidden states to the GPU");
+  EventTimer compute;
+  cuda::WeightStream weights(model_, loop, opt_.device.index);
+  for (int64_t l = 0; l < n_layers; ++l) {
+    if (loop.before_layer) loop.before_layer(l);
+    const cuda::DeviceLayer& w = weights.acquire(l, s);
+    ActivationObserver* obs = loop.observer ? loop.observer(l) : nullptr;
+    RopeTableCache tables(c_, l, spans_, opt_.position_offset);
+    check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), s), "cudaMemsetAsync");
+    compute.start(s);
+    for (const Chunk& ch : chunks_) {
+      float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
+      if (!resident_)
+        check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
+                              cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
+      run_chunk(w, l, ch, x, obs, tables);
+      if (!resident_)
+        check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
+                              cudaMemcpyDeviceToHost, s), "copying hidden states from the GPU");
+      // Progress and cancellation per chunk, as on the CPU: wait for the chunk to finish.
+      check(cudaStreamSynchronize(s), "running a layer on the GPU");
+      if (opt_.after_chunk) opt_.after_chunk(l, ch.r0 + ch.n - spans_.front().offset);
+    }
+    compute.stop(s);
+    weights.release(l, s);
+    int flag = 0;
+    check(cudaMemcpy(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    if (flag) {
+      const std::string module = c_.layer_prefix(l).substr(0, c_.layer_prefix(l).size() - 1);
+      throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the weights or the input are not usable", l,
+                                   w.has_mlp ? "the layer output (attention + MLP)" : "the attention output", module));
+    }
+    if (obs) deliver_reduced(obs, l);
+    if (loop.after_layer) loop.after_layer(l);
+  }
+  if (resident_ && loop.keep_hidden)
+    check(cudaMemcpy(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
+                     cudaMemcpyDeviceToHost), "copying the hidden states from the GPU");
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::size_t free_b = 0, total_b = 0;
+  check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  // Overlap, from CUDA events: layer l's weight copy counts as hidden when it ended before layer
+  // l-1's kernels did (it ran while they ran, or earlier).
+  double copy_s = 0;
+  int64_t hidden_copies = 0;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, weights.copy_start(l), weights.copy_end(l)), "cudaEventElapsedTime");
+    copy_s += ms / 1000.0;
+    if (l > 0) {
+      check(cudaEventElapsedTime(&ms, weights.copy_end(l), compute.end_of(static_cast<std::size_t>(l - 1))),
+            "cudaEventElapsedTime");
+      hidden_copies += ms >= 0 ? 1 : 0;
+    }
+  }
+  spdlog::info("cuda: {} layers in {:.3f} s; GPU compute {:.3f} s, weight copies {:.3f} s ({} of {} ended while the "
+               "previous layer computed) (CUDA events); loader read+pack {:.3f} s, waited for a free slot {:.3f} s; "
+               "weight slots 2 x {:.1f} MiB; device memory in use {:.2f} GiB",
+               n_layers, wall, compute.seconds(), copy_s, hidden_copies, n_layers - 1, weights.load_seconds(),
+               weights.wait_seconds(), static_cast<double>(weights.slot_bytes()) / (1 << 20),
+               static_cast<double>(total_b - free_b) / (1 << 30));
+  if (std::getenv("CTCAL_CUDA_PROFILE")) spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
+}
+
+}  // namespace
+
+bool cuda_backend_built() { return true; }
+
+int cuda_device_for_local_rank(int local_rank) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return 0;
+  return local_rank % count;
+}
+
+std::string cuda_device_description(int index) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess)  // no driver (cudaErrorInsufficientDriver), no GPU (cudaErrorNoDevice), ...
+    throw UsageError(fmt::format("--device cuda:{}: no CUDA device is usable here: no NVIDIA driver or GPU, or a driver "
+                                 "older than this build's CUDA runtime (cudaGetDeviceCount: {})",
+                                 index, cudaGetErrorString(e)));
+  if (index >= count)
+    throw UsageError(fmt::format("--device cuda:{}: this machine has {} CUDA device(s) (cuda:0..cuda:{})", index, count,
+                                 count - 1));
+  cudaDeviceProp p{};
+  check(cudaGetDeviceProperties(&p, index), "cudaGetDeviceProperties");
+  return fmt::format("{} (cuda:{}), {:.1f} GiB, compute capability {}.{}", p.name, index,
+                     static_cast<double>(p.totalGlobalMem) / (1 << 30), p.major, p.minor);
+}
+
+void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options*/) {
+  if (cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh)
+    throw InputError(fmt::format("{}: the CUDA backend has no kernel for this family's MLP activation; run it on the "
+                                 "CPU (--device cpu)", cfg.family->architecture));
+  if (cfg.family->mlp == MlpKind::kMoe)
+    throw InputError(fmt::format("{}: the CUDA backend runs dense decoder layers; the MoE layers of this model run on "
+                                 "the CPU (--device cpu)", cfg.family->architecture));
+}
+
+void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,
+                     const LayerLoop& loop, const ForwardOptions& options) {
+  check_cuda_supports(model.config(), options);
+  cuda_device_description(options.device.index);  // a clear error when there is no such GPU
+  check(cudaSetDevice(options.device.index), "cudaSetDevice");
+  if (spans.empty()) return;
+  CudaLayers layers(model, spans, options);
+  layers.run(hidden, loop);
+}
+
+}  // namespace ctcal

@@ -1,0 +1,106 @@
+#pragma once
+// CUDA/cuBLAS error checks that throw ctcal errors, and RAII owners of device and pinned memory.
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "ctcal/error.h"
+
+namespace ctcal::cuda {
+
+// A failed CUDA call is an environment problem (driver, memory), not bad input: exit 1 with
+// the call and CUDA's own words.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw Error(ExitCode::kOther, fmt::format("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e),
+                                              cudaGetErrorName(e)));
+}
+inline void check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(ExitCode::kOther, fmt::format("cuBLAS: {} failed: {}", what, cublasGetStatusString(s)));
+}
+
+// Device memory of `count` elements of T (uninitialised).
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t count) { resize(count); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  // Grows to at least `count` elements (contents are not kept).
+  void resize(std::size_t count) {
+    if (count <= n_) return;
+    cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+    check(cudaMalloc(reinterpret_cast<void**>(&p_), count * sizeof(T)), "cudaMalloc");
+    n_ = count;
+  }
+  T* get() const { return p_; }
+  std::size_t size() const { return n_; }
+  std::size_t bytes() const { return n_ * sizeof(T); }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+// Page-locked host memory (the source of asynchronous host-to-device copies).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() { cudaFreeHost(p_); }
+  void resize(std::size_t bytes) {
+    if (bytes <= n_) return;
+    cudaFreeHost(p_);
+    p_ = nullptr;
+    n_ = 0;
+    check(cudaMallocHost(&p_, bytes), "cudaMallocHost");
+    n_ = bytes;
+  }
+  unsigned char* get() const { return static_cast<unsigned char*>(p_); }
+  std::size_t bytes() const { return n_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+class Event {
+ public:
+  Event() { check(cudaEventCreate(&e_), "cudaEventCreate"); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event() { cudaEventDestroy(e_); }
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_{};
+};
+
+class Stream {
+ public:
+  Stream() { check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() { cudaStreamDestroy(s_); }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_{};
+};
+
+}  // namespace ctcal::cuda

@@ -1,0 +1,85 @@
+#pragma once
+// Streams the layers' weights to the GPU: a loader thread reads layer l+1 from the checkpoint
+// (mmap -> bf16 rows, or fp32 -> the loop's edit -> bf16 rows), packs it into one of two pinned
+// host slots and copies it asynchronously into one of two device slots on its own stream,
+// while the compute stream runs layer l. Two device slots are all the GPU ever holds of the
+// weights; a slot is refilled only after the kernels of the layer that used it have run.
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ctcal/model/decoder.h"
+#include "cuda_support.h"
+
+namespace ctcal::cuda {
+
+struct DeviceLinear {
+  const uint16_t* w = nullptr;  // [out, in] bf16, row-major
+  const float* b = nullptr;     // [out], null without a bias
+};
+
+// One layer's weights in a device slot; null pointers for what the layer does not have.
+struct DeviceLayer {
+  const float* input_norm = nullptr;     // [hidden]
+  DeviceLinear q, k, v, o;               // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
+  const float* q_norm = nullptr;         // [head_dim]
+  const float* k_norm = nullptr;         // [head_dim]
+  const float* attn_out_norm = nullptr;  // [hidden]
+  const float* mlp_norm = nullptr;       // [hidden]
+  DeviceLinear gate, up, down;           // gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  const float* mlp_out_norm = nullptr;   // [hidden]
+  bool has_mlp = false;
+};
+
+class WeightStream {
+ public:
+  // Starts the loader at layer 0. `device`: the CUDA ordinal the loader thread binds to.
+  WeightStream(const Decoder& model, const LayerLoop& loop, int device);
+  ~WeightStream();  // stops the loader, waits for it and for copies in flight
+  WeightStream(const WeightStream&) = delete;
+  WeightStream& operator=(const WeightStream&) = delete;
+
+  // Blocks until layer l's copy has been issued and makes `compute` wait for it; rethrows the
+  // loader's error (a bad tensor) on the calling thread.
+  const DeviceLayer& acquire(int64_t l, cudaStream_t compute);
+  // Called once every kernel of layer l is on `compute`: its slot is refilled after they ran.
+  void release(int64_t l, cudaStream_t compute);
+
+  std::size_t slot_bytes() const { return slot_bytes_; }
+  // Seconds the loader spent reading and packing, and waiting for a free slot (for the bench).
+  double load_seconds() const { return load_seconds_; }
+  double wait_seconds() const { return wait_seconds_; }
+  // Layer l's host-to-device copy on the copy stream: [start, end] events (after the run).
+  cudaEvent_t copy_start(int64_t l) const { return copy_events_[static_cast<std::size_t>(l)].first->get(); }
+  cudaEvent_t copy_end(int64_t l) const { return copy_events_[static_cast<std::size_t>(l)].second->get(); }
+
+ private:
+  void run_loader();
+  std::size_t pack(const LayerWeights& w, int slot, DeviceLayer* out);
+
+  const Decoder& model_;
+  const LayerLoop& loop_;
+  int device_;
+  std::size_t slot_bytes_ = 0;
+  PinnedBuffer pinned_[2];
+  DeviceBuffer<unsigned char> dev_[2];
+  DeviceLayer layers_[2];
+  Stream copy_;
+  Event copied_[2], computed_[2];
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t issued_ = 0;    // layers whose copy is issued
+  int64_t released_ = 0;  // layers whose kernels are all launched
+  bool stop_ = false;
+  std::exception_ptr error_;
+  double load_seconds_ = 0, wait_seconds_ = 0;
+  std::vector<std::pair<std::unique_ptr<Event>, std::unique_ptr<Event>>> copy_events_;  // [layers]
+  std::thread loader_;
+};
+
+}  // namespace ctcal::cuda

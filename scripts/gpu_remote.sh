@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from a copy of this tree carrying .gpu-bundle (scripts/gpu_bundle.sh):
+#   tests        gpu_tests (the CUDA backend against float64 golden data and the CPU path), the CLI
+#                on stories260K (cuda twice: byte-identical; cpu), and two MPI ranks sharing one GPU
+#   bench SHAPE  bench/gpu_bench.py for SHAPE (1b, 8b, 70b8): ctcal --device cuda against
+#                transformers' bf16 forward in the same run
+# Results and logs go to $OUT (or /tmp/ctcal-gpu-out).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bundle=$root/.gpu-bundle
+out=${OUT:-/tmp/ctcal-gpu-out}
+mkdir -p "$out"
+[ -d "$bundle/lib" ] || tar -C "$bundle" -xJf "$bundle/libs.tar.xz"
+export LD_LIBRARY_PATH=$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if ldd "$bundle/bin/ctcal" | grep -q "libmpi.*not found"; then
+  echo "no Open MPI here: using the bundle's"
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$bundle/lib-mpi
+fi
+if ldd "$bundle/bin/ctcal" | grep "not found"; then echo "missing libraries (above)"; exit 1; fi
+export CTCAL_DATA=$bundle/data CTCAL_SOURCE_DIR=$root
+ctcal=$bundle/bin/ctcal
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+run_tests() {
+  local rc=0
+  "$bundle/bin/gpu_tests" 2>&1 | tee "$out/gpu_tests.log" | grep -E "^\[ |GPU|eval NLL|PASSED|FAILED|SKIPPED" | tail -80
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  local work; work=$(mktemp -d)
+  local args=(calibrate "$root/recipes/fp8_kv_per_head.yaml" --model "$CTCAL_DATA/hf/stories260K"
+              --dataset "$CTCAL_DATA/tinystories-valid/validation_100.txt" --num-samples 64 --max-seq-length 256)
+  for run in cuda-a cuda-b; do "$ctcal" "${args[@]}" --device cuda --output "$work/$run" > "$work/$run.log" 2>&1 || rc=1; done
+  "$ctcal" "${args[@]}" --output "$work/cpu" > "$work/cpu.log" 2>&1 || rc=1
+  grep -h "cuda:" "$work/cuda-a.log" | tail -2
+  same() {  # every safetensors file of two outputs byte-identical
+    local f ok=0
+    for f in "$1"/*.safetensors; do cmp -s "$f" "$2/$(basename "$f")" || ok=1; done
+    return $ok
+  }
+  if same "$work/cuda-a" "$work/cuda-b"; then echo "CLI: two cuda runs byte-identical"
+  else echo "CLI: cuda runs differ"; rc=1; fi
+  python3 - "$work" <<'PY' || rc=1
+import json, sys
+from safetensors.numpy import load_file
+w = sys.argv[1]
+import glob
+def scales(d):
+    out = {}
+    for f in glob.glob(f"{d}/*.safetensors"):
+        out.update({k: v for k, v in load_file(f).items() if k.endswith(("k_scale", "v_scale"))})
+    return out
+a, c = scales(f"{w}/cuda-a"), scales(f"{w}/cpu")
+assert a and a.keys() == c.keys(), (sorted(a)[:4], sorted(c)[:4])
+worst = max(float(abs(a[k].astype("f8") - c[k].astype("f8")).max() / abs(c[k].astype("f8")).max())
+            for k in a)
+print(f"CLI: cuda vs cpu k/v scales, worst relative difference {worst:.3g} (bound 0.02)")
+sys.exit(0 if worst <= 0.02 else 1)
+PY
+  if command -v mpirun > /dev/null; then
+    # One GPU: both ranks share it (each takes local rank % GPUs = cuda:0).
+    mpirun --allow-run-as-root --oversubscribe -np 2 "$ctcal" "${args[@]}" --device cuda --output "$work/mpi2" \
+      > "$work/mpi2.log" 2>&1 || { rc=1; tail -5 "$work/mpi2.log"; }
+    if same "$work/cuda-a" "$work/mpi2"; then
+      echo "MPI: 2 ranks sharing one GPU, byte-identical to 1 rank"
+    else echo "MPI: 2-rank output differs from 1 rank"; rc=1; fi
+  fi
+  cp "$work"/*.log "$out/" 2>/dev/null
+  rm -rf "$work"
+  return $rc
+}
+
+case "${1:-tests}" in
+  tests) run_tests ;;
+  bench) python3 "$root/bench/gpu_bench.py" --ctcal "$ctcal" --shape "${2:-1b}" --out "$out" "${@:3}" ;;
+  *) echo "usage: $0 tests | bench 1b|8b|70b8 [gpu_bench.py options]"; exit 2 ;;
+esac
