@@ -173,7 +173,8 @@ def check_gpt_oss_mxfp4(tmp):
             "--no-shuffle", "-q")
     check(r.returncode == 4 and "mxfp4" in r.stderr, f"{case}: calibrate exit {r.returncode}, want 4 naming mxfp4: {r.stderr[-400:]}")
     check(not os.path.exists(os.path.join(tmp, "mxfp4-out", "config.json")), f"{case}: calibrate wrote an output")
-    r = run("eval", "--model", model, "--dataset", data, "--json", "--no-shuffle")
+    r = run("eval", "--model", model, "--dataset", data, "--recipe", recipe, "--calibration-dataset", data,
+            "--json", "--no-shuffle")
     check(r.returncode == 0, f"{case}: eval exit {r.returncode}: {r.stderr[-400:]}")
     if r.returncode == 0:
         doc = json.loads(r.stdout)
