@@ -16,7 +16,7 @@ Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
-  if (c.family->moe_names == MoeNames::kGptOss) {
+  if (c.family && c.family->moe_names == MoeNames::kGptOss) {
     // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values.
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; ++t) {
@@ -99,7 +99,7 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
       linear(in, w.gate[e], gate);
       linear(in, w.up[e], up);
     }
-    if (c.family->act == MlpAct::kClampedSwiglu) {
+    if (c.family && c.family->act == MlpAct::kClampedSwiglu) {
       clamped_swiglu_into(gate, up, static_cast<float>(c.swiglu_limit));  // gpt-oss (gate/up carry biases)
     } else {
       gated_act_into(MlpAct::kSilu, gate, up);
