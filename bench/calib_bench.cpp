@@ -60,8 +60,10 @@ std::string arg_str(int argc, char** argv, const char* name, const char* def) {
   return def;
 }
 
-// A random bf16 checkpoint of one family (--family llama|qwen3|gemma3|qwen3_moe): Llama's shapes
-// plus the family's extra tensors (q/k norms; Gemma 3's (1 + w) sandwich norms; MoE experts).
+// A random bf16 checkpoint of one family (--family llama|qwen3|gemma3|qwen3_moe|gpt_oss): Llama's
+// shapes plus the family's extra tensors (q/k norms; Gemma 3's (1 + w) sandwich norms; MoE
+// experts; gpt-oss: biases, sinks, biased router, fused [E, H, 2I] experts, YaRN, window 128 on
+// even layers).
 int make(const std::string& dir, int argc, char** argv) {
   const int64_t L = arg(argc, argv, "--layers", 8), H = arg(argc, argv, "--hidden", 1024);
   const int64_t nh = arg(argc, argv, "--heads", 16), nkv = arg(argc, argv, "--kv-heads", 4);
@@ -70,13 +72,15 @@ int make(const std::string& dir, int argc, char** argv) {
   const int64_t FE = arg(argc, argv, "--moe-intermediate", 512);
   const std::string family = arg_str(argc, argv, "--family", "llama");
   const bool qwen3 = family == "qwen3" || family == "qwen3_moe", gemma = family == "gemma3", moe = family == "qwen3_moe";
-  if (!qwen3 && !gemma && family != "llama") {
-    std::fprintf(stderr, "--family: llama, qwen3, gemma3 or qwen3_moe\n");
+  const bool oss = family == "gpt_oss";
+  if (!qwen3 && !gemma && !oss && family != "llama") {
+    std::fprintf(stderr, "--family: llama, qwen3, gemma3, qwen3_moe or gpt_oss\n");
     return 2;
   }
   const int64_t d = H / nh;
   std::filesystem::create_directories(dir);
-  const char* arch = moe ? "Qwen3MoeForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : gemma ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
+  const char* arch = oss ? "GptOssForCausalLM" : moe ? "Qwen3MoeForCausalLM" : qwen3 ? "Qwen3ForCausalLM"
+                     : gemma ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
   nlohmann::json cfg = {{"architectures", {arch}}, {"hidden_size", H},
                         {"intermediate_size", F}, {"num_hidden_layers", L}, {"num_attention_heads", nh},
                         {"num_key_value_heads", nkv}, {"head_dim", d}, {"vocab_size", V}, {"rms_norm_eps", 1e-5},
@@ -89,6 +93,16 @@ int make(const std::string& dir, int argc, char** argv) {
     cfg["rope_local_base_freq"] = 10000.0;
   } else {
     cfg["hidden_act"] = "silu";
+  }
+  if (oss) {  // experts of width --moe-intermediate, as intermediate_size
+    cfg["intermediate_size"] = FE;
+    cfg["num_local_experts"] = E;
+    cfg["num_experts_per_tok"] = K;
+    cfg["sliding_window"] = 128;
+    cfg["attention_bias"] = true;
+    cfg["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                           {"truncate", false}, {"original_max_position_embeddings", 4096}};
+    cfg["rope_theta"] = 150000.0;
   }
   if (moe) {
     cfg["num_experts"] = E;
@@ -126,7 +140,18 @@ int make(const std::string& dir, int argc, char** argv) {
       t[p + "pre_feedforward_layernorm.weight"] = random_blob(rng, {H}, 0.02f, norm_mean);
       t[p + "post_feedforward_layernorm.weight"] = random_blob(rng, {H}, 0.02f, norm_mean);
     }
-    if (moe) {
+    if (oss) {
+      for (const char* b : {"q_proj", "k_proj", "v_proj"})
+        t[p + "self_attn." + b + ".bias"] = random_blob(rng, {std::string(b) == "q_proj" ? nh * d : nkv * d}, 0.02f);
+      t[p + "self_attn.o_proj.bias"] = random_blob(rng, {H}, 0.02f);
+      t[p + "self_attn.sinks"] = random_blob(rng, {nh}, 0.5f);
+      t[p + "mlp.router.weight"] = random_blob(rng, {E, H}, 0.05f);
+      t[p + "mlp.router.bias"] = random_blob(rng, {E}, 0.05f);
+      t[p + "mlp.experts.gate_up_proj"] = random_blob(rng, {E, H, 2 * FE}, 0.02f);
+      t[p + "mlp.experts.gate_up_proj_bias"] = random_blob(rng, {E, 2 * FE}, 0.02f);
+      t[p + "mlp.experts.down_proj"] = random_blob(rng, {E, FE, H}, 0.02f);
+      t[p + "mlp.experts.down_proj_bias"] = random_blob(rng, {E, H}, 0.02f);
+    } else if (moe) {
       t[p + "mlp.gate.weight"] = random_blob(rng, {E, H}, 0.05f);
       for (int64_t e = 0; e < E; ++e) {
         const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
@@ -144,7 +169,7 @@ int make(const std::string& dir, int argc, char** argv) {
   std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json({{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}).dump(1);
   std::printf("wrote %s: %s, %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld\n", dir.c_str(), arch,
               static_cast<long>(L), static_cast<long>(H), static_cast<long>(nh), static_cast<long>(nkv),
-              static_cast<long>(moe ? FE : F), static_cast<long>(V));
+              static_cast<long>(moe || oss ? FE : F), static_cast<long>(V));
   return 0;
 }
 
@@ -189,8 +214,14 @@ int run(const std::string& dir, int argc, char** argv) {
                          ? 3.0 * H * static_cast<double>(c.moe_intermediate_size) * static_cast<double>(c.num_experts_per_tok) +
                                H * static_cast<double>(c.num_experts)
                          : 3.0 * H * static_cast<double>(c.intermediate_size);
-  const double attn = 2.0 * (static_cast<double>(S) * (S + 1) / 2.0) * static_cast<double>(c.head_dim * c.num_attention_heads);  // per sample, per layer: QK^T + PV (MACs)
-  const double flops = 2.0 * (T * (proj * c.num_hidden_layers + mlp * (c.num_hidden_layers - 1)) + attn * N * c.num_hidden_layers);
+  // Per sample, summed over layers: QK^T + PV (MACs) over the keys each query sees (sliding
+  // layers: at most the window).
+  double attn = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const int64_t w = c.window(l).value_or(S);
+    for (int64_t q = 0; q < S; ++q) attn += 2.0 * static_cast<double>(std::min(q + 1, w)) * static_cast<double>(c.head_dim * c.num_attention_heads);
+  }
+  const double flops = 2.0 * (T * (proj * c.num_hidden_layers + mlp * (c.num_hidden_layers - 1)) + attn * N);
   // VmHWM, not getrusage: ru_maxrss survives exec and would report a parent's size.
   double peak_mb = 0;
   std::ifstream status("/proc/self/status");

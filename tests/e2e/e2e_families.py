@@ -35,6 +35,8 @@ CASES = {
     "phi3_partial_su_sliding_bf16": ("Phi3Attention", "model."),
     "qwen3_moe_fused_sliding_bf16": ("Qwen3MoeAttention", "model."),
     "mixtral_sliding_fp32": ("MixtralAttention", "model."),
+    "gpt_oss_yarn_fp32": ("GptOssAttention", "model."),
+    "gpt_oss_classic_bf16": ("GptOssAttention", "model."),
 }
 RECIPE = """
 quant_stage:
@@ -153,11 +155,44 @@ def check_phi3_r2(tmp):
         check(abs(got - want) / want <= ULP_REL["F32"] + 1e-4, f"{case} R2: {vs} = {got}, transformers {want}")
 
 
+def check_gpt_oss_mxfp4(tmp):
+    """gpt-oss with MXFP4 experts (as published): eval and inspect read it (baseline NLL =
+    transformers' loss on the dequantized experts); calibrate refuses before any work (exit 4,
+    naming quant_method mxfp4), since its output cannot be both MXFP4 and compressed-tensors."""
+    case = "gpt_oss_mxfp4"
+    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
+    model = os.path.join(GOLDEN, golden["model_dir"])
+    data = os.path.join(tmp, case + ".jsonl")
+    with open(data, "w") as f:
+        for ids in golden["samples"]:
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+    recipe = os.path.join(tmp, "mxfp4.yaml")
+    with open(recipe, "w") as f:
+        f.write(RECIPE)
+    r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", os.path.join(tmp, "mxfp4-out"),
+            "--no-shuffle", "-q")
+    check(r.returncode == 4 and "mxfp4" in r.stderr, f"{case}: calibrate exit {r.returncode}, want 4 naming mxfp4: {r.stderr[-400:]}")
+    check(not os.path.exists(os.path.join(tmp, "mxfp4-out", "config.json")), f"{case}: calibrate wrote an output")
+    r = run("eval", "--model", model, "--dataset", data, "--recipe", recipe, "--calibration-dataset", data,
+            "--json", "--no-shuffle")
+    check(r.returncode == 0, f"{case}: eval exit {r.returncode}: {r.stderr[-400:]}")
+    if r.returncode == 0:
+        doc = json.loads(r.stdout)
+        lengths = [len(s) - 1 for s in golden["samples"]]
+        want = sum(l * n for l, n in zip(golden["loss"], lengths)) / sum(lengths)
+        got = doc["baseline"]["nll"]
+        check(abs(got - want) <= 1e-4, f"{case}: eval baseline NLL {got}, transformers loss {want}")
+        print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
+    r = run("inspect", model, "--json")
+    check(r.returncode == 0, f"{case}: inspect exit {r.returncode}: {r.stdout[-400:]} {r.stderr[-400:]}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for case, (attn, prefix) in CASES.items():
             check_case(case, attn, prefix, tmp)
         check_phi3_r2(tmp)
+        check_gpt_oss_mxfp4(tmp)
     finish("e2e families")
 
 

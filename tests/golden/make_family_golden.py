@@ -18,7 +18,9 @@ the family's own eager attention, so sliding windows stay exact; (3) writes, in 
 make_golden.py (so forward_golden_test.cpp runs every case): per-layer Q/K/V min/max per tensor
 and per head (also after the Sylvester rotation H/sqrt(d) of R3/R2), the FP8 scales absmax/448
 they imply, raw rows, logits and loss for fixed token ids. Samples (11 and 24 tokens) are longer
-than every sliding window here (5 or 6).
+than every sliding window here (5 or 6). gpt-oss cases plant sinks, router and expert biases and
+expert weights large enough to reach the SwiGLU clamp; gpt_oss_mxfp4 holds its experts in MXFP4
+(random blocks/scales; the reference model runs transformers' own dequantization of them).
 """
 import argparse
 import importlib
@@ -124,6 +126,33 @@ CASES = [
           num_attention_heads=4, num_key_value_heads=4, vocab_size=96, max_position_embeddings=64,
           tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
      torch.bfloat16, "fused_experts"),
+    # gpt-oss: sinks, q/k/v/o biases, alternating sliding/full layers (window 6 < samples), YaRN,
+    # biased router (top-k then softmax), clamped SwiGLU experts stored fused [E, H, 2 I].
+    ("gpt_oss_yarn_fp32", "gpt_oss",
+     dict(hidden_size=64, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, num_hidden_layers=3,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=96, max_position_embeddings=256,
+          sliding_window=6, tie_word_embeddings=False,
+          rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0,
+                           "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 64}),
+     torch.float32, "v5"),
+    # hub spelling (rope_theta + rope_scaling, torch_dtype), truncated ramp, an explicit layer_types
+    ("gpt_oss_classic_bf16", "gpt_oss",
+     dict(hidden_size=64, intermediate_size=48, num_local_experts=6, num_experts_per_tok=3, num_hidden_layers=4,
+          num_attention_heads=4, num_key_value_heads=1, head_dim=16, vocab_size=96, max_position_embeddings=128,
+          sliding_window=5, tie_word_embeddings=False,
+          layer_types=["sliding_attention", "full_attention", "full_attention", "sliding_attention"],
+          rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 8.0, "beta_fast": 16.0,
+                           "beta_slow": 2.0, "original_max_position_embeddings": 32}),
+     torch.bfloat16, "classic"),
+    # experts in MXFP4 as the published checkpoints hold them (random blocks/scales; the reference
+    # runs transformers' own convert_moe_packed_tensors of them in float64)
+    ("gpt_oss_mxfp4", "gpt_oss",
+     dict(hidden_size=64, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=128,
+          sliding_window=6, tie_word_embeddings=False,
+          rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                           "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16}),
+     torch.bfloat16, "mxfp4"),
 ]
 
 
@@ -165,9 +194,19 @@ def spike_weights(model, seed, one_plus):
             for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
                 k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
             v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
-            router = getattr(layer.mlp, "gate", None)
+            router = getattr(layer.mlp, "gate", None) or getattr(layer.mlp, "router", None)
             if router is not None and not isinstance(router, torch.nn.Linear):
                 router.weight.mul_(20.0)  # decisive routing: no near-ties between fp32 and fp64 logits
+                if getattr(router, "bias", None) is not None:
+                    router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
+            if hasattr(a, "sinks"):  # gpt-oss: sinks that matter (init is N(0, 0.02))
+                a.sinks.copy_(1.5 * torch.randn(a.sinks.shape, generator=g))
+            ex = getattr(layer.mlp, "experts", None)
+            if ex is not None and hasattr(ex, "gate_up_proj_bias"):  # gpt-oss: reach the SwiGLU clamp at 7
+                ex.gate_up_proj.mul_(40.0)
+                ex.down_proj.mul_(10.0)
+                ex.gate_up_proj_bias.copy_(0.5 * torch.randn(ex.gate_up_proj_bias.shape, generator=g))
+                ex.down_proj_bias.copy_(0.5 * torch.randn(ex.down_proj_bias.shape, generator=g))
             for name, mod in layer.named_modules():
                 if name.endswith("norm"):
                     mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
@@ -218,7 +257,8 @@ def respell_config(path, spelling):
         cfg["rope_theta"] = rp.pop("rope_theta")
         rtype = rp.pop("rope_type")
         cfg["rope_scaling"] = None if rtype == "default" and not rp else {"rope_type": rtype, **rp}
-        cfg.pop("layer_types", None)
+        if cfg.get("model_type") != "gpt_oss":  # gpt-oss hub configs list their layer_types
+            cfg.pop("layer_types", None)
     elif spelling == "phi_classic":  # Phi-3.5 / Phi-4-mini hub layout, with the older "su" name
         rp = cfg.pop("rope_parameters")
         cfg["rope_theta"] = rp.pop("rope_theta")
@@ -276,7 +316,8 @@ def reference(model_dir, samples):
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
-    extra = {"experts_implementation": "eager"} if "Moe" in cls.__name__ or "Mixtral" in cls.__name__ else {}
+    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss"))
+    extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()
     logits, losses = [], []
@@ -294,18 +335,63 @@ def reference(model_dir, samples):
     return {"layers": layers, "rows": rows, "logits": logits, "loss": losses}
 
 
+def mxfp4_experts(model, seed):
+    """Random MXFP4 experts: per layer gate_up_proj_blocks [E, 2 I, H / 32, 16], _scales [E, 2 I, H / 32],
+    down_proj_blocks [E, H, I / 32, 16], _scales [E, H, I / 32] (uint8), set into the float model as
+    transformers' convert_moe_packed_tensors dequantizes them (exact in bf16). Returns {name: tensor}."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+    g = torch.Generator().manual_seed(seed)
+    packed = {}
+    for li, layer in enumerate(model.model.layers):
+        ex = layer.mlp.experts
+        e, h, two_i = ex.gate_up_proj.shape
+        for proj, rows, cols in (("gate_up_proj", two_i, h), ("down_proj", h, two_i // 2)):
+            blocks = torch.randint(0, 256, (e, rows, cols // 32, 16), generator=g, dtype=torch.int32).to(torch.uint8)
+            # exponents 2^-5 .. 2^-2: products of ~1-sized inputs reach the clamp at 7 now and then
+            scales = torch.randint(122, 126, (e, rows, cols // 32), generator=g, dtype=torch.int32).to(torch.uint8)
+            deq = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)  # [E, cols, rows]
+            with torch.no_grad():
+                getattr(ex, proj).copy_(deq)
+            packed[f"model.layers.{li}.mlp.experts.{proj}_blocks"] = blocks
+            packed[f"model.layers.{li}.mlp.experts.{proj}_scales"] = scales
+    return packed
+
+
+def write_mxfp4(float_dir, d, packed):
+    """The checkpoint as the hub holds gpt-oss: experts as *_blocks/*_scales, quantization_config mxfp4."""
+    from safetensors.torch import load_file, save_file
+    os.makedirs(d, exist_ok=True)
+    sd = load_file(os.path.join(float_dir, "model.safetensors"))
+    out = {k: v for k, v in sd.items() if not k.endswith(("experts.gate_up_proj", "experts.down_proj"))}
+    out.update(packed)
+    save_file(out, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.load(open(os.path.join(float_dir, "config.json")))
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+
+
 def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
+    """Writes the case's checkpoint; returns (its directory, the float directory the reference loads)."""
     torch.manual_seed(seed)
     cfg = AutoConfig.for_model(model_type, **kwargs)
     model = AutoModelForCausalLM.from_config(cfg) if model_type != "gemma3" else \
         transformers.Gemma3ForConditionalGeneration(cfg)
     spike_weights(model, seed, one_plus=model_type.startswith("gemma3"))
+    packed = mxfp4_experts(model, seed) if spelling == "mxfp4" else None
     model = model.to(dtype)
     d = os.path.join(out_dir, "models", name)
     shutil.rmtree(d, ignore_errors=True)
-    model.save_pretrained(d)
-    respell_config(os.path.join(d, "config.json"), spelling)
-    return d
+    if packed is None:
+        model.save_pretrained(d)
+        respell_config(os.path.join(d, "config.json"), spelling)
+        return d, d
+    float_dir = os.path.join(out_dir, "scratch", name)  # not committed: the float twin
+    shutil.rmtree(float_dir, ignore_errors=True)
+    model.save_pretrained(float_dir)
+    write_mxfp4(float_dir, d, packed)
+    return d, float_dir
 
 
 def main():
@@ -320,11 +406,11 @@ def main():
         g = torch.Generator().manual_seed(4321 + i)
         if args.only and name not in args.only:
             continue
-        d = make_case(name, model_type, kwargs, dtype, spelling, args.out, 200 + i)
+        d, ref_dir = make_case(name, model_type, kwargs, dtype, spelling, args.out, 200 + i)
         vocab = kwargs.get("text_config", kwargs)["vocab_size"]
         vocab = min(vocab, 96)  # ordinary text tokens (below Gemma 3's image tokens)
         samples = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in SAMPLE_LENGTHS]
-        ref = reference(d, samples)
+        ref = reference(ref_dir, samples)
         ref.update({"case": name, "model_dir": f"models/{name}", "samples": samples, **meta})
         with open(os.path.join(args.out, f"{name}.json"), "w") as f:
             json.dump(ref, f)

@@ -70,8 +70,8 @@ TEST(ModelConfig, Errors) {
   j["num_hidden_layers"] = -2;
   EXPECT_NE(error_of(j).find("positive integer"), std::string::npos);
   j = base();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("rope type 'yarn' is not supported"), std::string::npos);
+  j["rope_scaling"] = {{"rope_type", "mrope"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("rope type 'mrope' is not supported"), std::string::npos);
   j = base();
   j["rope_scaling"] = {{"rope_type", "linear"}};
   EXPECT_NE(error_of(j).find("rope_scaling.factor"), std::string::npos);
@@ -95,12 +95,12 @@ TEST(Rope, LinearDividesAndDynamicGrowsBaseOnlyPastContext) {
 // __post_init__ derives, biases, and the refusal that lists what is supported.
 TEST(ModelConfigFamilies, UnsupportedArchitectureListsTheSupportedOnes) {
   json j = base();
-  j["architectures"] = {"GptOssForCausalLM"};
+  j["architectures"] = {"DeepseekV3ForCausalLM"};
   const std::string e = error_of(j);
-  EXPECT_NE(e.find("'GptOssForCausalLM' is not supported"), std::string::npos) << e;
+  EXPECT_NE(e.find("'DeepseekV3ForCausalLM' is not supported"), std::string::npos) << e;
   for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                         "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
-                        "Qwen3MoeForCausalLM", "MixtralForCausalLM"})
+                        "Qwen3MoeForCausalLM", "MixtralForCausalLM", "GptOssForCausalLM"})
     EXPECT_NE(e.find(a), std::string::npos) << a;
 }
 
@@ -237,6 +237,47 @@ TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
   EXPECT_EQ(c.family->attention_class, "MixtralAttention");
   j["num_experts_per_tok"] = 5;
   EXPECT_NE(error_of(j).find("num_experts_per_tok"), std::string::npos);
+}
+
+// GptOssConfig's defaults (attention_bias true, eps 1e-5, alternating windows, YaRN with theta
+// 150000) and YaRN frequencies as transformers 5.17's _compute_yarn_parameters gives them
+// (printed by the peer venv for these two configs).
+TEST(ModelConfigFamilies, GptOssDefaultsAndYarn) {
+  json j = base();
+  j["architectures"] = {"GptOssForCausalLM"};
+  j["head_dim"] = 16;
+  j["num_local_experts"] = 4;
+  j["sliding_window"] = 8;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.family->attention_class, "GptOssAttention");
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_TRUE(c.o_bias);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.layer_sliding, (std::vector<bool>{true, false}));
+  EXPECT_EQ(c.num_experts_per_tok, 4);
+  EXPECT_EQ(c.moe_intermediate_size, 96);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, true}));
+  ASSERT_EQ(c.rope.type, RopeType::kYarn);
+  EXPECT_EQ(c.rope.theta, 150000.0);
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 1.3465735902799727);
+  const std::vector<float> want = {1.0f, 0.22541800141334534f, 0.05081327259540558f, 0.006794959306716919f,
+                                   0.0004564839182421565f, 1.818833698052913e-05f, 4.099978468730114e-06f,
+                                   9.242089618055616e-07f};
+  std::vector<float> got = rope_inv_freq(c, 16);
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(got[i], want[i]) << i;
+  // truncate defaulting to true, mscale / mscale_all_dim
+  j["rope_parameters"] = json::parse(R"({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 8.0,
+    "beta_slow": 1.0, "original_max_position_embeddings": 64, "mscale": 2.0, "mscale_all_dim": 1.0})");
+  c = parse_model_config(j, "c");
+  EXPECT_DOUBLE_EQ(c.rope.attention_factor, 1.121751143713058);
+  const std::vector<float> want2 = {1.0f, 0.23717081546783447f, 0.04999999701976776f, 0.007905694656074047f,
+                                    0.0024999999441206455f, 0.0007905694656074047f, 0.0002500000118743628f,
+                                    7.905694656074047e-05f};
+  got = rope_inv_freq(c, 16);
+  for (std::size_t i = 0; i < want2.size(); ++i) EXPECT_FLOAT_EQ(got[i], want2[i]) << i;
+  j["swiglu_limit"] = 5.0;
+  EXPECT_NE(error_of(j).find("swiglu_limit"), std::string::npos);
 }
 
 TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {

@@ -24,6 +24,9 @@ WeightQuantization WeightQuantization::from_config(const json& config, const std
   const std::string at = where + ": quantization_config";
   if (!qc.is_object()) throw InputError(fmt::format("{}: expected an object", at));
   const std::string method = qc.value("quant_method", std::string());
+  // gpt-oss's published checkpoints: only the experts are MXFP4 (*_blocks / *_scales), read by
+  // model/gpt_oss_experts.h; every other weight is a plain float tensor.
+  if (method == "mxfp4") return wq;
   if (method != "compressed-tensors")
     throw UnsupportedFormatError(fmt::format(
         "{}.quant_method is '{}'; ctcal reads compressed-tensors checkpoints (and unquantized ones)",

@@ -171,9 +171,21 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
         acc.noalias() += p * vb;
       }
       for (int64_t j = 0; j < rep; ++j)
-        for (int64_t i = 0; i < rows; ++i)
-          Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d) =
-              acc.row(j * rows + i) / run_sum[j * rows + i];
+        for (int64_t i = 0; i < rows; ++i) {
+          Eigen::Map<Eigen::RowVectorXf> o(out + (r0 + i) * qd + (g * rep + j) * d, d);
+          const int64_t row = j * rows + i;
+          if (!c.sinks) {
+            o = acc.row(row) / run_sum[row];
+            continue;
+          }
+          // softmax over [scores, sink] with the sink's column dropped: the sink adds
+          // exp(sink - m) to the denominator. Both sides are rescaled to the larger of the
+          // row's max score and the sink (as transformers subtracts the combined max).
+          const float score_max = run_max[row] * scale, sink = c.sinks[g * rep + j];
+          const float m = std::max(score_max, sink);
+          const float keep = std::exp(score_max - m);
+          o = acc.row(row) * (keep / (run_sum[row] * keep + std::exp(sink - m)));
+        }
     }
   }
 }

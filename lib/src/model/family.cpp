@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 9>& families() {
-  static const std::array<FamilySpec, 9> table = [] {
+const std::array<FamilySpec, 10>& families() {
+  static const std::array<FamilySpec, 10> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -76,7 +76,21 @@ const std::array<FamilySpec, 9>& families() {
     mixtral.mlp = MlpKind::kMoe;
     mixtral.moe_names = MoeNames::kMixtral;
     mixtral.moe_norm_topk_always = true;
-    return std::array<FamilySpec, 9>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral};
+
+    FamilySpec gpt_oss = llama;  // sinks, biases everywhere, alternating windows, YaRN, biased MoE
+    gpt_oss.architecture = "GptOssForCausalLM";
+    gpt_oss.attention_class = "GptOssAttention";
+    gpt_oss.model_type = "gpt_oss";
+    gpt_oss.attention_bias_default = true;
+    gpt_oss.attention_sinks = true;
+    gpt_oss.default_rope_theta = 150000.0;
+    gpt_oss.default_rms_norm_eps = 1e-5;
+    gpt_oss.mlp = MlpKind::kMoe;
+    gpt_oss.moe_names = MoeNames::kGptOss;
+    gpt_oss.act = MlpAct::kClampedSwiglu;
+    gpt_oss.sliding = SlidingRule::kAlternate;
+    return std::array<FamilySpec, 10>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral,
+                                      gpt_oss};
   }();
   return table;
 }

@@ -55,7 +55,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
   const bool want_k = observer && observer->wants(layer, Site::kKey);
   const bool want_v = observer && observer->wants(layer, Site::kValue);
   RopeTableCache tables(c, layer, spans, opt.position_offset);
-  const AttentionShape attention_shape = AttentionShape::of(c, layer);
+  AttentionShape attention_shape = AttentionShape::of(c, layer);
+  if (w.sinks.size() > 0) attention_shape.sinks = w.sinks.data();  // [heads] (gpt-oss)
   const std::string module = c.layer_prefix(layer).substr(0, c.layer_prefix(layer).size() - 1);
 
   // Scratch buffers sized for the largest chunk, reused across chunks and layers: fresh 50 MB

@@ -58,6 +58,7 @@ void add_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y) {
 }
 
 void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up) {
+  CTCAL_ASSERT(act != MlpAct::kClampedSwiglu, "the clamped SwiGLU needs its limit: clamped_swiglu_into");
   if (act == MlpAct::kSilu) {
 #pragma omp parallel for schedule(static)
     for (Eigen::Index r = 0; r < gate.rows(); ++r) {
@@ -72,6 +73,18 @@ void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<con
   for (Eigen::Index r = 0; r < gate.rows(); ++r) {
     auto g = gate.row(r).array();
     g = 0.5f * g * (1.0f + (k * (g + 0.044715f * g * g * g)).tanh()) * up.row(r).array();
+  }
+}
+
+void clamped_swiglu_into(Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up, float limit) {
+  constexpr float kAlpha = 1.702f;  // GptOssExperts.alpha
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < gate.rows(); ++r) {
+    auto g = gate.row(r).array();
+    const auto u = up.row(r).array().max(-limit).min(limit);  // up.clamp(-limit, limit)
+    g = g.min(limit);                                            // gate.clamp(max=limit)
+    // glu = gate * sigmoid(gate * alpha); out = (up + 1) * glu
+    g = (u + 1.0f) * (g / (1.0f + (-kAlpha * g).exp()));
   }
 }
 

@@ -1,11 +1,13 @@
 #include "ctcal/model/layer_weights.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include <fmt/ranges.h>
 
 #include "ctcal/error.h"
 #include "ctcal/io/quantized_weight.h"
+#include "ctcal/model/gpt_oss_experts.h"
 
 namespace ctcal {
 
@@ -72,6 +74,7 @@ struct ExpertTensor {
 bool experts_fused(const Checkpoint& ckpt, const std::string& p) { return ckpt.has(p + "mlp.experts.gate_up_proj"); }
 
 std::string router_name(const ModelConfig& c, const Checkpoint& ckpt, const std::string& p) {
+  if (c.family->moe_names == MoeNames::kGptOss) return p + "mlp.router";  // GptOssTopKRouter, with a bias
   if (c.family->moe_names == MoeNames::kMixtral && !experts_fused(ckpt, p)) return p + "block_sparse_moe.gate";
   return p + "mlp.gate";
 }
@@ -111,6 +114,7 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
     s.push_back({"self_attn.v_proj.bias", {kv}});
   }
   if (c.o_bias) s.push_back({"self_attn.o_proj.bias", {h}});
+  if (fam.attention_sinks) s.push_back({"self_attn.sinks", {c.num_attention_heads}});
   if (fam.qk_norm) {
     s.push_back({"self_attn.q_norm.weight", {d}});
     s.push_back({"self_attn.k_norm.weight", {d}});
@@ -308,6 +312,11 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
     for (const auto& spec : layer_specs(c, l, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
     if (!c.is_moe(l)) continue;
     check_tensor(ckpt, router_name(c, ckpt, p) + ".weight", {c.num_experts, c.hidden_size});
+    if (c.family->moe_names == MoeNames::kGptOss) {
+      check_tensor(ckpt, router_name(c, ckpt, p) + ".bias", {c.num_experts});
+      check_gpt_oss_experts(ckpt, c, p);
+      continue;
+    }
     for (int64_t e = 0; e < c.num_experts; ++e)
       for (int which = 0; which < 3; ++which) {
         const ExpertTensor t = expert_tensor(c, ckpt, p, e, which);
@@ -334,6 +343,11 @@ void load_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::strin
                   ExpertWeights* x) {
   const int64_t h = c.hidden_size, f = c.moe_intermediate_size;
   const auto n = static_cast<std::size_t>(c.num_experts);
+  if (c.family->moe_names == MoeNames::kGptOss) {
+    kReadF32(ckpt, router_name(c, ckpt, p), c.num_experts, h, true, &x->router);
+    load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, x);
+    return;
+  }
   kReadF32(ckpt, router_name(c, ckpt, p), c.num_experts, h, false, &x->router);
   x->gate.resize(n);
   x->up.resize(n);
@@ -368,6 +382,7 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   read_linear(ckpt, p + "self_attn.o_proj", h, q, c.o_bias, &w.o);
   w.q_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.q_norm.weight", c.head_dim) : Vector();
   w.k_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.k_norm.weight", c.head_dim) : Vector();
+  w.sinks = fam.attention_sinks ? read_vector(ckpt, p + "self_attn.sinks", c.num_attention_heads) : Vector();
   w.attn_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_attention_layernorm.weight", h) : Vector();
   w.has_mlp = with_mlp;
   if (with_mlp) {

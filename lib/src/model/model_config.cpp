@@ -15,6 +15,7 @@ std::string rope_type_name(RopeType t) {
     case RopeType::kDynamic: return "dynamic";
     case RopeType::kLlama3: return "llama3";
     case RopeType::kLongRope: return "longrope";
+    case RopeType::kYarn: return "yarn";
   }
   return "?";
 }
@@ -56,10 +57,47 @@ struct Reader {
   }
 };
 
+// YaRN as transformers 5.17's _compute_yarn_parameters reads it: factor (null: max_position /
+// original), original_max_position_embeddings (rope dict, else top-level, else
+// max_position_embeddings: standardize_rope_params), beta_fast / beta_slow (absent or 0: 32 / 1),
+// truncate (default true), and attention_factor, else from mscale / mscale_all_dim, else
+// 0.1 ln(factor) + 1 (1 for factor <= 1).
+void parse_yarn(const Reader& r, const json& p, const std::string& prefix, RopeConfig* rope) {
+  rope->type = RopeType::kYarn;
+  const double max_pos = r.present(r.j, "max_position_embeddings") ? r.j["max_position_embeddings"].get<double>() : 2048.0;
+  const std::optional<double> top = r.present(r.j, "original_max_position_embeddings")
+                                        ? std::optional<double>(r.j["original_max_position_embeddings"].get<double>())
+                                        : std::optional<double>(max_pos);
+  const double orig = r.number(p, prefix, "original_max_position_embeddings", top);
+  if (orig < 1) throw r.fail(prefix + "original_max_position_embeddings", "expected a positive number");
+  rope->original_max_position_embeddings = static_cast<int64_t>(orig);
+  if (!p.contains("factor")) throw r.fail(prefix + "factor", "missing; yarn needs a factor (or null)");
+  rope->factor = p["factor"].is_null() ? max_pos / orig : r.number(p, prefix, "factor", std::nullopt);
+  if (rope->factor <= 0) throw r.fail(prefix + "factor", "expected a positive number");
+  auto nonzero_or = [&](const char* key, double def) {
+    const double v = r.number(p, prefix, key, def);
+    return v == 0.0 ? def : v;  // `rope_parameters.get(key) or default`
+  };
+  rope->beta_fast = nonzero_or("beta_fast", 32.0);
+  rope->beta_slow = nonzero_or("beta_slow", 1.0);
+  if (r.present(p, "truncate")) {
+    if (!p["truncate"].is_boolean()) throw r.fail(prefix + "truncate", "expected true or false");
+    rope->truncate = p["truncate"].get<bool>();
+  }
+  auto mscale = [](double scale, double m) { return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+  if (r.present(p, "attention_factor")) {
+    rope->attention_factor = r.number(p, prefix, "attention_factor", std::nullopt);
+  } else {
+    const double m = r.number(p, prefix, "mscale", 0.0), m_all = r.number(p, prefix, "mscale_all_dim", 0.0);
+    rope->attention_factor = m != 0.0 && m_all != 0.0 ? mscale(rope->factor, m) / mscale(rope->factor, m_all)
+                                                      : mscale(rope->factor, 1.0);
+  }
+}
+
 // The scaling part of a RoPE parameter object (rope_type / legacy type, factor, ...).
 void parse_rope_scaling(const Reader& r, const json& params, const std::string& prefix, RopeConfig* rope);
 
-RopeConfig parse_rope(const Reader& r, double default_theta = 10000.0) {
+RopeConfig parse_rope(const Reader& r, double default_theta = 10000.0, const json* default_scaling = nullptr) {
   const json& j = r.j;
   RopeConfig rope;
   // transformers-5 spelling: everything inside rope_parameters. Classic: rope_theta at the top
@@ -82,6 +120,10 @@ RopeConfig parse_rope(const Reader& r, double default_theta = 10000.0) {
     }
   }
   if (rope.theta <= 0) throw r.fail(prefix + "rope_theta", "expected a positive number");
+  if (!params && default_scaling) {  // the config class's default rope_parameters (gpt-oss: yarn)
+    params = default_scaling;
+    prefix = "rope_parameters (default).";
+  }
   if (params) parse_rope_scaling(r, *params, prefix, &rope);
   return rope;
 }
@@ -133,10 +175,12 @@ void parse_rope_scaling(const Reader& r, const json& p, const std::string& prefi
     rope.attention_factor = r.present(*params, "attention_factor")
                                 ? r.number(*params, prefix, "attention_factor", std::nullopt)
                                 : (factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(orig)));
+  } else if (type == "yarn") {
+    parse_yarn(r, *params, prefix, &rope);
   } else {
     throw r.fail(prefix + "rope_type",
                  fmt::format("rope type '{}' is not supported; expected default, linear, dynamic, "
-                             "llama3 or longrope", type));
+                             "llama3, longrope or yarn", type));
   }
 }
 
@@ -237,6 +281,7 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
       case SlidingRule::kQwenAllLayers: s = true; break;
       case SlidingRule::kQwenMaxWindow: s = l >= r.positive_int("max_window_layers", 28); break;
       case SlidingRule::kGemmaPattern: s = (l + 1) % r.positive_int("sliding_window_pattern", 6) != 0; break;
+      case SlidingRule::kAlternate: s = (l + 1) % 2 != 0; break;
     }
     sliding[static_cast<std::size_t>(l)] = s;
   }
@@ -248,6 +293,22 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
 // renormalised, every layer sparse.
 void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   const json& j = r.j;
+  if (f.moe_names == MoeNames::kGptOss) {
+    // GptOssConfig: num_local_experts (128) experts of width intermediate_size, 4 per token, on
+    // every layer; routing weights are a softmax over the chosen k (no norm_topk_prob).
+    c->num_experts = r.positive_int(r.present(j, "num_local_experts") ? "num_local_experts" : "num_experts", 128);
+    c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 4);
+    if (c->num_experts_per_tok > c->num_experts)
+      throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+    c->moe_intermediate_size = c->intermediate_size;
+    c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
+    // transformers' GptOssExperts clamps at 7.0 (its MXFP4 kernels read swiglu_limit, 7.0 in every
+    // published config): a different value would make the two paths disagree.
+    c->swiglu_limit = r.number(j, "", "swiglu_limit", 7.0);
+    if (c->swiglu_limit != 7.0)
+      throw r.fail("swiglu_limit", fmt::format("expected 7.0 (transformers 5.17's GptOssExperts clamps at 7.0), got {}", c->swiglu_limit));
+    return;
+  }
   const bool mixtral = f.moe_names == MoeNames::kMixtral;
   // Hub Qwen3-MoE configs say num_experts; transformers 5.17 saves it as num_local_experts (its
   // attribute map), Mixtral's own name.
@@ -320,9 +381,9 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     c.sliding_window = r.positive_int("sliding_window");
   c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
   if (!c.sliding_window) c.layer_sliding.assign(c.layer_sliding.size(), false);
-  c.rms_norm_eps = r.number(j, "", "rms_norm_eps", 1e-6);
+  c.rms_norm_eps = r.number(j, "", "rms_norm_eps", family.default_rms_norm_eps);
   if (c.rms_norm_eps < 0) throw r.fail("rms_norm_eps", "expected a non-negative number");
-  c.attention_bias = r.boolean("attention_bias", false);
+  c.attention_bias = r.boolean("attention_bias", family.attention_bias_default);
   c.qkv_bias = family.qkv_bias_always || c.attention_bias;
   c.o_bias = family.o_bias_follows_attention_bias && c.attention_bias;
   c.mlp_bias = r.boolean("mlp_bias", false);
@@ -331,8 +392,13 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
   if (gemma) {
     parse_gemma_rope(r, &c);
+  } else if (family.moe_names == MoeNames::kGptOss && family.mlp == MlpKind::kMoe) {
+    // GptOssConfig's default rope_parameters when config.json has none.
+    static const json kGptOssYarn = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                                     {"truncate", false}, {"original_max_position_embeddings", 4096}};
+    c.rope = parse_rope(r, family.default_rope_theta, &kGptOssYarn);
   } else {
-    c.rope = parse_rope(r);
+    c.rope = parse_rope(r, family.default_rope_theta);
   }
   if (family.partial_rotary) {
     // Phi-3: in rope_parameters (transformers 5) or top-level (classic).

@@ -16,6 +16,27 @@ Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
+  if (c.family && c.family->moe_names == MoeNames::kGptOss) {
+    // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values.
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<int32_t> idx(static_cast<std::size_t>(e));
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+        const float la = logits(t, a), lb = logits(t, b);
+        return la != lb ? la > lb : a < b;
+      });
+      const float mx = logits(t, idx[0]);  // the largest: topk is descending
+      float sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += std::exp(logits(t, idx[static_cast<std::size_t>(j)]) - mx);
+      for (int64_t j = 0; j < k; ++j) {
+        const auto at = static_cast<std::size_t>(t * k + j);
+        r.expert[at] = idx[static_cast<std::size_t>(j)];
+        r.weight[at] = std::exp(logits(t, r.expert[at]) - mx) / sum;
+      }
+    }
+    return r;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n; ++t) {
     // softmax(logits, dtype=float32): exp(l - max) / sum.
@@ -78,7 +99,11 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
       linear(in, w.gate[e], gate);
       linear(in, w.up[e], up);
     }
-    gated_act_into(MlpAct::kSilu, gate, up);
+    if (c.family && c.family->act == MlpAct::kClampedSwiglu) {
+      clamped_swiglu_into(gate, up, static_cast<float>(c.swiglu_limit));  // gpt-oss (gate/up carry biases)
+    } else {
+      gated_act_into(MlpAct::kSilu, gate, up);
+    }
     if (want_down) observer->observe_expert(layer, Site::kExpertDownInput, expert, {gate.data(), m, 1, f, f});
     ProjectionInput in(gate, scratch);
     linear(in, w.down[e], down);

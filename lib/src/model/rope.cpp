@@ -8,6 +8,43 @@
 
 namespace ctcal {
 
+namespace {
+
+// YaRN (transformers 5.17 _compute_yarn_parameters): each frequency blends the plain one
+// (extrapolation) with the one divided by `factor` (interpolation) along a linear ramp over the
+// dimension indices whose wavelengths make between beta_fast and beta_slow rotations in the
+// original context. The ramp's ends are computed in double (Python floats), the blend in fp32
+// (torch float tensors). *inv holds the plain fp32 frequencies 1 / base^(2i / dim) on entry.
+void yarn_blend(const RopeConfig& r, int64_t dim, double base, std::vector<float>* inv) {
+  const auto d = static_cast<double>(dim);
+  const auto orig = static_cast<double>(r.original_max_position_embeddings);
+  auto correction_dim = [&](double rotations) {
+    return d * std::log(orig / (rotations * 2.0 * std::numbers::pi)) / (2.0 * std::log(base));
+  };
+  double low = correction_dim(r.beta_fast), high = correction_dim(r.beta_slow);
+  if (r.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, d - 1.0);
+  if (low == high) high += 0.001;  // avoids a zero-width ramp
+  const auto low_f = static_cast<float>(low), width_f = static_cast<float>(high - low);
+  const auto factor_f = static_cast<float>(r.factor);
+  const auto base_f = static_cast<float>(base);
+  for (std::size_t i = 0; i < inv->size(); ++i) {
+    // pos_freqs = base ** (arange(0, dim, 2).float() / dim), fp32; inv holds 1 / pos_freqs.
+    const float pos_freq = std::pow(base_f, static_cast<float>(2 * i) / static_cast<float>(dim));
+    const float interpolation = 1.0f / (factor_f * pos_freq);
+    const float ramp = std::clamp((static_cast<float>(i) - low_f) / width_f, 0.0f, 1.0f);
+    const float extrapolation_factor = 1.0f - ramp;
+    float& f = (*inv)[i];
+    f = interpolation * (1.0f - extrapolation_factor) + f * extrapolation_factor;
+  }
+}
+
+}  // namespace
+
 std::vector<float> rope_inv_freq(const ModelConfig& cfg, int64_t seq_len) {
   return rope_inv_freq(cfg.rope, cfg.head_dim, cfg.max_position_embeddings, seq_len);
 }
@@ -36,7 +73,9 @@ std::vector<float> rope_inv_freq(const RopeConfig& r, int64_t dim, int64_t max_p
                                            ? 1.0f / (static_cast<float>(ext[static_cast<std::size_t>(i)]) * p)
                                            : 1.0f / p;
   }
-  if (r.type == RopeType::kLinear) {
+  if (r.type == RopeType::kYarn) {
+    yarn_blend(r, rot, base, &inv);
+  } else if (r.type == RopeType::kLinear) {
     for (auto& f : inv) f = f / static_cast<float>(r.factor);
   } else if (r.type == RopeType::kLlama3) {
     const auto factor = static_cast<float>(r.factor);
@@ -68,8 +107,9 @@ RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, int64_t max_
   t.seq_len = seq_len;
   t.half = rope.rotary_dim(head_dim) / 2;
   std::vector<float> inv = rope_inv_freq(rope, head_dim, max_position_embeddings, seq_len);
-  // longrope scales cos and sin (emb.cos() * attention_scaling in fp32); 1 for the other types.
-  const auto att = static_cast<float>(rope.type == RopeType::kLongRope ? rope.attention_factor : 1.0);
+  // longrope and yarn scale cos and sin (emb.cos() * attention_scaling in fp32); 1 for the other types.
+  const bool scaled = rope.type == RopeType::kLongRope || rope.type == RopeType::kYarn;
+  const auto att = static_cast<float>(scaled ? rope.attention_factor : 1.0);
   t.cos.resize(static_cast<std::size_t>(seq_len * t.half));
   t.sin.resize(t.cos.size());
   for (int64_t p = 0; p < seq_len; ++p)

@@ -199,6 +199,9 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   if (device.is_cuda()) check_cuda_supports(cfg, ForwardOptions{});
   CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  // The output's quantization_config, built now so that a checkpoint ctcal reads but cannot write
+  // (gpt-oss in MXFP4: quant_method "mxfp4", which vLLM needs to keep) fails before any work.
+  if (!o.output.empty()) (void)build_quantization_config(ckpt.config(), plan, ckpt.config_path().string());
   if (req.kv_skip_layers < 0 || req.kv_skip_layers >= cfg.num_hidden_layers)
     throw UsageError(fmt::format("--kv-skip-layers {}: expected 0 to {} (the model has {} layers)", req.kv_skip_layers,
                                  cfg.num_hidden_layers - 1, cfg.num_hidden_layers));

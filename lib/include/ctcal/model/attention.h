@@ -20,6 +20,9 @@ struct AttentionShape {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   std::optional<int64_t> window;  // position q sees keys k with q - window < k <= q; null: all k <= q
   float scale = 0;                // scores = q k^T * scale
+  // [heads] attention sinks (gpt-oss), or null: one more logit per query head in each row's
+  // softmax, whose probability is dropped (the row's weights then sum to less than 1).
+  const float* sinks = nullptr;
   // Layer `layer` of a model: its window (sliding layers only) and the family's scale
   // (1/sqrt(head_dim), or query_pre_attn_scalar^-0.5 for Gemma 3).
   static AttentionShape of(const ModelConfig& cfg, int64_t layer);

@@ -19,6 +19,9 @@ enum class NormKind {
 enum class MlpAct {
   kSilu,      // SwiGLU
   kGeluTanh,  // gelu_pytorch_tanh (Gemma 3's hidden_activation)
+  // gpt-oss experts: gate = min(gate, limit), up = clamp(up, -limit, limit),
+  // act = (up + 1) * gate * sigmoid(1.702 gate)
+  kClampedSwiglu,
 };
 
 // The MLP of the layers: dense, or a sparse mixture of experts (router, top-k, per-expert SwiGLU).
@@ -30,6 +33,11 @@ enum class MlpKind { kDense, kMoe };
 enum class MoeNames {
   kQwen,     // mlp.gate.weight; mlp.experts.{e}.{gate,up,down}_proj.weight
   kMixtral,  // block_sparse_moe.gate.weight; block_sparse_moe.experts.{e}.{w1,w3,w2}.weight (gate, up, down)
+  // gpt-oss: router mlp.router.{weight,bias}; experts only fused, with biases: mlp.experts.gate_up_proj
+  // [E, H, 2 I] (x @ W; gate/up interleaved in the columns), gate_up_proj_bias [E, 2 I],
+  // down_proj [E, I, H], down_proj_bias [E, H]; or MXFP4 *_blocks/*_scales (model/gpt_oss_experts.h).
+  // Routing: top-k of the biased logits, then softmax over those k; clamped SwiGLU.
+  kGptOss,
 };
 
 // Which layers use the sliding window when config.json has no `layer_types` list.
@@ -39,6 +47,7 @@ enum class SlidingRule {
   kQwenAllLayers,   // every layer, when `use_sliding_window` (Qwen3-MoE)
   kQwenMaxWindow,   // `use_sliding_window` and layer >= `max_window_layers` (Qwen2, Qwen3)
   kGemmaPattern,    // every `sliding_window_pattern`-th layer is global (Gemma 3 classic configs)
+  kAlternate,       // even layers slide, odd ones are global (gpt-oss's default `layer_types`)
 };
 
 struct FamilySpec {
@@ -49,6 +58,12 @@ struct FamilySpec {
   MlpAct act = MlpAct::kSilu;
   bool qkv_bias_always = false;  // q/k/v_proj have biases whatever `attention_bias` says (Qwen2)
   bool o_bias_follows_attention_bias = true;  // o_proj bias = `attention_bias` (not for Qwen2)
+  bool attention_bias_default = false;  // `attention_bias` when config.json omits it (gpt-oss: true)
+  // A learned logit per query head (self_attn.sinks [heads]) joins each softmax's denominator and
+  // is dropped afterwards (gpt-oss): rows may attend to "nothing".
+  bool attention_sinks = false;
+  double default_rope_theta = 10000.0;  // the config class's default_theta (gpt-oss: 150000)
+  double default_rms_norm_eps = 1e-6;   // the config class's rms_norm_eps default (gpt-oss: 1e-5)
   bool qk_norm = false;          // per-head q_norm / k_norm over head_dim, before RoPE
   bool sandwich_norms = false;   // norms after attention and MLP too (Gemma 3)
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)

@@ -45,6 +45,10 @@ void add_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y);
 // gate = act(gate) * up (SiLU: g / (1 + exp(-g)); GELU-tanh: 0.5 g (1 + tanh(sqrt(2/pi)
 // (g + 0.044715 g^3)))), rows in parallel. gate, up: [n, intermediate].
 void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up);
+// gpt-oss's expert activation (GptOssExperts._apply_gate, on gate/up already de-interleaved):
+// gate = min(gate, limit), up = clamp(up, -limit, limit), gate = (up + 1) * gate * sigmoid(1.702 gate).
+// gate, up: [n, intermediate].
+void clamped_swiglu_into(Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up, float limit);
 
 // Throws InputError naming the layer and its module (e.g. "model.layers.3") when m [n, cols]
 // holds a NaN or Inf.

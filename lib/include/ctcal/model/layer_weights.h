@@ -28,10 +28,11 @@ struct Linear {
   int64_t out_features() const { return w_bf16 ? w_bf16->out() : w.rows(); }
 };
 
-// A sparse MoE MLP (Qwen3-MoE, Mixtral): the router and every expert's SwiGLU projections.
+// A sparse MoE MLP (Qwen3-MoE, Mixtral, gpt-oss): the router and every expert's SwiGLU projections.
 struct ExpertWeights {
-  Linear router;                       // [num_experts, hidden], no bias; always fp32 (routing decisions)
+  Linear router;                       // [num_experts, hidden] (+ [num_experts] bias: gpt-oss); always fp32 (routing decisions)
   std::vector<Linear> gate, up, down;  // [num_experts] x gate/up: [moe_intermediate, hidden], down: [hidden, moe_intermediate]
+                                       // (biases: gpt-oss only)
 };
 
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
@@ -40,6 +41,7 @@ struct LayerWeights {
   Vector input_norm;          // [hidden] input_layernorm, before attention
   Linear q, k, v, o;          // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
   Vector q_norm, k_norm;      // [head_dim] per-head norms before RoPE (qk_norm families), else empty
+  Vector sinks;               // [heads] attention sink logits (gpt-oss), else empty
   Vector attn_out_norm;       // [hidden] on the attention output before the residual (Gemma 3), else empty
   Vector mlp_norm;            // [hidden] before the MLP (post_attention_layernorm; Gemma 3: pre_feedforward_layernorm)
   Linear gate, up, down;      // dense MLP: gate/up: [intermediate, hidden], down: [hidden, intermediate]

@@ -1,5 +1,5 @@
 #pragma once
-// The subset of a Hugging Face decoder config (Llama, Mistral, Qwen2, Qwen3, Gemma 3: see
+// The subset of a Hugging Face decoder config (Llama, Mistral, Qwen2, Qwen3, Gemma 3, gpt-oss: see
 // model/family.h) that the forward pass needs, parsed from config.json with HF key names. Both
 // RoPE spellings are accepted: classic `rope_theta` + `rope_scaling` (with `rope_type` or legacy
 // `type`) and transformers-5 `rope_parameters` (per layer type for Gemma 3).
@@ -15,18 +15,20 @@
 
 namespace ctcal {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope };
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope, kYarn };
 std::string rope_type_name(RopeType t);
 
 struct RopeConfig {
   RopeType type = RopeType::kDefault;
   double theta = 10000.0;
-  double factor = 1.0;                          // linear, dynamic, llama3
+  double factor = 1.0;                          // linear, dynamic, llama3, yarn
   double low_freq_factor = 1.0;                 // llama3
   double high_freq_factor = 4.0;                // llama3
-  int64_t original_max_position_embeddings = 0; // llama3, longrope (required there)
+  int64_t original_max_position_embeddings = 0; // llama3, longrope, yarn
   std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim / 2] each
-  double attention_factor = 1.0;                // longrope: cos and sin are multiplied by it
+  double attention_factor = 1.0;                // longrope, yarn: cos and sin are multiplied by it
+  double beta_fast = 32.0, beta_slow = 1.0;     // yarn: rotations bounding the interpolation ramp
+  bool truncate = true;                         // yarn: floor/ceil the ramp's ends
   double partial_rotary_factor = 1.0;           // RoPE on the first int(head_dim * f) dims (Phi-3)
   // Dimensions of each head that RoPE rotates (the rest pass through).
   int64_t rotary_dim(int64_t head_dim) const {
@@ -68,6 +70,7 @@ struct ModelConfig {
   int64_t moe_intermediate_size = 0;
   bool norm_topk_prob = false;
   std::vector<bool> layer_moe;  // [num_hidden_layers]
+  double swiglu_limit = 7.0;    // gpt-oss's expert activation clamp (MlpAct::kClampedSwiglu)
   bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows

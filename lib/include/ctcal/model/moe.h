@@ -1,8 +1,10 @@
 #pragma once
-// The sparse mixture-of-experts MLP of Qwen3-MoE and Mixtral, as transformers 5.17 computes it:
-// router logits x W_r^T, softmax over experts in fp32, the top num_experts_per_tok experts per
-// token (renormalised to sum 1 when norm_topk_prob / always for Mixtral), and
-//   out[t] = sum over the token's experts e of weight[t, e] * down_e(act(gate_e(x[t])) * up_e(x[t])).
+// The sparse mixture-of-experts MLP of Qwen3-MoE, Mixtral and gpt-oss, as transformers 5.17
+// computes it: router logits x W_r^T (+ b_r: gpt-oss), softmax over experts in fp32, the top
+// num_experts_per_tok experts per token (renormalised to sum 1 when norm_topk_prob / always for
+// Mixtral; gpt-oss instead takes the top k logits first and softmaxes over those k), and
+//   out[t] = sum over the token's experts e of weight[t, e] * down_e(act(gate_e(x[t])) * up_e(x[t]))
+// (gpt-oss: biased projections and the clamped SwiGLU of layer_ops.h).
 // Each expert runs once, as one GEMM over the tokens routed to it (never token by token), and
 // experts are added in ascending order, as transformers' index_add_: the result does not depend
 // on the thread count.

@@ -469,6 +469,9 @@ std::string cuda_device_description(int index) {
 }
 
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options*/) {
+  if (cfg.family->attention_sinks)
+    throw InputError(fmt::format("{}: the CUDA backend's attention has no sinks; run it on the CPU (--device cpu)",
+                                 cfg.family->architecture));
   if (cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh)
     throw InputError(fmt::format("{}: the CUDA backend has no kernel for this family's MLP activation; run it on the "
                                  "CPU (--device cpu)", cfg.family->architecture));
