@@ -188,26 +188,32 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     std::signal(SIGTERM, on_signal);
     req.cancel = &g_cancel;
     // The layer ranking is eval's (the app is the one room that sees both calibrate and eval).
-    req.compare_unit_scales = [](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
-                                 const std::vector<std::vector<int32_t>>& samples) {
+    // Both evidence passes run where the calibration ran (--device).
+    req.compare_unit_scales = [&req](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
+                                     const std::vector<std::vector<int32_t>>& samples) {
       std::vector<EvalRun> runs;
       runs.push_back(make_recipe_run("calibrated", ck, plan, res));
       runs.push_back(unit_scales_run(runs.front()));
-      const nlohmann::json doc = evaluate_runs(ck, plan.model, samples, runs);
-      const nlohmann::json &cal = doc["quantized"][0], &unit = doc["quantized"][1];
+      ForwardOptions fwd;
+      fwd.device = calibrate_device(req);
+      const nlohmann::json doc = evaluate_runs(ck, plan.model, samples, runs, nullptr, fwd);
+      const nlohmann::json &calibrated = doc["quantized"][0], &unit = doc["quantized"][1];
       return nlohmann::json{{"samples", samples.size()},
-                            {"calibrated_kl", cal["kl"]},
+                            {"calibrated_kl", calibrated["kl"]},
                             {"unit_kl", unit["kl"]},
-                            {"calibrated_nll", cal["nll"]},
+                            {"calibrated_nll", calibrated["nll"]},
                             {"unit_nll", unit["nll"]},
                             {"baseline_nll", doc["baseline"]["nll"]},
-                            {"wins", unit["kl"].get<double>() < cal["kl"].get<double>() ? "unit_scales" : "calibrated"}};
+                            {"wins", unit["kl"].get<double>() < calibrated["kl"].get<double>() ? "unit_scales" : "calibrated"}};
     };
-    req.rank_layers = [](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
-                         const std::vector<std::vector<int32_t>>& samples) {
+    req.rank_layers = [&req](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
+                             const std::vector<std::vector<int32_t>>& samples) {
       const EvalRun run = make_recipe_run("calibrated", ck, plan, res);
+      ForwardOptions fwd;
+      fwd.device = calibrate_device(req);
       std::vector<int64_t> layers;
-      for (const auto& x : rank_layers_by_kl(ck, plan.model, samples, run)) layers.push_back(x["layer"].get<int64_t>());
+      for (const auto& x : rank_layers_by_kl(ck, plan.model, samples, run, nullptr, fwd))
+        layers.push_back(x["layer"].get<int64_t>());
       return layers;
     };
     req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json && Ranks::root();

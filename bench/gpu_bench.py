@@ -104,18 +104,19 @@ def drop_cache(path):
             os.close(fd)
 
 
-def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir):
+def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False):
+    env = dict(os.environ, CTCAL_CUDA_PROFILE="1") if profile else None
     t = time.perf_counter()
     p = subprocess.run([ctcal, "calibrate", recipe, "--model", path, "--dataset", data, "--output", out_dir,
                         "--overwrite", "--num-samples", str(n), "--max-seq-length", str(seq), "--no-shuffle",
-                        "--device", "cuda"], capture_output=True, text=True)
+                        "--device", "cuda"], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         sys.exit(f"ctcal failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     rep = json.load(open(f"{out_dir}/ctcal_report.json"))
-    cuda_line = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and "layers in" in l]
+    lines = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and ("layers in" in l or "per phase" in l)]
     return {"wall_s": wall, "calibration_s": rep["timings"]["calibration_s"], "tokens": rep["tokens"],
-            "cuda_log": cuda_line[-1] if cuda_line else ""}
+            "cuda_log": "\n   ".join(lines)}
 
 
 def main():
@@ -151,10 +152,10 @@ def main():
         print(f"[{a.shape}] transformers bf16: full forward {tokens / tf['full']:.0f} tok/s, "
               f"decoder only {tokens / tf['decoder']:.0f} tok/s", flush=True)
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
-    for cache in ("warm", "cold"):
+    for cache in ("warm", "cold", "warm, phases timed"):
         if cache == "cold":
             drop_cache(path)
-        r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}")
+        r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}", profile="phases" in cache)
         res[f"ctcal_{cache}"] = r
         line = (f"[{a.shape}] ctcal cuda, {cache} page cache: calibration {r['calibration_s']:.2f} s "
                 f"({tokens / r['calibration_s']:.0f} tok/s), whole command {r['wall_s']:.2f} s")

@@ -169,6 +169,14 @@ void warn_range_shortfall(const CalibrationPlan& plan, const CalibrationResult& 
 
 }  // namespace
 
+ComputeDevice calibrate_device(const CalibrateRequest& req) {
+  ComputeDevice device = ComputeDevice::parse(req.device);
+  // Under mpirun, a bare --device cuda gives each rank of a host its own GPU (local rank modulo
+  // the GPUs there; with one GPU the ranks share it).
+  if (device.is_cuda() && req.device == "cuda") device.index = cuda_device_for_local_rank(Ranks::local_rank());
+  return device;
+}
+
 int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -180,10 +188,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
 
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
     throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
-  ComputeDevice device = ComputeDevice::parse(req.device);
-  // Under mpirun, a bare --device cuda gives each rank of a host its own GPU (local rank modulo
-  // the GPUs there; with one GPU the ranks share it).
-  if (device.is_cuda() && req.device == "cuda") device.index = cuda_device_for_local_rank(Ranks::local_rank());
+  const ComputeDevice device = calibrate_device(req);
   if (device.is_cuda()) spdlog::info("device: {}", cuda_device_description(device.index));
   if (req.compute_dtype == "bf16" && !device.is_cuda() && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ctcal/model/compute_device.h"
+
 namespace ctcal {
 
 class Checkpoint;
@@ -48,6 +50,8 @@ struct CalibrateRequest {
 };
 
 // Returns 0; throws ctcal::Error subclasses (mapped to exit codes by the app).
+// The device --device names for this process (under mpirun, a bare `cuda` picks the rank's GPU).
+ComputeDevice calibrate_device(const CalibrateRequest& req);
 int run_calibrate(const CalibrateRequest& req, std::ostream& out);
 
 // `ctcal validate`: prints the effective recipe (YAML, or JSON with `json`).
