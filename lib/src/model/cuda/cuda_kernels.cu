@@ -115,12 +115,15 @@ __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, int64_t l
   }
 }
 
-__global__ void head_min_max_kernel(const float* x, int64_t ld, int64_t heads, int64_t head_dim,
-                                    const int64_t* offsets, const int64_t* lengths, float* out_min, float* out_max,
-                                    int64_t out_stride) {
-  const int64_t s = blockIdx.x, h = blockIdx.y;
-  const float* base = x + offsets[s] * ld + h * head_dim;
-  const int64_t n = lengths[s] * head_dim;
+// Pass 1: block (s, h, split) reduces its share of sample s's rows of head h into partial.
+__global__ void head_min_max_partial_kernel(const float* x, int64_t ld, int64_t heads, int64_t head_dim,
+                                            const int64_t* offsets, const int64_t* lengths, float* part_min,
+                                            float* part_max) {
+  const int64_t s = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
+  const int64_t len = lengths[s];
+  const int64_t t0 = len * split / kMinMaxSplits, t1 = len * (split + 1) / kMinMaxSplits;
+  const float* base = x + (offsets[s] + t0) * ld + h * head_dim;
+  const int64_t n = (t1 - t0) * head_dim;
   float lo = FLT_MAX, hi = -FLT_MAX;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const float v = base[(i / head_dim) * ld + i % head_dim];
@@ -130,9 +133,24 @@ __global__ void head_min_max_kernel(const float* x, int64_t ld, int64_t heads, i
   lo = block_reduce(lo, Min{}, FLT_MAX);
   hi = block_reduce(hi, Max{}, -FLT_MAX);
   if (threadIdx.x == 0) {
-    out_min[s * out_stride + h] = lo;
-    out_max[s * out_stride + h] = hi;
+    const int64_t at = (s * heads + h) * kMinMaxSplits + split;
+    part_min[at] = lo;
+    part_max[at] = hi;
   }
+}
+
+// Pass 2: one thread per (s, h) folds its splits (min and max are exact: any order is the same).
+__global__ void head_min_max_final_kernel(const float* part_min, const float* part_max, int64_t n, int64_t heads,
+                                          float* out_min, float* out_max, int64_t out_stride) {
+  const int64_t sh = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (sh >= n) return;
+  float lo = FLT_MAX, hi = -FLT_MAX;
+  for (int k = 0; k < kMinMaxSplits; ++k) {
+    lo = fminf(lo, part_min[sh * kMinMaxSplits + k]);
+    hi = fmaxf(hi, part_max[sh * kMinMaxSplits + k]);
+  }
+  out_min[(sh / heads) * out_stride + sh % heads] = lo;
+  out_max[(sh / heads) * out_stride + sh % heads] = hi;
 }
 
 __global__ void masked_softmax_kernel(const float* scores, uint16_t* p, int64_t bq, int64_t sk, int64_t q0,
@@ -195,11 +213,16 @@ void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, co
 
 void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,
                   const int64_t* lengths, int64_t samples, float* out_min, float* out_max, int64_t out_stride,
-                  cudaStream_t stream) {
+                  float* partial, cudaStream_t stream) {
   if (samples == 0) return;
-  const dim3 grid(static_cast<unsigned>(samples), static_cast<unsigned>(heads));
-  head_min_max_kernel<<<grid, kThreads, 0, stream>>>(x, ld, heads, head_dim, offsets, lengths, out_min, out_max,
-                                                     out_stride);
+  const int64_t n = samples * heads;
+  float* part_min = partial;
+  float* part_max = partial + n * kMinMaxSplits;
+  const dim3 grid(static_cast<unsigned>(samples), static_cast<unsigned>(heads), kMinMaxSplits);
+  head_min_max_partial_kernel<<<grid, kThreads, 0, stream>>>(x, ld, heads, head_dim, offsets, lengths, part_min,
+                                                             part_max);
+  head_min_max_final_kernel<<<blocks_for(n), kThreads, 0, stream>>>(part_min, part_max, n, heads, out_min, out_max,
+                                                                    out_stride);
 }
 
 void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,

@@ -38,10 +38,13 @@ void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, co
 // Per-sample, per-head minimum and maximum (observers that need only the range). x: rows of
 // every sample of a chunk, [rows, heads * head_dim] (ld); sample s is rows [offsets[s],
 // offsets[s] + lengths[s]). out_min/out_max: [samples, out_stride >= heads]. offsets/lengths live on
-// the device.
+// the device. Each (sample, head) is split over kMinMaxSplits blocks (a few samples of a chunk
+// would otherwise leave most of the GPU idle); `partial`: room for 2 * samples * heads *
+// kMinMaxSplits floats.
+constexpr int kMinMaxSplits = 16;
 void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,
                   const int64_t* lengths, int64_t samples, float* out_min, float* out_max, int64_t out_stride,
-                  cudaStream_t stream);
+                  float* partial, cudaStream_t stream);
 
 // The masked softmax of a batch of score blocks that share one geometry: scores [batch, bq, sk]
 // fp32 (q k^T, unscaled) -> p [batch, bq, sk] bf16. Row r is query position q0 + r, column j key

@@ -111,7 +111,9 @@ class CudaLayers {
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
                int64_t head_dim, const Chunk& ch);
   void deliver_reduced(ActivationObserver* obs, int64_t layer);
-  void fake_quantize(ActivationQuantizer* fq, int64_t layer, const Chunk& ch);
+  // eval's fake quantization of one site on the host (copied down, quantized, copied up);
+  // returns whether it changed anything. x: [n, heads * head_dim] with row stride ld.
+  bool host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim, const Chunk& ch);
   void rotate(float* x, int64_t rows, int64_t d);  // x [rows, d] <- x . R3
   const std::pair<const float*, const float*>& rope_table(int64_t layer, RopeTableCache& tables, int64_t len);
 
@@ -132,6 +134,7 @@ class CudaLayers {
   DeviceBuffer<int> flag_;                                  // NaN/Inf raised in this layer
   // Observers' per-sample per-head ranges, reduced on the device: [site slot][sample][max heads].
   DeviceBuffer<float> red_min_, red_max_;
+  DeviceBuffer<float> red_partial_;                         // the reductions' per-split partials
   std::vector<std::pair<Site, int64_t>> reduced_;           // (site, heads) per slot, this layer
   int64_t max_heads_ = 1;
   cuda::PinnedBuffer stage_;                                // values copied back to the host
@@ -167,6 +170,9 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   constexpr int kSites = 10;  // every Site but the experts' can be reduced in one layer
   red_min_.resize(static_cast<std::size_t>(kSites) * spans.size() * static_cast<std::size_t>(max_heads_));
   red_max_.resize(red_min_.size());
+  std::size_t most_samples = 0;  // of one chunk
+  for (const auto& ch : chunks_) most_samples = std::max(most_samples, ch.last - ch.first);
+  red_partial_.resize(2 * most_samples * static_cast<std::size_t>(max_heads_) * cuda::kMinMaxSplits);
   // Rows of each sample within its chunk, for the range reductions.
   std::vector<int64_t> off, len;
   for (const auto& ch : chunks_)
@@ -254,7 +260,7 @@ void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, cons
   const std::size_t at = (slot * spans_.size() + ch.first) * static_cast<std::size_t>(max_heads_);
   cuda::head_min_max(x, ld, heads, head_dim, offsets_.get() + ch.first, lengths_.get() + ch.first,
                      static_cast<int64_t>(ch.last - ch.first), red_min_.get() + at, red_max_.get() + at, max_heads_,
-                     stream_.get());
+                     red_partial_.get(), stream_.get());
 }
 
 void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
@@ -276,22 +282,19 @@ void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
   reduced_.clear();
 }
 
-void CudaLayers::fake_quantize(ActivationQuantizer* fq, int64_t layer, const Chunk& ch) {
-  // eval's fake quantization runs on the host: copy Q/K/V back, quantize, copy them up again.
-  const int64_t nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
-  struct Part { Site site; float* dev; int64_t heads; };
-  for (const Part& p : {Part{Site::kQuery, q_.get(), nh}, Part{Site::kKey, k_.get(), nkv}, Part{Site::kValue, v_.get(), nkv}}) {
-    if (!fq->quantizes(layer, p.site)) continue;
-    const int64_t ld = p.heads * d;
-    const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
-    stage_.resize(bytes);
-    check(cudaMemcpyAsync(stage_.get(), p.dev, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
-    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
-    auto* host = reinterpret_cast<float*>(stage_.get());
-    for (const auto& s : ch.spans) fq->apply(layer, p.site, host + s.offset * ld, s.length, p.heads, d, ld);
-    check(cudaMemcpyAsync(p.dev, host, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpyAsync");
-    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
-  }
+bool CudaLayers::host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim,
+                               const Chunk& ch) {
+  ActivationQuantizer* fq = opt_.quantizer;
+  if (!fq || !fq->quantizes(layer, site)) return false;
+  const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
+  stage_.resize(bytes);
+  check(cudaMemcpyAsync(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  auto* host = reinterpret_cast<float*>(stage_.get());
+  for (const auto& s : ch.spans) fq->apply(layer, site, host + s.offset * ld, s.length, heads, head_dim, ld);
+  check(cudaMemcpyAsync(x, host, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  return true;
 }
 
 void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chunk& ch, float* x,
@@ -308,6 +311,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chun
   phases_.start("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
   cuda::rms_norm(x, h, w.input_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
   observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
+  if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
   linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
   linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
   linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
@@ -335,7 +339,9 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chun
     observe(obs, layer, Site::kKey, k, kvd, nkv, d, ch);
   }
   observe(obs, layer, Site::kValue, v, kvd, nkv, d, ch);
-  if (opt_.quantizer) fake_quantize(opt_.quantizer, layer, ch);
+  host_quantize(layer, Site::kQuery, q, qd, nh, d, ch);
+  host_quantize(layer, Site::kKey, k, kvd, nkv, d, ch);
+  host_quantize(layer, Site::kValue, v, kvd, nkv, d, ch);
   cuda::to_bf16(q, qb_.get(), n * qd, s);
   cuda::to_bf16(k, kb_.get(), n * kvd, s);
   cuda::to_bf16(v, vb_.get(), n * kvd, s);
@@ -345,6 +351,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chun
   phases_.stop("attention", s);
   phases_.start("o_proj and residual", s);
   observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
+  host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   cuda::to_bf16(attn, xb, n * qd, s);
   linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
   if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
@@ -357,10 +364,12 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chun
     float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
     cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);
     observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
+    if (host_quantize(layer, Site::kGateUpInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
     linear(xb, n, h, w.gate, f, gate);
     linear(xb, n, h, w.up, f, up);
     cuda::gated_act(fam.act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh, gate, up, xb, n * f, s);
     observe(obs, layer, Site::kDownInput, gate, f, 1, f, ch);
+    if (host_quantize(layer, Site::kDownInput, gate, f, 1, f, ch)) cuda::to_bf16(gate, xb, n * f, s);
     linear(xb, n, f, w.down, h, proj);
     if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
     cuda::add_into(x, proj, n * h, s);
