@@ -4,9 +4,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/layer_weights.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/quant/observer.h"
 #include "test_util.h"
@@ -42,6 +46,34 @@ class Capture : public ActivationObserver {
   std::map<std::pair<int64_t, Site>, std::vector<std::vector<std::vector<double>>>> rows_;
   int sample_ = 0;
 };
+
+// A golden case: its JSON, its model (from tests/golden/data, or $CTCAL_DATA for "$CTCAL_DATA/..."
+// directories), config and samples.
+struct GoldenCase {
+  nlohmann::json golden;
+  std::filesystem::path model_dir;
+  std::unique_ptr<Checkpoint> ckpt;
+  ModelConfig cfg;
+  std::vector<std::vector<int32_t>> samples;
+};
+
+// Loads case `name` into *out; returns why it cannot run here (the shared data is absent), else
+// nothing.
+inline std::optional<std::string> load_golden_case(const std::string& name, GoldenCase* out) {
+  out->golden = load_json(golden_dir() / (name + ".json"));
+  const std::string dir = out->golden["model_dir"];
+  if (dir.starts_with("$CTCAL_DATA/")) {
+    if (!std::filesystem::is_directory(data_dir() / "hf"))
+      return "shared data not found at " + data_dir().string() + " (set CTCAL_DATA)";
+    out->model_dir = data_dir() / dir.substr(12);
+  } else {
+    out->model_dir = golden_dir() / dir;
+  }
+  out->ckpt = std::make_unique<Checkpoint>(out->model_dir);
+  out->cfg = load_model_config(*out->ckpt);
+  for (const auto& s : out->golden["samples"]) out->samples.push_back(s.get<std::vector<int32_t>>());
+  return std::nullopt;
+}
 
 inline std::vector<std::string> case_names() {
   std::vector<std::string> names;

@@ -31,17 +31,13 @@ constexpr double kBf16ScaleRelTol = 0.02;  // measured worst 0.84 % (stories260K
 class ForwardGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    golden_ = test::load_json(test::golden_dir() / (GetParam() + ".json"));
-    std::string dir = golden_["model_dir"];
-    if (dir.starts_with("$CTCAL_DATA/")) {
-      CTCAL_REQUIRE_DATA();
-      model_dir_ = test::data_dir() / dir.substr(12);
-    } else {
-      model_dir_ = test::golden_dir() / dir;
-    }
-    ckpt_ = std::make_unique<Checkpoint>(model_dir_);
-    cfg_ = load_model_config(*ckpt_);
-    for (const auto& s : golden_["samples"]) samples_.push_back(s.get<std::vector<int32_t>>());
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(GetParam(), &c)) GTEST_SKIP() << *why;
+    golden_ = std::move(c.golden);
+    model_dir_ = std::move(c.model_dir);
+    ckpt_ = std::move(c.ckpt);
+    cfg_ = std::move(c.cfg);
+    samples_ = std::move(c.samples);
   }
 
   // Runs every sample; returns the logits per sample.

@@ -63,18 +63,13 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     CTCAL_REQUIRE_GPU();
-    golden_ = test::load_json(test::golden_dir() / (GetParam() + ".json"));
-    std::string dir = golden_["model_dir"];
-    if (dir.starts_with("$CTCAL_DATA/")) {
-      CTCAL_REQUIRE_DATA();
-      model_dir_ = test::data_dir() / dir.substr(12);
-    } else {
-      model_dir_ = test::golden_dir() / dir;
-    }
-    ckpt_ = std::make_unique<Checkpoint>(model_dir_);
-    cfg_ = load_model_config(*ckpt_);
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(GetParam(), &c)) GTEST_SKIP() << *why;
+    golden_ = std::move(c.golden);
+    ckpt_ = std::move(c.ckpt);
+    cfg_ = std::move(c.cfg);
+    samples_ = std::move(c.samples);
     if (cfg_.family->mlp == MlpKind::kMoe) GTEST_SKIP() << "MoE layers run on the CPU only";
-    for (const auto& s : golden_["samples"]) samples_.push_back(s.get<std::vector<int32_t>>());
   }
 
   CalibrationResult calibrate(const std::string& yaml, const ForwardOptions& fwd) {
@@ -85,7 +80,6 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
   }
 
   json golden_;
-  fs::path model_dir_;
   std::unique_ptr<Checkpoint> ckpt_;
   ModelConfig cfg_;
   std::vector<std::vector<int32_t>> samples_;
