@@ -45,6 +45,10 @@ struct ForwardOptions {
   int64_t position_offset = 0;
   // Tokens per chunk on a GPU (GEMM efficiency wants large chunks; the GPU's memory bounds them).
   int64_t gpu_chunk_tokens = 16384;
+  // The GPU memory the run may count on beyond its weight slots and scratch (bytes; 0: whatever is
+  // free): decides whether every sample's hidden states stay on the device, and the attention
+  // blocks' size.
+  int64_t gpu_memory_bytes = 0;
   // Called after each chunk of a layer with the tokens of that layer done so far: progress, and
   // cancellation within a layer (it may throw). Empty: nothing.
   std::function<void(int64_t layer, int64_t tokens_done)> after_chunk;

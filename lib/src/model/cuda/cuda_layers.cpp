@@ -186,9 +186,10 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     r3_.resize(static_cast<std::size_t>(r.size()));
     check(cudaMemcpy(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
   }
-  // Attention scores: up to 1/16 of the device's free memory, at most 4 GiB.
+  // Attention scores: up to 1/16 of the device's free memory (or of the budget), at most 4 GiB.
   std::size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  if (opt.gpu_memory_bytes > 0) free_b = std::min(free_b, static_cast<std::size_t>(opt.gpu_memory_bytes));
   attention_ = std::make_unique<cuda::BlockedAttention>(blas_, std::min<std::size_t>(free_b / 16, std::size_t{4} << 30));
   // Hidden states of every sample stay on the device when they fit beside two weight slots and
   // the attention scores; otherwise each chunk goes up and down per layer.
