@@ -100,6 +100,11 @@ int run_cli(int argc, char** argv) {
                   "K's range: observed (post-RoPE keys, llm-compressor's behaviour) or envelope (pre-RoPE pair "
                   "norms: k_scale holds at every position) [observed]")
       ->check(CLI::IsMember({"observed", "envelope"}));
+  cal->add_option("--propagate", req.propagate,
+                  "The calibration forward's Linear weights: unquantized (llm-compressor 0.14's behaviour) or "
+                  "quantized (the FP8 weights written, so the output read back reproduces its KV scales) "
+                  "[unquantized]")
+      ->check(CLI::IsMember({"unquantized", "quantized"}));
   cal->add_option("--kv-skip-layers", req.kv_skip_layers,
                   "Keep the N layers whose KV quantization costs most KL (each quantized alone) unquantized: "
                   "written to ignore, served with vLLM's --kv-cache-dtype-skip-layers [0]")
@@ -190,11 +195,11 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
       runs.push_back(make_recipe_run("calibrated", ck, plan, res));
       runs.push_back(unit_scales_run(runs.front()));
       const nlohmann::json doc = evaluate_runs(ck, plan.model, samples, runs);
-      const nlohmann::json &cal = doc["quantized"][0], &unit = doc["quantized"][1];
+      const nlohmann::json &calibrated = doc["quantized"][0], &unit = doc["quantized"][1];
       return nlohmann::json{{"samples", samples.size()},
-                            {"calibrated_kl", cal["kl"]},
+                            {"calibrated_kl", calibrated["kl"]},
                             {"unit_kl", unit["kl"]},
-                            {"calibrated_nll", cal["nll"]},
+                            {"calibrated_nll", calibrated["nll"]},
                             {"unit_nll", unit["nll"]},
                             {"baseline_nll", doc["baseline"]["nll"]},
                             {"wins", unit["kl"].get<double>() < cal["kl"].get<double>() ? "unit_scales" : "calibrated"}};

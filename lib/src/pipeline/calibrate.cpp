@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
 #include "ctcal/transform/rotate_weights.h"
@@ -156,7 +157,9 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   std::unique_ptr<LayerObservers> obs;  // the current layer's
   LayerLoop loop;
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
-  loop.load_bf16 = options.bf16_compute && !plan.r2;
+  // FP8 weights in the forward (--propagate quantized): fake-quantized from fp32 first, too.
+  const bool fake_quant = options.quantized_forward && !plan.linear.empty();
+  loop.load_bf16 = options.bf16_compute && !plan.r2 && !fake_quant;
   // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
   // (unless FP8 input scales of its MLP are observed).
   loop.last_layer_mlp = plan.observes_last_mlp();
@@ -175,7 +178,8 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     if (options.cancel && options.cancel->load()) throw Cancelled();
     progress(l, done, false);
   };
-  loop.edit_weights = [&](int64_t, LayerWeights& w) {
+  loop.edit_weights = [&](int64_t l, LayerWeights& w) {
+    if (fake_quant) fake_quantize_fp8_weights(ckpt, plan, l, &w);
     // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
     // output unchanged, so propagation is the same either way.
     if (!(plan.r2 && !plan.rotations_observed)) apply_r2(plan, &w);

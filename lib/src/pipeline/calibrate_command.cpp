@@ -42,6 +42,7 @@ struct Resolved {
   std::optional<fs::path> tokenizer;
   SamplingOptions sampling;
   std::string key_range = "observed";  // or "envelope"
+  std::string propagate = "unquantized";  // or "quantized"
 };
 
 // Flags override the recipe's `ctcal:` block; relative paths in the block are relative to the
@@ -68,6 +69,9 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
   o.key_range = req.key_range.value_or(r.ctcal.key_range.value_or("observed"));
   if (o.key_range != "observed" && o.key_range != "envelope")
     throw UsageError(fmt::format("--key-range {}: expected observed or envelope", o.key_range));
+  o.propagate = req.propagate.value_or(r.ctcal.propagate.value_or("unquantized"));
+  if (o.propagate != "unquantized" && o.propagate != "quantized")
+    throw UsageError(fmt::format("--propagate {}: expected unquantized or quantized", o.propagate));
   if (o.sampling.num_samples <= 0) throw UsageError("--num-samples must be positive");
   if (o.sampling.max_seq_length <= 0) throw UsageError("--max-seq-length must be positive");
   return o;
@@ -76,6 +80,14 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
 json run_block(const Resolved& o) {
   return {{"num_samples", o.sampling.num_samples}, {"max_seq_length", o.sampling.max_seq_length},
           {"seed", o.sampling.seed}, {"shuffle", o.sampling.shuffle}, {"key_range", o.key_range}};
+}
+
+// run_block, plus `propagate` when it is not the default (recipes without FP8 Linear layers, and
+// the default, keep the block they always had).
+json run_block(const Resolved& o, const CalibrationPlan& plan) {
+  json b = run_block(o);
+  if (o.propagate != "unquantized" && !plan.linear.empty()) b["propagate"] = o.propagate;
+  return b;
 }
 
 std::string fmt_range(const std::vector<double>& v) {
@@ -112,6 +124,10 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
                          : plan.linear_groups[g]["input_activations"]["dynamic"] == true ? std::string("dynamic")
                                                                                           : std::string("static, observed"),
                          json(plan.ignore).dump());
+    out << fmt::format("propagate  {}\n", o.propagate == "quantized"
+                                              ? "quantized: the forward runs on the FP8 weights written (inputs unquantized)"
+                                              : "unquantized: the forward runs on the original weights, as llm-compressor 0.14 "
+                                                "calibrates");
   }
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
@@ -267,7 +283,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   line.clear();
   if (req.dry_run) {
     // The effective recipe (as `ctcal validate` prints it), then the plan.
-    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o), transform_config_json(plan)) << "\n# plan\n";
+    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o, plan), transform_config_json(plan)) << "\n# plan\n";
     print_plan(out, plan, o);
     out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
     out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
@@ -281,6 +297,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
   copt.bf16_compute = req.compute_dtype == "bf16";
+  copt.quantized_forward = o.propagate == "quantized";
   if (req.max_memory_mb) {
     int64_t longest = 0;
     for (const auto& s : data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
@@ -328,7 +345,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
 
   const auto t_write = Clock::now();
   OutputExtras extras;
-  json run = run_block(o);
+  json run = run_block(o, plan);
   run["model"] = fs::absolute(o.model).lexically_normal().string();
   run["dataset"] = fs::absolute(o.dataset).lexically_normal().string();
   const json tc = transform_config_json(plan);

@@ -127,11 +127,29 @@ struct LinearSlot {
   const char* suffix;
   Site site;
 };
-constexpr LinearSlot kLinearSlots[] = {
-    {"self_attn.q_proj", Site::kQkvInput}, {"self_attn.k_proj", Site::kQkvInput},
-    {"self_attn.v_proj", Site::kQkvInput}, {"self_attn.o_proj", Site::kOProjInput},
-    {"mlp.gate_proj", Site::kGateUpInput},     {"mlp.up_proj", Site::kGateUpInput},
-    {"mlp.down_proj", Site::kDownInput}};
+// A family's Linear layers as its checkpoint names them: Phi-3's fused qkv_proj [q + 2 kv, hidden]
+// and gate_up_proj [2 intermediate, hidden] are one Linear each (one weight, one weight_scale,
+// one input_scale: what compressed-tensors writes for that module, and what vLLM's
+// QKVParallelLinear / MergedColumnParallelLinear load from a checkpoint fused on disk).
+std::vector<LinearSlot> linear_slots(const FamilySpec& f) {
+  std::vector<LinearSlot> s;
+  if (f.fused_qkv) {
+    s.push_back({"self_attn.qkv_proj", Site::kQkvInput});
+  } else {
+    s.push_back({"self_attn.q_proj", Site::kQkvInput});
+    s.push_back({"self_attn.k_proj", Site::kQkvInput});
+    s.push_back({"self_attn.v_proj", Site::kQkvInput});
+  }
+  s.push_back({"self_attn.o_proj", Site::kOProjInput});
+  if (f.fused_gate_up) {
+    s.push_back({"mlp.gate_up_proj", Site::kGateUpInput});
+  } else {
+    s.push_back({"mlp.gate_proj", Site::kGateUpInput});
+    s.push_back({"mlp.up_proj", Site::kGateUpInput});
+  }
+  s.push_back({"mlp.down_proj", Site::kDownInput});
+  return s;
+}
 
 bool ignored(const std::vector<std::string>& ignore, const std::string& module) {
   for (const auto& i : ignore)
@@ -145,12 +163,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                  CalibrationPlan* p) {
   p->ignore = q.ignore;
   if (q.linear_groups.empty()) return;
-  // FP8 Linear layers need one Linear per projection: fused projections (Phi-3's qkv_proj,
-  // gate_up_proj) and MoE experts are not written yet, so say so instead of skipping them.
-  if (model.family->fused_qkv || model.family->fused_gate_up)
-    throw InputError(fmt::format("{}: FP8 Linear quantization of {} (fused qkv_proj / gate_up_proj) is not "
-                                 "supported yet; calibrate its KV cache with a kv_cache_scheme-only recipe",
-                                 where, model.architecture));
+  // MoE experts are not written yet, so say so instead of skipping them.
   for (int64_t l = 0; l < model.num_hidden_layers; ++l)
     if (model.is_moe(l))
       throw InputError(fmt::format("{}: FP8 Linear quantization of MoE experts ({}) is not supported yet; "
@@ -158,7 +171,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                    where, model.architecture));
   std::map<std::string, int> hits;
   for (int64_t l = 0; l < model.num_hidden_layers; ++l)
-    for (const auto& slot : kLinearSlots) {
+    for (const auto& slot : linear_slots(*model.family)) {
       const std::string module = model.layer_prefix(l) + slot.suffix;
       if (ignored(q.ignore, module)) continue;
       for (const auto& g : q.linear_groups) {

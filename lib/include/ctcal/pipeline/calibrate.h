@@ -51,6 +51,12 @@ struct CalibrateOptions {
   ForwardOptions forward;
   // bf16 GEMM inputs (fp32 accumulation) for the projections; everything else stays fp32.
   bool bf16_compute = false;
+  // --propagate quantized: the forward runs on the FP8 weights the output will hold
+  // (dequantize(quantize(W)) for every planned FP8 Linear layer), so the KV scales are those of
+  // the quantized model and an FP8 output read back reproduces them. false (default): the
+  // unquantized model, as llm-compressor 0.14 calibrates (pipelines/sequential/pipeline.py runs
+  // every calibration and propagation pass under DisableQuantization).
+  bool quantized_forward = false;
   std::function<void(const Progress&)> on_progress;    // after every chunk and every layer
   std::function<void(const std::string&)> on_status;   // phases without a fraction (loading)
   const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM; checked every chunk

@@ -31,6 +31,7 @@ struct CalibrateRequest {
   std::optional<double> max_memory_mb;
   std::string compute_dtype = "fp32";  // or "bf16"
   std::optional<std::string> key_range;
+  std::optional<std::string> propagate;  // "unquantized" (default) or "quantized"; overrides ctcal.propagate
   // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL unquantized.
   // `rank_layers` (set by the app, which sees eval) ranks the layers, most sensitive first.
   int64_t kv_skip_layers = 0;
