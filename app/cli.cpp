@@ -202,7 +202,7 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
                             {"calibrated_nll", calibrated["nll"]},
                             {"unit_nll", unit["nll"]},
                             {"baseline_nll", doc["baseline"]["nll"]},
-                            {"wins", unit["kl"].get<double>() < cal["kl"].get<double>() ? "unit_scales" : "calibrated"}};
+                            {"wins", unit["kl"].get<double>() < calibrated["kl"].get<double>() ? "unit_scales" : "calibrated"}};
     };
     req.rank_layers = [](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
                          const std::vector<std::vector<int32_t>>& samples) {
