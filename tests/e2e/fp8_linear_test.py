@@ -40,7 +40,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st_reader  # noqa: E402
-from e2e_util import check, finish, stories260k  # noqa: E402
+from e2e_util import check, finish, stories260k, strip_kv_scales  # noqa: E402
 from fp8_ref import fp8_code, f32  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
@@ -132,16 +132,7 @@ def read_back(out, tmp, name):
     """KV scales of `out` calibrated again as an input (KV only). ctcal refuses to calibrate over
     existing KV scales, so a copy without them is read back. Returns the worst relative change."""
     bare = os.path.join(tmp, name + "-bare")
-    shutil.copytree(out, bare)
-    index_path = os.path.join(bare, "model.safetensors.index.json")
-    index = json.load(open(index_path))
-    for shard in set(index["weight_map"].values()):
-        ts, meta = st_reader.read_all(os.path.join(bare, shard))
-        kept = {n: v for n, v in ts.items() if not n.endswith(("k_scale", "v_scale"))}
-        if len(kept) != len(ts):
-            st_reader.write_file(os.path.join(bare, shard), kept, meta)
-    index["weight_map"] = {n: f for n, f in index["weight_map"].items() if not n.endswith(("k_scale", "v_scale"))}
-    json.dump(index, open(index_path, "w"))
+    strip_kv_scales(out, bare)
     again = os.path.join(tmp, name + "-again")
     if not calibrate(os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml"), bare, again):
         return math.inf
