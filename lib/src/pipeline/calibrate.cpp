@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "ctcal/error.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
@@ -28,6 +29,14 @@ class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
     for (Site s : plan.sites()) {
+      if (s == Site::kExpertGateUpInput || s == Site::kExpertDownInput) {
+        // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
+        // combine the same list).
+        if (!plan.model.is_moe(layer)) continue;
+        auto& list = experts_[s];
+        for (int64_t e = 0; e < plan.model.num_experts; ++e) list.push_back(std::make_unique<Observer>(plan.site_args(s), 1));
+        continue;
+      }
       observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
     }
     if (plan.key_envelope) {
@@ -42,7 +51,10 @@ class LayerObservers : public ActivationObserver {
     // With the envelope, K's statistics come from the keys before RoPE instead.
     if (envelope_ && site == Site::kKeyPreRope) return true;
     if (envelope_ && site == Site::kKey) return false;
-    return observers_.count(site) != 0;
+    return observers_.count(site) != 0 || experts_.count(site) != 0;
+  }
+  void observe_expert(int64_t, Site site, int64_t expert, const HeadsView& v) override {
+    experts_.at(site).at(static_cast<std::size_t>(expert))->observe(v);
   }
   void observe(int64_t, Site site, const HeadsView& v) override {
     if (site == Site::kKeyPreRope) {
@@ -56,10 +68,12 @@ class LayerObservers : public ActivationObserver {
     observers_.at(site)->observe(v);
   }
   const std::map<Site, std::unique_ptr<Observer>>& observers() const { return observers_; }
+  const std::map<Site, std::vector<std::unique_ptr<Observer>>>& experts() const { return experts_; }
 
  private:
   int64_t layer_;
   std::map<Site, std::unique_ptr<Observer>> observers_;
+  std::map<Site, std::vector<std::unique_ptr<Observer>>> experts_;  // [experts] per expert-input site
   bool envelope_ = false;
   int64_t half_ = 0;                    // rotary_dim / 2 of this layer
   const RowMatrix* rotation_ = nullptr;  // R3 [head_dim, head_dim] when keys are observed rotated
@@ -190,26 +204,46 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     return obs.get();
   };
   loop.after_layer = [&](int64_t l) {
-    if (Ranks::size() > 1)
-      for (const auto& [site, o] : obs->observers()) {
-        // One all-reduce of minima and one of maxima per observer: (qparams + heads) doubles each.
-        std::vector<double> mins = o->rank_minima(), maxs = o->rank_maxima();
-        Ranks::min_in_place(&mins);
-        Ranks::max_in_place(&maxs);
-        o->set_combined(mins, maxs, Ranks::sum(o->observations()));
-      }
-    LayerResult lr;
-    lr.layer = l;
-    for (const auto& [site, o] : obs->observers()) {
+    auto combine = [](Observer& o) {
+      // One all-reduce of minima and one of maxima per observer: (qparams + heads) doubles each.
+      std::vector<double> mins = o.rank_minima(), maxs = o.rank_maxima();
+      Ranks::min_in_place(&mins);
+      Ranks::max_in_place(&maxs);
+      o.set_combined(mins, maxs, Ranks::sum(o.observations()));
+    };
+    if (Ranks::size() > 1) {
+      for (const auto& [site, o] : obs->observers()) combine(*o);
+      for (const auto& [site, list] : obs->experts())
+        for (const auto& o : list) combine(*o);
+    }
+    auto result_of = [&](Site site, const Observer& o, bool expert) {
       SiteResult sr;
       sr.site = site;
-      sr.qparams = o->qparams(plan.storage);
-      sr.obs_min = o->min_vals();
-      sr.obs_max = o->max_vals();
-      sr.head_min = o->seen_head_min();
-      sr.head_max = o->seen_head_max();
-      sr.observations = o->observations();
-      lr.sites.push_back(std::move(sr));
+      sr.observations = o.observations();
+      if (expert && sr.observations == 0) return sr;  // an expert no token reached (filled in below)
+      sr.qparams = o.qparams(plan.storage);
+      sr.obs_min = o.min_vals();
+      sr.obs_max = o.max_vals();
+      sr.head_min = o.seen_head_min();
+      sr.head_max = o.seen_head_max();
+      return sr;
+    };
+    LayerResult lr;
+    lr.layer = l;
+    for (const auto& [site, o] : obs->observers()) lr.sites.push_back(result_of(site, *o, false));
+    for (const auto& [site, list] : obs->experts()) {
+      auto& out = lr.experts[site];
+      const SiteResult* widest = nullptr;
+      for (const auto& o : list) out.push_back(result_of(site, *o, true));
+      for (const auto& sr : out)
+        if (sr.observations > 0 && (!widest || sr.qparams.scale.at(0) > widest->qparams.scale.at(0))) widest = &sr;
+      CTCAL_ASSERT(widest != nullptr, "every routed token reaches num_experts_per_tok experts");
+      const SiteResult fill = *widest;
+      for (auto& sr : out)
+        if (sr.observations == 0) {
+          sr = fill;
+          sr.observations = 0;
+        }
     }
     result.layers.push_back(std::move(lr));
     progress(l, result.tokens, true);

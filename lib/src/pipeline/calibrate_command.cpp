@@ -221,6 +221,17 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     spdlog::info("key range: envelope (the pre-RoPE pair norms of K{}): k_scale holds at every position",
                  plan.r3 && plan.rotations_observed ? ", bounded after the R3 rotation" : "");
   }
+  for (const auto& lp : plan.linear)
+    if (lp.expert >= 0 && !ckpt.has(lp.module + ".weight"))
+      // transformers 5 saves MoE experts as one 3-D parameter per layer (mlp.experts.gate_up_proj
+      // [E, 2I, H], mlp.experts.down_proj [E, H, I]); compressed-tensors quantizes Linear modules,
+      // which those are not, and vLLM's MoE loaders read FP8 experts by per-expert names.
+      throw InputError(fmt::format(
+          "{}: FP8 MoE experts are written by their per-expert names ('{}.weight', as hub checkpoints "
+          "store them), but this checkpoint fuses every expert of a layer into one 3-D tensor "
+          "(transformers 5's mlp.experts.gate_up_proj / down_proj), which ctcal does not split; "
+          "calibrate a checkpoint with per-expert tensors, ignore the experts, or use a "
+          "kv_cache_scheme-only recipe", o.model.string(), lp.module));
   if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
     if (!plan.linear.empty())
       throw InputError(fmt::format("{}: the weights are already quantized ({}); ctcal quantizes "

@@ -22,10 +22,17 @@ std::vector<Linear*> planned_linear(LayerWeights* w, const std::string& module) 
 void fake_quantize_fp8_weights(const Checkpoint& ckpt, const CalibrationPlan& plan, int64_t layer, LayerWeights* w) {
   for (const auto& lp : plan.linear) {
     if (lp.layer != layer) continue;
-    const std::vector<Linear*> parts = planned_linear(w, lp.module);
-    CTCAL_ASSERT(!parts.empty(), "plan_linear plans q/k/v/o/gate/up/down_proj and fused qkv/gate_up only");
-    const bool mlp = parts[0] == &w->gate || parts[0] == &w->up || parts[0] == &w->down;
+    const bool mlp = lp.input_site == Site::kGateUpInput || lp.input_site == Site::kDownInput ||
+                     lp.input_site == Site::kExpertGateUpInput || lp.input_site == Site::kExpertDownInput;
     if (mlp && !w->has_mlp) continue;  // the last layer's MLP, skipped by calibration
+    std::vector<Linear*> parts;
+    if (lp.expert >= 0) {
+      auto& list = lp.which == 0 ? w->experts.gate : lp.which == 1 ? w->experts.up : w->experts.down;
+      parts = {&list.at(static_cast<std::size_t>(lp.expert))};
+    } else {
+      parts = planned_linear(w, lp.module);
+    }
+    CTCAL_ASSERT(!parts.empty(), "plan_linear plans q/k/v/o/gate/up/down_proj, fused qkv/gate_up and experts only");
     // The module's weight as stored: a fused one is its parts' rows stacked, [rows, cols].
     const int64_t cols = parts[0]->w.cols();
     int64_t rows = 0;

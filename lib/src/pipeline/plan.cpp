@@ -31,7 +31,8 @@ const QuantArgs& CalibrationPlan::site_args(Site s) const {
 }
 
 bool CalibrationPlan::observes_last_mlp() const {
-  return input_args.count(Site::kGateUpInput) != 0 || input_args.count(Site::kDownInput) != 0;
+  return input_args.count(Site::kGateUpInput) != 0 || input_args.count(Site::kDownInput) != 0 ||
+         input_args.count(Site::kExpertGateUpInput) != 0 || input_args.count(Site::kExpertDownInput) != 0;
 }
 
 namespace {
@@ -151,6 +152,31 @@ std::vector<LinearSlot> linear_slots(const FamilySpec& f) {
   return s;
 }
 
+// An MoE layer's Linear layers, by the family's per-expert hub names (Qwen3-MoE
+// `mlp.experts.{e}.{gate,up,down}_proj`, Mixtral `block_sparse_moe.experts.{e}.{w1,w3,w2}`): each
+// expert's gate/up read the tokens routed to it, its down their act(gate) * up. The router is not
+// one of them (see plan_linear).
+struct ExpertSlot {
+  std::string suffix;
+  Site site;
+  int64_t expert;
+  int which;  // 0 gate, 1 up, 2 down
+};
+std::vector<ExpertSlot> expert_slots(const ModelConfig& m) {
+  std::vector<ExpertSlot> s;
+  const bool mixtral = m.family->moe_names == MoeNames::kMixtral;
+  static const char* mix[3] = {"w1", "w3", "w2"};
+  static const char* qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+  for (int64_t e = 0; e < m.num_experts; ++e)
+    for (int which = 0; which < 3; ++which)
+      s.push_back({fmt::format("{}.experts.{}.{}", mixtral ? "block_sparse_moe" : "mlp", e, (mixtral ? mix : qwen)[which]),
+                   which < 2 ? Site::kExpertGateUpInput : Site::kExpertDownInput, e, which});
+  return s;
+}
+std::string router_suffix(const ModelConfig& m) {
+  return m.family->moe_names == MoeNames::kMixtral ? "block_sparse_moe.gate" : "mlp.gate";
+}
+
 bool ignored(const std::vector<std::string>& ignore, const std::string& module) {
   for (const auto& i : ignore)
     if (matches_linear_target(i, module)) return true;
@@ -163,15 +189,29 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                  CalibrationPlan* p) {
   p->ignore = q.ignore;
   if (q.linear_groups.empty()) return;
-  // MoE experts are not written yet, so say so instead of skipping them.
-  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
-    if (model.is_moe(l))
-      throw InputError(fmt::format("{}: FP8 Linear quantization of MoE experts ({}) is not supported yet; "
-                                   "calibrate its KV cache with a kv_cache_scheme-only recipe",
-                                   where, model.architecture));
   std::map<std::string, int> hits;
-  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
-    for (const auto& slot : linear_slots(*model.family)) {
+  for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
+    std::vector<ExpertSlot> slots;
+    for (const auto& s : linear_slots(*model.family)) {
+      // An MoE layer's MLP is its experts (and the router), not gate/up/down_proj.
+      if (model.is_moe(l) && s.site != Site::kQkvInput && s.site != Site::kOProjInput) continue;
+      slots.push_back({s.suffix, s.site, -1, 0});
+    }
+    if (model.is_moe(l)) {
+      // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
+      // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
+      // "re:.*block_sparse_moe.gate" for Mixtral).
+      const std::string router = model.layer_prefix(l) + router_suffix(model);
+      if (!ignored(q.ignore, router))
+        for (const auto& g : q.linear_groups)
+          for (const auto& t : g.targets)
+            if (matches_linear_target(t, router))
+              throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
+                                            "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
+                                            "examples do", where, g.name, router, router_suffix(model)));
+      for (auto& s : expert_slots(model)) slots.push_back(std::move(s));
+    }
+    for (const auto& slot : slots) {
       const std::string module = model.layer_prefix(l) + slot.suffix;
       if (ignored(q.ignore, module)) continue;
       for (const auto& g : q.linear_groups) {
@@ -179,7 +219,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
         for (const auto& t : g.targets) hit = hit || matches_linear_target(t, module);
         if (!hit) continue;
         ++hits[g.name];
-        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt};
+        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt, slot.expert, slot.which};
         if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
           lp.input = g.input_activations;
           auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
@@ -193,6 +233,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
         break;
       }
     }
+  }
   for (const auto& g : q.linear_groups) {
     bool lm_head = false;
     for (const auto& t : g.targets) lm_head = lm_head || matches_linear_target(t, "lm_head");

@@ -55,7 +55,9 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   // FP8 Linear layers with static inputs: `<module>.input_scale` [1], the shared input's scale.
   for (const auto& lp : plan.linear) {
     if (!lp.input) continue;
-    const SiteResult* s = r.layers.at(static_cast<std::size_t>(lp.layer)).find(lp.input_site);
+    const LayerResult& layer = r.layers.at(static_cast<std::size_t>(lp.layer));
+    const SiteResult* s = lp.expert >= 0 ? &layer.experts.at(lp.input_site).at(static_cast<std::size_t>(lp.expert))
+                                         : layer.find(lp.input_site);
     CTCAL_ASSERT(s != nullptr, "planned input site observed");
     out[lp.module + ".input_scale"] = make_blob_f32({static_cast<float>(s->qparams.scale.at(0))}, {1}, plan.storage);
   }

@@ -73,15 +73,32 @@ Fp8WeightScales fp8_weight_scales(const float* w, int64_t rows, int64_t cols, co
   out.layout = layout_for(args, rows, cols, &out.shape);
   std::size_t n = 1;
   for (int64_t d : out.shape) n *= static_cast<std::size_t>(d);
-  // Per-scale minima and maxima (zero is put inside the range by calculate_qparams).
+  // Per-scale minima and maxima (zero is put inside the range by calculate_qparams), each
+  // thread over its rows, then combined (min and max are exact, in any order).
   std::vector<double> mins(n, 0.0), maxs(n, 0.0);  // [scales]
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = w + r * cols;  // [cols]
-    for (int64_t c = 0; c < cols; ++c) {
-      const std::size_t i = out.layout.index(r, c);
-      const double v = row[c];
-      mins[i] = std::min(mins[i], v);
-      maxs[i] = std::max(maxs[i], v);
+  const ScaleLayout& lay = out.layout;
+#pragma omp parallel
+  {
+    std::vector<float> lo(n, 0.0f), hi(n, 0.0f);  // [scales], this thread's
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = w + r * cols;  // [cols]
+      const auto first = static_cast<std::size_t>((r / lay.rows_per_scale) * lay.scale_cols);
+      for (int64_t c0 = 0; c0 < cols; c0 += lay.cols_per_scale) {
+        const std::size_t i = first + static_cast<std::size_t>(c0 / lay.cols_per_scale);
+        float a = lo[i], b = hi[i];
+        for (int64_t c = c0; c < std::min(cols, c0 + lay.cols_per_scale); ++c) {
+          a = std::min(a, row[c]);
+          b = std::max(b, row[c]);
+        }
+        lo[i] = a;
+        hi[i] = b;
+      }
+    }
+#pragma omp critical
+    for (std::size_t i = 0; i < n; ++i) {
+      mins[i] = std::min(mins[i], static_cast<double>(lo[i]));
+      maxs[i] = std::max(maxs[i], static_cast<double>(hi[i]));
     }
   }
   out.scale = calculate_qparams(mins, maxs, args, weight_dtype).scale;

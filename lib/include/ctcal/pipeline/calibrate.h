@@ -30,6 +30,11 @@ struct SiteResult {
 struct LayerResult {
   int64_t layer = 0;
   std::vector<SiteResult> sites;
+  // MoE layers with FP8 experts: each expert's input (kExpertGateUpInput, kExpertDownInput),
+  // observed on the tokens routed to it; [experts] per site. An expert no token reached has
+  // observations 0 and the largest scale of the layer's other experts at that site (vLLM's
+  // W8A8 FP8 MoE uses the max over the experts' input scales anyway).
+  std::map<Site, std::vector<SiteResult>> experts;
   const SiteResult* find(Site s) const;
 };
 

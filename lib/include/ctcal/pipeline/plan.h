@@ -35,6 +35,8 @@ struct LinearQuantPlan {
   std::string group;                // config group name
   QuantArgs weights;
   std::optional<QuantArgs> input;   // static input args (observed); nullopt: none or dynamic
+  int64_t expert = -1;              // MoE experts: the expert (input observed on its routed tokens)
+  int which = 0;                    // MoE experts: 0 gate, 1 up, 2 down
 };
 
 struct CalibrationPlan {
