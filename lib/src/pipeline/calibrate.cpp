@@ -28,17 +28,14 @@ namespace {
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
-    for (Site s : plan.sites()) {
-      if (s == Site::kExpertGateUpInput || s == Site::kExpertDownInput) {
-        // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
-        // combine the same list).
-        if (!plan.model.is_moe(layer)) continue;
+    for (Site s : plan.sites()) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
+    // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
+    // combine the same list).
+    if (plan.model.is_moe(layer))
+      for (Site s : plan.expert_sites()) {
         auto& list = experts_[s];
         for (int64_t e = 0; e < plan.model.num_experts; ++e) list.push_back(std::make_unique<Observer>(plan.site_args(s), 1));
-        continue;
       }
-      observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
-    }
     if (plan.key_envelope) {
       envelope_ = true;
       half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim) / 2;

@@ -132,6 +132,10 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
+  if (!plan.expert_sites().empty())
+    out << fmt::format("experts    {} per expert of each MoE layer, on its routed tokens\n",
+                       plan.expert_sites().size() == 2 ? "expert_gate_up_input, expert_down_input"
+                                                       : std::string(site_name(plan.expert_sites()[0])));
   out << fmt::format("output     {}\n", o.output.empty() ? std::string("(none: --output not given)") : o.output.string());
 }
 
@@ -144,6 +148,10 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
     std::string row = fmt::format("{:>5}", l.layer);
     for (Site s : plan.sites()) {
       const SiteResult* sr = l.find(s);
+      if (sr->observations == 0) {  // e.g. a dense MLP's input on an MoE layer (its experts are apart)
+        row += fmt::format("  {:>9} {:>21}", "-", "-");
+        continue;
+      }
       double absmax = 0;
       for (std::size_t h = 0; h < sr->head_min.size(); ++h)
         absmax = std::max({absmax, std::fabs(sr->head_min[h]), std::fabs(sr->head_max[h])});

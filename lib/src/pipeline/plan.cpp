@@ -16,7 +16,15 @@ std::vector<Site> CalibrationPlan::sites() const {
   if (query_args) s.push_back(Site::kQuery);
   s.push_back(Site::kKey);
   s.push_back(Site::kValue);
-  for (const auto& [site, _] : input_args) s.push_back(site);
+  for (const auto& [site, _] : input_args)
+    if (site != Site::kExpertGateUpInput && site != Site::kExpertDownInput) s.push_back(site);
+  return s;
+}
+
+std::vector<Site> CalibrationPlan::expert_sites() const {
+  std::vector<Site> s;
+  for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
+    if (input_args.count(site)) s.push_back(site);
   return s;
 }
 

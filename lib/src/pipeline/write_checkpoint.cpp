@@ -153,6 +153,19 @@ json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& re
       if (plan.write_zero_points) site["zero_point"] = s.qparams.zero_point;
       l[std::string(site_name(s.site))] = site;
     }
+    // MoE experts' inputs: per expert, its routed rows' absmax (null when no token reached it:
+    // the scale is then the layer's largest) and the scale written.
+    for (const auto& [site, list] : layer.experts) {
+      json experts = json::array();
+      for (const auto& s : list) {
+        json absmax = nullptr;
+        if (s.observations > 0)
+          absmax = std::max(std::fabs(*std::min_element(s.head_min.begin(), s.head_min.end())),
+                            std::fabs(*std::max_element(s.head_max.begin(), s.head_max.end())));
+        experts.push_back({{"absmax", absmax}, {"observations", s.observations}, {"scale", s.qparams.scale}});
+      }
+      l[std::string(site_name(site))] = experts;
+    }
     layers.push_back(l);
   }
   return layers;
