@@ -167,6 +167,21 @@ with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([BIN, "inspect", broken, "--strict"], capture_output=True, text=True)
         check(r.returncode == 5 and "missing_input_scale" in r.stdout and "nan_fp8_weight" in r.stdout,
               f"inspect of a broken FP8 checkpoint: exit {r.returncode}: {r.stdout[-800:]}")
+        # eval: the FP8 W8A8 run (weights + inputs + KV together, what transformers' compressed-tensors
+        # forward computes: tests/peer/transformers_loads.py) and each part alone.
+        r = subprocess.run([BIN, "eval", "--model", MODEL, "--dataset", TEXT, "--quantized", static_out, "--json",
+                            "--num-samples", "8", "--max-seq-length", "64", "--no-unit-scales"],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"eval of the FP8 output: exit {r.returncode}: {r.stderr[-600:]}")
+        if r.returncode == 0:
+            run = json.loads(r.stdout)["quantized"]
+            check(len(run) == 1, f"eval lists {len(run)} runs; the parts belong inside the one run")
+            parts = run[0].get("parts", {})
+            check(sorted(parts) == ["activations", "kv", "weights"], f"eval parts: {sorted(parts)}")
+            for name, p in parts.items():
+                check(0 < p["kl"] < run[0]["kl"], f"eval part {name}: KL {p['kl']} vs together {run[0]['kl']}")
+            print("eval: KL together {:.3g}; weights {:.3g}, activations {:.3g}, kv {:.3g}".format(
+                run[0]["kl"], *(parts[k]["kl"] for k in ("weights", "activations", "kv"))))
         worst = read_back(static_out, tmp, "unquantized")
         print(f"FP8 W8A8 output (--propagate unquantized) read back: KV scales move by at most {100 * worst:.2f} %")
         # Measured 6.97 % (per-tensor FP8 weights; 2.4 % per channel, see quantized_input_test):
