@@ -105,7 +105,9 @@ uint16_t f32_to_f16(float v) {
   return static_cast<uint16_t>(sign | (exp << 10) | mant);
 }
 
-float f8e4m3_to_f32(uint8_t v) {
+namespace {
+
+float decode_f8e4m3(uint8_t v) {
   uint32_t sign = v & 0x80;
   uint32_t exp = (v >> 3) & 0xF;
   uint32_t mant = v & 0x7;
@@ -118,6 +120,18 @@ float f8e4m3_to_f32(uint8_t v) {
     f = std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, static_cast<int>(exp) - 7);
   }
   return sign ? -f : f;
+}
+
+}  // namespace
+
+float f8e4m3_to_f32(uint8_t v) {
+  // 256 codes: decoded once (every FP8 weight element of a checkpoint goes through here).
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[static_cast<std::size_t>(c)] = decode_f8e4m3(static_cast<uint8_t>(c));
+    return t;
+  }();
+  return table[v];
 }
 
 uint8_t f32_to_f8e4m3(float v) {
