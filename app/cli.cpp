@@ -103,6 +103,11 @@ int run_cli(int argc, char** argv) {
                   "K's range: observed (post-RoPE keys, llm-compressor's behaviour) or envelope (pre-RoPE pair "
                   "norms: k_scale holds at every position) [observed]")
       ->check(CLI::IsMember({"observed", "envelope"}));
+  cal->add_option("--propagate", req.propagate,
+                  "The calibration forward's Linear weights: unquantized (llm-compressor 0.14's behaviour) or "
+                  "quantized (the FP8 weights written, so the output read back reproduces its KV scales) "
+                  "[unquantized]")
+      ->check(CLI::IsMember({"unquantized", "quantized"}));
   cal->add_option("--kv-skip-layers", req.kv_skip_layers,
                   "Keep the N layers whose KV quantization costs most KL (each quantized alone) unquantized: "
                   "written to ignore, served with vLLM's --kv-cache-dtype-skip-layers [0]")

@@ -105,7 +105,9 @@ uint16_t f32_to_f16(float v) {
   return static_cast<uint16_t>(sign | (exp << 10) | mant);
 }
 
-float f8e4m3_to_f32(uint8_t v) {
+namespace {
+
+float decode_f8e4m3(uint8_t v) {
   uint32_t sign = v & 0x80;
   uint32_t exp = (v >> 3) & 0xF;
   uint32_t mant = v & 0x7;
@@ -120,20 +122,35 @@ float f8e4m3_to_f32(uint8_t v) {
   return sign ? -f : f;
 }
 
+}  // namespace
+
+float f8e4m3_to_f32(uint8_t v) {
+  // 256 codes: decoded once (every FP8 weight element of a checkpoint goes through here).
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[static_cast<std::size_t>(c)] = decode_f8e4m3(static_cast<uint8_t>(c));
+    return t;
+  }();
+  return table[v];
+}
+
 uint8_t f32_to_f8e4m3(float v) {
-  if (std::isnan(v)) return 0x7F;
-  uint8_t sign = std::signbit(v) ? 0x80 : 0x00;
-  double a = std::fabs(static_cast<double>(v));
-  double q = std::min(round_to_dtype(a, DType::kF8E4M3), 448.0);
-  if (q == 0.0) return sign;
-  int e;
-  double m = std::frexp(q, &e);  // q = m * 2^e, m in [0.5, 1)
-  int biased = e - 1 + 7;
-  if (biased <= 0) {  // subnormal: q = mant * 2^-9
-    return static_cast<uint8_t>(sign | static_cast<uint8_t>(std::lround(std::ldexp(q, 9))));
+  // On the float's bits (the weight writer calls this for every element): the same code as
+  // round_to_dtype(v, kF8E4M3) encoded (round to nearest even, saturating at 448; NaN -> 0x7F).
+  const uint32_t all = std::bit_cast<uint32_t>(v);
+  const auto sign = static_cast<uint8_t>((all >> 24) & 0x80u);
+  const uint32_t bits = all & 0x7FFFFFFFu;
+  if (bits > 0x7F800000u) return 0x7F;               // NaN
+  if (bits >= 0x43E00000u) return sign | 0x7E;       // |v| >= 448 (and inf): saturates
+  if (bits < 0x3C800000u) {                           // |v| < 2^-6: subnormal quantum 2^-9
+    const float q = std::nearbyint(std::bit_cast<float>(bits) * 512.0f);  // exact scaling; ties to even
+    return static_cast<uint8_t>(sign | static_cast<uint8_t>(q));          // 8 is 2^-6, the first normal code
   }
-  auto mant = static_cast<uint8_t>(std::lround((m * 2.0 - 1.0) * 8.0));
-  return static_cast<uint8_t>(sign | (biased << 3) | mant);
+  // Normal: keep 3 of the 23 mantissa bits, rounding the other 20 to nearest even (a carry moves
+  // into the exponent, as it should); below 448 the result is at most 448.
+  const uint32_t r = (bits + 0x7FFFFu + ((bits >> 20) & 1u)) & 0xFFF00000u;
+  const uint32_t exponent = (r >> 23) - 127 + 7, mant = (r >> 20) & 7u;
+  return static_cast<uint8_t>(sign | (exponent << 3) | mant);
 }
 
 double round_to_dtype(double x, DType t) {

@@ -14,6 +14,7 @@ output with the independent safetensors reader against the float64 transformers 
 Usage: e2e_families.py CTCAL_BINARY SOURCE_DIR
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_reader as st  # noqa: E402
-from e2e_util import check, finish  # noqa: E402
+from e2e_util import check, finish, strip_kv_scales  # noqa: E402
+from fp8_ref import f32, fp8_code  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 GOLDEN = os.path.join(SRC, "tests", "golden", "data")
@@ -185,6 +187,222 @@ def check_gpt_oss_mxfp4(tmp):
         print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
     r = run("inspect", model, "--json")
     check(r.returncode == 0, f"{case}: inspect exit {r.returncode}: {r.stdout[-400:]} {r.stderr[-400:]}")
+FP8_RECIPE = """
+quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      ignore: [lm_head]
+      config_groups:
+        group_0:
+          targets: [Linear]
+          weights: {num_bits: 8, type: float, symmetric: true, strategy: STRATEGY, dynamic: false, observer: minmax}
+          input_activations: {num_bits: 8, type: float, symmetric: true, strategy: tensor, dynamic: false, observer: static_minmax}
+      kv_cache_scheme: {num_bits: 8, type: float, symmetric: true, strategy: tensor, dynamic: false, observer: static_minmax}
+"""
+
+
+def bf16(x):
+    """x rounded to bfloat16 (8 significant bits, nearest even; normal range)."""
+    if x == 0.0:
+        return 0.0
+    m, e = math.frexp(x)
+    return round(m * 256) / 256 * 2.0 ** e
+
+
+def check_phi3_fp8(tmp, case, strategy):
+    """FP8 W8A8 on Phi-3's fused projections: qkv_proj [q + 2 kv, hidden] and gate_up_proj
+    [2 intermediate, hidden] are one Linear each, as compressed-tensors writes that module (one
+    F8_E4M3 weight, one weight_scale over the fused rows, one input_scale) and as vLLM's Phi-3
+    loads a checkpoint fused on disk (QKVParallelLinear / MergedColumnParallelLinear with no shard
+    id: a per-tensor scale goes to shard 0, and the max over shards is the one scale). Scales and
+    codes against compressed-tensors' math re-implemented here (fp8_ref.py): s = dtype(absmax / 448)
+    per tensor or per row, code = fp8(clamp(dtype(f32(w / s)))). Then the output calibrated with
+    --propagate quantized, read back, reproduces its KV scales within 1e-4."""
+    label = f"fp8-{strategy}"
+    done = calibrate_case(case, FP8_RECIPE.replace("STRATEGY", strategy), tmp, label)
+    if not done:
+        return
+    golden, model, data, out = done
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    rnd = bf16 if "bf16" in case else f32
+    src = os.path.join(model, "model.safetensors")
+    src_header = st.read_header(src)[0]
+    where = shards(out)
+    report = json.load(open(os.path.join(out, "ctcal_report.json")))
+    sites = {"self_attn.qkv_proj": "qkv_input", "self_attn.o_proj": "o_proj_input",
+             "mlp.gate_up_proj": "gate_up_input", "mlp.down_proj": "down_input"}
+    for layer in range(cfg["num_hidden_layers"]):
+        check(f"model.layers.{layer}.self_attn.q_proj.weight" not in where, f"{case}: a q_proj appeared")
+        for suffix, site in sites.items():
+            m = f"model.layers.{layer}.{suffix}"
+            header = st.read_header(where[m + ".weight"])[0][m + ".weight"]
+            check(header["dtype"] == "F8_E4M3" and header["shape"] == src_header[m + ".weight"]["shape"],
+                  f"{case}: {m}.weight {header}")
+            rows, cols = header["shape"]
+            w = st.values(src, m + ".weight")
+            codes = st.tensor_bytes(where[m + ".weight"], m + ".weight")
+            scales = st.values(where[m + ".weight_scale"], m + ".weight_scale")
+            sh = st.read_header(where[m + ".weight_scale"])[0][m + ".weight_scale"]["shape"]
+            check(sh == ([rows, 1] if strategy == "channel" else [1]), f"{case}: {m}.weight_scale shape {sh}")
+            bad = 0
+            for r in range(rows):
+                row = w[r * cols:(r + 1) * cols]
+                s = rnd(max(abs(v) for v in (row if strategy == "channel" else w)) / 448.0)
+                got = scales[r if strategy == "channel" else 0]
+                check(got == s, f"{case}: {m}.weight_scale[{r}] {got} != {s}")
+                want = bytes(fp8_code(max(-448.0, min(448.0, rnd(f32(v / got))))) for v in row)
+                bad += codes[r * cols:(r + 1) * cols] != want
+            check(bad == 0, f"{case}: {m}.weight: {bad} rows of FP8 codes differ")
+            got = st.values(where[m + ".input_scale"], m + ".input_scale")
+            check(got == [rnd(report["layers"][layer][site]["absmax"] / 448.0)], f"{case}: {m}.input_scale {got}")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} {label}: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    # The round trip: --propagate quantized, then the output read back (KV only).
+    recipe = os.path.join(tmp, label + ".yaml")
+    quant = os.path.join(tmp, f"{case}-{label}-quantized")
+    r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", quant, "--no-shuffle", "-q",
+            "--propagate", "quantized")
+    check(r.returncode == 0, f"{case}: --propagate quantized exit {r.returncode}: {r.stderr[-400:]}")
+    if r.returncode != 0:
+        return
+    bare, again = os.path.join(tmp, f"{case}-{label}-bare"), os.path.join(tmp, f"{case}-{label}-again")
+    strip_kv_scales(quant, bare)
+    kv_recipe = os.path.join(tmp, "kv-only.yaml")
+    open(kv_recipe, "w").write("q_stage:\n  q_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {num_bits: 8, type: float, "
+                               "symmetric: true, strategy: tensor, dynamic: false, observer: static_minmax}\n")
+    r = run("calibrate", kv_recipe, "--model", bare, "--dataset", data, "--output", again, "--no-shuffle", "-q")
+    check(r.returncode == 0, f"{case}: read-back calibrate exit {r.returncode}: {r.stderr[-400:]}")
+    if r.returncode != 0:
+        return
+    a, b = shards(quant), shards(again)
+    worst = 0.0
+    for n in a:
+        if n.endswith(("k_scale", "v_scale")):
+            x, y = st.values(a[n], n)[0], st.values(b[n], n)[0]
+            worst = max(worst, abs(x - y) / x)
+    check(worst <= 1e-4, f"{case}: round trip moved KV scales by {worst:.3g}")
+    print(f"{case} FP8 {strategy} (fused qkv_proj / gate_up_proj): codes and scales exact; round trip {worst:.3g}")
+
+
+def round_trip(tmp, case, label, model, data):
+    """Worst relative KV-scale change of `label`'s recipe calibrated with --propagate quantized and
+    read back (KV only)."""
+    recipe = os.path.join(tmp, label + ".yaml")
+    quant = os.path.join(tmp, f"{case}-{label}-quantized")
+    r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", quant, "--no-shuffle", "-q",
+            "--propagate", "quantized")
+    check(r.returncode == 0, f"{case}: --propagate quantized exit {r.returncode}: {r.stderr[-400:]}")
+    if r.returncode != 0:
+        return math.inf
+    bare, again = os.path.join(tmp, f"{case}-{label}-bare"), os.path.join(tmp, f"{case}-{label}-again")
+    strip_kv_scales(quant, bare)
+    kv_recipe = os.path.join(tmp, "kv-only.yaml")
+    open(kv_recipe, "w").write("q_stage:\n  q_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {num_bits: 8, "
+                               "type: float, symmetric: true, strategy: tensor, dynamic: false, observer: static_minmax}\n")
+    r = run("calibrate", kv_recipe, "--model", bare, "--dataset", data, "--output", again, "--no-shuffle", "-q")
+    check(r.returncode == 0, f"{case}: read-back calibrate exit {r.returncode}: {r.stderr[-400:]}")
+    if r.returncode != 0:
+        return math.inf
+    a, b = shards(quant), shards(again)
+    worst = 0.0
+    for n in a:
+        if n.endswith(("k_scale", "v_scale")):
+            x, y = st.values(a[n], n)[0], st.values(b[n], n)[0]
+            worst = max(worst, abs(x - y) / x)
+    return worst
+
+
+MOE_ROUTER = {"qwen3_moe_fp32": "mlp.gate", "mixtral_sliding_fp32": "block_sparse_moe.gate"}
+MOE_EXPERT = {"qwen3_moe_fp32": ("mlp.experts.{}.", ("gate_proj", "up_proj", "down_proj")),
+              "mixtral_sliding_fp32": ("block_sparse_moe.experts.{}.", ("w1", "w3", "w2"))}
+
+
+def check_moe_fp8(tmp, case):
+    """FP8 W8A8 on MoE experts (per-expert layout, the hub names): every expert's gate/up/down is an
+    FP8 Linear with its own weight_scale (absmax / 448, codes bit-exact as fp8_ref.py re-implements
+    compressed-tensors) and input_scale = absmax / 448 of the rows routed to it (gate/up) and of
+    act(gate) * up on them (down), against transformers' float64 forward
+    (tests/golden/data/expert_inputs, made by tests/golden/make_expert_input_golden.py), within
+    one fp32 ulp + 1e-4 as the KV scales; an expert no token reached gets the largest input scale
+    of the layer's experts (vLLM's W8A8 FP8 MoE takes the max over experts). vLLM's
+    compressed-tensors MoE loader reads these per-expert names (`experts.{e}.<proj>.weight /
+    weight_scale / input_scale` into w13/w2 parameters [E, ...]). The router stays unquantized: a
+    recipe that does not ignore it is refused (exit 3), as llm-compressor's MoE examples ignore it.
+    Then the --propagate quantized round trip within 1e-4."""
+    router = MOE_ROUTER[case]
+    recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
+    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
+    model = os.path.join(GOLDEN, golden["model_dir"])
+    # The router not ignored: refused.
+    data = os.path.join(tmp, case + "-router.jsonl")
+    with open(data, "w") as f:
+        for ids in golden["samples"]:
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+    path = os.path.join(tmp, case + "-router.yaml")
+    open(path, "w").write(recipe)
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-router"))
+    check(r.returncode == 3 and "router" in r.stderr, f"{case}: router not ignored: exit {r.returncode}: {r.stderr[-300:]}")
+    recipe = recipe.replace("ignore: [lm_head]", f'ignore: [lm_head, "re:.*{router}$"]')
+    label = "fp8-moe"
+    done = calibrate_case(case, recipe, tmp, label)
+    if not done:
+        return
+    golden, model, data, out = done
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    ref = json.load(open(os.path.join(GOLDEN, "expert_inputs", case + ".json")))
+    src = os.path.join(model, "model.safetensors")
+    where = shards(out)
+    experts = cfg.get("num_experts") or cfg["num_local_experts"]
+    worst, n = 0.0, 0
+    for layer, lref in enumerate(ref["layers"]):
+        p = f"model.layers.{layer}."
+        if not lref:  # a dense layer (mlp_only_layers): gate/up/down_proj
+            check(p + "mlp.down_proj.weight_scale" in where, f"{case}: dense layer {layer} MLP not FP8")
+            continue
+        check(p + router + ".weight" in where and p + router + ".weight_scale" not in where, f"{case}: {p}{router} quantized")
+        fmt_, names = MOE_EXPERT[case]
+        for site, projs in (("gate_up", names[:2]), ("down", names[2:])):
+            top = max(max(abs(v["min"]), abs(v["max"])) for v in lref[site].values())
+            for e in range(experts):
+                for proj in projs:
+                    m = p + fmt_.format(e) + proj
+                    hdr = st.read_header(where[m + ".weight"])[0][m + ".weight"]
+                    check(hdr["dtype"] == "F8_E4M3", f"{case}: {m}.weight {hdr['dtype']}")
+                    w = st.values(src, m + ".weight")
+                    s = st.values(where[m + ".weight_scale"], m + ".weight_scale")
+                    check(s == [f32(max(abs(v) for v in w) / 448.0)], f"{case}: {m}.weight_scale {s}")
+                    codes = st.tensor_bytes(where[m + ".weight"], m + ".weight")
+                    check(codes == bytes(fp8_code(max(-448.0, min(448.0, f32(v / s[0])))) for v in w),
+                          f"{case}: {m}.weight FP8 codes differ")
+                    got = st.values(where[m + ".input_scale"], m + ".input_scale")[0]
+                    e_ref = lref[site].get(str(e))
+                    want = (max(abs(e_ref["min"]), abs(e_ref["max"])) if e_ref else top) / 448.0
+                    err = abs(got - want) / want
+                    worst, n = max(worst, err), n + 1
+                    check(err <= ULP_REL["F32"] + 1e-4, f"{case}: {m}.input_scale {got}, transformers {want} "
+                          f"({'routed rows' if e_ref else 'no rows: the layer max'})")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} {label}: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    trip = round_trip(tmp, case, label, model, data)
+    check(trip <= 1e-4, f"{case}: round trip moved KV scales by {trip:.3g}")
+    print(f"{case} FP8 experts: {n} expert input scales within {worst:.3g} of transformers; codes exact; "
+          f"round trip {trip:.3g}")
+
+
+def check_fused_experts_refused(tmp):
+    """transformers 5's fused experts (one [E, 2I, H] tensor): FP8 experts are refused (exit 4)."""
+    case = "qwen3_moe_fused_sliding_bf16"
+    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
+    data = os.path.join(tmp, case + "-fused.jsonl")
+    with open(data, "w") as f:
+        for ids in golden["samples"]:
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+    path = os.path.join(tmp, "fused.yaml")
+    open(path, "w").write(FP8_RECIPE.replace("STRATEGY", "tensor").replace("ignore: [lm_head]",
+                                                                            'ignore: [lm_head, "re:.*mlp.gate$"]'))
+    r = run("calibrate", path, "--model", os.path.join(GOLDEN, golden["model_dir"]), "--dataset", data, "--output",
+            os.path.join(tmp, "fused-out"))
+    check(r.returncode == 4 and "fuses every expert" in r.stderr, f"{case}: exit {r.returncode}: {r.stderr[-400:]}")
 
 
 def main():
@@ -193,6 +411,11 @@ def main():
             check_case(case, attn, prefix, tmp)
         check_phi3_r2(tmp)
         check_gpt_oss_mxfp4(tmp)
+        check_phi3_fp8(tmp, "phi3_longrope_fp32", "tensor")
+        check_phi3_fp8(tmp, "phi3_partial_su_sliding_bf16", "channel")
+        check_moe_fp8(tmp, "qwen3_moe_fp32")
+        check_moe_fp8(tmp, "mixtral_sliding_fp32")
+        check_fused_experts_refused(tmp)
     finish("e2e families")
 
 

@@ -10,8 +10,15 @@ from a datasets.Dataset (shuffle_calibration_samples=False, batch_size=1, the tr
 no padding). Both therefore observe exactly the same tokens in the same order.
 
 Recipes: recipes/fp8_kv_per_tensor.yaml and recipes/fp8_kv_per_head.yaml (observer
-static_minmax), and tests/peer/recipes/fp8_attention.yaml (q, k and v, static_minmax; the shipped
-attention recipe adds R3, whose SpinQuant side effects in llm-compressor change the weights).
+static_minmax), tests/peer/recipes/fp8_attention.yaml (q, k and v, static_minmax; the shipped
+attention recipe adds R3, whose SpinQuant side effects in llm-compressor change the weights), and
+tests/peer/recipes/fp8_w8a8_static_minmax.yaml (recipes/fp8_w8a8_fp8_kv.yaml with its observers
+named static_minmax: FP8 weights + static FP8 inputs + FP8 KV; weight_scale, input_scale, k_scale
+and v_scale compared). The last one pins how activations propagate while calibrating:
+ctcal's default (--propagate unquantized) runs the original weights with unquantized inputs, as
+llm-compressor 0.14's SequentialPipeline does under DisableQuantization(model); had either tool
+fake-quantized weights or inputs, the input and KV scales of every layer after the first would be
+percents apart (6.97 % for stories260K's KV scales, tests/e2e/fp8_linear_test.py), not ulps.
 
 Tolerance: the models are fp32, so both tools store fp32 scales and both round once
 (llm-compressor: fp32 absmax / 448 in fp32; ctcal: the division in double, rounded once). The
@@ -162,7 +169,8 @@ def main():
         pu.write_jsonl(rows, ids)
         print(f"{model_name}: {len(rows)} samples, {sum(map(len, rows))} tokens", flush=True)
         for rel, attention in (("recipes/fp8_kv_per_tensor.yaml", False), ("recipes/fp8_kv_per_head.yaml", False),
-                               ("tests/peer/recipes/fp8_attention.yaml", True)):
+                               ("tests/peer/recipes/fp8_attention.yaml", True),
+                               ("tests/peer/recipes/fp8_w8a8_static_minmax.yaml", False)):
             recipe = os.path.join(src, rel)
             name = os.path.basename(rel)[:-5]
             c_out, p_out = os.path.join(tmp, f"ctcal-{name}"), os.path.join(tmp, f"peer-{name}")

@@ -13,7 +13,8 @@ recipe), `AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)`:
   unquantized model's (so the fake quantization of K/V, and Q, really ran) and stay close to them
   (mean KL(base || quantized) per token below KL_MAX), and equal to what `ctcal eval` reports for the
   same checkpoint and sample within EVAL_REL: ctcal's evaluator agrees with the peer's fake
-  quantization.
+  quantization. For FP8 W8A8 outputs (static per-tensor inputs; FP8_DYNAMIC per-token inputs) that
+  is the FP8 weights, the Linear inputs and K/V together.
 
 Recorded peer behaviour (transformers 5.17 + compressed-tensors 0.19; each fails when it changes):
 - attention outputs: q/k/v_zero_point are UNEXPECTED keys. compressed-tensors creates attention
@@ -68,6 +69,8 @@ RECIPES = [
     # FP8 W8A8 + FP8 KV (llm-compressor's llama3_fp8_kv_example recipe): weight_scale and
     # input_scale are compared bit for bit too.
     ("recipes/fp8_w8a8_fp8_kv.yaml", (), False),
+    # FP8_DYNAMIC (per-channel weights, dynamic per-token inputs) + per-head FP8 KV.
+    ("tests/peer/recipes/fp8_dynamic_kv_per_head.yaml", (), False),
 ]
 
 model_dir = pu.model_dir("stories260K")
@@ -115,17 +118,17 @@ with tempfile.TemporaryDirectory() as tmp:
         bound = KL_MAX_INT4 if "int4" in rel else KL_MAX
         pu.check(torch.isfinite(logp).all().item(), f"{rel}: non-finite logits")
         pu.check(moved > 0, f"{rel}: logits identical to the unquantized model: no quantization ran")
-        w8a8 = "w8a8" in rel
         if not r3:
             pu.check(kl < bound, f"{rel}: KL(base||quantized) {kl:.3g} per token >= {bound}")
-        if not r3 and not w8a8:
+        if not r3:
+            # W8A8: ctcal eval's run has the FP8 weights (read dequantized), the Linear inputs
+            # fake-quantized at their input_scale and K/V at theirs, all together: the forward
+            # compressed-tensors runs in transformers (quantized_forward's input QDQ on the
+            # decompressed weights, QuantizedKVCache's K/V QDQ).
             r = pu.ctcal(BIN, "eval", "--model", model_dir, "--dataset", probe_file, "--quantized", out, "--json")
             ev = json.loads(r.stdout)["quantized"][0]["kl"]
             pu.check(abs(ev - kl) <= EVAL_REL * kl, f"{rel}: ctcal eval KL {ev:.4g} vs transformers {kl:.4g}")
             kl_note = f" (ctcal eval {ev:.3g})"
-        elif w8a8:
-            # ctcal eval fake-quantizes K/V (and Q), not Linear weights and inputs yet (README).
-            kl_note = " (W8A8: ctcal eval does not fake-quantize Linear layers yet)"
         else:
             kl_note = " (R3 not applied by transformers)"
         print(f"{rel}: loaded; {len(held)} scales bit-identical; forward KL {kl:.3g}/token{kl_note}, "

@@ -1,4 +1,7 @@
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -46,6 +49,33 @@ TEST(DType, Fp8E4M3AllCodesRoundTrip) {
   EXPECT_EQ(f8e4m3_to_f32(0x7E), 448.0f);
   EXPECT_EQ(f8e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
   EXPECT_TRUE(std::isnan(f8e4m3_to_f32(0x7F)));
+}
+
+TEST(DType, Fp8CodesEqualRoundToDtypeOverASweepOfFloats) {
+  // f32_to_f8e4m3 works on the float's bits; the reference is round_to_dtype (frexp / nearbyint
+  // in double) followed by a lookup of the code with that value: every 97th float bit pattern
+  // (44 million, both signs, every binade, ties included via the exact grid below).
+  std::map<float, uint8_t> code_of;
+  for (int c = 0; c < 256; ++c) {
+    const float v = f8e4m3_to_f32(static_cast<uint8_t>(c));
+    if (!std::isnan(v) && !(v == 0.0f && c != 0 && c != 0x80)) code_of.emplace(v, static_cast<uint8_t>(c));
+  }
+  auto reference = [&](float v) -> int {
+    if (std::isnan(v)) return 0x7F;
+    const auto r = static_cast<float>(round_to_dtype(v, DType::kF8E4M3));
+    if (r == 0.0f) return std::signbit(v) ? 0x80 : 0x00;
+    return code_of.at(r);
+  };
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 97) {
+    const float v = std::bit_cast<float>(static_cast<uint32_t>(b));
+    ASSERT_EQ(f32_to_f8e4m3(v), reference(v)) << v;
+  }
+  // Ties: midpoints between neighbouring codes (normal and subnormal), both signs.
+  for (int c = 0; c < 0x7E; ++c)
+    for (float s : {1.0f, -1.0f}) {
+      const float mid = s * 0.5f * (f8e4m3_to_f32(static_cast<uint8_t>(c)) + f8e4m3_to_f32(static_cast<uint8_t>(c + 1)));
+      ASSERT_EQ(f32_to_f8e4m3(mid), reference(mid)) << mid;
+    }
 }
 
 TEST(DType, Fp8SaturatesAndRoundsHalfToEven) {

@@ -20,15 +20,15 @@ SiteResult site(Site s, std::vector<double> obs_min, std::vector<double> obs_max
 
 TEST(RangeShortfall, NoneWhenObserversCoverTheFullRange) {
   CalibrationResult r;
-  r.layers.push_back({0, {site(Site::kKey, {-2}, {1}, {-2, -1}, {1, 0.5})}});
+  r.layers.push_back({0, {site(Site::kKey, {-2}, {1}, {-2, -1}, {1, 0.5})}, {}});
   EXPECT_FALSE(largest_range_shortfall(r).has_value());
 }
 
 TEST(RangeShortfall, PerTensorComparesWithTheAbsmaxOverAllHeads) {
   CalibrationResult r;
   // Layer 0 keeps 1.5 of 2.0 (25 % short); layer 1 keeps 3 of 3.3 (about 9 % short).
-  r.layers.push_back({0, {site(Site::kKey, {-1}, {1.5}, {-1, -0.5}, {1.5, 2.0})}});
-  r.layers.push_back({1, {site(Site::kValue, {-3}, {1}, {-3.3, -1}, {1, 1})}});
+  r.layers.push_back({0, {site(Site::kKey, {-1}, {1.5}, {-1, -0.5}, {1.5, 2.0})}, {}});
+  r.layers.push_back({1, {site(Site::kValue, {-3}, {1}, {-3.3, -1}, {1, 1})}, {}});
   const auto w = largest_range_shortfall(r);
   ASSERT_TRUE(w.has_value());
   EXPECT_EQ(w->layer, 0);
@@ -41,7 +41,7 @@ TEST(RangeShortfall, PerTensorComparesWithTheAbsmaxOverAllHeads) {
 TEST(RangeShortfall, PerHeadComparesEachHeadWithItself) {
   CalibrationResult r;
   // Head 1 keeps 0.5 of its own 1.0; head 0 covers its range exactly.
-  r.layers.push_back({3, {site(Site::kKey, {-4, -0.5}, {4, 0.5}, {-4, -1}, {4, 1})}});
+  r.layers.push_back({3, {site(Site::kKey, {-4, -0.5}, {4, 0.5}, {-4, -1}, {4, 1})}, {}});
   const auto w = largest_range_shortfall(r);
   ASSERT_TRUE(w.has_value());
   EXPECT_EQ(w->layer, 3);

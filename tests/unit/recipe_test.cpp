@@ -154,6 +154,14 @@ q_stage:
   EXPECT_NE(error_of("ctcal: {num_sample: 3}\n").find("ctcal.num_sample"), std::string::npos);
 }
 
+TEST(Recipe, CtcalPropagate) {
+  // ctcal.propagate: the calibration forward's Linear weights (calibrate --propagate).
+  Recipe r = parse_recipe("ctcal: {propagate: quantized}\nq_stage:\n  q_modifiers:\n"
+                          "    QuantizationModifier: {kv_cache_scheme: {type: float}}\n", "r.yaml");
+  EXPECT_EQ(r.ctcal.propagate, std::optional<std::string>("quantized"));
+  EXPECT_NE(error_of("ctcal: {propagate: sideways}\n").find("expected unquantized or quantized"), std::string::npos);
+}
+
 TEST(Recipe, EffectiveRecipeRoundTrips) {
   Recipe r = load_recipe(test::source_dir() / "recipes/r3_fp8_attention.yaml");
   const std::string yaml = effective_recipe_yaml(r, nullptr, nlohmann::json::object());

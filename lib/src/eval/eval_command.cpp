@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -97,6 +98,24 @@ EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
   u.qk_rotation = r.qk_rotation;
   u.edit_weights = r.edit_weights;
   u.scales = r.scales;
+  u.fp8_weights = r.fp8_weights;
+  u.quantize_weights = r.quantize_weights;
+  u.inputs = r.inputs;
+  return u;
+}
+
+// Parts of an FP8 W8A8 run: the same run with only some of weights, Linear inputs and K/V (and
+// Q) quantized. Without weights, the forward runs on `base` (--model, the unquantized weights).
+EvalRun part_run(const EvalRun& r, const Checkpoint& base, const std::string& part, bool weights, bool inputs, bool kv) {
+  EvalRun u = borrowed_copy(r, r.name + " [" + part + "]");
+  if (!weights) {
+    if (r.fp8_weights) u.checkpoint = &base;  // an FP8 checkpoint's weights are FP8
+    u.quantize_weights = {};
+    u.fp8_weights = false;
+  }
+  if (!inputs) u.inputs.clear();
+  if (!kv)
+    for (auto& layer : u.scales) layer.sites.clear();
   return u;
 }
 
@@ -114,9 +133,10 @@ EvalRun unit_scales_run(const EvalRun& r) {
 
 namespace {
 
-// The run with only `layer` quantized (every other layer's K/V/Q left in full precision).
-EvalRun single_layer_run(const EvalRun& r, int64_t layer) {
-  EvalRun u = borrowed_copy(r, fmt::format("{} [layer {} only]", r.name, layer));
+// The run with only `layer`'s K/V/Q quantized (every other layer's left in full precision, and
+// FP8 Linear layers unquantized: the ranking is the KV cache's).
+EvalRun single_layer_run(const EvalRun& r, const Checkpoint& base, int64_t layer) {
+  EvalRun u = part_run(r, base, fmt::format("layer {} only", layer), false, false, true);
   for (std::size_t j = 0; j < u.scales.size(); ++j)
     if (static_cast<int64_t>(j) != layer) u.scales[j].sites.clear();
   return u;
@@ -187,10 +207,36 @@ json evaluate(const EvalRequest& req) {
   const std::size_t calibrated = runs.size();
   if (!req.no_unit_scales)
     for (std::size_t i = 0; i < calibrated; ++i) runs.push_back(unit_scales_run(runs[i]));
+  // FP8 W8A8 runs: what each part costs alone (weights, Linear inputs, KV cache), beside the run
+  // that has them together.
+  struct Part {
+    std::size_t run, index;
+    const char* name;
+  };
+  std::vector<Part> parts;
+  for (std::size_t i = 0; i < calibrated; ++i) {
+    if (!runs[i].fp8_weights && runs[i].inputs.empty()) continue;
+    const EvalRun r = borrowed_copy(runs[i], runs[i].name);
+    for (const auto& [name, w, a, kv] : {std::tuple{"weights", true, false, false}, std::tuple{"activations", false, true, false},
+                                         std::tuple{"kv", false, false, true}}) {
+      parts.push_back({i, runs.size(), name});
+      runs.push_back(part_run(r, base, std::string(name) + " only", w, a, kv));
+    }
+  }
   progress.start_clock();
   json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, forward);
   doc["position_offset"] = req.position_offset;
   progress.clear();
+  for (const auto& p : parts) {
+    const json& alone = doc["quantized"][p.index];
+    doc["quantized"][p.run]["parts"][p.name] = {{"nll", alone["nll"]}, {"delta_nll", alone["delta_nll"]},
+                                               {"ppl", alone["ppl"]}, {"kl", alone["kl"]}, {"top1", alone["top1"]}};
+  }
+  if (!parts.empty()) {  // the part runs are reported inside their run, not as runs of their own
+    json kept = json::array();
+    for (std::size_t i = 0; i < parts.front().index; ++i) kept.push_back(doc["quantized"][i]);
+    doc["quantized"] = kept;
+  }
   if (!req.no_unit_scales) {
     json list = json::array();
     for (std::size_t i = 0; i < calibrated; ++i) {
@@ -223,7 +269,7 @@ json evaluate(const EvalRequest& req) {
 json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& samples,
                        const EvalRun& run, ProgressLine* progress, const ForwardOptions& forward) {
   std::vector<EvalRun> singles;
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(run, l));
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) singles.push_back(single_layer_run(run, base, l));
   const json per = evaluate_runs(base, cfg, samples, singles, progress, forward);
   json ranked = json::array();
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
@@ -251,8 +297,20 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
     quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
     ForwardOptions opt = plain;
     opt.quantizer = quantizers.back().get();
+    // FP8 W8A8: Linear inputs fake-quantized too (Q/K/V still by the KV quantizer).
+    std::unique_ptr<LinearInputFakeQuant> inputs;
+    if (!r.inputs.empty()) {
+      inputs = std::make_unique<LinearInputFakeQuant>(r.inputs, quantizers.back().get());
+      opt.quantizer = inputs.get();
+    }
     if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
-    run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, r.edit_weights, progress,
+    std::function<void(int64_t, LayerWeights&)> edit = r.edit_weights;
+    if (r.quantize_weights)
+      edit = [&r](int64_t l, LayerWeights& w) {
+        r.quantize_weights(l, w);  // FP8 weights first (R2 is never combined with them)
+        if (r.edit_weights) r.edit_weights(l, w);
+      };
+    run_hidden.push_back(final_hidden(*r.checkpoint, r.config, eval_data.samples, opt, edit, progress,
                                       static_cast<int64_t>(run_hidden.size()) + 1, passes, r.name));
   }
 
@@ -363,6 +421,13 @@ int run_eval(const EvalRequest& req, std::ostream& out) {
         ranked += fmt::format("{}{} ({:.3g})", ranked.empty() ? "" : ", ", c["layer"].get<int64_t>(), c["kl"].get<double>());
       out << fmt::format("  layers by KL when quantized alone: {}\n", ranked);
     }
+    if (r.contains("parts"))
+      for (const auto& [part, label] : {std::pair{"weights", "  FP8 weights alone"}, std::pair{"activations", "  FP8 Linear inputs alone"},
+                                        std::pair{"kv", "  KV cache alone"}}) {
+        const json& u = r["parts"][part];
+        out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}\n", label, u["nll"].get<double>(),
+                           u["delta_nll"].get<double>(), u["ppl"].get<double>(), u["kl"].get<double>(), u["top1"].get<double>());
+      }
     if (r.contains("unit_scales")) {
       const json& u = r["unit_scales"];
       out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}   -> {} wins\n",

@@ -4,6 +4,8 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/quant_config.h"
+#include "ctcal/io/weight_quantization.h"
+#include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
 
@@ -50,7 +52,68 @@ bool is_attention_targets(const json& targets, const ModelConfig& c) {
   return false;
 }
 
+// The Linear layers of a dense decoder layer and their input sites, as checkpoints name them.
+constexpr std::pair<const char*, Site> kLinearInputs[] = {
+    {"self_attn.q_proj", Site::kQkvInput},  {"self_attn.k_proj", Site::kQkvInput},
+    {"self_attn.v_proj", Site::kQkvInput},  {"self_attn.qkv_proj", Site::kQkvInput},
+    {"self_attn.o_proj", Site::kOProjInput}, {"mlp.gate_proj", Site::kGateUpInput},
+    {"mlp.up_proj", Site::kGateUpInput},    {"mlp.gate_up_proj", Site::kGateUpInput},
+    {"mlp.down_proj", Site::kDownInput}};
+
+// The dynamic input args of the first config group quantizing `module` (nullopt: none, static or
+// ignored), as compressed-tensors applies groups.
+std::optional<QuantArgs> dynamic_input_args(const json& qc, const std::string& module, const std::string& where) {
+  for (const auto& i : qc.value("ignore", json::array()))
+    if (i.is_string() && i != "Linear" && matches_linear_target(i, module)) return std::nullopt;
+  if (!qc.contains("config_groups") || !qc["config_groups"].is_object()) return std::nullopt;
+  for (const auto& [name, g] : qc["config_groups"].items()) {
+    bool hit = false;
+    for (const auto& t : g.value("targets", json::array())) hit = hit || (t.is_string() && matches_linear_target(t, module));
+    if (!hit) continue;
+    if (!g.contains("input_activations") || g["input_activations"].is_null()) return std::nullopt;
+    const QuantArgs a = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name + ".input_activations");
+    if (a.dynamic == Dynamic::kFalse) return std::nullopt;
+    return a;
+  }
+  return std::nullopt;
+}
+
+InputQuantSpec dynamic_spec(const QuantArgs& a, const std::string& where) {
+  if (a.type != QuantType::kFloat || a.num_bits != 8)
+    throw InputError(fmt::format("{}: dynamic input activations of type {} with {} bits; ctcal eval fake-quantizes "
+                                 "FP8 inputs only", where, quant_type_name(a.type), a.num_bits));
+  InputQuantSpec s;
+  s.strategy = a.strategy.value_or(Strategy::kToken);
+  if (s.strategy == Strategy::kGroup) s.group_size = a.group_size.value_or(0);
+  if (s.strategy != Strategy::kToken && s.strategy != Strategy::kTensor && !(s.strategy == Strategy::kGroup && s.group_size > 0))
+    throw InputError(fmt::format("{}: dynamic input strategy '{}' is not one ctcal eval fake-quantizes (token, "
+                                 "group with group_size, tensor)", where, strategy_name(s.strategy)));
+  return s;
+}
+
 }  // namespace
+
+std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const Checkpoint& ck, const ModelConfig& c) {
+  std::map<std::pair<int64_t, Site>, InputQuantSpec> out;
+  const json& qc = ck.config().value("quantization_config", json::object());
+  const std::string where = ck.config_path().string() + ": quantization_config";
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    for (const auto& [suffix, site] : kLinearInputs) {
+      const std::string module = c.layer_prefix(l) + suffix;
+      if (!ck.has(module + ".weight") || !ck.quantized_weight(module)) continue;
+      const auto key = std::make_pair(l, site);
+      if (ck.has(module + ".input_scale")) {
+        const std::vector<float> v = ck.read_f32(module + ".input_scale");
+        if (v.size() != 1 || !(v[0] > 0) || !std::isfinite(v[0]))
+          throw InputError(fmt::format("{}: '{}.input_scale' must be one positive finite value", ck.dir().string(), module));
+        InputQuantSpec& s = out[key];
+        s.static_scale = std::max(s.static_scale.value_or(0.0), static_cast<double>(v[0]));
+      } else if (auto a = dynamic_input_args(qc, module, where); a && !out.count(key)) {
+        out[key] = dynamic_spec(*a, where + " (" + module + ")");
+      }
+    }
+  return out;
+}
 
 EvalRun load_quantized_run(const fs::path& dir) {
   EvalRun run;
@@ -77,6 +140,13 @@ EvalRun load_quantized_run(const fs::path& dir) {
     throw InputError(e.what());
   }
   const ModelConfig& c = run.config;
+  // FP8 W8A8: the weights are read dequantized already; the inputs per the checkpoint.
+  run.fp8_weights = !ck.weight_quantization().empty();
+  try {
+    run.inputs = checkpoint_input_quant(ck, c);
+  } catch (const RecipeError& e) {
+    throw InputError(e.what());
+  }
   const bool zp = !run.kv_args.symmetric;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerScales ls;
@@ -125,11 +195,30 @@ EvalRun make_recipe_run(const std::string& name, const Checkpoint& base, const C
   run.query_args = plan.query_args;
   for (const auto& layer : result.layers) {
     LayerScales ls;
-    for (const auto& s : layer.sites) ls.sites[s.site] = {s.qparams.scale, s.qparams.zero_point};
+    for (const auto& s : layer.sites)  // K/V (and Q); Linear inputs are `inputs` below
+      if (s.site == Site::kKey || s.site == Site::kValue || s.site == Site::kQuery)
+        ls.sites[s.site] = {s.qparams.scale, s.qparams.zero_point};
     run.scales.push_back(std::move(ls));
   }
   if (plan.r3) run.qk_rotation = (plan.r3->matrix / std::sqrt(static_cast<double>(plan.r3->size))).cast<float>();
   if (plan.r2) run.edit_weights = [plan](int64_t, LayerWeights& w) { apply_r2(plan, &w); };
+  // FP8 Linear layers: weights fake-quantized as the writer quantizes them; inputs at their
+  // observed static scales, or dynamic per the group's args.
+  if (!plan.linear.empty()) {
+    run.fp8_weights = true;
+    run.quantize_weights = [plan, &base](int64_t l, LayerWeights& w) { fake_quantize_fp8_weights(base, plan, l, &w); };
+  }
+  for (const auto& lp : plan.linear) {
+    if (lp.expert >= 0) continue;  // MoE experts' inputs: not fake-quantized in eval
+    const auto key = std::make_pair(lp.layer, lp.input_site);
+    if (lp.input) {
+      const SiteResult* s = result.layers.at(static_cast<std::size_t>(lp.layer)).find(lp.input_site);
+      CTCAL_ASSERT(s != nullptr, "planned input site observed");
+      run.inputs[key] = InputQuantSpec{s->qparams.scale.at(0), Strategy::kToken, 0};
+    } else if (const json& ia = plan.linear_groups.at(lp.group)["input_activations"]; !ia.is_null() && !run.inputs.count(key)) {
+      run.inputs[key] = dynamic_spec(parse_quant_args(ia.dump(), name + ": " + lp.group + ".input_activations"), name);
+    }
+  }
   run.plan = plan;
   return run;
 }

@@ -14,6 +14,7 @@ KvFakeQuant::KvFakeQuant(QuantArgs kv_args, std::optional<QuantArgs> query_args,
 
 bool KvFakeQuant::quantizes(int64_t layer, Site site) const {
   if (layer < 0 || layer >= static_cast<int64_t>(layers_.size())) return false;
+  if (site != Site::kKey && site != Site::kValue && site != Site::kQuery) return false;
   if (site == Site::kQuery && !query_args_) return false;
   return layers_[static_cast<std::size_t>(layer)].sites.count(site) != 0;
 }

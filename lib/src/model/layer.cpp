@@ -44,6 +44,14 @@ void announce_input(ActivationObserver* observer, int64_t layer, Site site, cons
     observer->observe(layer, site, {x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride()});
 }
 
+// FP8 W8A8 in eval: fake-quantizes a Linear input x [n, width] in place, sample by sample, where
+// the quantizer asks for it (after the observer saw the unquantized input).
+void quantize_input(ActivationQuantizer* q, int64_t layer, Site site, Eigen::Ref<RowMatrix> x, const ChunkRows& rows) {
+  if (!q || !q->quantizes(layer, site)) return;
+  for (const auto& s : rows.spans)
+    q->apply(layer, site, x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride());
+}
+
 }  // namespace
 
 void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<SampleSpan>& spans,
@@ -86,6 +94,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     // --- attention block ---
     rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
     announce_input(observer, layer, Site::kQkvInput, xn, rows);
+    quantize_input(opt.quantizer, layer, Site::kQkvInput, xn, rows);
     {
       ProjectionInput in(xn, scratch_.bf16.data());
       linear(in, w.q, q);
@@ -128,6 +137,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     causal_attention(q.data(), k.data(), v.data(), attn.data(), rows.spans, attention_shape, opt.attention_block,
                      opt.attention_key_block);
     announce_input(observer, layer, Site::kOProjInput, attn, rows);
+    quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);
     {
       ProjectionInput in(attn, scratch_.bf16.data());
       linear(in, w.o, proj);
@@ -146,6 +156,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);
+      quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
       {
         ProjectionInput in(xn, scratch_.bf16.data());
         linear(in, w.gate, gate);
@@ -153,6 +164,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       }
       gated_act_into(fam.act, gate, up);
       announce_input(observer, layer, Site::kDownInput, gate, rows);
+      quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
       ProjectionInput in(gate, scratch_.bf16.data());
       linear(in, w.down, proj);
       if (w.mlp_out_norm.size() > 0) rms_norm_into(proj, w.mlp_out_norm, c.rms_norm_eps, proj);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <memory>
 
+#include "ctcal/error.h"
+#include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
 #include "ctcal/transform/rotate_weights.h"
@@ -26,9 +28,14 @@ namespace {
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
-    for (Site s : plan.sites()) {
-      observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
-    }
+    for (Site s : plan.sites()) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
+    // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
+    // combine the same list).
+    if (plan.model.is_moe(layer))
+      for (Site s : plan.expert_sites()) {
+        auto& list = experts_[s];
+        for (int64_t e = 0; e < plan.model.num_experts; ++e) list.push_back(std::make_unique<Observer>(plan.site_args(s), 1));
+      }
     if (plan.key_envelope) {
       envelope_ = true;
       half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim) / 2;
@@ -41,7 +48,10 @@ class LayerObservers : public ActivationObserver {
     // With the envelope, K's statistics come from the keys before RoPE instead.
     if (envelope_ && site == Site::kKeyPreRope) return true;
     if (envelope_ && site == Site::kKey) return false;
-    return observers_.count(site) != 0;
+    return observers_.count(site) != 0 || experts_.count(site) != 0;
+  }
+  void observe_expert(int64_t, Site site, int64_t expert, const HeadsView& v) override {
+    experts_.at(site).at(static_cast<std::size_t>(expert))->observe(v);
   }
   bool needs_values(int64_t, Site site) const override {
     if (site == Site::kKeyPreRope) return true;  // the envelope works on the values
@@ -60,10 +70,12 @@ class LayerObservers : public ActivationObserver {
     observers_.at(site)->observe(v);
   }
   const std::map<Site, std::unique_ptr<Observer>>& observers() const { return observers_; }
+  const std::map<Site, std::vector<std::unique_ptr<Observer>>>& experts() const { return experts_; }
 
  private:
   int64_t layer_;
   std::map<Site, std::unique_ptr<Observer>> observers_;
+  std::map<Site, std::vector<std::unique_ptr<Observer>>> experts_;  // [experts] per expert-input site
   bool envelope_ = false;
   int64_t half_ = 0;                    // rotary_dim / 2 of this layer
   const RowMatrix* rotation_ = nullptr;  // R3 [head_dim, head_dim] when keys are observed rotated
@@ -163,7 +175,9 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
   // (The GPU loads bf16 by itself: neither the oneDNN packing nor the bf16 edit below applies.)
   const bool cpu_bf16 = options.bf16_compute && !fwd.device.is_cuda();
-  loop.load_bf16 = cpu_bf16 && !plan.r2;
+  // FP8 weights in the forward (--propagate quantized): fake-quantized from fp32 first, too.
+  const bool fake_quant = options.quantized_forward && !plan.linear.empty();
+  loop.load_bf16 = cpu_bf16 && !plan.r2 && !fake_quant;
   // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
   // (unless FP8 input scales of its MLP are observed).
   loop.last_layer_mlp = plan.observes_last_mlp();
@@ -184,10 +198,12 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     progress(l, done, false);
   };
   // With SpinQuant listed after quantization, V is observed unrotated; R2 leaves the layer's
-  // output unchanged, so propagation is the same either way.
+  // output unchanged, so propagation is the same either way. Set only when it edits something
+  // (the GPU then streams the checkpoint's bf16 rows as they are).
   const bool rotate_r2 = plan.r2 && plan.rotations_observed;
-  if (rotate_r2 || (cpu_bf16 && !loop.load_bf16))
-    loop.edit_weights = [&, rotate_r2](int64_t, LayerWeights& w) {
+  if (fake_quant || rotate_r2 || (cpu_bf16 && !loop.load_bf16))
+    loop.edit_weights = [&, rotate_r2, fake_quant, cpu_bf16](int64_t l, LayerWeights& w) {
+      if (fake_quant) fake_quantize_fp8_weights(ckpt, plan, l, &w);
       if (rotate_r2) apply_r2(plan, &w);
       if (cpu_bf16 && !loop.load_bf16) to_bf16_weights(&w);
     };
@@ -196,26 +212,46 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     return obs.get();
   };
   loop.after_layer = [&](int64_t l) {
-    if (Ranks::size() > 1)
-      for (const auto& [site, o] : obs->observers()) {
-        // One all-reduce of minima and one of maxima per observer: (qparams + heads) doubles each.
-        std::vector<double> mins = o->rank_minima(), maxs = o->rank_maxima();
-        Ranks::min_in_place(&mins);
-        Ranks::max_in_place(&maxs);
-        o->set_combined(mins, maxs, Ranks::sum(o->observations()));
-      }
-    LayerResult lr;
-    lr.layer = l;
-    for (const auto& [site, o] : obs->observers()) {
+    auto combine = [](Observer& o) {
+      // One all-reduce of minima and one of maxima per observer: (qparams + heads) doubles each.
+      std::vector<double> mins = o.rank_minima(), maxs = o.rank_maxima();
+      Ranks::min_in_place(&mins);
+      Ranks::max_in_place(&maxs);
+      o.set_combined(mins, maxs, Ranks::sum(o.observations()));
+    };
+    if (Ranks::size() > 1) {
+      for (const auto& [site, o] : obs->observers()) combine(*o);
+      for (const auto& [site, list] : obs->experts())
+        for (const auto& o : list) combine(*o);
+    }
+    auto result_of = [&](Site site, const Observer& o, bool expert) {
       SiteResult sr;
       sr.site = site;
-      sr.qparams = o->qparams(plan.storage);
-      sr.obs_min = o->min_vals();
-      sr.obs_max = o->max_vals();
-      sr.head_min = o->seen_head_min();
-      sr.head_max = o->seen_head_max();
-      sr.observations = o->observations();
-      lr.sites.push_back(std::move(sr));
+      sr.observations = o.observations();
+      if (expert && sr.observations == 0) return sr;  // an expert no token reached (filled in below)
+      sr.qparams = o.qparams(plan.storage);
+      sr.obs_min = o.min_vals();
+      sr.obs_max = o.max_vals();
+      sr.head_min = o.seen_head_min();
+      sr.head_max = o.seen_head_max();
+      return sr;
+    };
+    LayerResult lr;
+    lr.layer = l;
+    for (const auto& [site, o] : obs->observers()) lr.sites.push_back(result_of(site, *o, false));
+    for (const auto& [site, list] : obs->experts()) {
+      auto& out = lr.experts[site];
+      const SiteResult* widest = nullptr;
+      for (const auto& o : list) out.push_back(result_of(site, *o, true));
+      for (const auto& sr : out)
+        if (sr.observations > 0 && (!widest || sr.qparams.scale.at(0) > widest->qparams.scale.at(0))) widest = &sr;
+      CTCAL_ASSERT(widest != nullptr, "every routed token reaches num_experts_per_tok experts");
+      const SiteResult fill = *widest;
+      for (auto& sr : out)
+        if (sr.observations == 0) {
+          sr = fill;
+          sr.observations = 0;
+        }
     }
     result.layers.push_back(std::move(lr));
     progress(l, result.tokens, true);

@@ -43,6 +43,7 @@ struct Resolved {
   std::optional<fs::path> tokenizer;
   SamplingOptions sampling;
   std::string key_range = "observed";  // or "envelope"
+  std::string propagate = "unquantized";  // or "quantized"
 };
 
 // Flags override the recipe's `ctcal:` block; relative paths in the block are relative to the
@@ -69,6 +70,9 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
   o.key_range = req.key_range.value_or(r.ctcal.key_range.value_or("observed"));
   if (o.key_range != "observed" && o.key_range != "envelope")
     throw UsageError(fmt::format("--key-range {}: expected observed or envelope", o.key_range));
+  o.propagate = req.propagate.value_or(r.ctcal.propagate.value_or("unquantized"));
+  if (o.propagate != "unquantized" && o.propagate != "quantized")
+    throw UsageError(fmt::format("--propagate {}: expected unquantized or quantized", o.propagate));
   if (o.sampling.num_samples <= 0) throw UsageError("--num-samples must be positive");
   if (o.sampling.max_seq_length <= 0) throw UsageError("--max-seq-length must be positive");
   return o;
@@ -77,6 +81,14 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
 json run_block(const Resolved& o) {
   return {{"num_samples", o.sampling.num_samples}, {"max_seq_length", o.sampling.max_seq_length},
           {"seed", o.sampling.seed}, {"shuffle", o.sampling.shuffle}, {"key_range", o.key_range}};
+}
+
+// run_block, plus `propagate` when it is not the default (recipes without FP8 Linear layers, and
+// the default, keep the block they always had).
+json run_block(const Resolved& o, const CalibrationPlan& plan) {
+  json b = run_block(o);
+  if (o.propagate != "unquantized" && !plan.linear.empty()) b["propagate"] = o.propagate;
+  return b;
 }
 
 std::string fmt_range(const std::vector<double>& v) {
@@ -113,10 +125,18 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
                          : plan.linear_groups[g]["input_activations"]["dynamic"] == true ? std::string("dynamic")
                                                                                           : std::string("static, observed"),
                          json(plan.ignore).dump());
+    out << fmt::format("propagate  {}\n", o.propagate == "quantized"
+                                              ? "quantized: the forward runs on the FP8 weights written (inputs unquantized)"
+                                              : "unquantized: the forward runs on the original weights, as llm-compressor 0.14 "
+                                                "calibrates");
   }
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
+  if (!plan.expert_sites().empty())
+    out << fmt::format("experts    {} per expert of each MoE layer, on its routed tokens\n",
+                       plan.expert_sites().size() == 2 ? "expert_gate_up_input, expert_down_input"
+                                                       : std::string(site_name(plan.expert_sites()[0])));
   out << fmt::format("output     {}\n", o.output.empty() ? std::string("(none: --output not given)") : o.output.string());
 }
 
@@ -129,6 +149,10 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
     std::string row = fmt::format("{:>5}", l.layer);
     for (Site s : plan.sites()) {
       const SiteResult* sr = l.find(s);
+      if (sr->observations == 0) {  // e.g. a dense MLP's input on an MoE layer (its experts are apart)
+        row += fmt::format("  {:>9} {:>21}", "-", "-");
+        continue;
+      }
       double absmax = 0;
       for (std::size_t h = 0; h < sr->head_min.size(); ++h)
         absmax = std::max({absmax, std::fabs(sr->head_min[h]), std::fabs(sr->head_max[h])});
@@ -220,6 +244,17 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     spdlog::info("key range: envelope (the pre-RoPE pair norms of K{}): k_scale holds at every position",
                  plan.r3 && plan.rotations_observed ? ", bounded after the R3 rotation" : "");
   }
+  for (const auto& lp : plan.linear)
+    if (lp.expert >= 0 && !ckpt.has(lp.module + ".weight"))
+      // transformers 5 saves MoE experts as one 3-D parameter per layer (mlp.experts.gate_up_proj
+      // [E, 2I, H], mlp.experts.down_proj [E, H, I]); compressed-tensors quantizes Linear modules,
+      // which those are not, and vLLM's MoE loaders read FP8 experts by per-expert names.
+      throw InputError(fmt::format(
+          "{}: FP8 MoE experts are written by their per-expert names ('{}.weight', as hub checkpoints "
+          "store them), but this checkpoint fuses every expert of a layer into one 3-D tensor "
+          "(transformers 5's mlp.experts.gate_up_proj / down_proj), which ctcal does not split; "
+          "calibrate a checkpoint with per-expert tensors, ignore the experts, or use a "
+          "kv_cache_scheme-only recipe", o.model.string(), lp.module));
   if (const WeightQuantization& wq = ckpt.weight_quantization(); !wq.empty()) {
     if (!plan.linear.empty())
       throw InputError(fmt::format("{}: the weights are already quantized ({}); ctcal quantizes "
@@ -282,7 +317,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   line.clear();
   if (req.dry_run) {
     // The effective recipe (as `ctcal validate` prints it), then the plan.
-    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o), transform_config_json(plan)) << "\n# plan\n";
+    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o, plan), transform_config_json(plan)) << "\n# plan\n";
     print_plan(out, plan, o);
     out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
     out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
@@ -299,6 +334,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   // The GPU's GEMMs are bf16 (tensor cores, fp32 accumulation) whatever --compute-dtype says.
   copt.bf16_compute = req.compute_dtype == "bf16" || device.is_cuda();
   const std::string compute_dtype = device.is_cuda() ? "bf16" : req.compute_dtype;
+  copt.quantized_forward = o.propagate == "quantized";
   if (req.max_memory_mb) {
     int64_t longest = 0;
     for (const auto& s : data.samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
@@ -346,7 +382,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
 
   const auto t_write = Clock::now();
   OutputExtras extras;
-  json run = run_block(o);
+  json run = run_block(o, plan);
   run["model"] = fs::absolute(o.model).lexically_normal().string();
   run["dataset"] = fs::absolute(o.dataset).lexically_normal().string();
   const json tc = transform_config_json(plan);

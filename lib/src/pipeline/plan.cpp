@@ -16,7 +16,15 @@ std::vector<Site> CalibrationPlan::sites() const {
   if (query_args) s.push_back(Site::kQuery);
   s.push_back(Site::kKey);
   s.push_back(Site::kValue);
-  for (const auto& [site, _] : input_args) s.push_back(site);
+  for (const auto& [site, _] : input_args)
+    if (site != Site::kExpertGateUpInput && site != Site::kExpertDownInput) s.push_back(site);
+  return s;
+}
+
+std::vector<Site> CalibrationPlan::expert_sites() const {
+  std::vector<Site> s;
+  for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
+    if (input_args.count(site)) s.push_back(site);
   return s;
 }
 
@@ -31,7 +39,8 @@ const QuantArgs& CalibrationPlan::site_args(Site s) const {
 }
 
 bool CalibrationPlan::observes_last_mlp() const {
-  return input_args.count(Site::kGateUpInput) != 0 || input_args.count(Site::kDownInput) != 0;
+  return input_args.count(Site::kGateUpInput) != 0 || input_args.count(Site::kDownInput) != 0 ||
+         input_args.count(Site::kExpertGateUpInput) != 0 || input_args.count(Site::kExpertDownInput) != 0;
 }
 
 namespace {
@@ -127,11 +136,54 @@ struct LinearSlot {
   const char* suffix;
   Site site;
 };
-constexpr LinearSlot kLinearSlots[] = {
-    {"self_attn.q_proj", Site::kQkvInput}, {"self_attn.k_proj", Site::kQkvInput},
-    {"self_attn.v_proj", Site::kQkvInput}, {"self_attn.o_proj", Site::kOProjInput},
-    {"mlp.gate_proj", Site::kGateUpInput},     {"mlp.up_proj", Site::kGateUpInput},
-    {"mlp.down_proj", Site::kDownInput}};
+// A family's Linear layers as its checkpoint names them: Phi-3's fused qkv_proj [q + 2 kv, hidden]
+// and gate_up_proj [2 intermediate, hidden] are one Linear each (one weight, one weight_scale,
+// one input_scale: what compressed-tensors writes for that module, and what vLLM's
+// QKVParallelLinear / MergedColumnParallelLinear load from a checkpoint fused on disk).
+std::vector<LinearSlot> linear_slots(const FamilySpec& f) {
+  std::vector<LinearSlot> s;
+  if (f.fused_qkv) {
+    s.push_back({"self_attn.qkv_proj", Site::kQkvInput});
+  } else {
+    s.push_back({"self_attn.q_proj", Site::kQkvInput});
+    s.push_back({"self_attn.k_proj", Site::kQkvInput});
+    s.push_back({"self_attn.v_proj", Site::kQkvInput});
+  }
+  s.push_back({"self_attn.o_proj", Site::kOProjInput});
+  if (f.fused_gate_up) {
+    s.push_back({"mlp.gate_up_proj", Site::kGateUpInput});
+  } else {
+    s.push_back({"mlp.gate_proj", Site::kGateUpInput});
+    s.push_back({"mlp.up_proj", Site::kGateUpInput});
+  }
+  s.push_back({"mlp.down_proj", Site::kDownInput});
+  return s;
+}
+
+// An MoE layer's Linear layers, by the family's per-expert hub names (Qwen3-MoE
+// `mlp.experts.{e}.{gate,up,down}_proj`, Mixtral `block_sparse_moe.experts.{e}.{w1,w3,w2}`): each
+// expert's gate/up read the tokens routed to it, its down their act(gate) * up. The router is not
+// one of them (see plan_linear).
+struct ExpertSlot {
+  std::string suffix;
+  Site site;
+  int64_t expert;
+  int which;  // 0 gate, 1 up, 2 down
+};
+std::vector<ExpertSlot> expert_slots(const ModelConfig& m) {
+  std::vector<ExpertSlot> s;
+  const bool mixtral = m.family->moe_names == MoeNames::kMixtral;
+  static const char* mix[3] = {"w1", "w3", "w2"};
+  static const char* qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+  for (int64_t e = 0; e < m.num_experts; ++e)
+    for (int which = 0; which < 3; ++which)
+      s.push_back({fmt::format("{}.experts.{}.{}", mixtral ? "block_sparse_moe" : "mlp", e, (mixtral ? mix : qwen)[which]),
+                   which < 2 ? Site::kExpertGateUpInput : Site::kExpertDownInput, e, which});
+  return s;
+}
+std::string router_suffix(const ModelConfig& m) {
+  return m.family->moe_names == MoeNames::kMixtral ? "block_sparse_moe.gate" : "mlp.gate";
+}
 
 bool ignored(const std::vector<std::string>& ignore, const std::string& module) {
   for (const auto& i : ignore)
@@ -145,20 +197,29 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                  CalibrationPlan* p) {
   p->ignore = q.ignore;
   if (q.linear_groups.empty()) return;
-  // FP8 Linear layers need one Linear per projection: fused projections (Phi-3's qkv_proj,
-  // gate_up_proj) and MoE experts are not written yet, so say so instead of skipping them.
-  if (model.family->fused_qkv || model.family->fused_gate_up)
-    throw InputError(fmt::format("{}: FP8 Linear quantization of {} (fused qkv_proj / gate_up_proj) is not "
-                                 "supported yet; calibrate its KV cache with a kv_cache_scheme-only recipe",
-                                 where, model.architecture));
-  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
-    if (model.is_moe(l))
-      throw InputError(fmt::format("{}: FP8 Linear quantization of MoE experts ({}) is not supported yet; "
-                                   "calibrate its KV cache with a kv_cache_scheme-only recipe",
-                                   where, model.architecture));
   std::map<std::string, int> hits;
-  for (int64_t l = 0; l < model.num_hidden_layers; ++l)
-    for (const auto& slot : kLinearSlots) {
+  for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
+    std::vector<ExpertSlot> slots;
+    for (const auto& s : linear_slots(*model.family)) {
+      // An MoE layer's MLP is its experts (and the router), not gate/up/down_proj.
+      if (model.is_moe(l) && s.site != Site::kQkvInput && s.site != Site::kOProjInput) continue;
+      slots.push_back({s.suffix, s.site, -1, 0});
+    }
+    if (model.is_moe(l)) {
+      // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
+      // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
+      // "re:.*block_sparse_moe.gate" for Mixtral).
+      const std::string router = model.layer_prefix(l) + router_suffix(model);
+      if (!ignored(q.ignore, router))
+        for (const auto& g : q.linear_groups)
+          for (const auto& t : g.targets)
+            if (matches_linear_target(t, router))
+              throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
+                                            "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
+                                            "examples do", where, g.name, router, router_suffix(model)));
+      for (auto& s : expert_slots(model)) slots.push_back(std::move(s));
+    }
+    for (const auto& slot : slots) {
       const std::string module = model.layer_prefix(l) + slot.suffix;
       if (ignored(q.ignore, module)) continue;
       for (const auto& g : q.linear_groups) {
@@ -166,7 +227,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
         for (const auto& t : g.targets) hit = hit || matches_linear_target(t, module);
         if (!hit) continue;
         ++hits[g.name];
-        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt};
+        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt, slot.expert, slot.which};
         if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
           lp.input = g.input_activations;
           auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
@@ -180,6 +241,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
         break;
       }
     }
+  }
   for (const auto& g : q.linear_groups) {
     bool lm_head = false;
     for (const auto& t : g.targets) lm_head = lm_head || matches_linear_target(t, "lm_head");

@@ -55,7 +55,9 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   // FP8 Linear layers with static inputs: `<module>.input_scale` [1], the shared input's scale.
   for (const auto& lp : plan.linear) {
     if (!lp.input) continue;
-    const SiteResult* s = r.layers.at(static_cast<std::size_t>(lp.layer)).find(lp.input_site);
+    const LayerResult& layer = r.layers.at(static_cast<std::size_t>(lp.layer));
+    const SiteResult* s = lp.expert >= 0 ? &layer.experts.at(lp.input_site).at(static_cast<std::size_t>(lp.expert))
+                                         : layer.find(lp.input_site);
     CTCAL_ASSERT(s != nullptr, "planned input site observed");
     out[lp.module + ".input_scale"] = make_blob_f32({static_cast<float>(s->qparams.scale.at(0))}, {1}, plan.storage);
   }
@@ -150,6 +152,19 @@ json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& re
                    {"scale_dtype", dtype_name(plan.storage)}};
       if (plan.write_zero_points) site["zero_point"] = s.qparams.zero_point;
       l[std::string(site_name(s.site))] = site;
+    }
+    // MoE experts' inputs: per expert, its routed rows' absmax (null when no token reached it:
+    // the scale is then the layer's largest) and the scale written.
+    for (const auto& [site, list] : layer.experts) {
+      json experts = json::array();
+      for (const auto& s : list) {
+        json absmax = nullptr;
+        if (s.observations > 0)
+          absmax = std::max(std::fabs(*std::min_element(s.head_min.begin(), s.head_min.end())),
+                            std::fabs(*std::max_element(s.head_max.begin(), s.head_max.end())));
+        experts.push_back({{"absmax", absmax}, {"observations", s.observations}, {"scale", s.qparams.scale}});
+      }
+      l[std::string(site_name(site))] = experts;
     }
     layers.push_back(l);
   }

@@ -12,6 +12,9 @@ void head_min_max(const HeadsView& v, std::vector<double>* mins, std::vector<dou
   maxs->assign(static_cast<std::size_t>(v.heads), -std::numeric_limits<double>::infinity());
   for (int64_t h = 0; h < v.heads; ++h) {
     float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+    // Rows in parallel for wide views (Linear inputs: [seq, 1, up to intermediate]); min and max
+    // do not depend on the order.
+#pragma omp parallel for schedule(static) reduction(min : mn) reduction(max : mx) if (v.seq * v.head_dim >= 65536)
     for (int64_t t = 0; t < v.seq; ++t) {
       const float* p = v.data + t * v.row_stride + h * v.head_dim;
       for (int64_t d = 0; d < v.head_dim; ++d) {

@@ -502,10 +502,13 @@ void Parser::spinquant_modifier(const YAML::Node& n, const std::string& path, Sp
 void Parser::run_defaults(const YAML::Node& n, RunDefaults* d) {
   if (!expect_map(n, "ctcal")) return;
   check_keys(n, "ctcal", {"model", "dataset", "output", "tokenizer", "num_samples", "max_seq_length", "seed", "shuffle",
-                          "key_range"});
+                          "key_range", "propagate"});
   d->key_range = get_string(n["key_range"], "ctcal.key_range");
   if (d->key_range && *d->key_range != "observed" && *d->key_range != "envelope")
     error(n["key_range"], "ctcal.key_range", fmt::format("expected observed or envelope, got '{}'", *d->key_range));
+  d->propagate = get_string(n["propagate"], "ctcal.propagate");
+  if (d->propagate && *d->propagate != "unquantized" && *d->propagate != "quantized")
+    error(n["propagate"], "ctcal.propagate", fmt::format("expected unquantized or quantized, got '{}'", *d->propagate));
   d->model = get_string(n["model"], "ctcal.model");
   d->dataset = get_string(n["dataset"], "ctcal.dataset");
   d->output = get_string(n["output"], "ctcal.output");

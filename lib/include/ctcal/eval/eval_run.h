@@ -4,12 +4,14 @@
 // scales of K/V (and Q), and a weight edit for recipes calibrated on the fly (R2).
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "ctcal/eval/kv_fake_quant.h"
+#include "ctcal/eval/linear_fake_quant.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/layer_weights.h"
@@ -30,7 +32,18 @@ struct EvalRun {
   std::optional<RowMatrix> qk_rotation;      // normalised [head_dim, head_dim]
   std::function<void(int64_t, LayerWeights&)> edit_weights;  // R2 for recipes
   std::optional<CalibrationPlan> plan;       // recipes only (for the report)
+  // FP8 W8A8 Linear layers: their weights are FP8 (read from an FP8 checkpoint, or fake-quantized
+  // by `quantize_weights` for recipes), and their inputs are fake-quantized per `inputs`.
+  bool fp8_weights = false;
+  std::function<void(int64_t, LayerWeights&)> quantize_weights;  // recipes: dequantize(quantize(W))
+  std::map<std::pair<int64_t, Site>, InputQuantSpec> inputs;      // Linear inputs (layer, site)
 };
+
+// The Linear-input fake quantization an FP8 checkpoint asks for: static where its modules hold
+// `input_scale` (the max of the modules sharing an input), dynamic where their config group's
+// input_activations are dynamic. MoE experts' inputs are not fake-quantized (ctcal eval runs the
+// router and the experts on the unquantized MoE input).
+std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const Checkpoint& ck, const ModelConfig& c);
 
 // Reads a compressed-tensors checkpoint that ctcal or llm-compressor wrote. Throws InputError
 // naming the file/tensor when scales are missing or of the wrong shape, or the config is not

@@ -33,7 +33,8 @@ struct ForwardOptions {
   // Observers see Q/K before the rotation (a recipe that lists SpinQuant after the
   // QuantizationModifier observes unrotated keys, as llm-compressor's hook order does).
   bool observe_before_rotation = false;
-  // Fake quantization of Q/K/V after rotation and observation (eval). Null: none.
+  // Fake quantization of Q/K/V after rotation and observation, and of dense Linear inputs (eval).
+  // Null: none.
   ActivationQuantizer* quantizer = nullptr;
   // Tokens per GEMM chunk; bounds the activation working set ([chunk, intermediate] floats).
   int64_t chunk_tokens = 4096;

@@ -56,7 +56,9 @@ class ActivationObserver {
 };
 
 // Changes Q/K/V in place where a serving engine would quantize them (the KV cache write and,
-// with attention quantization, the query): used by `ctcal eval` for fake quantization.
+// with attention quantization, the query), and the dense Linear inputs (kQkvInput, kOProjInput,
+// kGateUpInput, kDownInput: FP8 W8A8, each shown as [seq, 1, width] after the observer saw it;
+// an MoE layer's MLP input is not, as its router reads it unquantized): used by `ctcal eval`.
 class ActivationQuantizer {
  public:
   virtual ~ActivationQuantizer() = default;

@@ -30,6 +30,11 @@ struct SiteResult {
 struct LayerResult {
   int64_t layer = 0;
   std::vector<SiteResult> sites;
+  // MoE layers with FP8 experts: each expert's input (kExpertGateUpInput, kExpertDownInput),
+  // observed on the tokens routed to it; [experts] per site. An expert no token reached has
+  // observations 0 and the largest scale of the layer's other experts at that site (vLLM's
+  // W8A8 FP8 MoE uses the max over the experts' input scales anyway).
+  std::map<Site, std::vector<SiteResult>> experts;
   const SiteResult* find(Site s) const;
 };
 
@@ -51,6 +56,12 @@ struct CalibrateOptions {
   ForwardOptions forward;
   // bf16 GEMM inputs (fp32 accumulation) for the projections; everything else stays fp32.
   bool bf16_compute = false;
+  // --propagate quantized: the forward runs on the FP8 weights the output will hold
+  // (dequantize(quantize(W)) for every planned FP8 Linear layer), so the KV scales are those of
+  // the quantized model and an FP8 output read back reproduces them. false (default): the
+  // unquantized model, as llm-compressor 0.14 calibrates (pipelines/sequential/pipeline.py runs
+  // every calibration and propagation pass under DisableQuantization).
+  bool quantized_forward = false;
   std::function<void(const Progress&)> on_progress;    // after every chunk and every layer
   std::function<void(const std::string&)> on_status;   // phases without a fraction (loading)
   const std::atomic<bool>* cancel = nullptr;           // set by SIGINT/SIGTERM; checked every chunk

@@ -34,6 +34,7 @@ struct CalibrateRequest {
   std::string compute_dtype = "fp32";  // or "bf16"
   std::string device = "cpu";          // --device: cpu, cuda, cuda:N (the GPU computes bf16 GEMMs)
   std::optional<std::string> key_range;
+  std::optional<std::string> propagate;  // "unquantized" (default) or "quantized"; overrides ctcal.propagate
   // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL unquantized.
   // `rank_layers` (set by the app, which sees eval) ranks the layers, most sensitive first.
   int64_t kv_skip_layers = 0;

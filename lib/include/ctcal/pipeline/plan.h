@@ -35,6 +35,8 @@ struct LinearQuantPlan {
   std::string group;                // config group name
   QuantArgs weights;
   std::optional<QuantArgs> input;   // static input args (observed); nullopt: none or dynamic
+  int64_t expert = -1;              // MoE experts: the expert (input observed on its routed tokens)
+  int which = 0;                    // MoE experts: 0 gate, 1 up, 2 down
 };
 
 struct CalibrationPlan {
@@ -58,7 +60,8 @@ struct CalibrationPlan {
   // Layers whose attention stays unquantized (--kv-skip-layers): their module in `ignore`, no
   // q/k/v scales written; served with vLLM's --kv-cache-dtype-skip-layers.
   std::vector<int64_t> kv_skip_layers;
-  std::vector<Site> sites() const;           // observed per layer
+  std::vector<Site> sites() const;           // observed per layer (one result each: LayerResult::sites)
+  std::vector<Site> expert_sites() const;    // observed per MoE layer and expert (LayerResult::experts)
   int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
   const QuantArgs& site_args(Site s) const;  // the args a site is observed with
   bool observes_last_mlp() const;            // an MLP input is observed (the last MLP must run)

@@ -86,6 +86,7 @@ struct RunDefaults {
   std::optional<uint64_t> seed;
   std::optional<bool> shuffle;
   std::optional<std::string> key_range;  // "observed" or "envelope"
+  std::optional<std::string> propagate;  // "unquantized" or "quantized" (FP8 weights in the forward)
 };
 
 struct Recipe {
