@@ -64,6 +64,15 @@ def shards(out):
     return where
 
 
+def check_baseline_nll(case, golden, doc):
+    """eval's baseline NLL (token-weighted over the samples) against transformers' loss, 1e-4."""
+    lengths = [len(s) - 1 for s in golden["samples"]]
+    want = sum(l * n for l, n in zip(golden["loss"], lengths)) / sum(lengths)
+    got = doc["baseline"]["nll"]
+    check(abs(got - want) <= 1e-4, f"{case}: eval baseline NLL {got}, transformers loss {want}")
+    print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
+
+
 def calibrate_case(case, recipe_text, tmp, label):
     """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, data,
     out), or None after recording the failure."""
@@ -112,12 +121,7 @@ def check_case(case, attn_class, prefix, tmp):
     r = run("eval", "--model", model, "--dataset", data, "--quantized", out, "--json", "--no-shuffle")
     check(r.returncode == 0, f"{case}: eval exit {r.returncode}: {r.stderr[-400:]}")
     if r.returncode == 0:
-        doc = json.loads(r.stdout)
-        lengths = [len(s) - 1 for s in golden["samples"]]
-        want = sum(l * n for l, n in zip(golden["loss"], lengths)) / sum(lengths)
-        got = doc["baseline"]["nll"]
-        check(abs(got - want) <= 1e-4, f"{case}: eval baseline NLL {got}, transformers loss {want}")
-        print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
+        check_baseline_nll(case, golden, json.loads(r.stdout))
 
 
 R2_RECIPE = """
@@ -179,14 +183,11 @@ def check_gpt_oss_mxfp4(tmp):
             "--json", "--no-shuffle")
     check(r.returncode == 0, f"{case}: eval exit {r.returncode}: {r.stderr[-400:]}")
     if r.returncode == 0:
-        doc = json.loads(r.stdout)
-        lengths = [len(s) - 1 for s in golden["samples"]]
-        want = sum(l * n for l, n in zip(golden["loss"], lengths)) / sum(lengths)
-        got = doc["baseline"]["nll"]
-        check(abs(got - want) <= 1e-4, f"{case}: eval baseline NLL {got}, transformers loss {want}")
-        print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
+        check_baseline_nll(case, golden, json.loads(r.stdout))
     r = run("inspect", model, "--json")
     check(r.returncode == 0, f"{case}: inspect exit {r.returncode}: {r.stdout[-400:]} {r.stderr[-400:]}")
+
+
 FP8_RECIPE = """
 quant_stage:
   quant_modifiers:
@@ -258,28 +259,7 @@ def check_phi3_fp8(tmp, case, strategy):
     r = run("inspect", out, "--strict")
     check(r.returncode == 0, f"{case} {label}: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
     # The round trip: --propagate quantized, then the output read back (KV only).
-    recipe = os.path.join(tmp, label + ".yaml")
-    quant = os.path.join(tmp, f"{case}-{label}-quantized")
-    r = run("calibrate", recipe, "--model", model, "--dataset", data, "--output", quant, "--no-shuffle", "-q",
-            "--propagate", "quantized")
-    check(r.returncode == 0, f"{case}: --propagate quantized exit {r.returncode}: {r.stderr[-400:]}")
-    if r.returncode != 0:
-        return
-    bare, again = os.path.join(tmp, f"{case}-{label}-bare"), os.path.join(tmp, f"{case}-{label}-again")
-    strip_kv_scales(quant, bare)
-    kv_recipe = os.path.join(tmp, "kv-only.yaml")
-    open(kv_recipe, "w").write("q_stage:\n  q_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: {num_bits: 8, type: float, "
-                               "symmetric: true, strategy: tensor, dynamic: false, observer: static_minmax}\n")
-    r = run("calibrate", kv_recipe, "--model", bare, "--dataset", data, "--output", again, "--no-shuffle", "-q")
-    check(r.returncode == 0, f"{case}: read-back calibrate exit {r.returncode}: {r.stderr[-400:]}")
-    if r.returncode != 0:
-        return
-    a, b = shards(quant), shards(again)
-    worst = 0.0
-    for n in a:
-        if n.endswith(("k_scale", "v_scale")):
-            x, y = st.values(a[n], n)[0], st.values(b[n], n)[0]
-            worst = max(worst, abs(x - y) / x)
+    worst = round_trip(tmp, case, label, model, data)
     check(worst <= 1e-4, f"{case}: round trip moved KV scales by {worst:.3g}")
     print(f"{case} FP8 {strategy} (fused qkv_proj / gate_up_proj): codes and scales exact; round trip {worst:.3g}")
 
