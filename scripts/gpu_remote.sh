@@ -63,6 +63,9 @@ PY
       echo "MPI: 2 ranks sharing one GPU, byte-identical to 1 rank"
     else echo "MPI: 2-rank output differs from 1 rank"; rc=1; fi
   fi
+  if CTCAL=$ctcal OUT=$work/example NUM_SAMPLES=16 bash "$root/examples/gpu-fp8-kv/run.sh" > "$work/example.log" 2>&1; then
+    echo "example gpu-fp8-kv: $(grep 'worst relative' "$work/example.log")"
+  else echo "example gpu-fp8-kv: FAILED"; tail -5 "$work/example.log"; rc=1; fi
   cp "$work"/*.log "$out/" 2>/dev/null
   rm -rf "$work"
   return $rc
