@@ -63,6 +63,19 @@ PY
       echo "MPI: 2 ranks sharing one GPU, byte-identical to 1 rank"
     else echo "MPI: 2-rank output differs from 1 rank"; rc=1; fi
   fi
+  # eval on the GPU with FP8 W8A8 + KV (weights by the loader, Linear inputs and KV on the host)
+  # against the CPU: each device's KL against its own baseline.
+  local ev=(eval --model "$CTCAL_DATA/hf/stories260K" --dataset "$CTCAL_DATA/tinystories-valid/validation_100.txt"
+            --recipe "$root/recipes/fp8_w8a8_fp8_kv.yaml" --calibration-dataset "$CTCAL_DATA/tinystories-valid/validation_100.txt"
+            --num-samples 16 --max-seq-length 256 --json)
+  "$ctcal" "${ev[@]}" --device cuda > "$work/eval-cuda.json" 2> "$work/eval-cuda.log" || rc=1
+  "$ctcal" "${ev[@]}" > "$work/eval-cpu.json" 2> "$work/eval-cpu.log" || rc=1
+  python3 - "$work" <<'PY' || rc=1
+import json, sys
+g, c = (json.load(open(f"{sys.argv[1]}/eval-{d}.json"))["quantized"][0] for d in ("cuda", "cpu"))
+print(f"eval FP8 W8A8 + KV, KL: cuda {g['kl']:.5f}, cpu {c['kl']:.5f}")
+sys.exit(0 if abs(g["kl"] - c["kl"]) <= 0.1 * c["kl"] else 1)  # bf16 attention and GEMMs: KL within 10 %
+PY
   if CTCAL=$ctcal OUT=$work/example NUM_SAMPLES=16 bash "$root/examples/gpu-fp8-kv/run.sh" > "$work/example.log" 2>&1; then
     echo "example gpu-fp8-kv: $(grep 'worst relative' "$work/example.log")"
   else echo "example gpu-fp8-kv: FAILED"; tail -5 "$work/example.log"; rc=1; fi
