@@ -51,6 +51,14 @@ std::vector<Chunk> make_chunks(const std::vector<SampleSpan>& spans, int64_t chu
   return chunks;
 }
 
+// Every copy goes through the compute stream (cudaMemcpy runs on the legacy default stream, which
+// a non-blocking stream does not wait for: a pageable upload may still be in flight when the
+// stream's kernels start), and returns when it is done.
+cudaError_t copy_on_stream(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, stream);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
+}
+
 // Accumulated GPU time of a series of intervals on one stream (CUDA events).
 class EventTimer {
  public:
@@ -179,12 +187,14 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     for (const auto& s : ch.spans) off.push_back(s.offset), len.push_back(s.length);
   offsets_.resize(off.size());
   lengths_.resize(len.size());
-  check(cudaMemcpy(offsets_.get(), off.data(), off.size() * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
-  check(cudaMemcpy(lengths_.get(), len.data(), len.size() * 8, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cudaStream_t s = stream_.get();
+  check(copy_on_stream(offsets_.get(), off.data(), off.size() * 8, cudaMemcpyHostToDevice, s), "copying to the GPU");
+  check(copy_on_stream(lengths_.get(), len.data(), len.size() * 8, cudaMemcpyHostToDevice, s), "copying to the GPU");
   if (opt.qk_rotation) {
     const RowMatrix& r = *opt.qk_rotation;  // [d, d] row-major
     r3_.resize(static_cast<std::size_t>(r.size()));
-    check(cudaMemcpy(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    check(copy_on_stream(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice, s),
+          "copying to the GPU");
   }
   // Attention scores: up to 1/16 of the device's free memory (or of the budget), at most 4 GiB.
   std::size_t free_b = 0, total_b = 0;
@@ -231,8 +241,9 @@ const std::pair<const float*, const float*>& CudaLayers::rope_table(int64_t laye
     std::pair<DeviceBuffer<float>, DeviceBuffer<float>> d;
     d.first.resize(t.cos.size());
     d.second.resize(t.sin.size());
-    check(cudaMemcpy(d.first.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
-    check(cudaMemcpy(d.second.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cudaStream_t s = stream_.get();
+    check(copy_on_stream(d.first.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+    check(copy_on_stream(d.second.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
     it = rope_dev_.emplace(key, std::move(d)).first;
   }
   rope_ptrs_ = {it->second.first.get(), it->second.second.get()};
@@ -268,8 +279,8 @@ void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
   if (reduced_.empty()) return;
   const std::size_t n = reduced_.size() * spans_.size() * static_cast<std::size_t>(max_heads_);
   std::vector<float> mins(n), maxs(n);
-  check(cudaMemcpy(mins.data(), red_min_.get(), n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
-  check(cudaMemcpy(maxs.data(), red_max_.get(), n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  check(copy_on_stream(mins.data(), red_min_.get(), n * 4, cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
+  check(copy_on_stream(maxs.data(), red_max_.get(), n * 4, cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
   for (std::size_t slot = 0; slot < reduced_.size(); ++slot) {
     const auto [site, heads] = reduced_[slot];
     std::vector<float> pair(static_cast<std::size_t>(2 * heads));  // [2, heads]: minima, then maxima
@@ -386,8 +397,8 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   cudaStream_t s = stream_.get();
   const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
   if (resident_)
-    check(cudaMemcpy(hidden_.get(), hidden.data(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
-                     cudaMemcpyHostToDevice), "copying the hidden states to the GPU");
+    check(copy_on_stream(hidden_.get(), hidden.data(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
+                         cudaMemcpyHostToDevice, s), "copying the hidden states to the GPU");
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
@@ -413,7 +424,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     compute.stop(s);
     weights.release(l, s);
     int flag = 0;
-    check(cudaMemcpy(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    check(copy_on_stream(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
     if (flag) {
       const std::string module = c_.layer_prefix(l).substr(0, c_.layer_prefix(l).size() - 1);
       throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the weights or the input are not usable", l,
@@ -423,8 +434,8 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     if (loop.after_layer) loop.after_layer(l);
   }
   if (resident_ && loop.keep_hidden)
-    check(cudaMemcpy(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
-                     cudaMemcpyDeviceToHost), "copying the hidden states from the GPU");
+    check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
+                         cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
   std::size_t free_b = 0, total_b = 0;
