@@ -97,6 +97,10 @@ int run_cli(int argc, char** argv) {
   cal->add_option("--device", req.device,
                   "cpu, or cuda[:N]: the layers on a GPU (bf16 tensor-core GEMMs, fp32 accumulation; a build with "
                   "-DCTCAL_CUDA=ON). Under mpirun, cuda gives each rank of a host its own GPU [cpu]");
+  cal->add_option("--max-gpu-memory", req.max_gpu_memory_mb,
+                  "With --device cuda: GPU memory in MB the run may use beyond its two weight slots and scratch "
+                  "(e.g. beside a serving engine); the hidden states then go up and down per chunk [what is free]")
+      ->check(CLI::PositiveNumber);
   cal->add_option("--max-memory", req.max_memory_mb, "Memory budget in MB; picks the tokens per chunk")
       ->check(CLI::PositiveNumber);
   cal->add_option("--key-range", req.key_range,

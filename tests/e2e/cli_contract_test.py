@@ -66,6 +66,15 @@ try:
         check(r.returncode == 0, f"validate --json {os.path.basename(recipe)}: exit {r.returncode} {r.stderr[-300:]}")
         if parses(r.stdout, f"validate --json {recipe}"):
             check(json.loads(r.stdout)["valid"] is True, f"validate --json {recipe}: valid")
+    # --- devices: a bad --device, and --max-gpu-memory on the CPU, are usage errors (exit 2)
+    # before any work; --device cuda in a build without the backend, or without a GPU, too --------
+    for extra, words in ((["--device", "tpu"], "expected cpu, cuda or cuda:N"),
+                         (["--max-gpu-memory", "100"], "applies to --device cuda"),
+                         (["--device", "cuda"], "cuda")):
+        out = os.path.join(tmp, "device-" + extra[1])
+        r = calibrate(out, *extra)
+        check(r.returncode == 2 and words in r.stderr and not os.path.exists(out),
+              f"calibrate {' '.join(extra)}: exit {r.returncode}, {r.stderr[-300:]}")
     good = os.path.join(tmp, "good")
     r = calibrate(good)
     check(r.returncode == 0, f"calibrate: {r.stderr[-500:]}")

@@ -213,6 +213,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
     throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
   const ComputeDevice device = calibrate_device(req);
+  if (req.max_gpu_memory_mb && !device.is_cuda())
+    throw UsageError("--max-gpu-memory applies to --device cuda; this run is on the CPU (--max-memory bounds it)");
   if (device.is_cuda()) spdlog::info("device: {}", cuda_device_description(device.index));
   if (req.compute_dtype == "bf16" && !device.is_cuda() && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
@@ -331,6 +333,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
   copt.forward.device = device;
+  if (req.max_gpu_memory_mb) copt.forward.gpu_memory_bytes = static_cast<int64_t>(*req.max_gpu_memory_mb * 1048576.0);
   // The GPU's GEMMs are bf16 (tensor cores, fp32 accumulation) whatever --compute-dtype says.
   copt.bf16_compute = req.compute_dtype == "bf16" || device.is_cuda();
   const std::string compute_dtype = device.is_cuda() ? "bf16" : req.compute_dtype;

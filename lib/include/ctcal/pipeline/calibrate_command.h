@@ -33,6 +33,7 @@ struct CalibrateRequest {
   std::optional<double> max_memory_mb;
   std::string compute_dtype = "fp32";  // or "bf16"
   std::string device = "cpu";          // --device: cpu, cuda, cuda:N (the GPU computes bf16 GEMMs)
+  std::optional<double> max_gpu_memory_mb;  // --max-gpu-memory: what the GPU run may count on
   std::optional<std::string> key_range;
   std::optional<std::string> propagate;  // "unquantized" (default) or "quantized"; overrides ctcal.propagate
   // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL unquantized.
