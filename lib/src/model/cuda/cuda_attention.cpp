@@ -76,13 +76,16 @@ void BlockedAttention::run(const uint16_t* q, const uint16_t* k, const uint16_t*
       tab[c.first + 2 * n + static_cast<std::size_t>(i)] = scores_.get() + i * c.bq * c.sk;
       tab[c.first + 4 * n + static_cast<std::size_t>(i)] = probs_.get() + i * c.bq * c.sk;
     }
-  // The previous call's tables may still be read by the GPU: wait before overwriting them.
-  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  // The previous call's staged tables may still be on their way up: wait for that copy (not for
+  // the whole stream: the device tables are rewritten in stream order, after their last reader).
+  if (tables_pending_) check(cudaEventSynchronize(tables_copied_.get()), "cudaEventSynchronize");
   host_ptrs_.resize(tab.size() * sizeof(void*));
   std::copy(tab.begin(), tab.end(), reinterpret_cast<const void**>(host_ptrs_.get()));
   ptrs_.resize(tab.size());
   check(cudaMemcpyAsync(ptrs_.get(), host_ptrs_.get(), tab.size() * sizeof(void*), cudaMemcpyHostToDevice, stream),
         "copying attention pointer tables");
+  check(cudaEventRecord(tables_copied_.get(), stream), "cudaEventRecord");
+  tables_pending_ = true;
   check(cublasSetStream(blas_, stream), "cublasSetStream");
   const float one = 1.0f, zero = 0.0f;
   for (const Call& c : calls) {

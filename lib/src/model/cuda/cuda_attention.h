@@ -22,8 +22,8 @@ class BlockedAttention {
   // scores_budget_bytes bounds the [entries, bq, sk] scores (fp32) plus probabilities (bf16).
   BlockedAttention(cublasHandle_t blas, std::size_t scores_budget_bytes);
   // q: [n, q_dim], k/v: [n, kv_dim] bf16 -> out: [n, q_dim] fp32; `spans` are rows of the chunk.
-  // Runs on the handle's stream; returns after enqueuing (the pointer tables stay valid until
-  // the next call, which waits for the stream first).
+  // Runs on `stream`; returns after enqueuing. The next call waits only for this call's staging
+  // copy of the pointer tables before reusing the staging buffer.
   void run(const uint16_t* q, const uint16_t* k, const uint16_t* v, float* out, const std::vector<SampleSpan>& spans,
            const AttentionShape& shape, cudaStream_t stream);
 
@@ -36,6 +36,8 @@ class BlockedAttention {
   DeviceBuffer<uint16_t> probs_;      // [entries, bq, sk] bf16
   PinnedBuffer host_ptrs_;            // the pointer tables, staged
   DeviceBuffer<const void*> ptrs_;    // the pointer tables on the device
+  Event tables_copied_;               // the last staging copy of the tables is done
+  bool tables_pending_ = false;
 };
 
 }  // namespace ctcal::cuda

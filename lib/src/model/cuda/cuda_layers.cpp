@@ -408,7 +408,18 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     RopeTableCache tables(c_, l, spans_, opt_.position_offset);
     check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), s), "cudaMemsetAsync");
     compute.start(s);
-    for (const Chunk& ch : chunks_) {
+    // Progress and cancellation per chunk, as on the CPU, one chunk behind: the host waits for
+    // chunk i - 1 while chunk i is queued, so the GPU never drains between chunks.
+    cuda::Event chunk_done[2];
+    int64_t reported = -1;  // the last chunk after_chunk was told about
+    auto report = [&](int64_t i) {
+      check(cudaEventSynchronize(chunk_done[i % 2].get()), "running a layer on the GPU");
+      const Chunk& done = chunks_[static_cast<std::size_t>(i)];
+      if (opt_.after_chunk) opt_.after_chunk(l, done.r0 + done.n - spans_.front().offset);
+      reported = i;
+    };
+    for (std::size_t i = 0; i < chunks_.size(); ++i) {
+      const Chunk& ch = chunks_[i];
       float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
       if (!resident_)
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
@@ -417,10 +428,10 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
       if (!resident_)
         check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
                               cudaMemcpyDeviceToHost, s), "copying hidden states from the GPU");
-      // Progress and cancellation per chunk, as on the CPU: wait for the chunk to finish.
-      check(cudaStreamSynchronize(s), "running a layer on the GPU");
-      if (opt_.after_chunk) opt_.after_chunk(l, ch.r0 + ch.n - spans_.front().offset);
+      check(cudaEventRecord(chunk_done[i % 2].get(), s), "cudaEventRecord");
+      if (i > 0) report(static_cast<int64_t>(i) - 1);
     }
+    if (reported + 1 < static_cast<int64_t>(chunks_.size())) report(static_cast<int64_t>(chunks_.size()) - 1);
     compute.stop(s);
     weights.release(l, s);
     int flag = 0;
