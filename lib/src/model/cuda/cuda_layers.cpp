@@ -135,8 +135,13 @@ class CudaLayers {
   std::unique_ptr<cuda::BlockedAttention> attention_;
   bool resident_ = true;
   DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
+  // One chunk's activations, fp32: xn_ [chunk, hidden], q_ [chunk, q_dim], k_/v_ [chunk, kv_dim],
+  // attn_ [chunk, q_dim], proj_ [chunk, hidden], gate_/up_ [chunk, intermediate], tmp_ [chunk, q_dim]
+  // (R3 only).
   DeviceBuffer<float> xn_, q_, k_, v_, attn_, proj_, gate_, up_, tmp_;
-  DeviceBuffer<uint16_t> xb_, qb_, kb_, vb_;                // bf16 GEMM and attention inputs
+  // bf16: xb_ [chunk, max(hidden, q_dim, intermediate)] (the next GEMM's input), qb_ [chunk, q_dim],
+  // kb_/vb_ [chunk, kv_dim] (attention's operands).
+  DeviceBuffer<uint16_t> xb_, qb_, kb_, vb_;
   DeviceBuffer<int64_t> offsets_, lengths_;                 // per sample, rows within its chunk
   DeviceBuffer<float> r3_;                                  // [head_dim, head_dim]
   DeviceBuffer<int> flag_;                                  // NaN/Inf raised in this layer
