@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "ctcal/error.h"
-#include "ctcal/io/quant_config.h"
+#include "ctcal/pipeline/quant_config.h"
 #include "ctcal/pipeline/plan.h"
 #include "ctcal/recipe/recipe.h"
 

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "ctcal/error.h"
-#include "ctcal/io/quant_config.h"
+#include "ctcal/model/scale_names.h"
 #include "ctcal/io/weight_quantization.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/recipe/recipe.h"

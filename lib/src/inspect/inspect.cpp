@@ -9,7 +9,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/io/quant_config.h"
+#include "ctcal/model/scale_names.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/io/weight_quantization.h"
 #include "ctcal/model/model_config.h"

@@ -19,7 +19,7 @@
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/inspect/inspect.h"
-#include "ctcal/io/quant_config.h"
+#include "ctcal/pipeline/quant_config.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/calibrate_report.h"
 #include "ctcal/pipeline/plan.h"

@@ -6,7 +6,8 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
-#include "ctcal/io/quant_config.h"
+#include "ctcal/model/scale_names.h"
+#include "ctcal/pipeline/quant_config.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/quant/fp8_weight.h"

@@ -1,4 +1,4 @@
-#include "ctcal/io/quant_config.h"
+#include "ctcal/pipeline/quant_config.h"
 
 #include "ctcal/error.h"
 #include "ctcal/version.h"
@@ -6,13 +6,6 @@
 namespace ctcal {
 
 using nlohmann::json;
-
-std::string scale_name(const std::string& attention_module, Site site) {
-  return fmt::format("{}.{}_scale", attention_module, site_name(site));
-}
-std::string zero_point_name(const std::string& attention_module, Site site) {
-  return fmt::format("{}.{}_zero_point", attention_module, site_name(site));
-}
 
 std::string python_json_dump(const json& j) { return j.dump(2, ' ', /*ensure_ascii=*/true); }
 
