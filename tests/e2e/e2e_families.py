@@ -73,15 +73,20 @@ def check_baseline_nll(case, golden, doc):
     print(f"{case}: baseline NLL {got:.6f} vs transformers {want:.6f} (diff {abs(got - want):.2g})")
 
 
-def calibrate_case(case, recipe_text, tmp, label):
-    """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, data,
-    out), or None after recording the failure."""
+def golden_inputs(case, tmp, suffix=""):
+    """Golden case `case`: (golden, model directory, its samples written as an input_ids dataset)."""
     golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
-    model = os.path.join(GOLDEN, golden["model_dir"])
-    data = os.path.join(tmp, case + ".jsonl")
+    data = os.path.join(tmp, case + suffix + ".jsonl")
     with open(data, "w") as f:
         for ids in golden["samples"]:
             f.write(json.dumps({"input_ids": ids}) + "\n")
+    return golden, os.path.join(GOLDEN, golden["model_dir"]), data
+
+
+def calibrate_case(case, recipe_text, tmp, label):
+    """Calibrates golden case `case` on its own samples with `recipe_text`: (golden, model, data,
+    out), or None after recording the failure."""
+    golden, model, data = golden_inputs(case, tmp)
     recipe = os.path.join(tmp, label + ".yaml")
     with open(recipe, "w") as f:
         f.write(recipe_text)
@@ -166,12 +171,7 @@ def check_gpt_oss_mxfp4(tmp):
     transformers' loss on the dequantized experts); calibrate refuses before any work (exit 4,
     naming quant_method mxfp4), since its output cannot be both MXFP4 and compressed-tensors."""
     case = "gpt_oss_mxfp4"
-    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
-    model = os.path.join(GOLDEN, golden["model_dir"])
-    data = os.path.join(tmp, case + ".jsonl")
-    with open(data, "w") as f:
-        for ids in golden["samples"]:
-            f.write(json.dumps({"input_ids": ids}) + "\n")
+    golden, model, data = golden_inputs(case, tmp)
     recipe = os.path.join(tmp, "mxfp4.yaml")
     with open(recipe, "w") as f:
         f.write(RECIPE)
@@ -311,13 +311,8 @@ def check_moe_fp8(tmp, case):
     Then the --propagate quantized round trip within 1e-4."""
     router = MOE_ROUTER[case]
     recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
-    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
-    model = os.path.join(GOLDEN, golden["model_dir"])
     # The router not ignored: refused.
-    data = os.path.join(tmp, case + "-router.jsonl")
-    with open(data, "w") as f:
-        for ids in golden["samples"]:
-            f.write(json.dumps({"input_ids": ids}) + "\n")
+    golden, model, data = golden_inputs(case, tmp, "-router")
     path = os.path.join(tmp, case + "-router.yaml")
     open(path, "w").write(recipe)
     r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-router"))
@@ -372,15 +367,11 @@ def check_moe_fp8(tmp, case):
 def check_fused_experts_refused(tmp):
     """transformers 5's fused experts (one [E, 2I, H] tensor): FP8 experts are refused (exit 4)."""
     case = "qwen3_moe_fused_sliding_bf16"
-    golden = json.load(open(os.path.join(GOLDEN, case + ".json")))
-    data = os.path.join(tmp, case + "-fused.jsonl")
-    with open(data, "w") as f:
-        for ids in golden["samples"]:
-            f.write(json.dumps({"input_ids": ids}) + "\n")
+    golden, model, data = golden_inputs(case, tmp, "-fused")
     path = os.path.join(tmp, "fused.yaml")
     open(path, "w").write(FP8_RECIPE.replace("STRATEGY", "tensor").replace("ignore: [lm_head]",
                                                                             'ignore: [lm_head, "re:.*mlp.gate$"]'))
-    r = run("calibrate", path, "--model", os.path.join(GOLDEN, golden["model_dir"]), "--dataset", data, "--output",
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output",
             os.path.join(tmp, "fused-out"))
     check(r.returncode == 4 and "fuses every expert" in r.stderr, f"{case}: exit {r.returncode}: {r.stderr[-400:]}")
 

@@ -21,34 +21,20 @@ namespace ctcal {
 
 namespace {
 
-// A chunk: consecutive samples from `first` whose tokens fit in chunk_tokens (at least one
-// sample). Returns the index one past its last sample; *tokens: its token count.
-std::size_t chunk_end(const std::vector<SampleSpan>& spans, std::size_t first, int64_t chunk_tokens, int64_t* tokens) {
-  std::size_t last = first + 1;
-  int64_t n = spans[first].length;
-  while (last < spans.size() && n + spans[last].length <= chunk_tokens) n += spans[last++].length;
-  *tokens = n;
-  return last;
-}
-
-// The rows of a chunk's samples: spans relative to the chunk's first row.
-struct ChunkRows {
-  std::vector<SampleSpan> spans;
-};
-
 // Shows a Linear input x [n, width] (the chunk's rows) to the observer, sample by sample.
 void announce_input(ActivationObserver* observer, int64_t layer, Site site, const Eigen::Ref<const RowMatrix>& x,
-                    const ChunkRows& rows) {
+                    const std::vector<SampleSpan>& rows) {
   if (!observer || !observer->wants(layer, site)) return;
-  for (const auto& s : rows.spans)
+  for (const auto& s : rows)
     observer->observe(layer, site, {x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride()});
 }
 
 // FP8 W8A8 in eval: fake-quantizes a Linear input x [n, width] in place, sample by sample, where
 // the quantizer asks for it (after the observer saw the unquantized input).
-void quantize_input(ActivationQuantizer* q, int64_t layer, Site site, Eigen::Ref<RowMatrix> x, const ChunkRows& rows) {
+void quantize_input(ActivationQuantizer* q, int64_t layer, Site site, Eigen::Ref<RowMatrix> x,
+                    const std::vector<SampleSpan>& rows) {
   if (!q || !q->quantizes(layer, site)) return;
-  for (const auto& s : rows.spans)
+  for (const auto& s : rows)
     q->apply(layer, site, x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride());
 }
 
@@ -69,20 +55,13 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
 
   // Scratch buffers sized for the largest chunk, reused across chunks and layers: fresh 50 MB
   // allocations per layer cost more in page faults than the GEMMs they feed.
+  const std::vector<SampleChunk> chunks = make_chunks(spans, opt.chunk_tokens);
   int64_t max_chunk = 0;
-  for (std::size_t f = 0; f < spans.size();) {
-    int64_t n = 0;
-    f = chunk_end(spans, f, opt.chunk_tokens, &n);
-    max_chunk = std::max(max_chunk, n);
-  }
+  for (const SampleChunk& ch : chunks) max_chunk = std::max(max_chunk, ch.n);
   scratch_.reserve(max_chunk, c);
-  std::size_t first = 0;
-  while (first < spans.size()) {
-    int64_t n = 0;  // the chunk's tokens
-    const std::size_t last = chunk_end(spans, first, opt.chunk_tokens, &n);
-    const int64_t r0 = spans[first].offset;
-    ChunkRows rows;  // the chunk's samples, as rows of x/q/k/v/attn
-    for (std::size_t s = first; s < last; ++s) rows.spans.push_back({spans[s].offset - r0, spans[s].length});
+  for (const SampleChunk& ch : chunks) {
+    const int64_t r0 = ch.r0, n = ch.n;  // the chunk's first row and tokens
+    const std::vector<SampleSpan>& rows = ch.spans;  // the chunk's samples, as rows of x/q/k/v/attn
     auto x = hidden.middleRows(r0, n);  // [n, hidden], updated in place
     auto xn = scratch_.view(scratch_.xn, n, c.hidden_size);          // [n, hidden]
     auto q = scratch_.view(scratch_.q, n, c.q_dim());                // [n, q_dim]
@@ -107,7 +86,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
       rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
     }
-    for (const auto& span : rows.spans) {
+    for (const auto& span : rows) {
       const int64_t off = span.offset, len = span.length;
       float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
       float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
@@ -134,7 +113,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
       }
     }
-    causal_attention(q.data(), k.data(), v.data(), attn.data(), rows.spans, attention_shape, opt.attention_block,
+    causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
                      opt.attention_key_block);
     announce_input(observer, layer, Site::kOProjInput, attn, rows);
     quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);
@@ -172,7 +151,6 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     }
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
     check_finite(x, layer, module, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");
-    first = last;
     if (opt.after_chunk) opt.after_chunk(layer, r0 + n - spans.front().offset);
   }
 }

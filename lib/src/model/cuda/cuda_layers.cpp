@@ -28,29 +28,6 @@ namespace {
 using cuda::check;
 using cuda::DeviceBuffer;
 
-// Consecutive samples whose tokens fit in `chunk_tokens` (at least one sample).
-struct Chunk {
-  std::size_t first = 0, last = 0;  // samples [first, last)
-  int64_t r0 = 0, n = 0;            // rows [r0, r0 + n) of the hidden states
-  std::vector<SampleSpan> spans;    // the samples, as rows of the chunk
-};
-
-std::vector<Chunk> make_chunks(const std::vector<SampleSpan>& spans, int64_t chunk_tokens) {
-  std::vector<Chunk> chunks;
-  for (std::size_t f = 0; f < spans.size();) {
-    Chunk c;
-    c.first = f;
-    c.r0 = spans[f].offset;
-    std::size_t l = f;
-    while (l < spans.size() && (l == f || c.n + spans[l].length <= chunk_tokens)) c.n += spans[l++].length;
-    c.last = l;
-    for (std::size_t s = f; s < l; ++s) c.spans.push_back({spans[s].offset - c.r0, spans[s].length});
-    chunks.push_back(std::move(c));
-    f = l;
-  }
-  return chunks;
-}
-
 // Every copy goes through the compute stream (cudaMemcpy runs on the legacy default stream, which
 // a non-blocking stream does not wait for: a pageable upload may still be in flight when the
 // stream's kernels start), and returns when it is done.
@@ -113,23 +90,32 @@ class CudaLayers {
   void run(RowMatrix& hidden, const LayerLoop& loop);
 
  private:
-  void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chunk& ch, float* x, ActivationObserver* obs,
-                 RopeTableCache& tables);
+  void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                 ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
-               int64_t head_dim, const Chunk& ch);
+               int64_t head_dim, const SampleChunk& ch);
   void deliver_reduced(ActivationObserver* obs, int64_t layer);
+  // Copies a chunk's rows x [n, ld] into the pinned staging buffer and waits: the host's view.
+  float* download(const float* x, int64_t ld, const SampleChunk& ch);
   // eval's fake quantization of one site on the host (copied down, quantized, copied up);
   // returns whether it changed anything. x: [n, heads * head_dim] with row stride ld.
-  bool host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim, const Chunk& ch);
+  bool host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim,
+                     const SampleChunk& ch);
   void rotate(float* x, int64_t rows, int64_t d);  // x [rows, d] <- x . R3
-  const std::pair<const float*, const float*>& rope_table(int64_t layer, RopeTableCache& tables, int64_t len);
+  // The cos/sin table [len, half] of `layer` on the device (uploaded once per RoPE config and key).
+  struct DeviceRope {
+    const float* cos;
+    const float* sin;
+    int64_t half;
+  };
+  DeviceRope rope_table(int64_t layer, RopeTableCache& tables, int64_t len);
 
   const Decoder& model_;
   const ModelConfig& c_;
   const std::vector<SampleSpan>& spans_;
   const ForwardOptions& opt_;
-  std::vector<Chunk> chunks_;
+  std::vector<SampleChunk> chunks_;
   cuda::Stream stream_;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<cuda::BlockedAttention> attention_;
@@ -152,7 +138,6 @@ class CudaLayers {
   int64_t max_heads_ = 1;
   cuda::PinnedBuffer stage_;                                // values copied back to the host
   std::map<std::pair<const RopeConfig*, int64_t>, std::pair<DeviceBuffer<float>, DeviceBuffer<float>>> rope_dev_;
-  std::pair<const float*, const float*> rope_ptrs_;
   PhaseTimers phases_;
 };
 
@@ -238,7 +223,7 @@ void CudaLayers::rotate(float* x, int64_t rows, int64_t d) {
         "cudaMemcpyAsync");
 }
 
-const std::pair<const float*, const float*>& CudaLayers::rope_table(int64_t layer, RopeTableCache& tables, int64_t len) {
+CudaLayers::DeviceRope CudaLayers::rope_table(int64_t layer, RopeTableCache& tables, int64_t len) {
   const RopeTable& t = tables.for_length(len);
   auto key = std::make_pair(&c_.rope_of(layer), tables.key_of(len));
   auto it = rope_dev_.find(key);
@@ -251,20 +236,15 @@ const std::pair<const float*, const float*>& CudaLayers::rope_table(int64_t laye
     check(copy_on_stream(d.second.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
     it = rope_dev_.emplace(key, std::move(d)).first;
   }
-  rope_ptrs_ = {it->second.first.get(), it->second.second.get()};
-  return rope_ptrs_;
+  return {it->second.first.get(), it->second.second.get(), t.half};
 }
 
 void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
-                         int64_t head_dim, const Chunk& ch) {
+                         int64_t head_dim, const SampleChunk& ch) {
   if (!obs || !obs->wants(layer, site)) return;
   if (obs->needs_values(layer, site)) {
     // MSE observers and the key envelope read the values: copy the chunk back, sample by sample.
-    const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
-    stage_.resize(bytes);
-    check(cudaMemcpyAsync(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
-    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
-    const auto* host = reinterpret_cast<const float*>(stage_.get());
+    const float* host = download(x, ld, ch);
     for (const auto& s : ch.spans) obs->observe(layer, site, {host + s.offset * ld, s.length, heads, head_dim, ld});
     return;
   }
@@ -300,21 +280,24 @@ void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
 }
 
 bool CudaLayers::host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim,
-                               const Chunk& ch) {
+                               const SampleChunk& ch) {
   ActivationQuantizer* fq = opt_.quantizer;
   if (!fq || !fq->quantizes(layer, site)) return false;
-  const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
-  stage_.resize(bytes);
-  check(cudaMemcpyAsync(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
-  auto* host = reinterpret_cast<float*>(stage_.get());
+  float* host = download(x, ld, ch);
   for (const auto& s : ch.spans) fq->apply(layer, site, host + s.offset * ld, s.length, heads, head_dim, ld);
-  check(cudaMemcpyAsync(x, host, bytes, cudaMemcpyHostToDevice, stream_.get()), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  check(copy_on_stream(x, host, static_cast<std::size_t>(ch.n * ld) * 4, cudaMemcpyHostToDevice, stream_.get()),
+        "copying fake-quantized values to the GPU");
   return true;
 }
 
-void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chunk& ch, float* x,
+float* CudaLayers::download(const float* x, int64_t ld, const SampleChunk& ch) {
+  const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
+  stage_.resize(bytes);
+  check(copy_on_stream(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "copying values from the GPU");
+  return reinterpret_cast<float*>(stage_.get());
+}
+
+void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                            ActivationObserver* obs, RopeTableCache& tables) {
   const FamilySpec& fam = *c_.family;
   const int64_t n = ch.n, h = c_.hidden_size, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads;
@@ -338,8 +321,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Chun
   }
   observe(obs, layer, Site::kKeyPreRope, k, kvd, nkv, d, ch);
   for (const auto& span : ch.spans) {
-    const auto [cos, sin] = rope_table(layer, tables, span.length);  // [len, half]
-    const int64_t half = tables.for_length(span.length).half;
+    const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
     cuda::rope(q + span.offset * qd, span.length, nh, d, qd, cos, sin, half, s);
     cuda::rope(k + span.offset * kvd, span.length, nkv, d, kvd, cos, sin, half, s);
   }
@@ -419,12 +401,12 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     int64_t reported = -1;  // the last chunk after_chunk was told about
     auto report = [&](int64_t i) {
       check(cudaEventSynchronize(chunk_done[i % 2].get()), "running a layer on the GPU");
-      const Chunk& done = chunks_[static_cast<std::size_t>(i)];
+      const SampleChunk& done = chunks_[static_cast<std::size_t>(i)];
       if (opt_.after_chunk) opt_.after_chunk(l, done.r0 + done.n - spans_.front().offset);
       reported = i;
     };
     for (std::size_t i = 0; i < chunks_.size(); ++i) {
-      const Chunk& ch = chunks_[i];
+      const SampleChunk& ch = chunks_[i];
       float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
       if (!resident_)
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
