@@ -104,8 +104,12 @@ def drop_cache(path):
             os.close(fd)
 
 
-def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False):
-    env = dict(os.environ, CTCAL_CUDA_PROFILE="1") if profile else None
+def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False):
+    env = dict(os.environ)
+    if profile:
+        env["CTCAL_CUDA_PROFILE"] = "1"
+    if blocked:  # the cuBLAS-blocked attention instead of the fused kernel, for comparison
+        env["CTCAL_CUDA_ATTENTION"] = "blocked"
     t = time.perf_counter()
     p = subprocess.run([ctcal, "calibrate", recipe, "--model", path, "--dataset", data, "--output", out_dir,
                         "--overwrite", "--num-samples", str(n), "--max-seq-length", str(seq), "--no-shuffle",
@@ -114,7 +118,7 @@ def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False):
     if p.returncode != 0:
         sys.exit(f"ctcal failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     rep = json.load(open(f"{out_dir}/ctcal_report.json"))
-    lines = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and ("layers in" in l or "per phase" in l)]
+    lines = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and any(w in l for w in ("layers in", "per phase", "host thread", "setup:"))]
     return {"wall_s": wall, "calibration_s": rep["timings"]["calibration_s"], "tokens": rep["tokens"],
             "cuda_log": "\n   ".join(lines)}
 
@@ -152,10 +156,11 @@ def main():
         print(f"[{a.shape}] transformers bf16: full forward {tokens / tf['full']:.0f} tok/s, "
               f"decoder only {tokens / tf['decoder']:.0f} tok/s", flush=True)
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
-    for cache in ("warm", "cold", "warm, phases timed"):
+    for cache in ("warm", "cold", "warm, phases timed", "warm, phases timed, blocked attention"):
         if cache == "cold":
             drop_cache(path)
-        r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}", profile="phases" in cache)
+        r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}",
+                      profile="phases" in cache, blocked="blocked" in cache)
         res[f"ctcal_{cache}"] = r
         line = (f"[{a.shape}] ctcal cuda, {cache} page cache: calibration {r['calibration_s']:.2f} s "
                 f"({tokens / r['calibration_s']:.0f} tok/s), whole command {r['wall_s']:.2f} s")

@@ -8,6 +8,7 @@
 // activations and residuals: fp32. Observation points and their order are the CPU's.
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "cuda_kernels.h"
 #include "cuda_support.h"
 #include "cuda_weight_stream.h"
+#include "flash_attention.h"
 
 namespace ctcal {
 
@@ -81,6 +83,11 @@ class PhaseTimers {
   std::map<std::string, EventTimer> timers_;
 };
 
+// Seconds the host thread spends in each part of the layer loop.
+struct HostTimes {
+  double prologue = 0, acquire = 0, enqueue = 0, wait = 0, epilogue = 0, download = 0;
+};
+
 class CudaLayers {
  public:
   CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const ForwardOptions& opt);
@@ -118,6 +125,11 @@ class CudaLayers {
   std::vector<SampleChunk> chunks_;
   cuda::Stream stream_;
   cublasHandle_t blas_ = nullptr;
+  // The fused attention kernel where it takes the head_dim; cuBLAS-blocked attention otherwise (or
+  // with CTCAL_CUDA_ATTENTION=blocked, to compare the two).
+  bool flash_ = false;
+  DeviceBuffer<cuda::FlashItem> flash_items_;               // every chunk's query blocks
+  std::vector<std::pair<std::size_t, int64_t>> flash_range_;  // [chunk] -> (first item, count)
   std::unique_ptr<cuda::BlockedAttention> attention_;
   bool resident_ = true;
   DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
@@ -137,7 +149,11 @@ class CudaLayers {
   std::vector<std::pair<Site, int64_t>> reduced_;           // (site, heads) per slot, this layer
   int64_t max_heads_ = 1;
   cuda::PinnedBuffer stage_;                                // values copied back to the host
-  std::map<std::pair<const RopeConfig*, int64_t>, std::pair<DeviceBuffer<float>, DeviceBuffer<float>>> rope_dev_;
+  struct DeviceRopeTable {
+    DeviceBuffer<float> cos, sin;  // [len, half] each
+    int64_t half = 0;
+  };
+  std::map<std::pair<const RopeConfig*, int64_t>, DeviceRopeTable> rope_dev_;
   PhaseTimers phases_;
 };
 
@@ -190,6 +206,20 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   std::size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   if (opt.gpu_memory_bytes > 0) free_b = std::min(free_b, static_cast<std::size_t>(opt.gpu_memory_bytes));
+  const char* attention_choice = std::getenv("CTCAL_CUDA_ATTENTION");
+  flash_ = cuda::flash_attention_supports(c_.head_dim) &&
+           !(attention_choice && std::string(attention_choice) == "blocked");
+  if (flash_) {
+    std::vector<cuda::FlashItem> items;
+    for (const auto& ch : chunks_) {
+      const std::vector<cuda::FlashItem> mine = cuda::flash_items(ch.spans);
+      flash_range_.emplace_back(items.size(), static_cast<int64_t>(mine.size()));
+      items.insert(items.end(), mine.begin(), mine.end());
+    }
+    flash_items_.resize(items.size());
+    check(copy_on_stream(flash_items_.get(), items.data(), items.size() * sizeof(cuda::FlashItem),
+                         cudaMemcpyHostToDevice, s), "copying to the GPU");
+  }
   attention_ = std::make_unique<cuda::BlockedAttention>(blas_, std::min<std::size_t>(free_b / 16, std::size_t{4} << 30));
   // Hidden states of every sample stay on the device when they fit beside two weight slots and
   // the attention scores; otherwise each chunk goes up and down per layer.
@@ -224,19 +254,21 @@ void CudaLayers::rotate(float* x, int64_t rows, int64_t d) {
 }
 
 CudaLayers::DeviceRope CudaLayers::rope_table(int64_t layer, RopeTableCache& tables, int64_t len) {
-  const RopeTable& t = tables.for_length(len);
+  // The host table is computed only when the device has no copy yet (layers share their RoPE).
   auto key = std::make_pair(&c_.rope_of(layer), tables.key_of(len));
   auto it = rope_dev_.find(key);
   if (it == rope_dev_.end()) {
-    std::pair<DeviceBuffer<float>, DeviceBuffer<float>> d;
-    d.first.resize(t.cos.size());
-    d.second.resize(t.sin.size());
+    const RopeTable& t = tables.for_length(len);
+    DeviceRopeTable d;
+    d.cos.resize(t.cos.size());
+    d.sin.resize(t.sin.size());
+    d.half = t.half;
     cudaStream_t s = stream_.get();
-    check(copy_on_stream(d.first.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
-    check(copy_on_stream(d.second.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+    check(copy_on_stream(d.cos.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+    check(copy_on_stream(d.sin.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
     it = rope_dev_.emplace(key, std::move(d)).first;
   }
-  return {it->second.first.get(), it->second.second.get(), t.half};
+  return {it->second.cos.get(), it->second.sin.get(), it->second.half};
 }
 
 void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
@@ -346,7 +378,14 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cuda::to_bf16(v, vb_.get(), n * kvd, s);
   phases_.stop("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
   phases_.start("attention", s);
-  attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, AttentionShape::of(c_, layer), s);  // [n, q_dim]
+  const AttentionShape shape = AttentionShape::of(c_, layer);
+  if (flash_) {
+    const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
+    cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), attn, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
+                          shape.scale, nullptr, flash_items_.get() + first, count, s);  // [n, q_dim]
+  } else {
+    attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
+  }
   phases_.stop("attention", s);
   phases_.start("o_proj and residual", s);
   observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
@@ -383,16 +422,22 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   const int64_t h = c_.hidden_size, n_layers = c_.num_hidden_layers;
   cudaStream_t s = stream_.get();
   const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
-  if (resident_)
-    check(copy_on_stream(hidden_.get(), hidden.data(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
-                         cudaMemcpyHostToDevice, s), "copying the hidden states to the GPU");
+  HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
+    auto mark = Clock::now();
+    auto lap = [&](double* into) {
+      const auto now = Clock::now();
+      *into += std::chrono::duration<double>(now - mark).count();
+      mark = now;
+    };
     if (loop.before_layer) loop.before_layer(l);
-    const cuda::DeviceLayer& w = weights.acquire(l, s);
     ActivationObserver* obs = loop.observer ? loop.observer(l) : nullptr;
     RopeTableCache tables(c_, l, spans_, opt_.position_offset);
+    lap(&host.prologue);
+    const cuda::DeviceLayer& w = weights.acquire(l, s);
+    lap(&host.acquire);
     check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), s), "cudaMemsetAsync");
     compute.start(s);
     // Progress and cancellation per chunk, as on the CPU, one chunk behind: the host waits for
@@ -400,7 +445,9 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     cuda::Event chunk_done[2];
     int64_t reported = -1;  // the last chunk after_chunk was told about
     auto report = [&](int64_t i) {
+      lap(&host.enqueue);
       check(cudaEventSynchronize(chunk_done[i % 2].get()), "running a layer on the GPU");
+      lap(&host.wait);
       const SampleChunk& done = chunks_[static_cast<std::size_t>(i)];
       if (opt_.after_chunk) opt_.after_chunk(l, done.r0 + done.n - spans_.front().offset);
       reported = i;
@@ -408,7 +455,9 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     for (std::size_t i = 0; i < chunks_.size(); ++i) {
       const SampleChunk& ch = chunks_[i];
       float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
-      if (!resident_)
+      // Resident hidden states go up chunk by chunk in layer 0, each copy (pageable: the host
+      // waits for it) overlapping the previous chunk's kernels; streamed ones every layer.
+      if (!resident_ || l == 0)
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
                               cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
       run_chunk(w, l, ch, x, obs, tables);
@@ -430,10 +479,13 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     }
     if (obs) deliver_reduced(obs, l);
     if (loop.after_layer) loop.after_layer(l);
+    lap(&host.epilogue);
   }
+  const auto t_end = Clock::now();
   if (resident_ && loop.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
+  host.download = std::chrono::duration<double>(Clock::now() - t_end).count();
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
   std::size_t free_b = 0, total_b = 0;
@@ -458,7 +510,21 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
                n_layers, wall, compute.seconds(), copy_s, hidden_copies, n_layers - 1, weights.load_seconds(),
                weights.wait_seconds(), static_cast<double>(weights.slot_bytes()) / (1 << 20),
                static_cast<double>(total_b - free_b) / (1 << 30));
-  if (std::getenv("CTCAL_CUDA_PROFILE")) spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
+  if (std::getenv("CTCAL_CUDA_PROFILE")) {
+    // The GPU's idle time between layers: from layer l-1's last kernel to layer l's first.
+    double idle = 0;
+    for (int64_t l = 1; l < n_layers; ++l) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, compute.end_of(static_cast<std::size_t>(l - 1)),
+                                 compute.start_of(static_cast<std::size_t>(l))), "cudaEventElapsedTime");
+      idle += ms / 1000.0;
+    }
+    spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
+    spdlog::info("cuda: host thread: layer prologue {:.3f} s, waiting for weights {:.3f} s, queuing kernels {:.3f} s, "
+                 "waiting for chunks {:.3f} s, layer epilogue {:.3f} s, hidden states down {:.3f} s; GPU idle between "
+                 "layers {:.3f} s", host.prologue, host.acquire, host.enqueue, host.wait, host.epilogue, host.download,
+                 idle);
+  }
 }
 
 }  // namespace
@@ -501,11 +567,19 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
 
 void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,
                      const LayerLoop& loop, const ForwardOptions& options) {
+  using Clock = std::chrono::steady_clock;
   check_cuda_supports(model.config(), options);
+  const auto t0 = Clock::now();
   cuda_device_description(options.device.index);  // a clear error when there is no such GPU
   check(cudaSetDevice(options.device.index), "cudaSetDevice");
+  check(cudaFree(nullptr), "creating the CUDA context");
   if (spans.empty()) return;
+  const auto t1 = Clock::now();
   CudaLayers layers(model, spans, options);
+  const auto t2 = Clock::now();
+  if (std::getenv("CTCAL_CUDA_PROFILE"))
+    spdlog::info("cuda: setup: context {:.3f} s, buffers and cuBLAS {:.3f} s",
+                 std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
   layers.run(hidden, loop);
 }
 
