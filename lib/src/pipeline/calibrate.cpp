@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <memory>
 
 #include "ctcal/error.h"
+#include "ctcal/model/cuda_backend.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
@@ -167,7 +169,12 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   const std::vector<std::vector<int32_t>> share(samples.begin() + static_cast<std::ptrdiff_t>(mine.first),
                                                 samples.begin() + static_cast<std::ptrdiff_t>(mine.last));
   if (options.on_status) options.on_status("embedding the calibration tokens");
+  // The GPU's context (~0.1 s) is created while the host embeds the tokens.
+  std::future<void> gpu_ready;
+  if (fwd.device.is_cuda())
+    gpu_ready = std::async(std::launch::async, [index = fwd.device.index] { cuda_open_device(index); });
   RowMatrix hidden = model.embed(share, &spans);  // [this rank's tokens, hidden]
+  if (gpu_ready.valid()) gpu_ready.get();
   result.samples = static_cast<int64_t>(samples.size());
   result.tokens = Ranks::sum(hidden.rows());
   std::unique_ptr<LayerObservers> obs;  // the current layer's

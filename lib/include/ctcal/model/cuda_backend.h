@@ -4,13 +4,15 @@
 // without it every entry point says so (UsageError) and nothing else changes.
 //
 // What runs where (lib/src/model/cuda/):
-//   host thread "loader": mmap -> bf16 LayerWeights -> pinned slot (2 of them) -> async H2D copy
-//     into one of 2 device weight slots, on its own stream: layer l+1 is read and copied while
-//     layer l computes, and the GPU never holds more than two layers of weights;
+//   host thread "loader": mmap -> bf16 LayerWeights -> a ring of small pinned pieces -> async H2D
+//     copies into one of 2 device weight slots, on its own stream: layer l+1 is read and copied
+//     while layer l computes, and the GPU never holds more than two layers of weights;
 //   GPU, compute stream: RMSNorm, cuBLAS bf16 GEMMs (fp32 accumulation, fp32 outputs), RoPE,
-//     blocked causal attention (bf16 tensor-core QK^T and PV per query block, fp32 softmax),
-//     gated MLP, residual adds; observers' per-sample per-head min/max reduced on the device.
-// Hidden states of every sample stay on the device when they fit, else they go chunk by chunk.
+//     fused flash attention (bf16 tensor cores, online softmax in registers; a cuBLAS-blocked
+//     attention for head_dims the kernel does not take), gated MLP, residual adds; observers'
+//     per-sample per-head min/max reduced on the device.
+// Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
+// them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer.
 #include <string>
 #include <vector>
 
@@ -24,6 +26,10 @@ bool cuda_backend_built();
 // "NVIDIA H200 (cuda:0), 139.8 GiB, compute capability 9.0"; throws UsageError when the binary
 // has no CUDA backend, no driver or GPU is present, or the ordinal is out of range.
 std::string cuda_device_description(int index);
+
+// Creates the device's CUDA context (~0.1 s the first time in a process): a caller may do it early,
+// on another thread, while the host does other work. Throws as cuda_device_description.
+void cuda_open_device(int index);
 
 // The GPU of a host's `local_rank`-th process: local_rank modulo the number of GPUs (0 without
 // any; cuda_device_description then says why).

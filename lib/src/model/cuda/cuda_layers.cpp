@@ -22,6 +22,7 @@
 #include "cuda_support.h"
 #include "cuda_weight_stream.h"
 #include "flash_attention.h"
+#include "staged_upload.h"
 
 namespace ctcal {
 
@@ -66,11 +67,15 @@ class EventTimer {
 class PhaseTimers {
  public:
   PhaseTimers() : on_(std::getenv("CTCAL_CUDA_PROFILE") != nullptr) {}
-  void start(const char* phase, cudaStream_t s) {
+  // Ends the phase running (if any) and starts `phase`.
+  void next(const char* phase, cudaStream_t s) {
+    end(s);
     if (on_) timers_[phase].start(s);
+    current_ = phase;
   }
-  void stop(const char* phase, cudaStream_t s) {
-    if (on_) timers_[phase].stop(s);
+  void end(cudaStream_t s) {
+    if (on_ && current_) timers_[current_].stop(s);
+    current_ = nullptr;
   }
   std::string summary() const {  // "attention 0.81 s, mlp 1.9 s, ..." after the stream finished
     std::string out;
@@ -80,7 +85,8 @@ class PhaseTimers {
 
  private:
   bool on_;
-  std::map<std::string, EventTimer> timers_;
+  const char* current_ = nullptr;
+  std::map<std::string, EventTimer> timers_;  // by name: phases are numbered in layer order
 };
 
 // Seconds the host thread spends in each part of the layer loop.
@@ -340,13 +346,15 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   uint16_t* xb = xb_.get();
 
   // --- attention block ---
-  phases_.start("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
+  phases_.next("1 input norm", s);
   cuda::rms_norm(x, h, w.input_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
   observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
   if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
+  phases_.next("2 q/k/v GEMMs", s);
   linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
   linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
   linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
+  phases_.next("3 q/k norms, RoPE, R3, observers, bf16", s);
   if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
     cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
     cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
@@ -376,8 +384,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cuda::to_bf16(q, qb_.get(), n * qd, s);
   cuda::to_bf16(k, kb_.get(), n * kvd, s);
   cuda::to_bf16(v, vb_.get(), n * kvd, s);
-  phases_.stop("qkv (norm, projections, q/k norms, RoPE, R3, observers)", s);
-  phases_.start("attention", s);
+  phases_.next("4 attention", s);
   const AttentionShape shape = AttentionShape::of(c_, layer);
   if (flash_) {
     const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
@@ -386,33 +393,34 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   } else {
     attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
   }
-  phases_.stop("attention", s);
-  phases_.start("o_proj and residual", s);
+  phases_.next("5 o_proj, residual", s);
   observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   cuda::to_bf16(attn, xb, n * qd, s);
   linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
   if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
   cuda::add_into(x, proj, n * h, s);
-  phases_.stop("o_proj and residual", s);
 
   // --- MLP block (skipped for the last layer during calibration) ---
   if (w.has_mlp) {
-    phases_.start("mlp", s);
+    phases_.next("6 mlp norm", s);
     float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
     cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);
     observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
     if (host_quantize(layer, Site::kGateUpInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
+    phases_.next("7 gate/up GEMMs", s);
     linear(xb, n, h, w.gate, f, gate);
     linear(xb, n, h, w.up, f, up);
+    phases_.next("8 activation", s);
     cuda::gated_act(fam.act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh, gate, up, xb, n * f, s);
     observe(obs, layer, Site::kDownInput, gate, f, 1, f, ch);
     if (host_quantize(layer, Site::kDownInput, gate, f, 1, f, ch)) cuda::to_bf16(gate, xb, n * f, s);
+    phases_.next("9 down GEMM, residual", s);
     linear(xb, n, f, w.down, h, proj);
     if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
     cuda::add_into(x, proj, n * h, s);
-    phases_.stop("mlp", s);
   }
+  phases_.end(s);
   cuda::flag_nonfinite(x, n * h, flag_.get(), s);
 }
 
@@ -425,6 +433,10 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
+  // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
+  std::unique_ptr<cuda::HiddenUpload> upload;
+  if (resident_)
+    upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
     auto mark = Clock::now();
     auto lap = [&](double* into) {
@@ -455,11 +467,11 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     for (std::size_t i = 0; i < chunks_.size(); ++i) {
       const SampleChunk& ch = chunks_[i];
       float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
-      // Resident hidden states go up chunk by chunk in layer 0, each copy (pageable: the host
-      // waits for it) overlapping the previous chunk's kernels; streamed ones every layer.
-      if (!resident_ || l == 0)
+      if (!resident_)  // streamed hidden states go up and down every layer
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
                               cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
+      else if (l == 0)
+        upload->wait_for(i, s);
       run_chunk(w, l, ch, x, obs, tables);
       if (!resident_)
         check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
@@ -551,6 +563,12 @@ std::string cuda_device_description(int index) {
   check(cudaGetDeviceProperties(&p, index), "cudaGetDeviceProperties");
   return fmt::format("{} (cuda:{}), {:.1f} GiB, compute capability {}.{}", p.name, index,
                      static_cast<double>(p.totalGlobalMem) / (1 << 30), p.major, p.minor);
+}
+
+void cuda_open_device(int index) {
+  cuda_device_description(index);
+  check(cudaSetDevice(index), "cudaSetDevice");
+  check(cudaFree(nullptr), "creating the CUDA context");
 }
 
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options*/) {

@@ -21,26 +21,11 @@ std::size_t layer_bytes_bound(const ModelConfig& c) {
   return bf16 + f32 + 24 * kAlign;
 }
 
-// Copies `bytes` with every core: one 8B layer is ~0.4 GB per slot.
-void parallel_copy(unsigned char* dst, const void* src, std::size_t bytes) {
-  constexpr std::size_t kPiece = std::size_t{1} << 20;
-  const auto pieces = static_cast<int64_t>((bytes + kPiece - 1) / kPiece);
-  const auto* s = static_cast<const unsigned char*>(src);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < pieces; ++i) {
-    const std::size_t off = static_cast<std::size_t>(i) * kPiece;
-    std::memcpy(dst + off, s + off, std::min(kPiece, bytes - off));
-  }
-}
-
 }  // namespace
 
 WeightStream::WeightStream(const Decoder& model, const LayerLoop& loop, int device)
     : model_(model), loop_(loop), device_(device), slot_bytes_(layer_bytes_bound(model.config())) {
-  for (int i = 0; i < 2; ++i) {
-    pinned_[i].resize(slot_bytes_);
-    dev_[i].resize(slot_bytes_);
-  }
+  for (auto& slot : dev_) slot.resize(slot_bytes_);
   for (int64_t l = 0; l < model.config().num_hidden_layers; ++l)
     copy_events_.emplace_back(std::make_unique<Event>(), std::make_unique<Event>());
   loader_ = std::thread([this] { run_loader(); });
@@ -56,14 +41,13 @@ WeightStream::~WeightStream() {
   cudaStreamSynchronize(copy_.get());  // no copy may outlive the buffers
 }
 
-std::size_t WeightStream::pack(const LayerWeights& w, int slot, DeviceLayer* out) {
-  unsigned char* host = pinned_[slot].get();
+std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& up, DeviceLayer* out) {
   unsigned char* dev = dev_[slot].get();
   std::size_t off = 0;
   auto put = [&](const void* src, std::size_t bytes) -> const void* {
     if (bytes == 0) return nullptr;
     CTCAL_ASSERT(off + bytes <= slot_bytes_, "a layer's weights exceed the slot bound");
-    parallel_copy(host + off, src, bytes);
+    up.copy(dev + off, src, bytes);
     const void* at = dev + off;
     off = align_up(off + bytes);
     return at;
@@ -100,6 +84,7 @@ void WeightStream::run_loader() {
     check(cudaSetDevice(device_), "cudaSetDevice (loader thread)");
     const ModelConfig& c = model_.config();
     const int64_t n_layers = c.num_hidden_layers;
+    StagedUpload up(copy_.get());
     LayerWeights w;  // reused from layer to layer
     for (int64_t l = 0; l < n_layers; ++l) {
       {
@@ -116,10 +101,6 @@ void WeightStream::run_loader() {
         reload_layer_weights_bf16_rows(model_.checkpoint(), c, l, with_mlp, &w);
       }
       const int slot = static_cast<int>(l % 2);
-      if (l >= 2) check(cudaEventSynchronize(copied_[slot].get()), "waiting for a pinned slot");
-      DeviceLayer layer;
-      const std::size_t bytes = pack(w, slot, &layer);
-      if (loop_.release_pages) release_layer_pages(model_.checkpoint(), c, l);
       const auto t1 = Clock::now();
       {
         // The device slot is free once layer l - 2 (its last user) has released it.
@@ -127,18 +108,20 @@ void WeightStream::run_loader() {
         cv_.wait(lock, [&] { return stop_ || released_ >= l - 1; });
         if (stop_) return;
       }
+      const auto t2 = Clock::now();
       if (l >= 2) check(cudaStreamWaitEvent(copy_.get(), computed_[slot].get(), 0), "cudaStreamWaitEvent");
       check(cudaEventRecord(copy_start(l), copy_.get()), "cudaEventRecord");
-      check(cudaMemcpyAsync(dev_[slot].get(), pinned_[slot].get(), bytes, cudaMemcpyHostToDevice, copy_.get()),
-            "copying a layer's weights to the GPU");
+      DeviceLayer layer;
+      upload(w, slot, up, &layer);  // staged piece by piece, copied while the next piece fills
       check(cudaEventRecord(copy_end(l), copy_.get()), "cudaEventRecord");
       check(cudaEventRecord(copied_[slot].get(), copy_.get()), "cudaEventRecord");
+      if (loop_.release_pages) release_layer_pages(model_.checkpoint(), c, l);
       {
         std::lock_guard<std::mutex> lock(mu_);
         layers_[slot] = layer;
         issued_ = l + 1;
-        load_seconds_ += std::chrono::duration<double>(t1 - t0).count();
-        wait_seconds_ += std::chrono::duration<double>(Clock::now() - t1).count();
+        load_seconds_ += std::chrono::duration<double>(t1 - t0 + Clock::now() - t2).count();
+        wait_seconds_ += std::chrono::duration<double>(t2 - t1).count();
       }
       cv_.notify_all();
     }

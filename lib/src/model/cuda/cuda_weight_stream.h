@@ -1,7 +1,7 @@
 #pragma once
 // Streams the layers' weights to the GPU: a loader thread reads layer l+1 from the checkpoint
-// (mmap -> bf16 rows, or fp32 -> the loop's edit -> bf16 rows), packs it into one of two pinned
-// host slots and copies it asynchronously into one of two device slots on its own stream,
+// (mmap -> bf16 rows, or fp32 -> the loop's edit -> bf16 rows) and, once one of the two device
+// slots is free, copies it there on its own stream through a small pinned ring (StagedUpload),
 // while the compute stream runs layer l. Two device slots are all the GPU ever holds of the
 // weights; a slot is refilled only after the kernels of the layer that used it have run.
 #include <condition_variable>
@@ -14,6 +14,7 @@
 
 #include "ctcal/model/decoder.h"
 #include "cuda_support.h"
+#include "staged_upload.h"
 
 namespace ctcal::cuda {
 
@@ -50,7 +51,7 @@ class WeightStream {
   void release(int64_t l, cudaStream_t compute);
 
   std::size_t slot_bytes() const { return slot_bytes_; }
-  // Seconds the loader spent reading and packing, and waiting for a free slot (for the bench).
+  // Seconds the loader spent reading and copying, and waiting for a free slot (for the bench).
   double load_seconds() const { return load_seconds_; }
   double wait_seconds() const { return wait_seconds_; }
   // Layer l's host-to-device copy on the copy stream: [start, end] events (after the run).
@@ -59,13 +60,13 @@ class WeightStream {
 
  private:
   void run_loader();
-  std::size_t pack(const LayerWeights& w, int slot, DeviceLayer* out);
+  // Copies layer `w` into device slot `slot` through `up`; fills *out with its tensors' places.
+  std::size_t upload(const LayerWeights& w, int slot, StagedUpload& up, DeviceLayer* out);
 
   const Decoder& model_;
   const LayerLoop& loop_;
   int device_;
   std::size_t slot_bytes_ = 0;
-  PinnedBuffer pinned_[2];
   DeviceBuffer<unsigned char> dev_[2];
   DeviceLayer layers_[2];
   Stream copy_;
