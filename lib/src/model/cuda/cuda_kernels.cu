@@ -86,20 +86,44 @@ __global__ void add_into_kernel(float* x, const float* y, int64_t n) {
     x[i] += y[i];
 }
 
-__global__ void gated_act_kernel(int act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n) {
+__device__ float bf16_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+
+__device__ float activate(int act, float g) {
+  if (act == static_cast<int>(Act::kSilu)) return __fdiv_rn(g, 1.0f + expf(-g));
   const float k = 0.7978845608028654f;  // sqrt(2 / pi) in fp32, as the CPU path
+  return 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
+}
+
+__global__ void gated_act_kernel(int act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const float g = gate[i];
-    float a;
-    if (act == static_cast<int>(Act::kSilu)) {
-      a = __fdiv_rn(g, 1.0f + expf(-g));
-    } else {
-      a = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
-    }
-    const float v = __fmul_rn(a, up[i]);
+    const float v = __fmul_rn(activate(act, gate[i]), up[i]);
     gate[i] = v;
     gate_bf16[i] = bf16_bits(v);
   }
+}
+
+// Eight elements per thread (16-byte loads and stores) where n allows, else one.
+__global__ void gated_act_bf16_kernel(int act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  if (n % 8 == 0) {
+    const auto* g8 = reinterpret_cast<const uint4*>(gate);
+    const auto* u8 = reinterpret_cast<const uint4*>(up);
+    auto* o8 = reinterpret_cast<uint4*>(out);
+    for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n / 8; i += stride) {
+      const uint4 g = g8[i], u = u8[i];
+      const uint32_t gw[4] = {g.x, g.y, g.z, g.w}, uw[4] = {u.x, u.y, u.z, u.w};
+      uint32_t ow[4];
+      for (int j = 0; j < 4; ++j) {
+        const float lo = __fmul_rn(activate(act, bf16_float(gw[j] & 0xffffu)), bf16_float(uw[j] & 0xffffu));
+        const float hi = __fmul_rn(activate(act, bf16_float(gw[j] >> 16)), bf16_float(uw[j] >> 16));
+        ow[j] = static_cast<uint32_t>(bf16_bits(lo)) | (static_cast<uint32_t>(bf16_bits(hi)) << 16);
+      }
+      o8[i] = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
+    return;
+  }
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += stride)
+    out[i] = bf16_bits(__fmul_rn(activate(act, bf16_float(gate[i])), bf16_float(up[i])));
 }
 
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
@@ -203,6 +227,10 @@ void add_into(float* x, const float* y, int64_t n, cudaStream_t stream) {
 
 void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n, cudaStream_t stream) {
   if (n) gated_act_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<int>(act), gate, up, gate_bf16, n);
+}
+
+void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n, cudaStream_t stream) {
+  if (n) gated_act_bf16_kernel<<<blocks_for(n % 8 == 0 ? n / 8 : n), kThreads, 0, stream>>>(static_cast<int>(act), gate, up, out, n);
 }
 
 void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,

@@ -30,6 +30,11 @@ void add_into(float* x, const float* y, int64_t n, cudaStream_t stream);
 // gate = act(gate) * up, and gate_bf16 = bf16(gate). gate/up/gate_bf16: [n].
 void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64_t n, cudaStream_t stream);
 
+// out = bf16(act(gate) * up) from bf16 gate and up, the products in fp32 (transformers' bf16 MLP
+// rounds gate and up to bf16 the same way; only the product's rounding differs: it computes
+// act(gate) in bf16 too). gate/up/out: [n].
+void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n, cudaStream_t stream);
+
 // Half-split RoPE on the first 2 * half dims of every head (the CPU's apply_rope).
 // x: [seq, heads, head_dim] (row stride ld), cos/sin: [seq, half].
 void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
