@@ -1,6 +1,7 @@
 // The CUDA backend (--device cuda) against transformers' float64 golden data and against ctcal's
-// own CPU path, on every dense golden case (tests/golden/data). Runs where a GPU is; skips, saying
-// so, elsewhere (label `gpu`; scripts/gpu_remote.sh runs it on the GPU machine).
+// own CPU path, on every golden case (tests/golden/data), MoE (Qwen3-MoE, Mixtral, gpt-oss with
+// its sinks) included. Runs where a GPU is; skips, saying so, elsewhere (label `gpu`;
+// scripts/gpu_remote.sh runs it on the GPU machine).
 //
 // Tolerances: the GPU multiplies bf16 operands (projections, and Q K^T / P V in attention) with fp32
 // accumulation, as --compute-dtype bf16 does on the CPU for the projections; its scales are held to
@@ -69,7 +70,6 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
     ckpt_ = std::move(c.ckpt);
     cfg_ = std::move(c.cfg);
     samples_ = std::move(c.samples);
-    if (cfg_.family->mlp == MlpKind::kMoe) GTEST_SKIP() << "MoE layers run on the CPU only";
   }
 
   CalibrationResult calibrate(const std::string& yaml, const ForwardOptions& fwd) {

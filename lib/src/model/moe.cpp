@@ -10,9 +10,13 @@
 namespace ctcal {
 
 Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x) {
-  const int64_t n = x.rows(), e = c.num_experts, k = c.num_experts_per_tok;
   RowMatrix logits;  // [n, num_experts], fp32 router (F.linear)
   linear(x, w.router, &logits);
+  return route_logits(c, logits);
+}
+
+Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits) {
+  const int64_t n = logits.rows(), e = c.num_experts, k = c.num_experts_per_tok;
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
@@ -69,25 +73,18 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
   const bool want_in = observer && observer->wants(layer, Site::kExpertGateUpInput);
   const bool want_down = observer && observer->wants(layer, Site::kExpertDownInput);
   const int64_t n = x.rows(), k = c.num_experts_per_tok, f = c.moe_intermediate_size, h = c.hidden_size;
-  const Routing r = route_tokens(w, c, x);
-  // Tokens of each expert, ascending (and their routing weights).
-  std::vector<std::vector<int64_t>> tokens(static_cast<std::size_t>(c.num_experts));
-  std::vector<std::vector<float>> weights(static_cast<std::size_t>(c.num_experts));
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t j = 0; j < k; ++j) {
-      const auto at = static_cast<std::size_t>(t * k + j);
-      tokens[static_cast<std::size_t>(r.expert[at])].push_back(t);
-      weights[static_cast<std::size_t>(r.expert[at])].push_back(r.weight[at]);
-    }
+  const ExpertBatches b = group_by_expert(route_tokens(w, c, x), n, c.num_experts, k);
   out.setZero();
   RowMatrix xe, gate, up, down;       // [m, hidden], [m, f], [m, f], [m, hidden] for the current expert
   UninitBuffer<uint16_t> bf16;        // the expert's bf16 GEMM inputs (bf16 compute mode)
-  for (std::size_t e = 0; e < tokens.size(); ++e) {
-    const auto m = static_cast<int64_t>(tokens[e].size());
+  for (std::size_t e = 0; e < b.count.size(); ++e) {
+    const int64_t m = b.count[e];
     if (m == 0) continue;
+    const int32_t* tokens = b.token.data() + b.first[e];  // [m], ascending
+    const float* weights = b.weight.data() + b.first[e];  // [m]
     xe.resize(m, h);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; ++i) xe.row(i) = x.row(tokens[e][static_cast<std::size_t>(i)]);
+    for (int64_t i = 0; i < m; ++i) xe.row(i) = x.row(tokens[i]);
     gate.resize(m, f);
     up.resize(m, f);
     down.resize(m, h);
@@ -109,9 +106,28 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     linear(in, w.down[e], down);
     // index_add_ in expert order; within one expert every token is distinct.
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; ++i)
-      out.row(tokens[e][static_cast<std::size_t>(i)]) += weights[e][static_cast<std::size_t>(i)] * down.row(i);
+    for (int64_t i = 0; i < m; ++i) out.row(tokens[i]) += weights[i] * down.row(i);
   }
+}
+
+ExpertBatches group_by_expert(const Routing& r, int64_t n, int64_t num_experts, int64_t top_k) {
+  ExpertBatches b;
+  b.first.assign(static_cast<std::size_t>(num_experts), 0);
+  b.count.assign(static_cast<std::size_t>(num_experts), 0);
+  for (int32_t e : r.expert) ++b.count[static_cast<std::size_t>(e)];
+  for (std::size_t e = 1; e < b.count.size(); ++e) b.first[e] = b.first[e - 1] + b.count[e - 1];
+  b.token.resize(static_cast<std::size_t>(n * top_k));
+  b.weight.resize(b.token.size());
+  std::vector<int64_t> next = b.first;  // [num_experts] the next free row of each expert
+  // Tokens in ascending order, so each expert's rows are ascending (a token picks an expert once).
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < top_k; ++j) {
+      const auto at = static_cast<std::size_t>(t * top_k + j);
+      const auto row = static_cast<std::size_t>(next[static_cast<std::size_t>(r.expert[at])]++);
+      b.token[row] = static_cast<int32_t>(t);
+      b.weight[row] = r.weight[at];
+    }
+  return b;
 }
 
 }  // namespace ctcal

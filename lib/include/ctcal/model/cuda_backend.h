@@ -8,9 +8,10 @@
 //     copies into one of 2 device weight slots, on its own stream: layer l+1 is read and copied
 //     while layer l computes, and the GPU never holds more than two layers of weights;
 //   GPU, compute stream: RMSNorm, cuBLAS bf16 GEMMs (fp32 accumulation, fp32 outputs), RoPE,
-//     fused flash attention (bf16 tensor cores, online softmax in registers; a cuBLAS-blocked
-//     attention for head_dims the kernel does not take), gated MLP, residual adds; observers'
-//     per-sample per-head min/max reduced on the device.
+//     fused flash attention (bf16 tensor cores, online softmax in registers, sinks; a cuBLAS-
+//     blocked attention for head_dims the kernel does not take), gated MLP or MoE experts
+//     (router fp32 on the GPU, routing on the host with the CPU's code, one GEMM per expert),
+//     residual adds; observers' per-sample per-head min/max reduced on the device.
 // Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
 // them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer.
 #include <string>
@@ -35,8 +36,9 @@ void cuda_open_device(int index);
 // any; cuda_device_description then says why).
 int cuda_device_for_local_rank(int local_rank);
 
-// Throws InputError (exit 4) naming what the CUDA backend does not run for this model (MoE layers;
-// see README "CUDA backend"), so that a run fails before any work.
+// Throws InputError (exit 4) naming what the CUDA backend does not run for this model (attention
+// sinks without the fused attention kernel; see README "CUDA backend"), so that a run fails before
+// any work.
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& options);
 
 // Decoder::run_layers() on options.device. Same contract: hidden [total_tokens, hidden] is

@@ -29,5 +29,17 @@ struct Routing {
   std::vector<float> weight;    // [n, top_k]
 };
 Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x);
+// The same from router logits already computed: logits [n, num_experts] = x W_r^T (+ b_r), fp32.
+// The CUDA backend computes the logits on the GPU and routes here, so its decisions are the CPU's.
+Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits);
+
+// The routed rows grouped by expert, the order moe_mlp_into runs them in: expert e's rows are
+// [first[e], first[e] + count[e]) of `token` and `weight`, tokens ascending.
+struct ExpertBatches {
+  std::vector<int64_t> first, count;  // [num_experts]
+  std::vector<int32_t> token;         // [n * top_k] the token (row of x) of each routed row
+  std::vector<float> weight;          // [n * top_k] its routing weight
+};
+ExpertBatches group_by_expert(const Routing& r, int64_t n, int64_t num_experts, int64_t top_k);
 
 }  // namespace ctcal

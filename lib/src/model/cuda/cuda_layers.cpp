@@ -3,6 +3,7 @@
 //
 //   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
 //   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
+//        (MoE layers: the router's top-k experts' MLPs, weighted: cuda_moe.h)
 //
 // Projections: bf16 inputs and weights, fp32 accumulation and outputs (cuBLAS). Norms, RoPE,
 // activations and residuals: fp32. Observation points and their order are the CPU's.
@@ -19,6 +20,7 @@
 #include "ctcal/model/rope.h"
 #include "cuda_attention.h"
 #include "cuda_kernels.h"
+#include "cuda_moe.h"
 #include "cuda_support.h"
 #include "cuda_weight_stream.h"
 #include "flash_attention.h"
@@ -89,6 +91,13 @@ class PhaseTimers {
   std::map<std::string, EventTimer> timers_;  // by name: phases are numbered in layer order
 };
 
+// The fused attention kernel where it takes the head_dim (and it has the sinks), unless
+// CTCAL_CUDA_ATTENTION=blocked asks for the cuBLAS-blocked one (to compare the two).
+bool use_flash_attention(const ModelConfig& c) {
+  const char* choice = std::getenv("CTCAL_CUDA_ATTENTION");
+  return cuda::flash_attention_supports(c.head_dim) && !(choice && std::string(choice) == "blocked");
+}
+
 // Seconds the host thread spends in each part of the layer loop.
 struct HostTimes {
   double prologue = 0, acquire = 0, enqueue = 0, wait = 0, epilogue = 0, download = 0;
@@ -139,6 +148,7 @@ class CudaLayers {
   DeviceBuffer<cuda::FlashItem> flash_items_;               // every chunk's query blocks
   std::vector<std::pair<std::size_t, int64_t>> flash_range_;  // [chunk] -> (first item, count)
   std::unique_ptr<cuda::BlockedAttention> attention_;
+  std::unique_ptr<cuda::MoeMlp> moe_;                       // the MoE layers' MLP; null for a dense model
   bool resident_ = true;
   DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
   // One chunk's activations, fp32: xn_ [chunk, hidden], q_ [chunk, q_dim], k_/v_ [chunk, kv_dim],
@@ -210,13 +220,14 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     check(copy_on_stream(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice, s),
           "copying to the GPU");
   }
+  // The MoE MLP's buffers (models with MoE layers), allocated before the free memory is read.
+  for (int64_t l = 0; l < c_.num_hidden_layers && !moe_; ++l)
+    if (c_.is_moe(l)) moe_ = std::make_unique<cuda::MoeMlp>(c_, rows, blas_, stream_.get());
   // Attention scores: up to 1/16 of the device's free memory (or of the budget), at most 4 GiB.
   std::size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   if (opt.gpu_memory_bytes > 0) free_b = std::min(free_b, static_cast<std::size_t>(opt.gpu_memory_bytes));
-  const char* attention_choice = std::getenv("CTCAL_CUDA_ATTENTION");
-  flash_ = cuda::flash_attention_supports(c_.head_dim) &&
-           !(attention_choice && std::string(attention_choice) == "blocked");
+  flash_ = use_flash_attention(c_);
   if (flash_) {
     std::vector<cuda::FlashItem> items;
     for (const auto& ch : chunks_) {
@@ -232,7 +243,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   // Hidden states of every sample stay on the device when they fit beside two weight slots and
   // the attention scores; otherwise each chunk goes up and down per layer.
   const std::size_t hidden_bytes = static_cast<std::size_t>(total) * static_cast<std::size_t>(h) * 4;
-  const std::size_t reserve = 2 * static_cast<std::size_t>(2 * h * (qd + 2 * kvd) + 2 * qd * h + 6 * h * f) +
+  const std::size_t reserve = 2 * cuda::layer_bytes_bound(c_) +
                               std::min<std::size_t>(free_b / 16, std::size_t{4} << 30) + (std::size_t{1} << 30);
   resident_ = hidden_bytes + reserve < free_b;
   hidden_.resize(resident_ ? static_cast<std::size_t>(total * h) : static_cast<std::size_t>(rows * h));
@@ -400,8 +411,9 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   if (flash_) {
     const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
     cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), attn, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
-                          shape.scale, nullptr, flash_items_.get() + first, count, s);  // [n, q_dim]
+                          shape.scale, w.sinks, flash_items_.get() + first, count, s);  // [n, q_dim]
   } else {
+    CTCAL_ASSERT(!w.sinks, "sinks need the fused attention (check_cuda_supports refuses them otherwise)");
     attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
   }
   phases_.next("5 o_proj, residual", s);
@@ -413,7 +425,14 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cuda::add_into(x, proj, n * h, s);
 
   // --- MLP block (skipped for the last layer during calibration) ---
-  if (w.has_mlp) {
+  if (w.has_mlp && c_.is_moe(layer)) {  // the router's top-k experts (cuda_moe.h), as the CPU's layer.cpp
+    phases_.next("6 moe", s);
+    cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
+    // The router's and every expert's input; not fake-quantized (the router reads it as is), as on the CPU.
+    observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
+    moe_->run(w.experts, layer, xn, xb, n, obs, proj);  // proj [n, hidden]; observers get each expert's inputs
+    cuda::add_into(x, proj, n * h, s);
+  } else if (w.has_mlp) {
     phases_.next("6 mlp norm", s);
     float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
     cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);
@@ -508,13 +527,14 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     }
     if (reported + 1 < static_cast<int64_t>(chunks_.size())) report(static_cast<int64_t>(chunks_.size()) - 1);
     compute.stop(s);
+    const bool had_mlp = w.has_mlp;  // w's slot may be refilled once released
     weights.release(l, s);
     int flag = 0;
     check(copy_on_stream(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
     if (flag) {
       const std::string module = c_.layer_prefix(l).substr(0, c_.layer_prefix(l).size() - 1);
       throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the weights or the input are not usable", l,
-                                   w.has_mlp ? "the layer output (attention + MLP)" : "the attention output", module));
+                                   had_mlp ? "the layer output (attention + MLP)" : "the attention output", module));
     }
     if (obs) deliver_reduced(obs, l);
     if (loop.after_layer) loop.after_layer(l);
@@ -599,15 +619,17 @@ void cuda_open_device(int index) {
 }
 
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options*/) {
-  if (cfg.family->attention_sinks)
-    throw InputError(fmt::format("{}: the CUDA backend's attention has no sinks; run it on the CPU (--device cpu)",
-                                 cfg.family->architecture));
-  if (cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh)
+  if (cfg.family->attention_sinks && !use_flash_attention(cfg))
+    throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
+                                 "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
+                                 cfg.family->architecture, cfg.head_dim,
+                                 cuda::flash_attention_supports(cfg.head_dim) ? ", and CTCAL_CUDA_ATTENTION=blocked is set" : ""));
+  // Dense MLPs run gated_act (SiLU, GELU-tanh); MoE experts run SiLU or gpt-oss's clamped SwiGLU (cuda_moe.h).
+  bool any_dense = false;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) any_dense = any_dense || !cfg.is_moe(l);
+  if (any_dense && cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh)
     throw InputError(fmt::format("{}: the CUDA backend has no kernel for this family's MLP activation; run it on the "
                                  "CPU (--device cpu)", cfg.family->architecture));
-  if (cfg.family->mlp == MlpKind::kMoe)
-    throw InputError(fmt::format("{}: the CUDA backend runs dense decoder layers; the MoE layers of this model run on "
-                                 "the CPU (--device cpu)", cfg.family->architecture));
 }
 
 void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,

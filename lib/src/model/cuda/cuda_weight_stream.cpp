@@ -1,7 +1,11 @@
 #include "cuda_weight_stream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <span>
+
+#include "ctcal/dtype.h"
 
 namespace ctcal::cuda {
 
@@ -11,17 +15,48 @@ constexpr std::size_t kAlign = 256;  // cuBLAS and vector loads like 256-byte al
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-// An upper bound of one dense layer's packed bytes: bf16 projections, fp32 biases and norms.
-std::size_t layer_bytes_bound(const ModelConfig& c) {
-  const auto h = static_cast<std::size_t>(c.hidden_size), q = static_cast<std::size_t>(c.q_dim()),
-             kv = static_cast<std::size_t>(c.kv_dim()), f = static_cast<std::size_t>(c.intermediate_size),
-             d = static_cast<std::size_t>(c.head_dim);
-  const std::size_t bf16 = 2 * (h * (q + 2 * kv) + q * h + 3 * h * f);
-  const std::size_t f32 = 4 * ((q + 2 * kv) + h + 2 * f + h + 5 * h + 2 * d);
-  return bf16 + f32 + 24 * kAlign;
+// l's weights [out, in] as bf16 bits. fp32 weights, where the loader kept them (after
+// loop.edit_weights: R2, FP8 fake quantization; gpt-oss's de-interleaved experts), are the current
+// ones and are rounded to nearest even into `scratch` (the expert Linears of a reused LayerWeights
+// may still hold an earlier layer's rows); otherwise the bf16 rows the loader read.
+std::span<const uint16_t> bf16_rows_of(const Linear& l, int64_t out, int64_t in, std::vector<uint16_t>* scratch) {
+  const auto n = static_cast<std::size_t>(out * in);
+  if (l.w.size() > 0) {
+    CTCAL_ASSERT(l.w.rows() == out && l.w.cols() == in, "an expert's fp32 weights have the wrong shape");
+    scratch->resize(n);
+    uint16_t* bits = scratch->data();
+    const float* src = l.w.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < out * in; ++i) bits[i] = f32_to_bf16(src[i]);
+    return {scratch->data(), n};
+  }
+  const std::span<const uint16_t> rows = l.bf16_rows();  // [out, in]
+  CTCAL_ASSERT(rows.size() == n, "an expert has neither fp32 weights nor bf16 rows of its shape");
+  return rows;
+}
 }
 
 }  // namespace
+
+std::size_t layer_bytes_bound(const ModelConfig& c) {
+  const auto h = static_cast<std::size_t>(c.hidden_size), q = static_cast<std::size_t>(c.q_dim()),
+             kv = static_cast<std::size_t>(c.kv_dim()), f = static_cast<std::size_t>(c.intermediate_size),
+             d = static_cast<std::size_t>(c.head_dim), heads = static_cast<std::size_t>(c.num_attention_heads);
+  // Attention: bf16 q/k/v/o, fp32 biases, norms (input, q/k, attention output, the MLP's two) and sinks.
+  const std::size_t attention = 2 * (h * (q + 2 * kv) + q * h) + 4 * ((q + 2 * kv) + h + 4 * h + 2 * d + heads);
+  bool any_dense = false, any_moe = false;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) (c.is_moe(l) ? any_moe : any_dense) = true;
+  // Dense MLP: bf16 gate/up/down, fp32 biases.
+  const std::size_t dense = any_dense ? 2 * 3 * h * f + 4 * (2 * f + h) : 0;
+  std::size_t moe = 0;
+  if (any_moe) {
+    // Router fp32 [E, hidden] + [E]; each expert's bf16 gate/up [f, hidden] and down [hidden, f] at
+    // an aligned stride; fp32 biases [E, f] x 2 and [E, hidden].
+    const auto e = static_cast<std::size_t>(c.num_experts), fm = static_cast<std::size_t>(c.moe_intermediate_size);
+    moe = 4 * (e * h + e) + e * (2 * align_up(2 * fm * h) + align_up(2 * h * fm)) + 4 * e * (2 * fm + h);
+  }
+  return attention + std::max(dense, moe) + 32 * kAlign;  // 32: more than the puts of a layer, each aligned up
+}
 
 WeightStream::WeightStream(const Decoder& model, const LayerLoop& loop, int device)
     : model_(model), loop_(loop), device_(device), slot_bytes_(layer_bytes_bound(model.config())) {
@@ -52,6 +87,33 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
     off = align_up(off + bytes);
     return at;
   };
+  // Every expert of a MoE layer in one region, expert e at e * stride elements: [E] x [rows, cols] bf16.
+  std::vector<uint16_t> scratch;  // an fp32 expert's bf16 rows
+  auto experts = [&](const std::vector<Linear>& ls, int64_t rows, int64_t cols, int64_t* stride) -> const uint16_t* {
+    const std::size_t each = align_up(2 * static_cast<std::size_t>(rows * cols));
+    CTCAL_ASSERT(off + each * ls.size() <= slot_bytes_, "a layer's weights exceed the slot bound");
+    for (std::size_t e = 0; e < ls.size(); ++e) {
+      const std::span<const uint16_t> bits = bf16_rows_of(ls[e], rows, cols, &scratch);
+      up.copy(dev + off + e * each, bits.data(), 2 * bits.size());
+    }
+    const auto* at = reinterpret_cast<const uint16_t*>(dev + off);
+    off = align_up(off + each * ls.size());
+    *stride = static_cast<int64_t>(each / 2);
+    return at;
+  };
+  // Their biases, [E, rows] fp32 dense; null without biases (every expert has one, or none).
+  auto expert_biases = [&](const std::vector<Linear>& ls, int64_t rows) -> const float* {
+    if (ls.front().b.size() == 0) return nullptr;
+    const std::size_t each = 4 * static_cast<std::size_t>(rows);
+    CTCAL_ASSERT(off + each * ls.size() <= slot_bytes_, "a layer's weights exceed the slot bound");
+    for (std::size_t e = 0; e < ls.size(); ++e) {
+      CTCAL_ASSERT(ls[e].b.size() == rows, "an expert's bias has the wrong size");
+      up.copy(dev + off + e * each, ls[e].b.data(), each);
+    }
+    const auto* at = reinterpret_cast<const float*>(dev + off);
+    off = align_up(off + each * ls.size());
+    return at;
+  };
   auto vec = [&](const Vector& v) { return static_cast<const float*>(put(v.data(), 4 * static_cast<std::size_t>(v.size()))); };
   auto lin = [&](const Linear& l) {
     DeviceLinear d;
@@ -68,13 +130,34 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
   L.o = lin(w.o);
   L.q_norm = vec(w.q_norm);
   L.k_norm = vec(w.k_norm);
+  L.sinks = vec(w.sinks);
   L.attn_out_norm = vec(w.attn_out_norm);
   L.has_mlp = w.has_mlp;
   L.mlp_norm = w.has_mlp ? vec(w.mlp_norm) : nullptr;
-  L.gate = w.has_mlp ? lin(w.gate) : DeviceLinear{};
-  L.up = w.has_mlp ? lin(w.up) : DeviceLinear{};
-  L.down = w.has_mlp ? lin(w.down) : DeviceLinear{};
+  const bool moe = w.has_mlp && !w.experts.gate.empty();
+  L.gate = w.has_mlp && !moe ? lin(w.gate) : DeviceLinear{};
+  L.up = w.has_mlp && !moe ? lin(w.up) : DeviceLinear{};
+  L.down = w.has_mlp && !moe ? lin(w.down) : DeviceLinear{};
+  L.experts = DeviceExperts{};
+  if (moe) {
+    const ExpertWeights& x = w.experts;
+    const ModelConfig& c = model_.config();
+    const int64_t h = c.hidden_size, f = c.moe_intermediate_size;
+    CTCAL_ASSERT(x.router.w.rows() == c.num_experts && x.router.w.cols() == h, "the router is not fp32 [E, hidden]");
+    CTCAL_ASSERT(x.gate.size() == static_cast<std::size_t>(c.num_experts) && x.up.size() == x.gate.size() &&
+                 x.down.size() == x.gate.size(), "a MoE layer without num_experts experts");
+    DeviceExperts& d = L.experts;
+    d.router = static_cast<const float*>(put(x.router.w.data(), 4 * static_cast<std::size_t>(x.router.w.size())));
+    d.router_b = vec(x.router.b);
+    d.gate = experts(x.gate, f, h, &d.gate_up_stride);
+    d.up = experts(x.up, f, h, &d.gate_up_stride);
+    d.down = experts(x.down, h, f, &d.down_stride);
+    d.gate_b = expert_biases(x.gate, f);
+    d.up_b = expert_biases(x.up, f);
+    d.down_b = expert_biases(x.down, h);
+  }
   L.mlp_out_norm = w.has_mlp ? vec(w.mlp_out_norm) : nullptr;
+  up.flush();
   return off;
 }
 

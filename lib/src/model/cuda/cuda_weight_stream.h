@@ -23,15 +23,38 @@ struct DeviceLinear {
   const float* b = nullptr;     // [out], null without a bias
 };
 
+// A MoE layer's router and experts in a device slot (from LayerWeights::experts, whatever the
+// checkpoint's layout: per-expert tensors, fused 3-D experts, gpt-oss's interleaved or MXFP4
+// experts). Expert e's matrix sits a fixed stride after expert 0's, each 256-byte aligned.
+struct DeviceExperts {
+  const float* router = nullptr;     // [num_experts, hidden] fp32: routing decisions as the CPU's fp32 router
+  const float* router_b = nullptr;   // [num_experts] (gpt-oss), else null
+  const uint16_t* gate = nullptr;    // [num_experts] x [moe_intermediate, hidden] bf16, expert e at gate + e * gate_up_stride
+  const uint16_t* up = nullptr;      // [num_experts] x [moe_intermediate, hidden] bf16, expert e at up + e * gate_up_stride
+  const uint16_t* down = nullptr;    // [num_experts] x [hidden, moe_intermediate] bf16, expert e at down + e * down_stride
+  const float* gate_b = nullptr;     // [num_experts, moe_intermediate] (gpt-oss), else null
+  const float* up_b = nullptr;       // [num_experts, moe_intermediate] (gpt-oss), else null
+  const float* down_b = nullptr;     // [num_experts, hidden] (gpt-oss), else null
+  int64_t gate_up_stride = 0;        // elements from one expert's gate (or up) matrix to the next's
+  int64_t down_stride = 0;           // elements from one expert's down matrix to the next's
+};
+
+// An upper bound of the packed bytes of any layer of the model (the size of a weight slot): the
+// attention, plus the larger of a dense MLP and a MoE MLP (router and every expert) where the
+// model has such layers.
+std::size_t layer_bytes_bound(const ModelConfig& c);
+
 // One layer's weights in a device slot; null pointers for what the layer does not have.
 struct DeviceLayer {
   const float* input_norm = nullptr;     // [hidden]
   DeviceLinear q, k, v, o;               // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
   const float* q_norm = nullptr;         // [head_dim]
   const float* k_norm = nullptr;         // [head_dim]
+  const float* sinks = nullptr;          // [heads] attention sink logits (gpt-oss)
   const float* attn_out_norm = nullptr;  // [hidden]
   const float* mlp_norm = nullptr;       // [hidden]
   DeviceLinear gate, up, down;           // gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  DeviceExperts experts;                 // MoE layers (ModelConfig::is_moe) instead of gate/up/down
   const float* mlp_out_norm = nullptr;   // [hidden]
   bool has_mlp = false;
 };

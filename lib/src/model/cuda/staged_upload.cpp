@@ -33,16 +33,29 @@ StagedUpload::~StagedUpload() {
 void StagedUpload::copy(void* dst, const void* src, std::size_t bytes) {
   auto* d = static_cast<unsigned char*>(dst);
   const auto* s = static_cast<const unsigned char*>(src);
-  for (std::size_t off = 0; off < bytes; off += kPieceBytes) {
-    const std::size_t n = std::min(kPieceBytes, bytes - off);
-    const int i = next_;
-    next_ = (next_ + 1) % kPieces;
-    if (in_flight_[i]) check(cudaEventSynchronize(copied_[i].get()), "waiting for a staging piece");
-    parallel_copy(ring_[i].get(), s + off, n);
-    check(cudaMemcpyAsync(d + off, ring_[i].get(), n, cudaMemcpyHostToDevice, stream_), "copying to the GPU");
-    check(cudaEventRecord(copied_[i].get(), stream_), "cudaEventRecord");
-    in_flight_[i] = true;
+  while (bytes > 0) {
+    if (fill_ > 0 && (d != target_ + fill_ || fill_ == kPieceBytes)) flush();
+    if (fill_ == 0) {  // start a piece: wait until its previous copy has read it
+      if (in_flight_[current_]) check(cudaEventSynchronize(copied_[current_].get()), "waiting for a staging piece");
+      in_flight_[current_] = false;
+      target_ = d;
+    }
+    const std::size_t n = std::min(bytes, kPieceBytes - fill_);
+    parallel_copy(ring_[current_].get() + fill_, s, n);
+    fill_ += n;
+    d += n;
+    s += n;
+    bytes -= n;
   }
+}
+
+void StagedUpload::flush() {
+  if (fill_ == 0) return;
+  check(cudaMemcpyAsync(target_, ring_[current_].get(), fill_, cudaMemcpyHostToDevice, stream_), "copying to the GPU");
+  check(cudaEventRecord(copied_[current_].get(), stream_), "cudaEventRecord");
+  in_flight_[current_] = true;
+  current_ = (current_ + 1) % kPieces;
+  fill_ = 0;
 }
 
 HiddenUpload::HiddenUpload(const float* host, float* device, int64_t width, const std::vector<SampleChunk>& chunks,
@@ -71,6 +84,7 @@ void HiddenUpload::run(const float* host, float* device, int64_t width, int ordi
       }
       const SampleChunk& ch = chunks_[i];
       up.copy(device + ch.r0 * width, host + ch.r0 * width, static_cast<std::size_t>(ch.n * width) * sizeof(float));
+      up.flush();
       check(cudaEventRecord(done_[i].get(), stream_.get()), "cudaEventRecord");
       {
         std::lock_guard<std::mutex> lock(mu_);

@@ -26,16 +26,21 @@ class StagedUpload {
   ~StagedUpload();  // waits for its copies: they read the ring
   StagedUpload(const StagedUpload&) = delete;
   StagedUpload& operator=(const StagedUpload&) = delete;
-  // Enqueues dst[0, bytes) <- src[0, bytes) on the stream; returns once src is staged (it may then
-  // change), not once the copy is done: order later work after it on the same stream or an event.
+  // dst[0, bytes) <- src[0, bytes): returns once src is staged (it may then change). Copies to
+  // consecutive device addresses share a piece (a layer's norms and biases are small); a piece
+  // goes on the stream when it is full, when the next copy is not contiguous, or at flush().
   void copy(void* dst, const void* src, std::size_t bytes);
+  // Enqueues the piece being filled: after it, work ordered after the stream sees every copy.
+  void flush();
 
  private:
   cudaStream_t stream_;
   PinnedBuffer ring_[kPieces];
   Event copied_[kPieces];     // piece i's last copy is done
   bool in_flight_[kPieces] = {};
-  int next_ = 0;
+  int current_ = 0;                       // the piece being filled
+  std::size_t fill_ = 0;                  // its bytes so far
+  unsigned char* target_ = nullptr;       // where they go on the device
 };
 
 // The resident hidden states' first trip up: a thread copies chunk after chunk (rows of `hidden`
