@@ -4,6 +4,7 @@
 #                on stories260K (cuda twice: byte-identical; cpu), and two MPI ranks sharing one GPU
 #   bench SHAPE  bench/gpu_bench.py for SHAPE (1b, 8b, 70b8): ctcal --device cuda against
 #                transformers' bf16 forward in the same run
+#   bench-attention  bench/flash_attention_bench on the 8B, 70B and gpt-oss attention shapes
 # Results and logs go to $OUT (or /tmp/ctcal-gpu-out).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,5 +88,10 @@ PY
 case "${1:-tests}" in
   tests) run_tests ;;
   bench) python3 "$root/bench/gpu_bench.py" --ctcal "$ctcal" --shape "${2:-1b}" --out "$out" "${@:3}" ;;
-  *) echo "usage: $0 tests | bench 1b|8b|70b8 [gpu_bench.py options]"; exit 2 ;;
+  bench-attention)
+    fab=$bundle/bin/flash_attention_bench
+    { "$fab" --heads 32 --kv-heads 8 --head-dim 128   # Llama-3.1-8B
+      "$fab" --heads 64 --kv-heads 8 --head-dim 128   # Llama-3.1-70B
+      "$fab" --heads 64 --kv-heads 8 --head-dim 64 --window 128; } | tee "$out/flash_attention_bench.txt" ;;  # gpt-oss sliding layers
+  *) echo "usage: $0 tests | bench 1b|8b|70b8 [gpu_bench.py options] | bench-attention"; exit 2 ;;
 esac

@@ -89,32 +89,34 @@ TEST_P(FlashAttention, MatchesCpuAttention) {
   std::vector<float> want(static_cast<std::size_t>(rows * shape.q_dim()));
   causal_attention(q.data(), k.data(), v.data(), want.data(), spans, shape, 64, 64);
 
-  const std::vector<cuda::FlashItem> items = cuda::flash_items(spans);
-  uint16_t *dq = to_device(qb), *dk = to_device(kb), *dv = to_device(vb);
-  float* dsinks = c.sinks ? to_device(sinks) : nullptr;
-  cuda::FlashItem* ditems = to_device(items);
-  std::vector<float> got(want.size(), std::nanf(""));
-  float* dout = to_device(got);  // NaN wherever the kernel does not write
-  cuda::flash_attention(dq, dk, dv, dout, shape.q_dim(), shape.kv_dim(), c.heads, c.kv_heads, c.head_dim,
-                        c.window.value_or(INT64_MAX), shape.scale, dsinks, ditems,
-                        static_cast<int64_t>(items.size()), nullptr);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (void* p : {static_cast<void*>(dq), static_cast<void*>(dk), static_cast<void*>(dv), static_cast<void*>(dsinks),
-                  static_cast<void*>(ditems), static_cast<void*>(dout)})
-    cudaFree(p);
-
   float v_max = 0;
   for (float x : v) v_max = std::max(v_max, std::fabs(x));
-  double worst = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written or not finite";
-    worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+  uint16_t *dq = to_device(qb), *dk = to_device(kb), *dv = to_device(vb);
+  float* dsinks = c.sinks ? to_device(sinks) : nullptr;
+  for (int block_rows : {64, 128}) {  // both block heights the kernel has
+    const std::vector<cuda::FlashItem> items = cuda::flash_items(spans, block_rows);
+    cuda::FlashItem* ditems = to_device(items);
+    std::vector<float> got(want.size(), std::nanf(""));
+    float* dout = to_device(got);  // NaN wherever the kernel does not write
+    cuda::flash_attention(dq, dk, dv, dout, shape.q_dim(), shape.kv_dim(), c.heads, c.kv_heads, c.head_dim,
+                          c.window.value_or(INT64_MAX), shape.scale, dsinks, ditems,
+                          static_cast<int64_t>(items.size()), block_rows, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(ditems);
+    cudaFree(dout);
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written or not finite (" << block_rows << " rows)";
+      worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+    }
+    std::printf("flash attention d=%lld heads=%lld/%lld, %d-row blocks: worst |gpu - cpu| %.3g (max|v| %.3g, bound %.3g)\n",
+                static_cast<long long>(c.head_dim), static_cast<long long>(c.heads),
+                static_cast<long long>(c.kv_heads), block_rows, worst, v_max, kProbabilityRoundingTol * v_max);
+    EXPECT_LE(worst, kProbabilityRoundingTol * v_max) << block_rows << "-row blocks";
   }
-  std::printf("flash attention d=%lld heads=%lld/%lld: worst |gpu - cpu| %.3g (max|v| %.3g, bound %.3g)\n",
-              static_cast<long long>(c.head_dim), static_cast<long long>(c.heads), static_cast<long long>(c.kv_heads),
-              worst, v_max, kProbabilityRoundingTol * v_max);
-  EXPECT_LE(worst, kProbabilityRoundingTol * v_max);
+  for (void* p : {static_cast<void*>(dq), static_cast<void*>(dk), static_cast<void*>(dv), static_cast<void*>(dsinks)})
+    cudaFree(p);
 }
 
 INSTANTIATE_TEST_SUITE_P(

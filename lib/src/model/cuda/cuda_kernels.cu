@@ -126,12 +126,14 @@ __global__ void gated_act_bf16_kernel(int act, const uint16_t* gate, const uint1
     out[i] = bf16_bits(__fmul_rn(activate(act, bf16_float(gate[i])), bf16_float(up[i])));
 }
 
-__global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
-                            int64_t half, int64_t n) {
-  // One thread per (t, h, i < half): n = seq * heads * half.
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = e % half, th = e / half, h = th % heads, t = th / heads;
-    float* v = x + t * ld + h * head_dim;
+__global__ void rope_kernel(float* x, int heads, int head_dim, int64_t ld, const float* cos, const float* sin,
+                            int half) {
+  // Block t: position t; its threads walk the (head, i < half) pairs (32-bit division: a 64-bit
+  // one per element cost more than the arithmetic).
+  const int64_t t = blockIdx.x;
+  for (int j = static_cast<int>(threadIdx.x); j < heads * half; j += static_cast<int>(blockDim.x)) {
+    const int h = j / half, i = j - h * half;
+    float* v = x + t * ld + static_cast<int64_t>(h) * head_dim;
     const float c = cos[t * half + i], s = sin[t * half + i];
     const float a = v[i], b = v[i + half];
     v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
@@ -147,12 +149,23 @@ __global__ void head_min_max_partial_kernel(const float* x, int64_t ld, int64_t 
   const int64_t len = lengths[s];
   const int64_t t0 = len * split / kMinMaxSplits, t1 = len * (split + 1) / kMinMaxSplits;
   const float* base = x + (offsets[s] + t0) * ld + h * head_dim;
-  const int64_t n = (t1 - t0) * head_dim;
+  // Element i = (row r, column c) of the [t1 - t0, head_dim] block, r and c stepped instead of
+  // divided (a 64-bit division per element cost more than the reads).
+  const int64_t rows = t1 - t0;
+  const auto step = static_cast<int64_t>(blockDim.x);
+  const int64_t step_r = step / head_dim, step_c = step % head_dim;
+  int64_t r = threadIdx.x / head_dim, c = threadIdx.x % head_dim;
   float lo = FLT_MAX, hi = -FLT_MAX;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = base[(i / head_dim) * ld + i % head_dim];
+  while (r < rows) {
+    const float v = base[r * ld + c];
     lo = fminf(lo, v);
     hi = fmaxf(hi, v);
+    r += step_r;
+    c += step_c;
+    if (c >= head_dim) {
+      c -= head_dim;
+      ++r;
+    }
   }
   lo = block_reduce(lo, Min{}, FLT_MAX);
   hi = block_reduce(hi, Max{}, -FLT_MAX);
@@ -235,8 +248,9 @@ void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, uint16_t*
 
 void rope(float* x, int64_t seq, int64_t heads, int64_t head_dim, int64_t ld, const float* cos, const float* sin,
           int64_t half, cudaStream_t stream) {
-  const int64_t n = seq * heads * half;
-  if (n) rope_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, heads, head_dim, ld, cos, sin, half, n);
+  if (seq == 0 || heads * half == 0) return;
+  rope_kernel<<<static_cast<unsigned>(seq), kThreads, 0, stream>>>(x, static_cast<int>(heads), static_cast<int>(head_dim),
+                                                                    ld, cos, sin, static_cast<int>(half));
 }
 
 void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,

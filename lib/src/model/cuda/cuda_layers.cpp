@@ -115,6 +115,9 @@ class CudaLayers {
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
+  // y [n, out] += x W^T, the residual add in the GEMM's epilogue (beta = 1: the fp32 accumulator
+  // plus y, rounded once, as add_into after linear gives); l must have no bias.
+  void linear_accumulate(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
   // The same with bf16 outputs (rounded from the fp32 accumulators); l must have no bias.
   void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
@@ -260,6 +263,15 @@ void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::De
                      CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "projection GEMM");
   if (l.b) cuda::add_bias(y, l.b, n, out, stream_.get());
+}
+
+void CudaLayers::linear_accumulate(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
+                                   float* y) {
+  const float one = 1.0f;
+  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
+                     &one, l.w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &one, y,
+                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "projection GEMM (accumulating)");
 }
 
 void CudaLayers::linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
@@ -411,7 +423,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   if (flash_) {
     const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
     cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), attn, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
-                          shape.scale, w.sinks, flash_items_.get() + first, count, s);  // [n, q_dim]
+                          shape.scale, w.sinks, flash_items_.get() + first, count, cuda::kFlashQueryRows, s);  // [n, q_dim]
   } else {
     CTCAL_ASSERT(!w.sinks, "sinks need the fused attention (check_cuda_supports refuses them otherwise)");
     attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
@@ -420,9 +432,13 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   cuda::to_bf16(attn, xb, n * qd, s);
-  linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
-  if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
-  cuda::add_into(x, proj, n * h, s);
+  if (!w.attn_out_norm && !w.o.b) {
+    linear_accumulate(xb, n, qd, w.o, h, x);  // x [n, hidden] += o_proj(attn)
+  } else {
+    linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
+    if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
+    cuda::add_into(x, proj, n * h, s);
+  }
 
   // --- MLP block (skipped for the last layer during calibration) ---
   if (w.has_mlp && c_.is_moe(layer)) {  // the router's top-k experts (cuda_moe.h), as the CPU's layer.cpp
@@ -462,9 +478,13 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
       if (host_quantize(layer, Site::kDownInput, gate, f, 1, f, ch)) cuda::to_bf16(gate, xb, n * f, s);
     }
     phases_.next("9 down GEMM, residual", s);
-    linear(xb, n, f, w.down, h, proj);
-    if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
-    cuda::add_into(x, proj, n * h, s);
+    if (!w.mlp_out_norm && !w.down.b) {
+      linear_accumulate(xb, n, f, w.down, h, x);  // x [n, hidden] += down_proj(act)
+    } else {
+      linear(xb, n, f, w.down, h, proj);  // [n, hidden]
+      if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
+      cuda::add_into(x, proj, n * h, s);
+    }
   }
   phases_.end(s);
   cuda::flag_nonfinite(x, n * h, flag_.get(), s);

@@ -34,7 +34,6 @@ std::span<const uint16_t> bf16_rows_of(const Linear& l, int64_t out, int64_t in,
   CTCAL_ASSERT(rows.size() == n, "an expert has neither fp32 weights nor bf16 rows of its shape");
   return rows;
 }
-}
 
 }  // namespace
 

@@ -1,7 +1,7 @@
 // The fused attention kernel; see flash_attention.h for the contract. Layout of the work:
 //
-//   CTA (head h, item): 4 warps, each owning 16 of the item's 64 query rows.
-//   shared memory:  Q [64, D]  |  K [2][BC, D]  |  V [2][BC, D]   (bf16, rows padded by 8 elements
+//   CTA (head h, item): W warps, each owning 16 of the item's 16 W query rows (W = 4 or 8).
+//   shared memory:  Q [16 W, D]  |  K [2][BC, D]  |  V [2][BC, D]   (bf16, rows padded by 8 elements
 //                   so that the 8 rows an ldmatrix reads fall in 8 different bank groups)
 //   per key tile t: cp.async brings tile t + 1 while the warps compute tile t;
 //                   S [16, BC] = Q K^T          (mma.m16n8k16, fp32 accumulators in registers)
@@ -24,15 +24,15 @@ namespace ctcal::cuda {
 
 namespace {
 
-constexpr int kWarps = kFlashQueryRows / 16;
-constexpr int kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int D>
+template <int D, int W>
 struct Tiling {
+  static constexpr int kRows = 16 * W;              // query rows per CTA
+  static constexpr int kThreads = 32 * W;
   static constexpr int kKeys = D <= 128 ? 64 : 32;  // D = 256: fewer keys keep O and S in registers
   static constexpr int kStride = D + 8;             // elements per shared-memory row
-  static constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kFlashQueryRows + 4 * kKeys) * kStride * 2;
+  static constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kRows + 4 * kKeys) * kStride * 2;
 };
 
 struct Params {
@@ -92,30 +92,30 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 // rows [ROWS, D] of a [*, ld] bf16 tensor -> shared memory; rows >= valid_rows and columns >=
 // head_dim become zeros (head_dim is a multiple of 8: a 16-byte piece is all in or all out).
-template <int D, int ROWS>
+template <int D, int W, int ROWS>
 __device__ __forceinline__ void load_tile(uint16_t* smem, const uint16_t* g, int64_t ld, int valid_rows, int head_dim) {
   constexpr int kPieces = D / 8;
-  for (int i = threadIdx.x; i < ROWS * kPieces; i += kThreads) {
+  for (int i = threadIdx.x; i < ROWS * kPieces; i += Tiling<D, W>::kThreads) {
     const int r = i / kPieces, c = i % kPieces;
     const bool valid = r < valid_rows && c * 8 < head_dim;
-    copy16_async(smem + r * Tiling<D>::kStride + c * 8, valid ? g + r * ld + c * 8 : g, valid);
+    copy16_async(smem + r * Tiling<D, W>::kStride + c * 8, valid ? g + r * ld + c * 8 : g, valid);
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) flash_kernel(Params p) {
-  constexpr int BC = Tiling<D>::kKeys, S = Tiling<D>::kStride;
+template <int D, int W>
+__global__ void __launch_bounds__(Tiling<D, W>::kThreads) flash_kernel(Params p) {
+  constexpr int BC = Tiling<D, W>::kKeys, S = Tiling<D, W>::kStride, ROWS = Tiling<D, W>::kRows;
   extern __shared__ __align__(16) uint16_t smem[];
-  uint16_t* q_s = smem;                           // [64, S]
-  uint16_t* k_s = q_s + kFlashQueryRows * S;      // [2, BC, S]
-  uint16_t* v_s = k_s + 2 * BC * S;               // [2, BC, S]
+  uint16_t* q_s = smem;               // [ROWS, S]
+  uint16_t* k_s = q_s + ROWS * S;     // [2, BC, S]
+  uint16_t* v_s = k_s + 2 * BC * S;   // [2, BC, S]
 
   const FlashItem item = p.items[blockIdx.y];
   const int h = static_cast<int>(blockIdx.x), g = h / p.rep;
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
   const int gid = lane >> 2, tig = lane & 3;  // the mma fragments' row group and column pair
   const int q0 = item.q0, len = item.length;
-  const int q_last = min(q0 + kFlashQueryRows, len) - 1;
+  const int q_last = min(q0 + ROWS, len) - 1;
   // Keys [k_begin, q_last]: what the block's first query may see back to its last query.
   const int k_begin = q0 >= p.window ? q0 - p.window + 1 : 0;
   const int n_tiles = (q_last + 1 - k_begin + BC - 1) / BC;
@@ -125,10 +125,10 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(Params p) {
 
   auto load_keys = [&](int t) {
     const int kt = k_begin + t * BC, valid = min(BC, q_last + 1 - kt);
-    load_tile<D, BC>(k_s + (t & 1) * BC * S, k_g + static_cast<int64_t>(kt) * p.kv_ld, p.kv_ld, valid, p.head_dim);
-    load_tile<D, BC>(v_s + (t & 1) * BC * S, v_g + static_cast<int64_t>(kt) * p.kv_ld, p.kv_ld, valid, p.head_dim);
+    load_tile<D, W, BC>(k_s + (t & 1) * BC * S, k_g + static_cast<int64_t>(kt) * p.kv_ld, p.kv_ld, valid, p.head_dim);
+    load_tile<D, W, BC>(v_s + (t & 1) * BC * S, v_g + static_cast<int64_t>(kt) * p.kv_ld, p.kv_ld, valid, p.head_dim);
   };
-  load_tile<D, kFlashQueryRows>(q_s, q_g, p.q_ld, q_last + 1 - q0, p.head_dim);
+  load_tile<D, W, ROWS>(q_s, q_g, p.q_ld, q_last + 1 - q0, p.head_dim);
   load_keys(0);
   commit_async();
 
@@ -257,12 +257,13 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(Params p) {
   }
 }
 
-template <int D>
+template <int D, int W>
 void launch(const Params& p, int64_t heads, int64_t n_items, cudaStream_t stream) {
+  using T = Tiling<D, W>;
   static bool configured = false;  // the dynamic shared memory above 48 KB needs an opt-in, once
   if (!configured) {
-    const cudaError_t e = cudaFuncSetAttribute(flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(Tiling<D>::kSmemBytes));
+    const cudaError_t e = cudaFuncSetAttribute(flash_kernel<D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(T::kSmemBytes));
     if (e != cudaSuccess) throw std::runtime_error(std::string("flash attention: ") + cudaGetErrorString(e));
     configured = true;
   }
@@ -270,20 +271,30 @@ void launch(const Params& p, int64_t heads, int64_t n_items, cudaStream_t stream
     Params part = p;
     part.items = p.items + i0;
     const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(std::min<int64_t>(65535, n_items - i0)));
-    flash_kernel<D><<<grid, kThreads, Tiling<D>::kSmemBytes, stream>>>(part);
+    flash_kernel<D, W><<<grid, T::kThreads, T::kSmemBytes, stream>>>(part);
   }
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw std::runtime_error(std::string("flash attention launch: ") + cudaGetErrorString(e));
+}
+
+template <int W>
+void by_head_dim(const Params& p, int64_t head_dim, int64_t heads, int64_t n_items, cudaStream_t stream) {
+  if (head_dim <= 16) return launch<16, W>(p, heads, n_items, stream);
+  if (head_dim <= 32) return launch<32, W>(p, heads, n_items, stream);
+  if (head_dim <= 64) return launch<64, W>(p, heads, n_items, stream);
+  if (head_dim <= 96) return launch<96, W>(p, heads, n_items, stream);
+  if (head_dim <= 128) return launch<128, W>(p, heads, n_items, stream);
+  return launch<256, W>(p, heads, n_items, stream);
 }
 
 }  // namespace
 
 bool flash_attention_supports(int64_t head_dim) { return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 256; }
 
-std::vector<FlashItem> flash_items(const std::vector<SampleSpan>& spans) {
+std::vector<FlashItem> flash_items(const std::vector<SampleSpan>& spans, int query_rows) {
   std::vector<FlashItem> items;
   for (const auto& s : spans)
-    for (int64_t q0 = 0; q0 < s.length; q0 += kFlashQueryRows)
+    for (int64_t q0 = 0; q0 < s.length; q0 += query_rows)
       items.push_back({static_cast<int32_t>(s.offset), static_cast<int32_t>(s.length), static_cast<int32_t>(q0), 0});
   // Heaviest first: the later a block's queries, the more keys (up to the window) it reads.
   std::stable_sort(items.begin(), items.end(), [](const FlashItem& a, const FlashItem& b) { return a.q0 > b.q0; });
@@ -292,18 +303,17 @@ std::vector<FlashItem> flash_items(const std::vector<SampleSpan>& spans) {
 
 void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, float* out, int64_t q_ld, int64_t kv_ld,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, float scale,
-                     const float* sinks, const FlashItem* items, int64_t n_items, cudaStream_t stream) {
+                     const float* sinks, const FlashItem* items, int64_t n_items, int query_rows,
+                     cudaStream_t stream) {
   if (n_items == 0 || heads == 0) return;
+  if (query_rows != 64 && query_rows != 128)
+    throw std::invalid_argument("flash attention: query_rows must be 64 or 128, not " + std::to_string(query_rows));
   if (!flash_attention_supports(head_dim))
     throw std::invalid_argument("flash attention: head_dim " + std::to_string(head_dim) + " is not supported");
   const Params p{q, k, v, out, q_ld, kv_ld, static_cast<int>(head_dim), static_cast<int>(heads / kv_heads),
                  static_cast<int>(std::min<int64_t>(window, INT_MAX)), scale * kLog2e, sinks, items};
-  if (head_dim <= 16) return launch<16>(p, heads, n_items, stream);
-  if (head_dim <= 32) return launch<32>(p, heads, n_items, stream);
-  if (head_dim <= 64) return launch<64>(p, heads, n_items, stream);
-  if (head_dim <= 96) return launch<96>(p, heads, n_items, stream);
-  if (head_dim <= 128) return launch<128>(p, heads, n_items, stream);
-  return launch<256>(p, heads, n_items, stream);
+  if (query_rows == 128) return by_head_dim<8>(p, head_dim, heads, n_items, stream);
+  return by_head_dim<4>(p, head_dim, heads, n_items, stream);
 }
 
 }  // namespace ctcal::cuda
