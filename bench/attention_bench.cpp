@@ -49,11 +49,14 @@ int main(int argc, char** argv) {
   const auto shape = ctcal::AttentionShape::plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window);
   for (auto [block, key_block] : grid) {
     double best[2] = {1e9, 1e9};  // fp32, bf16
+    std::vector<uint16_t> scratch(static_cast<std::size_t>(ctcal::attention_bf16_scratch(shape, rows, key_block)));
     for (int rep = 0; rep < 10; ++rep)
       for (int bf16 = 0; bf16 < 2; ++bf16) {  // interleaved: both see the same machine load
-        const auto attend = bf16 ? ctcal::causal_attention_bf16 : ctcal::causal_attention;
         const auto t0 = std::chrono::steady_clock::now();
-        attend(q.data(), k.data(), v.data(), out.data(), spans, shape, block, key_block);
+        if (bf16)
+          ctcal::causal_attention_bf16(q.data(), k.data(), v.data(), out.data(), spans, shape, block, key_block, scratch.data());
+        else
+          ctcal::causal_attention(q.data(), k.data(), v.data(), out.data(), spans, shape, block, key_block);
         best[bf16] = std::min(best[bf16], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
     std::printf("%ld x %ld tokens, block %ld x %ld keys: fp32 %.3f ms (%.1f causal GFLOP/s), bf16 %.3f ms (%.1f), %.2fx\n",

@@ -137,8 +137,9 @@ TEST_P(AttentionBlocksBf16, MatchesNaiveFormulaOnRoundedInputs) {
   const ModelConfig c = attention_config(t.heads, t.kv_heads, t.head_dim, t.window);
   const Qkv in(c, t.seq, 42, 2.0f);
   std::vector<float> out(in.q.size());
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), t.seq, t.key_block)));
   causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, t.seq}}, shape_of(c), t.block,
-                        t.key_block);
+                        t.key_block, scratch.data());
   const std::vector<float> v16 = rounded_to_bf16(in.v);
   const std::vector<double> want = naive_attention(rounded_to_bf16(in.q), rounded_to_bf16(in.k), v16, t.seq, c);
   double worst = 0;
@@ -186,7 +187,8 @@ TEST(AttentionBlocksBf16, SamplesAttendWithinThemselves) {
   }
   const Qkv in(c, rows, 3, 2.0f);
   std::vector<float> out(in.q.size());
-  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, shape_of(c), 16, 32);
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), rows, 32)));
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, shape_of(c), 16, 32, scratch.data());
   const std::vector<float> q16 = rounded_to_bf16(in.q), k16 = rounded_to_bf16(in.k), v16 = rounded_to_bf16(in.v);
   for (const SampleSpan& s : spans) {
     auto slice = [&](const std::vector<float>& b, int64_t w) {
@@ -204,11 +206,12 @@ TEST(AttentionBlocksBf16, SameResultForAnyThreadCount) {
   const std::vector<SampleSpan> spans = {{0, 333}, {333, 200}};
   const Qkv in(c, 533, 7, 1.0f);
   std::vector<float> a(in.q.size()), b(in.q.size());
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), 533, 256)));
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), a.data(), spans, shape_of(c), 64, 256);
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), a.data(), spans, shape_of(c), 64, 256, scratch.data());
   omp_set_num_threads(3);
-  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), b.data(), spans, shape_of(c), 64, 256);
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), b.data(), spans, shape_of(c), 64, 256, scratch.data());
   omp_set_num_threads(saved);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));  // bit for bit
 }

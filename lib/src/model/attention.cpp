@@ -125,17 +125,6 @@ void round_rows_to_bf16_serial(const float* x, int64_t n, uint16_t* out) {
 // of 32 bf16 pairs; 64 keeps the kernels few).
 constexpr int64_t kKeyGranule = 64;
 
-// The bf16 variant's per-call copies of q, k, v, on the calling thread (one attention at a time
-// per thread), grown to the largest chunk and kept.
-struct ChunkBuffers {
-  UninitBuffer<uint16_t> q, k, v;
-};
-
-ChunkBuffers& chunk_buffers() {
-  thread_local ChunkBuffers b;
-  return b;
-}
-
 // One online-softmax step of a score row p [cols] (unscaled q.k): exp of the visible scores
 // against the new running max, zeros elsewhere; updates the row's running max and sum and returns
 // the factor by which the row's accumulated output must shrink (1 when the max did not move).
@@ -248,21 +237,25 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
   }
 }
 
+int64_t attention_bf16_scratch(const AttentionShape& c, int64_t rows, int64_t key_block) {
+  return rows * c.q_dim() + 2 * (rows + key_block) * c.kv_dim();
+}
+
 void causal_attention_bf16(const float* q_all, const float* k_all, const float* v_all, float* out_all,
                            const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block,
-                           int64_t key_block) {
+                           int64_t key_block, uint16_t* scratch) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
   const float scale = c.scale;
   const int64_t window = c.window.value_or(kNoWindow);
   int64_t n = 0;  // rows of q/k/v
   for (const SampleSpan& s : samples) n = std::max(n, s.offset + s.length);
-  // q, k, v rounded to bf16 once ([n, q_dim], [n + key_block, kv_dim] x 2): a key block is read
-  // by every later query block. k and v end in key_block zero rows, so a sample's last key
-  // block can be read whole in place; its rows past the sample are masked out below.
-  ChunkBuffers& chunk = chunk_buffers();
-  uint16_t* q16 = chunk.q.fit(n * qd);
-  uint16_t* k16 = chunk.k.fit((n + key_block) * kvd);
-  uint16_t* v16 = chunk.v.fit((n + key_block) * kvd);
+  // q, k, v rounded to bf16 once ([n, q_dim], [n + key_block, kv_dim] x 2, in the caller's
+  // scratch): a key block is read by every later query block. k and v end in key_block zero
+  // rows, so a sample's last key block can be read whole in place; its rows past the sample are
+  // masked out below.
+  uint16_t* q16 = scratch;
+  uint16_t* k16 = q16 + n * qd;
+  uint16_t* v16 = k16 + (n + key_block) * kvd;
   round_rows_to_bf16(Eigen::Map<const RowMatrix>(q_all, n, qd), q16);
   round_rows_to_bf16(Eigen::Map<const RowMatrix>(k_all, n, kvd), k16);
   round_rows_to_bf16(Eigen::Map<const RowMatrix>(v_all, n, kvd), v16);

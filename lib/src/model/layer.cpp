@@ -59,6 +59,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
   int64_t max_chunk = 0;
   for (const SampleChunk& ch : chunks) max_chunk = std::max(max_chunk, ch.n);
   scratch_.reserve(max_chunk, c);
+  // bf16 attention rounds q, k, v into the projection-input buffer (free between q/k/v and o_proj).
+  if (opt.bf16_attention) scratch_.bf16.fit(attention_bf16_scratch(attention_shape, max_chunk, opt.attention_key_block));
   for (const SampleChunk& ch : chunks) {
     const int64_t r0 = ch.r0, n = ch.n;  // the chunk's first row and tokens
     const std::vector<SampleSpan>& rows = ch.spans;  // the chunk's samples, as rows of x/q/k/v/attn
@@ -120,9 +122,12 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     rope_phase.stop();
     {
       PhaseScope phase(phases_, "attention");
-      const auto attend = opt.bf16_attention ? causal_attention_bf16 : causal_attention;
-      attend(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
-             opt.attention_key_block);
+      if (opt.bf16_attention)
+        causal_attention_bf16(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                              opt.attention_key_block, scratch_.bf16.data());
+      else
+        causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                         opt.attention_key_block);
     }
     announce_input(observer, layer, Site::kOProjInput, attn, rows);
     quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);

@@ -114,6 +114,9 @@ class BufferPool {
 struct ThreadContext {
   std::unique_ptr<dnnl::stream> stream;
   UninitBuffer<unsigned char> scratch;
+  // TaskMatmulBf16's own, so that the attention's kernels never reallocate the buffer the
+  // projections' tiles use between their calls.
+  UninitBuffer<unsigned char> task_scratch;
   UninitBuffer<float> tile_out;  // [rows, cols] of one tile, copied into the strided output
 };
 
@@ -260,7 +263,7 @@ void TaskMatmulBf16::run(const uint16_t* a, const uint16_t* b, float* c) const {
   const dnnl::engine& eng = engine().engine;
   ThreadContext& ctx = thread_context(eng);
   dnnl::memory am(t.a, eng, const_cast<uint16_t*>(a)), bm(t.b, eng, const_cast<uint16_t*>(b)), cm(t.c, eng, c);
-  dnnl::memory scratch(dnnl::memory::desc({t.scratch_bytes}, dt::u8, tag::a), eng, ctx.scratch.fit(t.scratch_bytes));
+  dnnl::memory scratch(dnnl::memory::desc({t.scratch_bytes}, dt::u8, tag::a), eng, ctx.task_scratch.fit(t.scratch_bytes));
   t.prim.execute(*ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
   ctx.stream->wait();
 }

@@ -121,10 +121,10 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
   // overestimates by 4 * hidden bytes per chunk token.
   m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
-  // bf16 mode: the bf16 copy of the widest projection input, and the attention's bf16 copies of
-  // q, k, v. (Its layer weights are packed bf16, half of layer_bytes, except with R2, which
-  // rotates in fp32 first: layer_bytes stays fp32.)
-  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f}) + 2.0 * (q + 2 * kv);
+  // bf16 mode: the bf16 copy of the widest projection input, or of attention's q, k, v (which
+  // reuse that buffer). (Its layer weights are packed bf16, half of layer_bytes, except with R2,
+  // which rotates in fp32 first: layer_bytes stays fp32.)
+  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f, q + 2 * kv});
   // MoE: one expert's gathered rows, its gate/up/down outputs (at most every token), the router logits.
   if (c.family->mlp == MlpKind::kMoe)
     m.per_token_bytes += 4.0 * (2 * h + 2 * static_cast<double>(c.moe_intermediate_size) + static_cast<double>(c.num_experts));
