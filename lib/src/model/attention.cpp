@@ -125,6 +125,43 @@ void round_rows_to_bf16_serial(const float* x, int64_t n, uint16_t* out) {
 // of 32 bf16 pairs; 64 keeps the kernels few).
 constexpr int64_t kKeyGranule = 64;
 
+// The bf16 variant's task GEMMs, planned once per call. They come in few shapes: M = rep * block
+// query rows (a short block padded with zero rows) by a key block rounded up to kKeyGranule keys
+// (the first blocks of a sample are short: padding them to key_block cost a third more work at
+// 512 tokens). Which kernel a step uses depends on positions only, not on the thread.
+struct Bf16Kernels {
+  int64_t granule, key_block;
+  std::vector<std::unique_ptr<TaskMatmulBf16>> scores, mix;  // [ceil(key_block / granule)]: q k^T, acc += p v
+
+  Bf16Kernels(int64_t m_pad, int64_t d, int64_t kv_stride, int64_t key_block_)
+      : granule(std::min(kKeyGranule, key_block_)), key_block(key_block_) {
+    for (int64_t cols = granule; cols < key_block + granule; cols += granule) {
+      const int64_t n_pad = std::min(cols, key_block);
+      scores.push_back(std::make_unique<TaskMatmulBf16>(m_pad, n_pad, d, /*b_transposed=*/true, kv_stride,
+                                                        /*accumulate=*/false));
+      mix.push_back(std::make_unique<TaskMatmulBf16>(m_pad, d, n_pad, /*b_transposed=*/false, kv_stride,
+                                                     /*accumulate=*/true));
+    }
+  }
+  // The kernel for a step over `cols` keys, and the keys it covers.
+  std::size_t index(int64_t cols) const { return static_cast<std::size_t>((cols + granule - 1) / granule - 1); }
+  int64_t padded(int64_t cols) const { return std::min((static_cast<int64_t>(index(cols)) + 1) * granule, key_block); }
+};
+
+// qs [rep * block, d] = the block's rows of the rep query heads that share one kv head, stacked:
+// row j * block + i = head j (of the group), position i, from q (the group's first head at
+// position 0, row stride q_stride). Rows i >= rows are zero, so their scores and
+// probabilities are exact zeros.
+void stack_queries(uint16_t* qs, const uint16_t* q, int64_t rows, int64_t block, int64_t rep, int64_t d,
+                   int64_t q_stride) {
+  for (int64_t j = 0; j < rep; ++j) {
+    uint16_t* dst = qs + j * block * d;
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(dst + i * d, q + i * q_stride + j * d, static_cast<std::size_t>(d) * sizeof(uint16_t));
+    std::fill(dst + rows * d, dst + block * d, uint16_t{0});
+  }
+}
+
 // One online-softmax step of a score row p [cols] (unscaled q.k): exp of the visible scores
 // against the new running max, zeros elsewhere; updates the row's running max and sum and returns
 // the factor by which the row's accumulated output must shrink (1 when the max did not move).
@@ -261,17 +298,8 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
   round_rows_to_bf16(Eigen::Map<const RowMatrix>(v_all, n, kvd), v16);
   std::fill(k16 + n * kvd, k16 + (n + key_block) * kvd, uint16_t{0});
   std::fill(v16 + n * kvd, v16 + (n + key_block) * kvd, uint16_t{0});
-  // The tasks' products come in few shapes, planned once: M = rep * block query rows (a short
-  // block padded with zero rows) by a key block rounded up to kKeyGranule keys (the first
-  // blocks of a sample are short: padding them to key_block cost a third more work at 512
-  // tokens). Which kernel a step uses depends on positions only, not on the thread.
-  const int64_t m_pad = rep * block, granule = std::min(kKeyGranule, key_block);
-  std::vector<std::unique_ptr<TaskMatmulBf16>> scores, mix;  // [ceil(key_block / granule)]
-  for (int64_t cols = granule; cols < key_block + granule; cols += granule) {
-    const int64_t n_pad = std::min(cols, key_block);
-    scores.push_back(std::make_unique<TaskMatmulBf16>(m_pad, n_pad, d, /*b_transposed=*/true, kvd, /*accumulate=*/false));  // q k^T
-    mix.push_back(std::make_unique<TaskMatmulBf16>(m_pad, d, n_pad, /*b_transposed=*/false, kvd, /*accumulate=*/true));    // acc += p v
-  }
+  const int64_t m_pad = rep * block;
+  const Bf16Kernels kernels(m_pad, d, kvd, key_block);
   const std::vector<Task> tasks = make_tasks(samples, c, block);
   const auto n_tasks = static_cast<int64_t>(tasks.size());
 #pragma omp parallel
@@ -288,14 +316,8 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
       const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
       const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0;
       const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
-      // qs: [rep * block, d], row j * block + i = head g * rep + j, position r0 + i; rows i >=
-      // `rows` are zero, so their scores and probabilities are exact zeros.
-      uint16_t* qs = buf.q16.fit(m_pad * d);
-      for (int64_t j = 0; j < rep; ++j) {
-        uint16_t* dst = qs + j * block * d;
-        for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * d, q + (r0 + i) * qd + (g * rep + j) * d, static_cast<std::size_t>(d) * 2);
-        std::fill(dst + rows * d, dst + block * d, uint16_t{0});
-      }
+      uint16_t* qs = buf.q16.fit(m_pad * d);  // [rep * block, d]
+      stack_queries(qs, q + r0 * qd + g * rep * d, rows, block, rep, d, qd);
       DenseMap acc(buf.out.fit(m_pad * d), m_pad, d);  // [rep * block, d], unnormalised output
       acc.setZero();
       Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_pad), m_pad);   // [rep * block]
@@ -306,24 +328,25 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
       uint16_t* pb = buf.p16.fit(m_pad * key_block);  // [rep * block, n_pad] bf16 probabilities
       for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
         const int64_t cols = std::min(r1, k0 + key_block) - k0;  // keys of the sample in this block
-        const auto kernel = static_cast<std::size_t>((cols + granule - 1) / granule - 1);
-        const int64_t n_pad = std::min((static_cast<int64_t>(kernel) + 1) * granule, key_block);
+        const std::size_t kernel = kernels.index(cols);
+        const int64_t n_pad = kernels.padded(cols);
         // Keys k0 .. k0 + n_pad of head g, in place ([n_pad, d], row stride kv_dim).
-        scores[kernel]->run(qs, k + k0 * kvd + g * d, p);
+        kernels.scores[kernel]->run(qs, k + k0 * kvd + g * d, p);
         // Softmax in fp32 (running max and sum of the unrounded exps); the keys past `cols`
         // (later samples' rows or the zero tail) get probability 0.
         for (int64_t j = 0; j < rep; ++j)
           for (int64_t i = 0; i < rows; ++i) {
             const int64_t row = j * block + i;
             float* pr = p + row * n_pad;
-            const float correction = softmax_step(pr, cols, visible_keys(r0 + i, k0, cols, window), scale, &run_max[row], &run_sum[row]);
+            const Visible vis = visible_keys(r0 + i, k0, cols, window);
+            const float correction = softmax_step(pr, cols, vis, scale, &run_max[row], &run_sum[row]);
             std::fill(pr + cols, pr + n_pad, 0.0f);
             if (correction != 1.0f) acc.row(row) *= correction;
           }
         // The probabilities rounded to bf16 for the P V product, as PyTorch's bf16 CPU flash
         // attention does.
         round_rows_to_bf16_serial(p, m_pad * n_pad, pb);
-        mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
+        kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
       }
       for (int64_t j = 0; j < rep; ++j)
         for (int64_t i = 0; i < rows; ++i) {
@@ -334,4 +357,5 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
     }
   }
 }
+
 }  // namespace ctcal

@@ -92,7 +92,8 @@ void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden
     // The next layer's tensors are read from disk while this one computes (queueing the reads
     // takes tens of ms of this thread, so another thread does it).
     std::future<void> prefetch;
-    if (l + 1 < n_layers) prefetch = std::async(std::launch::async, [this, l] { prefetch_layer_pages(ckpt_, cfg_, l + 1); });
+    if (l + 1 < n_layers)
+      prefetch = std::async(std::launch::async, [this, l] { prefetch_layer_pages(ckpt_, cfg_, l + 1); });
     run_layer(w, l, spans, hidden, observer, options);
     if (prefetch.valid()) prefetch.get();
     if (loop.release_pages) release_layer_pages(ckpt_, cfg_, l);
