@@ -24,9 +24,9 @@ for mode in 0 1; do
 done
 if [ "${1:-}" = 8b ]; then
   # calib_bench writes the random 16 GB checkpoint (a few minutes; kept for later runs), which
-  # transformers loads as it is.
+  # transformers loads as it is. Its index is written last: without it, a run was cut short.
   M8=/tmp/llama8b-random
-  [ -f $M8/config.json ] || $CB make $M8 --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --intermediate 14336 --vocab 128256
+  [ -f $M8/model.safetensors.index.json ] || $CB make $M8 --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --intermediate 14336 --vocab 128256
   echo "== ctcal vs transformers, Llama-3.1-8B shape, 16 threads, bf16, 8 x 512 tokens"
   CTCAL_CPU_PROFILE=1 python3 bench/compare_transformers.py --calib-bench "$CB" --shape 8b --dir $M8 --threads 16 \
     --samples 8 --seq 512 --dtypes bf16 --bf16-attention-off
