@@ -4,6 +4,8 @@
 //   calib_bench make DIR [--layers 8] [--hidden 1024] [--heads 16] [--kv-heads 4]
 //                        [--intermediate 2816] [--vocab 32000]
 //   calib_bench run DIR [--samples 32] [--seq 512] [--threads T] [--bf16 1] [--max-memory MB]
+//                       [--bf16-attention 0]   (bf16 mode with fp32 attention, as before issue 17)
+//   CTCAL_CPU_PROFILE=1 also logs the wall time of each phase of the layers
 //
 // FLOPs counted: 2 x multiply-adds of the projections calibration needs (q, k, v, o every layer;
 // gate, up, down for all but the last layer; no lm_head) plus causal attention (QK^T and PV over
@@ -201,6 +203,7 @@ int run(const std::string& dir, int argc, char** argv) {
     for (int64_t t = 0; t < S; ++t) s.push_back(static_cast<int32_t>(rng.bounded(static_cast<uint64_t>(c.vocab_size))));
   ctcal::CalibrateOptions copt;
   copt.bf16_compute = arg(argc, argv, "--bf16", 0) != 0;
+  copt.bf16_attention = arg(argc, argv, "--bf16-attention", 1) != 0;
   if (const int64_t mb = arg(argc, argv, "--max-memory", 0); mb > 0)
     copt.forward.chunk_tokens = ctcal::chunk_tokens_for_budget(c, N * S, S, static_cast<double>(mb) * 1048576.0, copt.bf16_compute);
   const auto est = ctcal::estimate_memory(c, N * S, copt.bf16_compute);
@@ -231,7 +234,7 @@ int run(const std::string& dir, int argc, char** argv) {
   std::printf("threads %d | sgemm 2048^3 (OpenBLAS) %.1f GFLOP/s\n", threads, peak);
   std::printf("%s ", c.architecture.c_str());
   std::printf("calibration (%s): %ld layers, %ld samples x %ld tokens: %.2f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of sgemm\n",
-              copt.bf16_compute ? "bf16 GEMMs" : "fp32", static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
+              !copt.bf16_compute ? "fp32" : copt.bf16_attention ? "bf16 GEMMs" : "bf16 GEMMs, fp32 attention", static_cast<long>(c.num_hidden_layers), static_cast<long>(N), static_cast<long>(S), secs, T / secs,
               flops / secs / 1e9, 100.0 * flops / secs / 1e9 / peak);
   std::printf("peak RSS %.0f MB (one layer fp32 %.0f MB, hidden states %.0f MB)\n", peak_mb,
               layer_f32_mb, 4.0 * T * H / 1e6);

@@ -26,7 +26,9 @@ namespace fs = std::filesystem;
 using test::Capture;
 using test::case_names;
 
-constexpr double kBf16ScaleRelTol = 0.02;  // measured worst 0.84 % (stories260K); see Bf16ComputeScaleError
+// Measured worst 0.81 % (qwen3_moe_fused_sliding_bf16; stories260K 0.72 %) with bf16 attention,
+// 0.82 % (stories260K) with fp32 attention; see Bf16ComputeScaleError.
+constexpr double kBf16ScaleRelTol = 0.02;
 
 class ForwardGolden : public ::testing::TestWithParam<std::string> {
  protected:
@@ -259,7 +261,8 @@ TEST_P(ForwardGolden, R2LogitsInvariance) {
   }
 }
 
-// --compute-dtype bf16: GEMM inputs (weights and activations) rounded to bf16, fp32 accumulation.
+// --compute-dtype bf16: GEMM inputs (weights and activations; attention's q, k, v and
+// probabilities) rounded to bf16, fp32 accumulation.
 // Its error against the float64 reference is measured and bounded, not hidden: 8 mantissa bits
 // per operand give ~0.4 % per GEMM; over the layers of these models the absmax stays within 2 %.
 TEST_P(ForwardGolden, Bf16ComputeScaleError) {

@@ -1,7 +1,9 @@
 // Blocked flash-style attention (model/attention.h) against the textbook formula in double:
 // softmax(q k^T / sqrt(d) + causal/window mask) v, one [S, S] matrix per head. Lengths cross
 // query and key block edges; GQA and sliding windows included. Agreement with transformers
-// itself is checked by the golden tests (ForwardGolden.BlockedAttentionMatchesGolden).
+// itself is checked by the golden tests (ForwardGolden.BlockedAttentionMatchesGolden). The bf16
+// variant (causal_attention_bf16) is held to the same formula on its bf16-rounded inputs, within
+// the bound that rounding its probabilities to bf16 allows.
 #include <gtest/gtest.h>
 
 #include <omp.h>
@@ -13,7 +15,9 @@
 #include <random>
 #include <vector>
 
+#include "ctcal/dtype.h"
 #include "ctcal/model/attention.h"
+#include "ctcal/model/onednn_matmul.h"
 
 namespace ctcal {
 namespace {
@@ -98,16 +102,53 @@ TEST_P(AttentionBlocks, MatchesNaiveFormula) {
   EXPECT_LE(worst, kTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, AttentionBlocks,
-    ::testing::Values(Case{4, 4, 8, 1, 64, 256, {}},            // one token
-                      Case{4, 2, 8, 37, 64, 256, {}},           // one block
-                      Case{4, 1, 16, 300, 64, 256, {}},         // crosses both block edges (MQA)
-                      Case{8, 2, 8, 130, 7, 11, {}},            // odd blocks, GQA
-                      Case{4, 2, 8, 130, 7, 11, int64_t{9}},    // sliding window < blocks
-                      Case{4, 2, 8, 300, 64, 32, int64_t{50}},  // window skips whole key blocks
-                      Case{2, 2, 4, 70, 128, 16, int64_t{1}}),  // window of 1: only itself
-    [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+const auto kCases = ::testing::Values(Case{4, 4, 8, 1, 64, 256, {}},            // one token
+                                      Case{4, 2, 8, 37, 64, 256, {}},           // one block
+                                      Case{4, 1, 16, 300, 64, 256, {}},         // crosses both block edges (MQA)
+                                      Case{8, 2, 8, 130, 7, 11, {}},            // odd blocks, GQA
+                                      Case{4, 2, 8, 130, 7, 11, int64_t{9}},    // sliding window < blocks
+                                      Case{4, 2, 8, 300, 64, 32, int64_t{50}},  // window skips whole key blocks
+                                      Case{2, 2, 4, 70, 128, 16, int64_t{1}},   // window of 1: only itself
+                                      Case{8, 2, 32, 200, 64, 100, {}});        // key blocks past one 64-key granule
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBlocks, kCases,
+                         [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+
+// x with every value rounded to bf16 (nearest even), as causal_attention_bf16 rounds its inputs.
+std::vector<float> rounded_to_bf16(const std::vector<float>& x) {
+  std::vector<float> r(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) r[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  return r;
+}
+
+// The largest |out - naive(rounded q, k, v)| the bf16 variant may show: each probability is
+// rounded to bf16 (relative error <= 2^-9) before p v, so an output, a weighted mean of v,
+// moves by at most 2^-9 max|v|; 1e-4 more for the fp32 sums, as in the fp32 test.
+double bf16_bound(const std::vector<float>& v) {
+  double vmax = 0;
+  for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
+  return std::ldexp(vmax, -9) + 1e-4;
+}
+
+class AttentionBlocksBf16 : public ::testing::TestWithParam<Case> {};
+
+TEST_P(AttentionBlocksBf16, MatchesNaiveFormulaOnRoundedInputs) {
+  if (!cpu_has_native_bf16()) GTEST_SKIP() << "no AVX512-BF16/AMX on this CPU";
+  const Case& t = GetParam();
+  const ModelConfig c = attention_config(t.heads, t.kv_heads, t.head_dim, t.window);
+  const Qkv in(c, t.seq, 42, 2.0f);
+  std::vector<float> out(in.q.size());
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), t.seq, t.key_block)));
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, t.seq}}, shape_of(c), t.block,
+                        t.key_block, scratch.data());
+  const std::vector<float> v16 = rounded_to_bf16(in.v);
+  const std::vector<double> want = naive_attention(rounded_to_bf16(in.q), rounded_to_bf16(in.k), v16, t.seq, c);
+  double worst = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(out[i] - want[i]));
+  EXPECT_LE(worst, bf16_bound(v16));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBlocksBf16, kCases,
+                         [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 // Several samples in one call (as run_layer passes a chunk): each attends only within itself.
 TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
@@ -130,6 +171,49 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
     for (std::size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(out[static_cast<std::size_t>(s.offset * c.q_dim()) + i], want[i], 1e-4) << "sample at row " << s.offset;
   }
+}
+
+// The bf16 variant reads a sample's last key block whole, past the sample's end (into the next
+// sample's rows or the zero tail): those keys must not count.
+TEST(AttentionBlocksBf16, SamplesAttendWithinThemselves) {
+  if (!cpu_has_native_bf16()) GTEST_SKIP() << "no AVX512-BF16/AMX on this CPU";
+  const ModelConfig c = attention_config(4, 2, 8);
+  const std::vector<int64_t> lengths = {5, 70, 1, 33};
+  std::vector<SampleSpan> spans;
+  int64_t rows = 0;
+  for (int64_t n : lengths) {
+    spans.push_back({rows, n});
+    rows += n;
+  }
+  const Qkv in(c, rows, 3, 2.0f);
+  std::vector<float> out(in.q.size());
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), rows, 32)));
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, shape_of(c), 16, 32, scratch.data());
+  const std::vector<float> q16 = rounded_to_bf16(in.q), k16 = rounded_to_bf16(in.k), v16 = rounded_to_bf16(in.v);
+  for (const SampleSpan& s : spans) {
+    auto slice = [&](const std::vector<float>& b, int64_t w) {
+      return std::vector<float>(b.begin() + s.offset * w, b.begin() + (s.offset + s.length) * w);
+    };
+    const auto want = naive_attention(slice(q16, c.q_dim()), slice(k16, c.kv_dim()), slice(v16, c.kv_dim()), s.length, c);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(out[static_cast<std::size_t>(s.offset * c.q_dim()) + i], want[i], bf16_bound(v16)) << "sample at row " << s.offset;
+  }
+}
+
+TEST(AttentionBlocksBf16, SameResultForAnyThreadCount) {
+  if (!cpu_has_native_bf16()) GTEST_SKIP() << "no AVX512-BF16/AMX on this CPU";
+  const ModelConfig c = attention_config(8, 2, 128);  // Llama's head_dim: the AMX kernels' shape
+  const std::vector<SampleSpan> spans = {{0, 333}, {333, 200}};
+  const Qkv in(c, 533, 7, 1.0f);
+  std::vector<float> a(in.q.size()), b(in.q.size());
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), 533, 256)));
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), a.data(), spans, shape_of(c), 64, 256, scratch.data());
+  omp_set_num_threads(3);
+  causal_attention_bf16(in.q.data(), in.k.data(), in.v.data(), b.data(), spans, shape_of(c), 64, 256, scratch.data());
+  omp_set_num_threads(saved);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));  // bit for bit
 }
 
 TEST(AttentionBlocks, SameResultForAnyThreadCount) {

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/util/uninit_buffer.h"
 
@@ -20,6 +23,7 @@ using DenseMap = Eigen::Map<RowMatrix>;
 // zeroing and page faults.
 struct TaskBuffers {
   UninitBuffer<float> q, scores, out, stats;
+  UninitBuffer<uint16_t> q16, p16;  // bf16 variant: the task's stacked queries and probabilities
 };
 
 TaskBuffers& thread_buffers() {
@@ -73,6 +77,128 @@ float exp_shifted_sum(float* x, int64_t n, float shift, float scale) {
   return predux(sum);
 }
 
+// Position q sees every key k <= q (no sliding window).
+constexpr int64_t kNoWindow = std::numeric_limits<int64_t>::max();
+
+// One task: a sample, a kv head and `block` query rows. Costs differ (later rows see more keys),
+// so the largest go first and threads take tasks dynamically. Each task writes its own rows of
+// `out` and sums in a fixed order: the result is the same for any schedule.
+struct Task {
+  int64_t sample, kv_head, r0, cost;
+};
+
+std::vector<Task> make_tasks(const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block) {
+  const int64_t window = c.window.value_or(kNoWindow);
+  std::vector<Task> tasks;
+  for (std::size_t s = 0; s < samples.size(); ++s)
+    for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
+      for (int64_t g = 0; g < c.kv_heads; ++g) {
+        const int64_t r1 = std::min(samples[s].length, r0 + block);
+        const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
+        tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});
+      }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  return tasks;
+}
+
+// Keys position pos sees within the key block [k0, k0 + cols): [first, last) (causal, optional
+// window; first >= last when none).
+struct Visible {
+  int64_t first, last;
+};
+Visible visible_keys(int64_t pos, int64_t k0, int64_t cols, int64_t window) {
+  return {window == kNoWindow ? 0 : std::clamp<int64_t>(pos - window + 1 - k0, 0, cols),
+          std::clamp<int64_t>(pos + 1 - k0, 0, cols)};
+}
+
+// x [n] rounded to bf16 (nearest even) into out [n], by the calling thread. The scores are finite
+// (exp of finite values, or exact zeros), so the NaN case is not handled.
+void round_rows_to_bf16_serial(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, 4);
+    out[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  }
+}
+
+// The bf16 variant pads each key block to a multiple of this many keys (AMX tiles hold 16 rows
+// of 32 bf16 pairs; 64 keeps the kernels few).
+constexpr int64_t kKeyGranule = 64;
+
+// The bf16 variant's task GEMMs, planned once per call. They come in few shapes: M = rep * block
+// query rows (a short block padded with zero rows) by a key block rounded up to kKeyGranule keys
+// (the first blocks of a sample are short: padding them to key_block cost a third more work at
+// 512 tokens). Which kernel a step uses depends on positions only, not on the thread.
+struct Bf16Kernels {
+  int64_t granule, key_block;
+  std::vector<std::unique_ptr<TaskMatmulBf16>> scores, mix;  // [ceil(key_block / granule)]: q k^T, acc += p v
+
+  Bf16Kernels(int64_t m_pad, int64_t d, int64_t kv_stride, int64_t key_block_)
+      : granule(std::min(kKeyGranule, key_block_)), key_block(key_block_) {
+    for (int64_t cols = granule; cols < key_block + granule; cols += granule) {
+      const int64_t n_pad = std::min(cols, key_block);
+      scores.push_back(std::make_unique<TaskMatmulBf16>(m_pad, n_pad, d, /*b_transposed=*/true, kv_stride,
+                                                        /*accumulate=*/false));
+      mix.push_back(std::make_unique<TaskMatmulBf16>(m_pad, d, n_pad, /*b_transposed=*/false, kv_stride,
+                                                     /*accumulate=*/true));
+    }
+  }
+  // The kernel for a step over `cols` keys, and the keys it covers.
+  std::size_t index(int64_t cols) const { return static_cast<std::size_t>((cols + granule - 1) / granule - 1); }
+  int64_t padded(int64_t cols) const { return std::min((static_cast<int64_t>(index(cols)) + 1) * granule, key_block); }
+};
+
+// qs [rep * block, d] = the block's rows of the rep query heads that share one kv head, stacked:
+// row j * block + i = head j (of the group), position i, from q (the group's first head at
+// position 0, row stride q_stride). Rows i >= rows are zero, so their scores and
+// probabilities are exact zeros.
+void stack_queries(uint16_t* qs, const uint16_t* q, int64_t rows, int64_t block, int64_t rep, int64_t d,
+                   int64_t q_stride) {
+  for (int64_t j = 0; j < rep; ++j) {
+    uint16_t* dst = qs + j * block * d;
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(dst + i * d, q + i * q_stride + j * d, static_cast<std::size_t>(d) * sizeof(uint16_t));
+    std::fill(dst + rows * d, dst + block * d, uint16_t{0});
+  }
+}
+
+// One online-softmax step of a score row p [cols] (unscaled q.k): exp of the visible scores
+// against the new running max, zeros elsewhere; updates the row's running max and sum and returns
+// the factor by which the row's accumulated output must shrink (1 when the max did not move).
+float softmax_step(float* p, int64_t cols, Visible vis, float scale, float* run_max, float* run_sum) {
+  if (vis.first >= vis.last) {  // nothing visible in this key block
+    std::fill(p, p + cols, 0.0f);
+    return 1.0f;
+  }
+  float* live = p + vis.first;
+  const int64_t n_live = vis.last - vis.first;
+  const float new_max = std::max(*run_max, row_max(live, n_live));
+  // Running max and sum in unscaled units; exp(-inf) = 0 for the first block.
+  const float correction = std::exp((*run_max - new_max) * scale);
+  const float block_sum = exp_shifted_sum(live, n_live, new_max, scale);
+  std::fill(p, live, 0.0f);
+  std::fill(p + vis.last, p + cols, 0.0f);
+  *run_sum = *run_sum * correction + block_sum;
+  *run_max = new_max;
+  return correction;
+}
+
+// o [d] = the row's normalised output from its accumulator acc [d] and running max/sum.
+void write_row(Eigen::Map<Eigen::RowVectorXf> o, const Eigen::Ref<const Eigen::RowVectorXf>& acc, float run_max,
+               float run_sum, const AttentionShape& c, int64_t head) {
+  if (!c.sinks) {
+    o = acc / run_sum;
+    return;
+  }
+  // softmax over [scores, sink] with the sink's column dropped: the sink adds exp(sink - m) to
+  // the denominator. Both sides are rescaled to the larger of the row's max score and the sink
+  // (as transformers subtracts the combined max).
+  const float score_max = run_max * c.scale, sink = c.sinks[head];
+  const float m = std::max(score_max, sink);
+  const float keep = std::exp(score_max - m);
+  o = acc * (keep / (run_sum * keep + std::exp(sink - m)));
+}
+
 }  // namespace
 
 AttentionShape AttentionShape::plain(int64_t heads, int64_t kv_heads, int64_t head_dim,
@@ -91,23 +217,8 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
                       int64_t key_block) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
   const float scale = c.scale;
-  const int64_t no_window = std::numeric_limits<int64_t>::max();
-  const int64_t window = c.window.value_or(no_window);
-  // One task: a sample, a kv head and `block` query rows. Costs differ (later rows see more
-  // keys), so the largest go first and threads take tasks dynamically. Each task writes its own
-  // rows of `out` and sums in a fixed order: the result is the same for any schedule.
-  struct Task {
-    int64_t sample, kv_head, r0, cost;
-  };
-  std::vector<Task> tasks;
-  for (std::size_t s = 0; s < samples.size(); ++s)
-    for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
-      for (int64_t g = 0; g < c.kv_heads; ++g) {
-        const int64_t r1 = std::min(samples[s].length, r0 + block);
-        const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);
-        tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});
-      }
-  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  const int64_t window = c.window.value_or(kNoWindow);
+  const std::vector<Task> tasks = make_tasks(samples, c, block);
   const auto n_tasks = static_cast<int64_t>(tasks.size());
 #pragma omp parallel
   {
@@ -123,7 +234,7 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
       const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
       const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0, m_rows = rep * rows;
       // Keys any row of the block may see: causal limits them to [lo, r1).
-      const int64_t lo = window == no_window ? 0 : std::max<int64_t>(0, r0 - window + 1);
+      const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
       // The block's rows of every query head reading kv head g, stacked: one GEMM instead of
       // n_rep small ones. qs: [rep * rows, d], row j * rows + i = head g * rep + j, position r0 + i.
       DenseMap qs(buf.q.fit(m_rows * d), m_rows, d);
@@ -147,44 +258,101 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
         // Eigen materialised a scaled, transposed copy of kb: half of attention's own time.
         p.noalias() = qs * kb.transpose();
         for (int64_t row = 0; row < m_rows; ++row) {
-          // Keys k0 + j visible to position pos: j in [first, last) (causal, optional window).
-          const int64_t pos = r0 + row % rows;
-          const int64_t first = window == no_window ? 0 : std::clamp<int64_t>(pos - window + 1 - k0, 0, cols);
-          const int64_t last = std::clamp<int64_t>(pos + 1 - k0, 0, cols);
-          auto pr = p.row(row);
-          if (first >= last) {  // nothing visible in this key block
-            pr.setZero();
-            continue;
-          }
-          float* live = &pr[first];
-          const int64_t n_live = last - first;
-          const float new_max = std::max(run_max[row], row_max(live, n_live));
-          // Running max and sum in unscaled units; exp(-inf) = 0 for the first block.
-          const float correction = std::exp((run_max[row] - new_max) * scale);
-          const float block_sum = exp_shifted_sum(live, n_live, new_max, scale);
-          pr.head(first).setZero();
-          pr.tail(cols - last).setZero();
-          run_sum[row] = run_sum[row] * correction + block_sum;
-          run_max[row] = new_max;
+          const Visible vis = visible_keys(r0 + row % rows, k0, cols, window);
+          const float correction = softmax_step(&p(row, 0), cols, vis, scale, &run_max[row], &run_sum[row]);
           if (correction != 1.0f) acc.row(row) *= correction;
         }
         acc.noalias() += p * vb;
       }
       for (int64_t j = 0; j < rep; ++j)
         for (int64_t i = 0; i < rows; ++i) {
-          Eigen::Map<Eigen::RowVectorXf> o(out + (r0 + i) * qd + (g * rep + j) * d, d);
           const int64_t row = j * rows + i;
-          if (!c.sinks) {
-            o = acc.row(row) / run_sum[row];
-            continue;
+          write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
+                    run_max[row], run_sum[row], c, g * rep + j);
+        }
+    }
+  }
+}
+
+int64_t attention_bf16_scratch(const AttentionShape& c, int64_t rows, int64_t key_block) {
+  return rows * c.q_dim() + 2 * (rows + key_block) * c.kv_dim();
+}
+
+void causal_attention_bf16(const float* q_all, const float* k_all, const float* v_all, float* out_all,
+                           const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block,
+                           int64_t key_block, uint16_t* scratch) {
+  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
+  const float scale = c.scale;
+  const int64_t window = c.window.value_or(kNoWindow);
+  int64_t n = 0;  // rows of q/k/v
+  for (const SampleSpan& s : samples) n = std::max(n, s.offset + s.length);
+  // q, k, v rounded to bf16 once ([n, q_dim], [n + key_block, kv_dim] x 2, in the caller's
+  // scratch): a key block is read by every later query block. k and v end in key_block zero
+  // rows, so a sample's last key block can be read whole in place; its rows past the sample are
+  // masked out below.
+  uint16_t* q16 = scratch;
+  uint16_t* k16 = q16 + n * qd;
+  uint16_t* v16 = k16 + (n + key_block) * kvd;
+  round_rows_to_bf16(Eigen::Map<const RowMatrix>(q_all, n, qd), q16);
+  round_rows_to_bf16(Eigen::Map<const RowMatrix>(k_all, n, kvd), k16);
+  round_rows_to_bf16(Eigen::Map<const RowMatrix>(v_all, n, kvd), v16);
+  std::fill(k16 + n * kvd, k16 + (n + key_block) * kvd, uint16_t{0});
+  std::fill(v16 + n * kvd, v16 + (n + key_block) * kvd, uint16_t{0});
+  const int64_t m_pad = rep * block;
+  const Bf16Kernels kernels(m_pad, d, kvd, key_block);
+  const std::vector<Task> tasks = make_tasks(samples, c, block);
+  const auto n_tasks = static_cast<int64_t>(tasks.size());
+#pragma omp parallel
+  {
+    TaskBuffers& buf = thread_buffers();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < n_tasks; ++t) {
+      const Task& task = tasks[static_cast<std::size_t>(t)];
+      const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
+      const uint16_t* q = q16 + span.offset * qd;  // this sample's rows
+      const uint16_t* k = k16 + span.offset * kvd;
+      const uint16_t* v = v16 + span.offset * kvd;
+      float* out = out_all + span.offset * qd;
+      const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
+      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0;
+      const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
+      uint16_t* qs = buf.q16.fit(m_pad * d);  // [rep * block, d]
+      stack_queries(qs, q + r0 * qd + g * rep * d, rows, block, rep, d, qd);
+      DenseMap acc(buf.out.fit(m_pad * d), m_pad, d);  // [rep * block, d], unnormalised output
+      acc.setZero();
+      Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_pad), m_pad);   // [rep * block]
+      Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_pad, m_pad);  // [rep * block]
+      run_max.setConstant(-std::numeric_limits<float>::infinity());
+      run_sum.setZero();
+      float* p = buf.scores.fit(m_pad * key_block);   // [rep * block, n_pad] fp32 scores
+      uint16_t* pb = buf.p16.fit(m_pad * key_block);  // [rep * block, n_pad] bf16 probabilities
+      for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
+        const int64_t cols = std::min(r1, k0 + key_block) - k0;  // keys of the sample in this block
+        const std::size_t kernel = kernels.index(cols);
+        const int64_t n_pad = kernels.padded(cols);
+        // Keys k0 .. k0 + n_pad of head g, in place ([n_pad, d], row stride kv_dim).
+        kernels.scores[kernel]->run(qs, k + k0 * kvd + g * d, p);
+        // Softmax in fp32 (running max and sum of the unrounded exps); the keys past `cols`
+        // (later samples' rows or the zero tail) get probability 0.
+        for (int64_t j = 0; j < rep; ++j)
+          for (int64_t i = 0; i < rows; ++i) {
+            const int64_t row = j * block + i;
+            float* pr = p + row * n_pad;
+            const Visible vis = visible_keys(r0 + i, k0, cols, window);
+            const float correction = softmax_step(pr, cols, vis, scale, &run_max[row], &run_sum[row]);
+            std::fill(pr + cols, pr + n_pad, 0.0f);
+            if (correction != 1.0f) acc.row(row) *= correction;
           }
-          // softmax over [scores, sink] with the sink's column dropped: the sink adds
-          // exp(sink - m) to the denominator. Both sides are rescaled to the larger of the
-          // row's max score and the sink (as transformers subtracts the combined max).
-          const float score_max = run_max[row] * scale, sink = c.sinks[g * rep + j];
-          const float m = std::max(score_max, sink);
-          const float keep = std::exp(score_max - m);
-          o = acc.row(row) * (keep / (run_sum[row] * keep + std::exp(sink - m)));
+        // The probabilities rounded to bf16 for the P V product, as PyTorch's bf16 CPU flash
+        // attention does.
+        round_rows_to_bf16_serial(p, m_pad * n_pad, pb);
+        kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
+      }
+      for (int64_t j = 0; j < rep; ++j)
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t row = j * block + i;
+          write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
+                    run_max[row], run_sum[row], c, g * rep + j);
         }
     }
   }

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
+
+#include <spdlog/spdlog.h>
 
 #include "ctcal/error.h"
 #include "ctcal/model/cuda_backend.h"
@@ -20,8 +23,9 @@ void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
   fit(proj, c.hidden_size);
   fit(gate, c.intermediate_size);
   fit(up, c.intermediate_size);
-  // bf16 copy of whichever activation feeds the next projections (the widest is gate * up).
-  // Never touched in fp32 mode, so never resident.
+  // bf16 copy of whichever activation feeds the next projections (the widest is gate * up), or
+  // of q, k, v for bf16 attention (run_layer grows it for those). Never touched in fp32 mode,
+  // so never resident.
   bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
 }
 
@@ -70,10 +74,12 @@ void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden
     return;
   }
   const int64_t n_layers = cfg_.num_hidden_layers;
+  phases_.clear();
   LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
   for (int64_t l = 0; l < n_layers; ++l) {
     if (loop.before_layer) loop.before_layer(l);
     const bool with_mlp = loop.last_layer_mlp || l + 1 < n_layers;
+    PhaseScope load_phase(phases_, "load+pack");
     if (loop.load_bf16) {
       w = LayerWeights();  // release the previous layer's packed tiles to the pool first
       w = load_layer_weights_bf16(ckpt_, cfg_, l, with_mlp);
@@ -81,11 +87,19 @@ void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden
       reload_layer_weights(ckpt_, cfg_, l, with_mlp, &w);
     }
     if (loop.edit_weights) loop.edit_weights(l, w);
+    load_phase.stop();
     ActivationObserver* observer = loop.observer ? loop.observer(l) : nullptr;
+    // The next layer's tensors are read from disk while this one computes (queueing the reads
+    // takes tens of ms of this thread, so another thread does it).
+    std::future<void> prefetch;
+    if (l + 1 < n_layers)
+      prefetch = std::async(std::launch::async, [this, l] { prefetch_layer_pages(ckpt_, cfg_, l + 1); });
     run_layer(w, l, spans, hidden, observer, options);
+    if (prefetch.valid()) prefetch.get();
     if (loop.release_pages) release_layer_pages(ckpt_, cfg_, l);
     if (loop.after_layer) loop.after_layer(l);
   }
+  if (phases_.on()) spdlog::info("cpu: wall time per phase of {} layers: {}", n_layers, phases_.summary());
 }
 
 LmHead::LmHead(const Checkpoint& ckpt, const ModelConfig& c)

@@ -59,6 +59,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
   int64_t max_chunk = 0;
   for (const SampleChunk& ch : chunks) max_chunk = std::max(max_chunk, ch.n);
   scratch_.reserve(max_chunk, c);
+  // bf16 attention rounds q, k, v into the projection-input buffer (free between q/k/v and o_proj).
+  if (opt.bf16_attention) scratch_.bf16.fit(attention_bf16_scratch(attention_shape, max_chunk, opt.attention_key_block));
   for (const SampleChunk& ch : chunks) {
     const int64_t r0 = ch.r0, n = ch.n;  // the chunk's first row and tokens
     const std::vector<SampleSpan>& rows = ch.spans;  // the chunk's samples, as rows of x/q/k/v/attn
@@ -71,15 +73,19 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     auto proj = scratch_.view(scratch_.proj, n, c.hidden_size);      // [n, hidden]
 
     // --- attention block ---
+    PhaseScope rows_phase(phases_, "norm+observe");
     rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
     announce_input(observer, layer, Site::kQkvInput, xn, rows);
     quantize_input(opt.quantizer, layer, Site::kQkvInput, xn, rows);
+    rows_phase.stop();
     {
+      PhaseScope phase(phases_, "qkv_proj");
       ProjectionInput in(xn, scratch_.bf16.data());
       linear(in, w.q, q);
       linear(in, w.k, k);
       linear(in, w.v, v);
     }
+    PhaseScope rope_phase(phases_, "rope+observe");
     if (fam.qk_norm) {
       // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
       Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
@@ -113,14 +119,24 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
       }
     }
-    causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
-                     opt.attention_key_block);
+    rope_phase.stop();
+    {
+      PhaseScope phase(phases_, "attention");
+      if (opt.bf16_attention)
+        causal_attention_bf16(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                              opt.attention_key_block, scratch_.bf16.data());
+      else
+        causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                         opt.attention_key_block);
+    }
     announce_input(observer, layer, Site::kOProjInput, attn, rows);
     quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);
     {
+      PhaseScope phase(phases_, "o_proj");
       ProjectionInput in(attn, scratch_.bf16.data());
       linear(in, w.o, proj);
     }
+    PhaseScope residual_phase(phases_, "norm+observe");
     if (w.attn_out_norm.size() > 0) rms_norm_into(proj, w.attn_out_norm, c.rms_norm_eps, proj);
     add_into(x, proj);
 
@@ -128,6 +144,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     if (w.has_mlp && c.is_moe(layer)) {
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the router's and every expert's input
+      residual_phase.stop();
+      PhaseScope phase(phases_, "moe");
       moe_mlp_into(w.experts, c, xn, proj, observer, layer);  // announces each expert's inputs
       add_into(x, proj);
     } else if (w.has_mlp) {
@@ -136,20 +154,29 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);
       quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
+      residual_phase.stop();
       {
+        PhaseScope phase(phases_, "gate_up_proj");
         ProjectionInput in(xn, scratch_.bf16.data());
         linear(in, w.gate, gate);
         linear(in, w.up, up);
       }
+      PhaseScope act_phase(phases_, "act+observe");
       gated_act_into(fam.act, gate, up);
       announce_input(observer, layer, Site::kDownInput, gate, rows);
       quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
+      act_phase.stop();
+      PhaseScope down_phase(phases_, "down_proj");
       ProjectionInput in(gate, scratch_.bf16.data());
       linear(in, w.down, proj);
+      down_phase.stop();
+      PhaseScope out_phase(phases_, "norm+observe");
       if (w.mlp_out_norm.size() > 0) rms_norm_into(proj, w.mlp_out_norm, c.rms_norm_eps, proj);
       add_into(x, proj);
     }
+    residual_phase.stop();
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
+    PhaseScope check_phase(phases_, "norm+observe");
     check_finite(x, layer, module, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");
     if (opt.after_chunk) opt.after_chunk(layer, r0 + n - spans.front().offset);
   }

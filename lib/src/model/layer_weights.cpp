@@ -464,4 +464,10 @@ void release_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t
     if (name.starts_with(p)) ckpt.shard_of(name).release(ckpt.info(name));
 }
 
+void prefetch_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer) {
+  const std::string p = cfg.layer_prefix(layer);
+  for (const auto& name : ckpt.tensor_names())
+    if (name.starts_with(p)) ckpt.shard_of(name).prefetch(ckpt.info(name));
+}
+
 }  // namespace ctcal

@@ -3,6 +3,7 @@
 #include <dnnl.hpp>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -113,6 +114,9 @@ class BufferPool {
 struct ThreadContext {
   std::unique_ptr<dnnl::stream> stream;
   UninitBuffer<unsigned char> scratch;
+  // TaskMatmulBf16's own, so that the attention's kernels never reallocate the buffer the
+  // projections' tiles use between their calls.
+  UninitBuffer<unsigned char> task_scratch;
   UninitBuffer<float> tile_out;  // [rows, cols] of one tile, copied into the strided output
 };
 
@@ -222,6 +226,46 @@ void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float
     for (int64_t r = 0; r < rows; ++r)
       std::memcpy(y + (r0 + r) * out + tile.col0, tile_out + r * tile.cols, static_cast<std::size_t>(tile.cols) * sizeof(float));
   }
+}
+
+struct TaskMatmulBf16::Impl {
+  dnnl::memory::desc a, b, c;
+  dnnl::matmul prim;
+  int64_t scratch_bytes = 1;
+};
+
+TaskMatmulBf16::TaskMatmulBf16(int64_t m, int64_t n, int64_t k, bool b_transposed, int64_t ldb, bool accumulate)
+    : impl_(std::make_unique<Impl>()) {
+  Engine& e = engine();
+  Impl& t = *impl_;
+  t.a = dnnl::memory::desc({m, k}, dt::bf16, tag::ab);
+  t.b = dnnl::memory::desc({k, n}, dt::bf16, b_transposed ? dims{1, ldb} : dims{ldb, 1});
+  t.c = dnnl::memory::desc({m, n}, dt::f32, tag::ab);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  std::lock_guard<std::mutex> lock(e.mu);
+  auto pd = single_threaded([&] { return dnnl::matmul::primitive_desc(dnnl::matmul::desc(t.a, t.b, t.c), attr, e.engine); });
+  CTCAL_ASSERT(std::string(pd.impl_info_str()).rfind("ref", 0) != 0,
+               std::string("oneDNN chose its reference bf16 matmul: ") + pd.impl_info_str());
+  t.prim = dnnl::matmul(pd);
+  t.scratch_bytes = std::max<int64_t>(static_cast<int64_t>(pd.scratchpad_desc().get_size()), 1);
+}
+
+TaskMatmulBf16::~TaskMatmulBf16() = default;
+
+void TaskMatmulBf16::run(const uint16_t* a, const uint16_t* b, float* c) const {
+  const Impl& t = *impl_;
+  const dnnl::engine& eng = engine().engine;
+  ThreadContext& ctx = thread_context(eng);
+  dnnl::memory am(t.a, eng, const_cast<uint16_t*>(a)), bm(t.b, eng, const_cast<uint16_t*>(b)), cm(t.c, eng, c);
+  dnnl::memory scratch(dnnl::memory::desc({t.scratch_bytes}, dt::u8, tag::a), eng, ctx.task_scratch.fit(t.scratch_bytes));
+  t.prim.execute(*ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  ctx.stream->wait();
 }
 
 void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out) {

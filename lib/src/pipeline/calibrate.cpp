@@ -123,9 +123,10 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
   // overestimates by 4 * hidden bytes per chunk token.
   m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
-  // bf16 mode: the bf16 copy of the widest projection input. (Its layer weights are packed bf16,
-  // half of layer_bytes, except with R2, which rotates in fp32 first: layer_bytes stays fp32.)
-  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f});
+  // bf16 mode: the bf16 copy of the widest projection input, or of attention's q, k, v (which
+  // reuse that buffer). (Its layer weights are packed bf16, half of layer_bytes, except with R2,
+  // which rotates in fp32 first: layer_bytes stays fp32.)
+  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f, q + 2 * kv});
   // MoE: one expert's gathered rows, its gate/up/down outputs (at most every token), the router logits.
   if (c.family->mlp == MlpKind::kMoe)
     m.per_token_bytes += 4.0 * (2 * h + 2 * static_cast<double>(c.moe_intermediate_size) + static_cast<double>(c.num_experts));
@@ -185,6 +186,7 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   // FP8 weights in the forward (--propagate quantized): fake-quantized from fp32 first, too.
   const bool fake_quant = options.quantized_forward && !plan.linear.empty();
   loop.load_bf16 = cpu_bf16 && !plan.r2 && !fake_quant;
+  fwd.bf16_attention = cpu_bf16 && options.bf16_attention;
   // The last layer's MLP only feeds the final norm and lm_head, which calibration never needs
   // (unless FP8 input scales of its MLP are observed).
   loop.last_layer_mlp = plan.observes_last_mlp();

@@ -44,6 +44,7 @@ class SafetensorsFile {
   // Reads a float tensor into fp32 (any of F64/F32/F16/BF16/F8_E4M3).
   std::vector<float> read_f32(const std::string& name) const;
   void release(const TensorInfo& t) const { file_->release(data_start_ + t.begin, t.nbytes()); }
+  void prefetch(const TensorInfo& t) const { file_->prefetch(data_start_ + t.begin, t.nbytes()); }
 
  private:
   std::unique_ptr<MappedFile> file_;

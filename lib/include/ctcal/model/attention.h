@@ -40,4 +40,18 @@ void causal_attention(const float* q, const float* k, const float* v, float* out
                       const std::vector<SampleSpan>& samples, const AttentionShape& shape, int64_t block,
                       int64_t key_block);
 
+// The same with bf16 products for --compute-dtype bf16 (CPU): q, k, v rounded to bf16, q k^T
+// and p v as oneDNN bf16 GEMMs (AMX or AVX512-BF16) with fp32 accumulation, the softmax in fp32
+// and its probabilities rounded to bf16 before p v, as PyTorch's bf16 CPU attention computes
+// it. Every task's GEMMs have one padded shape (rep * block rows, key_block keys), each run by
+// one thread with one kernel: the result does not depend on the thread count either.
+// scratch: room for attention_bf16_scratch(shape, rows, key_block) bf16 values (the rounded q, k,
+// v), rows = the end of the last span. The caller lends it (the layer's projection-input
+// buffer, free while attention runs): a buffer of its own kept 50 MB more resident on the 8B
+// shape and measured slower in the GEMMs that followed.
+void causal_attention_bf16(const float* q, const float* k, const float* v, float* out,
+                           const std::vector<SampleSpan>& samples, const AttentionShape& shape, int64_t block,
+                           int64_t key_block, uint16_t* scratch);
+int64_t attention_bf16_scratch(const AttentionShape& shape, int64_t rows, int64_t key_block);
+
 }  // namespace ctcal

@@ -17,6 +17,7 @@
 #include "ctcal/model/layer_ops.h"
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/model/observation.h"
+#include "ctcal/model/phase_times.h"
 #include "ctcal/model/sample_span.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/util/uninit_buffer.h"
@@ -41,6 +42,8 @@ struct ForwardOptions {
   // Flash-style attention blocking (model/attention.h): query rows per task and keys per step.
   int64_t attention_block = 64;
   int64_t attention_key_block = 256;
+  // CPU --compute-dtype bf16: Q K^T and P V as bf16 GEMMs (causal_attention_bf16) instead of fp32.
+  bool bf16_attention = false;
   // Every sample's first token at this position instead of 0 (eval at long positions: RoPE'd
   // K and Q move, attention scores do not, since RoPE depends on relative positions only).
   int64_t position_offset = 0;
@@ -118,6 +121,7 @@ class Decoder {
   const Checkpoint& ckpt_;
   ModelConfig cfg_;
   mutable Scratch scratch_;
+  mutable PhaseTimes phases_;  // CTCAL_CPU_PROFILE=1: wall time per phase of run_layers
 };
 
 // Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight), with the

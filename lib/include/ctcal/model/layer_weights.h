@@ -74,6 +74,9 @@ void to_bf16_weights(LayerWeights* w);
 
 // Releases the pages of a layer's tensors from the page cache mapping (after the layer ran).
 void release_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer);
+// Starts reading a layer's tensors from disk in the background (the next layer's, while this one
+// computes): from a cold page cache, reading 16 GB (an 8B model) would otherwise stall each layer.
+void prefetch_layer_pages(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer);
 
 // A norm's multiplier [n]: the stored weight, or 1 + weight for the family's NormKind::kRmsOnePlus.
 Vector read_norm(const Checkpoint& ckpt, const ModelConfig& cfg, const std::string& name, int64_t n);

@@ -1,7 +1,7 @@
 #pragma once
 // GEMMs through oneDNN (the library PyTorch's own bf16 matmul uses). bf16: bf16 inputs, fp32
-// accumulation and output. Used by `--compute-dtype bf16` for the projections only; norms,
-// RoPE, attention, softmax and observers stay in fp32.
+// accumulation and output. Used by `--compute-dtype bf16` for the projections and attention's
+// two products (q k^T, p v); norms, RoPE, the softmax and observers stay in fp32.
 #include <cstdint>
 #include <memory>
 
@@ -40,6 +40,25 @@ class PackedBf16Weights {
 // Computed as fixed 256 x 512 output tiles, each by one single-threaded kernel: the result is
 // the same for any thread count.
 void matmul_bf16(const uint16_t* x, int64_t n, const PackedBf16Weights& w, float* y);
+
+// A small bf16 GEMM of one fixed shape, run whole by the calling thread inside a parallel loop
+// (the attention's per-task products): c[m, n] = a[m, k] * b (+ c when `accumulate`), fp32
+// accumulation and output. The kernel is planned once for one thread, so every call sums in the
+// same order whichever thread runs it. a: [m, k] dense; c: [m, n] dense; b: [k, n] with row
+// stride ldb, or, when `b_transposed`, its transpose [n, k] with row stride ldb (rows of K read
+// in place). Construct outside the parallel region; run() from any thread.
+class TaskMatmulBf16 {
+ public:
+  TaskMatmulBf16(int64_t m, int64_t n, int64_t k, bool b_transposed, int64_t ldb, bool accumulate);
+  ~TaskMatmulBf16();
+  TaskMatmulBf16(const TaskMatmulBf16&) = delete;
+  TaskMatmulBf16& operator=(const TaskMatmulBf16&) = delete;
+  void run(const uint16_t* a, const uint16_t* b, float* c) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Rounds x [rows, cols] to bf16 (nearest even) into out [rows, cols], dense. Rows in parallel.
 // x must be finite (every layer's output is checked), so the NaN case is not handled.

@@ -56,6 +56,9 @@ struct CalibrateOptions {
   ForwardOptions forward;
   // bf16 GEMM inputs (fp32 accumulation) for the projections; everything else stays fp32.
   bool bf16_compute = false;
+  // With bf16_compute on the CPU: attention's q k^T and p v as bf16 GEMMs too (the default);
+  // false keeps them in fp32 (the numerics before issue 17; calib_bench --bf16-attention 0).
+  bool bf16_attention = true;
   // --propagate quantized: the forward runs on the FP8 weights the output will hold
   // (dequantize(quantize(W)) for every planned FP8 Linear layer), so the KV scales are those of
   // the quantized model and an FP8 output read back reproduces them. false (default): the
