@@ -20,6 +20,7 @@
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
 #include "golden_capture.h"
+#include "require_gpu.h"
 #include "test_util.h"
 
 namespace ctcal {
@@ -45,14 +46,6 @@ constexpr double kBf16LogitsNmse = 1e-2;
 // (random ids, NLL ~18.6) by 0.03 % (baseline) to 0.3 % (fake-quantized: FP8 codes flip).
 constexpr double kBf16NllRelTol = 0.01;
 
-#define CTCAL_REQUIRE_GPU()                                                         \
-  do {                                                                              \
-    try {                                                                           \
-      ::ctcal::cuda_device_description(0);                                          \
-    } catch (const ::ctcal::Error& e) {                                             \
-      GTEST_SKIP() << "no GPU: " << e.what();                                       \
-    }                                                                               \
-  } while (0)
 
 ForwardOptions on_gpu() {
   ForwardOptions o;

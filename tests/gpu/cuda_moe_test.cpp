@@ -12,6 +12,8 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include "require_gpu.h"
+
 #include "ctcal/dtype.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/cuda_backend.h"
@@ -40,14 +42,6 @@ constexpr double kBf16ExpertInputRelTol = 0.02;
 // router's input) flips a token's choice where its k-th and (k+1)-th logits are that close.
 constexpr double kBf16MovedRowsShare = 0.02;
 
-#define CTCAL_REQUIRE_GPU()                                   \
-  do {                                                        \
-    try {                                                     \
-      ::ctcal::cuda_device_description(0);                    \
-    } catch (const ::ctcal::Error& e) {                       \
-      GTEST_SKIP() << "no GPU: " << e.what();                 \
-    }                                                         \
-  } while (0)
 
 void ok(cudaError_t e) { ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e); }
 

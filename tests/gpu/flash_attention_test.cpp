@@ -13,6 +13,7 @@
 #include "ctcal/model/attention.h"
 #include "ctcal/model/cuda_backend.h"
 #include "flash_attention.h"
+#include "require_gpu.h"
 
 namespace ctcal {
 namespace {
@@ -54,11 +55,7 @@ struct Case {
 class FlashAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FlashAttention, MatchesCpuAttention) {
-  try {
-    cuda_device_description(0);
-  } catch (const Error& e) {
-    GTEST_SKIP() << "no GPU: " << e.what();
-  }
+  CTCAL_REQUIRE_GPU();
   const Case c = GetParam();
   AttentionShape shape = AttentionShape::plain(c.heads, c.kv_heads, c.head_dim, c.window);
   std::vector<SampleSpan> spans;

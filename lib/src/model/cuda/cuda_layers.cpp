@@ -115,9 +115,11 @@ class CudaLayers {
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
-  // y [n, out] += x W^T, the residual add in the GEMM's epilogue (beta = 1: the fp32 accumulator
-  // plus y, rounded once, as add_into after linear gives); l must have no bias.
-  void linear_accumulate(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
+  // The residual add of a block's output projection: x [n, hidden] += [out_norm](in . W^T + b).
+  // Without a norm or bias the add is the GEMM's epilogue (beta = 1: the fp32 accumulator plus x,
+  // rounded once, as add_into after linear gives) and no [n, hidden] output is written and read.
+  void add_projection(const uint16_t* in, int64_t n, int64_t width, const cuda::DeviceLinear& l,
+                      const float* out_norm, float* x);
   // The same with bf16 outputs (rounded from the fp32 accumulators); l must have no bias.
   void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
@@ -265,13 +267,21 @@ void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::De
   if (l.b) cuda::add_bias(y, l.b, n, out, stream_.get());
 }
 
-void CudaLayers::linear_accumulate(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
-                                   float* y) {
-  const float one = 1.0f;
-  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
-                     &one, l.w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &one, y,
-                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "projection GEMM (accumulating)");
+void CudaLayers::add_projection(const uint16_t* in, int64_t n, int64_t width, const cuda::DeviceLinear& l,
+                                const float* out_norm, float* x) {
+  const int64_t h = c_.hidden_size;
+  if (!out_norm && !l.b) {
+    const float one = 1.0f;
+    check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(h), static_cast<int>(n), static_cast<int>(width),
+                       &one, l.w, CUDA_R_16BF, static_cast<int>(width), in, CUDA_R_16BF, static_cast<int>(width), &one,
+                       x, CUDA_R_32F, static_cast<int>(h), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "projection GEMM (adding into the residual)");
+    return;
+  }
+  float* proj = proj_.get();  // [n, hidden]
+  linear(in, n, width, l, h, proj);
+  if (out_norm) cuda::rms_norm(proj, h, out_norm, c_.rms_norm_eps, proj, h, nullptr, n, h, stream_.get());
+  cuda::add_into(x, proj, n * h, stream_.get());
 }
 
 void CudaLayers::linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
@@ -432,13 +442,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
   cuda::to_bf16(attn, xb, n * qd, s);
-  if (!w.attn_out_norm && !w.o.b) {
-    linear_accumulate(xb, n, qd, w.o, h, x);  // x [n, hidden] += o_proj(attn)
-  } else {
-    linear(xb, n, qd, w.o, h, proj);  // [n, hidden]
-    if (w.attn_out_norm) cuda::rms_norm(proj, h, w.attn_out_norm, eps, proj, h, nullptr, n, h, s);
-    cuda::add_into(x, proj, n * h, s);
-  }
+  add_projection(xb, n, qd, w.o, w.attn_out_norm, x);  // x [n, hidden] += [norm](o_proj(attn))
 
   // --- MLP block (skipped for the last layer during calibration) ---
   if (w.has_mlp && c_.is_moe(layer)) {  // the router's top-k experts (cuda_moe.h), as the CPU's layer.cpp
@@ -478,13 +482,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
       if (host_quantize(layer, Site::kDownInput, gate, f, 1, f, ch)) cuda::to_bf16(gate, xb, n * f, s);
     }
     phases_.next("9 down GEMM, residual", s);
-    if (!w.mlp_out_norm && !w.down.b) {
-      linear_accumulate(xb, n, f, w.down, h, x);  // x [n, hidden] += down_proj(act)
-    } else {
-      linear(xb, n, f, w.down, h, proj);  // [n, hidden]
-      if (w.mlp_out_norm) cuda::rms_norm(proj, h, w.mlp_out_norm, eps, proj, h, nullptr, n, h, s);
-      cuda::add_into(x, proj, n * h, s);
-    }
+    add_projection(xb, n, f, w.down, w.mlp_out_norm, x);  // x [n, hidden] += [norm](down_proj(act))
   }
   phases_.end(s);
   cuda::flag_nonfinite(x, n * h, flag_.get(), s);
