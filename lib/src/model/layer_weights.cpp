@@ -433,15 +433,18 @@ void reload_layer_weights_bf16_rows(const Checkpoint& ckpt, const ModelConfig& c
   load_layer(ckpt, c, layer, with_mlp, kReadBf16Rows, w);
 }
 
+void round_weights_to_bf16(const RowMatrix& w, uint16_t* out) {
+  const float* src = w.data();
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index i = 0; i < w.size(); ++i) out[i] = f32_to_bf16(src[i]);
+}
+
 void to_bf16_rows(LayerWeights* w) {
   for (Linear* l : {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down}) {
     if (l->w.size() == 0) continue;
     l->w_bf16_view = {};
     l->w_bf16_rows.resize(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
-    const float* src = l->w.data();
-    uint16_t* dst = l->w_bf16_rows.data();
-#pragma omp parallel for schedule(static)
-    for (Eigen::Index i = 0; i < l->w.size(); ++i) dst[i] = f32_to_bf16(src[i]);
+    round_weights_to_bf16(l->w, l->w_bf16_rows.data());
   }
 }
 
@@ -452,7 +455,7 @@ void to_bf16_weights(LayerWeights* w) {
   for (Linear* l : all) {
     if (l->w.size() == 0) continue;
     std::vector<uint16_t> plain(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
-    for (Eigen::Index i = 0; i < l->w.size(); ++i) plain[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);
+    round_weights_to_bf16(l->w, plain.data());
     l->w_bf16 = std::make_shared<const PackedBf16Weights>(plain.data(), l->w.rows(), l->w.cols());
     l->w = RowMatrix();
   }

@@ -2,10 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <span>
-
-#include "ctcal/dtype.h"
 
 namespace ctcal::cuda {
 
@@ -24,10 +21,7 @@ std::span<const uint16_t> bf16_rows_of(const Linear& l, int64_t out, int64_t in,
   if (l.w.size() > 0) {
     CTCAL_ASSERT(l.w.rows() == out && l.w.cols() == in, "an expert's fp32 weights have the wrong shape");
     scratch->resize(n);
-    uint16_t* bits = scratch->data();
-    const float* src = l.w.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < out * in; ++i) bits[i] = f32_to_bf16(src[i]);
+    round_weights_to_bf16(l.w, scratch->data());
     return {scratch->data(), n};
   }
   const std::span<const uint16_t> rows = l.bf16_rows();  // [out, in]
