@@ -258,12 +258,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
 }
 
 void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y) {
-  const float one = 1.0f, zero = 0.0f;
-  // y^T [out, n] (column-major) = W [out, in] . x^T: row-major y [n, out] = x W^T.
-  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
-                     &one, l.w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &zero, y,
-                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "projection GEMM");
+  cuda::xwt_gemm(blas_, x, n, in, l.w, out, y, CUDA_R_32F, 0.0f, "projection GEMM");  // y [n, out]
   if (l.b) cuda::add_bias(y, l.b, n, out, stream_.get());
 }
 
@@ -271,11 +266,7 @@ void CudaLayers::add_projection(const uint16_t* in, int64_t n, int64_t width, co
                                 const float* out_norm, float* x) {
   const int64_t h = c_.hidden_size;
   if (!out_norm && !l.b) {
-    const float one = 1.0f;
-    check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(h), static_cast<int>(n), static_cast<int>(width),
-                       &one, l.w, CUDA_R_16BF, static_cast<int>(width), in, CUDA_R_16BF, static_cast<int>(width), &one,
-                       x, CUDA_R_32F, static_cast<int>(h), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-          "projection GEMM (adding into the residual)");
+    cuda::xwt_gemm(blas_, in, n, width, l.w, h, x, CUDA_R_32F, 1.0f, "projection GEMM (adding into the residual)");
     return;
   }
   float* proj = proj_.get();  // [n, hidden]
@@ -286,11 +277,7 @@ void CudaLayers::add_projection(const uint16_t* in, int64_t n, int64_t width, co
 
 void CudaLayers::linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
                              uint16_t* y) {
-  const float one = 1.0f, zero = 0.0f;
-  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
-                     &one, l.w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &zero, y,
-                     CUDA_R_16BF, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "projection GEMM (bf16 output)");
+  cuda::xwt_gemm(blas_, x, n, in, l.w, out, y, CUDA_R_16BF, 0.0f, "projection GEMM (bf16 output)");  // y [n, out]
 }
 
 void CudaLayers::rotate(float* x, int64_t rows, int64_t d) {

@@ -46,12 +46,7 @@ MoeMlp::MoeMlp(const ModelConfig& c, int64_t rows, cublasHandle_t blas, cudaStre
 
 void MoeMlp::gemm_bf16(const uint16_t* x, int64_t m, int64_t in, const uint16_t* w, const float* b, int64_t out,
                        float* y) {
-  const float one = 1.0f, zero = 0.0f;
-  // y^T [out, m] (column-major) = W [out, in] . x^T: row-major y [m, out] = x W^T (CudaLayers::linear's call).
-  check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(m), static_cast<int>(in),
-                     &one, w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &zero, y,
-                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "expert GEMM");
+  xwt_gemm(blas_, x, m, in, w, out, y, CUDA_R_32F, 0.0f, "expert GEMM");  // y [m, out]
   if (b) add_bias(y, b, m, out, stream_);
 }
 

@@ -23,6 +23,18 @@ inline void check(cublasStatus_t s, const char* what) {
     throw Error(ExitCode::kOther, fmt::format("cuBLAS: {} failed: {}", what, cublasGetStatusString(s)));
 }
 
+// Every projection of the backend: row-major y [n, out] = x [n, in] . W^T + beta * y, with W
+// [out, in] and x bf16, fp32 accumulation, y of type y_type (CUDA_R_32F or CUDA_R_16BF; beta 0 or,
+// for fp32 y, 1 to add into it). In cuBLAS's column-major terms: y^T [out, n] = W . x^T.
+inline void xwt_gemm(cublasHandle_t blas, const uint16_t* x, int64_t n, int64_t in, const uint16_t* w, int64_t out,
+                     void* y, cudaDataType y_type, float beta, const char* what) {
+  const float one = 1.0f;
+  check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n), static_cast<int>(in),
+                     &one, w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF, static_cast<int>(in), &beta, y, y_type,
+                     static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        what);
+}
+
 // Device memory of `count` elements of T (uninitialised).
 template <typename T>
 class DeviceBuffer {
