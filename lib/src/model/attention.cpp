@@ -87,6 +87,11 @@ struct Task {
   int64_t sample, kv_head, r0, cost;
 };
 
+// The first key a query block starting at r0 may see: causal keys start at 0, a window cuts them.
+int64_t first_key(int64_t r0, int64_t window) {
+  return window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
+}
+
 std::vector<Task> make_tasks(const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block) {
   const int64_t window = c.window.value_or(kNoWindow);
   std::vector<Task> tasks;
@@ -94,11 +99,38 @@ std::vector<Task> make_tasks(const std::vector<SampleSpan>& samples, const Atten
     for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
       for (int64_t g = 0; g < c.kv_heads; ++g) {
         const int64_t r1 = std::min(samples[s].length, r0 + block);
-        const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
+        const int64_t lo = first_key(r0, window);
         tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});
       }
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
   return tasks;
+}
+
+// One task as its kernel sees it: query rows [r0, r1) of `span` for the query heads reading kv
+// head g; the keys any of them may see are [lo, r1) (causal, optional window).
+struct BlockTask {
+  SampleSpan span;
+  int64_t g, r0, r1, lo;
+};
+
+// Runs fn(thread's buffers, task) for every task of make_tasks in one parallel loop, largest
+// first: the one task loop of the fp32 and the bf16 attention.
+template <typename Fn>
+void for_each_task(const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block, Fn&& fn) {
+  const int64_t window = c.window.value_or(kNoWindow);
+  const std::vector<Task> tasks = make_tasks(samples, c, block);
+  const auto n_tasks = static_cast<int64_t>(tasks.size());
+#pragma omp parallel
+  {
+    TaskBuffers& buf = thread_buffers();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < n_tasks; ++t) {
+      const Task& task = tasks[static_cast<std::size_t>(t)];
+      const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
+      const int64_t r1 = std::min(span.length, task.r0 + block);
+      fn(buf, BlockTask{span, task.kv_head, task.r0, r1, first_key(task.r0, window)});
+    }
+  }
 }
 
 // Keys position pos sees within the key block [k0, k0 + cols): [first, last) (causal, optional
@@ -218,60 +250,48 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
   const float scale = c.scale;
   const int64_t window = c.window.value_or(kNoWindow);
-  const std::vector<Task> tasks = make_tasks(samples, c, block);
-  const auto n_tasks = static_cast<int64_t>(tasks.size());
-#pragma omp parallel
-  {
-    TaskBuffers& buf = thread_buffers();
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < n_tasks; ++t) {
-      const Task& task = tasks[static_cast<std::size_t>(t)];
-      const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
-      const float* q = q_all + span.offset * qd;  // this sample's rows
-      const float* k = k_all + span.offset * kvd;
-      const float* v = v_all + span.offset * kvd;
-      float* out = out_all + span.offset * qd;
-      const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
-      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0, m_rows = rep * rows;
-      // Keys any row of the block may see: causal limits them to [lo, r1).
-      const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
-      // The block's rows of every query head reading kv head g, stacked: one GEMM instead of
-      // n_rep small ones. qs: [rep * rows, d], row j * rows + i = head g * rep + j, position r0 + i.
-      DenseMap qs(buf.q.fit(m_rows * d), m_rows, d);
-      for (int64_t j = 0; j < rep; ++j)
-        qs.middleRows(j * rows, rows) = ConstStridedMap(q + r0 * qd + (g * rep + j) * d, rows, d, Eigen::OuterStride<>(qd));
-      DenseMap acc(buf.out.fit(m_rows * d), m_rows, d);  // [rep * rows, d], unnormalised output
-      acc.setZero();
-      Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_rows), m_rows);   // [rep * rows]
-      Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_rows, m_rows);  // [rep * rows]
-      run_max.setConstant(-std::numeric_limits<float>::infinity());
-      run_sum.setZero();
-      // Online softmax over key blocks (flash attention): scores exist for one key block at a
-      // time, [rep * rows, key_block], small enough to stay in L2.
-      for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
-        const int64_t k1 = std::min(r1, k0 + key_block), cols = k1 - k0;
-        ConstStridedMap kb(k + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
-        ConstStridedMap vb(v + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
-        DenseMap p(buf.scores.fit(m_rows * cols), m_rows, cols);  // [rep * rows, cols]
-        // Raw scores q k^T; the 1/sqrt(d) scale is applied inside the exp below (softmax of
-        // s * x with s > 0 has its maximum at the same place). Written as (qs * kb^T) * scale,
-        // Eigen materialised a scaled, transposed copy of kb: half of attention's own time.
-        p.noalias() = qs * kb.transpose();
-        for (int64_t row = 0; row < m_rows; ++row) {
-          const Visible vis = visible_keys(r0 + row % rows, k0, cols, window);
-          const float correction = softmax_step(&p(row, 0), cols, vis, scale, &run_max[row], &run_sum[row]);
-          if (correction != 1.0f) acc.row(row) *= correction;
-        }
-        acc.noalias() += p * vb;
+  for_each_task(samples, c, block, [&](TaskBuffers& buf, const BlockTask& task) {
+    const float* q = q_all + task.span.offset * qd;  // this sample's rows
+    const float* k = k_all + task.span.offset * kvd;
+    const float* v = v_all + task.span.offset * kvd;
+    float* out = out_all + task.span.offset * qd;
+    const int64_t g = task.g, r0 = task.r0, r1 = task.r1, lo = task.lo, rows = r1 - r0, m_rows = rep * rows;
+    // The block's rows of every query head reading kv head g, stacked: one GEMM instead of
+    // n_rep small ones. qs: [rep * rows, d], row j * rows + i = head g * rep + j, position r0 + i.
+    DenseMap qs(buf.q.fit(m_rows * d), m_rows, d);
+    for (int64_t j = 0; j < rep; ++j)
+      qs.middleRows(j * rows, rows) = ConstStridedMap(q + r0 * qd + (g * rep + j) * d, rows, d, Eigen::OuterStride<>(qd));
+    DenseMap acc(buf.out.fit(m_rows * d), m_rows, d);  // [rep * rows, d], unnormalised output
+    acc.setZero();
+    Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_rows), m_rows);   // [rep * rows]
+    Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_rows, m_rows);  // [rep * rows]
+    run_max.setConstant(-std::numeric_limits<float>::infinity());
+    run_sum.setZero();
+    // Online softmax over key blocks (flash attention): scores exist for one key block at a
+    // time, [rep * rows, key_block], small enough to stay in L2.
+    for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
+      const int64_t k1 = std::min(r1, k0 + key_block), cols = k1 - k0;
+      ConstStridedMap kb(k + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
+      ConstStridedMap vb(v + k0 * kvd + g * d, cols, d, Eigen::OuterStride<>(kvd));  // [cols, d]
+      DenseMap p(buf.scores.fit(m_rows * cols), m_rows, cols);  // [rep * rows, cols]
+      // Raw scores q k^T; the 1/sqrt(d) scale is applied inside the exp below (softmax of
+      // s * x with s > 0 has its maximum at the same place). Written as (qs * kb^T) * scale,
+      // Eigen materialised a scaled, transposed copy of kb: half of attention's own time.
+      p.noalias() = qs * kb.transpose();
+      for (int64_t row = 0; row < m_rows; ++row) {
+        const Visible vis = visible_keys(r0 + row % rows, k0, cols, window);
+        const float correction = softmax_step(&p(row, 0), cols, vis, scale, &run_max[row], &run_sum[row]);
+        if (correction != 1.0f) acc.row(row) *= correction;
       }
-      for (int64_t j = 0; j < rep; ++j)
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t row = j * rows + i;
-          write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
-                    run_max[row], run_sum[row], c, g * rep + j);
-        }
+      acc.noalias() += p * vb;
     }
-  }
+    for (int64_t j = 0; j < rep; ++j)
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = j * rows + i;
+        write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
+                  run_max[row], run_sum[row], c, g * rep + j);
+      }
+  });
 }
 
 int64_t attention_bf16_scratch(const AttentionShape& c, int64_t rows, int64_t key_block) {
@@ -300,62 +320,51 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
   std::fill(v16 + n * kvd, v16 + (n + key_block) * kvd, uint16_t{0});
   const int64_t m_pad = rep * block;
   const Bf16Kernels kernels(m_pad, d, kvd, key_block);
-  const std::vector<Task> tasks = make_tasks(samples, c, block);
-  const auto n_tasks = static_cast<int64_t>(tasks.size());
-#pragma omp parallel
-  {
-    TaskBuffers& buf = thread_buffers();
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < n_tasks; ++t) {
-      const Task& task = tasks[static_cast<std::size_t>(t)];
-      const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
-      const uint16_t* q = q16 + span.offset * qd;  // this sample's rows
-      const uint16_t* k = k16 + span.offset * kvd;
-      const uint16_t* v = v16 + span.offset * kvd;
-      float* out = out_all + span.offset * qd;
-      const int64_t g = task.kv_head, r0 = task.r0, seq = span.length;
-      const int64_t r1 = std::min(seq, r0 + block), rows = r1 - r0;
-      const int64_t lo = window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
-      uint16_t* qs = buf.q16.fit(m_pad * d);  // [rep * block, d]
-      stack_queries(qs, q + r0 * qd + g * rep * d, rows, block, rep, d, qd);
-      DenseMap acc(buf.out.fit(m_pad * d), m_pad, d);  // [rep * block, d], unnormalised output
-      acc.setZero();
-      Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_pad), m_pad);   // [rep * block]
-      Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_pad, m_pad);  // [rep * block]
-      run_max.setConstant(-std::numeric_limits<float>::infinity());
-      run_sum.setZero();
-      float* p = buf.scores.fit(m_pad * key_block);   // [rep * block, n_pad] fp32 scores
-      uint16_t* pb = buf.p16.fit(m_pad * key_block);  // [rep * block, n_pad] bf16 probabilities
-      for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
-        const int64_t cols = std::min(r1, k0 + key_block) - k0;  // keys of the sample in this block
-        const std::size_t kernel = kernels.index(cols);
-        const int64_t n_pad = kernels.padded(cols);
-        // Keys k0 .. k0 + n_pad of head g, in place ([n_pad, d], row stride kv_dim).
-        kernels.scores[kernel]->run(qs, k + k0 * kvd + g * d, p);
-        // Softmax in fp32 (running max and sum of the unrounded exps); the keys past `cols`
-        // (later samples' rows or the zero tail) get probability 0.
-        for (int64_t j = 0; j < rep; ++j)
-          for (int64_t i = 0; i < rows; ++i) {
-            const int64_t row = j * block + i;
-            float* pr = p + row * n_pad;
-            const Visible vis = visible_keys(r0 + i, k0, cols, window);
-            const float correction = softmax_step(pr, cols, vis, scale, &run_max[row], &run_sum[row]);
-            std::fill(pr + cols, pr + n_pad, 0.0f);
-            if (correction != 1.0f) acc.row(row) *= correction;
-          }
-        // The probabilities rounded to bf16 for the P V product, as PyTorch's bf16 CPU flash
-        // attention does.
-        round_rows_to_bf16_serial(p, m_pad * n_pad, pb);
-        kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
-      }
+  for_each_task(samples, c, block, [&](TaskBuffers& buf, const BlockTask& task) {
+    const uint16_t* q = q16 + task.span.offset * qd;  // this sample's rows
+    const uint16_t* k = k16 + task.span.offset * kvd;
+    const uint16_t* v = v16 + task.span.offset * kvd;
+    float* out = out_all + task.span.offset * qd;
+    const int64_t g = task.g, r0 = task.r0, r1 = task.r1, lo = task.lo, rows = r1 - r0;
+    uint16_t* qs = buf.q16.fit(m_pad * d);  // [rep * block, d]
+    stack_queries(qs, q + r0 * qd + g * rep * d, rows, block, rep, d, qd);
+    DenseMap acc(buf.out.fit(m_pad * d), m_pad, d);  // [rep * block, d], unnormalised output
+    acc.setZero();
+    Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_pad), m_pad);   // [rep * block]
+    Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_pad, m_pad);  // [rep * block]
+    run_max.setConstant(-std::numeric_limits<float>::infinity());
+    run_sum.setZero();
+    float* p = buf.scores.fit(m_pad * key_block);   // [rep * block, n_pad] fp32 scores
+    uint16_t* pb = buf.p16.fit(m_pad * key_block);  // [rep * block, n_pad] bf16 probabilities
+    for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
+      const int64_t cols = std::min(r1, k0 + key_block) - k0;  // keys of the sample in this block
+      const std::size_t kernel = kernels.index(cols);
+      const int64_t n_pad = kernels.padded(cols);
+      // Keys k0 .. k0 + n_pad of head g, in place ([n_pad, d], row stride kv_dim).
+      kernels.scores[kernel]->run(qs, k + k0 * kvd + g * d, p);
+      // Softmax in fp32 (running max and sum of the unrounded exps); the keys past `cols`
+      // (later samples' rows or the zero tail) get probability 0.
       for (int64_t j = 0; j < rep; ++j)
         for (int64_t i = 0; i < rows; ++i) {
           const int64_t row = j * block + i;
-          write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
-                    run_max[row], run_sum[row], c, g * rep + j);
+          float* pr = p + row * n_pad;
+          const Visible vis = visible_keys(r0 + i, k0, cols, window);
+          const float correction = softmax_step(pr, cols, vis, scale, &run_max[row], &run_sum[row]);
+          std::fill(pr + cols, pr + n_pad, 0.0f);
+          if (correction != 1.0f) acc.row(row) *= correction;
         }
+      // The probabilities rounded to bf16 for the P V product, as PyTorch's bf16 CPU flash
+      // attention does.
+      round_rows_to_bf16_serial(p, m_pad * n_pad, pb);
+      kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
     }
-  }
+    for (int64_t j = 0; j < rep; ++j)
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = j * block + i;
+        write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
+                  run_max[row], run_sum[row], c, g * rep + j);
+      }
+  });
 }
 
 }  // namespace ctcal
