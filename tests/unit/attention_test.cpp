@@ -150,16 +150,22 @@ TEST_P(AttentionBlocksBf16, MatchesNaiveFormulaOnRoundedInputs) {
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBlocksBf16, kCases,
                          [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
-// Several samples in one call (as run_layer passes a chunk): each attends only within itself.
-TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
-  const ModelConfig c = attention_config(4, 2, 8);
-  const std::vector<int64_t> lengths = {5, 70, 1, 33};
+// Samples of these lengths, one after another in one activation matrix.
+std::vector<SampleSpan> consecutive_spans(const std::vector<int64_t>& lengths) {
   std::vector<SampleSpan> spans;
   int64_t rows = 0;
   for (int64_t n : lengths) {
     spans.push_back({rows, n});
     rows += n;
   }
+  return spans;
+}
+
+// Several samples in one call (as run_layer passes a chunk): each attends only within itself.
+TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
+  const ModelConfig c = attention_config(4, 2, 8);
+  const std::vector<SampleSpan> spans = consecutive_spans({5, 70, 1, 33});
+  const int64_t rows = spans.back().offset + spans.back().length;
   const Qkv in(c, rows, 3, 2.0f);
   std::vector<float> out(in.q.size());
   causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), spans, shape_of(c), 16, 32);
@@ -178,13 +184,8 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
 TEST(AttentionBlocksBf16, SamplesAttendWithinThemselves) {
   if (!cpu_has_native_bf16()) GTEST_SKIP() << "no AVX512-BF16/AMX on this CPU";
   const ModelConfig c = attention_config(4, 2, 8);
-  const std::vector<int64_t> lengths = {5, 70, 1, 33};
-  std::vector<SampleSpan> spans;
-  int64_t rows = 0;
-  for (int64_t n : lengths) {
-    spans.push_back({rows, n});
-    rows += n;
-  }
+  const std::vector<SampleSpan> spans = consecutive_spans({5, 70, 1, 33});
+  const int64_t rows = spans.back().offset + spans.back().length;
   const Qkv in(c, rows, 3, 2.0f);
   std::vector<float> out(in.q.size());
   std::vector<uint16_t> scratch(static_cast<std::size_t>(attention_bf16_scratch(shape_of(c), rows, 32)));
