@@ -25,8 +25,11 @@ done
 if [ "${1:-}" = 8b ]; then
   # calib_bench writes the random 16 GB checkpoint (a few minutes; kept for later runs), which
   # transformers loads as it is. Its index is written last: without it, a run was cut short.
-  M8=/tmp/llama8b-random
+  # M8=DIR reuses a checkpoint of this shape (gpu_bench.py's /tmp/ctcal-gpu-bench/8b is one).
+  M8=${M8:-/tmp/llama8b-random}
   [ -f $M8/model.safetensors.index.json ] || $CB make $M8 --layers 32 --hidden 4096 --heads 32 --kv-heads 8 --intermediate 14336 --vocab 128256
+  echo "== the projection GEMMs alone, 16 threads, 2048 rows: ctcal's tiles, oneDNN threaded, PyTorch"
+  python3 bench/compare_gemm.py --gemm-bench ".device_bin/run.sh gemm_bench" --threads 16 --rows 2048
   echo "== ctcal vs transformers, Llama-3.1-8B shape, 16 threads, bf16, 8 x 512 tokens"
   CTCAL_CPU_PROFILE=1 python3 bench/compare_transformers.py --calib-bench "$CB" --shape 8b --dir $M8 --threads 16 \
     --samples 8 --seq 512 --dtypes bf16 --bf16-attention-off
