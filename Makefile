@@ -46,7 +46,7 @@ test-asan: deps
 # machine without a GPU so that the GPU code never goes stale; scripts/gpu_remote.sh runs them on one.
 build-cuda: deps
 	@cmake -S . -B $(BUILD_CUDA) -DCMAKE_BUILD_TYPE=Release -DCTCAL_CUDA=ON >/dev/null
-	@cmake --build $(BUILD_CUDA) -j $(JOBS) --target ctcal gpu_tests flash_attention_bench 2>&1 | { grep -v "^\(gmake\|\[\)" || true; }
+	@cmake --build $(BUILD_CUDA) -j $(JOBS) --target ctcal gpu_tests flash_attention_bench projection_gemm_bench 2>&1 | { grep -v "^\(gmake\|\[\)" || true; }
 	@$(BUILD_CUDA)/tests/gpu_tests --gtest_brief=1
 
 # What the GPU machine needs (.gpu-bundle/: binaries, their libraries, the data), for

@@ -13,11 +13,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${CTCAL_CUDA_BUILD:-$root/build-cuda}
 data=${CTCAL_DATA:-$root/../shared/data}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCTCAL_CUDA=ON >/dev/null
-cmake --build "$build" -j"$(nproc)" --target ctcal gpu_tests flash_attention_bench
+cmake --build "$build" -j"$(nproc)" --target ctcal gpu_tests flash_attention_bench projection_gemm_bench
 out=$root/.gpu-bundle
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/lib-mpi" "$out/data"
-cp "$build/app/ctcal" "$build/tests/gpu_tests" "$build/bench/flash_attention_bench" "$out/bin/"
+cp "$build/app/ctcal" "$build/tests/gpu_tests" "$build/bench/flash_attention_bench" "$build/bench/projection_gemm_bench" "$out/bin/"
 { ldd "$build/app/ctcal"; ldd "$build/tests/gpu_tests"; } | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libstdc++*|libgcc_s*|libgomp*) ;;

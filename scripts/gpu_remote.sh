@@ -5,6 +5,7 @@
 #   bench SHAPE  bench/gpu_bench.py for SHAPE (1b, 8b, 70b8): ctcal --device cuda against
 #                transformers' bf16 forward in the same run
 #   bench-attention  bench/flash_attention_bench on the 8B, 70B and gpt-oss attention shapes
+#   bench-gemm       bench/projection_gemm_bench on the 8B, 1B and 70B projection shapes
 # Results and logs go to $OUT (or /tmp/ctcal-gpu-out).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,5 +94,10 @@ case "${1:-tests}" in
     { "$fab" --heads 32 --kv-heads 8 --head-dim 128   # Llama-3.1-8B
       "$fab" --heads 64 --kv-heads 8 --head-dim 128   # Llama-3.1-70B
       "$fab" --heads 64 --kv-heads 8 --head-dim 64 --window 128; } | tee "$out/flash_attention_bench.txt" ;;  # gpt-oss sliding layers
-  *) echo "usage: $0 tests | bench 1b|8b|70b8 [gpu_bench.py options] | bench-attention"; exit 2 ;;
+  bench-gemm)
+    pgb=$bundle/bin/projection_gemm_bench
+    { "$pgb" --hidden 4096 --q-dim 4096 --kv-dim 1024 --intermediate 14336   # Llama-3.1-8B
+      "$pgb" --hidden 2048 --q-dim 2048 --kv-dim 512 --intermediate 8192     # Llama-3.2-1B
+      "$pgb" --hidden 8192 --q-dim 8192 --kv-dim 1024 --intermediate 28672; } | tee "$out/projection_gemm_bench.txt" ;;  # Llama-3.1-70B
+  *) echo "usage: $0 tests | bench 1b|8b|70b8 [gpu_bench.py options] | bench-attention | bench-gemm"; exit 2 ;;
 esac

@@ -33,46 +33,65 @@ Decoder::Decoder(const Checkpoint& ckpt, ModelConfig cfg) : ckpt_(ckpt), cfg_(st
   check_model_tensors(ckpt_, cfg_);
 }
 
-RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
-                         std::vector<SampleSpan>* spans) const {
+std::vector<int32_t> Decoder::token_rows(const std::vector<std::vector<int32_t>>& samples,
+                                         std::vector<SampleSpan>* spans) {
   int64_t total = 0;
   spans->clear();
   for (const auto& s : samples) {
     spans->push_back({total, static_cast<int64_t>(s.size())});
     total += static_cast<int64_t>(s.size());
   }
+  std::vector<int32_t> ids;  // every token, in row order
+  ids.reserve(static_cast<std::size_t>(total));
+  for (const auto& s : samples) ids.insert(ids.end(), s.begin(), s.end());
+  return ids;
+}
+
+void Decoder::embed_rows(const int32_t* ids, int64_t count, float* out) const {
   const std::string name = cfg_.top_tensor("embed_tokens.weight");
   const SafetensorsFile& shard = ckpt_.shard_of(name);
   const TensorInfo& t = shard.info(name);
   const unsigned char* base = shard.data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(cfg_.hidden_size) * dtype_size(t.dtype);
-  RowMatrix hidden(total, cfg_.hidden_size);  // [total_tokens, hidden]
-  std::vector<int32_t> ids;  // every token, in row order
-  ids.reserve(static_cast<std::size_t>(total));
-  for (const auto& s : samples) ids.insert(ids.end(), s.begin(), s.end());
+  // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
+  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
   // Rows in parallel: 64 x 2048 tokens of an 8B model are 2 GiB of conversions.
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < total; ++row) {
-    const int32_t id = ids[static_cast<std::size_t>(row)];
+  for (int64_t row = 0; row < count; ++row) {
+    const int32_t id = ids[row];
     CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
-    convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype, static_cast<std::size_t>(cfg_.hidden_size),
-                   hidden.row(row).data());
+    float* dst = out + row * cfg_.hidden_size;  // [hidden]
+    convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype, static_cast<std::size_t>(cfg_.hidden_size), dst);
+    if (cfg_.family->embed_scale)
+      for (int64_t i = 0; i < cfg_.hidden_size; ++i) dst[i] *= scale;
   }
-  shard.release(t);  // the embedding is not needed again: drop its pages from our RSS
-  if (cfg_.family->embed_scale) {
-    // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
-    const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
-    hidden *= scale;
-  }
+}
+
+void Decoder::release_embedding() const {
+  const std::string name = cfg_.top_tensor("embed_tokens.weight");
+  const SafetensorsFile& shard = ckpt_.shard_of(name);
+  shard.release(shard.info(name));
+}
+
+RowMatrix Decoder::embed_ids(const std::vector<int32_t>& ids) const {
+  RowMatrix hidden(static_cast<Eigen::Index>(ids.size()), cfg_.hidden_size);  // [total_tokens, hidden]
+  embed_rows(ids.data(), static_cast<int64_t>(ids.size()), hidden.data());
+  release_embedding();  // the embedding is not needed again: drop its pages from our RSS
   return hidden;
+}
+
+RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
+                         std::vector<SampleSpan>* spans) const {
+  return embed_ids(token_rows(samples, spans));
 }
 
 void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
                          const ForwardOptions& options) const {
-  if (options.device.is_cuda()) {
+  if (options.device.is_cuda()) {  // embeds options.token_ids itself
     run_layers_cuda(*this, spans, hidden, loop, options);
     return;
   }
+  if (options.token_ids && hidden.rows() == 0) hidden = embed_ids(*options.token_ids);
   const int64_t n_layers = cfg_.num_hidden_layers;
   phases_.clear();
   LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer

@@ -154,8 +154,13 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   const ModelConfig& cfg = plan.model;
-  Decoder model(ckpt, cfg);
   ForwardOptions fwd = options.forward;
+  // The GPU's context (~0.1 s) is created while the host prepares the run (a caller that
+  // opened it earlier makes this a no-op).
+  std::future<void> gpu_ready;
+  if (fwd.device.is_cuda())
+    gpu_ready = std::async(std::launch::async, [index = fwd.device.index] { cuda_open_device(index); });
+  Decoder model(ckpt, cfg);
   RowMatrix r3;  // [head_dim, head_dim], H / sqrt(d) in fp32 (applied in fp32 compute)
   if (plan.r3) {
     r3 = (plan.r3->matrix / std::sqrt(static_cast<double>(plan.r3->size))).cast<float>();
@@ -169,15 +174,13 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   const RankSlice mine = rank_slice(samples.size(), Ranks::rank(), Ranks::size());
   const std::vector<std::vector<int32_t>> share(samples.begin() + static_cast<std::ptrdiff_t>(mine.first),
                                                 samples.begin() + static_cast<std::ptrdiff_t>(mine.last));
-  if (options.on_status) options.on_status("embedding the calibration tokens");
-  // The GPU's context (~0.1 s) is created while the host embeds the tokens.
-  std::future<void> gpu_ready;
-  if (fwd.device.is_cuda())
-    gpu_ready = std::async(std::launch::async, [index = fwd.device.index] { cuda_open_device(index); });
-  RowMatrix hidden = model.embed(share, &spans);  // [this rank's tokens, hidden]
-  if (gpu_ready.valid()) gpu_ready.get();
+  // The layer loop embeds the tokens itself (decoder.h: ForwardOptions::token_ids); a GPU that
+  // keeps every hidden state embeds them on their way up and the host never holds them.
+  const std::vector<int32_t> ids = Decoder::token_rows(share, &spans);  // [this rank's tokens]
+  RowMatrix hidden;  // [this rank's tokens, hidden] once embedded; stays empty on such a GPU
+  fwd.token_ids = &ids;
   result.samples = static_cast<int64_t>(samples.size());
-  result.tokens = Ranks::sum(hidden.rows());
+  result.tokens = Ranks::sum(static_cast<int64_t>(ids.size()));
   std::unique_ptr<LayerObservers> obs;  // the current layer's
   LayerLoop loop;
   // bf16 mode with R2: rotate in fp32/fp64 first, then round (the rotated weights are not bf16).
@@ -265,6 +268,7 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     result.layers.push_back(std::move(lr));
     progress(l, result.tokens, true);
   };
+  if (gpu_ready.valid()) gpu_ready.get();
   model.run_layers(spans, hidden, loop, fwd);
   result.forward_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;

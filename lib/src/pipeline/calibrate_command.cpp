@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -216,6 +217,10 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (req.max_gpu_memory_mb && !device.is_cuda())
     throw UsageError("--max-gpu-memory applies to --device cuda; this run is on the CPU (--max-memory bounds it)");
   if (device.is_cuda()) spdlog::info("device: {}", cuda_device_description(device.index));
+  // The GPU's context (0.1-0.3 s) is created while this thread reads the model and tokenizes.
+  std::future<void> gpu_context;
+  if (device.is_cuda() && !req.dry_run)
+    gpu_context = std::async(std::launch::async, [index = device.index] { cuda_open_device(index); });
   if (req.compute_dtype == "bf16" && !device.is_cuda() && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
                      "default fp32 mode)");
@@ -357,6 +362,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                 done, static_cast<double>(p.layers * p.tokens), static_cast<int64_t>(done), p.layer_done);
     if (p.layer_done && p.layer == p.layers) line.finish();
   };
+  if (gpu_context.valid()) gpu_context.get();  // rethrows a failure to open the GPU
   const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
   if (!Ranks::root()) return 0;
   if (req.kv_skip_layers > 0) {

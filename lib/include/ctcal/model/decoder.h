@@ -53,6 +53,14 @@ struct ForwardOptions {
   // free): decides whether every sample's hidden states stay on the device, and the attention
   // blocks' size.
   int64_t gpu_memory_bytes = 0;
+  // The token ids of the hidden states' rows [total_tokens], when run_layers() is handed empty
+  // hidden states and embeds them itself: the CPU first thing; a GPU that keeps every sample's
+  // hidden states embeds them chunk by chunk on their way up, beside layer 0's kernels, and the
+  // host never holds the [tokens, hidden] fp32 copy (1-4 GB at 64 x 2048 tokens of 1B-70B
+  // models: ~0.1-0.4 s of page faults and conversions before any layer ran). With
+  // LayerLoop::keep_hidden false (calibration) a GPU run leaves hidden empty. Null: hidden is
+  // already embedded.
+  const std::vector<int32_t>* token_ids = nullptr;
   // Called after each chunk of a layer with the tokens of that layer done so far: progress, and
   // cancellation within a layer (it may throw). Empty: nothing.
   std::function<void(int64_t layer, int64_t tokens_done)> after_chunk;
@@ -86,6 +94,17 @@ class Decoder {
   // Looks up token embeddings. Returns [total_tokens, hidden]; fills `spans`.
   RowMatrix embed(const std::vector<std::vector<int32_t>>& samples,
                   std::vector<SampleSpan>* spans) const;
+  // The samples' token ids in row order [total_tokens] (the rows embed() would return); fills `spans`.
+  static std::vector<int32_t> token_rows(const std::vector<std::vector<int32_t>>& samples,
+                                         std::vector<SampleSpan>* spans);
+  // Embeddings of ids [total_tokens] -> [total_tokens, hidden] (embed() from token_rows()).
+  RowMatrix embed_ids(const std::vector<int32_t>& ids) const;
+  // The embedding rows of ids[0, count) into out [count, hidden], fp32, with the family's
+  // embedding scale: embed_ids()'s rows, and the GPU backend's, which embeds chunk by chunk
+  // straight into its upload ring. Rows in parallel (OpenMP).
+  void embed_rows(const int32_t* ids, int64_t count, float* out) const;
+  // Drops the embedding table's pages from this process's RSS (it is not read again).
+  void release_embedding() const;
 
   // Runs decoder layer `layer` over every sample, updating hidden [total_tokens, hidden] in
   // place. Q/K/V of each sample are shown to `observer` (may be null) in sample order.
@@ -95,7 +114,8 @@ class Decoder {
                  const ForwardOptions& options) const;
 
   // THE layer loop: for each layer, load (stream) -> edit -> run_layer -> release. hidden:
-  // [total_tokens, hidden] from embed(), updated in place.
+  // [total_tokens, hidden] from embed(), updated in place; or empty with options.token_ids set,
+  // and then embedded here.
   void run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
                   const ForwardOptions& options) const;
 

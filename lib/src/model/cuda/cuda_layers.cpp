@@ -98,6 +98,13 @@ bool use_flash_attention(const ModelConfig& c) {
   return cuda::flash_attention_supports(c.head_dim) && !(choice && std::string(choice) == "blocked");
 }
 
+// q/k/v and gate/up as one GEMM each over their concatenated weights where the layer allows it,
+// unless CTCAL_CUDA_FUSED_GEMMS=0 asks for one GEMM per projection (to compare the two).
+bool use_fused_gemms() {
+  const char* choice = std::getenv("CTCAL_CUDA_FUSED_GEMMS");
+  return !(choice && std::string(choice) == "0");
+}
+
 // Seconds the host thread spends in each part of the layer loop.
 struct HostTimes {
   double prologue = 0, acquire = 0, enqueue = 0, wait = 0, epilogue = 0, download = 0;
@@ -150,13 +157,15 @@ class CudaLayers {
   // The fused attention kernel where it takes the head_dim; cuBLAS-blocked attention otherwise (or
   // with CTCAL_CUDA_ATTENTION=blocked, to compare the two).
   bool flash_ = false;
+  bool fuse_ = true;  // use_fused_gemms()
   DeviceBuffer<cuda::FlashItem> flash_items_;               // every chunk's query blocks
   std::vector<std::pair<std::size_t, int64_t>> flash_range_;  // [chunk] -> (first item, count)
   std::unique_ptr<cuda::BlockedAttention> attention_;
   std::unique_ptr<cuda::MoeMlp> moe_;                       // the MoE layers' MLP; null for a dense model
   bool resident_ = true;
   DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
-  // One chunk's activations, fp32: xn_ [chunk, hidden], q_ [chunk, q_dim], k_/v_ [chunk, kv_dim],
+  // One chunk's activations, fp32: xn_ [chunk, hidden], q_ [chunk, q_dim + 2 kv_dim] (q, or q|k|v
+  // as one fused GEMM writes them), k_/v_ [chunk, kv_dim],
   // attn_ [chunk, q_dim], proj_ [chunk, hidden], gate_/up_ [chunk, intermediate], tmp_ [chunk, q_dim]
   // (R3 only).
   DeviceBuffer<float> xn_, q_, k_, v_, attn_, proj_, gate_, up_, tmp_;
@@ -190,7 +199,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   const int64_t h = c_.hidden_size, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
   auto n = [](int64_t a, int64_t b) { return static_cast<std::size_t>(a * b); };
   xn_.resize(n(rows, h));
-  q_.resize(n(rows, qd));
+  q_.resize(n(rows, qd + 2 * kvd));
   k_.resize(n(rows, kvd));
   v_.resize(n(rows, kvd));
   attn_.resize(n(rows, qd));
@@ -233,6 +242,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   if (opt.gpu_memory_bytes > 0) free_b = std::min(free_b, static_cast<std::size_t>(opt.gpu_memory_bytes));
   flash_ = use_flash_attention(c_);
+  fuse_ = use_fused_gemms();
   if (flash_) {
     std::vector<cuda::FlashItem> items;
     for (const auto& ch : chunks_) {
@@ -382,39 +392,52 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
   if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
   phases_.next("2 q/k/v GEMMs", s);
-  linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
-  linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
-  linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
+  // One GEMM for q, k and v when their weights lie back to back in the slot (the loader puts them
+  // so; no biases) and nothing below needs them dense (the q/k norms and R3 treat q as [n * heads,
+  // head_dim]): the rows of q|k|v [n, q_dim + 2 kv_dim], q, k, v at row stride ld_q = ld_kv.
+  const bool fuse_qkv = fuse_ && !fam.qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
+                        w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
+  int64_t ld_q = qd, ld_kv = kvd;
+  if (fuse_qkv) {
+    ld_q = ld_kv = qd + 2 * kvd;
+    linear(xb, n, h, w.q, ld_q, q);  // [n, q_dim + 2 kv_dim]: w.q, w.k, w.v are its [q_dim + 2 kv_dim, hidden]
+    k = q + qd;
+    v = q + qd + kvd;
+  } else {
+    linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
+    linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
+    linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
+  }
   phases_.next("3 q/k norms, RoPE, R3, observers, bf16", s);
   if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
     cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
     cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
   }
-  observe(obs, layer, Site::kKeyPreRope, k, kvd, nkv, d, ch);
+  observe(obs, layer, Site::kKeyPreRope, k, ld_kv, nkv, d, ch);
   for (const auto& span : ch.spans) {
     const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
-    cuda::rope(q + span.offset * qd, span.length, nh, d, qd, cos, sin, half, s);
-    cuda::rope(k + span.offset * kvd, span.length, nkv, d, kvd, cos, sin, half, s);
+    cuda::rope(q + span.offset * ld_q, span.length, nh, d, ld_q, cos, sin, half, s);
+    cuda::rope(k + span.offset * ld_kv, span.length, nkv, d, ld_kv, cos, sin, half, s);
   }
   if (opt_.observe_before_rotation) {
-    observe(obs, layer, Site::kQuery, q, qd, nh, d, ch);
-    observe(obs, layer, Site::kKey, k, kvd, nkv, d, ch);
+    observe(obs, layer, Site::kQuery, q, ld_q, nh, d, ch);
+    observe(obs, layer, Site::kKey, k, ld_kv, nkv, d, ch);
   }
   if (opt_.qk_rotation) {
     rotate(q, n * nh, d);
     rotate(k, n * nkv, d);
   }
   if (!opt_.observe_before_rotation) {
-    observe(obs, layer, Site::kQuery, q, qd, nh, d, ch);
-    observe(obs, layer, Site::kKey, k, kvd, nkv, d, ch);
+    observe(obs, layer, Site::kQuery, q, ld_q, nh, d, ch);
+    observe(obs, layer, Site::kKey, k, ld_kv, nkv, d, ch);
   }
-  observe(obs, layer, Site::kValue, v, kvd, nkv, d, ch);
-  host_quantize(layer, Site::kQuery, q, qd, nh, d, ch);
-  host_quantize(layer, Site::kKey, k, kvd, nkv, d, ch);
-  host_quantize(layer, Site::kValue, v, kvd, nkv, d, ch);
-  cuda::to_bf16(q, qb_.get(), n * qd, s);
-  cuda::to_bf16(k, kb_.get(), n * kvd, s);
-  cuda::to_bf16(v, vb_.get(), n * kvd, s);
+  observe(obs, layer, Site::kValue, v, ld_kv, nkv, d, ch);
+  host_quantize(layer, Site::kQuery, q, ld_q, nh, d, ch);
+  host_quantize(layer, Site::kKey, k, ld_kv, nkv, d, ch);
+  host_quantize(layer, Site::kValue, v, ld_kv, nkv, d, ch);
+  cuda::to_bf16_rows(q, ld_q, qb_.get(), n, qd, s);   // qb_ [n, q_dim]
+  cuda::to_bf16_rows(k, ld_kv, kb_.get(), n, kvd, s);  // kb_ [n, kv_dim]
+  cuda::to_bf16_rows(v, ld_kv, vb_.get(), n, kvd, s);  // vb_ [n, kv_dim]
   phases_.next("4 attention", s);
   const AttentionShape shape = AttentionShape::of(c_, layer);
   if (flash_) {
@@ -452,13 +475,20 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     const bool down_input_read = (obs && obs->wants(layer, Site::kDownInput)) ||
                                  (opt_.quantizer && opt_.quantizer->quantizes(layer, Site::kDownInput));
     if (!down_input_read && !w.gate.b && !w.up.b) {
-      auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
-      auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
       phases_.next("7 gate/up GEMMs", s);
-      linear_bf16(xb, n, h, w.gate, f, gate_b);
-      linear_bf16(xb, n, h, w.up, f, up_b);
-      phases_.next("8 activation", s);
-      cuda::gated_act_bf16(act, gate_b, up_b, xb, n * f, s);
+      if (fuse_ && w.up.w == w.gate.w + f * h) {  // one GEMM: gate|up [n, 2 intermediate] bf16, in gate's buffer
+        auto* gate_up = reinterpret_cast<uint16_t*>(gate);
+        linear_bf16(xb, n, h, w.gate, 2 * f, gate_up);  // w.gate, w.up back to back: [2 intermediate, hidden]
+        phases_.next("8 activation", s);
+        cuda::gated_act_bf16(act, gate_up, gate_up + f, 2 * f, xb, n, f, s);
+      } else {
+        auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
+        auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
+        linear_bf16(xb, n, h, w.gate, f, gate_b);
+        linear_bf16(xb, n, h, w.up, f, up_b);
+        phases_.next("8 activation", s);
+        cuda::gated_act_bf16(act, gate_b, up_b, f, xb, n, f, s);
+      }
     } else {
       phases_.next("7 gate/up GEMMs", s);
       linear(xb, n, h, w.gate, f, gate);
@@ -484,10 +514,24 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
+  // Token ids instead of hidden states: resident ones are embedded on their way up; streamed
+  // ones go up and down every layer from the host, which embeds them all first.
+  const std::vector<int32_t>* ids = opt_.token_ids && hidden.rows() == 0 ? opt_.token_ids : nullptr;
+  if (ids && !resident_) hidden = model_.embed_ids(*ids);
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
-  if (resident_)
-    upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
+  if (resident_ && ids)
+    upload = std::make_unique<cuda::HiddenUpload>(
+        [&](int64_t first, int64_t count, void* out) {
+          model_.embed_rows(ids->data() + first, count, static_cast<float*>(out));
+        },
+        hidden_.get(), h, chunks_, opt_.device.index);
+  else if (resident_)
+    upload = std::make_unique<cuda::HiddenUpload>(
+        [&](int64_t first, int64_t count, void* out) {
+          cuda::parallel_copy(out, hidden.row(first).data(), static_cast<std::size_t>(count) * row_bytes);
+        },
+        hidden_.get(), h, chunks_, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
     auto mark = Clock::now();
     auto lap = [&](double* into) {
@@ -543,9 +587,14 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     }
     if (obs) deliver_reduced(obs, l);
     if (loop.after_layer) loop.after_layer(l);
+    if (upload) {  // every chunk is up (layer 0 waited for each): the thread is done
+      upload.reset();
+      if (ids) model_.release_embedding();
+    }
     lap(&host.epilogue);
   }
   const auto t_end = Clock::now();
+  if (resident_ && loop.keep_hidden && ids) hidden.resize(static_cast<Eigen::Index>(ids->size()), h);
   if (resident_ && loop.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");

@@ -1,0 +1,93 @@
+// The CUDA backend's projection GEMMs alone (cuda::xwt_gemm, the one cublasGemmEx call every
+// projection goes through), on one chunk of a layer: each projection as the layer loop runs it,
+// and q/k/v and gate/up each fused into one GEMM over their concatenated weights, to show what
+// fusing them would buy. CUDA events, best of --reps after one warm-up; TFLOP/s = 2 n in out / t.
+// Built with -DCTCAL_CUDA=ON; runs on a GPU (scripts/gpu_remote.sh bench-gemm).
+//
+//   projection_gemm_bench [--rows 16384] [--hidden 4096] [--q-dim 4096] [--kv-dim 1024]
+//                         [--intermediate 14336] [--reps 5]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "cuda_support.h"
+
+namespace {
+
+using namespace ctcal;
+
+int64_t arg(int argc, char** argv, const char* name, int64_t fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return std::atoll(argv[i + 1]);
+  return fallback;
+}
+
+// Best time of `reps` runs of f on the handle's stream (one warm-up first), in ms.
+float best_ms(cudaStream_t s, int reps, const std::function<void()>& f) {
+  cuda::Event a, b;
+  f();
+  float best = 1e30f;
+  for (int i = 0; i < reps; ++i) {
+    cuda::check(cudaEventRecord(a.get(), s), "cudaEventRecord");
+    f();
+    cuda::check(cudaEventRecord(b.get(), s), "cudaEventRecord");
+    cuda::check(cudaEventSynchronize(b.get()), "cudaEventSynchronize");
+    float ms = 0;
+    cuda::check(cudaEventElapsedTime(&ms, a.get(), b.get()), "cudaEventElapsedTime");
+    best = std::min(best, ms);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t n = arg(argc, argv, "--rows", 16384), h = arg(argc, argv, "--hidden", 4096);
+  const int64_t qd = arg(argc, argv, "--q-dim", 4096), kvd = arg(argc, argv, "--kv-dim", 1024);
+  const int64_t f = arg(argc, argv, "--intermediate", 14336);
+  const int reps = static_cast<int>(arg(argc, argv, "--reps", 5));
+  cuda::Stream stream;
+  cublasHandle_t blas = nullptr;
+  cuda::check(cublasCreate(&blas), "cublasCreate");
+  cuda::check(cublasSetStream(blas, stream.get()), "cublasSetStream");
+  // Inputs and weights: values do not change the GEMMs' speed; bf16 0x3C00 (2^-7) everywhere.
+  const int64_t widest = std::max(h, f);
+  std::vector<uint16_t> fill(static_cast<std::size_t>(std::max(n * widest, (qd + 2 * kvd + 2 * f) * widest)), 0x3C00);
+  cuda::DeviceBuffer<uint16_t> x(static_cast<std::size_t>(n * widest));                     // [n, max(hidden, intermediate)]
+  cuda::DeviceBuffer<uint16_t> w(static_cast<std::size_t>((qd + 2 * kvd + 2 * f) * widest));  // weights, concatenated
+  cuda::DeviceBuffer<float> y(static_cast<std::size_t>(n * std::max(qd + 2 * kvd, 2 * f)));  // [n, out] fp32 (or bf16)
+  cuda::check(cudaMemcpy(x.get(), fill.data(), x.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda::check(cudaMemcpy(w.get(), fill.data(), w.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda::check(cudaMemset(y.get(), 0, y.size() * 4), "cudaMemset");
+  std::printf("projection GEMMs, %ld rows, hidden %ld, q_dim %ld, kv_dim %ld, intermediate %ld; bf16 inputs, fp32 accumulation\n",
+              static_cast<long>(n), static_cast<long>(h), static_cast<long>(qd), static_cast<long>(kvd), static_cast<long>(f));
+  struct Case {
+    const char* name;
+    std::vector<std::pair<int64_t, int64_t>> gemms;  // (in, out) of each GEMM run back to back
+    cudaDataType out_type;
+    float beta;
+  };
+  const std::vector<Case> cases = {
+      {"q, k, v: three GEMMs, fp32 out", {{h, qd}, {h, kvd}, {h, kvd}}, CUDA_R_32F, 0.0f},
+      {"q|k|v: one GEMM, fp32 out", {{h, qd + 2 * kvd}}, CUDA_R_32F, 0.0f},
+      {"o_proj, adding into fp32", {{qd, h}}, CUDA_R_32F, 1.0f},
+      {"gate, up: two GEMMs, bf16 out", {{h, f}, {h, f}}, CUDA_R_16BF, 0.0f},
+      {"gate|up: one GEMM, bf16 out", {{h, 2 * f}}, CUDA_R_16BF, 0.0f},
+      {"down_proj, adding into fp32", {{f, h}}, CUDA_R_32F, 1.0f},
+  };
+  for (const Case& c : cases) {
+    double flop = 0;
+    for (const auto& [in, out] : c.gemms) flop += 2.0 * static_cast<double>(n) * static_cast<double>(in) * static_cast<double>(out);
+    const float ms = best_ms(stream.get(), reps, [&] {
+      for (const auto& [in, out] : c.gemms) cuda::xwt_gemm(blas, x.get(), n, in, w.get(), out, y.get(), c.out_type, c.beta, c.name);
+    });
+    std::printf("  %-32s %7.3f ms  %6.1f TFLOP/s\n", c.name, ms, flop / (ms * 1e-3) / 1e12);
+  }
+  cublasDestroy(blas);
+  return 0;
+}
