@@ -12,8 +12,12 @@
 //     blocked attention for head_dims the kernel does not take), gated MLP or MoE experts
 //     (router fp32 on the GPU, routing on the host with the CPU's code, one GEMM per expert),
 //     residual adds; observers' per-sample per-head min/max reduced on the device.
+//   GPU, compute stream: q, k and v as one GEMM over their concatenated weights where nothing
+//     needs them dense (no q/k norms, no R3, no biases).
 // Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
-// them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer.
+// them chunk by chunk beside layer 0's kernels; given token ids, ForwardOptions::token_ids, it
+// embeds them on the way into its pinned ring, and the host never holds the [tokens, hidden] fp32
+// copy), else they go chunk by chunk every layer.
 #include <string>
 #include <vector>
 

@@ -19,6 +19,12 @@ unsigned blocks_for(int64_t n, int per = kThreads) {
   return static_cast<unsigned>(b < 65535LL * 16 ? b : 65535LL * 16);
 }
 
+// A grid of rows (gridDim.y, at most 65535: larger counts loop) by column blocks.
+dim3 row_grid(int64_t rows, int64_t cols) {
+  const int64_t bx = (cols + kThreads - 1) / kThreads;
+  return dim3(static_cast<unsigned>(bx), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+}
+
 __device__ uint16_t bf16_bits(float v) {
   const __nv_bfloat16 b = __float2bfloat16_rn(v);
   return *reinterpret_cast<const uint16_t*>(&b);
@@ -103,33 +109,27 @@ __global__ void gated_act_kernel(int act, float* gate, const float* up, uint16_t
 }
 
 // Eight elements per thread (16-byte loads and stores) where n allows, else one.
-// Rows r = blockIdx.y, gridDim.y apart; columns by the block's threads (8 per thread when `vec`).
-__global__ void gated_act_bf16_kernel(int act, const uint16_t* gate, const uint16_t* up, int64_t ld, uint16_t* out,
-                                      int64_t rows, int64_t cols, bool vec) {
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const uint16_t* g = gate + r * ld;
-    const uint16_t* u = up + r * ld;
-    uint16_t* o = out + r * cols;
-    if (vec) {
-      const auto* g8 = reinterpret_cast<const uint4*>(g);
-      const auto* u8 = reinterpret_cast<const uint4*>(u);
-      auto* o8 = reinterpret_cast<uint4*>(o);
-      for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < cols / 8; i += int64_t{gridDim.x} * blockDim.x) {
-        const uint4 gv = g8[i], uv = u8[i];
-        const uint32_t gw[4] = {gv.x, gv.y, gv.z, gv.w}, uw[4] = {uv.x, uv.y, uv.z, uv.w};
-        uint32_t ow[4];
-        for (int j = 0; j < 4; ++j) {
-          const float lo = __fmul_rn(activate(act, bf16_float(gw[j] & 0xffffu)), bf16_float(uw[j] & 0xffffu));
-          const float hi = __fmul_rn(activate(act, bf16_float(gw[j] >> 16)), bf16_float(uw[j] >> 16));
-          ow[j] = static_cast<uint32_t>(bf16_bits(lo)) | (static_cast<uint32_t>(bf16_bits(hi)) << 16);
-        }
-        o8[i] = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+__global__ void gated_act_bf16_kernel(int act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  if (n % 8 == 0) {
+    const auto* g8 = reinterpret_cast<const uint4*>(gate);
+    const auto* u8 = reinterpret_cast<const uint4*>(up);
+    auto* o8 = reinterpret_cast<uint4*>(out);
+    for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n / 8; i += stride) {
+      const uint4 g = g8[i], u = u8[i];
+      const uint32_t gw[4] = {g.x, g.y, g.z, g.w}, uw[4] = {u.x, u.y, u.z, u.w};
+      uint32_t ow[4];
+      for (int j = 0; j < 4; ++j) {
+        const float lo = __fmul_rn(activate(act, bf16_float(gw[j] & 0xffffu)), bf16_float(uw[j] & 0xffffu));
+        const float hi = __fmul_rn(activate(act, bf16_float(gw[j] >> 16)), bf16_float(uw[j] >> 16));
+        ow[j] = static_cast<uint32_t>(bf16_bits(lo)) | (static_cast<uint32_t>(bf16_bits(hi)) << 16);
       }
-    } else {
-      for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < cols; i += int64_t{gridDim.x} * blockDim.x)
-        o[i] = bf16_bits(__fmul_rn(activate(act, bf16_float(g[i])), bf16_float(u[i])));
+      o8[i] = make_uint4(ow[0], ow[1], ow[2], ow[3]);
     }
+    return;
   }
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += stride)
+    out[i] = bf16_bits(__fmul_rn(activate(act, bf16_float(gate[i])), bf16_float(up[i])));
 }
 
 // Rows r = blockIdx.y, gridDim.y apart; columns by the block's threads.
@@ -255,19 +255,8 @@ void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64
   if (n) gated_act_kernel<<<blocks_for(n), kThreads, 0, stream>>>(static_cast<int>(act), gate, up, gate_bf16, n);
 }
 
-// A grid of rows (gridDim.y, at most 65535: larger counts loop) by column blocks.
-dim3 row_grid(int64_t rows, int64_t cols) {
-  const int64_t bx = (cols + kThreads - 1) / kThreads;
-  return dim3(static_cast<unsigned>(bx), static_cast<unsigned>(rows < 65535 ? rows : 65535));
-}
-
-void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, int64_t ld, uint16_t* out, int64_t rows,
-                    int64_t cols, cudaStream_t stream) {
-  if (rows * cols == 0) return;
-  // 16-byte loads need 8-element rows and row starts 16 bytes apart (the buffers are aligned).
-  const bool vec = cols % 8 == 0 && ld % 8 == 0;
-  gated_act_bf16_kernel<<<row_grid(rows, vec ? cols / 8 : cols), kThreads, 0, stream>>>(static_cast<int>(act), gate, up,
-                                                                                         ld, out, rows, cols, vec);
+void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n, cudaStream_t stream) {
+  if (n) gated_act_bf16_kernel<<<blocks_for(n % 8 == 0 ? n / 8 : n), kThreads, 0, stream>>>(static_cast<int>(act), gate, up, out, n);
 }
 
 void to_bf16_rows(const float* x, int64_t ld, uint16_t* y, int64_t rows, int64_t cols, cudaStream_t stream) {

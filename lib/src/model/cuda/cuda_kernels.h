@@ -32,10 +32,8 @@ void gated_act(Act act, float* gate, const float* up, uint16_t* gate_bf16, int64
 
 // out = bf16(act(gate) * up) from bf16 gate and up, the products in fp32 (transformers' bf16 MLP
 // rounds gate and up to bf16 the same way; only the product's rounding differs: it computes
-// act(gate) in bf16 too). gate/up: [rows, cols] (row stride ld: the two halves of one fused
-// gate|up GEMM's rows, or two dense buffers with ld = cols), out: [rows, cols] dense.
-void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, int64_t ld, uint16_t* out, int64_t rows,
-                    int64_t cols, cudaStream_t stream);
+// act(gate) in bf16 too). gate/up/out: [n].
+void gated_act_bf16(Act act, const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n, cudaStream_t stream);
 
 // Round to nearest even: x [rows, cols] fp32 (row stride ld) -> y [rows, cols] bf16, dense.
 void to_bf16_rows(const float* x, int64_t ld, uint16_t* y, int64_t rows, int64_t cols, cudaStream_t stream);

@@ -41,6 +41,16 @@ cudaError_t copy_on_stream(void* dst, const void* src, std::size_t bytes, cudaMe
   return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
 }
 
+// The same for `rows` rows of `width` floats, row strides ld_dst and ld_src (floats): a view into
+// a wider row (q, k or v within a fused q|k|v row) without its neighbours or the buffer's end.
+cudaError_t copy_rows_on_stream(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t width,
+                                int64_t rows, cudaMemcpyKind kind, cudaStream_t stream) {
+  const auto bytes = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
+  const cudaError_t e = cudaMemcpy2DAsync(dst, bytes(ld_dst), src, bytes(ld_src), bytes(width),
+                                          static_cast<std::size_t>(rows), kind, stream);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
+}
+
 // Accumulated GPU time of a series of intervals on one stream (CUDA events).
 class EventTimer {
  public:
@@ -98,8 +108,8 @@ bool use_flash_attention(const ModelConfig& c) {
   return cuda::flash_attention_supports(c.head_dim) && !(choice && std::string(choice) == "blocked");
 }
 
-// q/k/v and gate/up as one GEMM each over their concatenated weights where the layer allows it,
-// unless CTCAL_CUDA_FUSED_GEMMS=0 asks for one GEMM per projection (to compare the two).
+// q/k/v as one GEMM over their concatenated weights where the layer allows it, unless
+// CTCAL_CUDA_FUSED_GEMMS=0 asks for one GEMM per projection (to compare the two).
 bool use_fused_gemms() {
   const char* choice = std::getenv("CTCAL_CUDA_FUSED_GEMMS");
   return !(choice && std::string(choice) == "0");
@@ -132,8 +142,9 @@ class CudaLayers {
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
                int64_t head_dim, const SampleChunk& ch);
   void deliver_reduced(ActivationObserver* obs, int64_t layer);
-  // Copies a chunk's rows x [n, ld] into the pinned staging buffer and waits: the host's view.
-  float* download(const float* x, int64_t ld, const SampleChunk& ch);
+  // Copies a chunk's rows x [n, width] (row stride ld) into the pinned staging buffer, dense
+  // [n, width], and waits: the host's view.
+  float* download(const float* x, int64_t ld, int64_t width, const SampleChunk& ch);
   // eval's fake quantization of one site on the host (copied down, quantized, copied up);
   // returns whether it changed anything. x: [n, heads * head_dim] with row stride ld.
   bool host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim,
@@ -323,8 +334,9 @@ void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, cons
   if (!obs || !obs->wants(layer, site)) return;
   if (obs->needs_values(layer, site)) {
     // MSE observers and the key envelope read the values: copy the chunk back, sample by sample.
-    const float* host = download(x, ld, ch);
-    for (const auto& s : ch.spans) obs->observe(layer, site, {host + s.offset * ld, s.length, heads, head_dim, ld});
+    const int64_t width = heads * head_dim;
+    const float* host = download(x, ld, width, ch);  // [n, width]
+    for (const auto& s : ch.spans) obs->observe(layer, site, {host + s.offset * width, s.length, heads, head_dim, width});
     return;
   }
   auto it = std::find_if(reduced_.begin(), reduced_.end(), [&](const auto& r) { return r.first == site; });
@@ -362,18 +374,20 @@ bool CudaLayers::host_quantize(int64_t layer, Site site, float* x, int64_t ld, i
                                const SampleChunk& ch) {
   ActivationQuantizer* fq = opt_.quantizer;
   if (!fq || !fq->quantizes(layer, site)) return false;
-  float* host = download(x, ld, ch);
-  for (const auto& s : ch.spans) fq->apply(layer, site, host + s.offset * ld, s.length, heads, head_dim, ld);
-  check(copy_on_stream(x, host, static_cast<std::size_t>(ch.n * ld) * 4, cudaMemcpyHostToDevice, stream_.get()),
+  const int64_t width = heads * head_dim;
+  float* host = download(x, ld, width, ch);  // [n, width]
+  for (const auto& s : ch.spans) fq->apply(layer, site, host + s.offset * width, s.length, heads, head_dim, width);
+  check(copy_rows_on_stream(x, ld, host, width, width, ch.n, cudaMemcpyHostToDevice, stream_.get()),
         "copying fake-quantized values to the GPU");
   return true;
 }
 
-float* CudaLayers::download(const float* x, int64_t ld, const SampleChunk& ch) {
-  const std::size_t bytes = static_cast<std::size_t>(ch.n * ld) * 4;
-  stage_.resize(bytes);
-  check(copy_on_stream(stage_.get(), x, bytes, cudaMemcpyDeviceToHost, stream_.get()), "copying values from the GPU");
-  return reinterpret_cast<float*>(stage_.get());
+float* CudaLayers::download(const float* x, int64_t ld, int64_t width, const SampleChunk& ch) {
+  stage_.resize(static_cast<std::size_t>(ch.n * width) * sizeof(float));
+  auto* host = reinterpret_cast<float*>(stage_.get());  // [n, width]
+  check(copy_rows_on_stream(host, width, x, ld, width, ch.n, cudaMemcpyDeviceToHost, stream_.get()),
+        "copying values from the GPU");
+  return host;
 }
 
 void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
@@ -475,20 +489,15 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     const bool down_input_read = (obs && obs->wants(layer, Site::kDownInput)) ||
                                  (opt_.quantizer && opt_.quantizer->quantizes(layer, Site::kDownInput));
     if (!down_input_read && !w.gate.b && !w.up.b) {
+      // (One gate|up GEMM measured no faster than these two on the H200: projection_gemm_bench and
+      // the 1B/8B/70B benches, 2026-12-02.)
+      auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
+      auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
       phases_.next("7 gate/up GEMMs", s);
-      if (fuse_ && w.up.w == w.gate.w + f * h) {  // one GEMM: gate|up [n, 2 intermediate] bf16, in gate's buffer
-        auto* gate_up = reinterpret_cast<uint16_t*>(gate);
-        linear_bf16(xb, n, h, w.gate, 2 * f, gate_up);  // w.gate, w.up back to back: [2 intermediate, hidden]
-        phases_.next("8 activation", s);
-        cuda::gated_act_bf16(act, gate_up, gate_up + f, 2 * f, xb, n, f, s);
-      } else {
-        auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
-        auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
-        linear_bf16(xb, n, h, w.gate, f, gate_b);
-        linear_bf16(xb, n, h, w.up, f, up_b);
-        phases_.next("8 activation", s);
-        cuda::gated_act_bf16(act, gate_b, up_b, f, xb, n, f, s);
-      }
+      linear_bf16(xb, n, h, w.gate, f, gate_b);
+      linear_bf16(xb, n, h, w.up, f, up_b);
+      phases_.next("8 activation", s);
+      cuda::gated_act_bf16(act, gate_b, up_b, xb, n * f, s);
     } else {
       phases_.next("7 gate/up GEMMs", s);
       linear(xb, n, h, w.gate, f, gate);
@@ -517,7 +526,12 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   // Token ids instead of hidden states: resident ones are embedded on their way up; streamed
   // ones go up and down every layer from the host, which embeds them all first.
   const std::vector<int32_t>* ids = opt_.token_ids && hidden.rows() == 0 ? opt_.token_ids : nullptr;
-  if (ids && !resident_) hidden = model_.embed_ids(*ids);
+  // CTCAL_CUDA_EMBED=host: the host embeds every token before layer 0, as before (to compare).
+  const char* embed_choice = std::getenv("CTCAL_CUDA_EMBED");
+  if (ids && (!resident_ || (embed_choice && std::string(embed_choice) == "host"))) {
+    hidden = model_.embed_ids(*ids);
+    ids = nullptr;
+  }
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
   if (resident_ && ids)

@@ -14,9 +14,12 @@ namespace ctcal::cuda {
 // A failed CUDA call is an environment problem (driver, memory), not bad input: exit 1 with
 // the call and CUDA's own words.
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(ExitCode::kOther, fmt::format("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e),
-                                              cudaGetErrorName(e)));
+  if (e == cudaSuccess) return;
+  // A failed call also stays this thread's "last error", which the next kernel launch's check
+  // (cudaGetLastError) would report as its own; clear it (sticky errors stay regardless).
+  cudaGetLastError();
+  throw Error(ExitCode::kOther, fmt::format("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e),
+                                            cudaGetErrorName(e)));
 }
 inline void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
