@@ -104,7 +104,7 @@ def drop_cache(path):
             os.close(fd)
 
 
-def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False, host_embed=False):
+def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False):
     env = dict(os.environ)
     if profile:
         env["CTCAL_CUDA_PROFILE"] = "1"
@@ -112,8 +112,6 @@ def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked
         env["CTCAL_CUDA_ATTENTION"] = "blocked"
     if separate:  # one GEMM per projection instead of the fused q|k|v, for comparison
         env["CTCAL_CUDA_FUSED_GEMMS"] = "0"
-    if host_embed:  # the host embeds every token before layer 0 instead of the upload thread, for comparison
-        env["CTCAL_CUDA_EMBED"] = "host"
     t = time.perf_counter()
     p = subprocess.run([ctcal, "calibrate", recipe, "--model", path, "--dataset", data, "--output", out_dir,
                         "--overwrite", "--num-samples", str(n), "--max-seq-length", str(seq), "--no-shuffle",
@@ -161,12 +159,11 @@ def main():
               f"decoder only {tokens / tf['decoder']:.0f} tok/s", flush=True)
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
     for cache in ("warm", "cold", "warm, phases timed", "warm, phases timed, blocked attention",
-                  "warm, phases timed, separate GEMMs", "warm, phases timed, host embedding", "warm again"):
+                  "warm, phases timed, separate GEMMs", "warm again"):
         if cache == "cold":
             drop_cache(path)
         r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}",
-                      profile="phases" in cache, blocked="blocked" in cache, separate="separate" in cache,
-                      host_embed="host embedding" in cache)
+                      profile="phases" in cache, blocked="blocked" in cache, separate="separate" in cache)
         res[f"ctcal_{cache}"] = r
         line = (f"[{a.shape}] ctcal cuda, {cache} page cache: calibration {r['calibration_s']:.2f} s "
                 f"({tokens / r['calibration_s']:.0f} tok/s), whole command {r['wall_s']:.2f} s")

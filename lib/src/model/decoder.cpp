@@ -47,36 +47,28 @@ std::vector<int32_t> Decoder::token_rows(const std::vector<std::vector<int32_t>>
   return ids;
 }
 
-void Decoder::embed_rows(const int32_t* ids, int64_t count, float* out) const {
+RowMatrix Decoder::embed_ids(const std::vector<int32_t>& ids) const {
+  const auto total = static_cast<int64_t>(ids.size());
   const std::string name = cfg_.top_tensor("embed_tokens.weight");
   const SafetensorsFile& shard = ckpt_.shard_of(name);
   const TensorInfo& t = shard.info(name);
   const unsigned char* base = shard.data(t);
   const std::size_t row_bytes = static_cast<std::size_t>(cfg_.hidden_size) * dtype_size(t.dtype);
-  // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
-  const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
+  RowMatrix hidden(total, cfg_.hidden_size);  // [total_tokens, hidden]
   // Rows in parallel: 64 x 2048 tokens of an 8B model are 2 GiB of conversions.
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < count; ++row) {
-    const int32_t id = ids[row];
+  for (int64_t row = 0; row < total; ++row) {
+    const int32_t id = ids[static_cast<std::size_t>(row)];
     CTCAL_ASSERT(id >= 0 && id < cfg_.vocab_size, "token id out of range (validated earlier)");
-    float* dst = out + row * cfg_.hidden_size;  // [hidden]
-    convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype, static_cast<std::size_t>(cfg_.hidden_size), dst);
-    if (cfg_.family->embed_scale)
-      for (int64_t i = 0; i < cfg_.hidden_size; ++i) dst[i] *= scale;
+    convert_to_f32(base + static_cast<std::size_t>(id) * row_bytes, t.dtype, static_cast<std::size_t>(cfg_.hidden_size),
+                   hidden.row(row).data());
   }
-}
-
-void Decoder::release_embedding() const {
-  const std::string name = cfg_.top_tensor("embed_tokens.weight");
-  const SafetensorsFile& shard = ckpt_.shard_of(name);
-  shard.release(shard.info(name));
-}
-
-RowMatrix Decoder::embed_ids(const std::vector<int32_t>& ids) const {
-  RowMatrix hidden(static_cast<Eigen::Index>(ids.size()), cfg_.hidden_size);  // [total_tokens, hidden]
-  embed_rows(ids.data(), static_cast<int64_t>(ids.size()), hidden.data());
-  release_embedding();  // the embedding is not needed again: drop its pages from our RSS
+  shard.release(t);  // the embedding is not needed again: drop its pages from our RSS
+  if (cfg_.family->embed_scale) {
+    // Gemma 3: embeddings * sqrt(hidden_size), the scale held as an fp32 tensor in transformers.
+    const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
+    hidden *= scale;
+  }
   return hidden;
 }
 

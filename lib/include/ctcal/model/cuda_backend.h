@@ -15,9 +15,8 @@
 //   GPU, compute stream: q, k and v as one GEMM over their concatenated weights where nothing
 //     needs them dense (no q/k norms, no R3, no biases).
 // Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
-// them chunk by chunk beside layer 0's kernels; given token ids, ForwardOptions::token_ids, it
-// embeds them on the way into its pinned ring, and the host never holds the [tokens, hidden] fp32
-// copy), else they go chunk by chunk every layer.
+// them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer. Given
+// token ids (ForwardOptions::token_ids), the host embeds them while the loader reads layers 0-1.
 #include <string>
 #include <vector>
 

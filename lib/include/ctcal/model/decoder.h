@@ -54,12 +54,9 @@ struct ForwardOptions {
   // blocks' size.
   int64_t gpu_memory_bytes = 0;
   // The token ids of the hidden states' rows [total_tokens], when run_layers() is handed empty
-  // hidden states and embeds them itself: the CPU first thing; a GPU that keeps every sample's
-  // hidden states embeds them chunk by chunk on their way up, beside layer 0's kernels, and the
-  // host never holds the [tokens, hidden] fp32 copy (1-4 GB at 64 x 2048 tokens of 1B-70B
-  // models: ~0.1-0.4 s of page faults and conversions before any layer ran). With
-  // LayerLoop::keep_hidden false (calibration) a GPU run leaves hidden empty. Null: hidden is
-  // already embedded.
+  // hidden states and embeds them itself: the CPU first thing; a GPU while its loader already
+  // reads the first layers' weights (the embedding of 64 x 2048 tokens of a 1B-70B model, 1-4 GB
+  // of fp32 rows, takes 0.1-0.4 s). Null: hidden is already embedded.
   const std::vector<int32_t>* token_ids = nullptr;
   // Called after each chunk of a layer with the tokens of that layer done so far: progress, and
   // cancellation within a layer (it may throw). Empty: nothing.
@@ -99,12 +96,6 @@ class Decoder {
                                          std::vector<SampleSpan>* spans);
   // Embeddings of ids [total_tokens] -> [total_tokens, hidden] (embed() from token_rows()).
   RowMatrix embed_ids(const std::vector<int32_t>& ids) const;
-  // The embedding rows of ids[0, count) into out [count, hidden], fp32, with the family's
-  // embedding scale: embed_ids()'s rows, and the GPU backend's, which embeds chunk by chunk
-  // straight into its upload ring. Rows in parallel (OpenMP).
-  void embed_rows(const int32_t* ids, int64_t count, float* out) const;
-  // Drops the embedding table's pages from this process's RSS (it is not read again).
-  void release_embedding() const;
 
   // Runs decoder layer `layer` over every sample, updating hidden [total_tokens, hidden] in
   // place. Q/K/V of each sample are shown to `observer` (may be null) in sample order.

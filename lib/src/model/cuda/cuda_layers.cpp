@@ -523,29 +523,15 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
-  // Token ids instead of hidden states: resident ones are embedded on their way up; streamed
-  // ones go up and down every layer from the host, which embeds them all first.
-  const std::vector<int32_t>* ids = opt_.token_ids && hidden.rows() == 0 ? opt_.token_ids : nullptr;
-  // CTCAL_CUDA_EMBED=host: the host embeds every token before layer 0, as before (to compare).
-  const char* embed_choice = std::getenv("CTCAL_CUDA_EMBED");
-  if (ids && (!resident_ || (embed_choice && std::string(embed_choice) == "host"))) {
-    hidden = model_.embed_ids(*ids);
-    ids = nullptr;
-  }
+  // Token ids instead of hidden states: the host embeds them while the loader reads the first
+  // layers. (Embedding on the upload thread instead, straight into its pinned ring, measured
+  // slower: the 8B bench's loader took 3.1-4.5 s instead of 1.6 s and the GPU waited for weights,
+  // 2026-12-02.)
+  if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
-  if (resident_ && ids)
-    upload = std::make_unique<cuda::HiddenUpload>(
-        [&](int64_t first, int64_t count, void* out) {
-          model_.embed_rows(ids->data() + first, count, static_cast<float*>(out));
-        },
-        hidden_.get(), h, chunks_, opt_.device.index);
-  else if (resident_)
-    upload = std::make_unique<cuda::HiddenUpload>(
-        [&](int64_t first, int64_t count, void* out) {
-          cuda::parallel_copy(out, hidden.row(first).data(), static_cast<std::size_t>(count) * row_bytes);
-        },
-        hidden_.get(), h, chunks_, opt_.device.index);
+  if (resident_)
+    upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
     auto mark = Clock::now();
     auto lap = [&](double* into) {
@@ -601,14 +587,9 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     }
     if (obs) deliver_reduced(obs, l);
     if (loop.after_layer) loop.after_layer(l);
-    if (upload) {  // every chunk is up (layer 0 waited for each): the thread is done
-      upload.reset();
-      if (ids) model_.release_embedding();
-    }
     lap(&host.epilogue);
   }
   const auto t_end = Clock::now();
-  if (resident_ && loop.keep_hidden && ids) hidden.resize(static_cast<Eigen::Index>(ids->size()), h);
   if (resident_ && loop.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
