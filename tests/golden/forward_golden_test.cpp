@@ -3,6 +3,7 @@
 // min/max, raw rows, logits; the same with the SpinQuant R3 rotation (and R2 for fp32 models);
 // and the scales the calibration pipeline writes.
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -121,6 +122,31 @@ TEST_P(ForwardGolden, ActivationsRowsAndLogits) {
         }
     }
   }
+}
+
+// Calibration hands the layer loop token ids and empty hidden states (ForwardOptions::token_ids:
+// the GPU loader then starts before the embedding); the loop must embed them exactly as embed()
+// does, rows in sample order and the family's embedding scale (Gemma) included: the same bits.
+TEST_P(ForwardGolden, LayerLoopEmbedsTokenIds) {
+  Decoder model(*ckpt_, cfg_);
+  std::vector<SampleSpan> spans, id_spans;
+  RowMatrix embedded = model.embed(samples_, &spans);  // [tokens, hidden]
+  const std::vector<int32_t> ids = Decoder::token_rows(samples_, &id_spans);  // [tokens]
+  ASSERT_EQ(spans.size(), id_spans.size());
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    EXPECT_EQ(spans[i].offset, id_spans[i].offset);
+    EXPECT_EQ(spans[i].length, id_spans[i].length);
+  }
+  LayerLoop loop;
+  loop.release_pages = false;
+  model.run_layers(spans, embedded, loop, {});
+  ForwardOptions opt;
+  opt.token_ids = &ids;
+  RowMatrix hidden;  // empty: run_layers embeds the ids
+  model.run_layers(id_spans, hidden, loop, opt);
+  ASSERT_EQ(hidden.rows(), embedded.rows());
+  ASSERT_EQ(hidden.cols(), embedded.cols());
+  EXPECT_EQ(0, std::memcmp(hidden.data(), embedded.data(), sizeof(float) * static_cast<std::size_t>(hidden.size())));
 }
 
 // The golden samples are shorter than the default attention blocks; tiny blocks (and a query
