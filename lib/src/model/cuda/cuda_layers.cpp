@@ -101,19 +101,26 @@ class PhaseTimers {
   std::map<std::string, EventTimer> timers_;  // by name: phases are numbered in layer order
 };
 
+// An A/B switch from the environment (to compare two ways of computing the same thing): true
+// when `name` is set to `value`; any other setting is refused, so that a typo does not quietly
+// run the default.
+bool env_switch(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return false;
+  if (std::string(v) == value) return true;
+  throw UsageError(fmt::format("{}={}: expected {} (or unset)", name, v, value));
+}
+
 // The fused attention kernel where it takes the head_dim (and it has the sinks), unless
 // CTCAL_CUDA_ATTENTION=blocked asks for the cuBLAS-blocked one (to compare the two).
 bool use_flash_attention(const ModelConfig& c) {
-  const char* choice = std::getenv("CTCAL_CUDA_ATTENTION");
-  return cuda::flash_attention_supports(c.head_dim) && !(choice && std::string(choice) == "blocked");
+  const bool blocked = env_switch("CTCAL_CUDA_ATTENTION", "blocked");  // checked whatever the head_dim
+  return cuda::flash_attention_supports(c.head_dim) && !blocked;
 }
 
 // q/k/v as one GEMM over their concatenated weights where the layer allows it, unless
 // CTCAL_CUDA_FUSED_GEMMS=0 asks for one GEMM per projection (to compare the two).
-bool use_fused_gemms() {
-  const char* choice = std::getenv("CTCAL_CUDA_FUSED_GEMMS");
-  return !(choice && std::string(choice) == "0");
-}
+bool use_fused_gemms() { return !env_switch("CTCAL_CUDA_FUSED_GEMMS", "0"); }
 
 // Seconds the host thread spends in each part of the layer loop.
 struct HostTimes {

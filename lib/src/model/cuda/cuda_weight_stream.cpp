@@ -117,6 +117,9 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
   };
   DeviceLayer& L = *out;
   L.input_norm = vec(w.input_norm);
+  // q, k, v back to back (without biases nothing separates them; every size is a multiple of the
+  // alignment for real shapes): CudaLayers runs them as one [q_dim + 2 kv_dim, hidden] GEMM where
+  // it finds them so.
   L.q = lin(w.q);
   L.k = lin(w.k);
   L.v = lin(w.v);
