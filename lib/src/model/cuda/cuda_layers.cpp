@@ -675,7 +675,10 @@ void cuda_open_device(int index) {
 }
 
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options*/) {
-  if (cfg.family->attention_sinks && !use_flash_attention(cfg))
+  // A misspelt A/B switch fails here, before any work (exit 2), not when the layers start.
+  const bool flash = use_flash_attention(cfg);
+  (void)use_fused_gemms();
+  if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
                                  cfg.family->architecture, cfg.head_dim,
