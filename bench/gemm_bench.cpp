@@ -80,6 +80,19 @@ double onednn_threaded(const uint16_t* x, const uint16_t* w, float* y, int64_t n
   });
 }
 
+// The ISA oneDNN's kernels use here, by name.
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::avx512_core_amx: return "AVX512 + AMX";
+    case dnnl::cpu_isa::avx512_core_bf16: return "AVX512-BF16";
+    case dnnl::cpu_isa::avx512_core_vnni: return "AVX512-VNNI";
+    case dnnl::cpu_isa::avx512_core: return "AVX512";
+    case dnnl::cpu_isa::avx2_vnni: return "AVX2-VNNI";
+    case dnnl::cpu_isa::avx2: return "AVX2";
+    default: return "other";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,8 +108,8 @@ int main(int argc, char** argv) {
   const std::vector<Proj> projs = shape == "1b"
       ? std::vector<Proj>{{"q/o", 2048, 2048}, {"k/v", 512, 2048}, {"gate/up", 8192, 2048}, {"down", 2048, 8192}}
       : std::vector<Proj>{{"q/o", 4096, 4096}, {"k/v", 1024, 4096}, {"gate/up", 14336, 4096}, {"down", 4096, 14336}};
-  std::printf("gemm_bench: %s shapes, %ld rows, %d threads, best of %d; bf16 in, fp32 out; isa %d, native bf16 %s\n",
-              shape.c_str(), static_cast<long>(n), threads, reps, static_cast<int>(dnnl::get_effective_cpu_isa()),
+  std::printf("gemm_bench: %s shapes, %ld rows, %d threads, best of %d; bf16 in, fp32 out; oneDNN ISA %s, native bf16 %s\n",
+              shape.c_str(), static_cast<long>(n), threads, reps, isa_name(dnnl::get_effective_cpu_isa()),
               ctcal::cpu_has_native_bf16() ? "yes" : "no");
   for (const Proj& p : projs) {
     const std::vector<uint16_t> x = random_bf16(static_cast<std::size_t>(n * p.in), 1);   // [n, in]
