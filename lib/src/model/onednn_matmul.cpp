@@ -35,6 +35,13 @@ struct Engine {
     int64_t scratch_bytes = 0;  // user scratchpad size (bf16 tile kernels; 0 for fp32)
   };
   std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Kernel> cache;
+  // Weight packing by tile shape (in, cols): the packed layout and the reorder into it. Every
+  // layer packs the same few shapes; planning them per tile cost more than the copies.
+  struct Packer {
+    dnnl::memory::desc packed;  // [in, cols] in the layout the tile kernels read
+    dnnl::reorder prim;         // plain W^T tile [in, cols] (tag ba) -> packed, run by one thread
+  };
+  std::map<std::pair<int64_t, int64_t>, Packer> packers;
   std::mutex mu;  // guards the maps; calls come from the layer loop, one at a time
 };
 
@@ -68,15 +75,20 @@ auto single_threaded(F create) {
   }
 }
 
-// The packed layout oneDNN's matmul picks for bf16 weights [in, cols]: for any row count the
-// choice depends on in/cols and the ISA only (checked for 1..4096 rows).
-dnnl::memory::desc packed_desc(Engine& e, int64_t in, int64_t cols) {
-  const dnnl::memory::desc src({kTileRows, in}, dt::bf16, tag::ab);
-  const dnnl::memory::desc wei({in, cols}, dt::bf16, tag::any);
-  const dnnl::memory::desc dst({kTileRows, cols}, dt::f32, tag::ab);
-  return single_threaded([&] {
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
-  });
+// The packed layout oneDNN's matmul picks for bf16 weights [in, cols] (for any row count the
+// choice depends on in/cols and the ISA only: checked for 1..4096 rows) and the reorder that
+// packs one tile into it, planned for one thread: tiles are packed in parallel, one per thread.
+const Engine::Packer& packer(Engine& e, int64_t in, int64_t cols) {
+  auto it = e.packers.find({in, cols});
+  if (it != e.packers.end()) return it->second;
+  return e.packers.emplace(std::make_pair(in, cols), single_threaded([&] {
+    const dnnl::memory::desc src({kTileRows, in}, dt::bf16, tag::ab);
+    const dnnl::memory::desc wei({in, cols}, dt::bf16, tag::any);
+    const dnnl::memory::desc dst({kTileRows, cols}, dt::f32, tag::ab);
+    const dnnl::memory::desc packed = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
+    const dnnl::memory::desc plain({in, cols}, dt::bf16, tag::ba);
+    return Engine::Packer{packed, dnnl::reorder(dnnl::reorder::primitive_desc(e.engine, plain, e.engine, packed))};
+  })).first->second;
 }
 
 // Large packed buffers are reused from layer to layer: each layer's fresh tens of MB would
@@ -149,22 +161,33 @@ bool cpu_has_native_bf16() {
 PackedBf16Weights::PackedBf16Weights(const uint16_t* w, int64_t out, int64_t in)
     : out_(out), in_(in), impl_(std::make_unique<Impl>()) {
   Engine& e = engine();
-  std::lock_guard<std::mutex> lock(e.mu);
-  for (int64_t c0 = 0; c0 < out; c0 += kTileCols) {
-    Impl::Tile t;
-    t.col0 = c0;
-    t.cols = std::min(kTileCols, out - c0);
-    const dnnl::memory::desc md = packed_desc(e, in, t.cols);
-    t.bytes = md.get_size();
-    t.data = BufferPool::get().take(t.bytes);
-    t.mem = dnnl::memory(md, e.engine, t.data);
+  std::vector<const Engine::Packer*> packers;  // [tiles]
+  {
+    std::lock_guard<std::mutex> lock(e.mu);
+    for (int64_t c0 = 0; c0 < out; c0 += kTileCols) {
+      Impl::Tile t;
+      t.col0 = c0;
+      t.cols = std::min(kTileCols, out - c0);
+      packers.push_back(&packer(e, in, t.cols));  // map nodes stay put: the pointer outlives the lock
+      t.bytes = packers.back()->packed.get_size();
+      t.data = BufferPool::get().take(t.bytes);
+      t.mem = dnnl::memory(packers.back()->packed, e.engine, t.data);
+      impl_->tiles.push_back(std::move(t));
+    }
+  }
+  // One tile per thread: each reorder is a plain data movement, so the packed bytes are the same
+  // whichever thread packs which tile.
+  const auto n_tiles = static_cast<int64_t>(impl_->tiles.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n_tiles; ++i) {
+    Impl::Tile& t = impl_->tiles[static_cast<std::size_t>(i)];
     // Rows c0.. of W [out, in] row-major are the columns of W^T [in, out]: tag ba, no copy.
     dnnl::memory plain(dnnl::memory::desc({in, t.cols}, dt::bf16, tag::ba), e.engine,
-                       const_cast<uint16_t*>(w + c0 * in));
-    dnnl::reorder(plain, t.mem).execute(e.stream, plain, t.mem);
-    impl_->tiles.push_back(std::move(t));
+                       const_cast<uint16_t*>(w + t.col0 * in));
+    dnnl::stream& stream = *thread_context(e.engine).stream;
+    packers[static_cast<std::size_t>(i)]->prim.execute(stream, plain, t.mem);
+    stream.wait();
   }
-  e.stream.wait();
 }
 
 PackedBf16Weights::~PackedBf16Weights() = default;
