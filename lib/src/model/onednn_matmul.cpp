@@ -76,19 +76,20 @@ auto single_threaded(F create) {
 }
 
 // The packed layout oneDNN's matmul picks for bf16 weights [in, cols] (for any row count the
-// choice depends on in/cols and the ISA only: checked for 1..4096 rows) and the reorder that
-// packs one tile into it, planned for one thread: tiles are packed in parallel, one per thread.
+// choice depends on in/cols and the ISA only: checked for 1..4096 rows; planned for the one thread
+// that runs each tile kernel) and the reorder that packs one tile into it.
 const Engine::Packer& packer(Engine& e, int64_t in, int64_t cols) {
   auto it = e.packers.find({in, cols});
   if (it != e.packers.end()) return it->second;
-  return e.packers.emplace(std::make_pair(in, cols), single_threaded([&] {
+  const dnnl::memory::desc packed = single_threaded([&] {
     const dnnl::memory::desc src({kTileRows, in}, dt::bf16, tag::ab);
     const dnnl::memory::desc wei({in, cols}, dt::bf16, tag::any);
     const dnnl::memory::desc dst({kTileRows, cols}, dt::f32, tag::ab);
-    const dnnl::memory::desc packed = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
-    const dnnl::memory::desc plain({in, cols}, dt::bf16, tag::ba);
-    return Engine::Packer{packed, dnnl::reorder(dnnl::reorder::primitive_desc(e.engine, plain, e.engine, packed))};
-  })).first->second;
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), e.engine).weights_desc();
+  });
+  const dnnl::memory::desc plain({in, cols}, dt::bf16, tag::ba);
+  Engine::Packer p{packed, dnnl::reorder(dnnl::reorder::primitive_desc(e.engine, plain, e.engine, packed))};
+  return e.packers.emplace(std::make_pair(in, cols), std::move(p)).first->second;
 }
 
 // Large packed buffers are reused from layer to layer: each layer's fresh tens of MB would
@@ -175,18 +176,25 @@ PackedBf16Weights::PackedBf16Weights(const uint16_t* w, int64_t out, int64_t in)
       impl_->tiles.push_back(std::move(t));
     }
   }
-  // One tile per thread: each reorder is a plain data movement, so the packed bytes are the same
-  // whichever thread packs which tile.
+  // Each reorder is a plain data movement: the packed bytes are the same whoever packs a tile.
+  // One tile per thread when the tiles keep at least half the threads busy (threading each small
+  // tile cost more than its copy); otherwise (a MoE expert's one or two tiles) each tile with
+  // every thread, in turn.
   const auto n_tiles = static_cast<int64_t>(impl_->tiles.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < n_tiles; ++i) {
+  auto pack = [&](int64_t i, dnnl::stream& stream) {
     Impl::Tile& t = impl_->tiles[static_cast<std::size_t>(i)];
     // Rows c0.. of W [out, in] row-major are the columns of W^T [in, out]: tag ba, no copy.
     dnnl::memory plain(dnnl::memory::desc({in, t.cols}, dt::bf16, tag::ba), e.engine,
                        const_cast<uint16_t*>(w + t.col0 * in));
-    dnnl::stream& stream = *thread_context(e.engine).stream;
     packers[static_cast<std::size_t>(i)]->prim.execute(stream, plain, t.mem);
     stream.wait();
+  };
+  if (2 * n_tiles >= omp_get_max_threads()) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n_tiles; ++i) pack(i, *thread_context(e.engine).stream);
+  } else {
+    std::lock_guard<std::mutex> lock(e.mu);  // e.stream is shared
+    for (int64_t i = 0; i < n_tiles; ++i) pack(i, e.stream);
   }
 }
 
