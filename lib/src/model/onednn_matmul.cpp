@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <new>
@@ -39,7 +40,7 @@ struct Engine {
   // layer packs the same few shapes; planning them per tile cost more than the copies.
   struct Packer {
     dnnl::memory::desc packed;  // [in, cols] in the layout the tile kernels read
-    dnnl::reorder prim;         // plain W^T tile [in, cols] (tag ba) -> packed, run by one thread
+    dnnl::reorder prim;         // plain W^T tile [in, cols] (tag ba) -> packed
   };
   std::map<std::pair<int64_t, int64_t>, Packer> packers;
   std::mutex mu;  // guards the maps; calls come from the layer loop, one at a time
@@ -190,8 +191,18 @@ PackedBf16Weights::PackedBf16Weights(const uint16_t* w, int64_t out, int64_t in)
     stream.wait();
   };
   if (2 * n_tiles >= omp_get_max_threads()) {
+    std::exception_ptr error;  // an exception may not leave the parallel region: kept, rethrown after
+    std::mutex error_mu;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < n_tiles; ++i) pack(i, *thread_context(e.engine).stream);
+    for (int64_t i = 0; i < n_tiles; ++i) {
+      try {
+        pack(i, *thread_context(e.engine).stream);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
   } else {
     std::lock_guard<std::mutex> lock(e.mu);  // e.stream is shared
     for (int64_t i = 0; i < n_tiles; ++i) pack(i, e.stream);
