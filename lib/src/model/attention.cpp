@@ -143,16 +143,6 @@ Visible visible_keys(int64_t pos, int64_t k0, int64_t cols, int64_t window) {
           std::clamp<int64_t>(pos + 1 - k0, 0, cols)};
 }
 
-// x [n] rounded to bf16 (nearest even) into out [n], by the calling thread. The scores are finite
-// (exp of finite values, or exact zeros), so the NaN case is not handled.
-void round_rows_to_bf16_serial(const float* x, int64_t n, uint16_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, x + i, 4);
-    out[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-  }
-}
-
 // The bf16 variant pads each key block to a multiple of this many keys (AMX tiles hold 16 rows
 // of 32 bf16 pairs; 64 keeps the kernels few).
 constexpr int64_t kKeyGranule = 64;
@@ -231,6 +221,34 @@ void write_row(Eigen::Map<Eigen::RowVectorXf> o, const Eigen::Ref<const Eigen::R
   o = acc * (keep / (run_sum * keep + std::exp(sink - m)));
 }
 
+// One task's online-softmax state over m stacked query rows, in the thread's buffers: the
+// unnormalised output acc [m, d] (zeros) and each row's running max (-inf) and sum (0).
+struct SoftmaxState {
+  DenseMap acc;                         // [m, d]
+  Eigen::Map<Eigen::VectorXf> run_max;  // [m]
+  Eigen::Map<Eigen::VectorXf> run_sum;  // [m]
+
+  SoftmaxState(TaskBuffers& buf, int64_t m, int64_t d)
+      : acc(buf.out.fit(m * d), m, d), run_max(buf.stats.fit(2 * m), m), run_sum(buf.stats.data() + m, m) {
+    acc.setZero();
+    run_max.setConstant(-std::numeric_limits<float>::infinity());
+    run_sum.setZero();
+  }
+
+  // The normalised outputs of positions [r0, r0 + rows) for the query heads reading kv head g,
+  // into out (a sample's rows, stride q_dim). State row j * head_rows + i is head g * rep + j at
+  // position r0 + i (head_rows: the rows stacked per head, >= rows).
+  void write(float* out, int64_t r0, int64_t rows, int64_t head_rows, int64_t g, const AttentionShape& c) const {
+    const int64_t d = c.head_dim, qd = c.q_dim(), rep = c.heads / c.kv_heads;
+    for (int64_t j = 0; j < rep; ++j)
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = j * head_rows + i;
+        write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
+                  run_max[row], run_sum[row], c, g * rep + j);
+      }
+  }
+};
+
 }  // namespace
 
 AttentionShape AttentionShape::plain(int64_t heads, int64_t kv_heads, int64_t head_dim,
@@ -261,12 +279,7 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
     DenseMap qs(buf.q.fit(m_rows * d), m_rows, d);
     for (int64_t j = 0; j < rep; ++j)
       qs.middleRows(j * rows, rows) = ConstStridedMap(q + r0 * qd + (g * rep + j) * d, rows, d, Eigen::OuterStride<>(qd));
-    DenseMap acc(buf.out.fit(m_rows * d), m_rows, d);  // [rep * rows, d], unnormalised output
-    acc.setZero();
-    Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_rows), m_rows);   // [rep * rows]
-    Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_rows, m_rows);  // [rep * rows]
-    run_max.setConstant(-std::numeric_limits<float>::infinity());
-    run_sum.setZero();
+    SoftmaxState st(buf, m_rows, d);  // acc [rep * rows, d]
     // Online softmax over key blocks (flash attention): scores exist for one key block at a
     // time, [rep * rows, key_block], small enough to stay in L2.
     for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
@@ -280,17 +293,12 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
       p.noalias() = qs * kb.transpose();
       for (int64_t row = 0; row < m_rows; ++row) {
         const Visible vis = visible_keys(r0 + row % rows, k0, cols, window);
-        const float correction = softmax_step(&p(row, 0), cols, vis, scale, &run_max[row], &run_sum[row]);
-        if (correction != 1.0f) acc.row(row) *= correction;
+        const float correction = softmax_step(&p(row, 0), cols, vis, scale, &st.run_max[row], &st.run_sum[row]);
+        if (correction != 1.0f) st.acc.row(row) *= correction;
       }
-      acc.noalias() += p * vb;
+      st.acc.noalias() += p * vb;
     }
-    for (int64_t j = 0; j < rep; ++j)
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = j * rows + i;
-        write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
-                  run_max[row], run_sum[row], c, g * rep + j);
-      }
+    st.write(out, r0, rows, rows, g, c);
   });
 }
 
@@ -328,12 +336,7 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
     const int64_t g = task.g, r0 = task.r0, r1 = task.r1, lo = task.lo, rows = r1 - r0;
     uint16_t* qs = buf.q16.fit(m_pad * d);  // [rep * block, d]
     stack_queries(qs, q + r0 * qd + g * rep * d, rows, block, rep, d, qd);
-    DenseMap acc(buf.out.fit(m_pad * d), m_pad, d);  // [rep * block, d], unnormalised output
-    acc.setZero();
-    Eigen::Map<Eigen::VectorXf> run_max(buf.stats.fit(2 * m_pad), m_pad);   // [rep * block]
-    Eigen::Map<Eigen::VectorXf> run_sum(buf.stats.data() + m_pad, m_pad);  // [rep * block]
-    run_max.setConstant(-std::numeric_limits<float>::infinity());
-    run_sum.setZero();
+    SoftmaxState st(buf, m_pad, d);  // acc [rep * block, d]
     float* p = buf.scores.fit(m_pad * key_block);   // [rep * block, n_pad] fp32 scores
     uint16_t* pb = buf.p16.fit(m_pad * key_block);  // [rep * block, n_pad] bf16 probabilities
     for (int64_t k0 = lo; k0 < r1; k0 += key_block) {
@@ -349,21 +352,16 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
           const int64_t row = j * block + i;
           float* pr = p + row * n_pad;
           const Visible vis = visible_keys(r0 + i, k0, cols, window);
-          const float correction = softmax_step(pr, cols, vis, scale, &run_max[row], &run_sum[row]);
+          const float correction = softmax_step(pr, cols, vis, scale, &st.run_max[row], &st.run_sum[row]);
           std::fill(pr + cols, pr + n_pad, 0.0f);
-          if (correction != 1.0f) acc.row(row) *= correction;
+          if (correction != 1.0f) st.acc.row(row) *= correction;
         }
       // The probabilities rounded to bf16 for the P V product, as PyTorch's bf16 CPU flash
       // attention does.
-      round_rows_to_bf16_serial(p, m_pad * n_pad, pb);
-      kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, acc.data());
+      round_to_bf16(p, m_pad * n_pad, pb);  // the scores are finite: exps, or exact zeros
+      kernels.mix[kernel]->run(pb, v + k0 * kvd + g * d, st.acc.data());
     }
-    for (int64_t j = 0; j < rep; ++j)
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t row = j * block + i;
-        write_row(Eigen::Map<Eigen::RowVectorXf>(out + (r0 + i) * qd + (g * rep + j) * d, d), acc.row(row),
-                  run_max[row], run_sum[row], c, g * rep + j);
-      }
+    st.write(out, r0, rows, block, g, c);
   });
 }
 

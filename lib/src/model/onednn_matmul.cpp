@@ -310,19 +310,19 @@ void TaskMatmulBf16::run(const uint16_t* a, const uint16_t* b, float* c) const {
   ctx.stream->wait();
 }
 
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  // Round to nearest even without the NaN branch of f32_to_bf16, so the loop vectorises.
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, 4);
+    out[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  }
+}
+
 void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out) {
   const int64_t rows = x.rows(), cols = x.cols();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = x.data() + r * x.outerStride();
-    uint16_t* dst = out + r * cols;
-    // Round to nearest even without the NaN branch of f32_to_bf16, so the loop vectorises.
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t bits;
-      std::memcpy(&bits, src + c, 4);
-      dst[c] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) round_to_bf16(x.data() + r * x.outerStride(), cols, out + r * cols);
 }
 
 bool use_onednn_f32() {

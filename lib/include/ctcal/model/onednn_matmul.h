@@ -60,8 +60,11 @@ class TaskMatmulBf16 {
   std::unique_ptr<Impl> impl_;
 };
 
-// Rounds x [rows, cols] to bf16 (nearest even) into out [rows, cols], dense. Rows in parallel.
-// x must be finite (every layer's output is checked), so the NaN case is not handled.
+// Rounds x [n] to bf16 (nearest even) into out [n], by the calling thread. x must be finite
+// (activations: every layer's output is checked; attention's probabilities), so the NaN case is
+// not handled.
+void round_to_bf16(const float* x, int64_t n, uint16_t* out);
+// The same for x [rows, cols] into out [rows, cols], dense. Rows in parallel.
 void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out);
 
 // y[n, out] = x[n, in] * w[out, in]^T in fp32 through oneDNN (its brgemm kernels use the CPU's
