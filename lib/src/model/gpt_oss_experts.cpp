@@ -45,13 +45,6 @@ void require_finite(const Checkpoint& ckpt, const std::string& name, const Linea
                                  ckpt.shard_of(name).path().string(), name));
 }
 
-void pack_bf16(Linear* l) {
-  std::vector<uint16_t> plain(static_cast<std::size_t>(l->w.size()));  // [out, in] bf16 bits
-  for (Eigen::Index i = 0; i < l->w.size(); ++i) plain[static_cast<std::size_t>(i)] = f32_to_bf16(l->w.data()[i]);
-  l->w_bf16 = std::make_shared<const PackedBf16Weights>(plain.data(), l->w.rows(), l->w.cols());
-  l->w = RowMatrix();
-}
-
 }  // namespace
 
 bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const std::string& p) {
@@ -144,7 +137,7 @@ void load_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const st
     require_finite(ckpt, gu_name, x->up[i]);
     require_finite(ckpt, d_name, x->down[i]);
     if (bf16)
-      for (Linear* l : {&x->gate[i], &x->up[i], &x->down[i]}) pack_bf16(l);
+      for (Linear* l : {&x->gate[i], &x->up[i], &x->down[i]}) pack_weights_bf16(l);
   }
 }
 

@@ -69,6 +69,9 @@ void reload_layer_weights_bf16_rows(const Checkpoint& ckpt, const ModelConfig& c
 // w [out, in] fp32 -> out [out, in] bf16 bits, round to nearest even (NaN stays NaN), rows in
 // parallel: the one rounding of fp32 weights to bf16 (the CPU's bf16 mode and the GPU's loader).
 void round_weights_to_bf16(const RowMatrix& w, uint16_t* out);
+// One projection's fp32 weights [out, in] -> packed bf16 (round_weights_to_bf16, then
+// PackedBf16Weights); the fp32 copy is dropped.
+void pack_weights_bf16(Linear* l);
 // Rounds each dense projection's fp32 weights (after an edit such as R2) into w_bf16_rows.
 void to_bf16_rows(LayerWeights* w);
 // bf16 compute mode: moves each projection's weights to packed bf16 (round to nearest even; exact
