@@ -5,11 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <memory>
 
 #include "ctcal/error.h"
-#include "ctcal/model/cuda_backend.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/quant/key_envelope.h"
 #include "ctcal/quant/observer.h"
@@ -155,11 +153,6 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   const auto t0 = Clock::now();
   const ModelConfig& cfg = plan.model;
   ForwardOptions fwd = options.forward;
-  // The GPU's context (~0.1 s) is created while the host prepares the run (a caller that
-  // opened it earlier makes this a no-op).
-  std::future<void> gpu_ready;
-  if (fwd.device.is_cuda())
-    gpu_ready = std::async(std::launch::async, [index = fwd.device.index] { cuda_open_device(index); });
   Decoder model(ckpt, cfg);
   RowMatrix r3;  // [head_dim, head_dim], H / sqrt(d) in fp32 (applied in fp32 compute)
   if (plan.r3) {
@@ -174,10 +167,10 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
   const RankSlice mine = rank_slice(samples.size(), Ranks::rank(), Ranks::size());
   const std::vector<std::vector<int32_t>> share(samples.begin() + static_cast<std::ptrdiff_t>(mine.first),
                                                 samples.begin() + static_cast<std::ptrdiff_t>(mine.last));
-  // The layer loop embeds the tokens itself (decoder.h: ForwardOptions::token_ids); a GPU that
-  // keeps every hidden state embeds them on their way up and the host never holds them.
+  // The layer loop embeds the tokens itself (decoder.h: ForwardOptions::token_ids): on a GPU,
+  // while its loader already reads the first layers' weights.
   const std::vector<int32_t> ids = Decoder::token_rows(share, &spans);  // [this rank's tokens]
-  RowMatrix hidden;  // [this rank's tokens, hidden] once embedded; stays empty on such a GPU
+  RowMatrix hidden;  // [this rank's tokens, hidden], embedded by run_layers
   fwd.token_ids = &ids;
   result.samples = static_cast<int64_t>(samples.size());
   result.tokens = Ranks::sum(static_cast<int64_t>(ids.size()));
@@ -268,7 +261,6 @@ CalibrationResult run_calibration(const Checkpoint& ckpt, const CalibrationPlan&
     result.layers.push_back(std::move(lr));
     progress(l, result.tokens, true);
   };
-  if (gpu_ready.valid()) gpu_ready.get();
   model.run_layers(spans, hidden, loop, fwd);
   result.forward_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return result;
