@@ -31,25 +31,9 @@ namespace ctcal {
 namespace {
 
 using cuda::check;
+using cuda::copy_on_stream;
+using cuda::copy_rows_on_stream;
 using cuda::DeviceBuffer;
-
-// Every copy goes through the compute stream (cudaMemcpy runs on the legacy default stream, which
-// a non-blocking stream does not wait for: a pageable upload may still be in flight when the
-// stream's kernels start), and returns when it is done.
-cudaError_t copy_on_stream(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
-  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, stream);
-  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
-}
-
-// The same for `rows` rows of `width` floats, row strides ld_dst and ld_src (floats): a view into
-// a wider row (q, k or v within a fused q|k|v row) without its neighbours or the buffer's end.
-cudaError_t copy_rows_on_stream(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t width,
-                                int64_t rows, cudaMemcpyKind kind, cudaStream_t stream) {
-  const auto bytes = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
-  const cudaError_t e = cudaMemcpy2DAsync(dst, bytes(ld_dst), src, bytes(ld_src), bytes(width),
-                                          static_cast<std::size_t>(rows), kind, stream);
-  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
-}
 
 // Accumulated GPU time of a series of intervals on one stream (CUDA events).
 class EventTimer {

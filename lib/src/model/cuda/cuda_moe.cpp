@@ -15,15 +15,6 @@ namespace ctcal::cuda {
 
 namespace {
 
-// Every copy on the compute stream, and the host waits for it (as cuda_layers.cpp's
-// copy_on_stream: cudaMemcpy would run on the legacy default stream, which a non-blocking stream
-// does not wait for).
-void copy_on_stream(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
-                    const char* what) {
-  check(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
-  check(cudaStreamSynchronize(stream), what);
-}
-
 std::size_t sz(int64_t a, int64_t b) { return static_cast<std::size_t>(a) * static_cast<std::size_t>(b); }
 
 }  // namespace
@@ -70,11 +61,13 @@ void MoeMlp::run(const DeviceExperts& w, int64_t layer, const float* xn, const u
   if (w.router_b) add_bias(logits_.get(), w.router_b, n, ne, stream_);
   check(cudaGetLastError(), "launching the router bias kernel");
   auto* logits = reinterpret_cast<float*>(host_logits_.get());  // [n, E]
-  copy_on_stream(logits, logits_.get(), 4 * sz(n, ne), cudaMemcpyDeviceToHost, stream_, "copying router logits from the GPU");
+  check(copy_on_stream(logits, logits_.get(), 4 * sz(n, ne), cudaMemcpyDeviceToHost, stream_),
+        "copying router logits from the GPU");
   const float* x_host = nullptr;  // [n, hidden] fp32: the expert inputs the observers see
   if (want_in) {
     host_x_.resize(4 * sz(n, h));
-    copy_on_stream(host_x_.get(), xn, 4 * sz(n, h), cudaMemcpyDeviceToHost, stream_, "copying expert inputs from the GPU");
+    check(copy_on_stream(host_x_.get(), xn, 4 * sz(n, h), cudaMemcpyDeviceToHost, stream_),
+          "copying expert inputs from the GPU");
     x_host = reinterpret_cast<const float*>(host_x_.get());
   }
 
@@ -122,8 +115,8 @@ void MoeMlp::run(const DeviceExperts& w, int64_t layer, const float* xn, const u
   const float* act_host = nullptr;  // [routed, f] fp32: the down inputs the observers see
   if (want_down) {
     host_act_.resize(4 * sz(routed, f));
-    copy_on_stream(host_act_.get(), gate, 4 * sz(routed, f), cudaMemcpyDeviceToHost, stream_,
-                   "copying expert inputs from the GPU");
+    check(copy_on_stream(host_act_.get(), gate, 4 * sz(routed, f), cudaMemcpyDeviceToHost, stream_),
+          "copying expert inputs from the GPU");
     act_host = reinterpret_cast<const float*>(host_act_.get());
   }
 

@@ -26,6 +26,25 @@ inline void check(cublasStatus_t s, const char* what) {
     throw Error(ExitCode::kOther, fmt::format("cuBLAS: {} failed: {}", what, cublasGetStatusString(s)));
 }
 
+// Every host<->device copy of the compute stream's data goes on that stream (cudaMemcpy runs on
+// the legacy default stream, which a non-blocking stream does not wait for: a pageable upload may
+// still be in flight when the stream's kernels start), and returns when it is done.
+inline cudaError_t copy_on_stream(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
+                                  cudaStream_t stream) {
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, stream);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
+}
+
+// The same for `rows` rows of `width` floats, row strides ld_dst and ld_src (floats): a view into
+// a wider row (q, k or v within a fused q|k|v row) without its neighbours or the buffer's end.
+inline cudaError_t copy_rows_on_stream(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t width,
+                                       int64_t rows, cudaMemcpyKind kind, cudaStream_t stream) {
+  const auto bytes = [](int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); };
+  const cudaError_t e = cudaMemcpy2DAsync(dst, bytes(ld_dst), src, bytes(ld_src), bytes(width),
+                                          static_cast<std::size_t>(rows), kind, stream);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(stream);
+}
+
 // Every projection of the backend: row-major y [n, out] = x [n, in] . W^T + beta * y, with W
 // [out, in] and x bf16, fp32 accumulation, y of type y_type (CUDA_R_32F or CUDA_R_16BF; beta 0 or,
 // for fp32 y, 1 to add into it). In cuBLAS's column-major terms: y^T [out, n] = W . x^T.
