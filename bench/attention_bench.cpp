@@ -12,17 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "ctcal/model/attention.h"
 
-namespace {
-
-int64_t arg(int argc, char** argv, const char* name, int64_t def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stoll(argv[i + 1]);
-  return def;
-}
-
-}  // namespace
+using bench::arg;
 
 int main(int argc, char** argv) {
   ctcal::ModelConfig c;

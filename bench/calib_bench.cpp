@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_args.h"
 #include "ctcal/data/sampling.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/io/safetensors.h"
@@ -32,13 +33,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::arg;
+using bench::arg_str;
 
-int64_t arg(int argc, char** argv, const char* name, int64_t def) {
-  for (int i = 3; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stoll(argv[i + 1]);
-  return def;
-}
+using Clock = std::chrono::steady_clock;
 
 // N(0, std) bf16 values from SplitMix64 (Box-Muller).
 ctcal::TensorBlob random_blob(ctcal::SplitMix64& rng, std::vector<int64_t> shape, float stddev, float mean = 0) {
@@ -53,13 +51,6 @@ ctcal::TensorBlob random_blob(ctcal::SplitMix64& rng, std::vector<int64_t> shape
     std::memcpy(b.bytes.data() + 2 * i, &h, 2);
   }
   return b;
-}
-
-// String option --name VALUE, or `def`.
-std::string arg_str(int argc, char** argv, const char* name, const char* def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  return def;
 }
 
 // A random bf16 checkpoint of one family (--family llama|qwen3|gemma3|qwen3_moe|gpt_oss): Llama's

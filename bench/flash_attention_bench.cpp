@@ -17,10 +17,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "bench_args.h"
 #include "cuda_attention.h"
 #include "flash_attention.h"
 
 namespace {
+
+using bench::arg;
 
 using namespace ctcal;
 
@@ -29,12 +32,6 @@ void ok(cudaError_t e, const char* what) {
     std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
     std::exit(1);
   }
-}
-
-int64_t arg(int argc, char** argv, const char* name, int64_t fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::atoll(argv[i + 1]);
-  return fallback;
 }
 
 }  // namespace

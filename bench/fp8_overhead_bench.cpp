@@ -26,6 +26,7 @@
 
 #include <omp.h>
 
+#include "bench_args.h"
 #include "ctcal/data/sampling.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/layer_weights.h"
@@ -36,13 +37,9 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::arg;
 
-int64_t arg(int argc, char** argv, const char* name, int64_t def) {
-  for (int i = 2; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stoll(argv[i + 1]);
-  return def;
-}
+using Clock = std::chrono::steady_clock;
 
 constexpr const char* kKvOnly = R"(q_stage:
   q_modifiers:

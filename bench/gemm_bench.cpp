@@ -18,24 +18,16 @@
 #include <dnnl.hpp>
 #include <omp.h>
 
+#include "bench_args.h"
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/data/sampling.h"
 
 namespace {
 
+using bench::arg;
+using bench::arg_str;
+
 using Clock = std::chrono::steady_clock;
-
-int64_t arg(int argc, char** argv, const char* name, int64_t def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::stoll(argv[i + 1]);
-  return def;
-}
-
-std::string arg_str(int argc, char** argv, const char* name, const char* def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  return def;
-}
 
 // Random bf16 bits of N(0, ~0.02)-sized values: exponent fixed, random mantissa and sign.
 std::vector<uint16_t> random_bf16(std::size_t n, uint64_t seed) {

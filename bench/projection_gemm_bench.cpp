@@ -16,17 +16,14 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "bench_args.h"
 #include "cuda_support.h"
 
 namespace {
 
-using namespace ctcal;
+using bench::arg;
 
-int64_t arg(int argc, char** argv, const char* name, int64_t fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::atoll(argv[i + 1]);
-  return fallback;
-}
+using namespace ctcal;
 
 // Best time of `reps` runs of f on the handle's stream (one warm-up first), in ms.
 float best_ms(cudaStream_t s, int reps, const std::function<void()>& f) {
