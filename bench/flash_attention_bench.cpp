@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     ok(cudaMemcpy(ditems, items.data(), items.size() * sizeof(cuda::FlashItem), cudaMemcpyHostToDevice), "upload");
     const std::string name = "fused, " + std::to_string(block_rows) + "-row blocks";
     fused[at++] = time(name.c_str(), [&] {
-      cuda::flash_attention(q, k, v, out, shape.q_dim(), shape.kv_dim(), heads, kv_heads, d,
+      cuda::flash_attention(q, k, v, {out, nullptr}, shape.q_dim(), shape.kv_dim(), heads, kv_heads, d,
                             window > 0 ? window : std::numeric_limits<int64_t>::max(), shape.scale, nullptr, ditems,
                             static_cast<int64_t>(items.size()), block_rows, stream);
     });

@@ -73,7 +73,9 @@ def write_model(path, shape):
     json.dump({"metadata": {}, "weight_map": index}, open(f"{path}/model.safetensors.index.json", "w"))
 
 
-def time_transformers(path, ids):
+def time_transformers(path, ids, passes):
+    """Seconds per pass over all samples, `passes` passes each (the peer's best pass is what the
+    ratios use: its 1B speed moved 1.7x between single-pass runs)."""
     import torch
     from transformers import LlamaForCausalLM
     model = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cuda")
@@ -84,15 +86,48 @@ def time_transformers(path, ids):
         for name, fn in (("full", model), ("decoder", model.model)):
             for s in x[:2]:
                 fn(s)  # warm-up
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for s in x:
-                fn(s)
-            torch.cuda.synchronize()
-            out[name] = time.perf_counter() - t
+            out[name] = []
+            for _ in range(passes):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                for s in x:
+                    fn(s)
+                torch.cuda.synchronize()
+                out[name].append(time.perf_counter() - t)
     del model
     torch.cuda.empty_cache()
     return out
+
+
+def torch_gemm_floor(shape, samples, seq):
+    """transformers' projection GEMMs alone: torch.nn.functional.linear in bf16 on one sample's
+    [seq, in] rows at a time, every projection of every layer (q, k, v, o, gate, up, down), back to
+    back: the floor of its forward at the clocks the GPU sustains."""
+    import torch
+    import torch.nn.functional as F
+    h, f, n_layers, nh, nkv, _, _ = SHAPES[shape]
+    d = h // nh
+    g = torch.Generator(device="cuda").manual_seed(1)
+    w = {k: (torch.randn(o, i, generator=g, device="cuda") * 0.02).to(torch.bfloat16)
+         for k, (o, i) in {"q": (nh * d, h), "k": (nkv * d, h), "v": (nkv * d, h), "o": (h, nh * d),
+                           "gate": (f, h), "up": (f, h), "down": (h, f)}.items()}
+    xh = (torch.randn(seq, h, generator=g, device="cuda")).to(torch.bfloat16)
+    xf = (torch.randn(seq, f, generator=g, device="cuda")).to(torch.bfloat16)
+
+    def forward():
+        with torch.no_grad():
+            for _ in range(samples):
+                for _ in range(n_layers):
+                    for k in ("q", "k", "v", "gate", "up"):
+                        F.linear(xh, w[k])
+                    F.linear(xh, w["o"])
+                    F.linear(xf, w["down"])
+    forward()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    forward()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
 
 
 def drop_cache(path):
@@ -134,6 +169,7 @@ def main():
     ap.add_argument("--work", default="/tmp/ctcal-gpu-bench")
     ap.add_argument("--out", default=".")
     ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--passes", type=int, default=3, help="transformers' passes over the samples (best and median reported)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = f"{a.work}/{a.shape}"
@@ -152,11 +188,30 @@ def main():
     tokens = a.samples * a.seq
     res = {"shape": a.shape, "samples": a.samples, "seq": a.seq, "tokens": tokens}
     if not a.no_transformers:
-        tf = time_transformers(path, ids)
-        res["transformers_full_tok_s"] = tokens / tf["full"]
-        res["transformers_decoder_tok_s"] = tokens / tf["decoder"]
-        print(f"[{a.shape}] transformers bf16: full forward {tokens / tf['full']:.0f} tok/s, "
-              f"decoder only {tokens / tf['decoder']:.0f} tok/s", flush=True)
+        tf = time_transformers(path, ids, a.passes)
+        for name in ("full", "decoder"):
+            ts = sorted(tf[name])
+            res[f"transformers_{name}_tok_s"] = tokens / ts[0]  # its best pass
+            res[f"transformers_{name}_passes_tok_s"] = [tokens / t for t in tf[name]]
+        print(f"[{a.shape}] transformers bf16, best of {a.passes} passes (median): full forward "
+              f"{res['transformers_full_tok_s']:.0f} ({tokens / sorted(tf['full'])[len(tf['full']) // 2]:.0f}) tok/s, "
+              f"decoder only {res['transformers_decoder_tok_s']:.0f} ({tokens / sorted(tf['decoder'])[len(tf['decoder']) // 2]:.0f}) tok/s",
+              flush=True)
+        tg = torch_gemm_floor(a.shape, a.samples, a.seq)
+        res["transformers_gemm_floor_s"] = tg
+        print(f"[{a.shape}] GEMM floor, transformers' projections alone (torch bf16 linear, {a.seq} rows a call): "
+              f"{tg:.3f} s ({tokens / tg:.0f} tok/s at most)", flush=True)
+    # ctcal's projection GEMMs alone, the layer loop's calls (bench/projection_gemm_bench).
+    pgb = os.path.join(os.path.dirname(a.ctcal), "projection_gemm_bench")
+    if os.path.exists(pgb):
+        h, f, n_layers, nh, nkv, _, _ = SHAPES[a.shape]
+        d = h // nh
+        p = subprocess.run([pgb, "--hidden", str(h), "--q-dim", str(nh * d), "--kv-dim", str(nkv * d),
+                            "--intermediate", str(f), "--tokens", str(tokens), "--layers", str(n_layers), "--reps", "1"],
+                           capture_output=True, text=True)
+        floor = [l for l in p.stdout.splitlines() if l.startswith("GEMM floor")]
+        res["ctcal_gemm_floor"] = floor[0] if floor else p.stdout + p.stderr
+        print(f"[{a.shape}] ctcal {res['ctcal_gemm_floor']}", flush=True)
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
     for cache in ("warm", "cold", "warm, phases timed", "warm, phases timed, blocked attention",
                   "warm, phases timed, separate GEMMs", "warm again"):

@@ -4,8 +4,13 @@
 // fusing them would buy. CUDA events, best of --reps after one warm-up; TFLOP/s = 2 n in out / t.
 // Built with -DCTCAL_CUDA=ON; runs on a GPU (scripts/gpu_remote.sh bench-gemm).
 //
+// With --tokens T --layers L it also runs every projection GEMM of a whole calibration forward
+// (T tokens in chunks of --rows, L layers, the last without its MLP, as calibration skips it)
+// back to back with nothing else, timed once as a whole: the floor of ctcal's GPU time with these
+// GEMMs at the clocks the GPU sustains (gpu_bench.py's "GEMM floor" line compares it).
+//
 //   projection_gemm_bench [--rows 16384] [--hidden 4096] [--q-dim 4096] [--kv-dim 1024]
-//                         [--intermediate 14336] [--reps 5]
+//                         [--intermediate 14336] [--reps 5] [--tokens 0] [--layers 0]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -91,6 +96,28 @@ int main(int argc, char** argv) {
       for (const auto& [in, out] : c.gemms) cuda::xwt_gemm(blas, x.get(), n, in, w.get(), out, y.get(), c.out_type, c.beta, c.name);
     });
     std::printf("  %-32s %7.3f ms  %6.1f TFLOP/s\n", c.name, ms, flop / (ms * 1e-3) / 1e12);
+  }
+  const int64_t tokens = arg(argc, argv, "--tokens", 0), layers = arg(argc, argv, "--layers", 0);
+  if (tokens > 0 && layers > 0) {
+    auto forward = [&](int64_t n_layers) {  // the layer loop's GEMM calls, in its order
+      for (int64_t l = 0; l < n_layers; ++l)
+        for (int64_t r0 = 0; r0 < tokens; r0 += n) {
+          const int64_t rows = std::min(n, tokens - r0);
+          cuda::xwt_gemm(blas, x.get(), rows, h, w.get(), qd + 2 * kvd, y.get(), CUDA_R_32F, 0.0f, "q|k|v");
+          cuda::xwt_gemm(blas, x.get(), rows, qd, w.get(), h, y.get(), CUDA_R_32F, 1.0f, "o_proj");
+          if (l + 1 == n_layers) continue;  // calibration skips the last layer's MLP
+          cuda::xwt_gemm(blas, x.get(), rows, h, w.get(), f, y.get(), CUDA_R_16BF, 0.0f, "gate");
+          cuda::xwt_gemm(blas, x.get(), rows, h, w.get(), f, y.get(), CUDA_R_16BF, 0.0f, "up");
+          cuda::xwt_gemm(blas, x.get(), rows, f, w.get(), h, y.get(), CUDA_R_32F, 1.0f, "down");
+        }
+    };
+    const double per_token = 2.0 * static_cast<double>(h * (qd + 2 * kvd) + qd * h);
+    const double flop = static_cast<double>(tokens) *
+                        (per_token * static_cast<double>(layers) + 6.0 * static_cast<double>(h * f) * static_cast<double>(layers - 1));
+    const float ms = best_ms(stream.get(), 1, [&] { forward(layers); });  // one warm-up forward, then one timed
+    std::printf("GEMM floor: the projections of a %ld-token, %ld-layer forward alone, back to back: %.3f s, %.1f TFLOP/s "
+                "(%.0f tok/s at most)\n", static_cast<long>(tokens), static_cast<long>(layers), ms * 1e-3,
+                flop / (ms * 1e-3) / 1e12, static_cast<double>(tokens) / (ms * 1e-3));
   }
   cublasDestroy(blas);
   return 0;

@@ -88,7 +88,15 @@ PY
 
 case "${1:-tests}" in
   tests) run_tests ;;
-  bench) python3 "$root/bench/gpu_bench.py" --ctcal "$ctcal" --shape "${2:-1b}" --out "$out" "${@:3}" ;;
+  bench)
+    # The GPU's SM clock and power draw every 100 ms while the bench runs (whether it throttles).
+    nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv -lms 100 \
+      > "$out/smi_${2:-1b}.csv" 2>/dev/null &
+    smi=$!
+    python3 "$root/bench/gpu_bench.py" --ctcal "$ctcal" --shape "${2:-1b}" --out "$out" "${@:3}"
+    rc=$?
+    kill "$smi" 2>/dev/null
+    exit $rc ;;
   bench-attention)
     fab=$bundle/bin/flash_attention_bench
     { "$fab" --heads 32 --kv-heads 8 --head-dim 128   # Llama-3.1-8B

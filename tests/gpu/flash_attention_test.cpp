@@ -95,13 +95,26 @@ TEST_P(FlashAttention, MatchesCpuAttention) {
     cuda::FlashItem* ditems = to_device(items);
     std::vector<float> got(want.size(), std::nanf(""));
     float* dout = to_device(got);  // NaN wherever the kernel does not write
-    cuda::flash_attention(dq, dk, dv, dout, shape.q_dim(), shape.kv_dim(), c.heads, c.kv_heads, c.head_dim,
-                          c.window.value_or(INT64_MAX), shape.scale, dsinks, ditems,
-                          static_cast<int64_t>(items.size()), block_rows, nullptr);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    auto run = [&](cuda::FlashOutput out) {
+      cuda::flash_attention(dq, dk, dv, out, shape.q_dim(), shape.kv_dim(), c.heads, c.kv_heads, c.head_dim,
+                            c.window.value_or(INT64_MAX), shape.scale, dsinks, ditems,
+                            static_cast<int64_t>(items.size()), block_rows, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    };
+    run({dout, nullptr});
     ASSERT_EQ(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    // The bf16 output (what o_proj reads when nothing else does) is the fp32 output rounded to
+    // nearest even, bit for bit: the same accumulators, rounded once at the store.
+    std::vector<uint16_t> got_bf16(want.size(), 0xffff);  // a NaN pattern where nothing is written
+    uint16_t* dout_bf16 = to_device(got_bf16);
+    run({nullptr, dout_bf16});
+    ASSERT_EQ(cudaMemcpy(got_bf16.data(), dout_bf16, got_bf16.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
     cudaFree(ditems);
     cudaFree(dout);
+    cudaFree(dout_bf16);
+    int64_t bf16_mismatches = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) bf16_mismatches += got_bf16[i] != bf16_bits(got[i]) ? 1 : 0;
+    EXPECT_EQ(bf16_mismatches, 0) << "bf16 output differs from bf16(fp32 output), " << block_rows << "-row blocks";
     double worst = 0;
     for (std::size_t i = 0; i < want.size(); ++i) {
       ASSERT_TRUE(std::isfinite(got[i])) << "element " << i << " not written or not finite (" << block_rows << " rows)";

@@ -69,10 +69,9 @@ __global__ void rms_norm_kernel(const float* x, int64_t ld_x, const float* w, do
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
   ss = block_reduce(ss, Sum{}, 0.0);
   const auto inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(width) + eps));
-  float* yr = y + r * ld_y;
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
     const float v = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
-    yr[i] = v;
+    if (y) y[r * ld_y + i] = v;
     if (y_bf16) y_bf16[r * width + i] = bf16_bits(v);
   }
 }
@@ -152,6 +151,58 @@ __global__ void rope_kernel(float* x, int heads, int head_dim, int64_t ld, const
     v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
   }
+}
+
+// Block (split, head) of one sample: rows [t0, t1) of q|k|v head `head` (q heads first, then k,
+// then v), thread (row lane, i) on the pair (i, i + half) of rows t0 + lane, t0 + lane + lanes, ...
+__global__ void rope_qkv_kernel(const float* x, int64_t len, int64_t ld, int heads, int kv_heads, int head_dim,
+                                const float* cos, const float* sin, uint16_t* qb, uint16_t* kb, uint16_t* vb,
+                                QkvRanges rg) {
+  const int split = static_cast<int>(blockIdx.x), hh = static_cast<int>(blockIdx.y);
+  const int half = head_dim / 2, lanes = kThreads / half;
+  const int kind = hh < heads ? 0 : hh < heads + kv_heads ? 1 : 2;  // q, k, v
+  const int head = kind == 0 ? hh : kind == 1 ? hh - heads : hh - heads - kv_heads;
+  const int64_t width = static_cast<int64_t>(kind == 0 ? heads : kv_heads) * head_dim;
+  uint16_t* out = kind == 0 ? qb : kind == 1 ? kb : vb;                        // [len, width]
+  const float* in = x + (kind == 0 ? 0 : static_cast<int64_t>(heads) * head_dim +
+                                           (kind == 2 ? static_cast<int64_t>(kv_heads) * head_dim : 0));
+  const int64_t t0 = len * split / kMinMaxSplits, t1 = len * (split + 1) / kMinMaxSplits;
+  const int i = static_cast<int>(threadIdx.x) % half, lane = static_cast<int>(threadIdx.x) / half;
+  float pre_lo = FLT_MAX, pre_hi = -FLT_MAX, lo = FLT_MAX, hi = -FLT_MAX;
+  if (lane < lanes) {
+    for (int64_t t = t0 + lane; t < t1; t += lanes) {
+      const int64_t at = static_cast<int64_t>(head) * head_dim + i;
+      float a = in[t * ld + at], b = in[t * ld + at + half];
+      if (kind != 2) {  // rope_kernel's arithmetic, step for step
+        pre_lo = fminf(pre_lo, fminf(a, b));
+        pre_hi = fmaxf(pre_hi, fmaxf(a, b));
+        const float c = cos[t * half + i], s = sin[t * half + i];
+        const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+        a = ra;
+        b = rb;
+      }
+      lo = fminf(lo, fminf(a, b));
+      hi = fmaxf(hi, fmaxf(a, b));
+      out[t * width + at] = bf16_bits(a);
+      out[t * width + at + half] = bf16_bits(b);
+    }
+  }
+  // Partials in head_min_max's layout: [2][samples, site heads, kMinMaxSplits] (minima, maxima).
+  auto put = [&](float* part, int site_heads, float vlo, float vhi) {
+    vlo = block_reduce(vlo, Min{}, FLT_MAX);
+    vhi = block_reduce(vhi, Max{}, -FLT_MAX);
+    if (threadIdx.x == 0) {
+      const int64_t n = rg.samples * site_heads;
+      const int64_t at2 = (rg.sample * site_heads + head) * kMinMaxSplits + split;
+      part[at2] = vlo;
+      part[n * kMinMaxSplits + at2] = vhi;
+    }
+  };
+  // (Every thread of the block takes the same branches: the reductions' barriers are uniform.)
+  if (kind == 1 && rg.key_pre_rope) put(rg.key_pre_rope, kv_heads, pre_lo, pre_hi);
+  float* post = kind == 0 ? rg.query : kind == 1 ? rg.key : rg.value;
+  if (post) put(post, kind == 0 ? heads : kv_heads, lo, hi);
 }
 
 // Pass 1: block (s, h, split) reduces its share of sample s's rows of head h into partial.
@@ -275,13 +326,30 @@ void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, c
                   float* partial, cudaStream_t stream) {
   if (samples == 0) return;
   const int64_t n = samples * heads;
-  float* part_min = partial;
-  float* part_max = partial + n * kMinMaxSplits;
   const dim3 grid(static_cast<unsigned>(samples), static_cast<unsigned>(heads), kMinMaxSplits);
-  head_min_max_partial_kernel<<<grid, kThreads, 0, stream>>>(x, ld, heads, head_dim, offsets, lengths, part_min,
-                                                             part_max);
-  head_min_max_final_kernel<<<blocks_for(n), kThreads, 0, stream>>>(part_min, part_max, n, heads, out_min, out_max,
-                                                                    out_stride);
+  head_min_max_partial_kernel<<<grid, kThreads, 0, stream>>>(x, ld, heads, head_dim, offsets, lengths, partial,
+                                                             partial + n * kMinMaxSplits);
+  fold_head_ranges(partial, samples, heads, out_min, out_max, out_stride, stream);
+}
+
+void fold_head_ranges(const float* partial, int64_t samples, int64_t heads, float* out_min, float* out_max,
+                      int64_t out_stride, cudaStream_t stream) {
+  const int64_t n = samples * heads;
+  if (n) head_min_max_final_kernel<<<blocks_for(n), kThreads, 0, stream>>>(partial, partial + n * kMinMaxSplits, n,
+                                                                           heads, out_min, out_max, out_stride);
+}
+
+bool rope_qkv_supports(int64_t head_dim, int64_t half) {
+  return half > 0 && 2 * half == head_dim && half <= kThreads;
+}
+
+void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                      const float* cos, const float* sin, uint16_t* qb, uint16_t* kb, uint16_t* vb,
+                      const QkvRanges& ranges, cudaStream_t stream) {
+  if (len == 0) return;
+  const dim3 grid(kMinMaxSplits, static_cast<unsigned>(heads + 2 * kv_heads));
+  rope_qkv_kernel<<<grid, kThreads, 0, stream>>>(x, len, ld, static_cast<int>(heads), static_cast<int>(kv_heads),
+                                                 static_cast<int>(head_dim), cos, sin, qb, kb, vb, ranges);
 }
 
 void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,

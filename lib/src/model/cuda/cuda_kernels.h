@@ -13,8 +13,8 @@ namespace ctcal::cuda {
 enum class Act : int { kSilu = 0, kGeluTanh = 1 };
 
 // y = x * rsqrt(mean(x^2) + eps) * w per row (sum of squares in double, as the CPU path).
-// x: [rows, width] (ld_x), y: [rows, width] (ld_y, may alias x), y_bf16: [rows, width] dense or
-// null (the bf16 copy that feeds the next GEMMs).
+// x: [rows, width] (ld_x), y: [rows, width] (ld_y, may alias x) or null (nothing reads the fp32
+// values), y_bf16: [rows, width] dense or null (the bf16 copy that feeds the next GEMMs).
 void rms_norm(const float* x, int64_t ld_x, const float* w, double eps, float* y, int64_t ld_y, uint16_t* y_bf16,
               int64_t rows, int64_t width, cudaStream_t stream);
 
@@ -53,6 +53,36 @@ constexpr int kMinMaxSplits = 16;
 void head_min_max(const float* x, int64_t ld, int64_t heads, int64_t head_dim, const int64_t* offsets,
                   const int64_t* lengths, int64_t samples, float* out_min, float* out_max, int64_t out_stride,
                   float* partial, cudaStream_t stream);
+
+// head_min_max's second pass on its own: partial [2][samples, heads, kMinMaxSplits] (minima,
+// then maxima) -> out_min/out_max [samples, out_stride >= heads].
+void fold_head_ranges(const float* partial, int64_t samples, int64_t heads, float* out_min, float* out_max,
+                      int64_t out_stride, cudaStream_t stream);
+
+// Where rope_qkv_to_bf16 leaves the ranges of each site it observes: a partial buffer in
+// fold_head_ranges' layout, [2][samples, site heads, kMinMaxSplits], or null (not observed).
+// `sample`: the sample's index among the `samples` of its chunk.
+struct QkvRanges {
+  float* key_pre_rope = nullptr;
+  float* query = nullptr;  // after RoPE
+  float* key = nullptr;    // after RoPE
+  float* value = nullptr;
+  int64_t samples = 0, sample = 0;
+};
+
+// Whether rope_qkv_to_bf16 takes the shape: RoPE over the whole head (head_dim = 2 * half, up to
+// 512).
+bool rope_qkv_supports(int64_t head_dim, int64_t half);
+
+// One pass over one sample's rows of the fused q|k|v GEMM's output x [len, ld] fp32 (q at
+// columns [0, heads * head_dim), k next, then v, kv_heads * head_dim each): RoPE on q and k
+// (cos/sin [len, half]), the bf16 copies qb [len, heads * head_dim], kb/vb [len, kv_heads *
+// head_dim] (dense), and the ranges `ranges` asks for. x is not written. The same bits as rope,
+// head_min_max and to_bf16_rows in turn (the same arithmetic per element; min/max are exact),
+// for about a third of their memory traffic.
+void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                      const float* cos, const float* sin, uint16_t* qb, uint16_t* kb, uint16_t* vb,
+                      const QkvRanges& ranges, cudaStream_t stream);
 
 // The masked softmax of a batch of score blocks that share one geometry: scores [batch, bq, sk]
 // fp32 (q k^T, unscaled) -> p [batch, bq, sk] bf16. Row r is query position q0 + r, column j key

@@ -132,7 +132,23 @@ class CudaLayers {
   void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
                int64_t head_dim, const SampleChunk& ch);
+  // The slot of `site` in red_min_/red_max_ (taken on first use in a layer): where the ranges of
+  // chunk ch's samples go, [samples, max_heads_] each.
+  std::pair<float*, float*> reduced_slot(Site site, int64_t heads, const SampleChunk& ch);
   void deliver_reduced(ActivationObserver* obs, int64_t layer);
+  // Whether rope_qkv_one_pass computes this layer's RoPE, bf16 copies and q/k/v observations: q|k|v
+  // came from one GEMM, RoPE covers whole heads, the q/k/v observers need only ranges and eval
+  // fake-quantizes none of q/k/v (those read fp32 values).
+  bool rope_qkv_in_one_pass(bool fused_qkv, int64_t layer, ActivationObserver* obs, const SampleChunk& ch,
+                            RopeTableCache& tables);
+  // qkv [n, ld] (the fused GEMM's output) -> qb_, kb_, vb_ (RoPE applied) and the ranges of the
+  // observed sites among key-before-RoPE, query, key and value: one kernel per sample.
+  void rope_qkv_one_pass(int64_t layer, const float* qkv, int64_t ld, ActivationObserver* obs, const SampleChunk& ch,
+                         RopeTableCache& tables);
+  // The same step by step, for every layer: [q/k norms applied before] key-before-RoPE observed,
+  // RoPE, [R3], q/k/v observed and fake-quantized, bf16 copies. q [n, ld_q], k/v [n, ld_kv].
+  void rope_qkv_in_steps(int64_t layer, float* q, float* k, float* v, int64_t ld_q, int64_t ld_kv,
+                         ActivationObserver* obs, const SampleChunk& ch, RopeTableCache& tables);
   // Copies a chunk's rows x [n, width] (row stride ld) into the pinned staging buffer, dense
   // [n, width], and waits: the host's view.
   float* download(const float* x, int64_t ld, int64_t width, const SampleChunk& ch);
@@ -220,7 +236,8 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   red_max_.resize(red_min_.size());
   std::size_t most_samples = 0;  // of one chunk
   for (const auto& ch : chunks_) most_samples = std::max(most_samples, ch.last - ch.first);
-  red_partial_.resize(2 * most_samples * static_cast<std::size_t>(max_heads_) * cuda::kMinMaxSplits);
+  // Four sites' partials at once: rope_qkv_one_pass (the others use the first quarter).
+  red_partial_.resize(4 * 2 * most_samples * static_cast<std::size_t>(max_heads_) * cuda::kMinMaxSplits);
   // Rows of each sample within its chunk, for the range reductions.
   std::vector<int64_t> off, len;
   for (const auto& ch : chunks_)
@@ -330,6 +347,13 @@ void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, cons
     for (const auto& s : ch.spans) obs->observe(layer, site, {host + s.offset * width, s.length, heads, head_dim, width});
     return;
   }
+  const auto [mins, maxs] = reduced_slot(site, heads, ch);
+  cuda::head_min_max(x, ld, heads, head_dim, offsets_.get() + ch.first, lengths_.get() + ch.first,
+                     static_cast<int64_t>(ch.last - ch.first), mins, maxs, max_heads_, red_partial_.get(),
+                     stream_.get());
+}
+
+std::pair<float*, float*> CudaLayers::reduced_slot(Site site, int64_t heads, const SampleChunk& ch) {
   auto it = std::find_if(reduced_.begin(), reduced_.end(), [&](const auto& r) { return r.first == site; });
   if (it == reduced_.end()) {
     reduced_.emplace_back(site, heads);
@@ -337,9 +361,46 @@ void CudaLayers::observe(ActivationObserver* obs, int64_t layer, Site site, cons
   }
   const auto slot = static_cast<std::size_t>(it - reduced_.begin());
   const std::size_t at = (slot * spans_.size() + ch.first) * static_cast<std::size_t>(max_heads_);
-  cuda::head_min_max(x, ld, heads, head_dim, offsets_.get() + ch.first, lengths_.get() + ch.first,
-                     static_cast<int64_t>(ch.last - ch.first), red_min_.get() + at, red_max_.get() + at, max_heads_,
-                     red_partial_.get(), stream_.get());
+  return {red_min_.get() + at, red_max_.get() + at};
+}
+
+bool CudaLayers::rope_qkv_in_one_pass(bool fused_qkv, int64_t layer, ActivationObserver* obs, const SampleChunk& ch,
+                                      RopeTableCache& tables) {
+  if (!fused_qkv) return false;
+  for (Site site : {Site::kKeyPreRope, Site::kQuery, Site::kKey, Site::kValue}) {
+    if (obs && obs->wants(layer, site) && obs->needs_values(layer, site)) return false;
+    if (opt_.quantizer && opt_.quantizer->quantizes(layer, site)) return false;
+  }
+  for (const auto& span : ch.spans)
+    if (!cuda::rope_qkv_supports(c_.head_dim, rope_table(layer, tables, span.length).half)) return false;
+  return true;
+}
+
+void CudaLayers::rope_qkv_one_pass(int64_t layer, const float* qkv, int64_t ld, ActivationObserver* obs,
+                                   const SampleChunk& ch, RopeTableCache& tables) {
+  const int64_t nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
+  const int64_t qd = c_.q_dim(), kvd = c_.kv_dim();
+  cudaStream_t s = stream_.get();
+  // Each observed site's partial ranges in its own quarter of red_partial_.
+  const std::size_t quarter = red_partial_.size() / 4;
+  const std::pair<Site, int64_t> sites[4] = {{Site::kKeyPreRope, nkv}, {Site::kQuery, nh}, {Site::kKey, nkv},
+                                             {Site::kValue, nkv}};
+  float* part[4] = {};
+  for (int i = 0; i < 4; ++i)
+    if (obs && obs->wants(layer, sites[i].first)) part[i] = red_partial_.get() + static_cast<std::size_t>(i) * quarter;
+  cuda::QkvRanges ranges{part[0], part[1], part[2], part[3], static_cast<int64_t>(ch.spans.size()), 0};
+  for (std::size_t j = 0; j < ch.spans.size(); ++j) {
+    const SampleSpan& span = ch.spans[j];
+    const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
+    ranges.sample = static_cast<int64_t>(j);
+    cuda::rope_qkv_to_bf16(qkv + span.offset * ld, span.length, ld, nh, nkv, d, cos, sin, qb_.get() + span.offset * qd,
+                           kb_.get() + span.offset * kvd, vb_.get() + span.offset * kvd, ranges, s);
+  }
+  for (int i = 0; i < 4; ++i) {
+    if (!part[i]) continue;
+    const auto [mins, maxs] = reduced_slot(sites[i].first, sites[i].second, ch);
+    cuda::fold_head_ranges(part[i], ranges.samples, sites[i].second, mins, maxs, max_heads_, s);
+  }
 }
 
 void CudaLayers::deliver_reduced(ActivationObserver* obs, int64_t layer) {
@@ -381,43 +442,11 @@ float* CudaLayers::download(const float* x, int64_t ld, int64_t width, const Sam
   return host;
 }
 
-void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
-                           ActivationObserver* obs, RopeTableCache& tables) {
-  const FamilySpec& fam = *c_.family;
-  const int64_t n = ch.n, h = c_.hidden_size, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads;
-  const int64_t d = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
-  const double eps = c_.rms_norm_eps;
+void CudaLayers::rope_qkv_in_steps(int64_t layer, float* q, float* k, float* v, int64_t ld_q, int64_t ld_kv,
+                                   ActivationObserver* obs, const SampleChunk& ch, RopeTableCache& tables) {
+  const int64_t n = ch.n, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
+  const int64_t qd = c_.q_dim(), kvd = c_.kv_dim();
   cudaStream_t s = stream_.get();
-  float *xn = xn_.get(), *q = q_.get(), *k = k_.get(), *v = v_.get(), *attn = attn_.get(), *proj = proj_.get();
-  uint16_t* xb = xb_.get();
-
-  // --- attention block ---
-  phases_.next("1 input norm", s);
-  cuda::rms_norm(x, h, w.input_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
-  observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
-  if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
-  phases_.next("2 q/k/v GEMMs", s);
-  // One GEMM for q, k and v when their weights lie back to back in the slot (the loader puts them
-  // so; no biases) and nothing below needs them dense (the q/k norms and R3 treat q as [n * heads,
-  // head_dim]): the rows of q|k|v [n, q_dim + 2 kv_dim], q, k, v at row stride ld_q = ld_kv.
-  const bool fuse_qkv = fuse_ && !fam.qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
-                        w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
-  int64_t ld_q = qd, ld_kv = kvd;
-  if (fuse_qkv) {
-    ld_q = ld_kv = qd + 2 * kvd;
-    linear(xb, n, h, w.q, ld_q, q);  // [n, q_dim + 2 kv_dim]: w.q, w.k, w.v are its [q_dim + 2 kv_dim, hidden]
-    k = q + qd;
-    v = q + qd + kvd;
-  } else {
-    linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
-    linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
-    linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
-  }
-  phases_.next("3 q/k norms, RoPE, R3, observers, bf16", s);
-  if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
-    cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
-    cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
-  }
   observe(obs, layer, Site::kKeyPreRope, k, ld_kv, nkv, d, ch);
   for (const auto& span : ch.spans) {
     const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
@@ -443,20 +472,75 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cuda::to_bf16_rows(q, ld_q, qb_.get(), n, qd, s);   // qb_ [n, q_dim]
   cuda::to_bf16_rows(k, ld_kv, kb_.get(), n, kvd, s);  // kb_ [n, kv_dim]
   cuda::to_bf16_rows(v, ld_kv, vb_.get(), n, kvd, s);  // vb_ [n, kv_dim]
+}
+
+void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                           ActivationObserver* obs, RopeTableCache& tables) {
+  const FamilySpec& fam = *c_.family;
+  const int64_t n = ch.n, h = c_.hidden_size, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads;
+  const int64_t d = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
+  const double eps = c_.rms_norm_eps;
+  cudaStream_t s = stream_.get();
+  float *xn = xn_.get(), *q = q_.get(), *k = k_.get(), *v = v_.get(), *attn = attn_.get(), *proj = proj_.get();
+  uint16_t* xb = xb_.get();
+
+  // Whether anything reads a site's fp32 values (an observer or eval's fake quantization); where
+  // nothing does, the kernels before it write only the bf16 copy the next GEMM reads.
+  auto fp32_read = [&](Site site) {
+    return (obs && obs->wants(layer, site)) || (opt_.quantizer && opt_.quantizer->quantizes(layer, site));
+  };
+
+  // --- attention block ---
+  phases_.next("1 input norm", s);
+  cuda::rms_norm(x, h, w.input_norm, eps, fp32_read(Site::kQkvInput) ? xn : nullptr, h, xb, n, h, s);  // xn, xb: [n, hidden]
+  observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
+  if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
+  phases_.next("2 q/k/v GEMMs", s);
+  // One GEMM for q, k and v when their weights lie back to back in the slot (the loader puts them
+  // so; no biases) and nothing below needs them dense (the q/k norms and R3 treat q as [n * heads,
+  // head_dim]): the rows of q|k|v [n, q_dim + 2 kv_dim], q, k, v at row stride ld_q = ld_kv.
+  const bool fuse_qkv = fuse_ && !fam.qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
+                        w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
+  int64_t ld_q = qd, ld_kv = kvd;
+  if (fuse_qkv) {
+    ld_q = ld_kv = qd + 2 * kvd;
+    linear(xb, n, h, w.q, ld_q, q);  // [n, q_dim + 2 kv_dim]: w.q, w.k, w.v are its [q_dim + 2 kv_dim, hidden]
+    k = q + qd;
+    v = q + qd + kvd;
+  } else {
+    linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
+    linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
+    linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
+  }
+  phases_.next("3 q/k norms, RoPE, R3, observers, bf16", s);
+  if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
+    cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
+    cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
+  }
+  if (rope_qkv_in_one_pass(fuse_qkv, layer, obs, ch, tables)) {
+    rope_qkv_one_pass(layer, q, ld_q, obs, ch, tables);  // qb_ [n, q_dim], kb_/vb_ [n, kv_dim]
+  } else {
+    rope_qkv_in_steps(layer, q, k, v, ld_q, ld_kv, obs, ch, tables);
+  }
   phases_.next("4 attention", s);
   const AttentionShape shape = AttentionShape::of(c_, layer);
+  // The fused attention writes o_proj's bf16 input itself unless something reads the fp32 output.
+  const bool attn_fp32 = !flash_ || fp32_read(Site::kOProjInput);
   if (flash_) {
     const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
-    cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), attn, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
+    const cuda::FlashOutput out = attn_fp32 ? cuda::FlashOutput{attn, nullptr} : cuda::FlashOutput{nullptr, xb};
+    cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), out, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
                           shape.scale, w.sinks, flash_items_.get() + first, count, cuda::kFlashQueryRows, s);  // [n, q_dim]
   } else {
     CTCAL_ASSERT(!w.sinks, "sinks need the fused attention (check_cuda_supports refuses them otherwise)");
     attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
   }
   phases_.next("5 o_proj, residual", s);
-  observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
-  host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
-  cuda::to_bf16(attn, xb, n * qd, s);
+  if (attn_fp32) {
+    observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
+    host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
+    cuda::to_bf16(attn, xb, n * qd, s);  // xb [n, q_dim]
+  }
   add_projection(xb, n, qd, w.o, w.attn_out_norm, x);  // x [n, hidden] += [norm](o_proj(attn))
 
   // --- MLP block (skipped for the last layer during calibration) ---
@@ -470,7 +554,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   } else if (w.has_mlp) {
     phases_.next("6 mlp norm", s);
     float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
-    cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);
+    cuda::rms_norm(x, h, w.mlp_norm, eps, fp32_read(Site::kGateUpInput) ? xn : nullptr, h, xb, n, h, s);
     observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
     if (host_quantize(layer, Site::kGateUpInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
     const cuda::Act act = fam.act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh;

@@ -39,7 +39,8 @@ struct Params {
   const uint16_t* q;
   const uint16_t* k;
   const uint16_t* v;
-  float* out;
+  float* out;          // [rows, q_ld] fp32, or null when
+  uint16_t* out_bf16;  // [rows, q_ld] bf16 is written instead
   int64_t q_ld, kv_ld;
   int head_dim, rep;
   int window;        // clamped to INT_MAX
@@ -239,7 +240,7 @@ __global__ void __launch_bounds__(Tiling<D, W>::kThreads) flash_kernel(Params p)
     __syncthreads();  // tile t's buffers are refilled by the next iteration's loads
   }
 
-  // Normalize (each row's sum is spread over its four threads) and write fp32.
+  // Normalize (each row's sum is spread over its four threads) and write fp32 or bf16.
   const int rows_valid = q_last + 1 - q0;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -248,11 +249,16 @@ __global__ void __launch_bounds__(Tiling<D, W>::kThreads) flash_kernel(Params p)
     const int local = warp * 16 + gid + 8 * r;
     if (local >= rows_valid) continue;
     const float inv = 1.0f / l[r];
-    float* dst = p.out + (static_cast<int64_t>(item.row0) + q0 + local) * p.q_ld + static_cast<int64_t>(h) * p.head_dim;
+    const int64_t at = (static_cast<int64_t>(item.row0) + q0 + local) * p.q_ld + static_cast<int64_t>(h) * p.head_dim;
 #pragma unroll
     for (int i = 0; i < D / 8; ++i) {
       const int col = i * 8 + tig * 2;
-      if (col < p.head_dim) *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+      if (col >= p.head_dim) continue;
+      const float lo = o[i][2 * r] * inv, hi = o[i][2 * r + 1] * inv;
+      if (p.out_bf16)  // the two columns' bf16 values as one 32-bit store (lo at the lower address)
+        *reinterpret_cast<__nv_bfloat162*>(p.out_bf16 + at + col) = __floats2bfloat162_rn(lo, hi);
+      else
+        *reinterpret_cast<float2*>(p.out + at + col) = make_float2(lo, hi);
     }
   }
 }
@@ -301,7 +307,7 @@ std::vector<FlashItem> flash_items(const std::vector<SampleSpan>& spans, int que
   return items;
 }
 
-void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, float* out, int64_t q_ld, int64_t kv_ld,
+void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, FlashOutput out, int64_t q_ld, int64_t kv_ld,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, float scale,
                      const float* sinks, const FlashItem* items, int64_t n_items, int query_rows,
                      cudaStream_t stream) {
@@ -310,7 +316,9 @@ void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, fl
     throw std::invalid_argument("flash attention: query_rows must be 64 or 128, not " + std::to_string(query_rows));
   if (!flash_attention_supports(head_dim))
     throw std::invalid_argument("flash attention: head_dim " + std::to_string(head_dim) + " is not supported");
-  const Params p{q, k, v, out, q_ld, kv_ld, static_cast<int>(head_dim), static_cast<int>(heads / kv_heads),
+  if ((out.f32 == nullptr) == (out.bf16 == nullptr))
+    throw std::invalid_argument("flash attention: exactly one of the fp32 and bf16 outputs must be given");
+  const Params p{q, k, v, out.f32, out.bf16, q_ld, kv_ld, static_cast<int>(head_dim), static_cast<int>(heads / kv_heads),
                  static_cast<int>(std::min<int64_t>(window, INT_MAX)), scale * kLog2e, sinks, items};
   if (query_rows == 128) return by_head_dim<8>(p, head_dim, heads, n_items, stream);
   return by_head_dim<4>(p, head_dim, heads, n_items, stream);

@@ -35,12 +35,20 @@ bool flash_attention_supports(int64_t head_dim);
 // blocks of the longest samples see the most keys), so the GPU's tail is short blocks.
 std::vector<FlashItem> flash_items(const std::vector<SampleSpan>& spans, int query_rows = kFlashQueryRows);
 
+// Where the attention output goes: fp32, or bf16 (each fp32 value rounded to nearest even, the
+// bits to_bf16 would give) when only the next GEMM reads it: half the bytes written, and no
+// separate rounding pass. Exactly one is set.
+struct FlashOutput {
+  float* f32 = nullptr;
+  uint16_t* bf16 = nullptr;
+};
+
 // q: [rows, q_ld] with head h at columns [h * head_dim, (h + 1) * head_dim), k/v: [rows, kv_ld]
-// likewise per kv head, all bf16 -> out: [rows, q_ld] fp32 (only the rows of `items` written).
+// likewise per kv head, all bf16 -> out: [rows, q_ld] (only the rows of `items` written).
 // `window`: key k is seen by query q when k <= q and q - k < window. `scale`: scores = q k^T *
 // scale. `sinks`: [heads] on the device, or null. `items`: [n_items] on the device, made by
 // flash_items with the same `query_rows` (64 or 128). Enqueues on `stream` and returns.
-void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, float* out, int64_t q_ld, int64_t kv_ld,
+void flash_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v, FlashOutput out, int64_t q_ld, int64_t kv_ld,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, float scale,
                      const float* sinks, const FlashItem* items, int64_t n_items, int query_rows,
                      cudaStream_t stream);
