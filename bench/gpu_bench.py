@@ -139,8 +139,10 @@ def drop_cache(path):
             os.close(fd)
 
 
-def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False):
+def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False, chunk=None):
     env = dict(os.environ)
+    if chunk:  # rows per chunk other than the default, for comparison
+        env["CTCAL_CUDA_CHUNK_TOKENS"] = str(chunk)
     if profile:
         env["CTCAL_CUDA_PROFILE"] = "1"
     if blocked:  # the cuBLAS-blocked attention instead of the fused kernel, for comparison
@@ -155,7 +157,7 @@ def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked
     if p.returncode != 0:
         sys.exit(f"ctcal failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     rep = json.load(open(f"{out_dir}/ctcal_report.json"))
-    lines = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and any(w in l for w in ("layers in", "per phase", "host thread", "setup:"))]
+    lines = [l for l in (p.stdout + p.stderr).splitlines() if "cuda:" in l and any(w in l for w in ("layers in", "per phase", "host thread", "setup:", "before layer 0"))]
     return {"wall_s": wall, "calibration_s": rep["timings"]["calibration_s"], "tokens": rep["tokens"],
             "cuda_log": "\n   ".join(lines)}
 
@@ -214,11 +216,13 @@ def main():
         print(f"[{a.shape}] ctcal {res['ctcal_gemm_floor']}", flush=True)
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
     for cache in ("warm", "cold", "warm, phases timed", "warm, phases timed, blocked attention",
-                  "warm, phases timed, separate GEMMs", "warm again"):
+                  "warm, phases timed, separate GEMMs", "warm, phases timed, 32768-token chunks",
+                  "warm, phases timed, 8192-token chunks", "warm again"):
         if cache == "cold":
             drop_cache(path)
         r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}",
-                      profile="phases" in cache, blocked="blocked" in cache, separate="separate" in cache)
+                      profile="phases" in cache, blocked="blocked" in cache, separate="separate" in cache,
+                      chunk=32768 if "32768" in cache else 8192 if "8192" in cache else None)
         res[f"ctcal_{cache}"] = r
         line = (f"[{a.shape}] ctcal cuda, {cache} page cache: calibration {r['calibration_s']:.2f} s "
                 f"({tokens / r['calibration_s']:.0f} tok/s), whole command {r['wall_s']:.2f} s")

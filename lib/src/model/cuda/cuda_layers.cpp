@@ -106,9 +106,22 @@ bool use_flash_attention(const ModelConfig& c) {
 // CTCAL_CUDA_FUSED_GEMMS=0 asks for one GEMM per projection (to compare the two).
 bool use_fused_gemms() { return !env_switch("CTCAL_CUDA_FUSED_GEMMS", "0"); }
 
+// Rows per chunk (the GEMMs' row count): `fallback` unless CTCAL_CUDA_CHUNK_TOKENS sets another
+// positive count (to compare chunk sizes); anything else is refused.
+int64_t chunk_tokens(int64_t fallback) {
+  const char* v = std::getenv("CTCAL_CUDA_CHUNK_TOKENS");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n <= 0 || n > (1LL << 30))
+    throw UsageError(fmt::format("CTCAL_CUDA_CHUNK_TOKENS={}: expected a positive number of tokens (or unset)", v));
+  return n;
+}
+
 // Seconds the host thread spends in each part of the layer loop.
 struct HostTimes {
   double prologue = 0, acquire = 0, enqueue = 0, wait = 0, epilogue = 0, download = 0;
+  double to_layer0 = 0;  // from the start of run() to layer 0's first kernel being queued
 };
 
 class CudaLayers {
@@ -122,6 +135,12 @@ class CudaLayers {
  private:
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
+  // Embeds ids [tokens] straight into the resident hidden_ [tokens, hidden]: the table goes up as
+  // stored (one copy from the mapped file) and a kernel widens the rows, instead of the host
+  // writing [tokens, hidden] fp32 rows that then go up (on the H200 the host took 0.10-0.48 s for
+  // 1B-70B shapes and layer 0 then waited 0.2-0.26 s for the rows, 2026-12-02). False, doing
+  // nothing, where the table's dtype has no kernel or the table does not fit: the host embeds.
+  bool embed_on_device(const std::vector<int32_t>& ids);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
   // The residual add of a block's output projection: x [n, hidden] += [out_norm](in . W^T + b).
   // Without a norm or bias the add is the GEMM's epilogue (beta = 1: the fp32 accumulator plus x,
@@ -211,7 +230,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     : model_(model), c_(model.config()), spans_(spans), opt_(opt) {
   check(cublasCreate(&blas_), "cublasCreate");
   check(cublasSetStream(blas_, stream_.get()), "cublasSetStream");
-  chunks_ = make_chunks(spans, opt.gpu_chunk_tokens);
+  chunks_ = make_chunks(spans, chunk_tokens(opt.gpu_chunk_tokens));
   int64_t rows = 0, total = 0;
   for (const auto& ch : chunks_) rows = std::max(rows, ch.n), total += ch.n;
   const int64_t h = c_.hidden_size, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
@@ -284,6 +303,32 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   if (!resident_)
     spdlog::info("cuda: the hidden states ({:.1f} GiB) do not fit beside the layer's working set; they go "
                  "chunk by chunk", static_cast<double>(hidden_bytes) / (1 << 30));
+}
+
+bool CudaLayers::embed_on_device(const std::vector<int32_t>& ids) {
+  const Decoder::EmbeddingTable e = model_.embedding_table();
+  cuda::TableType type{};
+  switch (e.dtype) {
+    case DType::kBF16: type = cuda::TableType::kBf16; break;
+    case DType::kF16: type = cuda::TableType::kF16; break;
+    case DType::kF32: type = cuda::TableType::kF32; break;
+    default: return false;  // the host converts the rest
+  }
+  const auto table_bytes = static_cast<std::size_t>(e.vocab * e.hidden) * dtype_size(e.dtype);
+  std::size_t free_b = 0, total_b = 0;
+  check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  if (table_bytes + ids.size() * 4 + (std::size_t{256} << 20) > free_b) return false;
+  DeviceBuffer<unsigned char> table(table_bytes);  // [vocab, hidden] as stored
+  DeviceBuffer<int32_t> dev_ids(ids.size());      // [tokens]
+  cudaStream_t s = stream_.get();
+  check(cudaMemcpyAsync(dev_ids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+  check(cudaMemcpyAsync(table.get(), e.data, table_bytes, cudaMemcpyHostToDevice, s),  // from the mapped file
+        "copying the embedding table to the GPU");
+  cuda::embed_rows(table.get(), type, dev_ids.get(), static_cast<int64_t>(ids.size()), e.hidden, e.scale.has_value(),
+                   e.scale.value_or(1.0f), hidden_.get(), s);  // hidden_ [tokens, hidden]
+  check(cudaStreamSynchronize(s), "embedding on the GPU");  // before the table's buffer is freed
+  model_.release_embedding_table();
+  return true;
 }
 
 void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y) {
@@ -598,14 +643,17 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
-  // Token ids instead of hidden states: the host embeds them while the loader reads the first
-  // layers. (Embedding on the upload thread instead, straight into its pinned ring, measured
-  // slower: the 8B bench's loader took 3.1-4.5 s instead of 1.6 s and the GPU waited for weights,
-  // 2026-12-02.)
-  if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
-  // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
+  // Token ids instead of hidden states: embedded on the device where the hidden states stay
+  // there, else by the host, while the loader reads the first layers. (Embedding on the upload
+  // thread instead, straight into its pinned ring, measured slower: the 8B bench's loader took
+  // 3.1-4.5 s instead of 1.6 s and the GPU waited for weights, 2026-12-02.)
+  const bool embed_here = opt_.token_ids && hidden.rows() == 0;
+  const bool on_device = embed_here && resident_ && embed_on_device(*opt_.token_ids);  // hidden_ [tokens, hidden]
+  if (embed_here && !on_device) hidden = model_.embed_ids(*opt_.token_ids);
+  const double embed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  // Resident hidden states from the host go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
-  if (resident_)
+  if (resident_ && !on_device)
     upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
     auto mark = Clock::now();
@@ -621,6 +669,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     const cuda::DeviceLayer& w = weights.acquire(l, s);
     lap(&host.acquire);
     check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), s), "cudaMemsetAsync");
+    if (l == 0) host.to_layer0 = std::chrono::duration<double>(Clock::now() - t0).count();
     compute.start(s);
     // Progress and cancellation per chunk, as on the CPU, one chunk behind: the host waits for
     // chunk i - 1 while chunk i is queued, so the GPU never drains between chunks.
@@ -641,7 +690,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
                               cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
       else if (l == 0)
-        upload->wait_for(i, s);
+        if (upload) upload->wait_for(i, s);
       run_chunk(w, l, ch, x, obs, tables);
       if (!resident_)
         check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
@@ -665,6 +714,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     lap(&host.epilogue);
   }
   const auto t_end = Clock::now();
+  if (on_device && loop.keep_hidden) hidden.resize(static_cast<Eigen::Index>(opt_.token_ids->size()), h);
   if (resident_ && loop.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
@@ -703,6 +753,19 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
       idle += ms / 1000.0;
     }
     spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
+    // Layer 0 waits for the hidden states' first upload: its GPU time against the others' mean.
+    auto layer_s = [&](int64_t l) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, compute.start_of(static_cast<std::size_t>(l)),
+                                 compute.end_of(static_cast<std::size_t>(l))), "cudaEventElapsedTime");
+      return ms / 1000.0;
+    };
+    double rest = 0;
+    for (int64_t l = 1; l < n_layers; ++l) rest += layer_s(l);
+    spdlog::info("cuda: before layer 0: embedding on the {} {:.3f} s, layer 0 queued at {:.3f} s; layer 0 took "
+                 "{:.3f} s of GPU time (the others {:.3f} s on average)", on_device ? "GPU" : "host", embed_s,
+                 host.to_layer0, layer_s(0),
+                 n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0);
     spdlog::info("cuda: host thread: layer prologue {:.3f} s, waiting for weights {:.3f} s, queuing kernels {:.3f} s, "
                  "waiting for chunks {:.3f} s, layer epilogue {:.3f} s, hidden states down {:.3f} s; GPU idle between "
                  "layers {:.3f} s", host.prologue, host.acquire, host.enqueue, host.wait, host.epilogue, host.download,
@@ -746,6 +809,7 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   // A misspelt A/B switch fails here, before any work (exit 2), not when the layers start.
   const bool flash = use_flash_attention(cfg);
   (void)use_fused_gemms();
+  (void)chunk_tokens(1);
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
