@@ -139,8 +139,11 @@ def drop_cache(path):
             os.close(fd)
 
 
-def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False, chunk=None):
+def run_ctcal(ctcal, recipe, path, data, n, seq, out_dir, profile=False, blocked=False, separate=False, chunk=None,
+              eager=False):
     env = dict(os.environ)
+    if eager:  # every kernel module loaded with the context instead of at its first launch
+        env["CUDA_MODULE_LOADING"] = "EAGER"
     if chunk:  # rows per chunk other than the default, for comparison
         env["CTCAL_CUDA_CHUNK_TOKENS"] = str(chunk)
     if profile:
@@ -171,6 +174,7 @@ def main():
     ap.add_argument("--work", default="/tmp/ctcal-gpu-bench")
     ap.add_argument("--out", default=".")
     ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--runs", default="", help="a ;-separated subset of the ctcal runs below (default: all)")
     ap.add_argument("--passes", type=int, default=3, help="transformers' passes over the samples (best and median reported)")
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,12 +221,14 @@ def main():
     recipe = f"{root}/recipes/fp8_kv_per_head.yaml"
     for cache in ("warm", "cold", "warm, phases timed", "warm, phases timed, blocked attention",
                   "warm, phases timed, separate GEMMs", "warm, phases timed, 32768-token chunks",
-                  "warm, phases timed, 8192-token chunks", "warm again"):
+                  "warm, phases timed, 8192-token chunks", "warm, phases timed, eager module loading", "warm again"):
+        if a.runs and cache not in a.runs.split(";"):
+            continue
         if cache == "cold":
             drop_cache(path)
         r = run_ctcal(a.ctcal, recipe, path, data, a.samples, a.seq, f"{a.work}/out_{a.shape}",
                       profile="phases" in cache, blocked="blocked" in cache, separate="separate" in cache,
-                      chunk=32768 if "32768" in cache else 8192 if "8192" in cache else None)
+                      chunk=32768 if "32768" in cache else 8192 if "8192" in cache else None, eager="eager" in cache)
         res[f"ctcal_{cache}"] = r
         line = (f"[{a.shape}] ctcal cuda, {cache} page cache: calibration {r['calibration_s']:.2f} s "
                 f"({tokens / r['calibration_s']:.0f} tok/s), whole command {r['wall_s']:.2f} s")

@@ -184,45 +184,5 @@ TEST(RmsNorm, Bf16CopyAloneIsTheSame) {
   for (std::size_t i = 0; i < yh.size(); ++i) ASSERT_EQ(bh[i], f32_to_bf16(yh[i])) << i;  // the copy is bf16(y)
 }
 
-// embed_rows against the host's conversion (dtype.h's convert_to_f32, what Decoder::embed_ids
-// runs) for each table type it takes, with and without Gemma's scale: the same bits.
-TEST(EmbedRows, SameBitsAsTheHost) {
-  CTCAL_REQUIRE_GPU();
-  const int64_t vocab = 97, width = 300;
-  const std::vector<int32_t> ids = {5, 0, 96, 5, 42, 17, 17, 3};
-  std::mt19937 rng(9);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> values(static_cast<std::size_t>(vocab * width));
-  for (auto& e : values) e = normal(rng);
-  values[7] = 1e-40f;  // a subnormal
-  for (DType t : {DType::kBF16, DType::kF16, DType::kF32}) {
-    std::vector<unsigned char> table(values.size() * dtype_size(t));
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (t == DType::kBF16) reinterpret_cast<uint16_t*>(table.data())[i] = f32_to_bf16(values[i]);
-      if (t == DType::kF16) reinterpret_cast<uint16_t*>(table.data())[i] = f32_to_f16(values[i]);
-      if (t == DType::kF32) reinterpret_cast<float*>(table.data())[i] = values[i];
-    }
-    const cuda::TableType type = t == DType::kBF16  ? cuda::TableType::kBf16
-                                 : t == DType::kF16 ? cuda::TableType::kF16
-                                                    : cuda::TableType::kF32;
-    for (bool scaled : {false, true}) {
-      const float scale = std::sqrt(2304.0f);  // Gemma-2 2B's hidden size
-      std::vector<float> want(ids.size() * static_cast<std::size_t>(width));
-      for (std::size_t r = 0; r < ids.size(); ++r) {
-        convert_to_f32(table.data() + static_cast<std::size_t>(ids[r] * width) * dtype_size(t), t,
-                       static_cast<std::size_t>(width), want.data() + r * static_cast<std::size_t>(width));
-        if (scaled)
-          for (int64_t i = 0; i < width; ++i) want[r * static_cast<std::size_t>(width) + static_cast<std::size_t>(i)] *= scale;
-      }
-      DeviceVector<unsigned char> table_d(table);
-      DeviceVector<int32_t> ids_d(ids);
-      DeviceVector<float> out(want.size(), NAN);
-      cuda::embed_rows(table_d.get(), type, ids_d.get(), static_cast<int64_t>(ids.size()), width, scaled, scale,
-                       out.get(), nullptr);
-      EXPECT_EQ(out.host(), want) << dtype_name(t) << (scaled ? ", scaled" : "");
-    }
-  }
-}
-
 }  // namespace
 }  // namespace ctcal

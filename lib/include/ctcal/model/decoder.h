@@ -96,17 +96,6 @@ class Decoder {
                                          std::vector<SampleSpan>* spans);
   // Embeddings of ids [total_tokens] -> [total_tokens, hidden] (embed() from token_rows()).
   RowMatrix embed_ids(const std::vector<int32_t>& ids) const;
-  // The embedding table as the checkpoint stores it (mmapped), for a backend that embeds on its
-  // own device: row id of embed_ids() is row id here converted to fp32, times `scale` where set
-  // (Gemma's sqrt(hidden), an fp32 multiply). release_embedding_table() drops its pages after.
-  struct EmbeddingTable {
-    const unsigned char* data;  // [vocab, hidden] of dtype
-    DType dtype;
-    int64_t vocab, hidden;
-    std::optional<float> scale;
-  };
-  EmbeddingTable embedding_table() const;
-  void release_embedding_table() const;
 
   // Runs decoder layer `layer` over every sample, updating hidden [total_tokens, hidden] in
   // place. Q/K/V of each sample are shown to `observer` (may be null) in sample order.

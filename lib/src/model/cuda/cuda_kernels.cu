@@ -4,7 +4,6 @@
 #include "cuda_kernels.h"
 
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cfloat>
 #include <cmath>
@@ -277,21 +276,6 @@ __global__ void masked_softmax_kernel(const float* scores, uint16_t* p, int64_t 
   }
 }
 
-__global__ void embed_rows_kernel(const void* table, int type, const int32_t* ids, int64_t n, int64_t width,
-                                  bool has_scale, float scale, float* out) {
-  for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
-    const int64_t row = ids[r];
-    for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < width; i += int64_t{gridDim.x} * blockDim.x) {
-      const int64_t at = row * width + i;
-      float v;
-      if (type == static_cast<int>(TableType::kBf16)) v = bf16_float(static_cast<const uint16_t*>(table)[at]);
-      else if (type == static_cast<int>(TableType::kF16)) v = __half2float(static_cast<const __half*>(table)[at]);
-      else v = static_cast<const float*>(table)[at];
-      out[r * width + i] = has_scale ? __fmul_rn(v, scale) : v;
-    }
-  }
-}
-
 __global__ void flag_nonfinite_kernel(const float* x, int64_t n, int* flag) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     if (!isfinite(x[i])) *flag = 1;
@@ -374,13 +358,6 @@ void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq,
   // holding the row in registers measured slower on the H200 (8B: attention 1.46 s against 1.12 s).
   const int64_t rows = batch * bq;
   if (rows) masked_softmax_kernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(scores, p, bq, sk, q0, k0, window, scale);
-}
-
-void embed_rows(const void* table, TableType type, const int32_t* ids, int64_t n, int64_t width, bool has_scale,
-                float scale, float* out, cudaStream_t stream) {
-  if (n > 0 && width > 0)
-    embed_rows_kernel<<<row_grid(n, width), kThreads, 0, stream>>>(table, static_cast<int>(type), ids, n, width,
-                                                                    has_scale, scale, out);
 }
 
 void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream) {

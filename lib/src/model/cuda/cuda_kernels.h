@@ -90,14 +90,6 @@ void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, in
 void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,
                     int64_t window, float scale, cudaStream_t stream);
 
-// The embedding table's storage type, for embed_rows.
-enum class TableType : int { kBf16 = 0, kF16 = 1, kF32 = 2 };
-
-// out [n, width] fp32: row r = table row ids[r] converted exactly to fp32, times `scale` (one fp32
-// multiply) when has_scale: the host's Decoder::embed_ids, bit for bit. table: [vocab, width].
-void embed_rows(const void* table, TableType type, const int32_t* ids, int64_t n, int64_t width, bool has_scale,
-                float scale, float* out, cudaStream_t stream);
-
 // Sets *flag to 1 when x [n] holds a NaN or Inf (the flag is only ever raised).
 void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream);
 

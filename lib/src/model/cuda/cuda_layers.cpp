@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -73,6 +74,8 @@ class PhaseTimers {
     if (on_ && current_) timers_[current_].stop(s);
     current_ = nullptr;
   }
+  // While suspended, phases are not timed (a warm-up is not part of the run).
+  void suspend(bool yes) { on_ = yes ? false : std::getenv("CTCAL_CUDA_PROFILE") != nullptr; }
   std::string summary() const {  // "attention 0.81 s, mlp 1.9 s, ..." after the stream finished
     std::string out;
     for (const auto& [name, t] : timers_) out += fmt::format("{}{} {:.3f} s", out.empty() ? "" : ", ", name, t.seconds());
@@ -133,14 +136,15 @@ class CudaLayers {
   void run(RowMatrix& hidden, const LayerLoop& loop);
 
  private:
+  // Layer 0's kernels once over throwaway values (chunk 0's shapes, layer 0's weights, xn_ as the
+  // hidden states), on a thread while the host embeds: the first launch of each kernel and cuBLAS
+  // shape (module loading, heuristics) and the RoPE table's upload then cost nothing on the
+  // critical path. On the H200 layer 0 took 0.18 s of GPU time against 0.034 s for the others
+  // (1B; 8B 0.30 s against 0.11 s) with its weights and hidden states already there, 2026-12-02.
+  // Errors are left to the real run to report.
+  void warm_up(cuda::WeightStream& weights);
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
-  // Embeds ids [tokens] straight into the resident hidden_ [tokens, hidden]: the table goes up as
-  // stored (one copy from the mapped file) and a kernel widens the rows, instead of the host
-  // writing [tokens, hidden] fp32 rows that then go up (on the H200 the host took 0.10-0.48 s for
-  // 1B-70B shapes and layer 0 then waited 0.2-0.26 s for the rows, 2026-12-02). False, doing
-  // nothing, where the table's dtype has no kernel or the table does not fit: the host embeds.
-  bool embed_on_device(const std::vector<int32_t>& ids);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
   // The residual add of a block's output projection: x [n, hidden] += [out_norm](in . W^T + b).
   // Without a norm or bias the add is the GEMM's epilogue (beta = 1: the fp32 accumulator plus x,
@@ -305,30 +309,17 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
                  "chunk by chunk", static_cast<double>(hidden_bytes) / (1 << 30));
 }
 
-bool CudaLayers::embed_on_device(const std::vector<int32_t>& ids) {
-  const Decoder::EmbeddingTable e = model_.embedding_table();
-  cuda::TableType type{};
-  switch (e.dtype) {
-    case DType::kBF16: type = cuda::TableType::kBf16; break;
-    case DType::kF16: type = cuda::TableType::kF16; break;
-    case DType::kF32: type = cuda::TableType::kF32; break;
-    default: return false;  // the host converts the rest
+void CudaLayers::warm_up(cuda::WeightStream& weights) {
+  phases_.suspend(true);
+  try {
+    check(cudaSetDevice(opt_.device.index), "cudaSetDevice (warm-up thread)");
+    const cuda::DeviceLayer& w = weights.acquire(0, stream_.get());
+    RopeTableCache tables(c_, 0, spans_, opt_.position_offset);
+    run_chunk(w, 0, chunks_.front(), xn_.get(), nullptr, tables);  // xn_ [n, hidden]: any values will do
+  } catch (const std::exception& e) {
+    spdlog::debug("cuda: warm-up stopped: {}", e.what());
   }
-  const auto table_bytes = static_cast<std::size_t>(e.vocab * e.hidden) * dtype_size(e.dtype);
-  std::size_t free_b = 0, total_b = 0;
-  check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-  if (table_bytes + ids.size() * 4 + (std::size_t{256} << 20) > free_b) return false;
-  DeviceBuffer<unsigned char> table(table_bytes);  // [vocab, hidden] as stored
-  DeviceBuffer<int32_t> dev_ids(ids.size());      // [tokens]
-  cudaStream_t s = stream_.get();
-  check(cudaMemcpyAsync(dev_ids.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
-  check(cudaMemcpyAsync(table.get(), e.data, table_bytes, cudaMemcpyHostToDevice, s),  // from the mapped file
-        "copying the embedding table to the GPU");
-  cuda::embed_rows(table.get(), type, dev_ids.get(), static_cast<int64_t>(ids.size()), e.hidden, e.scale.has_value(),
-                   e.scale.value_or(1.0f), hidden_.get(), s);  // hidden_ [tokens, hidden]
-  check(cudaStreamSynchronize(s), "embedding on the GPU");  // before the table's buffer is freed
-  model_.release_embedding_table();
-  return true;
+  phases_.suspend(false);
 }
 
 void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y) {
@@ -643,17 +634,29 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
-  // Token ids instead of hidden states: embedded on the device where the hidden states stay
-  // there, else by the host, while the loader reads the first layers. (Embedding on the upload
-  // thread instead, straight into its pinned ring, measured slower: the 8B bench's loader took
-  // 3.1-4.5 s instead of 1.6 s and the GPU waited for weights, 2026-12-02.)
-  const bool embed_here = opt_.token_ids && hidden.rows() == 0;
-  const bool on_device = embed_here && resident_ && embed_on_device(*opt_.token_ids);  // hidden_ [tokens, hidden]
-  if (embed_here && !on_device) hidden = model_.embed_ids(*opt_.token_ids);
+  // Token ids instead of hidden states: the host embeds them while the loader reads the first
+  // layers. Tried and measured slower or no faster on the H200 (2026-12-02): embedding on the
+  // upload thread straight into its pinned ring (the loader took 3.1-4.5 s instead of 1.6 s on
+  // 8B); the whole table copied to the GPU from the mapped file and gathered there (the loader
+  // 3-4x slower for the rest of the run, cause not found); the rows gathered as stored (bf16) and
+  // widened on the GPU (before layer 0: 0.18-0.43 s against the host's 0.10-0.19 s plus layer 0's
+  // wait for the uploaded rows; 1B 0.82-0.83 s against 0.84 s, 8B 3.92-3.97 s against 3.82-3.87 s).
+  // The warm-up runs beside the embedding. Not for eval's fake quantization (host work on the
+  // values) nor MoE models (host routing); the thread is joined before the embedding can throw on.
+  std::thread warm;
+  struct Join {
+    std::thread& t;
+    ~Join() {
+      if (t.joinable()) t.join();
+    }
+  } join_warm{warm};
+  if (!opt_.quantizer && !moe_) warm = std::thread([&] { warm_up(weights); });
+  if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
   const double embed_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  // Resident hidden states from the host go up once, chunk by chunk beside layer 0's kernels.
+  if (warm.joinable()) warm.join();  // its kernels are queued on stream_, before layer 0's
+  // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
-  if (resident_ && !on_device)
+  if (resident_)
     upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
   for (int64_t l = 0; l < n_layers; ++l) {
     auto mark = Clock::now();
@@ -690,7 +693,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
         check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
                               cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
       else if (l == 0)
-        if (upload) upload->wait_for(i, s);
+        upload->wait_for(i, s);
       run_chunk(w, l, ch, x, obs, tables);
       if (!resident_)
         check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
@@ -714,7 +717,6 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     lap(&host.epilogue);
   }
   const auto t_end = Clock::now();
-  if (on_device && loop.keep_hidden) hidden.resize(static_cast<Eigen::Index>(opt_.token_ids->size()), h);
   if (resident_ && loop.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
@@ -753,7 +755,8 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
       idle += ms / 1000.0;
     }
     spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
-    // Layer 0 waits for the hidden states' first upload: its GPU time against the others' mean.
+    // Layer 0 also waits for the hidden states' first upload and loads each kernel on its first
+    // launch (CUDA's lazy module loading): its GPU time against the others' mean.
     auto layer_s = [&](int64_t l) {
       float ms = 0;
       check(cudaEventElapsedTime(&ms, compute.start_of(static_cast<std::size_t>(l)),
@@ -762,10 +765,18 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
     };
     double rest = 0;
     for (int64_t l = 1; l < n_layers; ++l) rest += layer_s(l);
-    spdlog::info("cuda: before layer 0: embedding on the {} {:.3f} s, layer 0 queued at {:.3f} s; layer 0 took "
-                 "{:.3f} s of GPU time (the others {:.3f} s on average)", on_device ? "GPU" : "host", embed_s,
-                 host.to_layer0, layer_s(0),
-                 n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0);
+    // What layer 0 waited for on the GPU: its weights' copy and the hidden states' last chunk,
+    // each as the time from layer 0's start to that copy's end (negative: there before it began).
+    auto after_start = [&](cudaEvent_t e) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, compute.start_of(0), e), "cudaEventElapsedTime");
+      return ms / 1000.0;
+    };
+    spdlog::info("cuda: before layer 0: embedding on the host {:.3f} s, layer 0 queued at {:.3f} s; layer 0 took "
+                 "{:.3f} s of GPU time (the others {:.3f} s on average); from its start, its weights were in at "
+                 "{:.3f} s, the hidden states at {}", embed_s, host.to_layer0, layer_s(0),
+                 n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0, after_start(weights.copy_end(0)),
+                 upload ? fmt::format("{:.3f} s", after_start(upload->done(chunks_.size() - 1))) : "(streamed)");
     spdlog::info("cuda: host thread: layer prologue {:.3f} s, waiting for weights {:.3f} s, queuing kernels {:.3f} s, "
                  "waiting for chunks {:.3f} s, layer epilogue {:.3f} s, hidden states down {:.3f} s; GPU idle between "
                  "layers {:.3f} s", host.prologue, host.acquire, host.enqueue, host.wait, host.epilogue, host.download,

@@ -55,6 +55,8 @@ class HiddenUpload {
   HiddenUpload& operator=(const HiddenUpload&) = delete;
   // Makes `compute` wait for chunk i's rows; rethrows the thread's error.
   void wait_for(std::size_t i, cudaStream_t compute);
+  // Recorded after chunk i's copies (once wait_for(i) returned): for timing the upload.
+  cudaEvent_t done(std::size_t i) const { return done_[i].get(); }
 
  private:
   void run(const float* host, float* device, int64_t width, int ordinal);
