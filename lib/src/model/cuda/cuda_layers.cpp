@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -74,8 +73,6 @@ class PhaseTimers {
     if (on_ && current_) timers_[current_].stop(s);
     current_ = nullptr;
   }
-  // While suspended, phases are not timed (a warm-up is not part of the run).
-  void suspend(bool yes) { on_ = yes ? false : std::getenv("CTCAL_CUDA_PROFILE") != nullptr; }
   std::string summary() const {  // "attention 0.81 s, mlp 1.9 s, ..." after the stream finished
     std::string out;
     for (const auto& [name, t] : timers_) out += fmt::format("{}{} {:.3f} s", out.empty() ? "" : ", ", name, t.seconds());
@@ -136,13 +133,6 @@ class CudaLayers {
   void run(RowMatrix& hidden, const LayerLoop& loop);
 
  private:
-  // Layer 0's kernels once over throwaway values (chunk 0's shapes, layer 0's weights, xn_ as the
-  // hidden states), on a thread while the host embeds: the first launch of each kernel and cuBLAS
-  // shape (module loading, heuristics) and the RoPE table's upload then cost nothing on the
-  // critical path. On the H200 layer 0 took 0.18 s of GPU time against 0.034 s for the others
-  // (1B; 8B 0.30 s against 0.11 s) with its weights and hidden states already there, 2026-12-02.
-  // Errors are left to the real run to report.
-  void warm_up(cuda::WeightStream& weights);
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
@@ -307,19 +297,6 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   if (!resident_)
     spdlog::info("cuda: the hidden states ({:.1f} GiB) do not fit beside the layer's working set; they go "
                  "chunk by chunk", static_cast<double>(hidden_bytes) / (1 << 30));
-}
-
-void CudaLayers::warm_up(cuda::WeightStream& weights) {
-  phases_.suspend(true);
-  try {
-    check(cudaSetDevice(opt_.device.index), "cudaSetDevice (warm-up thread)");
-    const cuda::DeviceLayer& w = weights.acquire(0, stream_.get());
-    RopeTableCache tables(c_, 0, spans_, opt_.position_offset);
-    run_chunk(w, 0, chunks_.front(), xn_.get(), nullptr, tables);  // xn_ [n, hidden]: any values will do
-  } catch (const std::exception& e) {
-    spdlog::debug("cuda: warm-up stopped: {}", e.what());
-  }
-  phases_.suspend(false);
 }
 
 void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y) {
@@ -635,25 +612,19 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
   // Token ids instead of hidden states: the host embeds them while the loader reads the first
-  // layers. Tried and measured slower or no faster on the H200 (2026-12-02): embedding on the
-  // upload thread straight into its pinned ring (the loader took 3.1-4.5 s instead of 1.6 s on
-  // 8B); the whole table copied to the GPU from the mapped file and gathered there (the loader
-  // 3-4x slower for the rest of the run, cause not found); the rows gathered as stored (bf16) and
-  // widened on the GPU (before layer 0: 0.18-0.43 s against the host's 0.10-0.19 s plus layer 0's
-  // wait for the uploaded rows; 1B 0.82-0.83 s against 0.84 s, 8B 3.92-3.97 s against 3.82-3.87 s).
-  // The warm-up runs beside the embedding. Not for eval's fake quantization (host work on the
-  // values) nor MoE models (host routing); the thread is joined before the embedding can throw on.
-  std::thread warm;
-  struct Join {
-    std::thread& t;
-    ~Join() {
-      if (t.joinable()) t.join();
-    }
-  } join_warm{warm};
-  if (!opt_.quantizer && !moe_) warm = std::thread([&] { warm_up(weights); });
+  // layers. Tried on the H200 and not kept, as slower or no faster (2026-12-02):
+  //  - embedding on the upload thread straight into its pinned ring: the 8B loader took 3.1-4.5 s
+  //    instead of 1.6 s;
+  //  - the whole table copied to the GPU from the mapped file and gathered there: the loader ran
+  //    3-4x slower for the rest of the run (cause not found);
+  //  - the rows gathered as stored (bf16) and widened on the GPU: 0.18-0.43 s before layer 0
+  //    against the host's 0.10-0.19 s plus layer 0's wait for the uploaded rows; 1B 0.82-0.83 s,
+  //    8B 3.92-3.97 s, against 0.84 and 3.82-3.87 s;
+  //  - layer 0's kernels run once on throwaway values by a thread while the host embeds: layer 0's
+  //    first launches and cuBLAS heuristics left its GPU time (1B 0.18 -> 0.08 s, 8B 0.30 -> 0.13
+  //    s), but the thread outlasted the embedding: 1B 0.78-0.81 s, 8B 3.69-3.75 s, as without it.
   if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
   const double embed_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (warm.joinable()) warm.join();  // its kernels are queued on stream_, before layer 0's
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
   std::unique_ptr<cuda::HiddenUpload> upload;
   if (resident_)
