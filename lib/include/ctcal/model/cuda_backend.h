@@ -13,7 +13,10 @@
 //     (router fp32 on the GPU, routing on the host with the CPU's code, one GEMM per expert),
 //     residual adds; observers' per-sample per-head min/max reduced on the device.
 //   GPU, compute stream: q, k and v as one GEMM over their concatenated weights where nothing
-//     needs them dense (no q/k norms, no R3, no biases).
+//     needs them dense (no q/k norms, no R3, no biases); then RoPE, the q/k/v range observers and
+//     attention's bf16 operands in one pass per sample.
+// A/B environment variables, for benchmarks: CTCAL_CUDA_ATTENTION=blocked, CTCAL_CUDA_FUSED_GEMMS=0,
+// CTCAL_CUDA_CHUNK_TOKENS=N (rows per chunk; ForwardOptions::gpu_chunk_tokens otherwise).
 // Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
 // them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer. Given
 // token ids (ForwardOptions::token_ids), the host embeds them while the loader reads layers 0-1.
@@ -40,8 +43,9 @@ void cuda_open_device(int index);
 int cuda_device_for_local_rank(int local_rank);
 
 // Throws InputError (exit 4) naming what the CUDA backend does not run for this model (attention
-// sinks without the fused attention kernel; see README "CUDA backend"), so that a run fails before
-// any work.
+// sinks without the fused attention kernel; see README "CUDA backend"), and UsageError (exit 2) for
+// an A/B variable set to anything but its values, so that a run fails before any work. Makes no
+// CUDA call.
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& options);
 
 // Decoder::run_layers() on options.device. Same contract: hidden [total_tokens, hidden] is
