@@ -22,6 +22,7 @@
 #include "cuda_kernels.h"
 #include "cuda_moe.h"
 #include "cuda_support.h"
+#include "cuda_timers.h"
 #include "cuda_weight_stream.h"
 #include "flash_attention.h"
 #include "staged_upload.h"
@@ -34,56 +35,8 @@ using cuda::check;
 using cuda::copy_on_stream;
 using cuda::copy_rows_on_stream;
 using cuda::DeviceBuffer;
-
-// Accumulated GPU time of a series of intervals on one stream (CUDA events).
-class EventTimer {
- public:
-  void start(cudaStream_t s) {
-    pairs_.emplace_back(std::make_unique<cuda::Event>(), std::make_unique<cuda::Event>());
-    check(cudaEventRecord(pairs_.back().first->get(), s), "cudaEventRecord");
-  }
-  void stop(cudaStream_t s) { check(cudaEventRecord(pairs_.back().second->get(), s), "cudaEventRecord"); }
-  double seconds() const {  // after the stream finished
-    double total = 0;
-    for (const auto& [a, b] : pairs_) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, a->get(), b->get()), "cudaEventElapsedTime");
-      total += ms / 1000.0;
-    }
-    return total;
-  }
-  cudaEvent_t start_of(std::size_t i) const { return pairs_[i].first->get(); }
-  cudaEvent_t end_of(std::size_t i) const { return pairs_[i].second->get(); }
-
- private:
-  std::vector<std::pair<std::unique_ptr<cuda::Event>, std::unique_ptr<cuda::Event>>> pairs_;
-};
-
-// GPU time per phase of the layer (CTCAL_CUDA_PROFILE=1 only: each phase's events cost a little).
-class PhaseTimers {
- public:
-  PhaseTimers() : on_(std::getenv("CTCAL_CUDA_PROFILE") != nullptr) {}
-  // Ends the phase running (if any) and starts `phase`.
-  void next(const char* phase, cudaStream_t s) {
-    end(s);
-    if (on_) timers_[phase].start(s);
-    current_ = phase;
-  }
-  void end(cudaStream_t s) {
-    if (on_ && current_) timers_[current_].stop(s);
-    current_ = nullptr;
-  }
-  std::string summary() const {  // "attention 0.81 s, mlp 1.9 s, ..." after the stream finished
-    std::string out;
-    for (const auto& [name, t] : timers_) out += fmt::format("{}{} {:.3f} s", out.empty() ? "" : ", ", name, t.seconds());
-    return out;
-  }
-
- private:
-  bool on_;
-  const char* current_ = nullptr;
-  std::map<std::string, EventTimer> timers_;  // by name: phases are numbered in layer order
-};
+using cuda::EventTimer;
+using cuda::PhaseTimers;
 
 // An A/B switch from the environment (to compare two ways of computing the same thing): true
 // when `name` is set to `value`; any other setting is refused, so that a typo does not quietly
