@@ -23,6 +23,7 @@
 
 #include "bench_args.h"
 #include "cuda_support.h"
+#include "cuda_timers.h"
 
 namespace {
 
@@ -40,9 +41,7 @@ float best_ms(cudaStream_t s, int reps, const std::function<void()>& f) {
     f();
     cuda::check(cudaEventRecord(b.get(), s), "cudaEventRecord");
     cuda::check(cudaEventSynchronize(b.get()), "cudaEventSynchronize");
-    float ms = 0;
-    cuda::check(cudaEventElapsedTime(&ms, a.get(), b.get()), "cudaEventElapsedTime");
-    best = std::min(best, ms);
+    best = std::min(best, static_cast<float>(cuda::seconds_between(a.get(), b.get()) * 1e3));
   }
   return best;
 }

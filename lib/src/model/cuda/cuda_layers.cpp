@@ -67,7 +67,8 @@ int64_t chunk_tokens(int64_t fallback) {
   char* end = nullptr;
   const long long n = std::strtoll(v, &end, 10);
   if (*end != '\0' || n <= 0 || n > (1LL << 30))
-    throw UsageError(fmt::format("CTCAL_CUDA_CHUNK_TOKENS={}: expected a positive number of tokens (or unset)", v));
+    throw UsageError(
+        fmt::format("CTCAL_CUDA_CHUNK_TOKENS={}: expected a number of tokens from 1 to {} (or unset)", v, 1LL << 30));
   return n;
 }
 
@@ -654,14 +655,10 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   double copy_s = 0;
   int64_t hidden_copies = 0;
   for (int64_t l = 0; l < n_layers; ++l) {
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, weights.copy_start(l), weights.copy_end(l)), "cudaEventElapsedTime");
-    copy_s += ms / 1000.0;
-    if (l > 0) {
-      check(cudaEventElapsedTime(&ms, weights.copy_end(l), compute.end_of(static_cast<std::size_t>(l - 1))),
-            "cudaEventElapsedTime");
-      hidden_copies += ms >= 0 ? 1 : 0;
-    }
+    copy_s += cuda::seconds_between(weights.copy_start(l), weights.copy_end(l));
+    if (l > 0)
+      hidden_copies +=
+          cuda::seconds_between(weights.copy_end(l), compute.end_of(static_cast<std::size_t>(l - 1))) >= 0 ? 1 : 0;
   }
   spdlog::info("cuda: {} layers in {:.3f} s; GPU compute {:.3f} s, weight copies {:.3f} s ({} of {} ended while the "
                "previous layer computed) (CUDA events); loader read+pack {:.3f} s, waited for a free slot {:.3f} s; "
@@ -672,33 +669,19 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   if (std::getenv("CTCAL_CUDA_PROFILE")) {
     // The GPU's idle time between layers: from layer l-1's last kernel to layer l's first.
     double idle = 0;
-    for (int64_t l = 1; l < n_layers; ++l) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, compute.end_of(static_cast<std::size_t>(l - 1)),
-                                 compute.start_of(static_cast<std::size_t>(l))), "cudaEventElapsedTime");
-      idle += ms / 1000.0;
-    }
+    for (std::size_t l = 1; l < static_cast<std::size_t>(n_layers); ++l)
+      idle += cuda::seconds_between(compute.end_of(l - 1), compute.start_of(l));
     spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
     // Layer 0 also waits for the hidden states' first upload and loads each kernel on its first
     // launch (CUDA's lazy module loading): its GPU time against the others' mean.
-    auto layer_s = [&](int64_t l) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, compute.start_of(static_cast<std::size_t>(l)),
-                                 compute.end_of(static_cast<std::size_t>(l))), "cudaEventElapsedTime");
-      return ms / 1000.0;
-    };
-    double rest = 0;
-    for (int64_t l = 1; l < n_layers; ++l) rest += layer_s(l);
+    const double layer0 = compute.seconds_of(0);
     // What layer 0 waited for on the GPU: its weights' copy and the hidden states' last chunk,
     // each as the time from layer 0's start to that copy's end (negative: there before it began).
-    auto after_start = [&](cudaEvent_t e) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, compute.start_of(0), e), "cudaEventElapsedTime");
-      return ms / 1000.0;
-    };
+    auto after_start = [&](cudaEvent_t e) { return cuda::seconds_between(compute.start_of(0), e); };
+    const double rest = compute.seconds() - layer0;
     spdlog::info("cuda: before layer 0: embedding on the host {:.3f} s, layer 0 queued at {:.3f} s; layer 0 took "
                  "{:.3f} s of GPU time (the others {:.3f} s on average); from its start, its weights were in at "
-                 "{:.3f} s, the hidden states at {}", embed_s, host.to_layer0, layer_s(0),
+                 "{:.3f} s, the hidden states at {}", embed_s, host.to_layer0, layer0,
                  n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0, after_start(weights.copy_end(0)),
                  upload ? fmt::format("{:.3f} s", after_start(upload->done(chunks_.size() - 1))) : "(streamed)");
     spdlog::info("cuda: host thread: layer prologue {:.3f} s, waiting for weights {:.3f} s, queuing kernels {:.3f} s, "

@@ -14,6 +14,13 @@
 
 namespace ctcal::cuda {
 
+// Seconds from event a to event b, both recorded and completed (negative when b came first).
+inline double seconds_between(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  return ms / 1000.0;
+}
+
 // Accumulated GPU time of a series of intervals on one stream (CUDA events).
 class EventTimer {
  public:
@@ -24,13 +31,10 @@ class EventTimer {
   void stop(cudaStream_t s) { check(cudaEventRecord(pairs_.back().second->get(), s), "cudaEventRecord"); }
   double seconds() const {  // after the stream finished
     double total = 0;
-    for (const auto& [a, b] : pairs_) {
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, a->get(), b->get()), "cudaEventElapsedTime");
-      total += ms / 1000.0;
-    }
+    for (std::size_t i = 0; i < pairs_.size(); ++i) total += seconds_of(i);
     return total;
   }
+  double seconds_of(std::size_t i) const { return seconds_between(start_of(i), end_of(i)); }  // interval i
   cudaEvent_t start_of(std::size_t i) const { return pairs_[i].first->get(); }
   cudaEvent_t end_of(std::size_t i) const { return pairs_[i].second->get(); }
 
