@@ -42,7 +42,7 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 mkdir -p "$root/work"
 git clone --quiet --no-hardlinks "$repo" "$root/work/ctcal"
 git -C "$root/work/ctcal" checkout --quiet "$(git rev-parse HEAD)"
-cp -a "$shared" "$root/work/shared"
+bash "$repo/scripts/copy_shared.sh" "$shared" "$root/work/shared"
 
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 mount --bind /dev "$root/dev" && mounted+=("$root/dev")
