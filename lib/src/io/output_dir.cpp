@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ctcal/error.h"
+#include "ctcal/io/stale_staging.h"
 
 namespace ctcal {
 
@@ -124,9 +125,12 @@ StagingDir::StagingDir(const fs::path& dest, const fs::path& input_dir, bool ove
   if (!fs::is_directory(parent))
     throw UsageError(fmt::format("--output {}: cannot create parent directory {}: {}", dest.string(),
                                  parent.string(), pec.message()));
+  // A run killed with SIGKILL leaves its staging directory (its handler never ran); the next run
+  // for this output removes those of processes that are gone (io/stale_staging.h).
+  remove_stale_staging_dirs(dest_);
   tmp_ = parent / fmt::format(".{}.ctcal-tmp-{}", dest_.filename().string(), ::getpid());
   std::error_code ec;
-  fs::remove_all(tmp_, ec);
+  fs::remove_all(tmp_, ec);  // our own PID's, left by an earlier process that had it
   if (!fs::create_directory(tmp_, ec) || ec)
     throw InputError(fmt::format("{}: cannot create the temporary output directory: {}",
                                  tmp_.string(), ec.message()));

@@ -27,7 +27,8 @@ void check_free_space(const std::filesystem::path& dest, const std::filesystem::
 
 class StagingDir {
  public:
-  // Refuses what check_output_destination refuses, then creates the temporary directory.
+  // Refuses what check_output_destination refuses, removes the staging directories of earlier
+  // runs for `dest` whose process is gone (io/stale_staging.h), then creates the temporary one.
   StagingDir(const std::filesystem::path& dest, const std::filesystem::path& input_dir, bool overwrite);
   ~StagingDir();  // removes the temporary directory unless committed
   StagingDir(const StagingDir&) = delete;
