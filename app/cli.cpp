@@ -189,8 +189,8 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     // CLI11 returns 0 for --help/--version; map its parse errors to the usage exit code.
     return rc == 0 ? 0 : static_cast<int>(ExitCode::kUsage);
   }
-  // Under mpirun only rank 0 reports; the others log warnings and errors.
-  setup_logging(quiet || !Ranks::root() ? -1 : verbose, log_json);
+  // Under mpirun only rank 0 reports; the others log warnings and errors (setup_logging).
+  setup_logging(quiet ? -1 : verbose, log_json);
 
   if (*cal) {
     std::signal(SIGINT, on_signal);

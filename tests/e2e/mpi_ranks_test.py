@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Data-parallel calibration under a real Open MPI: `mpirun -np N ctcal calibrate` writes the same
 checkpoint as one process, byte for byte (static_minmax: the per-layer all-reduce of minima and
-maxima is exact), including a rank left without samples; order-dependent observers are refused;
-a failing rank ends every rank instead of leaving the others waiting.
+maxima is exact), including a rank left without samples, and its ctcal_report.json records
+`ranks`; information is printed once (rank 0), not once per rank; order-dependent observers are
+refused; a failing rank ends every rank instead of leaving the others waiting.
 
 usage: mpi_ranks_test.py CTCAL_BINARY SOURCE_DIR
 """
@@ -31,12 +32,21 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 ENV["ASAN_OPTIONS"] = ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0") if x)
 
 
-def calibrate(out, recipe, ranks, samples=24, extra=()):
+def calibrate(out, recipe, ranks, samples=24, extra=(), env=ENV):
     cmd = [BIN, "calibrate", os.path.join(SRC, "recipes", recipe), "--model", MODEL, "--dataset", TEXT,
            "--num-samples", str(samples), "--max-seq-length", "96", "--threads", "1", "--output", out, *extra]
     if ranks > 1:
         cmd = [MPIRUN, "-np", str(ranks), "--oversubscribe", "--bind-to", "none", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def count_lines(text, needle):
+    return sum(needle in line for line in text.splitlines())
+
+
+def report_ranks(out):
+    p = os.path.join(out, "ctcal_report.json")
+    return json.load(open(p)).get("ranks", "absent") if os.path.isfile(p) else "no report"
 
 
 def same_checkpoint(a, b, what):
@@ -64,7 +74,22 @@ try:
         if r1.returncode == 0 and rn.returncode == 0:
             same_checkpoint(one, many, f"{recipe}, {ranks} ranks, {samples} samples")
             check(f"{ranks} MPI ranks" in rn.stderr, f"{recipe}: the run says it used {ranks} ranks")
+            check(report_ranks(one) == 1, f"{recipe}: ctcal_report.json 'ranks' is 1 for one process, got {report_ranks(one)}")
+            check(report_ranks(many) == ranks,
+                  f"{recipe}: ctcal_report.json 'ranks' is {ranks}, got {report_ranks(many)}")
         print(f"{recipe}: {ranks} ranks x {samples} samples compared")
+
+    # Information is printed once, by rank 0, even with CTCAL_LOG_LEVEL=info (mpirun hands it to
+    # every rank); a warning about the plan (int8 asymmetric) too. Both ranks' stderr is combined.
+    out = os.path.join(tmp, "once")
+    r = calibrate(out, "int8_kv_asym_per_head.yaml", 2, 8, env=dict(ENV, CTCAL_LOG_LEVEL="info"))
+    check(r.returncode == 0, f"2 ranks, CTCAL_LOG_LEVEL=info: exit {r.returncode} {r.stderr[-600:]}")
+    for needle in ("2 MPI ranks", "calibration data:", "layer 1/5", "layer 5/5", "tokenizer:",
+                   "asymmetric KV quantization"):
+        n = count_lines(r.stderr, needle)
+        check(n == 1, f"2 ranks: '{needle}' printed once, not once per rank: {n} times")
+    check("rank 1" not in r.stderr, f"2 ranks: nothing from rank 1 in a run without trouble: {r.stderr[-600:]}")
+    print(f"2 ranks, CTCAL_LOG_LEVEL=info: {len(r.stderr.splitlines())} stderr lines; report ranks = {report_ranks(out)}")
 
     mem = os.path.join(tmp, "memoryless.yaml")
     open(mem, "w").write("quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      kv_cache_scheme: "

@@ -8,6 +8,7 @@
 
 #include "ctcal/data/sampling.h"
 #include "ctcal/error.h"
+#include "ctcal/util/ranks.h"
 
 namespace ctcal {
 
@@ -129,8 +130,10 @@ CalibrationSamples make_calibration_samples(const fs::path& path, const std::vec
   const auto order = select_samples(rows.size(), rows.size(), o.shuffle, o.seed);
   int64_t max_len = o.max_seq_length;
   if (o.max_position_embeddings > 0 && max_len > o.max_position_embeddings) {
-    spdlog::warn("max_seq_length {} is longer than the model's max_position_embeddings {}; samples "
-                 "are truncated to {}", max_len, o.max_position_embeddings, o.max_position_embeddings);
+    // Every MPI rank reads the same dataset: rank 0 says it once.
+    if (Ranks::root())
+      spdlog::warn("max_seq_length {} is longer than the model's max_position_embeddings {}; samples "
+                   "are truncated to {}", max_len, o.max_position_embeddings, o.max_position_embeddings);
     max_len = o.max_position_embeddings;
   }
   for (std::size_t i : order) {

@@ -296,11 +296,12 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   std::unique_ptr<StagingDir> staging;
   if (!req.dry_run && Ranks::root()) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
-  if (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric)
+  // Warnings about the plan are the same on every rank: rank 0 gives them once.
+  if (Ranks::root() && (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric))
     spdlog::warn("{} {} KV quantization: vLLM serves only symmetric FP8 KV caches; these scales are "
                  "for research and `ctcal eval`", quant_type_name(plan.kv_args.type),
                  plan.kv_args.symmetric ? "symmetric" : "asymmetric");
-  if (plan.r3 && !plan.rotations_observed)
+  if (Ranks::root() && plan.r3 && !plan.rotations_observed)
     spdlog::warn("SpinQuantModifier comes after QuantizationModifier: keys are observed before the "
                  "R3 rotation, as llm-compressor does; the scales will not fit rotated keys");
 
@@ -414,6 +415,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
       {"scale_dtype", dtype_name(plan.storage)},
       {"compute_dtype", compute_dtype},
       {"device", device.name()},
+      {"ranks", Ranks::size()},  // mpirun -np N: the samples were split across N processes
   };
   const double total_before_write = std::chrono::duration<double>(t_write - t0).count();
   extras.report["timings"] = {{"calibration_s", result.forward_seconds},
