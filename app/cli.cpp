@@ -15,6 +15,7 @@
 #include "ctcal/data/tokenize_command.h"
 #include "ctcal/eval/eval_command.h"
 #include "ctcal/eval/eval_run.h"
+#include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/pipeline/calibrate_command.h"
 #include "ctcal/util/ranks.h"
@@ -205,15 +206,8 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
       runs.push_back(unit_scales_run(runs.front()));
       ForwardOptions fwd;
       fwd.device = calibrate_device(req);
-      const nlohmann::json doc = evaluate_runs(ck, plan.model, samples, runs, nullptr, fwd);
-      const nlohmann::json &calibrated = doc["quantized"][0], &unit = doc["quantized"][1];
-      return nlohmann::json{{"samples", samples.size()},
-                            {"calibrated_kl", calibrated["kl"]},
-                            {"unit_kl", unit["kl"]},
-                            {"calibrated_nll", calibrated["nll"]},
-                            {"unit_nll", unit["nll"]},
-                            {"baseline_nll", doc["baseline"]["nll"]},
-                            {"wins", unit["kl"].get<double>() < calibrated["kl"].get<double>() ? "unit_scales" : "calibrated"}};
+      // KL of both runs, the paired-bootstrap verdict, and each layer's clamped fractions.
+      return unit_scales_evidence(evaluate_runs(ck, plan.model, samples, runs, nullptr, fwd));
     };
     req.rank_layers = [&req](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
                              const std::vector<std::vector<int32_t>>& samples) {

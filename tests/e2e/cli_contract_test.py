@@ -87,8 +87,9 @@ try:
         ev = json.loads(r.stdout)["quantized"]
         check(isinstance(ev, list) and len(ev) == 1, "eval --json: 'quantized' is a list even for one run")
         run0 = ev[0]
-        check(run0.get("wins") in ("calibrated", "unit_scales") and "kl" in run0.get("unit_scales", {}),
-              f"eval --json: the scale-1.0 baseline and the winner: {sorted(run0)}")
+        check(run0.get("wins") in ("calibrated", "unit_scales", "no_significant_difference") and "kl" in run0.get("unit_scales", {})
+              and "kl_diff_ci95" in run0 and isinstance(run0.get("significant"), bool),
+              f"eval --json: the scale-1.0 baseline, the interval and the verdict: {sorted(run0)}")
         fr = [l["k_clipped_fraction"] for l in run0["layers"]] + [l["v_clipped_fraction"] for l in run0["layers"]]
         check(all(f is not None and 0 <= f <= 1 for f in fr), f"eval --json: clipped fractions in [0, 1]: {fr}")
     rows = write(os.path.join(tmp, "rows.jsonl"), '{"input_ids": [1, 2, 3]}\n{"text": "Once upon a time"}\n')
@@ -271,7 +272,8 @@ quant_stage:
     check(r.returncode == 0, f"calibrate --report: {r.stderr[-300:]}")
     if r.returncode == 0:
         u = json.load(open(os.path.join(out, "ctcal_report.json"))).get("unit_scales_baseline", {})
-        check(u.get("wins") in ("calibrated", "unit_scales") and u.get("calibrated_kl", -1) >= 0 and u.get("unit_kl", -1) >= 0,
+        check(u.get("wins") in ("calibrated", "unit_scales", "no_significant_difference") and "kl_diff_ci95" in u
+              and u.get("calibrated_kl", -1) >= 0 and u.get("unit_kl", -1) >= 0,
               f"ctcal_report.json unit_scales_baseline: {u}")
         check("Calibrated scales against scale 1.0" in open(page).read(), "the report page shows the baseline")
 

@@ -416,7 +416,10 @@ try:
                 check(("clamped" in cells[6]) == (worst > 1.00005), f"{recipe}: layer {cells[0]} {cells[1]} reach {cells[6]} mislabelled")
                 zps = ", ".join(f"{z + 0.0:g}" for z in site["zero_point"])
                 check(cells[7] == zps, f"{recipe}: layer {cells[0]} {cells[1]} zero points '{cells[7]}', expected '{zps}'")
-        check("share of clamped values is not computed" in dom.all_text(), f"{recipe}: the page does not say the clipped share is not computed")
+        # The scale-1.0 evidence pass counted clamped values: the page shows them, per layer.
+        clipped = by_tag(dom, "table", "clipped")
+        check(len(clipped) == 1 and len(by_tag(clipped[0], "tr")) == len(rep["layers"]) + 1 and "not computed" not in dom.all_text(),
+              f"{recipe}: the clamped fractions eval counted, one row per layer, and no 'not computed'")
         check_footer(recipe, dom, version, rep["seed"], [rep["recipe_sha256"], rep["dataset_sha256"]])
 finally:
     if os.environ.get("CTCAL_KEEP_REPORTS"):

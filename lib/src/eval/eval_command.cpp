@@ -13,6 +13,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/cuda_backend.h"
 #include "ctcal/eval/eval_run.h"
+#include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
 #include "ctcal/recipe/recipe.h"
@@ -243,9 +244,10 @@ json evaluate(const EvalRequest& req) {
       json run = doc["quantized"][i];
       const json& unit = doc["quantized"][calibrated + i];
       run["unit_scales"] = {{"nll", unit["nll"]}, {"delta_nll", unit["delta_nll"]}, {"ppl", unit["ppl"]},
-                            {"kl", unit["kl"]}, {"top1", unit["top1"]}, {"layers", unit["layers"]}};
-      // Lower KL against the unquantized model wins (ties: the calibrated scales).
-      run["wins"] = unit["kl"].get<double>() < run["kl"].get<double>() ? "unit_scales" : "calibrated";
+                            {"kl", unit["kl"]},   {"top1", unit["top1"]},           {"sample_kl", unit["sample_kl"]},
+                            {"layers", unit["layers"]}};
+      // kl_diff, its interval, significant, wins: a winner only beyond sampling noise.
+      run.update(compare_with_unit_scales(run, unit, doc["sample_tokens"]));
       list.push_back(run);
     }
     doc["quantized"] = list;
@@ -320,10 +322,16 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
   for (auto& r : runs) heads.push_back(std::make_unique<LmHead>(*r.checkpoint, r.config));
   Totals bt;
   std::vector<Totals> rt(runs.size());
+  // Per sample that predicts a token: its predicted tokens, and each run's mean KL over them
+  // ([samples], [runs][samples]): what the paired bootstrap of eval's verdict resamples.
+  std::vector<int64_t> sample_tokens;
+  std::vector<std::vector<double>> sample_kl(runs.size());
   int64_t offset = 0;
   for (const auto& ids : eval_data.samples) {
     const auto n = static_cast<int64_t>(ids.size());
     if (n >= 2) {
+      sample_tokens.push_back(n - 1);
+      std::vector<double> kl_sum(runs.size(), 0.0);
       RowMatrix bl = base_head.logits(base_hidden.middleRows(offset, n - 1));  // [n-1, vocab]
       std::vector<RowMatrix> ql;
       for (std::size_t r = 0; r < runs.size(); ++r) ql.push_back(heads[r]->logits(run_hidden[r].middleRows(offset, n - 1)));
@@ -339,17 +347,20 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
           for (std::size_t v = 0; v < lp.size(); ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
           rt[r].nll -= lq[target];
           rt[r].kl += kl;
+          kl_sum[r] += kl;
           rt[r].agree += static_cast<std::size_t>(std::max_element(lq.begin(), lq.end()) - lq.begin()) == top;
           ++rt[r].tokens;
         }
       }
+      for (std::size_t r = 0; r < runs.size(); ++r) sample_kl[r].push_back(kl_sum[r] / static_cast<double>(n - 1));
     }
     offset += n;
   }
   if (bt.tokens == 0) throw InputError("no evaluation sample has two or more tokens to predict");
   const double base_nll = bt.nll / static_cast<double>(bt.tokens);
   json doc = {{"baseline", {{"nll", base_nll}, {"ppl", std::exp(base_nll)}, {"tokens", bt.tokens}}},
-              {"samples", eval_data.samples.size()}};
+              {"samples", eval_data.samples.size()},
+              {"sample_tokens", sample_tokens}};
   json list = json::array();
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const double nll = rt[r].nll / static_cast<double>(rt[r].tokens);
@@ -376,6 +387,7 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
                     {"kl", rt[r].kl / static_cast<double>(rt[r].tokens)},
                     {"top1", static_cast<double>(rt[r].agree) / static_cast<double>(rt[r].tokens)},
                     {"tokens", rt[r].tokens},
+                    {"sample_kl", sample_kl[r]},
                     {"layers", layers}});
   }
   doc["quantized"] = list;  // always a list, one entry per run, however many runs
@@ -430,10 +442,10 @@ int run_eval(const EvalRequest& req, std::ostream& out) {
       }
     if (r.contains("unit_scales")) {
       const json& u = r["unit_scales"];
-      out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}   -> {} wins\n",
-                         "  same scheme, every scale 1.0", u["nll"].get<double>(), u["delta_nll"].get<double>(),
-                         u["ppl"].get<double>(), u["kl"].get<double>(), u["top1"].get<double>(),
-                         r["wins"] == "calibrated" ? "calibration" : "scale 1.0");
+      out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}\n", "  same scheme, every scale 1.0",
+                         u["nll"].get<double>(), u["delta_nll"].get<double>(), u["ppl"].get<double>(),
+                         u["kl"].get<double>(), u["top1"].get<double>());
+      out << fmt::format("  {} -> {}\n", kl_diff_words(r), verdict_words(r["wins"].get<std::string>()));
     }
   }
   if (!runs.empty() && runs[0].contains("unit_scales"))

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "ctcal/eval/unit_scales_verdict.h"
+#include "ctcal/report/clipped_section.h"
 #include "ctcal/report/metric_definitions.h"
 #include "ctcal/report/range_section.h"
 #include "ctcal/report/scheme_words.h"
@@ -67,9 +69,53 @@ std::string metrics_table(const json& doc, const std::vector<EvalRunInfo>& runs)
          "</td><td class=\"v-sqnr\">" + m.v + "</td>";
     if (any_q) h += "<td class=\"q-sqnr\">" + m.q + "</td>";
     h += "</tr>";
+    if (r.contains("unit_scales")) {
+      // The run's scheme with every scale 1.0, on the same tokens: what vLLM does without scales.
+      const json& u = r["unit_scales"];
+      const MeanSqnr mu = mean_sqnr(u);
+      h += fmt::format("<tr class=\"unit-scales\" data-run=\"{}\"><td class=\"l name\">&nbsp;&nbsp;same scheme, every "
+                       "scale 1.0</td><td class=\"l scheme\"></td>",
+                       html_escape(info.source));
+      h += "<td>" + num(u, "nll", "{:.5f}") + "</td><td>" + num(u, "delta_nll", "{:+.5f}") + "</td><td>" + num(u, "ppl", "{:.4f}") +
+           "</td><td>" + num(u, "kl", "{:.4g}") + "</td><td>" + num(u, "top1", "{:.4f}") + "</td><td>" + mu.k + "</td><td>" +
+           mu.v + "</td>";
+      if (any_q) h += "<td>" + mu.q + "</td>";
+      h += "</tr>";
+    }
   }
   return h + "</table><p class=\"note\">SQNR columns: the mean over layers of the per-layer values plotted below, as "
-             "<code>ctcal eval</code> prints them. Hover a run's name for its full path.</p>";
+             "<code>ctcal eval</code> prints them. Hover a run's name for its full path. Indented rows: the run's scheme with "
+             "every scale 1.0 and zero point 0, what vLLM uses when a checkpoint has no scales.</p>";
+}
+
+// Calibrated against scale 1.0, per run: the KL difference, its paired-bootstrap interval over
+// samples, and a winner only where the interval leaves zero out (eval/unit_scales_verdict.h).
+std::string unit_scales_verdicts(const json& doc, const std::vector<EvalRunInfo>& runs) {
+  std::string rows;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const json& r = doc["quantized"][i];
+    if (!r.contains("unit_scales") || !r.contains("kl_diff")) continue;
+    const json ci = r.value("kl_diff_ci95", json());
+    rows += fmt::format("<tr data-run=\"{}\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:+.3g}</td><td>{}</td>"
+                        "<td class=\"l verdict\">{}</td></tr>",
+                        html_escape(runs[i].source), html_escape(runs[i].label), num(r, "kl", "{:.4g}"),
+                        num(r["unit_scales"], "kl", "{:.4g}"), r["kl_diff"].get<double>(),
+                        ci.is_array() ? fmt::format("[{:+.3g}, {:+.3g}]", ci[0].get<double>(), ci[1].get<double>()) : "—",
+                        verdict_words(r.value("wins", "")));
+  }
+  if (rows.empty()) return "";
+  const json& b = doc["quantized"][0].value("kl_diff_bootstrap", json::object());
+  return "<h2>Calibrated scales against scale 1.0</h2><table class=\"verdicts\"><tr><th class=\"l\">run</th>"
+         "<th>KL, calibrated</th><th>KL, every scale 1.0</th><th>difference</th><th>95 % interval</th>"
+         "<th class=\"l\">verdict</th></tr>" +
+         rows +
+         fmt::format("</table><p class=\"note\">Difference: KL(calibrated) − KL(scale 1.0), nats/token; below zero the "
+                     "calibrated scales are closer to the unquantized model. Interval: paired bootstrap over the {} "
+                     "samples ({} resamples, seed {}; both runs' per-sample KL resampled together), 95 % percentile "
+                     "interval. A winner is named only when the interval leaves zero out: FP8's relative step is the same "
+                     "across its range, so scales a few percent apart often differ by rounding luck alone.</p>",
+                     b.value("samples", json("?")).dump(), b.value("resamples", json("?")).dump(),
+                     b.value("seed", json("?")).dump());
 }
 
 // SQNR per layer, one panel per number format: runs a format apart differ by ~6 dB per bit, and
@@ -111,9 +157,12 @@ std::string sqnr_panels(const json& doc, const std::vector<EvalRunInfo>& runs) {
   return h;
 }
 
-std::string ranges(const std::vector<EvalRunInfo>& runs) {
-  std::string h = "<h2>Activation ranges and scales</h2>" + range_section_note();
-  for (const auto& r : runs) {
+std::string ranges(const json& doc, const std::vector<EvalRunInfo>& runs) {
+  std::string h = "<h2>Activation ranges and scales</h2>" + range_section_note("under each run's ranges");
+  const std::string measured_on = fmt::format("the held-out data ({} samples, {} predicted tokens)",
+                                              doc.value("samples", json("?")).dump(), doc["baseline"].value("tokens", json("?")).dump());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const EvalRunInfo& r = runs[i];
     h += fmt::format("<h3 class=\"run-ranges\">{}</h3><p class=\"note\">{}", html_escape(r.label),
                      html_escape(scheme_phrase(r.kv, r.q, r.transforms)));
     const json& c = r.calibration;
@@ -132,6 +181,10 @@ std::string ranges(const std::vector<EvalRunInfo>& runs) {
            "for such runs. Calibrate the recipe with <code>ctcal calibrate</code> and evaluate the checkpoint with "
            "<code>--quantized</code> to see them here.</p>";
     }
+    // Every run, ranges or not: the clamped fractions this eval counted.
+    const json& run = doc["quantized"][i];
+    h += clipped_table(run.value("layers", json::array()), run.value("unit_scales", json::object()).value("layers", json()),
+                       measured_on);
   }
   return h;
 }
@@ -150,9 +203,10 @@ std::string render_eval_report(const json& doc, const std::vector<EvalRunInfo>& 
   if (in.calibration_dataset) facts.push_back({"recipe runs calibrated on", *in.calibration_dataset});
   h += facts_list(facts);
   h += "<h2>Accuracy of each run</h2>" + metrics_table(doc, runs);
+  h += unit_scales_verdicts(doc, runs);
   h += "<h2>What the numbers mean</h2>" + metric_definitions();
   h += sqnr_panels(doc, runs);
-  h += ranges(runs);
+  h += ranges(doc, runs);
   return h + page_end(provenance);
 }
 

@@ -212,13 +212,19 @@ std::string range_section(const json& layers, const QuantArgs& kv, const std::op
   return h + "<p class=\"note reach\">" + why + "</p>";
 }
 
-std::string range_section_note() {
-  return "<p class=\"note\">Dark bars: the smallest and largest value each head produced on the calibration data, "
-         "where ctcal observes it (after RoPE and any rotation). Light bands: what the stored scale and zero point can "
-         "represent; quantization clamps values outside them. <b>Reach</b> = observed extreme ÷ representable extreme, "
-         "for the worst head: at most 1, nothing was clamped on the calibration data; past 1.00005 (more than the "
-         "rounding of a scale into the model's dtype), some values were. ctcal records ranges, not counts: the share of "
-         "clamped values is not computed, so this page shows none.</p>";
+std::string range_section_note(const std::string& clipped_where) {
+  std::string h = "<p class=\"note\">Dark bars: the smallest and largest value each head produced on the calibration data, "
+                  "where ctcal observes it (after RoPE and any rotation). Light bands: what the stored scale and zero point can "
+                  "represent; quantization clamps values outside them. <b>Reach</b> = observed extreme ÷ representable extreme, "
+                  "for the worst head: at most 1, nothing was clamped on the calibration data; past 1.00005 (more than the "
+                  "rounding of a scale into the model's dtype), some values were. Reach says whether any value went past the "
+                  "range, not how many did: ";
+  // Calibration records ranges, not counts; only an eval pass counts the clamped values.
+  if (clipped_where.empty())
+    return h + "this report was made without an eval pass, so the share of clamped values was not counted. "
+               "<code>ctcal eval --report</code>, and <code>ctcal calibrate --report</code> from the command line, count "
+               "it.</p>";
+  return h + "the share of clamped values, as eval counted it, is in the <i>clamped</i> table " + html_escape(clipped_where) + ".</p>";
 }
 
 }  // namespace ctcal

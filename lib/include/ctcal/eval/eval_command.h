@@ -2,7 +2,9 @@
 // `ctcal eval`: what the scales cost in accuracy. The baseline (unquantized) model and each
 // quantized run go over the same held-out samples; K/V (and Q) are fake-quantized in the forward
 // pass as vLLM applies the scales, with the run's rotations. Metrics: token-weighted NLL and
-// perplexity, mean per-token KL(baseline || quantized), top-1 agreement, per-layer SQNR.
+// perplexity, mean per-token KL(baseline || quantized), top-1 agreement, per-layer SQNR and
+// clamped fractions; per sample (`sample_tokens`, each run's `sample_kl`), what the verdict
+// against scale 1.0 resamples (eval/unit_scales_verdict.h).
 #include <optional>
 #include <ostream>
 #include <string>

@@ -1,8 +1,9 @@
 #pragma once
 // What the activations spanned against what the chosen scales can represent, per layer and per
 // head, from ctcal_report.json's `layers` (observed head_min/head_max, scale, zero_point per site):
-// a chart per site (Q, K, V) and a table. ctcal does not count clipped values, so the page shows
-// how far the observed range reaches into (or past) the representable one, and says so.
+// a chart per site (Q, K, V) and a table. Calibration does not count clipped values, so these show
+// how far the observed range reaches into (or past) the representable one; the counts eval makes
+// are report/clipped_section.h's.
 #include <optional>
 #include <string>
 
@@ -26,7 +27,9 @@ std::string representable_words(const QuantArgs& a);
 std::string range_section(const nlohmann::json& layers, const QuantArgs& kv, const std::optional<QuantArgs>& q,
                           const std::string& title);
 
-// The paragraph that says what the range charts and the "reach" column mean.
-std::string range_section_note();
+// The paragraph that says what the range charts and the "reach" column mean, and where the page
+// shows the clamped fractions an eval pass counted (`clipped_where`, e.g. "below each run's
+// ranges"), or, when "", that the page was made without an eval pass and has none.
+std::string range_section_note(const std::string& clipped_where);
 
 }  // namespace ctcal
