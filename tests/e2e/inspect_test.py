@@ -92,15 +92,16 @@ try:
 
     rc, doc, _ = inspect(good, "--strict")
     check(rc == 0 and doc["problems"] == [], f"good checkpoint: rc {rc}, problems {doc and doc['problems']}")
-    check(doc["serving"]["vllm"]["loadable"] and "--kv-cache-dtype fp8" in doc["serving"]["vllm"]["command"], "good: vLLM verdict")
+    check(doc["serving"]["vllm"]["serves_as_calibrated"] and doc["serving"]["vllm"]["command"] == f"vllm serve {good}",
+          f"good: vLLM verdict {doc['serving']['vllm']['command']}")
     check(len(doc["layers"]) == 5 and doc["layers"][0]["k"]["shape"] == [1], "good: layer table")
 
-    # The engine's verdict counts under --strict: mainline vLLM raises KeyError on R3_* weights,
+    # The engine's verdict counts under --strict: vLLM 0.34's AutoWeightsLoader raises ValueError on R3_* weights,
     # and the R3 serving branch refuses FP8 KV scales together with the rotation.
     rc, doc, _ = inspect(os.path.join(tmp, "r3"), "--strict")
     check(rc == 5, f"r3 checkpoint: --strict exit {rc}, expected 5 (mainline vLLM cannot load it)")
     check(not doc["serving"]["vllm"]["loadable"] and doc["serving"]["vllm_r3"]["applicable"], "r3: verdicts")
-    check(any("KeyError" in r for r in doc["serving"]["vllm"]["reasons"]), f"r3: KeyError named: {doc['serving']['vllm']['reasons']}")
+    check(any("ValueError" in r for r in doc["serving"]["vllm"]["reasons"]), f"r3: ValueError named: {doc['serving']['vllm']['reasons']}")
     rc, doc, _ = inspect(os.path.join(tmp, "r3"), "--strict", "--engine", "vllm-r3")
     check(rc == 5 and not doc["serving"]["vllm_r3"]["meets"], f"r3 + FP8 under the R3 branch: exit {rc}, expected 5")
     rc, _, _ = inspect(os.path.join(tmp, "r3"))

@@ -1,5 +1,7 @@
 #include "ctcal/inspect/inspect.h"
 
+#include "ctcal/inspect/vllm_verdict.h"
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -110,17 +112,10 @@ std::string args_words(const QuantArgs& a) {
                      a.observer.value_or("none"));
 }
 
-struct SchemeInfo {
-  std::optional<QuantArgs> kv, q;
-  std::string q_group;
-  bool r3 = false, r2 = false;
+struct SchemeInfo : KvSchemeFacts {
   std::string r3_type, r3_group;
   int64_t r3_size = 0;
   bool r3_randomize = false;
-  bool other_transforms = false;
-  // Attention groups vLLM does not drop from its Linear schemes (not exactly one target ending
-  // in "Attention"): loading validates their `weights: null` and fails.
-  std::vector<std::string> undroppable_attention_groups;
 };
 
 // vLLM's CompressedTensorsConfig.from_config drops a config group from the Linear schemes only
@@ -349,8 +344,10 @@ json inspect_checkpoint(const fs::path& path) {
       std::smatch m;
       if (std::regex_match(name, m, legacy))
         p.add("warning", "legacy_scale_name",
-              fmt::format("{}: a legacy/ModelOpt name ({}); vLLM remaps it with a deprecation path or skips it — "
-                          "recalibrate to get self_attn.k_scale / v_scale", name, m[2].str()), name, std::stoll(m[1].str()));
+              fmt::format("{}: a legacy/ModelOpt name ({}); vLLM {} maps kv_scale to k_scale only (v_scale stays 1.0), maps "
+                          "ModelOpt's k_proj.k_scale / v_proj.v_scale, and has no name for *_proj.output_scale — "
+                          "recalibrate to get self_attn.k_scale / v_scale", name, m[2].str(), kVllmRulesVersion),
+              name, std::stoll(m[1].str()));
     }
     if (cfg && scheme.kv) {
       for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
@@ -429,67 +426,26 @@ json inspect_checkpoint(const fs::path& path) {
   doc["layers"] = layers;
   if (quantized && !dir.empty()) doc["linear"] = inspect_linear(config["quantization_config"], ck, &p);
 
-  // Serving verdicts: what vLLM's loader really does (shared/reference/serving-2026.md; README
-  // "Serving verdicts" cites each rule's vLLM file and function).
-  json vllm = {{"loadable", false}, {"conditions", json::array()}, {"ignored", json::array()},
-               {"reasons", json::array()}, {"command", nullptr}};
-  json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
-  if (!quantized || !scheme.kv) {
-    vllm["reasons"].push_back("no kv_cache_scheme: vLLM loads the model, but --kv-cache-dtype fp8 would use scale "
-                              "1.0 for every layer (no calibrated scales)");
+  // Serving verdicts: what vLLM 0.34.0's loader does (inspect/vllm_verdict.h holds the rules).
+  VllmFacts facts;
+  facts.served_path = dir.empty() ? config_path.parent_path().string() : dir.string();
+  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
+      config["architectures"][0].is_string())
+    facts.architecture = config["architectures"][0].get<std::string>();
+  if (quantized) facts.quant_method = config["quantization_config"].value("quant_method", "?");
+  facts.scheme = scheme;
+  for (const auto& [name, _] : ck.where) facts.tensors.push_back(name);
+  if (cfg && !dir.empty())
+    for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) facts.attention_modules.push_back(cfg->attention_module(l));
+  facts.ignored_attention_layers = skipped_layers;
+  for (const auto& pr : p.list) facts.has_errors = facts.has_errors || pr["severity"] == "error";
+  json vllm = vllm_verdict(facts);
+  if (!quantized || !scheme.kv)
     p.add("warning", "no_kv_scales", "no kv_cache_scheme and no calibrated KV scales: with --kv-cache-dtype fp8 vLLM "
                                      "uses scale 1.0 everywhere");
-  } else {
+  json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
+  if (quantized && scheme.kv) {
     const QuantArgs& a = *scheme.kv;
-    bool ok = true;
-    if (a.type != QuantType::kFloat || a.num_bits != 8) {
-      ok = false;
-      vllm["reasons"].push_back("cannot load: validate_kv_cache_scheme accepts only 8-bit float KV caches and raises "
-                                "NotImplementedError for int (int scales are for research and `ctcal eval`)");
-    }
-    if (!a.symmetric) {
-      ok = false;
-      vllm["reasons"].push_back("cannot load: validate_kv_cache_scheme raises NotImplementedError for asymmetric KV "
-                                "quantization");
-    }
-    if (*a.strategy == Strategy::kAttnHead)
-      vllm["conditions"].push_back("per-head scales (attn_head) load only on FlashAttention 3 backends (Hopper, "
-                                   "supports_per_head_quant_scales); FlashAttention 2, FlashInfer and Triton raise at "
-                                   "start-up");
-    if (!scheme.undroppable_attention_groups.empty()) {
-      ok = false;
-      vllm["reasons"].push_back(fmt::format("cannot load: attention group(s) {} have targets other than one "
-                                            "'...Attention' class name, so CompressedTensorsConfig validates their "
-                                            "`weights: null` as QuantizationArgs and fails",
-                                            json(scheme.undroppable_attention_groups).dump()));
-    }
-    if (scheme.q && scheme.undroppable_attention_groups.empty())
-      vllm["ignored"].push_back(fmt::format("config group '{}' (attention quantization): vLLM drops it from the "
-                                            "Linear schemes and reads q_scale with the KV scales", scheme.q_group));
-    if (scheme.r3) {
-      ok = false;
-      bool stored = false;
-      for (const auto& [name, _] : ck.where) stored = stored || name.find("_q_attn.weight") != std::string::npos ||
-                                                     name.find("_k_cache.weight") != std::string::npos;
-      vllm["reasons"].push_back(
-          stored ? "cannot load: the R3_* transform weights are neither parameters nor scales, so "
-                   "LlamaModel.load_weights raises KeyError on them; mainline vLLM applies no attention rotation "
-                   "either (only the R3 serving branch skips them and rotates by itself)"
-                 : "cannot serve as intended: transform_config has an R3 (q_attn/k_cache) rotation, which mainline "
-                   "vLLM does not apply, so k_scale (calibrated on rotated keys) would be wrong");
-    }
-    if (scheme.other_transforms) {
-      ok = false;
-      vllm["reasons"].push_back("cannot serve as intended: transform_config has online transforms vLLM does not apply "
-                                "(it supports only Linear input/output transforms)");
-    }
-    for (const auto& pr : p.list)
-      if (pr["severity"] == "error" && ok) { ok = false; vllm["reasons"].push_back("the errors listed under problems must be fixed first"); break; }
-    vllm["loadable"] = ok;
-    if (ok)
-      vllm["command"] = fmt::format("vllm serve {} --kv-cache-dtype fp8{}", dir.empty() ? config_path.parent_path().string() : dir.string(),
-                                    skipped_layers.empty() ? std::string()
-                                                           : fmt::format(" --kv-cache-dtype-skip-layers {}", fmt::join(skipped_layers, ",")));
     if (scheme.r3) {
       bool meets = true;
       auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
@@ -519,7 +475,7 @@ bool engine_serves(const json& doc, ServingEngine engine) {
   const json& r3 = doc["serving"]["vllm_r3"];
   // The R3 serving branch is mainline vLLM plus the rotation: without R3 the rules are the same.
   if (engine == ServingEngine::kVllmR3 && r3["applicable"].get<bool>()) return r3["meets"].get<bool>();
-  return v["loadable"].get<bool>();
+  return v["serves_as_calibrated"].get<bool>();
 }
 
 int inspect_exit_code(const json& doc, bool strict, ServingEngine engine) {
@@ -537,14 +493,21 @@ std::optional<ServingEngine> serving_engine_from_name(const std::string& name) {
 void print_serving_verdict(const json& doc, std::ostream& out, bool color) {
   auto c = [&](const char* code, const std::string& s) { return color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
   const json& v = doc["serving"]["vllm"];
-  out << "vLLM (mainline)   "
-      << (v["loadable"].get<bool>() ? c("32", "can load this checkpoint and serve its KV scales with --kv-cache-dtype fp8")
-                                    : c("31", "cannot load this checkpoint, or cannot serve its KV scales as calibrated"))
+  const std::string engine = v.value("engine", "vllm");
+  const std::string head = fmt::format("{:<18}", engine);
+  const std::string pad(18, ' ');
+  out << head
+      << (v["serves_as_calibrated"].get<bool>() ? c("32", "loads this checkpoint and serves its KV scales as calibrated")
+          : v["loadable"].get<bool>()           ? c("31", "loads this checkpoint but does NOT serve its KV scales as calibrated")
+                                                : c("31", "cannot load this checkpoint"))
       << "\n";
-  for (const auto& r : v["reasons"]) out << "                  - " << r.get<std::string>() << "\n";
-  for (const auto& r : v.value("conditions", json::array())) out << "                  only if: " << r.get<std::string>() << "\n";
-  for (const auto& r : v["ignored"]) out << "                  ignores: " << r.get<std::string>() << "\n";
-  if (!v["command"].is_null()) out << "                  serve with: " << v["command"].get<std::string>() << "\n";
+  for (const auto& r : v["reasons"]) out << pad << "- " << r.get<std::string>() << "\n";
+  for (const auto& r : v.value("conditions", json::array())) out << pad << "only if: " << r.get<std::string>() << "\n";
+  for (const auto& r : v["ignored"]) out << pad << "ignores: " << r.get<std::string>() << "\n";
+  if (!v["command"].is_null()) out << pad << "serve with: " << v["command"].get<std::string>() << "\n";
+  if (v.contains("without_skip_flag") && !v["without_skip_flag"].is_null())
+    out << pad << c("33", "warning: ") << v["without_skip_flag"]["words"].get<std::string>() << "\n";
+  for (const auto& r : v.value("notes", json::array())) out << pad << "note: " << r.get<std::string>() << "\n";
   const json& r3 = doc["serving"]["vllm_r3"];
   if (r3["applicable"].get<bool>()) {
     out << "vLLM R3 branch    "
@@ -635,11 +598,11 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
     }
   }
   out << "\n";
-  if (doc["problems"].empty() && doc["serving"]["vllm"]["loadable"].get<bool>()) {
+  if (doc["problems"].empty() && doc["serving"]["vllm"]["serves_as_calibrated"].get<bool>()) {
     out << c("32", "no problems found") << "\n";
   } else if (doc["problems"].empty()) {
-    out << c("33", "the files are consistent, but mainline vLLM cannot load or serve them as calibrated (below; "
-                   "--strict exits 5 for this)") << "\n";
+    out << c("33", fmt::format("the files are consistent, but vLLM {} cannot load them or serve them as calibrated "
+                               "(below; --strict exits 5 for this)", kVllmRulesVersion)) << "\n";
   } else {
     out << c("1", fmt::format("{} problem(s):", doc["problems"].size())) << "\n";
     for (const auto& pr : doc["problems"])

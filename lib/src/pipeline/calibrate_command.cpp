@@ -20,6 +20,7 @@
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/inspect/inspect.h"
+#include "ctcal/inspect/vllm_verdict.h"
 #include "ctcal/pipeline/quant_config.h"
 #include "ctcal/pipeline/calibrate.h"
 #include "ctcal/pipeline/calibrate_report.h"
@@ -378,8 +379,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     plan.kv_skip_layers.assign(ranked.begin(), ranked.begin() + req.kv_skip_layers);
     std::sort(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end());
     spdlog::info("--kv-skip-layers {}: layers {} (most KL when quantized alone, on {} samples) stay unquantized: in "
-                 "ignore, no scales; serve with --kv-cache-dtype-skip-layers {}", req.kv_skip_layers,
-                 fmt::join(plan.kv_skip_layers, ", "), n, fmt::join(plan.kv_skip_layers, ","));
+                 "ignore, no scales; serve with {}", req.kv_skip_layers,
+                 fmt::join(plan.kv_skip_layers, ", "), n, vllm_skip_layers_flag(plan.kv_skip_layers));
   }
   warn_range_shortfall(plan, result);
   // -v: what each observer saw and the scale it gave, per layer and site.

@@ -1,0 +1,250 @@
+#include "ctcal/inspect/vllm_verdict.h"
+
+#include <algorithm>
+#include <regex>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace ctcal {
+
+using nlohmann::json;
+
+namespace {
+
+// Architectures whose vLLM 0.34 model loads through AutoWeightsLoader (models/utils.py,
+// _load_module): a tensor name that is neither a parameter nor a buffer raises ValueError ("There
+// is no module or parameter named ..."). gpt-oss is not among them: _load_weights_other in
+// models/gpt_oss.py skips unknown names.
+bool raises_on_unknown_names(const std::string& arch) {
+  static const std::set<std::string> archs = {
+      "LlamaForCausalLM",   "MistralForCausalLM",          "Qwen2ForCausalLM",
+      "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
+      "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM"};
+  return archs.count(arch) > 0;
+}
+
+bool skips_unknown_names(const std::string& arch) { return arch == "GptOssForCausalLM"; }
+
+// MLA models: MLAAttention (layers/attention/mla_attention.py) is not an Attention, so
+// compressed-tensors creates no KV scale parameters for it, and DeepseekV2Model.load_weights
+// (models/deepseek_v2.py) drops self_attn.k_scale with a "not loaded" warning.
+bool is_mla(const std::string& arch) {
+  static const std::set<std::string> archs = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
+                                              "DeepseekV32ForCausalLM", "KimiK2ForCausalLM"};
+  return archs.count(arch) > 0;
+}
+
+// Hybrid models whose attention layers are ordinary Attention(..., quant_config, prefix=...attn)
+// in vLLM 0.34 (models/qwen3_next.py, nemotron_h.py, granitemoehybrid.py): their scales load.
+bool is_hybrid(const std::string& arch) {
+  static const std::set<std::string> archs = {
+      "Qwen3NextForCausalLM", "Qwen3_5ForCausalLM", "Qwen3_5MoeForCausalLM", "Qwen3_5ForConditionalGeneration",
+      "Qwen3_5MoeForConditionalGeneration", "NemotronHForCausalLM", "GraniteMoeHybridForCausalLM"};
+  return archs.count(arch) > 0;
+}
+
+bool contains(const std::set<std::string>& names, const std::string& n) { return names.count(n) > 0; }
+
+// The first stored name matching `re`, or "".
+std::string first_match(const std::vector<std::string>& names, const std::regex& re) {
+  for (const auto& n : names)
+    if (std::regex_search(n, re)) return n;
+  return "";
+}
+
+// How vLLM names a checkpoint tensor before looking it up: QuantizationConfig.get_cache_scale_mapper
+// (layers/quantization/base_config.py) leaves `k_proj.output_scale` alone, so it stays unknown.
+json load_error(const std::string& exception, const std::string& tensor, const std::string& why) {
+  return {{"exception", exception}, {"tensor", tensor.empty() ? json(nullptr) : json(tensor)}, {"why", why}};
+}
+
+}  // namespace
+
+std::string vllm_skip_layers_flag(const std::vector<int64_t>& layers) {
+  if (layers.empty()) return "";
+  return fmt::format("--kv-cache-dtype-skip-layers {}", fmt::join(layers, " "));
+}
+
+json vllm_verdict(const VllmFacts& f) {
+  json v = {{"engine", fmt::format("vllm {}", kVllmRulesVersion)},
+            {"loadable", true},
+            {"serves_as_calibrated", true},
+            {"load_error", nullptr},
+            {"reasons", json::array()},
+            {"conditions", json::array()},
+            {"ignored", json::array()},
+            {"notes", json::array()},
+            {"command", nullptr},
+            {"kv_layers", json::array()},
+            {"without_skip_flag", nullptr}};
+  auto cannot_load = [&](const std::string& exception, const std::string& tensor, const std::string& why) {
+    if (v["loadable"].get<bool>()) v["load_error"] = load_error(exception, tensor, why);
+    v["loadable"] = false;
+    v["serves_as_calibrated"] = false;
+    v["reasons"].push_back(fmt::format("cannot load ({}): {}", exception, why));
+  };
+  auto not_as_calibrated = [&](const std::string& why) {
+    v["serves_as_calibrated"] = false;
+    v["reasons"].push_back(why);
+  };
+  const std::set<std::string> names(f.tensors.begin(), f.tensors.end());
+  const KvSchemeFacts& s = f.scheme;
+
+  if (f.quant_method == "mxfp4") {
+    not_as_calibrated("quant_method mxfp4: Mxfp4Config.get_quant_method returns None for attention "
+                      "(layers/quantization/mxfp4.py), so vLLM creates no KV scale parameters and skips any "
+                      "stored ones: an FP8 KV cache (--kv-cache-dtype fp8) runs at scale 1.0 in every layer");
+    return v;
+  }
+  if (!f.quant_method.empty() && f.quant_method != "compressed-tensors") {
+    not_as_calibrated(fmt::format("quant_method {}: ctcal's verdicts cover compressed-tensors checkpoints only",
+                                  f.quant_method));
+    return v;
+  }
+  if (!s.kv) {
+    not_as_calibrated("no kv_cache_scheme: vLLM loads the model, but --kv-cache-dtype fp8 would use scale 1.0 "
+                      "for every layer (nothing computes scales at serving time since calculate_kv_scales was "
+                      "removed)");
+    return v;
+  }
+
+  // CompressedTensorsKVCacheMethod.validate_kv_cache_scheme (compressed_tensors.py).
+  const QuantArgs& a = *s.kv;
+  if (a.type != QuantType::kFloat || a.num_bits != 8)
+    cannot_load("NotImplementedError", "",
+                "validate_kv_cache_scheme accepts only 8-bit float KV caches (int scales are for research and "
+                "`ctcal eval`)");
+  else if (*a.strategy != Strategy::kTensor && *a.strategy != Strategy::kAttnHead)
+    cannot_load("NotImplementedError", "", "validate_kv_cache_scheme accepts strategy tensor or attn_head only");
+  else if (!a.symmetric)
+    cannot_load("NotImplementedError", "", "validate_kv_cache_scheme refuses asymmetric KV quantization");
+  // CompressedTensorsConfig.from_config drops an attention group only when it has exactly one
+  // target ending in "Attention"; any other is validated as a Linear scheme.
+  if (!s.undroppable_attention_groups.empty())
+    cannot_load("ValidationError", "",
+                fmt::format("attention group(s) {} have targets other than one '...Attention' class name, so "
+                            "CompressedTensorsConfig.from_config validates their `weights: null` as "
+                            "QuantizationArgs",
+                            json(s.undroppable_attention_groups).dump()));
+
+  // Tensor names vLLM cannot place. get_cache_scale_mapper maps .kv_scale, .{k,v}_proj.{k,v}_scale
+  // and .{q,k,v}_scale, but not the legacy .{q,k,v}_proj.output_scale.
+  static const std::regex legacy_output(R"(\.[qkv]_proj\.output_scale$)");
+  static const std::regex r3_weight(R"(_(q_attn|k_cache)\.weight$)");
+  const std::string legacy = first_match(f.tensors, legacy_output);
+  const std::string r3 = first_match(f.tensors, r3_weight);
+  const bool raises = raises_on_unknown_names(f.architecture);
+  const bool skips = skips_unknown_names(f.architecture);
+  if (!legacy.empty()) {
+    if (raises)
+      cannot_load("ValueError", legacy,
+                  fmt::format("'{}' is a legacy scale name that QuantizationConfig.get_cache_scale_mapper does not "
+                              "remap for compressed-tensors checkpoints, so AutoWeightsLoader finds no parameter "
+                              "for it; recalibrate to get self_attn.k_scale / v_scale",
+                              legacy));
+    else if (skips)
+      not_as_calibrated(fmt::format("'{}' is a legacy scale name that vLLM's gpt-oss loader skips: that layer's "
+                                    "scale stays 1.0",
+                                    legacy));
+  }
+  if (!r3.empty() && raises) {
+    cannot_load("ValueError", r3,
+                fmt::format("the R3 transform weights ('{}') are neither parameters nor scales, so AutoWeightsLoader "
+                            "(models/utils.py, _load_module) raises \"There is no module or parameter named ...\"; "
+                            "mainline vLLM applies no attention rotation either",
+                            r3));
+  } else if (!r3.empty() && skips) {
+    not_as_calibrated(fmt::format(
+        "WRONG OUTPUT, SILENTLY: vLLM's gpt-oss loader (_load_weights_other) skips the R3 transform weights "
+        "('{}'), so the model loads and runs unrotated while its k_scale was measured on rotated keys",
+        r3));
+  } else if (s.r3) {
+    not_as_calibrated("transform_config has an R3 (q_attn/k_cache) rotation, which mainline vLLM does not apply, so "
+                      "k_scale (calibrated on rotated keys) would be wrong");
+  }
+  if (s.other_transforms)
+    not_as_calibrated("transform_config has online transforms vLLM does not apply (it supports only Linear "
+                      "input/output transforms)");
+  if (is_mla(f.architecture))
+    not_as_calibrated("MLA attention: vLLM creates no KV scale parameters for MLAAttention and "
+                      "DeepseekV2Model.load_weights drops self_attn.k_scale with a warning");
+  if (f.has_errors) not_as_calibrated("the errors listed under problems must be fixed first");
+
+  if (*a.strategy == Strategy::kAttnHead)
+    v["conditions"].push_back(
+        "per-head scales (attn_head) need a backend with supports_per_head_quant_scales: FlashAttention 3 (Hopper) "
+        "or 4 (Blackwell) (v1/attention/backends/flash_attn.py); auto-selection skips the others, and forcing "
+        "FlashAttention 2, FlashInfer or Triton fails at start-up");
+  if (s.q && s.undroppable_attention_groups.empty())
+    v["ignored"].push_back(fmt::format("config group '{}' (attention quantization): vLLM drops it from the Linear "
+                                       "schemes and reads q_scale with the KV scales",
+                                       s.q_group));
+  if (is_hybrid(f.architecture))
+    v["notes"].push_back("hybrid model: its attention layers are ordinary Attention layers in vLLM, and their scales "
+                         "load; linear-attention and Mamba layers have no KV cache");
+  v["notes"].push_back("--kv-cache-dtype fp8 is not needed: vLLM turns `auto` into fp8 when the checkpoint declares "
+                       "a kv_cache_scheme (Attention.__init__)");
+  v["notes"].push_back("a missing q/k/v scale becomes 1.0 with no warning (CompressedTensorsKVCacheMethod."
+                       "create_weights creates ones)");
+
+  // Per layer, under the serve line and without its skip flag.
+  std::vector<int64_t> skipped = f.ignored_attention_layers;
+  std::sort(skipped.begin(), skipped.end());
+  const bool per_layer = !f.attention_modules.empty() && v["loadable"].get<bool>() && !is_mla(f.architecture);
+  auto layer_list = [&](bool with_flag) {
+    json list = json::array();
+    for (int64_t l = 0; l < static_cast<int64_t>(f.attention_modules.size()); ++l) {
+      const std::string& m = f.attention_modules[l];
+      const bool skip = with_flag && std::binary_search(skipped.begin(), skipped.end(), l);
+      auto source = [&](char site) -> std::string {
+        if (skip) return "unquantized";
+        const std::string canon = fmt::format("{}.{}_scale", m, site);
+        if (contains(names, canon)) return "checkpoint";
+        // get_cache_scale_mapper: .kv_scale -> .attn.k_scale (v_scale is not copied from it);
+        // ModelOpt .{k,v}_proj.{k,v}_scale -> .attn.{k,v}_scale.
+        if (site == 'k' && contains(names, m + ".kv_scale")) return "checkpoint kv_scale";
+        if (site != 'q' && contains(names, fmt::format("{}.{}_proj.{}_scale", m, site, site))) return "checkpoint";
+        return "1.0";
+      };
+      list.push_back({{"layer", l}, {"cache", skip ? "auto" : "fp8"}, {"k", source('k')}, {"v", source('v')},
+                      {"q", source('q')}});
+    }
+    return list;
+  };
+  if (per_layer) {
+    v["kv_layers"] = layer_list(true);
+    if (!skipped.empty()) {
+      json without = {{"kv_layers", layer_list(false)}};
+      without["words"] = fmt::format(
+          "without {}: CompressedTensorsConfig.get_quant_method gives every Attention the KV method and never "
+          "consults `ignore`, so layer(s) {} run an FP8 cache at scale 1.0: neither unquantized, as intended, nor "
+          "calibrated",
+          vllm_skip_layers_flag(skipped), fmt::join(skipped, ", "));
+      v["without_skip_flag"] = without;
+    }
+    for (const auto& l : v["kv_layers"])
+      for (const char* site : {"k", "v"})
+        if (l[site] == "1.0" && l["cache"] == "fp8") {
+          not_as_calibrated(fmt::format("layer {} has no {}_scale vLLM can read: it runs at scale 1.0",
+                                        l["layer"].get<int64_t>(), site));
+          break;
+        }
+    for (const auto& l : v["kv_layers"])
+      if (l["k"] == "checkpoint kv_scale" && l["v"] == "1.0") {
+        not_as_calibrated(fmt::format("layer {} stores a fused kv_scale: vLLM maps it to k_scale and does not copy "
+                                      "it into v_scale, which stays 1.0",
+                                      l["layer"].get<int64_t>()));
+        break;
+      }
+  }
+  if (v["serves_as_calibrated"].get<bool>()) {
+    std::string cmd = fmt::format("vllm serve {}", f.served_path);
+    if (!skipped.empty()) cmd += " " + vllm_skip_layers_flag(skipped);
+    v["command"] = cmd;
+  }
+  return v;
+}
+
+}  // namespace ctcal
