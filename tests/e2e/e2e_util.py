@@ -36,20 +36,3 @@ def finish(label):
     print(f"{len(failures)} failed" if failures else f"{label}: all checks passed")
     sys.exit(1 if failures else 0)
 
-
-def strip_kv_scales(src_dir, dst_dir):
-    """Copies checkpoint `src_dir` to `dst_dir` without its k_scale / v_scale tensors (ctcal refuses
-    to calibrate over existing KV scales, so an output is read back from such a copy)."""
-    import json
-    import shutil
-    import st_reader
-    shutil.copytree(src_dir, dst_dir)
-    index_path = os.path.join(dst_dir, "model.safetensors.index.json")
-    index = json.load(open(index_path))
-    for shard in set(index["weight_map"].values()):
-        ts, meta = st_reader.read_all(os.path.join(dst_dir, shard))
-        kept = {n: v for n, v in ts.items() if not n.endswith(("k_scale", "v_scale"))}
-        if len(kept) != len(ts):
-            st_reader.write_file(os.path.join(dst_dir, shard), kept, meta)
-    index["weight_map"] = {n: f for n, f in index["weight_map"].items() if not n.endswith(("k_scale", "v_scale"))}
-    json.dump(index, open(index_path, "w"))

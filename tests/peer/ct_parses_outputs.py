@@ -159,4 +159,13 @@ with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, os.path.basename(recipe)[:-5])
         pu.calibrate(BIN, recipe, model, ids, out, len(rows), 64)
         check_output(name, out)
+    # Outputs that already carry scales, calibrated again with another recipe: the input's weight
+    # description is kept and its attention group / kv_cache_scheme replaced, in one config.
+    for first, second in (("recipes/fp8_w8a8_fp8_kv.yaml", "recipes/fp8_kv_per_head.yaml"),
+                          ("tests/peer/recipes/fp8_attention.yaml", "recipes/fp8_kv_per_head.yaml"),
+                          ("recipes/fp8_kv_per_tensor.yaml", "tests/peer/recipes/fp8_attention.yaml")):
+        inp = os.path.join(tmp, os.path.basename(first)[:-5])
+        out = inp + "-then-" + os.path.basename(second)[:-5]
+        pu.calibrate(BIN, os.path.join(SRC, second), inp, ids, out, len(rows), 64)
+        check_output(f"{first} then {second}", out)
 pu.finish(f"ct_parses_outputs (compressed-tensors {CT}, {len(recipes)} recipes)")

@@ -67,5 +67,49 @@ TEST(QuantConfig, AttentionGroupAndMergeIntoExistingConfig) {
   EXPECT_THROW(build_quantization_config(gptq, make_plan(r, llama(8), DType::kBF16), "c"), InputError);
 }
 
+// A checkpoint that already carries attention scales: what describes its weights stays; its
+// attention group, kv_cache_scheme and attention modules in `ignore` become the new plan's.
+TEST(QuantConfig, ExistingAttentionDescriptionIsReplaced) {
+  Recipe r = load_recipe(std::string(CTCAL_SOURCE_DIR) + "/recipes/fp8_kv_per_head.yaml");
+  CalibrationPlan plan = make_plan(r, llama(8), DType::kBF16);
+  plan.kv_skip_layers = {0};
+  const json fp8 = {{"num_bits", 8}, {"type", "float"}, {"strategy", "tensor"}};
+  json existing = {{"quantization_config",
+                    {{"quant_method", "compressed-tensors"},
+                     {"format", "float-quantized"},
+                     {"config_groups",
+                      {{"group_0", {{"targets", {"Linear"}}, {"weights", fp8}}},
+                       {"old_attention", {{"targets", {"re:.*self_attn$"}}, {"weights", nullptr}, {"input_activations", fp8}}}}},
+                     {"ignore", {"lm_head", "model.layers.1.self_attn"}},
+                     {"kv_cache_scheme", fp8}}}};
+  json qc = build_quantization_config(existing, plan, "c");
+  EXPECT_EQ(qc["config_groups"], json({{"group_0", {{"targets", {"Linear"}}, {"weights", fp8}}}})) << qc.dump(2);
+  EXPECT_EQ(qc["ignore"], json({"lm_head", "model.layers.0.self_attn"}));
+  EXPECT_EQ(qc["kv_cache_scheme"]["strategy"], "attn_head");
+  EXPECT_EQ(qc["format"], "float-quantized");
+  // An attention recipe over it: its own group, whatever the old one was called.
+  Recipe attention = load_recipe(std::string(CTCAL_SOURCE_DIR) + "/tests/peer/recipes/fp8_attention.yaml");
+  qc = build_quantization_config(existing, make_plan(attention, llama(8), DType::kBF16), "c");
+  EXPECT_EQ(qc["config_groups"].size(), 2u);
+  EXPECT_EQ(qc["config_groups"]["attention"]["targets"], json({"LlamaAttention"}));
+  EXPECT_EQ(qc["ignore"], json({"lm_head"}));
+}
+
+// R3 rotates queries and keys only at serving time: new K scales observed on this checkpoint's
+// unrotated keys would not fit, so a checkpoint with such a transform_config is refused.
+TEST(QuantConfig, OnlineRotationInTheInputIsRefused) {
+  const json r3 = transform_config_json(
+      make_plan(load_recipe(std::string(CTCAL_SOURCE_DIR) + "/recipes/r3_fp8_kv.yaml"), llama(8), DType::kBF16));
+  json existing = {{"quantization_config", {{"quant_method", "compressed-tensors"}, {"transform_config", r3}}}};
+  const CalibrationPlan kv = make_plan(load_recipe(std::string(CTCAL_SOURCE_DIR) + "/recipes/fp8_kv_per_head.yaml"),
+                                       llama(8), DType::kBF16);
+  try {
+    build_quantization_config(existing, kv, "c");
+    FAIL() << "accepted an R3 checkpoint";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("transform_config group 'R3'"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace ctcal

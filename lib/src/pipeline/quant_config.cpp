@@ -1,11 +1,42 @@
 #include "ctcal/pipeline/quant_config.h"
 
+#include <optional>
+#include <set>
+
 #include "ctcal/error.h"
 #include "ctcal/version.h"
 
 namespace ctcal {
 
 using nlohmann::json;
+
+namespace {
+
+// A config group that quantizes attention (queries) only: no weights, every target an attention
+// module (`LlamaAttention`, `re:.*self_attn$`). An input's such group describes its old q scales,
+// which the new recipe's attention group (or none) replaces.
+bool is_attention_group(const json& g) {
+  if (!g.is_object() || !g.value("weights", json()).is_null() || !g.contains("targets") || !g["targets"].is_array() ||
+      g["targets"].empty())
+    return false;
+  for (const auto& t : g["targets"]) {
+    const std::string s = t.is_string() ? t.get<std::string>() : "";
+    if (!s.ends_with("Attention") && s.find("self_attn") == std::string::npos) return false;
+  }
+  return true;
+}
+
+// The input's transform group rotating queries or keys at serving time (R3), if any.
+std::optional<std::string> online_rotation(const json& tc) {
+  if (!tc.is_object() || !tc.contains("config_groups") || !tc["config_groups"].is_object()) return std::nullopt;
+  for (const auto& [name, scheme] : tc["config_groups"].items())
+    if (scheme.is_object() && scheme.contains("apply") && scheme["apply"].is_array())
+      for (const auto& a : scheme["apply"])
+        if (a.is_object() && (a.value("location", "") == "q_attn" || a.value("location", "") == "k_cache")) return name;
+  return std::nullopt;
+}
+
+}  // namespace
 
 std::string python_json_dump(const json& j) { return j.dump(2, ' ', /*ensure_ascii=*/true); }
 
@@ -19,6 +50,19 @@ json build_quantization_config(const json& config, const CalibrationPlan& plan, 
                                    where, qc.is_object() && qc.contains("quant_method") ? qc["quant_method"].dump() : "(none)"));
   }
   if (!qc.contains("config_groups") || !qc["config_groups"].is_object()) qc["config_groups"] = json::object();
+  // A checkpoint that already carries attention scales: what describes the weights stays, the
+  // attention group and the attention modules in `ignore` (--kv-skip-layers) become what this plan
+  // says, as kv_cache_scheme does below.
+  for (auto it = qc["config_groups"].begin(); it != qc["config_groups"].end();)
+    it = is_attention_group(*it) ? qc["config_groups"].erase(it) : std::next(it);
+  if (qc.contains("ignore") && qc["ignore"].is_array()) {
+    std::set<std::string> attention;
+    for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) attention.insert(plan.model.attention_module(l));
+    json kept = json::array();
+    for (const auto& x : qc["ignore"])
+      if (!x.is_string() || !attention.count(x.get<std::string>())) kept.push_back(x);
+    qc["ignore"] = kept;
+  }
   if (plan.query_args) {
     const std::string& name = *plan.attention_group;
     if (qc["config_groups"].contains(name))
@@ -53,6 +97,13 @@ json build_quantization_config(const json& config, const CalibrationPlan& plan, 
     if (!tc.empty())
       throw InputError(fmt::format("{}: the checkpoint already has a transform_config; ctcal will not "
                                    "stack rotations on a rotated model", where));
+    // R2 is folded into the stored weights, so the forward sees it; R3 runs only at serving time,
+    // and K scales observed on unrotated keys would not fit the rotated ones.
+    if (const auto r3 = online_rotation(qc["transform_config"]))
+      throw InputError(fmt::format("{}: quantization_config.transform_config group '{}' rotates queries and keys "
+                                   "at serving time (q_attn / k_cache), which ctcal's forward does not apply to "
+                                   "this checkpoint: its K scales would not fit the rotated keys; calibrate the "
+                                   "unrotated checkpoint with an R3 recipe instead", where, *r3));
   } else {
     qc["transform_config"] = tc;
   }

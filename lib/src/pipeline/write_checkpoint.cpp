@@ -7,6 +7,7 @@
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
 #include "ctcal/model/scale_names.h"
+#include "ctcal/pipeline/existing_scales.h"
 #include "ctcal/pipeline/quant_config.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/model/layer_weights.h"
@@ -174,7 +175,8 @@ json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& re
 
 OutputSize estimate_output_size(const Checkpoint& in, const CalibrationPlan& plan) {
   OutputSize size;
-  std::set<fs::path> rewritten;  // shards holding a tensor R2 rewrites are written in full
+  std::set<fs::path> rewritten;  // shards holding a tensor R2 rewrites or an old attention scale are written in full
+  for (const auto& name : attention_scales_in(in, plan.model)) rewritten.insert(in.shard_of(name).path());
   if (plan.r2)
     for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
       for (const char* t : {"v_proj.weight", "v_proj.bias", "o_proj.weight"}) {
@@ -210,11 +212,20 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
   auto scales = scale_tensors(plan, result);
   std::map<std::string, const LinearQuantPlan*> fp8;  // "<module>.weight" -> its plan
   for (const auto& lp : plan.linear) fp8[lp.module + ".weight"] = &lp;
+  // The input's own q/k/v scales and zero points (a hub FP8 checkpoint, an earlier ctcal output)
+  // are replaced or dropped, never copied: vLLM loads every tensor of every shard, so a shard
+  // holding one is rewritten without it, the other tensors byte for byte.
+  const ExistingScales existing = match_existing_scales(in, plan, scales);
   for (const auto& [name, _] : scales)
-    if (in.has(name))
-      throw InputError(fmt::format("{}: the input already holds '{}'; calibrate the unquantized "
-                                   "checkpoint instead", in.dir().string(), name));
-  const auto shards = in.shard_paths();
+    if (in.has(name) && !existing.input_names.count(name))
+      throw InputError(fmt::format("{}: the input already holds '{}', which this recipe writes; calibrate the "
+                                   "checkpoint without it", in.dir().string(), name));
+  std::set<fs::path> keeping;  // input shards with a tensor left (one that held old scales only goes away)
+  for (const auto& name : in.tensor_names())
+    if (!existing.input_names.count(name)) keeping.insert(in.shard_of(name).path());
+  std::vector<fs::path> shards;
+  for (const auto& path : in.shard_paths())
+    if (keeping.count(path)) shards.push_back(path);
   const std::size_t n = shards.size() + 1;
   json weight_map = json::object();
   std::size_t total_size = 0, total_params = 0;
@@ -223,6 +234,10 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
     SafetensorsFile src(shards[k]);
     bool touched = false;
     for (const auto& [name, t] : src.tensors()) {
+      if (existing.input_names.count(name)) {
+        touched = true;
+        continue;
+      }
       weight_map[name] = out_name;
       const auto r = replaced.find(name);
       total_size += r != replaced.end() ? r->second.bytes.size() : fp8.count(name) ? t.numel() : t.nbytes();
@@ -234,6 +249,7 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
     } else {
       std::map<std::string, TensorBlob> blobs;
       for (const auto& [name, t] : src.tensors()) {
+        if (existing.input_names.count(name)) continue;
         auto it = replaced.find(name);
         if (it != replaced.end()) {
           blobs[name] = it->second;
@@ -258,6 +274,7 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
   }
   write_safetensors(staging / scale_shard, scales);
   written.push_back(scale_shard);
+  log_existing_scales(existing);
 
   json metadata = in.index_metadata();
   metadata["total_size"] = total_size;
@@ -280,6 +297,10 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
   written.push_back("recipe.yaml");
   json report = extras.report;
   report["layers"] = layers_report_json(plan, result);
+  if (!existing.empty()) {
+    report["replaced_scales"] = replaced_scales_json(existing);
+    report["dropped_scales"] = dropped_scales_json(existing);
+  }
   write_text(staging / "ctcal_report.json", python_json_dump(report) + "\n");
   written.push_back("ctcal_report.json");
   return written;

@@ -10,7 +10,9 @@
 namespace ctcal {
 
 // `config` is the input config.json; returns the new quantization_config. Throws InputError when
-// an existing quantization_config is not compressed-tensors or conflicts with the plan.
+// an existing quantization_config is not compressed-tensors, conflicts with the plan, or rotates
+// keys at serving time (R3). An existing attention group, kv_cache_scheme and attention modules in
+// `ignore` are the input's old scales' description: the plan's replace them.
 nlohmann::json build_quantization_config(const nlohmann::json& config, const CalibrationPlan& plan,
                                          const std::string& where);
 

@@ -1,7 +1,8 @@
 #pragma once
 // Writes the calibrated checkpoint directory (SPEC §6) into a staging directory: config.json
 // with quantization_config, the input weight shards (hard-linked, or rewritten when R2 changed
-// tensors in them) renamed model-0000k-of-0000n, a new shard with the scales (and R3 matrices),
+// tensors in them or they held the input's own attention scales, which are replaced or dropped:
+// pipeline/existing_scales.h) renamed model-0000k-of-0000n, a new shard with the scales (and R3 matrices),
 // model.safetensors.index.json over all of them, the other input files, recipe.yaml and
 // ctcal_report.json.
 #include <cstdint>
