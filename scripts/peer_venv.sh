@@ -34,13 +34,40 @@ print("peer venv:", "compressed-tensors", compressed_tensors.__version__, "llmco
       llmcompressor.__version__, "transformers", transformers.__version__, "torch", torch.__version__)'
 ready() { [[ -f "$venv/.ctcal-complete" && -x "$venv/bin/python" && -d "$venv/ct-0.18.0/compressed_tensors" ]] && "$venv/bin/python" -c "$check" >&2; }
 
-if ready; then echo "$venv"; exit 0; fi
+# vLLM 0.34.0, the judge of ctcal's serving verdicts (tests/peer/vllm_judges_outputs.py), side-installed
+# with --no-deps into $venv/vllm-0.34.0 from tests/peer/vllm-requirements.txt (its pins conflict with
+# llm-compressor's, so it is on no path unless a test puts it there). Added to a complete venv too:
+# a venv built before the judge existed gets it without a rebuild. Its own marker carries the
+# requirements' hash, so a change of pins reinstalls it.
+vllm_reqs="$here/tests/peer/vllm-requirements.txt"
+vllm_dir="$venv/vllm-0.34.0"
+vllm_marker="$vllm_dir/.ctcal-complete-$(sha256sum <"$vllm_reqs" | cut -c1-16)"
+install_vllm() {
+  [[ -f "$vllm_marker" ]] && return 0
+  local t0; t0=$(date +%s)
+  echo "peer venv: installing the vLLM judge into $vllm_dir" >&2
+  rm -rf "$vllm_dir"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$vllm_dir" -r "$vllm_reqs" >&2
+  PYTHONPATH="$vllm_dir" VLLM_TARGET_DEVICE=cpu CUDA_VISIBLE_DEVICES= "$venv/bin/python" -c \
+    'import vllm, compressed_tensors; from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import CompressedTensorsConfig; print("peer venv: vllm", vllm.__version__, "compressed-tensors", compressed_tensors.__version__)' >&2 2>/dev/null ||
+    { echo "peer venv: the vLLM judge does not import from $vllm_dir" >&2; return 1; }
+  touch "$vllm_marker"
+  echo "peer venv: vLLM judge installed in $(( $(date +%s) - t0 ))s" >&2
+}
+
+if ready; then
+  exec 9>"$venv.lock"
+  flock 9
+  install_vllm
+  echo "$venv"; exit 0
+fi
 
 mkdir -p "$root"
 # One build at a time per venv (two CI runs on one machine): the second waits, then reuses it.
 exec 9>"$venv.lock"
 flock 9
-if ready; then echo "$venv"; exit 0; fi
+if ready; then install_vllm; echo "$venv"; exit 0; fi
 
 "$python" -c "import venv, ensurepip" 2>/dev/null || {
   echo "peer venv: $python cannot create virtual environments (no venv/ensurepip module);" \
@@ -58,5 +85,6 @@ rm -rf "$venv"   # a build that was interrupted, or a venv that no longer import
 ready_msg=$("$venv/bin/python" -c "$check" 2>&1) || { echo "$ready_msg" >&2; exit 1; }
 touch "$venv/.ctcal-complete"
 echo "$ready_msg" >&2
+install_vllm
 echo "peer venv: built in $(( $(date +%s) - start ))s" >&2
 echo "$venv"

@@ -52,6 +52,12 @@ quant_stage:
 ULP_REL = {"F32": 2.0 ** -23, "BF16": 2.0 ** -7, "F16": 2.0 ** -10}
 
 
+# Golden models whose layout vLLM 0.34 refuses (the serving verdict says so; the vLLM judge checks it):
+# Qwen2 with both sliding and full layers (Qwen2Model.__init__ asserts), Mixtral in the fused expert
+# layout transformers 5 saves (vLLM's Mixtral has no mlp.experts module).
+VLLM_REFUSES = {"qwen2_sliding_fp32": "AssertionError", "mixtral_fused_bf16": "block_sparse_moe"}
+
+
 def run(*args):
     return subprocess.run([BIN, *args], capture_output=True, text=True)
 
@@ -122,7 +128,14 @@ def check_case(case, attn_class, prefix, tmp):
             err = abs(got - want) / want
             check(err <= ULP_REL[dtype] + 1e-4, f"{case}: {name} = {got}, transformers {want} (rel {err:.3g})")
     r = run("inspect", out, "--strict", "--json")
-    check(r.returncode == 0, f"{case}: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    if case in VLLM_REFUSES:
+        # The files are right, but vLLM 0.34 cannot load this model (tests/peer/vllm_judges_outputs.py
+        # sees it refuse): --strict exits 5 for the engine's verdict alone, naming why.
+        doc = json.loads(r.stdout)
+        check(r.returncode == 5 and doc["problems"] == [] and VLLM_REFUSES[case] in json.dumps(doc["serving"]["vllm"]),
+              f"{case}: inspect --strict exit {r.returncode}, want 5 naming {VLLM_REFUSES[case]!r}: {doc['serving']['vllm']}")
+    else:
+        check(r.returncode == 0, f"{case}: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
     r = run("eval", "--model", model, "--dataset", data, "--quantized", out, "--json", "--no-shuffle")
     check(r.returncode == 0, f"{case}: eval exit {r.returncode}: {r.stderr[-400:]}")
     if r.returncode == 0:

@@ -4,6 +4,13 @@ import os
 import sys
 
 SKIP = 77
+
+# Every checkpoint a test writes is kept for the vLLM judge when $CTCAL_JUDGE_COLLECT is set
+# (tests/judge_collect.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import judge_collect  # noqa: E402
+
+judge_collect.install()
 failures = []
 
 

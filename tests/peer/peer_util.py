@@ -13,6 +13,13 @@ import subprocess
 import sys
 
 SKIP = 77
+
+# Every checkpoint a test writes is kept for the vLLM judge when $CTCAL_JUDGE_COLLECT is set
+# (tests/judge_collect.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import judge_collect  # noqa: E402
+
+judge_collect.install()
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 failures = []
@@ -81,7 +88,7 @@ def finish(label):
 
 def ctcal(binary, *args, expect=0):
     r = subprocess.run([binary, *args], capture_output=True, text=True)
-    if r.returncode != expect:
+    if expect is not None and r.returncode != expect:
         print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
         raise SystemExit(f"ctcal {' '.join(args[:2])}: exit {r.returncode}, expected {expect}")
     return r

@@ -433,6 +433,7 @@ json inspect_checkpoint(const fs::path& path) {
       config["architectures"][0].is_string())
     facts.architecture = config["architectures"][0].get<std::string>();
   if (quantized) facts.quant_method = config["quantization_config"].value("quant_method", "?");
+  facts.config = config;
   facts.scheme = scheme;
   for (const auto& [name, _] : ck.where) facts.tensors.push_back(name);
   if (cfg && !dir.empty())

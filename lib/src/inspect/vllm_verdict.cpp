@@ -45,6 +45,20 @@ bool is_hybrid(const std::string& arch) {
   return archs.count(arch) > 0;
 }
 
+// Whether the layers mix sliding and full attention: config.json's layer_types, or as transformers'
+// Qwen2Config derives them (sliding from layer max_window_layers on, when use_sliding_window).
+bool mixes_layer_types(const json& c) {
+  if (c.contains("layer_types") && c["layer_types"].is_array()) {
+    std::set<std::string> kinds;
+    for (const auto& t : c["layer_types"])
+      if (t.is_string()) kinds.insert(t.get<std::string>());
+    return kinds.size() > 1;
+  }
+  if (!c.value("use_sliding_window", false) || !c.value("sliding_window", json(nullptr)).is_number()) return false;
+  const json mwl = c.value("max_window_layers", json(nullptr)), n = c.value("num_hidden_layers", json(nullptr));
+  return mwl.is_number_integer() && n.is_number_integer() && mwl.get<int64_t>() > 0 && mwl.get<int64_t>() < n.get<int64_t>();
+}
+
 bool contains(const std::set<std::string>& names, const std::string& n) { return names.count(n) > 0; }
 
 // The first stored name matching `re`, or "".
@@ -129,6 +143,17 @@ json vllm_verdict(const VllmFacts& f) {
                             "QuantizationArgs",
                             json(s.undroppable_attention_groups).dump()));
 
+  // Qwen2Model.__init__ (models/qwen2.py) asserts that a model whose layer_types mix sliding and
+  // full attention has max_window_layers == num_hidden_layers.
+  if (f.architecture == "Qwen2ForCausalLM" && mixes_layer_types(f.config) &&
+      f.config.value("max_window_layers", json(-1)) != f.config.value("num_hidden_layers", json(-2)))
+    cannot_load("AssertionError", "",
+                fmt::format("vLLM's Qwen2 model refuses a mix of sliding and full layers (\"Sliding window for some but "
+                            "all layers is not supported\", Qwen2Model.__init__): this config slides from layer "
+                            "max_window_layers = {} of {}",
+                            f.config.value("max_window_layers", json(nullptr)).dump(),
+                            f.config.value("num_hidden_layers", json(nullptr)).dump()));
+
   // Tensor names vLLM cannot place. get_cache_scale_mapper maps .kv_scale, .{k,v}_proj.{k,v}_scale
   // and .{q,k,v}_scale, but not the legacy .{q,k,v}_proj.output_scale.
   static const std::regex legacy_output(R"(\.[qkv]_proj\.output_scale$)");
@@ -138,17 +163,30 @@ json vllm_verdict(const VllmFacts& f) {
   const bool raises = raises_on_unknown_names(f.architecture);
   const bool skips = skips_unknown_names(f.architecture);
   if (!legacy.empty()) {
+    // Not remapped, the name reaches the model's stacked-parameter mapping, which renames q/k/v_proj
+    // to the fused qkv_proj and then reads `.data` of that module: AttributeError.
     if (raises)
-      cannot_load("ValueError", legacy,
+      cannot_load("AttributeError", legacy,
                   fmt::format("'{}' is a legacy scale name that QuantizationConfig.get_cache_scale_mapper does not "
-                              "remap for compressed-tensors checkpoints, so AutoWeightsLoader finds no parameter "
-                              "for it; recalibrate to get self_attn.k_scale / v_scale",
+                              "remap for compressed-tensors checkpoints; the model's load_weights maps it onto the "
+                              "fused qkv_proj module, which has no such parameter ('QKVParallelLinear' object has no "
+                              "attribute 'data'); recalibrate to get self_attn.k_scale / v_scale",
                               legacy));
     else if (skips)
       not_as_calibrated(fmt::format("'{}' is a legacy scale name that vLLM's gpt-oss loader skips: that layer's "
                                     "scale stays 1.0",
                                     legacy));
   }
+  // vLLM's Mixtral names its experts block_sparse_moe.experts.{e}.w1/w2/w3 (MixtralModel.load_weights);
+  // the fused layout transformers 5 saves (mlp.experts.gate_up_proj [E, 2I, H]) has no module there.
+  static const std::regex fused_experts(R"(\.mlp\.experts\.(gate_up_proj|down_proj)$)");
+  const std::string fused = f.architecture == "MixtralForCausalLM" ? first_match(f.tensors, fused_experts) : "";
+  if (!fused.empty())
+    cannot_load("ValueError", fused,
+                fmt::format("'{}' is the fused expert layout transformers 5 saves; vLLM's Mixtral loads "
+                            "block_sparse_moe.experts.{{e}}.w1/w2/w3 only (\"There is no module or parameter named "
+                            "'layers.N.mlp'\")",
+                            fused));
   if (!r3.empty() && raises) {
     cannot_load("ValueError", r3,
                 fmt::format("the R3 transform weights ('{}') are neither parameters nor scales, so AutoWeightsLoader "
@@ -177,6 +215,18 @@ json vllm_verdict(const VllmFacts& f) {
         "per-head scales (attn_head) need a backend with supports_per_head_quant_scales: FlashAttention 3 (Hopper) "
         "or 4 (Blackwell) (v1/attention/backends/flash_attn.py); auto-selection skips the others, and forcing "
         "FlashAttention 2, FlashInfer or Triton fails at start-up");
+  // Gemma 3's multimodal model attends bidirectionally over image tokens (mm_prefix): on Hopper
+  // FlashAttention 3 refuses an FP8 KV cache with it and CudaPlatform picks Triton, which has no
+  // per-head scales (v1/attention/backends/flash_attn.py and triton_attn.py, validate_configuration).
+  if (f.architecture == "Gemma3ForConditionalGeneration") {
+    if (*a.strategy == Strategy::kAttnHead)
+      v["conditions"].push_back("Gemma 3 multimodal with per-head scales: no Hopper backend serves them (FlashAttention 3 "
+                                "refuses FP8 KV with mm_prefix, Triton has no per-head scales); Blackwell's "
+                                "FlashAttention 4 only");
+    else
+      v["conditions"].push_back("Gemma 3 multimodal on Hopper: served by the Triton backend (FlashAttention 3 refuses FP8 "
+                                "KV with mm_prefix)");
+  }
   if (s.q && s.undroppable_attention_groups.empty())
     v["ignored"].push_back(fmt::format("config group '{}' (attention quantization): vLLM drops it from the Linear "
                                        "schemes and reads q_scale with the KV scales",
@@ -208,8 +258,8 @@ json vllm_verdict(const VllmFacts& f) {
         if (site != 'q' && contains(names, fmt::format("{}.{}_proj.{}_scale", m, site, site))) return "checkpoint";
         return "1.0";
       };
-      list.push_back({{"layer", l}, {"cache", skip ? "auto" : "fp8"}, {"k", source('k')}, {"v", source('v')},
-                      {"q", source('q')}});
+      list.push_back({{"layer", l}, {"module", m}, {"cache", skip ? "auto" : "fp8"}, {"k", source('k')},
+                      {"v", source('v')}, {"q", source('q')}});
     }
     return list;
   };

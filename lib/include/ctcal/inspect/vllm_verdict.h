@@ -36,6 +36,7 @@ struct VllmFacts {
   std::string served_path;         // the directory `vllm serve` is given
   std::string architecture;        // config.json architectures[0], even when ctcal cannot run it
   std::string quant_method;        // quantization_config.quant_method; empty when not quantized
+  nlohmann::json config = nlohmann::json::object();  // config.json (model-specific loader rules)
   KvSchemeFacts scheme;
   std::vector<std::string> tensors;  // every tensor name in the checkpoint (empty for a config.json)
   // The attention module of each layer ("model.layers.3.self_attn"); empty when ctcal cannot read
@@ -48,7 +49,8 @@ struct VllmFacts {
 // The verdict, as inspect's `serving.vllm` JSON object:
 //   engine, loadable, serves_as_calibrated, load_error {exception, tensor, why} | null,
 //   reasons[], conditions[], ignored[], notes[], command | null,
-//   kv_layers[] {layer, cache ("fp8" | "auto"), scales ("checkpoint" | "1.0")} under `command`,
+//   kv_layers[] {layer, module, cache ("fp8" | "auto"), k/v/q: where vLLM's scale comes from
+//   ("checkpoint", "checkpoint kv_scale", "1.0", "unquantized")} under `command`,
 //   without_skip_flag | null: the same list when the skip-layers flag is left out.
 nlohmann::json vllm_verdict(const VllmFacts& facts);
 
