@@ -166,13 +166,14 @@ Examples:
   ctcal inspect OUT --strict    # exit 5 when any problem is found (for CI)
   ctcal inspect OUT --strict --engine vllm-r3   # judge by the R3 serving branch's rules
 Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or the engine
-(mainline vLLM unless --engine vllm-r3) cannot load the checkpoint or serve its KV scales.)");
+(vLLM 0.34.0's rules unless --engine vllm-r3) cannot load the checkpoint or serve its KV scales.)");
   ins->add_option("path", inspect_path, "Checkpoint directory or config.json")->required();
   ins->add_flag("--json", inspect_json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
   ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found or the engine cannot load or serve it");
   std::string inspect_engine = "vllm";
   ins->add_option("--engine", inspect_engine,
-                  "Whose loading rules --strict checks: vllm (mainline, default) or vllm-r3 (the R3 serving branch)")
+                  "Whose loading rules --strict checks: vllm (vLLM 0.34.0, default; docs/serving.md) or vllm-r3 "
+                  "(the R3 serving branch)")
       ->check(CLI::IsMember({"vllm", "vllm-r3"}));
 
   TokenizeRequest tk;
