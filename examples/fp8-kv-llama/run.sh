@@ -11,5 +11,5 @@ OUT=${OUT:-$(mktemp -d)/fp8-kv}
 "$CTCAL" calibrate "$here/../../recipes/fp8_kv_per_tensor.yaml" \
   --model "$MODEL" --dataset "$DATASET" --num-samples "${NUM_SAMPLES:-64}" --max-seq-length 512 \
   --output "$OUT" | tee "$OUT.log"
-grep -q "serve with: vllm serve $OUT --kv-cache-dtype fp8" "$OUT.log"
+grep -qx " *serve with: vllm serve $OUT" "$OUT.log"
 echo "checkpoint: $OUT"
