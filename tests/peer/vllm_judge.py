@@ -97,7 +97,7 @@ def load(ckpt, command):
         while x is not None and len(chain) < 6:
             chain.append(type(x).__name__)
             x = x.__cause__ or x.__context__
-        return {"error": (type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "", chain),
+        return {"error": (type(e).__name__, str(e).splitlines()[0][:2000] if str(e) else "", chain),
                 "skip_layers": None}
     layers = {}
     for name, m in model.named_modules():
