@@ -13,7 +13,7 @@
 # so torch comes from PyPI (a CUDA build; on a CPU it runs on the CPU, its CUDA libraries unused).
 # The first build downloads ~3 GB and installs 5.8 GB; it took 12.3 minutes on the 2-core
 # development machine while three other builds shared it, 2.4 minutes when rebuilt from the lock
-# (see README).
+# (see docs/testing.md).
 #
 # Usage: scripts/peer_venv.sh [--print-path]   (--print-path: print where it would be; build nothing)
 set -euo pipefail

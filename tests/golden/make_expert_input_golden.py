@@ -17,7 +17,7 @@ the rows routed to it as that module's forward does (one_hot(top_k_index), torch
 act(gate) * up from its gate_up_proj[e] chunked in two: the down projection's input. Each sample
 runs alone (batch 1, as llm-compressor calibrates). llm-compressor's own default
 (moe_calibrate_all_experts) runs every expert on every token instead; ctcal observes the routed
-rows, the inputs the experts see when served (README).
+rows, the inputs the experts see when served (docs/recipes.md).
 """
 import argparse
 import json

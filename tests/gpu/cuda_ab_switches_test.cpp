@@ -1,4 +1,4 @@
-// The CUDA backend's A/B environment variables (README "The CUDA backend"): each takes the one
+// The CUDA backend's A/B environment variables (docs/cuda.md): each takes the one
 // value that switches it, or a positive count for CTCAL_CUDA_CHUNK_TOKENS, and refuses anything
 // else with a UsageError (exit 2) naming the variable, before any work. check_cuda_supports makes
 // no CUDA call, so this runs, and can fail, on a machine without a GPU (CI's `make build-cuda`).

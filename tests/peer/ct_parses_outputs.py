@@ -137,11 +137,11 @@ def check_output(name, out):
         # The peer's behaviour, recorded so that a change shows: transformers 5.17's
         # CompressedTensorsConfig has no transform_config; it passes the key on as an extra kwarg
         # to QuantizationConfig, which ignores it, so the compressor (and the loaded model) never
-        # sees R2/R3. The README states it.
+        # sees R2/R3. docs/testing.md states it.
         pu.check(comp.transform_config is None,
                  f"{name}: transformers now hands transform_config to compressed-tensors "
                  f"({comp.transform_config!r}): R3/R2 outputs may now load with their rotation; update "
-                 "tests/peer/transformers_loads.py and the README")
+                 "tests/peer/transformers_loads.py and docs/testing.md")
     print(f"{name}: parsed (kv_cache_scheme={'yes' if qc.get('kv_cache_scheme') else 'no'}, "
           f"config_groups={sorted(qc['config_groups'])}, transform_config={sorted(tc)})", flush=True)
 

@@ -78,7 +78,7 @@ with tempfile.TemporaryDirectory() as tmp:
     matches = [obs for obs in ctcal if within(ctcal[obs], peer)]
     print(f"llm-compressor's default observer equals ctcal's: {matches}", flush=True)
     pu.check(matches == ["minmax"], f"llm-compressor's default KV observer now behaves like {matches or 'none of'} "
-             "ctcal's observers (recorded: minmax, the 0.01 moving average): update the README and this test")
+             "ctcal's observers (recorded: minmax, the 0.01 moving average): update docs/testing.md and this test")
     written = json.load(open(os.path.join(peer_default, "config.json")))["quantization_config"]["kv_cache_scheme"]
     print(f"llm-compressor writes kv_cache_scheme.observer = {written.get('observer')!r}", flush=True)
     pu.check(written.get("observer") is None, f"llm-compressor now writes observer {written.get('observer')!r}")

@@ -122,12 +122,12 @@ def compare(label, recipe, ctcal_out, peer_out, peer_log, attention):
         log = open(peer_log).read()
         pu.check("Attempted to calibrate a module q without statistics" in log,
                  f"{label}: llm-compressor no longer warns that q has no statistics: it may calibrate q now; "
-                 "compare q_scale like k/v (update this test and the README)")
+                 "compare q_scale like k/v (update this test and docs/testing.md)")
         for name in sorted(n for n in c if n.endswith("q_scale")):
             a, b = c[name].double(), p[name].double()
             calibrated = bool(torch.isfinite(b).all()) and bool(((a - b).abs() <= 1e-3 * a.abs()).all())
             pu.check(not calibrated, f"{label}: {name}: llm-compressor's q_scale {b.tolist()} now matches "
-                     f"ctcal's {a.tolist()}: it calibrates q; update this test and the README")
+                     f"ctcal's {a.tolist()}: it calibrates q; update this test and docs/testing.md")
         print(f"{label}: llm-compressor's q_scale (uncalibrated, recorded): "
               f"{[p[n].item() for n in sorted(p) if n.endswith('q_scale')]}", flush=True)
     # Configs: the same quantization_config apart from the recorded, explained differences.

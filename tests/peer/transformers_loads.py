@@ -23,7 +23,7 @@ Recorded peer behaviour (transformers 5.17 + compressed-tensors 0.19; each fails
   (and ctcal writes the same way) are dropped. They are all zeros (symmetric), so nothing is lost.
 - R3 outputs: the R3_q_attn / R3_k_cache weights are UNEXPECTED and the rotation is not applied:
   transformers' CompressedTensorsConfig does not pass `transform_config` on. The model loads and
-  runs, but with unrotated queries and keys against K scales taken on rotated keys. The README
+  runs, but with unrotated queries and keys against K scales taken on rotated keys. docs/testing.md
   says: transformers does not serve ctcal's R3 (or R2) checkpoints correctly.
 - R2 outputs load without the online part (R2 is folded into the weights; no online transform
   is needed), so they are correct in transformers; only R3 is not.

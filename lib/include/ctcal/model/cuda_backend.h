@@ -43,7 +43,7 @@ void cuda_open_device(int index);
 int cuda_device_for_local_rank(int local_rank);
 
 // Throws InputError (exit 4) naming what the CUDA backend does not run for this model (attention
-// sinks without the fused attention kernel; see README "CUDA backend"), and UsageError (exit 2) for
+// sinks without the fused attention kernel; see docs/cuda.md), and UsageError (exit 2) for
 // an A/B variable set to anything but its values, so that a run fails before any work. Makes no
 // CUDA call.
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& options);

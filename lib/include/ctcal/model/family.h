@@ -2,7 +2,7 @@
 // The decoder families ctcal runs, as a table (one entry per Hugging Face architecture, in the
 // spirit of gemma.cpp's configs): what differs between them is data here, and the one decoder
 // layer (model/layer.cpp) branches on it. Each entry matches transformers 5.17's
-// modeling_<family>.py; see README "Architectures" for what is observed where.
+// modeling_<family>.py; see docs/architecture.md for what is observed where.
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,7 +85,7 @@ struct FamilySpec {
 const FamilySpec* find_family(std::string_view architecture);
 // The family of a config.json `model_type` (for configs without `architectures`), or null.
 const FamilySpec* find_family_by_model_type(std::string_view model_type);
-// "LlamaForCausalLM, MistralForCausalLM, ..." for error messages and the README.
+// "LlamaForCausalLM, MistralForCausalLM, ..." for error messages and the docs.
 std::string supported_architectures();
 // Every family's attention class name (recipes may target any of them; the plan checks the
 // model's own).
