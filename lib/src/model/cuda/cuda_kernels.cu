@@ -355,7 +355,7 @@ void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, in
 void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,
                     int64_t window, float scale, cudaStream_t stream) {
   // Three passes over the row (max, sum, write) read it from L1/L2 after the first: a version
-  // holding the row in registers measured slower on the H200 (8B: attention 1.46 s against 1.12 s).
+  // holding the row in registers measured slower (docs/performance.md).
   const int64_t rows = batch * bq;
   if (rows) masked_softmax_kernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(scores, p, bq, sk, q0, k0, window, scale);
 }

@@ -531,8 +531,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     const bool down_input_read = (obs && obs->wants(layer, Site::kDownInput)) ||
                                  (opt_.quantizer && opt_.quantizer->quantizes(layer, Site::kDownInput));
     if (!down_input_read && !w.gate.b && !w.up.b) {
-      // (One gate|up GEMM measured no faster than these two on the H200: projection_gemm_bench and
-      // the 1B/8B/70B benches, 2026-12-02.)
+      // Two GEMMs, not one gate|up GEMM: the fused one measured no faster (docs/performance.md).
       auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
       auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
       phases_.next("7 gate/up GEMMs", s);
@@ -566,17 +565,7 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   EventTimer compute;
   cuda::WeightStream weights(model_, loop, opt_.device.index);
   // Token ids instead of hidden states: the host embeds them while the loader reads the first
-  // layers. Tried on the H200 and not kept, as slower or no faster (2026-12-02):
-  //  - embedding on the upload thread straight into its pinned ring: the 8B loader took 3.1-4.5 s
-  //    instead of 1.6 s;
-  //  - the whole table copied to the GPU from the mapped file and gathered there: the loader ran
-  //    3-4x slower for the rest of the run (cause not found);
-  //  - the rows gathered as stored (bf16) and widened on the GPU: 0.18-0.43 s before layer 0
-  //    against the host's 0.10-0.19 s plus layer 0's wait for the uploaded rows; 1B 0.82-0.83 s,
-  //    8B 3.92-3.97 s, against 0.84 and 3.82-3.87 s;
-  //  - layer 0's kernels run once on throwaway values by a thread while the host embeds: layer 0's
-  //    first launches and cuBLAS heuristics left its GPU time (1B 0.18 -> 0.08 s, 8B 0.30 -> 0.13
-  //    s), but the thread outlasted the embedding: 1B 0.78-0.81 s, 8B 3.69-3.75 s, as without it.
+  // layers (every other way tried measured slower or no faster: docs/performance.md).
   if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
   const double embed_s = std::chrono::duration<double>(Clock::now() - t0).count();
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.

@@ -18,8 +18,7 @@
 
 namespace ctcal::cuda {
 
-// Query rows per block (4 or 8 warps of 16 rows). 64 measured faster on the H200
-// (bench/flash_attention_bench: 8B attention shape 200 vs 187 TFLOP/s, gpt-oss sliding 98 vs 63).
+// Query rows per block (4 or 8 warps of 16 rows): 64 measured faster than 128 (docs/performance.md).
 constexpr int kFlashQueryRows = 64;
 
 // One query block: rows [row0 + q0, row0 + min(q0 + query_rows, length)) of a chunk, in a sample
