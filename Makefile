@@ -14,7 +14,7 @@ SHELL := /bin/bash
 BENCH_MODEL ?= /tmp/ctcal-bench-model
 DEMO_OUT ?= demo-output/stories260K-fp8-kv
 
-.PHONY: deps build demo test test-asan build-cuda gpu-bundle bench clean
+.PHONY: deps build demo test test-smoke test-asan build-cuda gpu-bundle bench clean
 
 deps:
 	@bash scripts/install_deps.sh
@@ -35,11 +35,20 @@ demo: build
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (RelWithDebInfo).
+# A few tests that prove an install works (label smoke, tests/CMakeLists.txt says which): what
+# scripts/fresh_root_check.sh runs after `make demo`, so that CI does not run the whole suite twice.
+test-smoke: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L smoke
+
+# The suite under AddressSanitizer + UndefinedBehaviorSanitizer (RelWithDebInfo), less what they
+# cannot add to (issue 27, CI time): the peer tests (-LE peer) run the Python stack (compressed-
+# tensors, transformers, llm-compressor, vLLM) on ctcal's outputs, for minutes each; the ctcal
+# commands they call are the ones the unit, golden and e2e tests run here under ASan already. The
+# benchmarks (bench/) print figures and are no ctest tests: only ctcal and the test binaries are built.
 test-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTCAL_SANITIZE=ON >/dev/null
-	@cmake --build $(BUILD_ASAN) -j $(JOBS)
-	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+	@cmake --build $(BUILD_ASAN) -j $(JOBS) --target ctcal unit_tests golden_tests
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -LE peer
 
 # The CUDA backend (-DCTCAL_CUDA=ON; needs the CUDA toolkit's nvcc and cuBLAS): compiles and links
 # it with its GPU tests, then runs them (they skip, saying so, where no GPU is). CI does this on a
