@@ -2,9 +2,12 @@
 
 #include <cmath>
 
+#include "ctcal/ct/attention.h"
+#include "ctcal/ct/groups.h"
+#include "ctcal/ct/quantization_config.h"
+#include "ctcal/ct/tensor_names.h"
+#include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
-#include "ctcal/model/scale_names.h"
-#include "ctcal/io/weight_quantization.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
@@ -18,7 +21,7 @@ namespace {
 
 SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site, int64_t heads, bool want_zp) {
   SiteScales s;
-  const std::string name = scale_name(module, site);
+  const std::string name = ct::scale_name(module, site);
   if (!ck.has(name))
     throw InputError(fmt::format("{}: tensor '{}' is missing; the quantization_config asks for it",
                                  ck.dir().string(), name));
@@ -31,7 +34,7 @@ SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site,
     if (!(v > 0) || !std::isfinite(v))
       throw InputError(fmt::format("{}: tensor '{}' holds {}; expected positive finite scales",
                                    ck.dir().string(), name, v));
-  const std::string zp = zero_point_name(module, site);
+  const std::string zp = ct::zero_point_name(module, site);
   s.zero_point.assign(s.scale.size(), 0.0);
   if (want_zp && ck.has(zp)) {
     const TensorInfo& z = ck.info(zp);
@@ -45,12 +48,6 @@ SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site,
   return s;
 }
 
-bool is_attention_targets(const json& targets, const ModelConfig& c) {
-  for (const auto& t : targets)
-    if (t.is_string() && (t == c.family->attention_class || t == "re:.*self_attn$" || t == "re:.*(self_attn|attention)$"))
-      return true;
-  return false;
-}
 
 // The Linear layers of a dense decoder layer and their input sites, as checkpoints name them.
 constexpr std::pair<const char*, Site> kLinearInputs[] = {
@@ -60,22 +57,17 @@ constexpr std::pair<const char*, Site> kLinearInputs[] = {
     {"mlp.up_proj", Site::kGateUpInput},    {"mlp.gate_up_proj", Site::kGateUpInput},
     {"mlp.down_proj", Site::kDownInput}};
 
-// The dynamic input args of the first config group quantizing `module` (nullopt: none, static or
-// ignored), as compressed-tensors applies groups.
-std::optional<QuantArgs> dynamic_input_args(const json& qc, const std::string& module, const std::string& where) {
-  for (const auto& i : qc.value("ignore", json::array()))
-    if (i.is_string() && i != "Linear" && matches_linear_target(i, module)) return std::nullopt;
-  if (!qc.contains("config_groups") || !qc["config_groups"].is_object()) return std::nullopt;
-  for (const auto& [name, g] : qc["config_groups"].items()) {
-    bool hit = false;
-    for (const auto& t : g.value("targets", json::array())) hit = hit || (t.is_string() && matches_linear_target(t, module));
-    if (!hit) continue;
-    if (!g.contains("input_activations") || g["input_activations"].is_null()) return std::nullopt;
-    const QuantArgs a = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name + ".input_activations");
-    if (a.dynamic == Dynamic::kFalse) return std::nullopt;
-    return a;
-  }
-  return std::nullopt;
+// The dynamic input args of the config group quantizing `module` (nullopt: none, static or
+// ignored), as compressed-tensors applies groups (ct/groups.h).
+std::optional<QuantArgs> dynamic_input_args(const ct::QuantizationConfig& qc, const std::string& module,
+                                            const std::string& where) {
+  const auto i = ct::resolve_group({module, ct::kLinearClass}, qc.group_targets(), qc.ignore);
+  if (!i) return std::nullopt;
+  const ct::ConfigGroup& g = qc.config_groups[*i];
+  if (g.input_activations.is_null()) return std::nullopt;
+  const QuantArgs a = parse_quant_args(g.input_activations.dump(), where + ": config_groups." + g.name + ".input_activations");
+  if (a.dynamic == Dynamic::kFalse) return std::nullopt;
+  return a;
 }
 
 InputQuantSpec dynamic_spec(const QuantArgs& a, const std::string& where) {
@@ -95,15 +87,15 @@ InputQuantSpec dynamic_spec(const QuantArgs& a, const std::string& where) {
 
 std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const Checkpoint& ck, const ModelConfig& c) {
   std::map<std::pair<int64_t, Site>, InputQuantSpec> out;
-  const json& qc = ck.config().value("quantization_config", json::object());
+  const ct::QuantizationConfig qc = ct::read_quantization_config(ck.config().value("quantization_config", json::object()));
   const std::string where = ck.config_path().string() + ": quantization_config";
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     for (const auto& [suffix, site] : kLinearInputs) {
       const std::string module = c.layer_prefix(l) + suffix;
       if (!ck.has(module + ".weight") || !ck.quantized_weight(module)) continue;
       const auto key = std::make_pair(l, site);
-      if (ck.has(module + ".input_scale")) {
-        const std::vector<float> v = ck.read_f32(module + ".input_scale");
+      if (ck.has(ct::input_scale_name(module))) {
+        const std::vector<float> v = ck.read_f32(ct::input_scale_name(module));
         if (v.size() != 1 || !(v[0] > 0) || !std::isfinite(v[0]))
           throw InputError(fmt::format("{}: '{}.input_scale' must be one positive finite value", ck.dir().string(), module));
         InputQuantSpec& s = out[key];
@@ -125,17 +117,15 @@ EvalRun load_quantized_run(const fs::path& dir) {
   const std::string where = ck.config_path().string();
   if (!ck.config().contains("quantization_config"))
     throw InputError(fmt::format("{}: no quantization_config; expected a KV-quantized checkpoint", where));
-  const json& qc = ck.config()["quantization_config"];
-  if (!qc.contains("kv_cache_scheme") || qc["kv_cache_scheme"].is_null())
+  const ct::QuantizationConfig qc = ct::read_quantization_config(ck.config()["quantization_config"]);
+  if (qc.kv_cache_scheme.is_null())
     throw InputError(fmt::format("{}: quantization_config has no kv_cache_scheme", where));
   try {
-    run.kv_args = parse_quant_args(qc["kv_cache_scheme"].dump(), where + ": quantization_config.kv_cache_scheme");
+    run.kv_args = parse_quant_args(qc.kv_cache_scheme.dump(), where + ": quantization_config.kv_cache_scheme");
     check_attention_args(run.kv_args, where + ": kv_cache_scheme");
-    if (qc.contains("config_groups") && qc["config_groups"].is_object())
-      for (const auto& [name, g] : qc["config_groups"].items())
-        if (g.is_object() && g.contains("targets") && is_attention_targets(g["targets"], run.config) &&
-            g.contains("input_activations") && !g["input_activations"].is_null())
-          run.query_args = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
+    const ModelConfig& m = run.config;
+    if (const ct::ConfigGroup* g = qc.attention_group(m.attention_module(0), std::string(m.family->attention_class)))
+      run.query_args = parse_quant_args(g->input_activations.dump(), where + ": config_groups." + g->name);
   } catch (const RecipeError& e) {
     throw InputError(e.what());
   }
@@ -158,30 +148,25 @@ EvalRun load_quantized_run(const fs::path& dir) {
   }
   // R3: a transform group applied at q_attn and k_cache. Prefer the stored matrix (the only way to
   // reproduce random-hadamard); rebuild Sylvester for `hadamard` when it was not stored.
-  if (qc.contains("transform_config") && qc["transform_config"].contains("config_groups"))
-    for (const auto& [group, scheme] : qc["transform_config"]["config_groups"].items()) {
-      bool q = false, k = false;
-      for (const auto& a : scheme.value("apply", json::array())) {
-        q = q || a.value("location", "") == "q_attn";
-        k = k || a.value("location", "") == "k_cache";
-      }
-      if (!(q && k)) continue;  // R2 is already folded into the weights
-      const int64_t n = scheme.value("head_dim", c.head_dim);
-      const std::string stored = fmt::format("{}.{}_q_attn.weight", c.attention_module(0), group);
-      RowMatrixD h;
-      if (ck.has(stored)) {
-        std::vector<float> v = ck.read_f32(stored);
-        if (static_cast<int64_t>(v.size()) != n * n)
-          throw InputError(fmt::format("{}: '{}' is not {}x{}", ck.dir().string(), stored, n, n));
-        h = Eigen::Map<RowMatrix>(v.data(), n, n).cast<double>();
-      } else if (scheme.value("type", "") == "hadamard") {
-        h = transform_matrix("hadamard", n, 0);
-      } else {
-        throw InputError(fmt::format("{}: transform group '{}' is {} without a stored matrix ('{}'); "
-                                     "it cannot be reproduced", where, group, scheme.value("type", "?"), stored));
-      }
-      run.qk_rotation = (h / std::sqrt(static_cast<double>(n))).cast<float>();
+  // (R2 is folded into the weights already.)
+  if (const ct::TransformGroup* r3 = qc.r3()) {
+    const std::string& group = r3->name;
+    const int64_t n = r3->head_dim.value_or(c.head_dim);
+    const std::string stored = ct::transform_weight_name(c.attention_module(0), group, "q_attn");
+    RowMatrixD h;
+    if (ck.has(stored)) {
+      std::vector<float> v = ck.read_f32(stored);
+      if (static_cast<int64_t>(v.size()) != n * n)
+        throw InputError(fmt::format("{}: '{}' is not {}x{}", ck.dir().string(), stored, n, n));
+      h = Eigen::Map<RowMatrix>(v.data(), n, n).cast<double>();
+    } else if (r3->type == "hadamard") {
+      h = transform_matrix("hadamard", n, 0);
+    } else {
+      throw InputError(fmt::format("{}: transform group '{}' is {} without a stored matrix ('{}'); "
+                                   "it cannot be reproduced", where, group, r3->type, stored));
     }
+    run.qk_rotation = (h / std::sqrt(static_cast<double>(n))).cast<float>();
+  }
   return run;
 }
 

@@ -9,11 +9,14 @@
 #include <regex>
 #include <set>
 
+#include "ctcal/ct/attention.h"
+#include "ctcal/ct/groups.h"
+#include "ctcal/ct/quantization_config.h"
+#include "ctcal/ct/tensor_names.h"
+#include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
 #include "ctcal/io/checkpoint.h"
-#include "ctcal/model/scale_names.h"
 #include "ctcal/io/safetensors.h"
-#include "ctcal/io/weight_quantization.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/recipe/recipe.h"
@@ -118,75 +121,63 @@ struct SchemeInfo : KvSchemeFacts {
   bool r3_randomize = false;
 };
 
-// vLLM's CompressedTensorsConfig.from_config drops a config group from the Linear schemes only
-// when it has exactly one target and that target ends with "Attention".
-bool vllm_drops_group(const json& targets) {
-  return targets.is_array() && targets.size() == 1 && targets[0].is_string() &&
-         targets[0].get<std::string>().ends_with("Attention");
-}
-
-SchemeInfo read_scheme(const json& qc, const std::string& where, Problems* p, json* words) {
+SchemeInfo read_scheme(const json& config_qc, const std::string& where, Problems* p, json* words) {
   SchemeInfo s;
-  if (qc.contains("kv_cache_scheme") && !qc["kv_cache_scheme"].is_null()) {
+  const ct::QuantizationConfig qc = ct::read_quantization_config(config_qc);
+  if (!qc.kv_cache_scheme.is_null()) {
     try {
-      s.kv = parse_quant_args(qc["kv_cache_scheme"].dump(), where + ": kv_cache_scheme");
+      s.kv = parse_quant_args(qc.kv_cache_scheme.dump(), where + ": kv_cache_scheme");
       (*words)["kv_cache"] = args_words(*s.kv);
     } catch (const Error& e) {
       p->add("error", "bad_kv_scheme", e.what());
     }
   }
   json groups = json::array();
-  if (qc.contains("config_groups") && qc["config_groups"].is_object())
-    for (const auto& [name, g] : qc["config_groups"].items()) {
-      bool attention = false;
-      for (const auto& t : g.value("targets", json::array()))
-        attention = attention || (t.is_string() && (t.get<std::string>().ends_with("Attention") ||
-                                                    t.get<std::string>().find("self_attn") != std::string::npos));
-      if (attention && !vllm_drops_group(g.value("targets", json::array()))) {
-        s.undroppable_attention_groups.push_back(name);
-        p->add("error", "attention_group_targets",
-               fmt::format("config group '{}' targets {}: vLLM drops an attention group only when it has exactly "
-                           "one target ending in 'Attention' (e.g. LlamaAttention); this one is validated as a "
-                           "Linear scheme and loading fails on its `weights: null`",
-                           name, g.value("targets", json::array()).dump()));
-      }
-      if (attention && g.contains("input_activations") && !g["input_activations"].is_null()) {
-        try {
-          s.q = parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
-          s.q_group = name;
-          groups.push_back(fmt::format("{}: attention (query) quantization, {}", name, args_words(*s.q)));
-        } catch (const Error& e) {
-          p->add("error", "bad_attention_scheme", e.what());
-        }
-      } else {
-        groups.push_back(fmt::format("{}: targets {} (weights/activations of Linear layers)", name, g.value("targets", json::array()).dump()));
-      }
+  for (const ct::ConfigGroup& g : qc.config_groups) {
+    const json targets = g.raw.value("targets", json::array());  // as written, for the messages
+    const bool attention = ct::any_targets_attention(g.targets);
+    // A non-string target also keeps vLLM from dropping the group.
+    if (attention && !(g.targets.size() == targets.size() && ct::vllm_drops_group(g.targets))) {
+      s.undroppable_attention_groups.push_back(g.name);
+      p->add("error", "attention_group_targets",
+             fmt::format("config group '{}' targets {}: vLLM drops an attention group only when it has exactly "
+                         "one target ending in 'Attention' (e.g. LlamaAttention); this one is validated as a "
+                         "Linear scheme and loading fails on its `weights: null`",
+                         g.name, targets.dump()));
     }
+    if (attention && !g.input_activations.is_null()) {
+      try {
+        s.q = parse_quant_args(g.input_activations.dump(), where + ": config_groups." + g.name);
+        s.q_group = g.name;
+        groups.push_back(fmt::format("{}: attention (query) quantization, {}", g.name, args_words(*s.q)));
+      } catch (const Error& e) {
+        p->add("error", "bad_attention_scheme", e.what());
+      }
+    } else {
+      groups.push_back(fmt::format("{}: targets {} (weights/activations of Linear layers)", g.name, targets.dump()));
+    }
+  }
   (*words)["config_groups"] = groups;
   if (s.q && !s.kv) s.kv = s.q;  // attention quantization implies KV with the same args
   json tw = json::array();
-  if (qc.contains("transform_config") && qc["transform_config"].is_object() && qc["transform_config"].contains("config_groups"))
-    for (const auto& [name, sc] : qc["transform_config"]["config_groups"].items()) {
-      std::set<std::string> locs;
-      for (const auto& a : sc.value("apply", json::array())) locs.insert(a.value("location", ""));
-      const std::string type = sc.value("type", "?");
-      if (locs.count("q_attn") && locs.count("k_cache")) {
-        s.r3 = true;
-        s.r3_type = type;
-        s.r3_group = name;
-        s.r3_size = sc.value("head_dim", json(0)).is_number() ? sc["head_dim"].get<int64_t>() : 0;
-        s.r3_randomize = sc.value("randomize", false);
-        tw.push_back(fmt::format("R3 (group '{}'): {} {}x{} rotation of queries and keys per head after RoPE, "
-                                 "applied online by the server", name, type, s.r3_size, s.r3_size));
-      } else if (locs.count("weight_output") && locs.count("weight_input")) {
-        s.r2 = true;
-        tw.push_back(fmt::format("R2 (group '{}'): {} rotation of values, folded into v_proj and o_proj weights "
-                                 "(nothing to do at serving time)", name, type));
-      } else {
-        s.other_transforms = true;
-        tw.push_back(fmt::format("group '{}': {} transform at {}", name, type, json(locs).dump()));
-      }
+  for (const ct::TransformGroup& t : qc.transforms) {
+    if (t.rotation == ct::Rotation::kR3) {
+      s.r3 = true;
+      s.r3_type = t.type;
+      s.r3_group = t.name;
+      s.r3_size = t.head_dim.value_or(0);
+      s.r3_randomize = t.randomize;
+      tw.push_back(fmt::format("R3 (group '{}'): {} {}x{} rotation of queries and keys per head after RoPE, "
+                               "applied online by the server", t.name, t.type, s.r3_size, s.r3_size));
+    } else if (t.rotation == ct::Rotation::kR2) {
+      s.r2 = true;
+      tw.push_back(fmt::format("R2 (group '{}'): {} rotation of values, folded into v_proj and o_proj weights "
+                               "(nothing to do at serving time)", t.name, t.type));
+    } else {
+      s.other_transforms = true;
+      tw.push_back(fmt::format("group '{}': {} transform at {}", t.name, t.type, json(t.locations).dump()));
     }
+  }
   (*words)["transforms"] = tw;
   return s;
 }
@@ -227,26 +218,21 @@ void check_values(const json& e, const std::string& name, int64_t layer, Problem
 // FP8 Linear layers (float-quantized W8A8): per module the weight and input scales, and the
 // problems vLLM's W8A8 FP8 scheme would trip on: non-finite or non-positive scales, a static
 // input scheme without `input_scale`, NaN codes in the F8_E4M3 weight.
-json inspect_linear(const json& qc, const LooseCheckpoint& ck, Problems* p) {
-  struct Group {
-    std::vector<std::string> targets;
-    bool static_input;
-  };
-  std::vector<Group> groups;
-  const json config_groups = qc.value("config_groups", json::object());  // kept alive: items() refers into it
-  for (const auto& [name, g] : config_groups.items()) {
-    if (!g.is_object() || !g.contains("weights") || !g["weights"].is_object()) continue;
-    const json& w = g["weights"];
-    if (w.value("type", "") != "float" || w.value("num_bits", 0) != 8) continue;
-    const json in = g.value("input_activations", json(nullptr));
-    groups.push_back({g.value("targets", std::vector<std::string>{}),
-                      in.is_object() && in.value("dynamic", json(false)) == json(false)});
+json inspect_linear(const json& config_qc, const LooseCheckpoint& ck, Problems* p) {
+  const ct::QuantizationConfig qc = ct::read_quantization_config(config_qc);
+  // Which config groups are FP8 with static inputs.
+  std::vector<bool> static_fp8_input;
+  for (const ct::ConfigGroup& g : qc.config_groups) {
+    const json& w = g.weights;
+    const json& in = g.input_activations;
+    static_fp8_input.push_back(w.is_object() && w.value("type", "") == "float" && w.value("num_bits", 0) == 8 &&
+                               in.is_object() && in.value("dynamic", json(false)) == json(false));
   }
-  std::vector<std::string> ignore = qc.value("ignore", std::vector<std::string>{});
+  const std::vector<std::vector<std::string>> targets = qc.group_targets();
   json modules = json::object();
   for (const auto& [tensor, _] : ck.where) {
     if (!tensor.ends_with(".weight_scale")) continue;
-    const std::string m = tensor.substr(0, tensor.size() - 13);
+    const std::string m = tensor.substr(0, tensor.size() - 13);  // ct::weight_scale_name(m) == tensor
     const TensorInfo* w = ck.info(m + ".weight");
     if (!w || w->dtype != DType::kF8E4M3) continue;
     json e = {{"weight_scale", site_entry(ck, tensor, "")}};
@@ -257,24 +243,16 @@ json inspect_linear(const json& qc, const LooseCheckpoint& ck, Problems* p) {
     for (std::size_t i = 0; i < w->numel(); ++i) nan_codes += (codes[i] & 0x7F) == 0x7F;
     if (nan_codes)
       p->add("error", "nan_fp8_weight", fmt::format("{}.weight holds {} NaN FP8 codes", m, nan_codes), m + ".weight");
-    bool needs_input = false;
-    bool is_ignored = false;
-    for (const auto& i : ignore) is_ignored = is_ignored || matches_linear_target(i, m);
-    for (const auto& g : groups) {
-      bool hit = false;
-      for (const auto& t : g.targets) hit = hit || matches_linear_target(t, m);
-      if (hit) {
-        needs_input = g.static_input && !is_ignored;
-        break;
-      }
-    }
-    if (ck.info(m + ".input_scale")) {
-      e["input_scale"] = site_entry(ck, m + ".input_scale", "");
-      check_values(e["input_scale"], m + ".input_scale", -1, p);
+    const auto group = ct::resolve_group({m, ct::kLinearClass}, targets, qc.ignore);
+    const bool needs_input = group && static_fp8_input[*group];
+    const std::string input_scale = ct::input_scale_name(m);
+    if (ck.info(input_scale)) {
+      e["input_scale"] = site_entry(ck, input_scale, "");
+      check_values(e["input_scale"], input_scale, -1, p);
       e["input_scale"].erase("values");
     } else if (needs_input) {
       p->add("error", "missing_input_scale", fmt::format("{}.input_scale is missing but its config group quantizes "
-             "inputs statically: vLLM cannot run this layer as intended", m), m + ".input_scale");
+             "inputs statically: vLLM cannot run this layer as intended", m), input_scale);
     }
     modules[m] = e;
   }
@@ -362,7 +340,7 @@ json inspect_checkpoint(const fs::path& path) {
         }
         for (Site site : {Site::kQuery, Site::kKey, Site::kValue}) {
           const QuantArgs* a = site == Site::kQuery ? (scheme.q ? &*scheme.q : nullptr) : &*scheme.kv;
-          const std::string name = scale_name(cfg->attention_module(l), site);
+          const std::string name = ct::scale_name(cfg->attention_module(l), site);
           if (!a) {
             if (ck.info(name)) p.add("warning", "extra_scale", fmt::format("{} exists but the config quantizes no queries", name), name, l);
             continue;
@@ -371,7 +349,7 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "missing_scale", fmt::format("{} is missing: vLLM falls back to scale 1.0 for this layer", name), name, l);
             continue;
           }
-          json e = site_entry(ck, name, zero_point_name(cfg->attention_module(l), site));
+          json e = site_entry(ck, name, ct::zero_point_name(cfg->attention_module(l), site));
           const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->num_key_value_heads;
           const std::vector<int64_t> want = *a->strategy == Strategy::kAttnHead ? std::vector<int64_t>{heads, 1, 1} : std::vector<int64_t>{1};
           if (e["shape"].get<std::vector<int64_t>>() != want)
@@ -381,7 +359,7 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "scale_dtype", fmt::format("{} has dtype {}; expected a float dtype", name, e["dtype"].get<std::string>()), name, l);
           check_values(e, name, l, &p);
           if (!a->symmetric && !e.contains("zero_point"))
-            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", zero_point_name(cfg->attention_module(l), site)), zero_point_name(cfg->attention_module(l), site), l);
+            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", ct::zero_point_name(cfg->attention_module(l), site)), ct::zero_point_name(cfg->attention_module(l), site), l);
           entry[std::string(site_name(site))] = e;
         }
         layers.push_back(entry);

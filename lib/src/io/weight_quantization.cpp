@@ -1,21 +1,12 @@
 #include "ctcal/io/weight_quantization.h"
 
-#include <regex>
 #include <set>
+
+#include "ctcal/ct/groups.h"
 
 namespace ctcal {
 
 using nlohmann::json;
-
-bool matches_linear_target(const std::string& target, const std::string& module) {
-  if (target == "Linear" || target == module) return true;
-  if (target.rfind("re:", 0) != 0) return false;
-  try {
-    return std::regex_search(module, std::regex(target.substr(3)), std::regex_constants::match_continuous);
-  } catch (const std::regex_error&) {
-    return false;
-  }
-}
 
 WeightQuantization WeightQuantization::from_config(const json& config, const std::string& where) {
   WeightQuantization wq;
@@ -66,16 +57,13 @@ WeightQuantization WeightQuantization::from_config(const json& config, const std
 
 std::optional<QuantizedWeightSpec> WeightQuantization::spec_for(const TensorGetter& get,
                                                                 const std::string& module) const {
-  for (const auto& i : ignore_)
-    if (matches_linear_target(i, module) && i != "Linear") return std::nullopt;
-  for (const auto& g : groups_) {
-    bool hit = false;
-    for (const auto& t : g.targets) hit = hit || matches_linear_target(t, module);
-    if (!hit) continue;
-    if (g.spec.format == WeightFormat::kDense || !has_quantized_weight(get, module)) return std::nullopt;
-    return g.spec;
-  }
-  return std::nullopt;
+  std::vector<std::vector<std::string>> targets;
+  for (const auto& g : groups_) targets.push_back(g.targets);
+  const auto g = ct::resolve_group({module, ct::kLinearClass}, targets, ignore_);
+  if (!g) return std::nullopt;
+  const QuantizedWeightSpec& spec = groups_[*g].spec;
+  if (spec.format == WeightFormat::kDense || !has_quantized_weight(get, module)) return std::nullopt;
+  return spec;
 }
 
 std::vector<std::string> WeightQuantization::formats() const {

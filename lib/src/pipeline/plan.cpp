@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "ctcal/ct/attention.h"
+#include "ctcal/ct/groups.h"
+#include "ctcal/ct/match.h"
+#include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
-#include "ctcal/io/weight_quantization.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/transform/hadamard.h"
 
@@ -57,16 +60,13 @@ json scheme_json(const TransformSchemeSpec& s) {
           {"head_dim", s.head_dim ? json(*s.head_dim) : json(nullptr)}, {"precision", s.precision}};
 }
 
-bool targets_attention(const std::vector<std::string>& t, const ModelConfig& m) {
-  for (const auto& x : t)
-    if (x == "re:.*self_attn$" || x == m.family->attention_class || x == "re:.*(self_attn|attention)$")
-      return true;
-  return false;
+ct::AttentionModule attention_of(const ModelConfig& m) {
+  return {m.attention_module(0), std::string(m.family->attention_class)};
 }
 
-bool targets_suffix(const std::vector<std::string>& t, const std::string& proj) {
+bool targets_projection(const std::vector<std::string>& t, const std::string& proj) {
   for (const auto& x : t)
-    if (x == "re:.*" + proj + "$" || x == proj) return true;
+    if (ct::targets_projection(x, proj)) return true;
   return false;
 }
 
@@ -78,11 +78,11 @@ std::string classify(const std::string& name, const TransformSchemeSpec& s, cons
   for (const auto& a : s.apply) {
     if (!a.ignore.empty())
       throw RecipeError(fmt::format("{}: transform group '{}': 'ignore' lists are not supported", where, name));
-    if ((a.location == "q_attn" || a.location == "k_cache") && targets_attention(a.targets, m) && !a.inverse)
+    if (ct::is_attention_location(a.location) && ct::any_targets_attention(a.targets, attention_of(m)) && !a.inverse)
       (a.location == "q_attn" ? q : k) = true;
-    else if (a.location == "weight_output" && targets_suffix(a.targets, "v_proj") && !a.inverse)
+    else if (a.location == "weight_output" && targets_projection(a.targets, "v_proj") && !a.inverse)
       v = true;
-    else if (a.location == "weight_input" && targets_suffix(a.targets, "o_proj") && a.inverse)
+    else if (a.location == "weight_input" && targets_projection(a.targets, "o_proj") && a.inverse)
       o = true;
     else
       throw RecipeError(fmt::format(
@@ -124,7 +124,7 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
   s.head_dim = head_dim;
   s.precision = sq.precision;
   if (rotation == "R3") {
-    s.apply = {{{"re:.*self_attn$"}, "q_attn", false, {}}, {{"re:.*self_attn$"}, "k_cache", false, {}}};
+    s.apply = {{{ct::kSelfAttnTarget}, "q_attn", false, {}}, {{ct::kSelfAttnTarget}, "k_cache", false, {}}};
   } else {
     s.apply = {{{"re:.*v_proj$"}, "weight_output", false, {}}, {{"re:.*o_proj$"}, "weight_input", true, {}}};
   }
@@ -185,18 +185,14 @@ std::string router_suffix(const ModelConfig& m) {
   return m.family->moe_names == MoeNames::kMixtral ? "block_sparse_moe.gate" : "mlp.gate";
 }
 
-bool ignored(const std::vector<std::string>& ignore, const std::string& module) {
-  for (const auto& i : ignore)
-    if (matches_linear_target(i, module)) return true;
-  return false;
-}
-
-// Resolves FP8 Linear groups against the model's Linear layers (first matching group wins, as
-// compressed-tensors applies them), with `ignore`.
+// Resolves FP8 Linear groups against the model's Linear layers, with `ignore`, as
+// compressed-tensors applies them (ct/groups.h).
 void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, const std::string& where,
                  CalibrationPlan* p) {
   p->ignore = q.ignore;
   if (q.linear_groups.empty()) return;
+  std::vector<std::vector<std::string>> group_targets;
+  for (const auto& g : q.linear_groups) group_targets.push_back(g.targets);
   std::map<std::string, int> hits;
   for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
     std::vector<ExpertSlot> slots;
@@ -210,42 +206,34 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
       // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
       // "re:.*block_sparse_moe.gate" for Mixtral).
       const std::string router = model.layer_prefix(l) + router_suffix(model);
-      if (!ignored(q.ignore, router))
-        for (const auto& g : q.linear_groups)
-          for (const auto& t : g.targets)
-            if (matches_linear_target(t, router))
-              throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
-                                            "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
-                                            "examples do", where, g.name, router, router_suffix(model)));
+      for (const auto& g : q.linear_groups)
+        if (ct::is_match({router, ct::kLinearClass}, g.targets, q.ignore))
+          throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
+                                        "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
+                                        "examples do", where, g.name, router, router_suffix(model)));
       for (auto& s : expert_slots(model)) slots.push_back(std::move(s));
     }
     for (const auto& slot : slots) {
       const std::string module = model.layer_prefix(l) + slot.suffix;
-      if (ignored(q.ignore, module)) continue;
-      for (const auto& g : q.linear_groups) {
-        bool hit = false;
-        for (const auto& t : g.targets) hit = hit || matches_linear_target(t, module);
-        if (!hit) continue;
-        ++hits[g.name];
-        LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt, slot.expert, slot.which};
-        if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
-          lp.input = g.input_activations;
-          auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
-          if (!fresh && !(it->second == *g.input_activations))
-            throw RecipeError(fmt::format("{}: Linear layers sharing the input '{}' get different static "
-                                          "input_activations from their groups; one observation "
-                                          "serves them all, so make the args equal", where,
-                                          site_name(slot.site)));
-        }
-        p->linear.push_back(std::move(lp));
-        break;
+      const auto group = ct::resolve_group({module, ct::kLinearClass}, group_targets, q.ignore);
+      if (!group) continue;
+      const LinearGroup& g = q.linear_groups[*group];
+      ++hits[g.name];
+      LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt, slot.expert, slot.which};
+      if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
+        lp.input = g.input_activations;
+        auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
+        if (!fresh && !(it->second == *g.input_activations))
+          throw RecipeError(fmt::format("{}: Linear layers sharing the input '{}' get different static "
+                                        "input_activations from their groups; one observation "
+                                        "serves them all, so make the args equal", where,
+                                        site_name(slot.site)));
       }
+      p->linear.push_back(std::move(lp));
     }
   }
   for (const auto& g : q.linear_groups) {
-    bool lm_head = false;
-    for (const auto& t : g.targets) lm_head = lm_head || matches_linear_target(t, "lm_head");
-    if (lm_head && !ignored(q.ignore, "lm_head"))
+    if (ct::is_match({"lm_head", ct::kLinearClass}, g.targets, q.ignore))
       throw RecipeError(fmt::format("{}: config group '{}' would quantize lm_head, which ctcal does not "
                                     "(it never runs it while calibrating); add \"lm_head\" to ignore, "
                                     "as llm-compressor's examples do", where, g.name));
@@ -272,7 +260,7 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
   if (const auto* q = recipe.quantization(); q && !q->attention_groups.empty()) {
     p.attention_group = q->attention_groups[0].name;
     for (const auto& t : q->attention_groups[0].targets)
-      if (!t.starts_with("re:") && t != model.family->attention_class)
+      if (!ct::targets_attention(t, attention_of(model)))
         throw RecipeError(fmt::format("{}: attention group '{}' targets {}, but this model ({}) has {}",
                                       recipe.source, p.attention_group.value(), t, model.architecture,
                                       model.family->attention_class));

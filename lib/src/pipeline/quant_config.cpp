@@ -3,6 +3,8 @@
 #include <optional>
 #include <set>
 
+#include "ctcal/ct/attention.h"
+#include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
 #include "ctcal/version.h"
 
@@ -12,27 +14,26 @@ using nlohmann::json;
 
 namespace {
 
-// A config group that quantizes attention (queries) only: no weights, every target an attention
-// module (`LlamaAttention`, `re:.*self_attn$`). An input's such group describes its old q scales,
-// which the new recipe's attention group (or none) replaces.
-bool is_attention_group(const json& g) {
-  if (!g.is_object() || !g.value("weights", json()).is_null() || !g.contains("targets") || !g["targets"].is_array() ||
-      g["targets"].empty())
+// A config group that quantizes attention (queries) only: no weights, every target the attention
+// module (ct/attention.h: `LlamaAttention`, `re:.*self_attn$`). An input's such group describes
+// its old q scales, which the new recipe's attention group (or none) replaces.
+bool is_attention_group(const json& g, const ModelConfig& m) {
+  if (!g.is_object() || !g.value("weights", json()).is_null() || !g.contains("targets") || !g["targets"].is_array())
     return false;
+  std::vector<std::string> targets;
   for (const auto& t : g["targets"]) {
-    const std::string s = t.is_string() ? t.get<std::string>() : "";
-    if (!s.ends_with("Attention") && s.find("self_attn") == std::string::npos) return false;
+    if (!t.is_string()) return false;
+    targets.push_back(t.get<std::string>());
   }
-  return true;
+  return ct::all_target_attention(targets, {m.attention_module(0), ""});  // any ...Attention class name
 }
 
 // The input's transform group rotating queries or keys at serving time (R3), if any.
 std::optional<std::string> online_rotation(const json& tc) {
   if (!tc.is_object() || !tc.contains("config_groups") || !tc["config_groups"].is_object()) return std::nullopt;
   for (const auto& [name, scheme] : tc["config_groups"].items())
-    if (scheme.is_object() && scheme.contains("apply") && scheme["apply"].is_array())
-      for (const auto& a : scheme["apply"])
-        if (a.is_object() && (a.value("location", "") == "q_attn" || a.value("location", "") == "k_cache")) return name;
+    for (const auto& location : ct::apply_locations(scheme))
+      if (ct::is_attention_location(location)) return name;
   return std::nullopt;
 }
 
@@ -54,7 +55,7 @@ json build_quantization_config(const json& config, const CalibrationPlan& plan, 
   // attention group and the attention modules in `ignore` (--kv-skip-layers) become what this plan
   // says, as kv_cache_scheme does below.
   for (auto it = qc["config_groups"].begin(); it != qc["config_groups"].end();)
-    it = is_attention_group(*it) ? qc["config_groups"].erase(it) : std::next(it);
+    it = is_attention_group(*it, plan.model) ? qc["config_groups"].erase(it) : std::next(it);
   if (qc.contains("ignore") && qc["ignore"].is_array()) {
     std::set<std::string> attention;
     for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) attention.insert(plan.model.attention_module(l));

@@ -6,7 +6,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
-#include "ctcal/model/scale_names.h"
+#include "ctcal/ct/tensor_names.h"
 #include "ctcal/pipeline/existing_scales.h"
 #include "ctcal/pipeline/quant_config.h"
 #include "ctcal/io/safetensors.h"
@@ -47,11 +47,11 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
         continue;  // left unquantized: in `ignore`, no scales
       const auto shape = scale_shape(plan, s.site);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
-      out[scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);
+      out[ct::scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);
       if (plan.write_zero_points) {
         const QuantArgs& a = s.site == Site::kQuery ? *plan.query_args : plan.kv_args;
         std::vector<float> zp(s.qparams.zero_point.begin(), s.qparams.zero_point.end());
-        out[zero_point_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
+        out[ct::zero_point_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
       }
     }
   // FP8 Linear layers with static inputs: `<module>.input_scale` [1], the shared input's scale.
@@ -61,7 +61,7 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
     const SiteResult* s = lp.expert >= 0 ? &layer.experts.at(lp.input_site).at(static_cast<std::size_t>(lp.expert))
                                          : layer.find(lp.input_site);
     CTCAL_ASSERT(s != nullptr, "planned input site observed");
-    out[lp.module + ".input_scale"] = make_blob_f32({static_cast<float>(s->qparams.scale.at(0))}, {1}, plan.storage);
+    out[ct::input_scale_name(lp.module)] = make_blob_f32({static_cast<float>(s->qparams.scale.at(0))}, {1}, plan.storage);
   }
   if (plan.r3) {
     // Unnormalised ±1 entries in F64 (the scheme's precision), one copy per layer (SPEC §6).
@@ -70,7 +70,7 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
     const DType t = dtype_from_torch_name(plan.r3->precision).value_or(DType::kF64);
     for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
       for (const char* loc : {"q_attn", "k_cache"})
-        out[fmt::format("{}.{}_{}.weight", plan.model.attention_module(l), plan.r3->group, loc)] =
+        out[ct::transform_weight_name(plan.model.attention_module(l), plan.r3->group, loc)] =
             make_blob_f32(v, {h.rows(), h.cols()}, t);
   }
   return out;
@@ -130,7 +130,7 @@ TensorBlob fp8_weight_blob(const Checkpoint& in, const LinearQuantPlan& lp,
   const Fp8WeightScales s = fp8_weight_scales(w.data(), rows, cols, lp.weights, t.dtype);
   const std::vector<uint8_t> codes = fp8_quantize_weight(w.data(), rows, cols, s, t.dtype);  // [rows, cols]
   const std::vector<float> sv(s.scale.begin(), s.scale.end());
-  (*scales)[lp.module + ".weight_scale"] = make_blob_f32(sv, s.shape, s.dtype);
+  (*scales)[ct::weight_scale_name(lp.module)] = make_blob_f32(sv, s.shape, s.dtype);
   return TensorBlob{DType::kF8E4M3, {rows, cols}, std::vector<unsigned char>(codes.begin(), codes.end())};
 }
 

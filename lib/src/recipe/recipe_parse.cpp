@@ -1,6 +1,5 @@
 // Strict YAML -> Recipe. Every mapping is checked against its allowed keys; every value against
 // its type; errors are collected (not just the first) with "<file>: <yaml.path> (line N)".
-#include <cctype>
 #include <algorithm>
 #include <fstream>
 #include <set>
@@ -8,6 +7,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "ctcal/ct/attention.h"
 #include "ctcal/error.h"
 #include "ctcal/quant/fp8_weight.h"
 #include "ctcal/recipe/preset_schemes.h"
@@ -233,14 +233,8 @@ void Parser::base_modifier_fields(const YAML::Node& n, const std::string& path) 
 }
 
 // An attention module's class name (LlamaAttention, Qwen3Attention, ...; the plan checks that it
-// is the model's own) or one of the regexes llm-compressor's examples use.
-bool is_attention_target(const std::string& t) {
-  if (t == "re:.*self_attn$" || t == "re:.*(self_attn|attention)$") return true;
-  if (!t.ends_with("Attention") || t.size() == 9) return false;
-  for (char ch : t)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) return false;
-  return true;
-}
+// is the model's own) or a regex that picks out the attention module (ct/attention.h).
+bool is_attention_target(const std::string& t) { return ct::targets_attention(t); }
 
 void Parser::quantization_modifier(const YAML::Node& n, const std::string& path,
                                    QuantizationModifierSpec* q) {

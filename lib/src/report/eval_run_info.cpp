@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "ctcal/ct/quantization_config.h"
 #include "ctcal/error.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/report/scheme_words.h"
@@ -27,13 +28,9 @@ json read_json(const fs::path& p) {
 
 // The attention (query) args of a checkpoint: a config group aimed at the attention module.
 std::optional<QuantArgs> query_args_of(const json& qc, const std::string& where) {
-  if (!qc.contains("config_groups") || !qc["config_groups"].is_object()) return std::nullopt;
-  for (const auto& [name, g] : qc["config_groups"].items()) {
-    if (!g.is_object() || !g.contains("input_activations") || g["input_activations"].is_null()) continue;
-    for (const auto& t : g.value("targets", json::array()))
-      if (t.is_string() && (t.get<std::string>().ends_with("Attention") || t.get<std::string>().ends_with("self_attn$")))
-        return parse_quant_args(g["input_activations"].dump(), where + ": config_groups." + name);
-  }
+  const ct::QuantizationConfig q = ct::read_quantization_config(qc);
+  if (const ct::ConfigGroup* g = q.attention_group())
+    return parse_quant_args(g->input_activations.dump(), where + ": config_groups." + g->name);
   return std::nullopt;
 }
 

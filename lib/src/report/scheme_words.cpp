@@ -1,8 +1,8 @@
 #include "ctcal/report/scheme_words.h"
 
-#include <set>
-
 #include <fmt/format.h>
+
+#include "ctcal/ct/transforms.h"
 
 namespace ctcal {
 
@@ -21,13 +21,9 @@ std::string transforms_phrase(const nlohmann::json& tc) {
   if (!tc.is_object() || !tc.contains("config_groups") || !tc["config_groups"].is_object()) return "";
   std::string out;
   for (const auto& [name, scheme] : tc["config_groups"].items()) {
-    std::set<std::string> locations;
-    for (const auto& a : scheme.value("apply", nlohmann::json::array()))
-      if (a.is_object()) locations.insert(a.value("location", ""));
     // Named by what the transform does, as SpinQuant names them, whatever the group is called.
-    std::string what = name;
-    if (locations.count("q_attn") && locations.count("k_cache")) what = "R3";
-    else if (locations.count("weight_output") && locations.count("weight_input")) what = "R2";
+    const ct::Rotation r = ct::rotation_of(ct::apply_locations(scheme));
+    const std::string what = r == ct::Rotation::kR3 ? "R3" : r == ct::Rotation::kR2 ? "R2" : name;
     std::string s = what + " " + scheme.value("type", "?");
     if (scheme.contains("head_dim") && scheme["head_dim"].is_number_integer())
       s += fmt::format(" {0}x{0}", scheme["head_dim"].get<int64_t>());

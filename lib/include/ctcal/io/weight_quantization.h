@@ -1,9 +1,9 @@
 #pragma once
 // Which Linear weights of a compressed-tensors checkpoint are stored quantized, and how: read from
 // config.json's `quantization_config` (config_groups with `weights`, the global or per-group
-// `format`, `ignore`). A module counts as quantized when a group's targets match it (the class
-// name `Linear`, its exact name, or an `re:` pattern matched from the start as Python's re.match)
-// and its quantized tensors are present; the caller asks only for Linear modules.
+// `format`, `ignore`). A module counts as quantized when compressed-tensors would give it a group
+// (ct/groups.h: targets and `ignore` matched as compressed-tensors matches them, the module's class
+// being `Linear`) and its quantized tensors are present; the caller asks only for Linear modules.
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,9 +37,5 @@ class WeightQuantization {
   std::vector<Group> groups_;
   std::vector<std::string> ignore_;
 };
-
-// compressed-tensors' target match of one module name: "Linear" (the caller's class), the exact
-// name, or "re:<pattern>" matched at the start of the name.
-bool matches_linear_target(const std::string& target, const std::string& module);
 
 }  // namespace ctcal

@@ -1,6 +1,6 @@
 #pragma once
 // The `quantization_config` block of config.json (SPEC §6, reference §2.3), merged into any
-// existing compressed-tensors config. (The scale tensor names are model/scale_names.h's.)
+// existing compressed-tensors config. (The scale tensor names are ct/tensor_names.h's.)
 #include <string>
 
 #include <nlohmann/json.hpp>
