@@ -159,7 +159,8 @@ try:
     check(sorted(qc["transform_config"]["config_groups"]) == ["R2", "R3"], "R2 + R3 transform_config")
 
     # Same inputs and seed -> byte-identical outputs, whatever --threads is, in both compute modes
-    # (bf16 GEMMs run as fixed tiles for this; see model/onednn_matmul.cpp).
+    # (bf16 GEMMs run as fixed tiles for this, see model/onednn_matmul.cpp; fp32 GEMMs sum in one fixed
+    # order, see model/fixed_order_gemm.h: oneDNN's sgemm differed at --threads 8 and 16 on a 2-core AVX2 CPU).
     bf16_ok = subprocess.run([BIN, "calibrate", os.path.join(SRC, "recipes", "fp8_kv_per_head.yaml"), "--model", MODEL,
                               "--dataset", TEXT, "--compute-dtype", "bf16", "--dry-run"],
                              capture_output=True, text=True).returncode == 0

@@ -1,15 +1,28 @@
 #include "ctcal/model/layer_ops.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <numbers>
+#include <string>
 
 #include "ctcal/error.h"
+#include "ctcal/model/fixed_order_gemm.h"
 #include "ctcal/model/onednn_matmul.h"
 
 namespace ctcal {
 
 namespace {
 using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+
+// CTCAL_GEMM=eigen: Eigen's GEMM for the fp32 projections instead, for comparisons only (its
+// k blocking, and so its summation order, depends on the thread count).
+bool use_fixed_order_f32() {
+  static const bool on = [] {
+    const char* v = std::getenv("CTCAL_GEMM");
+    return !(v && std::string(v) == "eigen");
+  }();
+  return on;
+}
 }  // namespace
 
 const uint16_t* ProjectionInput::bf16() {
@@ -23,8 +36,11 @@ void linear(ProjectionInput& x, const Linear& l, Eigen::Ref<RowMatrix> y) {
   if (l.w_bf16) {
     CTCAL_ASSERT(y.outerStride() == y.cols(), "bf16 matmul writes a dense [n, out] view");
     matmul_bf16(x.bf16(), x.f32().rows(), *l.w_bf16, y.data());
-  } else if (use_onednn_f32() && x.f32().outerStride() == x.f32().cols()) {
-    matmul_f32_onednn(x.f32(), l.w, y);
+  } else if (use_fixed_order_f32()) {
+    const auto& xf = x.f32();
+    CTCAL_ASSERT(l.w.cols() == xf.cols() && y.rows() == xf.rows() && y.cols() == l.w.rows(), "linear: shapes");
+    matmul_f32_fixed_order(xf.data(), xf.outerStride(), xf.rows(), xf.cols(), l.w.data(), l.w.rows(), y.data(),
+                           y.outerStride());
   } else {
     y.noalias() = x.f32() * l.w.transpose();
   }

@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -33,7 +32,7 @@ struct Engine {
   // and calibration calls the same few shapes thousands of times.
   struct Kernel {
     dnnl::matmul prim;
-    int64_t scratch_bytes = 0;  // user scratchpad size (bf16 tile kernels; 0 for fp32)
+    int64_t scratch_bytes = 0;  // user scratchpad size
   };
   std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Kernel> cache;
   // Weight packing by tile shape (in, cols): the packed layout and the reorder into it. Every
@@ -323,33 +322,6 @@ void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out) {
   const int64_t rows = x.rows(), cols = x.cols();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) round_to_bf16(x.data() + r * x.outerStride(), cols, out + r * cols);
-}
-
-bool use_onednn_f32() {
-  static const bool on = [] {
-    const char* v = std::getenv("CTCAL_GEMM");
-    return !(v && std::string(v) == "eigen");
-  }();
-  return on;
-}
-
-void matmul_f32_onednn(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, Eigen::Ref<RowMatrix> y) {
-  const int64_t n = x.rows(), in = x.cols(), out = w.rows();
-  Engine& e = engine();
-  std::lock_guard<std::mutex> lock(e.mu);
-  CTCAL_ASSERT(x.outerStride() == in && y.outerStride() == out, "dense views");
-  const dnnl::memory::desc src_md({n, in}, dt::f32, tag::ab);
-  const dnnl::memory::desc wei_md({in, out}, dt::f32, tag::ba);
-  const dnnl::memory::desc dst_md({n, out}, dt::f32, tag::ab);
-  auto key = std::make_tuple(0, n, in, out, int64_t{0});
-  auto it = e.cache.find(key);
-  if (it == e.cache.end())
-    it = e.cache.emplace(key, Engine::Kernel{dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, wei_md, dst_md), e.engine))}).first;
-  dnnl::memory src(src_md, e.engine, const_cast<float*>(x.data()));
-  dnnl::memory wei(wei_md, e.engine, const_cast<float*>(w.data()));
-  dnnl::memory dst(dst_md, e.engine, y.data());
-  it->second.prim.execute(e.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-  e.stream.wait();
 }
 
 }  // namespace ctcal

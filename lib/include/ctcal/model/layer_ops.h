@@ -27,9 +27,9 @@ class ProjectionInput {
 };
 
 // y = x W^T + b. x: [n, in], W: [out, in] -> y: [n, out], written into a pre-sized view.
-// --compute-dtype bf16: oneDNN bf16 matmul on packed weights. Otherwise oneDNN's fp32 matmul
-// (bench/calib_bench: 99-127 % of OpenBLAS sgemm 2048^3), or Eigen's GEMM for strided views or
-// with CTCAL_GEMM=eigen.
+// --compute-dtype bf16: oneDNN bf16 matmul on packed weights. Otherwise the fixed-order fp32 GEMM
+// (model/fixed_order_gemm.h: the same bits for any thread count, rows per call or SIMD width),
+// or Eigen's GEMM with CTCAL_GEMM=eigen (comparisons only: its order depends on the thread count).
 void linear(ProjectionInput& x, const Linear& l, Eigen::Ref<RowMatrix> y);
 // fp32 weights only (the lm_head): y is resized to [n, out].
 void linear(const Eigen::Ref<const RowMatrix>& x, const Linear& l, RowMatrix* y);

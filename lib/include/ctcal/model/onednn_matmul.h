@@ -67,10 +67,4 @@ void round_to_bf16(const float* x, int64_t n, uint16_t* out);
 // The same for x [rows, cols] into out [rows, cols], dense. Rows in parallel.
 void round_rows_to_bf16(const Eigen::Ref<const RowMatrix>& x, uint16_t* out);
 
-// y[n, out] = x[n, in] * w[out, in]^T in fp32 through oneDNN (its brgemm kernels use the CPU's
-// widest ISA: +12 % over Eigen's GEMM on the Zen 4 machine, more on Intel). The default;
-// CTCAL_GEMM=eigen selects Eigen's GEMM instead.
-void matmul_f32_onednn(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, Eigen::Ref<RowMatrix> y);
-bool use_onednn_f32();
-
 }  // namespace ctcal
