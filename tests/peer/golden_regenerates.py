@@ -9,7 +9,12 @@ usage: golden_regenerates.py SOURCE_DIR
 Tolerance: the token ids must be identical (the same seeded torch.Generator stream); every float
 (per-layer/per-head min/max of Q, K, V, rotated too; raw rows; logits; loss) within a relative 1e-6
 of the committed value: |a-b| <= 1e-6 * max(|b|, 1e-3 * the array's largest |value|), the floor
-keeping values that happen to sit near zero (raw rows, logits) from dividing by ~0. Why 1e-6 and not float64's
+keeping values that happen to sit near zero (raw rows) from dividing by ~0. Logits are compared to
+the array's largest |value| alone: a logit is a 64-term dot product of the final hidden state with
+an lm_head row, so an input difference of relative e moves it by about e times the logits' scale
+whatever its own size; measured on an AMD EPYC (Zen 3, AVX2) with PyTorch 2.14 against the committed
+file (PyTorch 2.11): 1.5e-7 that way, but 4.7e-5 relative to the logit's own value for a logit near
+1e-3 of the scale (1.53e-6 above the floor's reach, which failed here before). Why 1e-6 and not float64's
 1e-15: transformers computes the RoPE inverse frequencies and the cos/sin tables in fp32 before
 casting them to float64 (GOLDEN.md), and fp32 sin/cos are vectorised differently on different
 CPUs and PyTorch versions: one fp32 ulp (6e-8 relative) in a table entry shows up as ~1e-7 in Q and
@@ -75,8 +80,9 @@ def compare(a, b, path):
         if not pu.check(len(fa) == len(fb), f"{path}: {len(fa)} values, committed {len(fb)}"):
             return
         scale = max((abs(v) for v in fb), default=0.0)
+        floor = scale if path == "logits" else 1e-3 * scale  # why: the docstring
         for i, (x, y) in enumerate(zip(fa, fb)):
-            rel = abs(x - y) / max(abs(y), 1e-3 * scale, 1e-30)
+            rel = abs(x - y) / max(abs(y), floor, 1e-30)
             if rel > worst[0]:
                 worst[:] = [rel, f"{path}[{i}]"]
             if rel > REL_TOL:
