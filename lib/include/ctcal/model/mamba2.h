@@ -1,0 +1,86 @@
+#pragma once
+// The Mamba2 mixer of Nemotron-H (NemotronHMamba2Mixer) and Granite 4 hybrid
+// (GraniteMoeHybridMambaLayer), computed as transformers 5.17's pure-torch path computes a prefill
+// from zero state (torch_forward's mamba2_chunk_scan; no cache):
+//
+//   [z | xBC | dt] = in_proj(x)                          z: [T, I], xBC: [T, conv_dim], dt: [T, H]
+//   xBC = silu(causal depthwise conv1d(xBC) + conv_b)     kernel K, left zero padding
+//   [xs | B | C] = xBC                                    xs: [T, H * P], B, C: [T, G * N]
+//   dt = clamp(softplus(dt + dt_bias), time_step_min, time_step_max);  A = -exp(A_log)
+//   per head h (group g = h / (H / G)), state S_h: [P, N] from 0:
+//     S_h(t) = exp(A_h dt(t, h)) S_h(t-1) + dt(t, h) xs_h(t) B_g(t)^T
+//     y_h(t) = S_h(t) C_g(t) + D_h xs_h(t)
+//   out = out_proj(norm_w * group_rms_norm(y * silu(z)))  groups of norm_group_size along I
+//
+// The recurrence is evaluated in chunks of chunk_size tokens (the SSD form): within a chunk,
+// attention-like GEMMs under the decay mask; across chunks, one [P, N] state per head carried
+// forward. The two families differ only in how their configs set these values (no residual or
+// multiplier inside the mixer; Granite's residual_multiplier is the decoder layer's).
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "ctcal/model/layer_weights.h"
+#include "ctcal/model/sample_span.h"
+#include "ctcal/model/tensor_types.h"
+
+namespace ctcal {
+
+// Hyper-parameters (the mixer's names; the integrator maps each family's config keys onto them).
+// Activation: transformers reads mamba_hidden_act (Nemotron-H) / hidden_act (Granite); only SiLU
+// is computed here, so the config parser must refuse any other value by name.
+struct Mamba2Config {
+  int64_t hidden_size = 0;      // model width
+  int64_t num_heads = 0;        // H: SSM heads
+  int64_t head_dim = 0;         // P: channels per head; intermediate I = H * P
+  int64_t state_size = 0;       // N: SSM state per channel
+  int64_t n_groups = 1;         // G: heads share B and C in G groups (H % G == 0)
+  int64_t conv_kernel = 4;      // K: depthwise causal convolution width
+  int64_t chunk_size = 256;     // L: SSD chunk length (results depend on it only by rounding)
+  int64_t norm_group_size = 0;  // gated RMSNorm group (I / G for Nemotron-H, I for Granite)
+  double norm_eps = 1e-6;       // gated RMSNorm epsilon
+  // torch.clamp(dt, min, max) after softplus: Nemotron-H (time_step_min, inf), Granite
+  // config.time_step_limit (default (0, inf)).
+  double time_step_min = 0.0;
+  double time_step_max = std::numeric_limits<double>::infinity();
+
+  int64_t intermediate_size() const { return num_heads * head_dim; }                  // I
+  int64_t conv_dim() const { return intermediate_size() + 2 * n_groups * state_size; }  // I + 2 G N
+  int64_t in_proj_dim() const { return intermediate_size() + conv_dim() + num_heads; }  // 2 I + 2 G N + H
+};
+
+// One mixer's weights in fp32 (in_proj / out_proj may instead be packed bf16: linear() runs
+// either). Checkpoint names: <prefix>.in_proj.weight etc.; conv1d.weight is stored [conv_dim, 1, K].
+struct Mamba2Weights {
+  Linear in_proj;   // [in_proj_dim, hidden] (+ [in_proj_dim] bias); rows are [z | xBC | dt]
+  RowMatrix conv_w; // [conv_dim, K] conv1d.weight with its middle axis dropped
+  Vector conv_b;    // [conv_dim] conv1d.bias, or empty
+  Vector dt_bias;   // [H]
+  Vector A_log;     // [H] (A = -exp(A_log))
+  Vector D;         // [H] skip connection
+  Vector norm_w;    // [I] gated RMSNorm weight (norm.weight)
+  Linear out_proj;  // [hidden, I] (+ [hidden] bias)
+};
+
+// Throws InputError naming `module` (e.g. "backbone.layers.0.mixer") when a hyper-parameter is
+// impossible (H % G, I % norm_group_size, sizes < 1, min > max) or a weight's shape disagrees
+// with the config.
+void check_mamba2(const Mamba2Config& c, const Mamba2Weights& w, const char* module);
+
+// y = mixer(x) for each sample of `samples` independently (each from zero state), rows of x
+// [rows, hidden] -> y [rows, hidden] (pre-sized; must not alias x). Rows outside every span are
+// left untouched. Threads: OpenMP over rows (projections, conv, norm) and over (sample, head)
+// tasks (the scan); the result is the same for any thread count (fixed summation orders).
+void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x,
+                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y);
+// One sample: x [T, hidden] -> [T, hidden].
+RowMatrix mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x);
+
+// The SSD scan alone (exposed for tests and the bench), one sample: xs [T, H * P], dt [T, H]
+// (after softplus and clamp), B, C [T, G * N] (views; row strides may exceed the widths) ->
+// y [T, H * P] = the recurrence above with the D skip, before the gated norm.
+void mamba2_chunk_scan(const Mamba2Config& c, const Vector& A_log, const Vector& D, const Eigen::Ref<const RowMatrix>& xs,
+                       const Eigen::Ref<const RowMatrix>& dt, const Eigen::Ref<const RowMatrix>& B,
+                       const Eigen::Ref<const RowMatrix>& C, Eigen::Ref<RowMatrix> y);
+
+}  // namespace ctcal
