@@ -10,14 +10,14 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "commands/calibrate_command.h"
+#include "commands/eval_command.h"
+#include "commands/inspect_command.h"
+#include "commands/tokenize_command.h"
+#include "commands/validate_command.h"
 #include "ctcal/error.h"
 #include "ctcal/io/output_dir.h"
-#include "ctcal/data/tokenize_command.h"
-#include "ctcal/eval/eval_command.h"
-#include "ctcal/eval/eval_run.h"
-#include "ctcal/eval/unit_scales_verdict.h"
-#include "ctcal/inspect/inspect.h"
-#include "ctcal/pipeline/calibrate_command.h"
+#include "ctcal/run_defaults.h"
 #include "ctcal/util/ranks.h"
 #include "ctcal/version.h"
 #include "logging.h"
@@ -84,9 +84,10 @@ int run_cli(int argc, char** argv) {
   cal->add_option("--dataset", req.dataset, "Calibration data (.jsonl, .json, .txt)");
   cal->add_option("--output", req.output, "Output checkpoint directory (must not exist)");
   cal->add_option("--tokenizer", req.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
-  cal->add_option("--num-samples", req.num_samples, "Samples to calibrate on [512]");
-  cal->add_option("--max-seq-length", req.max_seq_length, "Tokens per sample at most [2048]");
-  cal->add_option("--seed", req.seed, "Shuffle seed [42]");
+  cal->add_option("--num-samples", req.num_samples, fmt::format("Samples to calibrate on [{}]", kDefaultNumSamples));
+  cal->add_option("--max-seq-length", req.max_seq_length,
+                  fmt::format("Tokens per sample at most [{}]", kDefaultMaxSeqLength));
+  cal->add_option("--seed", req.seed, fmt::format("Shuffle seed [{}]", kDefaultSeed));
   cal->add_flag("--no-shuffle", req.no_shuffle, "Take the first samples in file order");
   cal->add_option("--threads", req.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
   cal->add_option("--chunk-tokens", req.chunk_tokens, "Tokens per GEMM chunk (memory vs speed) [4096]")
@@ -106,12 +107,12 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   cal->add_option("--key-range", req.key_range,
                   "K's range: observed (post-RoPE keys, llm-compressor's behaviour) or envelope (pre-RoPE pair "
-                  "norms: k_scale holds at every position) [observed]")
+                  "norms: k_scale holds at every position) [" + std::string(kDefaultKeyRange) + "]")
       ->check(CLI::IsMember({"observed", "envelope"}));
   cal->add_option("--propagate", req.propagate,
                   "The calibration forward's Linear weights: unquantized (llm-compressor 0.14's behaviour) or "
-                  "quantized (the FP8 weights written, so the output read back reproduces its KV scales) "
-                  "[unquantized]")
+                  "quantized (the FP8 weights written, so the output read back reproduces its KV scales) [" +
+                      std::string(kDefaultPropagate) + "]")
       ->check(CLI::IsMember({"unquantized", "quantized"}));
   cal->add_option("--kv-skip-layers", req.kv_skip_layers,
                   "Keep the N layers whose KV quantization costs most KL (each quantized alone) unquantized: "
@@ -128,6 +129,7 @@ int run_cli(int argc, char** argv) {
   val->add_flag("--json", validate_json, "Print JSON instead of YAML");
 
   EvalRequest ev;
+  EvalOutput ev_out;
   auto* evc = app.add_subcommand("eval", "Measure what KV scales cost in accuracy (NLL, KL, top-1, SQNR)");
   evc->footer(R"(
 Examples:
@@ -142,10 +144,10 @@ Examples:
   evc->add_option("--tokenizer", ev.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
   evc->add_option("--num-samples", ev.num_samples, "Samples [64]")->check(CLI::PositiveNumber);
   evc->add_option("--max-seq-length", ev.max_seq_length, "Tokens per sample at most [512]")->check(CLI::PositiveNumber);
-  evc->add_option("--seed", ev.seed, "Shuffle seed [42]");
+  evc->add_option("--seed", ev.seed, fmt::format("Shuffle seed [{}]", kDefaultSeed));
   evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
-  evc->add_flag("--json", ev.json, "Print the metrics as JSON on stdout");
+  evc->add_flag("--json", ev_out.json, "Print the metrics as JSON on stdout");
   evc->add_option("--device", ev.device, "cpu, or cuda[:N]: the forward passes on a GPU (see calibrate) [cpu]");
   evc->add_option("--position-offset", ev.position_offset,
                   "Place every sample at positions N.. instead of 0.. (K ranges at long context) [0]")
@@ -154,10 +156,9 @@ Examples:
                 "Also quantize each layer alone and rank the layers by KL (one extra pass per layer and run)");
   evc->add_flag("--no-unit-scales", ev.no_unit_scales,
                 "Skip the baseline with every scale 1.0 (vLLM's default without scales) beside each run");
-  evc->add_option("--report", ev.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");
+  evc->add_option("--report", ev_out.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");
 
-  std::string inspect_path;
-  bool inspect_json = false, inspect_strict = false;
+  InspectRequest in;
   auto* ins = app.add_subcommand("inspect", "Show what a checkpoint holds, catch bad scales, give the serving verdict");
   ins->footer(R"(
 Examples:
@@ -167,11 +168,10 @@ Examples:
   ctcal inspect OUT --strict --engine vllm-r3   # judge by the R3 serving branch's rules
 Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or the engine
 (vLLM 0.34.0's rules unless --engine vllm-r3) cannot load the checkpoint or serve its KV scales.)");
-  ins->add_option("path", inspect_path, "Checkpoint directory or config.json")->required();
-  ins->add_flag("--json", inspect_json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
-  ins->add_flag("--strict", inspect_strict, "Exit 5 when a problem was found or the engine cannot load or serve it");
-  std::string inspect_engine = "vllm";
-  ins->add_option("--engine", inspect_engine,
+  ins->add_option("path", in.path, "Checkpoint directory or config.json")->required();
+  ins->add_flag("--json", in.json, "One JSON document on stdout (schema: docs/inspect.schema.json)");
+  ins->add_flag("--strict", in.strict, "Exit 5 when a problem was found or the engine cannot load or serve it");
+  ins->add_option("--engine", in.engine,
                   "Whose loading rules --strict checks: vllm (vLLM 0.34.0, default; docs/serving.md) or vllm-r3 "
                   "(the R3 serving branch)")
       ->check(CLI::IsMember({"vllm", "vllm-r3"}));
@@ -198,42 +198,18 @@ Exit codes: 0 ok, 4 not a checkpoint, 5 with --strict: a problem was found, or t
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     req.cancel = &g_cancel;
-    // The layer ranking is eval's (the app is the one room that sees both calibrate and eval).
-    // Both evidence passes run where the calibration ran (--device).
-    req.compare_unit_scales = [&req](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
-                                     const std::vector<std::vector<int32_t>>& samples) {
-      std::vector<EvalRun> runs;
-      runs.push_back(make_recipe_run("calibrated", ck, plan, res));
-      runs.push_back(unit_scales_run(runs.front()));
-      ForwardOptions fwd;
-      fwd.device = calibrate_device(req);
-      // KL of both runs, the paired-bootstrap verdict, and each layer's clamped fractions.
-      return unit_scales_evidence(evaluate_runs(ck, plan.model, samples, runs, nullptr, fwd));
-    };
-    req.rank_layers = [&req](const Checkpoint& ck, const CalibrationPlan& plan, const CalibrationResult& res,
-                             const std::vector<std::vector<int32_t>>& samples) {
-      const EvalRun run = make_recipe_run("calibrated", ck, plan, res);
-      ForwardOptions fwd;
-      fwd.device = calibrate_device(req);
-      std::vector<int64_t> layers;
-      for (const auto& x : rank_layers_by_kl(ck, plan.model, samples, run, nullptr, fwd))
-        layers.push_back(x["layer"].get<int64_t>());
-      return layers;
-    };
     req.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json && Ranks::root();
     return run_calibrate(req, std::cout);
   }
   if (*val) return run_validate(validate_recipe, validate_json, std::cout);
   if (*evc) {
     ev.progress_tty = ::isatty(STDERR_FILENO) && !quiet && !log_json;
-    return run_eval(ev, std::cout);
+    return run_eval(ev, ev_out, std::cout);
   }
   if (*tkc) return run_tokenize(tk, std::cout);
   if (*ins) {
-    const auto doc = inspect_checkpoint(inspect_path);
-    if (inspect_json) std::cout << doc.dump(2) << "\n";
-    else print_inspect(doc, std::cout, ::isatty(STDOUT_FILENO) != 0);
-    return inspect_exit_code(doc, inspect_strict, *serving_engine_from_name(inspect_engine));
+    in.color = ::isatty(STDOUT_FILENO) != 0;
+    return run_inspect(in, std::cout);
   }
   return static_cast<int>(ExitCode::kUsage);
 }

@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ctcal/eval/eval_command.h"
+#include "ctcal/eval/evaluate.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/recipe/recipe.h"
 #include "test_util.h"

@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ctcal/eval/eval_command.h"
+#include "ctcal/eval/evaluate.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/cuda_backend.h"

@@ -7,6 +7,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/eval/unit_scales_verdict.h"
+#include "ctcal/report/verdict_words.h"
 
 namespace ctcal {
 namespace {

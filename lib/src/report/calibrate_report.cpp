@@ -6,10 +6,10 @@
 
 #include <fmt/format.h>
 
-#include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/report/clipped_section.h"
 #include "ctcal/report/range_section.h"
 #include "ctcal/report/scheme_words.h"
+#include "ctcal/report/verdict_words.h"
 
 namespace ctcal {
 

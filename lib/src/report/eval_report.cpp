@@ -6,12 +6,12 @@
 
 #include <fmt/format.h>
 
-#include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/report/clipped_section.h"
 #include "ctcal/report/metric_definitions.h"
 #include "ctcal/report/range_section.h"
 #include "ctcal/report/scheme_words.h"
 #include "ctcal/report/svg_chart.h"
+#include "ctcal/report/verdict_words.h"
 #include "ctcal/util/sha256.h"
 #include "ctcal/version.h"
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ctcal/data/tokenizer.h"
+#include "ctcal/run_defaults.h"
 
 namespace ctcal {
 
@@ -25,10 +26,10 @@ std::vector<DatasetRow> parse_dataset_rows(const std::string& text, const std::s
                                            const std::filesystem::path& where);
 
 struct SamplingOptions {
-  int64_t num_samples = 512;
-  int64_t max_seq_length = 2048;
-  bool shuffle = true;
-  uint64_t seed = 42;
+  int64_t num_samples = kDefaultNumSamples;
+  int64_t max_seq_length = kDefaultMaxSeqLength;
+  bool shuffle = kDefaultShuffle;
+  uint64_t seed = kDefaultSeed;
   int64_t vocab_size = 0;               // ids must be < vocab_size
   int64_t max_position_embeddings = 0;  // longer samples are truncated to it, with a warning
   bool add_special_tokens = true;

@@ -4,8 +4,6 @@
 // bootstrap (eval/paired_bootstrap.h): a winner is named only when the 95 % interval of
 // KL(calibrated) - KL(scale 1.0) leaves zero out. FP8's relative step is the same across its
 // normal range, so two scales a few percent apart often differ by rounding luck alone.
-#include <string>
-
 #include <nlohmann/json.hpp>
 
 namespace ctcal {
@@ -19,13 +17,6 @@ namespace ctcal {
 // Throws InputError naming the field when a run lacks per-sample KL or the lengths differ.
 nlohmann::json compare_with_unit_scales(const nlohmann::json& calibrated, const nlohmann::json& unit,
                                         const nlohmann::json& sample_tokens);
-
-// What a person reads for `wins`: "calibration wins", "scale 1.0 wins", "no significant difference".
-std::string verdict_words(const std::string& wins);
-
-// "KL calibrated - scale 1.0: -0.000812, 95 % interval [-0.00231, +0.000715] over 32 samples
-// (paired bootstrap)": the line eval prints and both reports show.
-std::string kl_diff_words(const nlohmann::json& comparison);
 
 // calibrate --report's evidence (ctcal_report.json `unit_scales_baseline`), from evaluate_runs
 // over [calibrated, unit scales] on some calibration samples: both runs' KL and NLL, the

@@ -4,7 +4,6 @@
 // vLLM skips, non-orthogonal transforms, missing shards), and whether vLLM can serve it.
 #include <filesystem>
 #include <optional>
-#include <ostream>
 #include <string>
 
 #include <nlohmann/json.hpp>

@@ -1,19 +1,18 @@
 #pragma once
-// `ctcal eval`: what the scales cost in accuracy. The baseline (unquantized) model and each
-// quantized run go over the same held-out samples; K/V (and Q) are fake-quantized in the forward
-// pass as vLLM applies the scales, with the run's rotations. Metrics: token-weighted NLL and
+// What the scales cost in accuracy (the document `ctcal eval` prints). The baseline (unquantized)
+// model and each quantized run go over the same held-out samples; K/V (and Q) are fake-quantized
+// in the forward pass as vLLM applies the scales, with the run's rotations. Metrics: token-weighted NLL and
 // perplexity, mean per-token KL(baseline || quantized), top-1 agreement, per-layer SQNR and
 // clamped fractions; per sample (`sample_tokens`, each run's `sample_kl`), what the verdict
 // against scale 1.0 resamples (eval/unit_scales_verdict.h).
 #include <optional>
-#include <ostream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "ctcal/eval/eval_run.h"
-
+#include "ctcal/run_defaults.h"
 #include "ctcal/util/progress_line.h"
 
 namespace ctcal {
@@ -25,11 +24,9 @@ struct EvalRequest {
   std::optional<std::string> calibration_dataset, tokenizer;
   int64_t num_samples = 64;
   int64_t max_seq_length = 512;
-  uint64_t seed = 42;
+  uint64_t seed = kDefaultSeed;
   bool no_shuffle = false;
   int threads = 0;
-  bool json = false;
-  std::optional<std::string> report;  // HTML file
   bool progress_tty = false;          // live progress line (stderr is a terminal)
   bool no_unit_scales = false;        // skip the scale-1.0 baseline beside each run
   int64_t position_offset = 0;        // samples start at this position (long-context ranges)
@@ -53,6 +50,5 @@ EvalRun unit_scales_run(const EvalRun& run);
 nlohmann::json rank_layers_by_kl(const Checkpoint& base, const ModelConfig& cfg,
                                  const std::vector<std::vector<int32_t>>& samples, const EvalRun& run,
                                  ProgressLine* progress = nullptr, const ForwardOptions& forward = {});
-int run_eval(const EvalRequest& req, std::ostream& out);
 
 }  // namespace ctcal

@@ -1,4 +1,4 @@
-#include "ctcal/data/tokenize_command.h"
+#include "commands/tokenize_command.h"
 
 #include <nlohmann/json.hpp>
 
@@ -6,7 +6,7 @@
 #include "ctcal/data/tokenizer.h"
 #include "ctcal/error.h"
 
-namespace ctcal {
+namespace ctcal::app {
 
 int run_tokenize(const TokenizeRequest& req, std::ostream& out) {
   auto tok = load_tokenizer(req.tokenizer);
@@ -29,4 +29,4 @@ int run_tokenize(const TokenizeRequest& req, std::ostream& out) {
   return 0;
 }
 
-}  // namespace ctcal
+}  // namespace ctcal::app

@@ -1,11 +1,12 @@
 #pragma once
-// `ctcal tokenize`: shows what calibration will see, one line per dataset row in file order.
+// `ctcal tokenize`: shows what calibration will see, one line per dataset row in file order
+// (data/ reads and tokenizes the rows; this prints them).
 #include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
 
-namespace ctcal {
+namespace ctcal::app {
 
 struct TokenizeRequest {
   std::string tokenizer;  // tokenizer.json, tokenizer.model, or a model directory
@@ -17,4 +18,4 @@ struct TokenizeRequest {
 
 int run_tokenize(const TokenizeRequest& req, std::ostream& out);
 
-}  // namespace ctcal
+}  // namespace ctcal::app

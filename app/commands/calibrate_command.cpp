@@ -1,51 +1,65 @@
-#include "ctcal/pipeline/calibrate_command.h"
-#include "ctcal/pipeline/range_shortfall.h"
+#include "commands/calibrate_command.h"
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
+#include <filesystem>
 #include <future>
-#include <sstream>
+#include <map>
+#include <memory>
+#include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "commands/inspect_command.h"
 #include "ctcal/data/dataset.h"
 #include "ctcal/error.h"
-#include "ctcal/io/checkpoint.h"
-#include "ctcal/model/cuda_backend.h"
-#include "ctcal/model/onednn_matmul.h"
-#include "ctcal/model/layer_weights.h"
-#include "ctcal/io/output_dir.h"
+#include "ctcal/eval/eval_run.h"
+#include "ctcal/eval/evaluate.h"
+#include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/inspect/vllm_verdict.h"
-#include "ctcal/pipeline/quant_config.h"
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/io/output_dir.h"
+#include "ctcal/model/compute_device.h"
+#include "ctcal/model/cuda_backend.h"
+#include "ctcal/model/layer_weights.h"
+#include "ctcal/model/onednn_matmul.h"
 #include "ctcal/pipeline/calibrate.h"
-#include "ctcal/pipeline/calibrate_report.h"
 #include "ctcal/pipeline/plan.h"
+#include "ctcal/pipeline/quant_config.h"
+#include "ctcal/pipeline/range_shortfall.h"
 #include "ctcal/pipeline/write_checkpoint.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/recipe/recipe_emit.h"
+#include "ctcal/report/calibrate_report.h"
+#include "ctcal/report/scheme_words.h"
+#include "ctcal/run_defaults.h"
 #include "ctcal/util/progress_line.h"
 #include "ctcal/util/ranks.h"
 #include "ctcal/util/sha256.h"
 #include "ctcal/version.h"
 
-namespace ctcal {
+namespace ctcal::app {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// The run's settings: each flag over the recipe's `ctcal:` block over the defaults.
 struct Resolved {
   fs::path model, dataset, output;
   std::optional<fs::path> tokenizer;
   SamplingOptions sampling;
-  std::string key_range = "observed";  // or "envelope"
-  std::string propagate = "unquantized";  // or "quantized"
+  std::string key_range = kDefaultKeyRange;  // or "envelope"
+  std::string propagate = kDefaultPropagate;  // or "quantized"
 };
 
 // Flags override the recipe's `ctcal:` block; relative paths in the block are relative to the
@@ -65,14 +79,14 @@ Resolved resolve(const CalibrateRequest& req, const Recipe& r) {
   o.dataset = *pick(req.dataset, r.ctcal.dataset, "dataset", true);
   o.output = pick(req.output, r.ctcal.output, "output", !req.dry_run).value_or(fs::path());
   o.tokenizer = pick(req.tokenizer, r.ctcal.tokenizer, "tokenizer", false);
-  o.sampling.num_samples = req.num_samples.value_or(r.ctcal.num_samples.value_or(512));
-  o.sampling.max_seq_length = req.max_seq_length.value_or(r.ctcal.max_seq_length.value_or(2048));
-  o.sampling.seed = req.seed.value_or(r.ctcal.seed.value_or(42));
-  o.sampling.shuffle = req.no_shuffle ? false : r.ctcal.shuffle.value_or(true);
-  o.key_range = req.key_range.value_or(r.ctcal.key_range.value_or("observed"));
+  o.sampling.num_samples = req.num_samples.value_or(r.ctcal.num_samples.value_or(kDefaultNumSamples));
+  o.sampling.max_seq_length = req.max_seq_length.value_or(r.ctcal.max_seq_length.value_or(kDefaultMaxSeqLength));
+  o.sampling.seed = req.seed.value_or(r.ctcal.seed.value_or(kDefaultSeed));
+  o.sampling.shuffle = req.no_shuffle ? false : r.ctcal.shuffle.value_or(kDefaultShuffle);
+  o.key_range = req.key_range.value_or(r.ctcal.key_range.value_or(kDefaultKeyRange));
   if (o.key_range != "observed" && o.key_range != "envelope")
     throw UsageError(fmt::format("--key-range {}: expected observed or envelope", o.key_range));
-  o.propagate = req.propagate.value_or(r.ctcal.propagate.value_or("unquantized"));
+  o.propagate = req.propagate.value_or(r.ctcal.propagate.value_or(kDefaultPropagate));
   if (o.propagate != "unquantized" && o.propagate != "quantized")
     throw UsageError(fmt::format("--propagate {}: expected unquantized or quantized", o.propagate));
   if (o.sampling.num_samples <= 0) throw UsageError("--num-samples must be positive");
@@ -89,7 +103,7 @@ json run_block(const Resolved& o) {
 // the default, keep the block they always had).
 json run_block(const Resolved& o, const CalibrationPlan& plan) {
   json b = run_block(o);
-  if (o.propagate != "unquantized" && !plan.linear.empty()) b["propagate"] = o.propagate;
+  if (o.propagate != kDefaultPropagate && !plan.linear.empty()) b["propagate"] = o.propagate;
   return b;
 }
 
@@ -164,8 +178,6 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
   }
 }
 
-// Observers whose range is not the range of every sample: memoryless ones keep the last sample's,
-// minmax keeps a moving average (0.01 per sample), which trails the extremes.
 // The calibration samples the after-calibration evidence runs on (layer ranking, scale-1.0
 // baseline): the first 32, which bounds the extra forward passes on large calibration sets.
 std::vector<std::vector<int32_t>> evidence_samples(const std::vector<std::vector<int32_t>>& samples) {
@@ -173,6 +185,8 @@ std::vector<std::vector<int32_t>> evidence_samples(const std::vector<std::vector
   return {samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(n)};
 }
 
+// Observers whose range is not the range of every sample: memoryless ones keep the last sample's,
+// minmax keeps a moving average (0.01 per sample), which trails the extremes.
 bool under_ranges(const std::optional<QuantArgs>& a) {
   return a && a->observer && (a->observer->starts_with("memoryless_minmax") || *a->observer == "minmax");
 }
@@ -193,8 +207,13 @@ void warn_range_shortfall(const CalibrationPlan& plan, const CalibrationResult& 
                worst->full_absmax);
 }
 
-}  // namespace
+// The GEMM inputs' dtype: the GPU's GEMMs are bf16 (tensor cores, fp32 accumulation) whatever
+// --compute-dtype says.
+std::string compute_dtype_name(const CalibrateRequest& req, const ComputeDevice& device) {
+  return device.is_cuda() ? "bf16" : req.compute_dtype;
+}
 
+// The device --device names for this process.
 ComputeDevice calibrate_device(const CalibrateRequest& req) {
   ComputeDevice device = ComputeDevice::parse(req.device);
   // Under mpirun, a bare --device cuda gives each rank of a host its own GPU (local rank modulo
@@ -203,25 +222,31 @@ ComputeDevice calibrate_device(const CalibrateRequest& req) {
   return device;
 }
 
-int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  if (req.threads > 0) omp_set_num_threads(req.threads);
-  ProgressLine line(req.progress_tty);
-  line.status("reading the recipe, the model and the dataset");  // visible at once on a terminal
-  const Recipe recipe = load_recipe(req.recipe);
-  Resolved o = resolve(req, recipe);
+// What preflight read and checked, for the run and the writer.
+struct Checked {
+  ComputeDevice device;
+  std::future<void> gpu_context;  // the GPU's context, opening while the data is read
+  std::unique_ptr<Checkpoint> ckpt;
+  ModelConfig cfg;
+  DType storage = DType::kF32;
+  CalibrationPlan plan;
+  std::unique_ptr<StagingDir> staging;  // rank 0 of a run that writes
+};
 
+// Every refusal, before any work: the flags, the output paths, the model's tensors, the plan
+// and what the writer and the ranks can do. Ends by creating the staging directory.
+Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resolved& o) {
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
     throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
-  const ComputeDevice device = calibrate_device(req);
+  Checked c;
+  c.device = calibrate_device(req);
+  const ComputeDevice& device = c.device;
   if (req.max_gpu_memory_mb && !device.is_cuda())
     throw UsageError("--max-gpu-memory applies to --device cuda; this run is on the CPU (--max-memory bounds it)");
   if (device.is_cuda()) spdlog::info("device: {}", cuda_device_description(device.index));
   // The GPU's context (0.1-0.3 s) is created while this thread reads the model and tokenizes.
-  std::future<void> gpu_context;
   if (device.is_cuda() && !req.dry_run)
-    gpu_context = std::async(std::launch::async, [index = device.index] { cuda_open_device(index); });
+    c.gpu_context = std::async(std::launch::async, [index = device.index] { cuda_open_device(index); });
   if (req.compute_dtype == "bf16" && !device.is_cuda() && !cpu_has_native_bf16())
     throw UsageError("--compute-dtype bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither (use the "
                      "default fp32 mode)");
@@ -230,12 +255,15 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (!o.output.empty()) check_output_destination(o.output, o.model, req.overwrite);
   if (req.report) check_writable_file(*req.report, "--report");
 
-  const Checkpoint ckpt(o.model);
-  const ModelConfig cfg = load_model_config(ckpt);
-  const DType storage = cfg.dtype.value_or(ckpt.weight_dtype());
+  c.ckpt = std::make_unique<Checkpoint>(o.model);
+  const Checkpoint& ckpt = *c.ckpt;
+  c.cfg = load_model_config(ckpt);
+  const ModelConfig& cfg = c.cfg;
+  c.storage = cfg.dtype.value_or(ckpt.weight_dtype());
   check_model_tensors(ckpt, cfg);  // every tensor present, right shape: fail before any work
   if (device.is_cuda()) check_cuda_supports(cfg, ForwardOptions{});
-  CalibrationPlan plan = make_plan(recipe, cfg, storage, o.sampling.seed);
+  c.plan = make_plan(recipe, cfg, c.storage, o.sampling.seed);
+  CalibrationPlan& plan = c.plan;
   // The output's quantization_config, built now so that a checkpoint ctcal reads but cannot write
   // (gpt-oss in MXFP4: quant_method "mxfp4", which vLLM needs to keep) fails before any work.
   if (!o.output.empty()) (void)build_quantization_config(ckpt.config(), plan, ckpt.config_path().string());
@@ -294,8 +322,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                  Ranks::size());
   }
   // Only rank 0 writes; the other ranks calibrate their share and stop.
-  std::unique_ptr<StagingDir> staging;
-  if (!req.dry_run && Ranks::root()) staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
+  if (!req.dry_run && Ranks::root()) c.staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);
   // Warnings about the plan are the same on every rank: rank 0 gives them once.
   if (Ranks::root() && (plan.kv_args.type == QuantType::kInt || !plan.kv_args.symmetric))
@@ -305,7 +332,12 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (Ranks::root() && plan.r3 && !plan.rotations_observed)
     spdlog::warn("SpinQuantModifier comes after QuantizationModifier: keys are observed before the "
                  "R3 rotation, as llm-compressor does; the scales will not fit rotated keys");
+  return c;
+}
 
+// The calibration samples: the dataset's rows, tokenized (the model's tokenizer only when some
+// row is text), selected and cut as `o.sampling` says.
+CalibrationSamples read_samples(Resolved& o, const ModelConfig& cfg) {
   std::unique_ptr<Tokenizer> tokenizer;
   if (o.tokenizer) tokenizer = load_tokenizer(*o.tokenizer);
   const auto rows = read_dataset_rows(o.dataset);
@@ -315,35 +347,59 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   if (tokenizer) spdlog::info("tokenizer: {}", tokenizer->describe());
   o.sampling.vocab_size = cfg.vocab_size;
   o.sampling.max_position_embeddings = cfg.max_position_embeddings;
-  const CalibrationSamples data = make_calibration_samples(o.dataset, rows, tokenizer.get(), o.sampling);
+  CalibrationSamples data = make_calibration_samples(o.dataset, rows, tokenizer.get(), o.sampling);
   spdlog::info("calibration data: {} samples, {} tokens (from {} rows; {} empty skipped, {} truncated to {})",
                data.samples.size(), data.tokens(), data.rows, data.skipped_empty, data.truncated,
                std::min(o.sampling.max_seq_length, cfg.max_position_embeddings));
   if (static_cast<int64_t>(data.samples.size()) < o.sampling.num_samples)
     spdlog::info("the dataset has fewer usable rows ({}) than --num-samples ({})", data.samples.size(),
                  o.sampling.num_samples);
+  return data;
+}
 
-  line.clear();
-  if (req.dry_run) {
-    // The effective recipe (as `ctcal validate` prints it), then the plan.
-    out << "# effective recipe\n" << effective_recipe_yaml(recipe, run_block(o, plan), transform_config_json(plan)) << "\n# plan\n";
-    print_plan(out, plan, o);
-    out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
-    out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
-           "model.safetensors.index.json, recipe.yaml, ctcal_report.json, other input files\n";
-    return 0;
-  }
+// The two evidence passes are eval's, run where the calibration ran (--device): the run as
+// calibrated, on (up to 32 of) the calibration samples.
+EvalRun calibrated_run(const Checked& c, const CalibrationResult& result) {
+  return make_recipe_run("calibrated", *c.ckpt, c.plan, result);
+}
 
-  line.clear();
+// --kv-skip-layers: the layers ranked by the KL each costs quantized alone, most first.
+std::vector<int64_t> rank_layers(const Checked& c, const CalibrationResult& result,
+                                 const std::vector<std::vector<int32_t>>& samples) {
+  ForwardOptions fwd;
+  fwd.device = c.device;
+  std::vector<int64_t> layers;
+  for (const auto& x : rank_layers_by_kl(*c.ckpt, c.plan.model, samples, calibrated_run(c, result), nullptr, fwd))
+    layers.push_back(x["layer"].get<int64_t>());
+  return layers;
+}
+
+// --report: the calibrated scales against every scale 1.0 ({calibrated_kl, unit_kl, wins, ...}):
+// KL of both runs, the paired-bootstrap verdict, and each layer's clamped fractions.
+json compare_unit_scales(const Checked& c, const CalibrationResult& result,
+                         const std::vector<std::vector<int32_t>>& samples) {
+  std::vector<EvalRun> runs;
+  runs.push_back(calibrated_run(c, result));
+  runs.push_back(unit_scales_run(runs.front()));
+  ForwardOptions fwd;
+  fwd.device = c.device;
+  return unit_scales_evidence(evaluate_runs(*c.ckpt, c.plan.model, samples, runs, nullptr, fwd));
+}
+
+// Calibrates (every rank its share), then, on rank 0, leaves the --kv-skip-layers out of the plan
+// and says what the observers kept. Prints the plan first.
+CalibrationResult run(const CalibrateRequest& req, const Resolved& o, Checked& c, const CalibrationSamples& data,
+                      ProgressLine& line, std::ostream& out) {
+  const ModelConfig& cfg = c.cfg;
+  CalibrationPlan& plan = c.plan;
   if (Ranks::root()) print_plan(out, plan, o);
   out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
-  copt.forward.device = device;
+  copt.forward.device = c.device;
   if (req.max_gpu_memory_mb) copt.forward.gpu_memory_bytes = static_cast<int64_t>(*req.max_gpu_memory_mb * 1048576.0);
   // The GPU's GEMMs are bf16 (tensor cores, fp32 accumulation) whatever --compute-dtype says.
-  copt.bf16_compute = req.compute_dtype == "bf16" || device.is_cuda();
-  const std::string compute_dtype = device.is_cuda() ? "bf16" : req.compute_dtype;
+  copt.bf16_compute = req.compute_dtype == "bf16" || c.device.is_cuda();
   copt.quantized_forward = o.propagate == "quantized";
   if (req.max_memory_mb) {
     int64_t longest = 0;
@@ -354,7 +410,8 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
   }
   copt.cancel = req.cancel;
   spdlog::debug("compute: {} threads, {} tokens per chunk, {} GEMM inputs, weights {} ({} shards)", omp_get_max_threads(),
-                copt.forward.chunk_tokens, compute_dtype, dtype_name(storage), ckpt.shard_paths().size());
+                copt.forward.chunk_tokens, compute_dtype_name(req, c.device), dtype_name(c.storage),
+                c.ckpt->shard_paths().size());
   line.start_clock();  // tokens/s and ETA count the calibration only
   copt.on_status = [&](const std::string& s) { line.status(s); };
   copt.on_progress = [&](const Progress& p) {
@@ -364,23 +421,21 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                 done, static_cast<double>(p.layers * p.tokens), static_cast<int64_t>(done), p.layer_done);
     if (p.layer_done && p.layer == p.layers) line.finish();
   };
-  if (gpu_context.valid()) gpu_context.get();  // rethrows a failure to open the GPU
-  const CalibrationResult result = run_calibration(ckpt, plan, data.samples, copt);
-  if (!Ranks::root()) return 0;
+  if (c.gpu_context.valid()) c.gpu_context.get();  // rethrows a failure to open the GPU
+  CalibrationResult result = run_calibration(*c.ckpt, plan, data.samples, copt);
+  if (!Ranks::root()) return result;
   if (req.kv_skip_layers > 0) {
     // Rank the layers by the KL each costs quantized alone, on (up to 32 of) the calibration
     // samples, and leave the most sensitive ones unquantized.
-    CTCAL_ASSERT(static_cast<bool>(req.rank_layers), "the app provides the layer ranking");
     line.status(fmt::format("ranking {} layers by KL for --kv-skip-layers {}", cfg.num_hidden_layers, req.kv_skip_layers));
     const auto some = evidence_samples(data.samples);
-    const std::size_t n = some.size();
-    const std::vector<int64_t> ranked = req.rank_layers(ckpt, plan, result, some);
+    const std::vector<int64_t> ranked = rank_layers(c, result, some);
     line.clear();
     plan.kv_skip_layers.assign(ranked.begin(), ranked.begin() + req.kv_skip_layers);
     std::sort(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end());
     spdlog::info("--kv-skip-layers {}: layers {} (most KL when quantized alone, on {} samples) stay unquantized: in "
                  "ignore, no scales; serve with {}", req.kv_skip_layers,
-                 fmt::join(plan.kv_skip_layers, ", "), n, vllm_skip_layers_flag(plan.kv_skip_layers));
+                 fmt::join(plan.kv_skip_layers, ", "), some.size(), vllm_skip_layers_flag(plan.kv_skip_layers));
   }
   warn_range_shortfall(plan, result);
   // -v: what each observer saw and the scale it gave, per layer and site.
@@ -390,14 +445,31 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
                     *std::min_element(sr.head_min.begin(), sr.head_min.end()),
                     *std::max_element(sr.head_max.begin(), sr.head_max.end()), sr.observations,
                     fmt_range(sr.qparams.scale));
+  return result;
+}
 
+// --report's page, from the same document as ctcal_report.json (`layers` added as the writer adds
+// them), so the two never disagree.
+void write_report_page(const fs::path& html, const CalibrationPlan& plan, const CalibrationResult& result,
+                       const json& report, const CalibrateReportInputs& in) {
+  json doc = report;
+  doc["layers"] = layers_report_json(plan, result);
+  Provenance p{kVersion, doc.contains("seed") ? doc["seed"].dump() : "?", utc_now(), {}};
+  if (doc.value("recipe_sha256", json()).is_string()) p.inputs.push_back({"recipe " + in.recipe, doc["recipe_sha256"]});
+  if (doc.value("dataset_sha256", json()).is_string()) p.inputs.push_back({"dataset " + in.dataset, doc["dataset_sha256"]});
+  write_report_file(html, render_calibrate_report(doc, in, p));
+  spdlog::info("wrote {}", html.string());
+}
+
+// Writes the checkpoint (and the --report page, whose failure keeps the checkpoint from being
+// committed), commits it, prints the scales and the serving verdict.
+void write(const CalibrateRequest& req, const Resolved& o, Checked& c, const CalibrationSamples& data,
+           const CalibrationResult& result, const std::string& recipe_yaml, const json& transform_config,
+           Clock::time_point t0, ProgressLine& line, std::ostream& out) {
+  const CalibrationPlan& plan = c.plan;
   const auto t_write = Clock::now();
   OutputExtras extras;
-  json run = run_block(o, plan);
-  run["model"] = fs::absolute(o.model).lexically_normal().string();
-  run["dataset"] = fs::absolute(o.dataset).lexically_normal().string();
-  const json tc = transform_config_json(plan);
-  extras.recipe_yaml = effective_recipe_yaml(recipe, run, tc);
+  extras.recipe_yaml = recipe_yaml;
   extras.report = {
       {"ctcal_version", kVersion},
       {"samples", result.samples},
@@ -414,88 +486,78 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
       {"model", o.model.string()},
       {"kv_cache_scheme", quant_args_to_json(plan.kv_args)},
       {"scale_dtype", dtype_name(plan.storage)},
-      {"compute_dtype", compute_dtype},
-      {"device", device.name()},
+      {"compute_dtype", compute_dtype_name(req, c.device)},
+      {"device", c.device.name()},
       {"ranks", Ranks::size()},  // mpirun -np N: the samples were split across N processes
   };
   const double total_before_write = std::chrono::duration<double>(t_write - t0).count();
   extras.report["timings"] = {{"calibration_s", result.forward_seconds},
                               {"setup_s", total_before_write - result.forward_seconds},
                               {"tokens_per_s", result.forward_seconds > 0 ? static_cast<double>(result.tokens) / result.forward_seconds : 0.0}};
-  if (req.report && req.compare_unit_scales) {
+  if (req.report) {
     // The evidence --report shows: do the calibrated scales beat vLLM's default of 1.0 here?
     line.status("comparing the calibrated scales with scale 1.0");
-    const auto some = evidence_samples(data.samples);
-    extras.report["unit_scales_baseline"] = req.compare_unit_scales(ckpt, plan, result, some);
+    extras.report["unit_scales_baseline"] = compare_unit_scales(c, result, evidence_samples(data.samples));
     line.clear();
   }
-  const auto files = write_calibrated_checkpoint(staging->path(), ckpt, plan, result, extras);
+  const auto files = write_calibrated_checkpoint(c.staging->path(), *c.ckpt, plan, result, extras);
   for (const auto& f : files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.
   if (req.report)
-    write_calibrate_report(*req.report, plan, result, extras.report, {req.recipe, o.dataset.string(), o.output.string()});
+    write_report_page(*req.report, plan, result, extras.report,
+                      {req.recipe, o.dataset.string(), o.output.string(), plan.kv_args, plan.query_args,
+                       transforms_phrase(transform_config)});
   if (req.cancel && req.cancel->load()) throw Cancelled();
-  staging->commit();
+  c.staging->commit();
 
   out << "\n";
   print_summary(out, plan, result);
   out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), files.size(),
                      std::chrono::duration<double>(Clock::now() - t0).count(), result.samples, result.tokens);
-  // The verdict `ctcal inspect` would give, for every run: FP8, R3, int and asymmetric alike.
+  // The verdict `ctcal inspect` gives, for every run (FP8, R3, int and asymmetric alike). The one
+  // place the output is read back, on purpose: the verdict judges the committed files as vLLM
+  // will read them (config.json's quantization_config, the scale tensors' names, shapes and
+  // values), so a writer that drifted from the plan shows here, not when serving.
   out << "\n";
   print_serving_verdict(inspect_checkpoint(o.output), out, /*color=*/false);
-  return 0;
 }
 
-int run_validate(const std::string& recipe_path, bool as_json, std::ostream& out) {
-  const Recipe recipe = load_recipe(recipe_path);
-  json run = nullptr;
-  const RunDefaults& d = recipe.ctcal;
-  if (d.model || d.dataset || d.output || d.num_samples || d.max_seq_length || d.seed || d.shuffle || d.key_range) {
-    run = {{"num_samples", d.num_samples.value_or(512)}, {"max_seq_length", d.max_seq_length.value_or(2048)},
-           {"seed", d.seed.value_or(42)}, {"shuffle", d.shuffle.value_or(true)},
-           {"key_range", d.key_range.value_or("observed")}};
-    if (d.model) run["model"] = *d.model;
-    if (d.dataset) run["dataset"] = *d.dataset;
-    if (d.output) run["output"] = *d.output;
+}  // namespace
+
+int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
+  const auto t0 = Clock::now();
+  if (req.threads > 0) omp_set_num_threads(req.threads);
+  ProgressLine line(req.progress_tty);
+  line.status("reading the recipe, the model and the dataset");  // visible at once on a terminal
+  const Recipe recipe = load_recipe(req.recipe);
+  Resolved o = resolve(req, recipe);
+  Checked c = preflight(req, recipe, o);
+  const CalibrationSamples data = read_samples(o, c.cfg);
+
+  // The effective recipe, emitted once: printed by --dry-run, written as recipe.yaml (with the
+  // model and dataset as absolute paths).
+  json run_settings = run_block(o, c.plan);
+  if (!req.dry_run) {
+    run_settings["model"] = fs::absolute(o.model).lexically_normal().string();
+    run_settings["dataset"] = fs::absolute(o.dataset).lexically_normal().string();
   }
-  // Transform config without a model: head_dim unknown until a model is given.
-  json tc = json::object();
-  if (as_json) {
-    json doc = effective_recipe_json(recipe, run, tc);
-    json defaults = json::object();
-    if (auto kv = recipe.kv_args()) {
-      json unset = json::array();
-      // Keep the dump alive for the loop: items() of a temporary dangles (it crashed here).
-      const json dumped = quant_args_to_json(*kv);
-      for (const auto& [k, _] : dumped.items())
-        if (!kv->user_set.count(k)) unset.push_back(k);
-      defaults["kv_cache_scheme"] = unset;
-    }
-    out << json({{"valid", true}, {"recipe", doc}, {"defaults", defaults}}).dump(2) << "\n";
+  const json transform_config = transform_config_json(c.plan);
+  const std::string recipe_yaml = effective_recipe_yaml(recipe, run_settings, transform_config);
+
+  line.clear();
+  if (req.dry_run) {
+    // The effective recipe (as `ctcal validate` prints it), then the plan.
+    out << "# effective recipe\n" << recipe_yaml << "\n# plan\n";
+    print_plan(out, c.plan, o);
+    out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
+    out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
+           "model.safetensors.index.json, recipe.yaml, ctcal_report.json, other input files\n";
     return 0;
   }
-  std::string yaml = effective_recipe_yaml(recipe, run, tc);
-  // Mark defaults: every QuantizationArgs key the recipe did not write.
-  if (auto kv = recipe.kv_args()) {
-    std::istringstream in(yaml);
-    std::string line, marked;
-    bool in_args = false;
-    while (std::getline(in, line)) {
-      const auto key_end = line.find(':');
-      const std::string key = key_end == std::string::npos ? "" : line.substr(line.find_first_not_of(' '), key_end - line.find_first_not_of(' '));
-      // Linear groups' args are not the KV args: only the KV scheme and the attention group's
-      // input_activations (the same args) are marked.
-      if (key == "kv_cache_scheme" || (key == "input_activations" && recipe.query_args())) in_args = true;
-      else if (key == "weights" || key == "input_activations") in_args = false;
-      else if (in_args && !line.empty() && line.find_first_not_of(' ') <= 6 && key != "") in_args = quant_args_to_json(*kv).contains(key);
-      if (in_args && quant_args_to_json(*kv).contains(key) && !kv->user_set.count(key)) line += "  # default";
-      marked += line + "\n";
-    }
-    yaml = marked;
-  }
-  out << "# " << recipe_path << ": valid\n" << yaml;
+  const CalibrationResult result = run(req, o, c, data, line, out);
+  if (!Ranks::root()) return 0;  // only rank 0 writes
+  write(req, o, c, data, result, recipe_yaml, transform_config, t0, line, out);
   return 0;
 }
 
-}  // namespace ctcal
+}  // namespace ctcal::app
