@@ -22,8 +22,6 @@ using RowArrayD = Eigen::Array<double, 1, Eigen::Dynamic>;
 // not depend on it (each head's arithmetic is the same whichever task runs it).
 constexpr int64_t kHeadsPerTask = 8;
 
-float silu(float v) { return v / (1.0f + std::exp(-v)); }
-
 // torch.nn.functional.softplus (beta 1, threshold 20): x above 20 is returned as is.
 double softplus(double v) { return v > 20.0 ? v : std::log1p(std::exp(v)); }
 
@@ -41,73 +39,82 @@ struct ScanViews {
   int64_t T;
 };
 
-// A task's working memory, reused across its chunks and heads.
+// A task's working memory, reused across its chunks.
 struct ScanBuffers {
-  RowMatrix cb;      // [L, L] C B^T of the chunk (the group's "attention scores")
-  RowMatrix m;       // [L, L] cb under the decay mask (lower triangle used)
-  RowMatrix xdt;     // [L, P] x * dt of the chunk's tokens
-  RowMatrix off;     // [L, P] C S: the state carried in from earlier chunks, read out
-  RowMatrix bdecay;  // [L, N] B scaled by each token's decay to the chunk's end
-  RowMatrix state;   // [heads_in_task * N, P] each head's state S^T, carried across chunks
-  RowArrayD cum;     // [L] cumulative log-decay sum_{k <= i} A dt_k within the chunk (double)
-  RowArrayF decay;   // [L] one row of the decay mask
+  RowMatrix cb;     // [L, L] C B^T of the chunk (the group's "attention scores")
+  RowMatrix m;      // [L, L] cb under one head's decay mask (lower triangle used)
+  RowMatrix xdt;    // [L, nh * P] x * dt of the chunk's tokens, the task's nh heads side by side
+  RowMatrix xdec;   // [L, nh * P] xdt scaled by each token's decay to the chunk's end
+  RowMatrix off;    // [L, nh * P] C S: the states carried in from earlier chunks, read out
+  RowMatrix state;  // [N, nh * P] each head's state S^T, carried across chunks
+  RowMatrixD cum;   // [nh, L] cumulative log-decay sum_{k <= i} A dt_k within the chunk (double)
+  RowArrayF decay;  // [L] one row of a decay mask
 };
 
-// Heads [h0, h1) (one group) of one sample, chunk by chunk (the SSD form of
-// transformers' mamba2_chunk_scan; its segment_sum is cum_i - cum_j here, in double):
-//   y_diag = (C B^T o exp(cum_i - cum_j) [j <= i]) (x dt)      within the chunk
-//   y_off  = exp(cum_i) C S_in                                   state from earlier chunks
-//   S_out  = exp(cum_last) S_in + (B o exp(cum_last - cum_j))^T (x dt)
+// Heads [h0, h1) (one group, so one B and C) of one sample, chunk by chunk: the SSD form of
+// transformers' mamba2_chunk_scan (its segment_sum is cum_i - cum_j here, in double):
+//   y_diag = (C B^T o exp(cum_i - cum_j) [j <= i]) (x dt)      within the chunk, per head
+//   y_off  = exp(cum_i) C S_in                                   states from earlier chunks
+//   S_out  = exp(cum_last) S_in + B^T (exp(cum_last - cum_j) x dt)
+// The heads share C and B, so y_off and S_out are one GEMM for all of them ([Lc, N] x
+// [N, nh * P] and [N, Lc] x [Lc, nh * P]) instead of nh narrow ones.
 void scan_heads(const Mamba2Config& c, const Vector& A_log, const Vector& D, const ScanViews& v, int64_t h0, int64_t h1,
                 ScanBuffers& buf) {
-  const int64_t N = c.state_size, P = c.head_dim, L = c.chunk_size;
+  const int64_t N = c.state_size, P = c.head_dim, L = c.chunk_size, nh = h1 - h0, W = nh * P;
   const int64_t g = h0 / (c.num_heads / c.n_groups);
-  buf.state.setZero((h1 - h0) * N, P);
-  buf.cum.resize(L);
+  buf.state.setZero(N, W);
+  buf.cum.resize(nh, L);
   buf.decay.resize(L);
   for (int64_t t0 = 0; t0 < v.T; t0 += L) {
     const int64_t Lc = std::min(L, v.T - t0);
-    const bool last_chunk = t0 + Lc == v.T;
     ConstStridedMap Bc(v.B + t0 * v.ld_bc + g * N, Lc, N, Eigen::OuterStride<>(v.ld_bc));  // [Lc, N]
     ConstStridedMap Cc(v.C + t0 * v.ld_bc + g * N, Lc, N, Eigen::OuterStride<>(v.ld_bc));  // [Lc, N]
+    ConstStridedMap xs(v.xs + t0 * v.ld_xs + h0 * P, Lc, W, Eigen::OuterStride<>(v.ld_xs)); // [Lc, nh * P]
+    StridedMap y(v.y + t0 * v.ld_y + h0 * P, Lc, W, Eigen::OuterStride<>(v.ld_y));           // [Lc, nh * P]
     buf.cb.resize(Lc, Lc);
     buf.cb.noalias() = Cc * Bc.transpose();  // [Lc, Lc]
-    for (int64_t h = h0; h < h1; ++h) {
-      const double A = -std::exp(static_cast<double>(A_log[h]));
-      ConstStridedMap xs(v.xs + t0 * v.ld_xs + h * P, Lc, P, Eigen::OuterStride<>(v.ld_xs));  // [Lc, P]
-      StridedMap y(v.y + t0 * v.ld_y + h * P, Lc, P, Eigen::OuterStride<>(v.ld_y));            // [Lc, P]
-      auto S = buf.state.middleRows((h - h0) * N, N);                                          // [N, P]
-      buf.xdt.resize(Lc, P);
+    buf.xdt.resize(Lc, W);
+    for (int64_t k = 0; k < nh; ++k) {
+      const double A = -std::exp(static_cast<double>(A_log[h0 + k]));
       double run = 0.0;
       for (int64_t i = 0; i < Lc; ++i) {
-        const float dt = v.dt[(t0 + i) * v.ld_dt + h];
+        const float dt = v.dt[(t0 + i) * v.ld_dt + h0 + k];
         run += A * static_cast<double>(dt);
-        buf.cum[i] = run;
-        buf.xdt.row(i) = xs.row(i) * dt;
+        buf.cum(k, i) = run;
+        buf.xdt.row(i).segment(k * P, P) = xs.row(i).segment(k * P, P) * dt;
       }
-      // The decay mask row by row; exp in fp32 (vectorised) of a difference taken in double,
-      // so a long chunk's large |cum| loses no digits (transformers' segment_sum avoids the
-      // subtraction for the same reason).
-      buf.m.resize(Lc, Lc);
+    }
+    // Within the chunk, head by head. The decay mask row by row: exp in fp32 (vectorised) of a
+    // difference taken in double, so a long chunk's large |cum| loses no digits (transformers'
+    // segment_sum avoids the subtraction for the same reason).
+    buf.m.resize(Lc, Lc);
+    for (int64_t k = 0; k < nh; ++k) {
       for (int64_t i = 0; i < Lc; ++i) {
-        buf.decay.head(i + 1) = (buf.cum[i] - buf.cum.head(i + 1)).cast<float>().exp();
+        buf.decay.head(i + 1) = (buf.cum(k, i) - buf.cum.row(k).head(i + 1).array()).cast<float>().exp();
         buf.m.row(i).head(i + 1) = (buf.cb.row(i).head(i + 1).array() * buf.decay.head(i + 1)).matrix();
       }
-      y.noalias() = buf.m.triangularView<Eigen::Lower>() * buf.xdt;
-      if (t0 > 0) {
-        buf.off.resize(Lc, P);
-        buf.off.noalias() = Cc * S;
-        for (int64_t i = 0; i < Lc; ++i) y.row(i) += buf.off.row(i) * static_cast<float>(std::exp(buf.cum[i]));
-      }
-      y += static_cast<float>(D[h]) * xs;
-      if (last_chunk) continue;
-      const double cum_last = buf.cum[Lc - 1];
-      buf.bdecay.resize(Lc, N);
-      for (int64_t i = 0; i < Lc; ++i)
-        buf.bdecay.row(i) = Bc.row(i) * static_cast<float>(std::exp(cum_last - buf.cum[i]));
-      S *= static_cast<float>(std::exp(cum_last));
-      S.noalias() += buf.bdecay.transpose() * buf.xdt;
+      y.middleCols(k * P, P).noalias() = buf.m.triangularView<Eigen::Lower>() * buf.xdt.middleCols(k * P, P);
     }
+    // The states from earlier chunks, decayed to each token.
+    if (t0 > 0) {
+      buf.off.resize(Lc, W);
+      buf.off.noalias() = Cc * buf.state;
+      for (int64_t k = 0; k < nh; ++k)
+        for (int64_t i = 0; i < Lc; ++i)
+          y.row(i).segment(k * P, P) += buf.off.row(i).segment(k * P, P) * static_cast<float>(std::exp(buf.cum(k, i)));
+    }
+    for (int64_t k = 0; k < nh; ++k) y.middleCols(k * P, P) += static_cast<float>(D[h0 + k]) * xs.middleCols(k * P, P);
+    if (t0 + Lc == v.T) break;
+    // The states at the chunk's end.
+    buf.xdec.resize(Lc, W);
+    for (int64_t k = 0; k < nh; ++k) {
+      const double cum_last = buf.cum(k, Lc - 1);
+      for (int64_t i = 0; i < Lc; ++i)
+        buf.xdec.row(i).segment(k * P, P) =
+            buf.xdt.row(i).segment(k * P, P) * static_cast<float>(std::exp(cum_last - buf.cum(k, i)));
+      buf.state.middleCols(k * P, P) *= static_cast<float>(std::exp(cum_last));
+    }
+    buf.state.noalias() += Bc.transpose() * buf.xdec;
   }
 }
 
@@ -189,46 +196,62 @@ void mamba2_chunk_scan(const Mamba2Config& c, const Vector& A_log, const Vector&
 }
 
 void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x,
-                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y) {
+                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers) {
   const int64_t rows = x.rows(), I = c.intermediate_size(), H = c.num_heads, K = c.conv_kernel;
   const int64_t GN = c.n_groups * c.state_size, conv_dim = c.conv_dim();
   CTCAL_ASSERT(x.cols() == c.hidden_size && y.rows() == rows && y.cols() == c.hidden_size, "mamba2_forward: shapes");
+  Mamba2Buffers local;
+  Mamba2Buffers& b = buffers ? *buffers : local;
 
   // 1. in_proj: [z | xBC | dt] for every row at once (one GEMM across samples).
-  RowMatrix zxbcdt(rows, c.in_proj_dim());  // [rows, I + conv_dim + H]
-  std::vector<uint16_t> bf16_in(w.in_proj.w_bf16 ? static_cast<std::size_t>(rows * c.hidden_size) : 0);
-  ProjectionInput in(x, bf16_in.empty() ? nullptr : bf16_in.data());
-  linear(in, w.in_proj, zxbcdt);
+  RowMatrix& zxbcdt = b.zxbcdt;  // [rows, I + conv_dim + H]
+  zxbcdt.resize(rows, c.in_proj_dim());
+  const bool bf16 = w.in_proj.w_bf16 || w.out_proj.w_bf16;
+  b.bf16.resize(bf16 ? static_cast<std::size_t>(rows * std::max(c.hidden_size, I)) : 0);
+  {
+    ProjectionInput in(x, bf16 ? b.bf16.data() : nullptr);
+    linear(in, w.in_proj, zxbcdt);
+  }
 
   // 2. The depthwise causal convolution over each sample's own past (zero before its first
   // token), + bias, SiLU; and dt = clamp(softplus(dt + dt_bias)). Rows in parallel, each output
-  // summed over k in order. The kernel taps transposed so that a tap is one contiguous row.
+  // summed over k in order, into an aligned row buffer (so that the vectorised exp splits the
+  // row the same way wherever the sample sits). The taps transposed: one tap, one contiguous row.
   const RowMatrix taps = w.conv_w.transpose();  // [K, conv_dim]
-  RowMatrix xbc(rows, conv_dim);                // [rows, conv_dim] = [xs | B | C] after the conv
-  RowMatrix dt(rows, H);                        // [rows, H]
+  RowMatrix& xbc = b.xbc;                       // [rows, conv_dim] = [xs | B | C] after the conv
+  RowMatrix& dt = b.dt;                         // [rows, H]
+  xbc.resize(rows, conv_dim);
+  dt.resize(rows, H);
   std::vector<int64_t> first(static_cast<std::size_t>(rows), -1);  // the row's sample's first row
   for (const SampleSpan& s : samples)
     for (int64_t r = s.offset; r < s.offset + s.length; ++r) first[static_cast<std::size_t>(r)] = s.offset;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t f = first[static_cast<std::size_t>(r)];
-    if (f < 0) continue;
-    auto out = xbc.row(r);  // [conv_dim]
-    out.setZero();
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t src = r - (K - 1) + k;
-      if (src >= f) out += zxbcdt.row(src).segment(I, conv_dim).cwiseProduct(taps.row(k));
-    }
-    if (w.conv_b.size() > 0) out += w.conv_b.transpose();
-    for (int64_t j = 0; j < conv_dim; ++j) out[j] = silu(out[j]);
-    for (int64_t h = 0; h < H; ++h) {
-      const double v = softplus(static_cast<double>(zxbcdt(r, I + conv_dim + h)) + static_cast<double>(w.dt_bias[h]));
-      dt(r, h) = static_cast<float>(std::clamp(v, c.time_step_min, c.time_step_max));
+  const int64_t ld = zxbcdt.cols();
+#pragma omp parallel
+  {
+    Eigen::ArrayXf acc(conv_dim);  // [conv_dim]
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t f = first[static_cast<std::size_t>(r)];
+      if (f < 0) continue;
+      acc.setZero();
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = r - (K - 1) + k;
+        if (src >= f)
+          acc += Eigen::Map<const Eigen::ArrayXf>(zxbcdt.data() + src * ld + I, conv_dim) *
+                 Eigen::Map<const Eigen::ArrayXf>(taps.data() + k * conv_dim, conv_dim);
+      }
+      if (w.conv_b.size() > 0) acc += w.conv_b.array();
+      Eigen::Map<Eigen::ArrayXf>(xbc.data() + r * conv_dim, conv_dim) = acc / (1.0f + (-acc).exp());  // SiLU
+      for (int64_t h = 0; h < H; ++h) {
+        const double v = softplus(static_cast<double>(zxbcdt(r, I + conv_dim + h)) + static_cast<double>(w.dt_bias[h]));
+        dt(r, h) = static_cast<float>(std::clamp(v, c.time_step_min, c.time_step_max));
+      }
     }
   }
 
   // 3. The SSD scan, every (sample, head block) in one parallel loop.
-  RowMatrix ys(rows, I);  // [rows, I] scan output, then the gated norm's, in place
+  RowMatrix& ys = b.ys;  // [rows, I] scan output, then the gated norm's, in place
+  ys.resize(rows, I);
   std::vector<ScanViews> views;
   for (const SampleSpan& s : samples)
     views.push_back({xbc.data() + s.offset * conv_dim, conv_dim, dt.data() + s.offset * H, H,
@@ -239,28 +262,34 @@ void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::
   // 4. Gated RMSNorm (norm_before_gate=False): y * silu(z), then each group of norm_group_size
   // scaled by rsqrt(mean of squares + eps) (sum in double), times the weight.
   const int64_t gs = c.norm_group_size;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = ys.data() + r * I;                      // [I]
-    if (first[static_cast<std::size_t>(r)] < 0) {
-      std::fill(row, row + I, 0.0f);  // out_proj reads every row; these are not copied out
-      continue;
-    }
-    const float* z = zxbcdt.data() + r * zxbcdt.cols();  // [I]
-    for (int64_t j = 0; j < I; ++j) row[j] *= silu(z[j]);
-    for (int64_t g0 = 0; g0 < I; g0 += gs) {
-      double ss = 0.0;
-      for (int64_t j = g0; j < g0 + gs; ++j) ss += static_cast<double>(row[j]) * static_cast<double>(row[j]);
-      const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(gs) + c.norm_eps));
-      for (int64_t j = g0; j < g0 + gs; ++j) row[j] = w.norm_w[j] * (row[j] * inv);
+#pragma omp parallel
+  {
+    Eigen::ArrayXf h(I);  // [I] aligned, as above
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = ys.data() + r * I;  // [I]
+      if (first[static_cast<std::size_t>(r)] < 0) {
+        std::fill(row, row + I, 0.0f);  // out_proj reads every row; these are not copied out
+        continue;
+      }
+      const Eigen::Map<const Eigen::ArrayXf> z(zxbcdt.data() + r * ld, I);  // [I]
+      h = Eigen::Map<const Eigen::ArrayXf>(row, I) * (z / (1.0f + (-z).exp()));
+      for (int64_t g0 = 0; g0 < I; g0 += gs) {
+        double ss = 0.0;
+        for (int64_t j = g0; j < g0 + gs; ++j) ss += static_cast<double>(h[j]) * static_cast<double>(h[j]);
+        const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(gs) + c.norm_eps));
+        for (int64_t j = g0; j < g0 + gs; ++j) row[j] = w.norm_w[j] * (h[j] * inv);
+      }
     }
   }
 
-  // 5. out_proj, row by row of the samples (rows outside every span keep y's values).
-  std::vector<uint16_t> bf16_out(w.out_proj.w_bf16 ? static_cast<std::size_t>(rows * I) : 0);
-  RowMatrix out(rows, c.hidden_size);  // [rows, hidden]
-  ProjectionInput mid(ys, bf16_out.empty() ? nullptr : bf16_out.data());
-  linear(mid, w.out_proj, out);
+  // 5. out_proj; only the samples' rows are copied out.
+  RowMatrix& out = b.out;  // [rows, hidden]
+  out.resize(rows, c.hidden_size);
+  {
+    ProjectionInput mid(ys, bf16 ? b.bf16.data() : nullptr);
+    linear(mid, w.out_proj, out);
+  }
   for (const SampleSpan& s : samples) y.middleRows(s.offset, s.length) = out.middleRows(s.offset, s.length);
 }
 

@@ -67,12 +67,24 @@ struct Mamba2Weights {
 // with the config.
 void check_mamba2(const Mamba2Config& c, const Mamba2Weights& w, const char* module);
 
+// The forward pass's intermediates, kept by a caller that runs many mixers (the layer loop) so
+// that each call does not page-fault ~(2 I + 2 conv_dim + hidden) floats per row afresh.
+struct Mamba2Buffers {
+  RowMatrix zxbcdt;            // [rows, in_proj_dim] in_proj output [z | xBC | dt]
+  RowMatrix xbc;               // [rows, conv_dim] after the convolution and SiLU
+  RowMatrix dt;                // [rows, H] after softplus and the clamp
+  RowMatrix ys;                // [rows, I] scan output, then the gated norm's
+  RowMatrix out;               // [rows, hidden] out_proj output
+  std::vector<uint16_t> bf16;  // [rows, max(hidden, I)] projection inputs in bf16 (bf16 weights only)
+};
+
 // y = mixer(x) for each sample of `samples` independently (each from zero state), rows of x
 // [rows, hidden] -> y [rows, hidden] (pre-sized; must not alias x). Rows outside every span are
-// left untouched. Threads: OpenMP over rows (projections, conv, norm) and over (sample, head)
-// tasks (the scan); the result is the same for any thread count (fixed summation orders).
+// left untouched. Threads: OpenMP over rows (projections, conv, norm) and over (sample, head
+// block) tasks (the scan); the result is the same for any thread count (fixed summation orders).
+// `buffers`: scratch to reuse across calls, or null.
 void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x,
-                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y);
+                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers = nullptr);
 // One sample: x [T, hidden] -> [T, hidden].
 RowMatrix mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x);
 
