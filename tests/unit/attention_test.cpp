@@ -22,39 +22,16 @@
 namespace ctcal {
 namespace {
 
-// out[S, H*D] in double for q[S, H*D], k/v[S, Hkv*D].
-std::vector<double> naive_attention(const std::vector<float>& q, const std::vector<float>& k,
-                                    const std::vector<float>& v, int64_t seq, const ModelConfig& c) {
-  const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
-  const int64_t window = c.sliding_window.value_or(std::numeric_limits<int64_t>::max());
-  std::vector<double> out(static_cast<std::size_t>(seq * qd), 0.0);
-  for (int64_t h = 0; h < c.num_attention_heads; ++h) {
-    const int64_t g = h / c.n_rep();
-    for (int64_t i = 0; i < seq; ++i) {
-      std::vector<double> p(static_cast<std::size_t>(seq), 0.0);
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j <= i; ++j) {
-        if (i - j >= window) continue;  // transformers' sliding window: keys within window - 1
-        double s = 0;
-        for (int64_t x = 0; x < d; ++x) s += double(q[i * qd + h * d + x]) * k[j * kvd + g * d + x];
-        p[j] = s / std::sqrt(double(d));
-        mx = std::max(mx, p[j]);
-      }
-      double sum = 0;
-      for (int64_t j = 0; j <= i; ++j) {
-        if (i - j >= window) { p[j] = 0; continue; }
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
-      }
-      for (int64_t j = 0; j <= i; ++j)
-        for (int64_t x = 0; x < d; ++x) out[i * qd + h * d + x] += p[j] / sum * v[j * kvd + g * d + x];
-    }
-  }
-  return out;
-}
-
 AttentionShape shape_of(const ModelConfig& c) {
   return AttentionShape::plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.sliding_window);
+}
+
+// out[S, H*D] in double for q[S, H*D], k/v[S, Hkv*D]: lib's plain path (causal_attention_plain).
+std::vector<double> naive_attention(const std::vector<float>& q, const std::vector<float>& k,
+                                    const std::vector<float>& v, int64_t seq, const ModelConfig& c) {
+  std::vector<double> out(static_cast<std::size_t>(seq * c.q_dim()));
+  causal_attention_plain(q.data(), k.data(), v.data(), out.data(), seq, shape_of(c));
+  return out;
 }
 
 ModelConfig attention_config(int64_t heads, int64_t kv_heads, int64_t head_dim, std::optional<int64_t> window = {}) {
@@ -177,6 +154,30 @@ TEST(AttentionBlocks, SamplesAttendWithinThemselves) {
     for (std::size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(out[static_cast<std::size_t>(s.offset * c.q_dim()) + i], want[i], 1e-4) << "sample at row " << s.offset;
   }
+}
+
+// Attention sinks (gpt-oss) and a sliding window: the blocked path against the plain one, with a
+// sink per head large enough that it takes most of some rows' probability (those rows' outputs
+// shrink; a sink dropped from the denominator or kept in the output would show at 1e-1).
+TEST(AttentionBlocks, SinksAndWindowMatchThePlainPath) {
+  const ModelConfig c = attention_config(4, 2, 8, 19);
+  const int64_t seq = 150;
+  const Qkv in(c, seq, 11, 1.5f);
+  const std::vector<float> sinks = {-1.0f, 0.5f, 3.0f, 6.0f};  // [heads]
+  AttentionShape shape = shape_of(c);
+  shape.sinks = sinks.data();
+  std::vector<float> out(in.q.size());
+  causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, seq}}, shape, 16, 32);
+  std::vector<double> want(in.q.size());
+  causal_attention_plain(in.q.data(), in.k.data(), in.v.data(), want.data(), seq, shape);
+  std::vector<double> no_sinks(in.q.size());
+  causal_attention_plain(in.q.data(), in.k.data(), in.v.data(), no_sinks.data(), seq, shape_of(c));
+  double moved = 0;  // how far the sinks moved the plain result: the test's power
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_NEAR(out[i], want[i], 1e-4) << "at " << i;
+    moved = std::max(moved, std::abs(want[i] - no_sinks[i]));
+  }
+  EXPECT_GT(moved, 0.1);
 }
 
 // The bf16 variant reads a sample's last key block whole, past the sample's end (into the next

@@ -17,8 +17,8 @@ int cuda_device_for_local_rank(int) { return 0; }
 std::string cuda_device_description(int index) { no_cuda(index); }
 void cuda_open_device(int index) { no_cuda(index); }
 void check_cuda_supports(const ModelConfig&, const ForwardOptions& options) { no_cuda(options.device.index); }
-void run_layers_cuda(const Decoder&, const std::vector<SampleSpan>&, RowMatrix&, const LayerLoop&,
-                     const ForwardOptions& options) {
+std::unique_ptr<LayerBackend> make_cuda_layers(const Decoder&, const std::vector<SampleSpan>&, const LayerLoop&,
+                                               const ForwardOptions& options) {
   no_cuda(options.device.index);
 }
 

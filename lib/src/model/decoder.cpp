@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <future>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 
 #include "ctcal/error.h"
 #include "ctcal/model/cuda_backend.h"
+#include "ctcal/model/layer_backend.h"
 
 namespace ctcal {
 
@@ -77,40 +79,80 @@ RowMatrix Decoder::embed(const std::vector<std::vector<int32_t>>& samples,
   return embed_ids(token_rows(samples, spans));
 }
 
-void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
-                         const ForwardOptions& options) const {
-  if (options.device.is_cuda()) {  // embeds options.token_ids itself
-    run_layers_cuda(*this, spans, hidden, loop, options);
-    return;
+// The CPU backend of the layer loop: each layer's weights read (fp32 into the previous layer's
+// buffers, or packed to bf16) and edited on the calling thread, the next layer's pages read ahead
+// by another thread while this one computes, then Decoder::run_layer over every chunk.
+class CpuLayers final : public LayerBackend {
+ public:
+  CpuLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const LayerLoop& loop,
+            const ForwardOptions& options)
+      : m_(model), spans_(spans), loop_(loop), opt_(options) {}
+
+  void begin(RowMatrix& hidden) override {
+    hidden_ = &hidden;
+    if (opt_.token_ids && hidden.rows() == 0) hidden = m_.embed_ids(*opt_.token_ids);
+    m_.phases_.clear();
   }
-  if (options.token_ids && hidden.rows() == 0) hidden = embed_ids(*options.token_ids);
-  const int64_t n_layers = cfg_.num_hidden_layers;
-  phases_.clear();
-  LayerWeights w;  // one layer at a time; fp32 buffers reused from layer to layer
-  for (int64_t l = 0; l < n_layers; ++l) {
-    if (loop.before_layer) loop.before_layer(l);
-    const bool with_mlp = loop.last_layer_mlp || l + 1 < n_layers;
-    PhaseScope load_phase(phases_, "load+pack");
-    if (loop.load_bf16) {
-      w = LayerWeights();  // release the previous layer's packed tiles to the pool first
-      w = load_layer_weights_bf16(ckpt_, cfg_, l, with_mlp);
+  void load(int64_t l) override {
+    const int64_t n_layers = m_.cfg_.num_hidden_layers;
+    const bool with_mlp = loop_.last_layer_mlp || l + 1 < n_layers;
+    PhaseScope load_phase(m_.phases_, "load+pack");
+    if (loop_.load_bf16) {
+      w_ = LayerWeights();  // release the previous layer's packed tiles to the pool first
+      w_ = load_layer_weights_bf16(m_.ckpt_, m_.cfg_, l, with_mlp);
     } else {
-      reload_layer_weights(ckpt_, cfg_, l, with_mlp, &w);
+      reload_layer_weights(m_.ckpt_, m_.cfg_, l, with_mlp, &w_);
     }
-    if (loop.edit_weights) loop.edit_weights(l, w);
-    load_phase.stop();
-    ActivationObserver* observer = loop.observer ? loop.observer(l) : nullptr;
+    if (loop_.edit_weights) loop_.edit_weights(l, w_);
+  }
+  void run(int64_t l, ActivationObserver* observer) override {
     // The next layer's tensors are read from disk while this one computes (queueing the reads
     // takes tens of ms of this thread, so another thread does it).
     std::future<void> prefetch;
-    if (l + 1 < n_layers)
-      prefetch = std::async(std::launch::async, [this, l] { prefetch_layer_pages(ckpt_, cfg_, l + 1); });
-    run_layer(w, l, spans, hidden, observer, options);
+    if (l + 1 < m_.cfg_.num_hidden_layers)
+      prefetch = std::async(std::launch::async, [this, l] { prefetch_layer_pages(m_.ckpt_, m_.cfg_, l + 1); });
+    m_.run_layer(w_, l, spans_, *hidden_, observer, opt_);
     if (prefetch.valid()) prefetch.get();
-    if (loop.release_pages) release_layer_pages(ckpt_, cfg_, l);
+  }
+  void release(int64_t l, ActivationObserver*) override {
+    if (loop_.release_pages) release_layer_pages(m_.ckpt_, m_.cfg_, l);
+  }
+  void end(RowMatrix&) override {
+    if (m_.phases_.on())
+      spdlog::info("cpu: wall time per phase of {} layers: {}", m_.cfg_.num_hidden_layers, m_.phases_.summary());
+  }
+
+ private:
+  const Decoder& m_;
+  const std::vector<SampleSpan>& spans_;
+  const LayerLoop& loop_;
+  const ForwardOptions& opt_;
+  RowMatrix* hidden_ = nullptr;
+  LayerWeights w_;  // one layer at a time; fp32 buffers reused from layer to layer
+};
+
+void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
+                         const ForwardOptions& options) const {
+  // The CUDA backend checks what it runs and opens the device first: a bad device or an
+  // unsupported model fails here even on a rank without samples.
+  std::unique_ptr<LayerBackend> backend = options.device.is_cuda()
+                                              ? make_cuda_layers(*this, spans, loop, options)
+                                              : std::make_unique<CpuLayers>(*this, spans, loop, options);
+  // A rank without samples runs no layer but still calls every hook: loop.after_layer combines the
+  // observers over MPI ranks, and every rank must join each layer's collectives.
+  const bool work = !spans.empty();
+  if (work) backend->begin(hidden);
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    if (loop.before_layer) loop.before_layer(l);
+    ActivationObserver* observer = loop.observer ? loop.observer(l) : nullptr;
+    if (work) {
+      backend->load(l);
+      backend->run(l, observer);
+      backend->release(l, observer);
+    }
     if (loop.after_layer) loop.after_layer(l);
   }
-  if (phases_.on()) spdlog::info("cpu: wall time per phase of {} layers: {}", n_layers, phases_.summary());
+  if (work) backend->end(hidden);
 }
 
 LmHead::LmHead(const Checkpoint& ckpt, const ModelConfig& c)

@@ -40,6 +40,14 @@ void causal_attention(const float* q, const float* k, const float* v, float* out
                       const std::vector<SampleSpan>& samples, const AttentionShape& shape, int64_t block,
                       int64_t key_block);
 
+// The plain path the fast ones are tested against, as gemma.cpp keeps one beside its fast path:
+// the textbook formula for one sample, in double, with one [S, S] score matrix per head:
+// softmax(q k^T * shape.scale + causal/window mask [+ sink logit, dropped]) v. q: [seq, heads * d],
+// k/v: [seq, kv_heads * d] -> out: [seq, heads * d]. O(S^2) memory and no blocking: for tests and
+// for reading, never for a run.
+void causal_attention_plain(const float* q, const float* k, const float* v, double* out, int64_t seq,
+                            const AttentionShape& shape);
+
 // The same with bf16 products for --compute-dtype bf16 (CPU): q, k, v rounded to bf16, q k^T
 // and p v as oneDNN bf16 GEMMs (AMX or AVX512-BF16) with fp32 accumulation, the softmax in fp32
 // and its probabilities rounded to bf16 before p v, as PyTorch's bf16 CPU attention computes

@@ -1,7 +1,7 @@
 #pragma once
-// The CUDA backend of Decoder::run_layers(): the same layer loop, hooks and observation points as
-// the CPU path (model/decoder.h), with the layers computed on one GPU. Built with -DCTCAL_CUDA=ON;
-// without it every entry point says so (UsageError) and nothing else changes.
+// The CUDA backend of Decoder::run_layers() (model/layer_backend.h): the same loop, hooks and
+// observation points as the CPU path, with the layers computed on one GPU. Built with
+// -DCTCAL_CUDA=ON; without it every entry point says so (UsageError) and nothing else changes.
 //
 // What runs where (lib/src/model/cuda/):
 //   host thread "loader": mmap -> bf16 LayerWeights -> a ring of small pinned pieces -> async H2D
@@ -20,10 +20,12 @@
 // Hidden states of every sample stay on the device when they fit (a host thread "upload" sends
 // them chunk by chunk beside layer 0's kernels), else they go chunk by chunk every layer. Given
 // token ids (ForwardOptions::token_ids), the host embeds them while the loader reads layers 0-1.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ctcal/model/decoder.h"
+#include "ctcal/model/layer_backend.h"
 
 namespace ctcal {
 
@@ -48,10 +50,11 @@ int cuda_device_for_local_rank(int local_rank);
 // CUDA call.
 void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& options);
 
-// Decoder::run_layers() on options.device. Same contract: hidden [total_tokens, hidden] is
-// updated in place; hooks are called on the calling thread in layer order, except
-// loop.edit_weights, which runs on the loader thread (it must not touch shared state).
-void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,
-                     const LayerLoop& loop, const ForwardOptions& options);
+// The backend of Decoder::run_layers() on options.device (model/layer_backend.h): checks what it
+// runs (check_cuda_supports) and opens the device first. hidden [total_tokens, hidden] is updated in
+// place; the loop's hooks run on the calling thread in layer order, except loop.edit_weights,
+// which runs on the loader thread (it must not touch shared state).
+std::unique_ptr<LayerBackend> make_cuda_layers(const Decoder& model, const std::vector<SampleSpan>& spans,
+                                               const LayerLoop& loop, const ForwardOptions& options);
 
 }  // namespace ctcal

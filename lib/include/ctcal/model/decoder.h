@@ -104,7 +104,8 @@ class Decoder {
                  RowMatrix& hidden, ActivationObserver* observer,
                  const ForwardOptions& options) const;
 
-  // THE layer loop: for each layer, load (stream) -> edit -> run_layer -> release. hidden:
+  // THE layer loop, for every device: for each layer, the caller's hooks around the backend's
+  // load (stream, edit) -> run -> release (model/layer_backend.h says the order). hidden:
   // [total_tokens, hidden] from embed(), updated in place; or empty with options.token_ids set,
   // and then embedded here.
   void run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden, const LayerLoop& loop,
@@ -119,6 +120,7 @@ class Decoder {
                     const std::function<void(int64_t, LayerWeights&)>& edit_weights = {}) const;
 
  private:
+  friend class CpuLayers;  // the CPU backend of run_layers (decoder.cpp)
   // Activation buffers reused across chunks and layers (one run_layer at a time per model).
   struct Scratch {
     UninitBuffer<float> xn, q, k, v, attn, proj, gate, up;

@@ -78,15 +78,32 @@ struct HostTimes {
   double to_layer0 = 0;  // from the start of run() to layer 0's first kernel being queued
 };
 
-class CudaLayers {
+class CudaLayers final : public LayerBackend {
  public:
-  CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const ForwardOptions& opt);
-  ~CudaLayers() { cublasDestroy(blas_); }
+  CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const LayerLoop& loop,
+             const ForwardOptions& opt);
+  ~CudaLayers() override {
+    // The threads that write into our buffers stop first, then cuBLAS goes.
+    upload_.reset();
+    weights_.reset();
+    cublasDestroy(blas_);
+  }
   CudaLayers(const CudaLayers&) = delete;
   CudaLayers& operator=(const CudaLayers&) = delete;
-  void run(RowMatrix& hidden, const LayerLoop& loop);
+  void begin(RowMatrix& hidden) override;
+  void load(int64_t layer) override;
+  void run(int64_t layer, ActivationObserver* obs) override;
+  void release(int64_t layer, ActivationObserver* obs) override;
+  void end(RowMatrix& hidden) override;
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // Adds the host time since the last lap to *into (HostTimes).
+  void lap(double* into) {
+    const auto now = Clock::now();
+    *into += std::chrono::duration<double>(now - mark_).count();
+    mark_ = now;
+  }
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
@@ -172,10 +189,23 @@ class CudaLayers {
   };
   std::map<std::pair<const RopeConfig*, int64_t>, DeviceRopeTable> rope_dev_;
   PhaseTimers phases_;
+  // The run, begin() to end().
+  const LayerLoop& loop_;
+  RowMatrix* hidden_host_ = nullptr;                        // [tokens, hidden], the caller's
+  HostTimes host_;                                          // where the host thread spends the run (CTCAL_CUDA_PROFILE)
+  EventTimer compute_;                                      // each layer's kernels (CUDA events)
+  Clock::time_point t0_, mark_;                             // the run's start; the last lap
+  double embed_s_ = 0;                                      // host embedding of the token ids
+  std::unique_ptr<RopeTableCache> tables_;                  // this layer's RoPE tables
+  const cuda::DeviceLayer* w_ = nullptr;                    // this layer's weights, between load() and release()
+  // Last, so that they stop first: the threads that read weights and send hidden states up.
+  std::unique_ptr<cuda::WeightStream> weights_;
+  std::unique_ptr<cuda::HiddenUpload> upload_;
 };
 
-CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const ForwardOptions& opt)
-    : model_(model), c_(model.config()), spans_(spans), opt_(opt) {
+CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& spans, const LayerLoop& loop,
+                       const ForwardOptions& opt)
+    : model_(model), c_(model.config()), spans_(spans), opt_(opt), loop_(loop) {
   check(cublasCreate(&blas_), "cublasCreate");
   check(cublasSetStream(blas_, stream_.get()), "cublasSetStream");
   chunks_ = make_chunks(spans, chunk_tokens(opt.gpu_chunk_tokens));
@@ -555,88 +585,94 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cuda::flag_nonfinite(x, n * h, flag_.get(), s);
 }
 
-void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  const int64_t h = c_.hidden_size, n_layers = c_.num_hidden_layers;
-  cudaStream_t s = stream_.get();
-  const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
-  HostTimes host;  // where the host thread spends the run (CTCAL_CUDA_PROFILE)
-  EventTimer compute;
-  cuda::WeightStream weights(model_, loop, opt_.device.index);
+void CudaLayers::begin(RowMatrix& hidden) {
+  t0_ = Clock::now();
+  hidden_host_ = &hidden;
+  weights_ = std::make_unique<cuda::WeightStream>(model_, loop_, opt_.device.index);  // the loader starts at layer 0
   // Token ids instead of hidden states: the host embeds them while the loader reads the first
   // layers (every other way tried measured slower or no faster: docs/performance.md).
   if (opt_.token_ids && hidden.rows() == 0) hidden = model_.embed_ids(*opt_.token_ids);
-  const double embed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  embed_s_ = std::chrono::duration<double>(Clock::now() - t0_).count();
   // Resident hidden states go up once, chunk by chunk beside layer 0's kernels.
-  std::unique_ptr<cuda::HiddenUpload> upload;
   if (resident_)
-    upload = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), h, chunks_, opt_.device.index);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    auto mark = Clock::now();
-    auto lap = [&](double* into) {
-      const auto now = Clock::now();
-      *into += std::chrono::duration<double>(now - mark).count();
-      mark = now;
-    };
-    if (loop.before_layer) loop.before_layer(l);
-    ActivationObserver* obs = loop.observer ? loop.observer(l) : nullptr;
-    RopeTableCache tables(c_, l, spans_, opt_.position_offset);
-    lap(&host.prologue);
-    const cuda::DeviceLayer& w = weights.acquire(l, s);
-    lap(&host.acquire);
-    check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), s), "cudaMemsetAsync");
-    if (l == 0) host.to_layer0 = std::chrono::duration<double>(Clock::now() - t0).count();
-    compute.start(s);
-    // Progress and cancellation per chunk, as on the CPU, one chunk behind: the host waits for
-    // chunk i - 1 while chunk i is queued, so the GPU never drains between chunks.
-    cuda::Event chunk_done[2];
-    int64_t reported = -1;  // the last chunk after_chunk was told about
-    auto report = [&](int64_t i) {
-      lap(&host.enqueue);
-      check(cudaEventSynchronize(chunk_done[i % 2].get()), "running a layer on the GPU");
-      lap(&host.wait);
-      const SampleChunk& done = chunks_[static_cast<std::size_t>(i)];
-      if (opt_.after_chunk) opt_.after_chunk(l, done.r0 + done.n - spans_.front().offset);
-      reported = i;
-    };
-    for (std::size_t i = 0; i < chunks_.size(); ++i) {
-      const SampleChunk& ch = chunks_[i];
-      float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
-      if (!resident_)  // streamed hidden states go up and down every layer
-        check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
-                              cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
-      else if (l == 0)
-        upload->wait_for(i, s);
-      run_chunk(w, l, ch, x, obs, tables);
-      if (!resident_)
-        check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
-                              cudaMemcpyDeviceToHost, s), "copying hidden states from the GPU");
-      check(cudaEventRecord(chunk_done[i % 2].get(), s), "cudaEventRecord");
-      if (i > 0) report(static_cast<int64_t>(i) - 1);
-    }
-    if (reported + 1 < static_cast<int64_t>(chunks_.size())) report(static_cast<int64_t>(chunks_.size()) - 1);
-    compute.stop(s);
-    const bool had_mlp = w.has_mlp;  // w's slot may be refilled once released
-    weights.release(l, s);
-    int flag = 0;
-    check(copy_on_stream(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
-    if (flag) {
-      const std::string module = c_.layer_prefix(l).substr(0, c_.layer_prefix(l).size() - 1);
-      throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the weights or the input are not usable", l,
-                                   had_mlp ? "the layer output (attention + MLP)" : "the attention output", module));
-    }
-    if (obs) deliver_reduced(obs, l);
-    if (loop.after_layer) loop.after_layer(l);
-    lap(&host.epilogue);
+    upload_ = std::make_unique<cuda::HiddenUpload>(hidden.data(), hidden_.get(), c_.hidden_size, chunks_,
+                                                   opt_.device.index);
+  mark_ = Clock::now();
+}
+
+void CudaLayers::load(int64_t l) {
+  // The prologue counts the loop's hooks since the last layer (after_layer, before_layer, observer).
+  tables_ = std::make_unique<RopeTableCache>(c_, l, spans_, opt_.position_offset);
+  lap(&host_.prologue);
+  w_ = &weights_->acquire(l, stream_.get());
+  lap(&host_.acquire);
+  check(cudaMemsetAsync(flag_.get(), 0, sizeof(int), stream_.get()), "cudaMemsetAsync");
+  if (l == 0) host_.to_layer0 = std::chrono::duration<double>(Clock::now() - t0_).count();
+}
+
+void CudaLayers::run(int64_t l, ActivationObserver* obs) {
+  const int64_t h = c_.hidden_size;
+  cudaStream_t s = stream_.get();
+  const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
+  RowMatrix& hidden = *hidden_host_;
+  compute_.start(s);
+  // Progress and cancellation per chunk, as on the CPU, one chunk behind: the host waits for
+  // chunk i - 1 while chunk i is queued, so the GPU never drains between chunks.
+  cuda::Event chunk_done[2];
+  int64_t reported = -1;  // the last chunk after_chunk was told about
+  auto report = [&](int64_t i) {
+    lap(&host_.enqueue);
+    check(cudaEventSynchronize(chunk_done[i % 2].get()), "running a layer on the GPU");
+    lap(&host_.wait);
+    const SampleChunk& done = chunks_[static_cast<std::size_t>(i)];
+    if (opt_.after_chunk) opt_.after_chunk(l, done.r0 + done.n - spans_.front().offset);
+    reported = i;
+  };
+  for (std::size_t i = 0; i < chunks_.size(); ++i) {
+    const SampleChunk& ch = chunks_[i];
+    float* x = hidden_.get() + (resident_ ? ch.r0 * h : 0);  // [n, hidden]
+    if (!resident_)  // streamed hidden states go up and down every layer
+      check(cudaMemcpyAsync(x, hidden.row(ch.r0).data(), static_cast<std::size_t>(ch.n) * row_bytes,
+                            cudaMemcpyHostToDevice, s), "copying hidden states to the GPU");
+    else if (l == 0)
+      upload_->wait_for(i, s);
+    run_chunk(*w_, l, ch, x, obs, *tables_);
+    if (!resident_)
+      check(cudaMemcpyAsync(hidden.row(ch.r0).data(), x, static_cast<std::size_t>(ch.n) * row_bytes,
+                            cudaMemcpyDeviceToHost, s), "copying hidden states from the GPU");
+    check(cudaEventRecord(chunk_done[i % 2].get(), s), "cudaEventRecord");
+    if (i > 0) report(static_cast<int64_t>(i) - 1);
   }
+  if (reported + 1 < static_cast<int64_t>(chunks_.size())) report(static_cast<int64_t>(chunks_.size()) - 1);
+  compute_.stop(s);
+}
+
+void CudaLayers::release(int64_t l, ActivationObserver* obs) {
+  const bool had_mlp = w_->has_mlp;  // w_'s slot may be refilled once released
+  weights_->release(l, stream_.get());
+  w_ = nullptr;
+  int flag = 0;
+  check(copy_on_stream(&flag, flag_.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_.get()), "copying from the GPU");
+  if (flag) {
+    const std::string module = c_.layer_prefix(l).substr(0, c_.layer_prefix(l).size() - 1);
+    throw InputError(fmt::format("layer {}: {} contains NaN or Inf ({}); the weights or the input are not usable", l,
+                                 had_mlp ? "the layer output (attention + MLP)" : "the attention output", module));
+  }
+  if (obs) deliver_reduced(obs, l);
+  lap(&host_.epilogue);
+}
+
+void CudaLayers::end(RowMatrix& hidden) {
+  const int64_t h = c_.hidden_size, n_layers = c_.num_hidden_layers;
+  cudaStream_t s = stream_.get();
+  const std::size_t row_bytes = static_cast<std::size_t>(h) * 4;
   const auto t_end = Clock::now();
-  if (resident_ && loop.keep_hidden)
+  if (resident_ && loop_.keep_hidden)
     check(copy_on_stream(hidden.data(), hidden_.get(), static_cast<std::size_t>(hidden.rows()) * row_bytes,
                          cudaMemcpyDeviceToHost, s), "copying the hidden states from the GPU");
-  host.download = std::chrono::duration<double>(Clock::now() - t_end).count();
+  host_.download = std::chrono::duration<double>(Clock::now() - t_end).count();
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double wall = std::chrono::duration<double>(Clock::now() - t0_).count();
   std::size_t free_b = 0, total_b = 0;
   check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   // Overlap, from CUDA events: layer l's weight copy counts as hidden when it ended before layer
@@ -644,38 +680,38 @@ void CudaLayers::run(RowMatrix& hidden, const LayerLoop& loop) {
   double copy_s = 0;
   int64_t hidden_copies = 0;
   for (int64_t l = 0; l < n_layers; ++l) {
-    copy_s += cuda::seconds_between(weights.copy_start(l), weights.copy_end(l));
+    copy_s += cuda::seconds_between(weights_->copy_start(l), weights_->copy_end(l));
     if (l > 0)
       hidden_copies +=
-          cuda::seconds_between(weights.copy_end(l), compute.end_of(static_cast<std::size_t>(l - 1))) >= 0 ? 1 : 0;
+          cuda::seconds_between(weights_->copy_end(l), compute_.end_of(static_cast<std::size_t>(l - 1))) >= 0 ? 1 : 0;
   }
   spdlog::info("cuda: {} layers in {:.3f} s; GPU compute {:.3f} s, weight copies {:.3f} s ({} of {} ended while the "
                "previous layer computed) (CUDA events); loader read+pack {:.3f} s, waited for a free slot {:.3f} s; "
                "weight slots 2 x {:.1f} MiB; device memory in use {:.2f} GiB",
-               n_layers, wall, compute.seconds(), copy_s, hidden_copies, n_layers - 1, weights.load_seconds(),
-               weights.wait_seconds(), static_cast<double>(weights.slot_bytes()) / (1 << 20),
+               n_layers, wall, compute_.seconds(), copy_s, hidden_copies, n_layers - 1, weights_->load_seconds(),
+               weights_->wait_seconds(), static_cast<double>(weights_->slot_bytes()) / (1 << 20),
                static_cast<double>(total_b - free_b) / (1 << 30));
   if (std::getenv("CTCAL_CUDA_PROFILE")) {
     // The GPU's idle time between layers: from layer l-1's last kernel to layer l's first.
     double idle = 0;
     for (std::size_t l = 1; l < static_cast<std::size_t>(n_layers); ++l)
-      idle += cuda::seconds_between(compute.end_of(l - 1), compute.start_of(l));
+      idle += cuda::seconds_between(compute_.end_of(l - 1), compute_.start_of(l));
     spdlog::info("cuda: GPU time per phase: {}", phases_.summary());
     // Layer 0 also waits for the hidden states' first upload and loads each kernel on its first
     // launch (CUDA's lazy module loading): its GPU time against the others' mean.
-    const double layer0 = compute.seconds_of(0);
+    const double layer0 = compute_.seconds_of(0);
     // What layer 0 waited for on the GPU: its weights' copy and the hidden states' last chunk,
     // each as the time from layer 0's start to that copy's end (negative: there before it began).
-    auto after_start = [&](cudaEvent_t e) { return cuda::seconds_between(compute.start_of(0), e); };
-    const double rest = compute.seconds() - layer0;
+    auto after_start = [&](cudaEvent_t e) { return cuda::seconds_between(compute_.start_of(0), e); };
+    const double rest = compute_.seconds() - layer0;
     spdlog::info("cuda: before layer 0: embedding on the host {:.3f} s, layer 0 queued at {:.3f} s; layer 0 took "
                  "{:.3f} s of GPU time (the others {:.3f} s on average); from its start, its weights were in at "
-                 "{:.3f} s, the hidden states at {}", embed_s, host.to_layer0, layer0,
-                 n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0, after_start(weights.copy_end(0)),
-                 upload ? fmt::format("{:.3f} s", after_start(upload->done(chunks_.size() - 1))) : "(streamed)");
+                 "{:.3f} s, the hidden states at {}", embed_s_, host_.to_layer0, layer0,
+                 n_layers > 1 ? rest / static_cast<double>(n_layers - 1) : 0.0, after_start(weights_->copy_end(0)),
+                 upload_ ? fmt::format("{:.3f} s", after_start(upload_->done(chunks_.size() - 1))) : "(streamed)");
     spdlog::info("cuda: host thread: layer prologue {:.3f} s, waiting for weights {:.3f} s, queuing kernels {:.3f} s, "
                  "waiting for chunks {:.3f} s, layer epilogue {:.3f} s, hidden states down {:.3f} s; GPU idle between "
-                 "layers {:.3f} s", host.prologue, host.acquire, host.enqueue, host.wait, host.epilogue, host.download,
+                 "layers {:.3f} s", host_.prologue, host_.acquire, host_.enqueue, host_.wait, host_.epilogue, host_.download,
                  idle);
   }
 }
@@ -730,22 +766,22 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "CPU (--device cpu)", cfg.family->architecture));
 }
 
-void run_layers_cuda(const Decoder& model, const std::vector<SampleSpan>& spans, RowMatrix& hidden,
-                     const LayerLoop& loop, const ForwardOptions& options) {
+std::unique_ptr<LayerBackend> make_cuda_layers(const Decoder& model, const std::vector<SampleSpan>& spans,
+                                               const LayerLoop& loop, const ForwardOptions& options) {
   using Clock = std::chrono::steady_clock;
   check_cuda_supports(model.config(), options);
   const auto t0 = Clock::now();
   cuda_device_description(options.device.index);  // a clear error when there is no such GPU
   check(cudaSetDevice(options.device.index), "cudaSetDevice");
   check(cudaFree(nullptr), "creating the CUDA context");
-  if (spans.empty()) return;
+  if (spans.empty()) return nullptr;  // nothing to run: the loop calls its hooks only
   const auto t1 = Clock::now();
-  CudaLayers layers(model, spans, options);
+  auto layers = std::make_unique<CudaLayers>(model, spans, loop, options);
   const auto t2 = Clock::now();
   if (std::getenv("CTCAL_CUDA_PROFILE"))
     spdlog::info("cuda: setup: context {:.3f} s, buffers and cuBLAS {:.3f} s",
                  std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
-  layers.run(hidden, loop);
+  return layers;
 }
 
 }  // namespace ctcal
