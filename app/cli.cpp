@@ -84,13 +84,15 @@ int run_cli(int argc, char** argv) {
   cal->add_option("--dataset", req.dataset, "Calibration data (.jsonl, .json, .txt)");
   cal->add_option("--output", req.output, "Output checkpoint directory (must not exist)");
   cal->add_option("--tokenizer", req.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
+  // The defaults a run resolves to when neither flag nor recipe sets them (ctcal/run_defaults.h).
   cal->add_option("--num-samples", req.num_samples, fmt::format("Samples to calibrate on [{}]", kDefaultNumSamples));
   cal->add_option("--max-seq-length", req.max_seq_length,
                   fmt::format("Tokens per sample at most [{}]", kDefaultMaxSeqLength));
   cal->add_option("--seed", req.seed, fmt::format("Shuffle seed [{}]", kDefaultSeed));
   cal->add_flag("--no-shuffle", req.no_shuffle, "Take the first samples in file order");
   cal->add_option("--threads", req.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
-  cal->add_option("--chunk-tokens", req.chunk_tokens, "Tokens per GEMM chunk (memory vs speed) [4096]")
+  cal->add_option("--chunk-tokens", req.chunk_tokens,
+                  fmt::format("Tokens per GEMM chunk (memory vs speed) [{}]", req.chunk_tokens))
       ->check(CLI::PositiveNumber);
   cal->add_option("--compute-dtype", req.compute_dtype,
                   "fp32 (default, matches transformers to 1e-6) or bf16 (bf16 GEMM inputs, fp32 accumulation "
@@ -142,8 +144,11 @@ Examples:
   evc->add_option("--recipe", ev.recipes, "A recipe to calibrate on the fly and evaluate (repeatable)");
   evc->add_option("--calibration-dataset", ev.calibration_dataset, "Calibration data for --recipe");
   evc->add_option("--tokenizer", ev.tokenizer, "tokenizer.json, tokenizer.model or a directory to use instead of the model's");
-  evc->add_option("--num-samples", ev.num_samples, "Samples [64]")->check(CLI::PositiveNumber);
-  evc->add_option("--max-seq-length", ev.max_seq_length, "Tokens per sample at most [512]")->check(CLI::PositiveNumber);
+  // The request's own defaults, so that the help text cannot drift from them.
+  evc->add_option("--num-samples", ev.num_samples, fmt::format("Samples [{}]", ev.num_samples))
+      ->check(CLI::PositiveNumber);
+  evc->add_option("--max-seq-length", ev.max_seq_length, fmt::format("Tokens per sample at most [{}]", ev.max_seq_length))
+      ->check(CLI::PositiveNumber);
   evc->add_option("--seed", ev.seed, fmt::format("Shuffle seed [{}]", kDefaultSeed));
   evc->add_flag("--no-shuffle", ev.no_shuffle, "Take samples in file order");
   evc->add_option("--threads", ev.threads, "Worker threads [all cores]")->check(CLI::NonNegativeNumber);
