@@ -8,6 +8,7 @@
 #include "ctcal/ct/tensor_names.h"
 #include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
+#include "ctcal/model/linear_modules.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
@@ -49,14 +50,6 @@ SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site,
 }
 
 
-// The Linear layers of a dense decoder layer and their input sites, as checkpoints name them.
-constexpr std::pair<const char*, Site> kLinearInputs[] = {
-    {"self_attn.q_proj", Site::kQkvInput},  {"self_attn.k_proj", Site::kQkvInput},
-    {"self_attn.v_proj", Site::kQkvInput},  {"self_attn.qkv_proj", Site::kQkvInput},
-    {"self_attn.o_proj", Site::kOProjInput}, {"mlp.gate_proj", Site::kGateUpInput},
-    {"mlp.up_proj", Site::kGateUpInput},    {"mlp.gate_up_proj", Site::kGateUpInput},
-    {"mlp.down_proj", Site::kDownInput}};
-
 // The dynamic input args of the config group quantizing `module` (nullopt: none, static or
 // ignored), as compressed-tensors applies groups (ct/groups.h).
 std::optional<QuantArgs> dynamic_input_args(const ct::QuantizationConfig& qc, const std::string& module,
@@ -90,10 +83,12 @@ std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const 
   const ct::QuantizationConfig qc = ct::read_quantization_config(ck.config().value("quantization_config", json::object()));
   const std::string where = ck.config_path().string() + ": quantization_config";
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    for (const auto& [suffix, site] : kLinearInputs) {
-      const std::string module = c.layer_prefix(l) + suffix;
+    for (const LinearModule& m : linear_modules(c, l)) {
+      // Attention and dense-MLP Linears: MoE experts' inputs are not fake-quantized in eval.
+      if (m.kind != LinearKind::kAttention && m.kind != LinearKind::kMlp) continue;
+      const std::string& module = m.name;
       if (!ck.has(module + ".weight") || !ck.quantized_weight(module)) continue;
-      const auto key = std::make_pair(l, site);
+      const auto key = std::make_pair(l, *m.input_site);
       if (ck.has(ct::input_scale_name(module))) {
         const std::vector<float> v = ck.read_f32(ct::input_scale_name(module));
         if (v.size() != 1 || !(v[0] > 0) || !std::isfinite(v[0]))

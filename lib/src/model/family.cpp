@@ -42,7 +42,9 @@ const std::array<FamilySpec, 10>& families() {
     gemma3.norm = NormKind::kRmsOnePlus;
     gemma3.act = MlpAct::kGeluTanh;
     gemma3.qk_norm = true;
-    gemma3.sandwich_norms = true;
+    gemma3.norms.attn_out = "post_attention_layernorm";  // Gemma3DecoderLayer's four norms
+    gemma3.norms.mlp = "pre_feedforward_layernorm";
+    gemma3.norms.mlp_out = "post_feedforward_layernorm";
     gemma3.embed_scale = true;
     gemma3.sliding = SlidingRule::kGemmaPattern;
 
@@ -58,8 +60,8 @@ const std::array<FamilySpec, 10>& families() {
     phi3.architecture = "Phi3ForCausalLM";
     phi3.attention_class = "Phi3Attention";
     phi3.model_type = "phi3";
-    phi3.fused_qkv = true;
-    phi3.fused_gate_up = true;
+    phi3.attention.qkv = "qkv_proj";  // Phi3Attention: one qkv_proj, sliced q, k, v
+    phi3.mlp_names.gate_up = "gate_up_proj";  // Phi3MLP: one gate_up_proj, chunk(2) gate, up
     phi3.partial_rotary = true;
     phi3.sliding = SlidingRule::kAllLayers;
     FamilySpec qwen3_moe = qwen3;  // Qwen3 attention; sparse MoE MLPs except mlp_only_layers
@@ -74,7 +76,13 @@ const std::array<FamilySpec, 10>& families() {
     mixtral.attention_class = "MixtralAttention";
     mixtral.model_type = "mixtral";
     mixtral.mlp = MlpKind::kMoe;
-    mixtral.moe_names = MoeNames::kMixtral;
+    mixtral.moe_kind = MoeKind::kMixtral;
+    // MixtralSparseMoeBlock on the hub: block_sparse_moe.gate, experts.{e}.w1 / w3 / w2 (gate, up,
+    // down); transformers 5 renamed the block mlp.
+    mixtral.experts.block = "block_sparse_moe";
+    mixtral.experts.gate = "w1";
+    mixtral.experts.up = "w3";
+    mixtral.experts.down = "w2";
     mixtral.moe_norm_topk_always = true;
 
     FamilySpec gpt_oss = llama;  // sinks, biases everywhere, alternating windows, YaRN, biased MoE
@@ -86,7 +94,13 @@ const std::array<FamilySpec, 10>& families() {
     gpt_oss.default_rope_theta = 150000.0;
     gpt_oss.default_rms_norm_eps = 1e-5;
     gpt_oss.mlp = MlpKind::kMoe;
-    gpt_oss.moe_names = MoeNames::kGptOss;
+    gpt_oss.moe_kind = MoeKind::kGptOss;
+    // GptOssTopKRouter (mlp.router, with a bias); its experts are stored fused only (MoeKind::kGptOss),
+    // so the per-expert names are those an FP8 output would need (the plan names them, calibrate
+    // refuses them as for any fused checkpoint).
+    gpt_oss.experts.router = "router";
+    gpt_oss.experts.fused_router = "router";
+    gpt_oss.experts.router_bias = true;
     gpt_oss.act = MlpAct::kClampedSwiglu;
     gpt_oss.sliding = SlidingRule::kAlternate;
     return std::array<FamilySpec, 10>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral,

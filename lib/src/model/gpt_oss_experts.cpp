@@ -47,47 +47,59 @@ void require_finite(const Checkpoint& ckpt, const std::string& name, const Linea
 
 }  // namespace
 
-bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const std::string& p) {
-  return ckpt.has(p + "mlp.experts.gate_up_proj_blocks");
+namespace {
+
+// Layer `p`'s fused gate_up and down tensor names from the family table ("...mlp.experts.gate_up_proj"),
+// before their _blocks / _scales / _bias suffixes.
+std::pair<std::string, std::string> fused_names(const ModelConfig& c, const std::string& p) {
+  const ExpertNames& n = c.family->experts;
+  const std::string block = p + std::string(n.fused_block) + ".";
+  return {block + std::string(n.fused_gate_up), block + std::string(n.fused_down)};
+}
+
+}  // namespace
+
+bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p) {
+  return ckpt.has(fused_names(c, p).first + "_blocks");
 }
 
 void check_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p) {
   const int64_t e = c.num_experts, h = c.hidden_size, f = c.moe_intermediate_size;
-  const std::string x = p + "mlp.experts.";
-  if (gpt_oss_experts_mxfp4(ckpt, p)) {
+  const auto [gu, dn] = fused_names(c, p);
+  if (gpt_oss_experts_mxfp4(ckpt, c, p)) {
     if (h % kMxfp4Block != 0 || f % kMxfp4Block != 0)
       throw InputError(fmt::format("{}: MXFP4 experts need hidden_size ({}) and intermediate_size ({}) divisible by 32",
                                    ckpt.config_path().string(), h, f));
-    expect(ckpt, x + "gate_up_proj_blocks", {e, 2 * f, h / kMxfp4Block, kMxfp4Block / 2}, true);
-    expect(ckpt, x + "gate_up_proj_scales", {e, 2 * f, h / kMxfp4Block}, true);
-    expect(ckpt, x + "down_proj_blocks", {e, h, f / kMxfp4Block, kMxfp4Block / 2}, true);
-    expect(ckpt, x + "down_proj_scales", {e, h, f / kMxfp4Block}, true);
+    expect(ckpt, gu + "_blocks", {e, 2 * f, h / kMxfp4Block, kMxfp4Block / 2}, true);
+    expect(ckpt, gu + "_scales", {e, 2 * f, h / kMxfp4Block}, true);
+    expect(ckpt, dn + "_blocks", {e, h, f / kMxfp4Block, kMxfp4Block / 2}, true);
+    expect(ckpt, dn + "_scales", {e, h, f / kMxfp4Block}, true);
   } else {
-    expect(ckpt, x + "gate_up_proj", {e, h, 2 * f}, false);
-    expect(ckpt, x + "down_proj", {e, f, h}, false);
+    expect(ckpt, gu, {e, h, 2 * f}, false);
+    expect(ckpt, dn, {e, f, h}, false);
   }
-  expect(ckpt, x + "gate_up_proj_bias", {e, 2 * f}, false);
-  expect(ckpt, x + "down_proj_bias", {e, h}, false);
+  expect(ckpt, gu + "_bias", {e, 2 * f}, false);
+  expect(ckpt, dn + "_bias", {e, h}, false);
 }
 
 void load_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p, bool bf16,
                           ExpertWeights* x) {
   check_gpt_oss_experts(ckpt, c, p);
   const int64_t n = c.num_experts, h = c.hidden_size, f = c.moe_intermediate_size;
-  const std::string pre = p + "mlp.experts.";
-  const bool mxfp4 = gpt_oss_experts_mxfp4(ckpt, p);
-  const std::vector<float> gu_bias = ckpt.read_f32(pre + "gate_up_proj_bias");  // [E, 2 I]
-  const std::vector<float> d_bias = ckpt.read_f32(pre + "down_proj_bias");      // [E, H]
+  const auto [gu_base, d_base] = fused_names(c, p);
+  const bool mxfp4 = gpt_oss_experts_mxfp4(ckpt, c, p);
+  const std::vector<float> gu_bias = ckpt.read_f32(gu_base + "_bias");  // [E, 2 I]
+  const std::vector<float> d_bias = ckpt.read_f32(d_base + "_bias");    // [E, H]
   x->gate.resize(static_cast<std::size_t>(n));
   x->up.resize(static_cast<std::size_t>(n));
   x->down.resize(static_cast<std::size_t>(n));
-  const std::string gu_name = pre + (mxfp4 ? "gate_up_proj_blocks" : "gate_up_proj");
-  const std::string d_name = pre + (mxfp4 ? "down_proj_blocks" : "down_proj");
+  const std::string gu_name = gu_base + (mxfp4 ? "_blocks" : "");
+  const std::string d_name = d_base + (mxfp4 ? "_blocks" : "");
   const unsigned char* gu = bytes_of(ckpt, gu_name);
   const unsigned char* dn = bytes_of(ckpt, d_name);
   const DType gu_t = ckpt.info(gu_name).dtype, d_t = ckpt.info(d_name).dtype;
-  const uint8_t* gu_scales = mxfp4 ? bytes_of(ckpt, pre + "gate_up_proj_scales") : nullptr;
-  const uint8_t* d_scales = mxfp4 ? bytes_of(ckpt, pre + "down_proj_scales") : nullptr;
+  const uint8_t* gu_scales = mxfp4 ? bytes_of(ckpt, gu_base + "_scales") : nullptr;
+  const uint8_t* d_scales = mxfp4 ? bytes_of(ckpt, d_base + "_scales") : nullptr;
   // Experts in parallel (each fills only its own Linear layers); dequantization inside is serial.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t e = 0; e < n; ++e) {

@@ -1,6 +1,7 @@
 #include "ctcal/model/layer_weights.h"
 
 #include <cstring>
+#include <set>
 #include <type_traits>
 
 #include <fmt/ranges.h>
@@ -8,6 +9,7 @@
 #include "ctcal/error.h"
 #include "ctcal/io/quantized_weight.h"
 #include "ctcal/model/gpt_oss_experts.h"
+#include "ctcal/model/linear_modules.h"
 
 namespace ctcal {
 
@@ -63,81 +65,38 @@ std::vector<int64_t> weight_shape(int64_t out, int64_t in, const RowPart& part) 
   return {part.rows ? part.rows : out, in};
 }
 
-// Where expert e's gate/up/down weight of a MoE layer is.
-struct ExpertTensor {
-  std::string name;  // for read_linear (".weight" appended unless part.tensor is set)
-  RowPart part;
-};
-
-// transformers 5's fused layout (mlp.experts.gate_up_proj [E, 2 I, H], mlp.experts.down_proj
-// [E, H, I]) when the checkpoint has it, else the family's per-expert hub names.
-bool experts_fused(const Checkpoint& ckpt, const std::string& p) { return ckpt.has(p + "mlp.experts.gate_up_proj"); }
-
-std::string router_name(const ModelConfig& c, const Checkpoint& ckpt, const std::string& p) {
-  if (c.family->moe_names == MoeNames::kGptOss) return p + "mlp.router";  // GptOssTopKRouter, with a bias
-  if (c.family->moe_names == MoeNames::kMixtral && !experts_fused(ckpt, p)) return p + "block_sparse_moe.gate";
-  return p + "mlp.gate";
-}
-
-// which: 0 gate, 1 up, 2 down.
-ExpertTensor expert_tensor(const ModelConfig& c, const Checkpoint& ckpt, const std::string& p, int64_t e, int which) {
-  const int64_t h = c.hidden_size, f = c.moe_intermediate_size, n = c.num_experts;
-  if (experts_fused(ckpt, p)) {
-    if (which < 2) return {"", {e * 2 * f + which * f, 0, p + "mlp.experts.gate_up_proj", {n, 2 * f, h}}};
-    return {"", {e * h, 0, p + "mlp.experts.down_proj", {n, h, f}}};
-  }
-  if (c.family->moe_names == MoeNames::kMixtral) {
-    static const char* w[3] = {"w1", "w3", "w2"};  // gate, up, down
-    return {fmt::format("{}block_sparse_moe.experts.{}.{}", p, e, w[which]), {}};
-  }
-  static const char* q[3] = {"gate_proj", "up_proj", "down_proj"};
-  return {fmt::format("{}mlp.experts.{}.{}", p, e, q[which]), {}};
-}
-
-// Every tensor of one layer, named as the family's transformers module saves it (MoE experts:
-// see check_moe_tensors).
-std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool with_mlp) {
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size, d = c.head_dim;
+// Every tensor of one layer that is not a Linear's (norms, per-head norms, sinks), named from the
+// family's table entry; the Linears are linear_modules'.
+std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
+  const int64_t h = c.hidden_size, d = c.head_dim;
   const FamilySpec& fam = *c.family;
-  std::vector<TensorSpec> s = {
-      {"input_layernorm.weight", {h}}, {"self_attn.o_proj.weight", {h, q}}};
-  if (fam.fused_qkv) {
-    s.push_back({"self_attn.qkv_proj.weight", {q + 2 * kv, h}});
-  } else {
-    s.push_back({"self_attn.q_proj.weight", {q, h}});
-    s.push_back({"self_attn.k_proj.weight", {kv, h}});
-    s.push_back({"self_attn.v_proj.weight", {kv, h}});
-  }
-  if (c.qkv_bias) {
-    s.push_back({"self_attn.q_proj.bias", {q}});
-    s.push_back({"self_attn.k_proj.bias", {kv}});
-    s.push_back({"self_attn.v_proj.bias", {kv}});
-  }
-  if (c.o_bias) s.push_back({"self_attn.o_proj.bias", {h}});
-  if (fam.attention_sinks) s.push_back({"self_attn.sinks", {c.num_attention_heads}});
+  const NormNames& norm = fam.norms;
+  const std::string attn = std::string(fam.attention.module) + ".";
+  std::vector<TensorSpec> s = {{std::string(norm.input) + ".weight", {h}}};
+  if (fam.attention_sinks) s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
   if (fam.qk_norm) {
-    s.push_back({"self_attn.q_norm.weight", {d}});
-    s.push_back({"self_attn.k_norm.weight", {d}});
+    s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {d}});
+    s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {d}});
   }
-  if (fam.sandwich_norms) s.push_back({"post_attention_layernorm.weight", {h}});
+  if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
   if (with_mlp) {
-    s.push_back({fam.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", {h}});
-    if (fam.sandwich_norms) s.push_back({"post_feedforward_layernorm.weight", {h}});
-    if (c.is_moe(layer)) return s;
-    if (fam.fused_gate_up) {
-      s.push_back({"mlp.gate_up_proj.weight", {2 * f, h}});
-    } else {
-      s.push_back({"mlp.gate_proj.weight", {f, h}});
-      s.push_back({"mlp.up_proj.weight", {f, h}});
-    }
-    s.push_back({"mlp.down_proj.weight", {h, f}});
-    if (c.mlp_bias) {
-      s.push_back({"mlp.gate_proj.bias", {f}});
-      s.push_back({"mlp.up_proj.bias", {f}});
-      s.push_back({"mlp.down_proj.bias", {h}});
-    }
+    s.push_back({std::string(norm.mlp) + ".weight", {h}});
+    if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
   }
   return s;
+}
+
+// Where a module's weight (its rows [row0, row0 + rows) for a fused one) is read from.
+RowPart row_part(const LinearModule& m, int64_t row0) {
+  RowPart part;
+  if (!m.tensor_shape.empty()) {  // fused experts: a slice of a bare 3-D tensor
+    part.row0 = m.row0 + row0;
+    part.tensor = m.name;
+    part.shape = m.tensor_shape;
+  } else if (m.parts.size() > 1) {  // Phi-3's qkv_proj / gate_up_proj
+    part = row_range(row0, m.out);
+  }
+  return part;
 }
 
 // A Linear weight stored quantized (compressed-tensors formats), dequantized to fp32: rows
@@ -306,22 +265,14 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
   if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = c.layer_prefix(l);
-    for (const auto& spec : layer_specs(c, l, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
-    if (!c.is_moe(l)) continue;
-    check_tensor(ckpt, router_name(c, ckpt, p) + ".weight", {c.num_experts, c.hidden_size});
-    if (c.family->moe_names == MoeNames::kGptOss) {
-      check_tensor(ckpt, router_name(c, ckpt, p) + ".bias", {c.num_experts});
-      check_gpt_oss_experts(ckpt, c, p);
-      continue;
+    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
+    std::set<std::string> seen;  // fused experts: one tensor holds every expert's rows
+    for (const LinearModule& m : linear_modules(c, l, true, expert_layout(ckpt, c, l))) {
+      if (!seen.insert(m.weight_tensor()).second) continue;
+      check_tensor(ckpt, m.weight_tensor(), m.tensor_shape.empty() ? std::vector<int64_t>{m.out, m.in} : m.tensor_shape);
+      if (m.bias) check_tensor(ckpt, m.name + ".bias", {m.out});
     }
-    for (int64_t e = 0; e < c.num_experts; ++e)
-      for (int which = 0; which < 3; ++which) {
-        const ExpertTensor t = expert_tensor(c, ckpt, p, e, which);
-        const int64_t out = which < 2 ? c.moe_intermediate_size : c.hidden_size;
-        const int64_t in = which < 2 ? c.hidden_size : c.moe_intermediate_size;
-        check_tensor(ckpt, weight_name(t.name, t.part), weight_shape(out, in, t.part));
-        if (experts_fused(ckpt, p) && e > 0) break;  // one fused tensor holds every expert
-      }
+    if (c.is_moe(l) && c.family->moe_kind == MoeKind::kGptOss) check_gpt_oss_experts(ckpt, c, p);
   }
 }
 
@@ -334,27 +285,15 @@ const auto kReadBf16 = [](const Checkpoint& ck, const std::string& n, int64_t ou
 const auto kReadBf16Rows = [](const Checkpoint& ck, const std::string& n, int64_t out, int64_t in, bool bias, Linear* l,
                               RowPart part = {}) { read_linear_bf16(ck, n, out, in, bias, l, std::move(part), true); };
 
-// A MoE layer's router (fp32 always: routing decisions as in fp32) and experts.
+// Reads module m into the projections it fills (a fused one's rows split among them).
 template <typename ReadLinear>
-void load_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p, ReadLinear read_linear,
-                  ExpertWeights* x) {
-  const int64_t h = c.hidden_size, f = c.moe_intermediate_size;
-  const auto n = static_cast<std::size_t>(c.num_experts);
-  if (c.family->moe_names == MoeNames::kGptOss) {
-    kReadF32(ckpt, router_name(c, ckpt, p), c.num_experts, h, true, &x->router);
-    load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, x);
-    return;
-  }
-  kReadF32(ckpt, router_name(c, ckpt, p), c.num_experts, h, false, &x->router);
-  x->gate.resize(n);
-  x->up.resize(n);
-  x->down.resize(n);
-  for (int64_t e = 0; e < c.num_experts; ++e) {
-    const auto i = static_cast<std::size_t>(e);
-    ExpertTensor g = expert_tensor(c, ckpt, p, e, 0), u = expert_tensor(c, ckpt, p, e, 1), d = expert_tensor(c, ckpt, p, e, 2);
-    read_linear(ckpt, g.name, f, h, false, &x->gate[i], g.part);
-    read_linear(ckpt, u.name, f, h, false, &x->up[i], u.part);
-    read_linear(ckpt, d.name, h, f, false, &x->down[i], d.part);
+void read_module(const Checkpoint& ckpt, const LinearModule& m, ReadLinear read_linear, LayerWeights* w) {
+  const std::vector<Linear*> parts = linear_parts(w, m.role, m.expert);
+  int64_t row0 = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const int64_t rows = m.parts.at(i);
+    read_linear(ckpt, m.name, rows, m.in, m.bias, parts[i], row_part(m, row0));
+    row0 += rows;
   }
 }
 
@@ -362,49 +301,41 @@ template <typename ReadLinear>
 void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp,
                 ReadLinear read_linear, LayerWeights* wp) {
   const std::string p = c.layer_prefix(layer);
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
+  const int64_t h = c.hidden_size;
   const FamilySpec& fam = *c.family;
+  const NormNames& norm = fam.norms;
+  const std::string attn = c.attention_module(layer) + ".";
+  auto norm_or_empty = [&](std::string_view name) {
+    return name.empty() ? Vector() : read_norm(ckpt, c, p + std::string(name) + ".weight", h);
+  };
   LayerWeights& w = *wp;
-  w.input_norm = read_norm(ckpt, c, p + "input_layernorm.weight", h);
-  if (fam.fused_qkv) {  // rows: q, then k, then v (Phi3Attention slices them so)
-    const std::string qkv = p + "self_attn.qkv_proj";
-    read_linear(ckpt, qkv, q, h, false, &w.q, row_range(0, q + 2 * kv));
-    read_linear(ckpt, qkv, kv, h, false, &w.k, row_range(q, q + 2 * kv));
-    read_linear(ckpt, qkv, kv, h, false, &w.v, row_range(q + kv, q + 2 * kv));
-  } else {
-    read_linear(ckpt, p + "self_attn.q_proj", q, h, c.qkv_bias, &w.q);
-    read_linear(ckpt, p + "self_attn.k_proj", kv, h, c.qkv_bias, &w.k);
-    read_linear(ckpt, p + "self_attn.v_proj", kv, h, c.qkv_bias, &w.v);
-  }
-  read_linear(ckpt, p + "self_attn.o_proj", h, q, c.o_bias, &w.o);
-  w.q_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.q_norm.weight", c.head_dim) : Vector();
-  w.k_norm = fam.qk_norm ? read_norm(ckpt, c, p + "self_attn.k_norm.weight", c.head_dim) : Vector();
-  w.sinks = fam.attention_sinks ? read_vector(ckpt, p + "self_attn.sinks", c.num_attention_heads) : Vector();
-  w.attn_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_attention_layernorm.weight", h) : Vector();
+  w.input_norm = read_norm(ckpt, c, p + std::string(norm.input) + ".weight", h);
+  w.q_norm = fam.qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", c.head_dim) : Vector();
+  w.k_norm = fam.qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", c.head_dim) : Vector();
+  w.sinks = fam.attention_sinks ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads) : Vector();
+  w.attn_out_norm = norm_or_empty(norm.attn_out);
   w.has_mlp = with_mlp;
-  if (with_mlp) {
-    w.mlp_norm = read_norm(ckpt, c, p + (fam.sandwich_norms ? "pre_feedforward_layernorm.weight"
-                                                             : "post_attention_layernorm.weight"), h);
-    w.mlp_out_norm = fam.sandwich_norms ? read_norm(ckpt, c, p + "post_feedforward_layernorm.weight", h) : Vector();
-    if (c.is_moe(layer)) {
-      load_experts(ckpt, c, p, read_linear, &w.experts);
-      w.gate = w.up = w.down = Linear();
-    } else if (fam.fused_gate_up) {  // rows: gate, then up (Phi3MLP's chunk(2))
-      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.gate, row_range(0, 2 * f));
-      read_linear(ckpt, p + "mlp.gate_up_proj", f, h, false, &w.up, row_range(f, 2 * f));
-    } else {
-      read_linear(ckpt, p + "mlp.gate_proj", f, h, c.mlp_bias, &w.gate);
-      read_linear(ckpt, p + "mlp.up_proj", f, h, c.mlp_bias, &w.up);
-    }
-    if (!c.is_moe(layer)) {
-      read_linear(ckpt, p + "mlp.down_proj", h, f, c.mlp_bias, &w.down);
-      w.experts = ExpertWeights();
-    }
-  } else {
-    w.mlp_norm = w.mlp_out_norm = Vector();
-    w.gate = w.up = w.down = Linear();  // nothing of an earlier layer's MLP stays resident
-    w.experts = ExpertWeights();
+  w.mlp_norm = with_mlp ? norm_or_empty(norm.mlp) : Vector();
+  w.mlp_out_norm = with_mlp ? norm_or_empty(norm.mlp_out) : Vector();
+  // Nothing of an earlier layer's other MLP kind stays resident; the kept members' fp32 buffers
+  // are reused.
+  const bool moe = with_mlp && c.is_moe(layer);
+  if (!with_mlp || moe) w.gate = w.up = w.down = Linear();
+  if (!moe) w.experts = ExpertWeights();
+  if (moe) {
+    const auto n = static_cast<std::size_t>(c.num_experts);
+    w.experts.gate.resize(n);
+    w.experts.up.resize(n);
+    w.experts.down.resize(n);
   }
+  for (const LinearModule& m : linear_modules(c, layer, with_mlp, expert_layout(ckpt, c, layer))) {
+    if (m.kind == LinearKind::kRouter)
+      read_module(ckpt, m, kReadF32, &w);  // fp32 always: routing decisions as in fp32
+    else
+      read_module(ckpt, m, read_linear, &w);
+  }
+  if (moe && fam.moe_kind == MoeKind::kGptOss)
+    load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
 }
 
 }  // namespace

@@ -221,6 +221,10 @@ std::string ModelConfig::layer_prefix(int64_t l) const {
   return fmt::format("{}layers.{}.", weight_prefix, l);
 }
 
+std::string ModelConfig::attention_module(int64_t l) const {
+  return layer_prefix(l) + std::string(family->attention.module);
+}
+
 std::string ModelConfig::top_tensor(const std::string& name) const {
   return weight_prefix + name;
 }
@@ -293,7 +297,7 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
 // renormalised, every layer sparse.
 void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   const json& j = r.j;
-  if (f.moe_names == MoeNames::kGptOss) {
+  if (f.moe_kind == MoeKind::kGptOss) {
     // GptOssConfig: num_local_experts (128) experts of width intermediate_size, 4 per token, on
     // every layer; routing weights are a softmax over the chosen k (no norm_topk_prob).
     c->num_experts = r.positive_int(r.present(j, "num_local_experts") ? "num_local_experts" : "num_experts", 128);
@@ -309,7 +313,7 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
       throw r.fail("swiglu_limit", fmt::format("expected 7.0 (transformers 5.17's GptOssExperts clamps at 7.0), got {}", c->swiglu_limit));
     return;
   }
-  const bool mixtral = f.moe_names == MoeNames::kMixtral;
+  const bool mixtral = f.moe_kind == MoeKind::kMixtral;
   // Hub Qwen3-MoE configs say num_experts; transformers 5.17 saves it as num_local_experts (its
   // attribute map), Mixtral's own name.
   const char* experts_key = r.present(j, "num_experts") ? "num_experts" : "num_local_experts";
@@ -392,7 +396,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
   if (gemma) {
     parse_gemma_rope(r, &c);
-  } else if (family.moe_names == MoeNames::kGptOss && family.mlp == MlpKind::kMoe) {
+  } else if (family.moe_kind == MoeKind::kGptOss && family.mlp == MlpKind::kMoe) {
     // GptOssConfig's default rope_parameters when config.json has none.
     static const json kGptOssYarn = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
                                      {"truncate", false}, {"original_max_position_embeddings", 4096}};

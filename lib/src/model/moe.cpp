@@ -20,7 +20,7 @@ Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& lo
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
-  if (c.family && c.family->moe_names == MoeNames::kGptOss) {
+  if (c.family && c.family->moe_kind == MoeKind::kGptOss) {
     // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values.
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; ++t) {

@@ -1,23 +1,10 @@
 #include "ctcal/pipeline/fake_quant_weights.h"
 
 #include "ctcal/error.h"
+#include "ctcal/model/linear_modules.h"
 #include "ctcal/quant/fp8_weight.h"
 
 namespace ctcal {
-
-std::vector<Linear*> planned_linear(LayerWeights* w, const std::string& module) {
-  auto ends = [&](const char* s) { return module.ends_with(s); };
-  if (ends(".qkv_proj")) return {&w->q, &w->k, &w->v};  // Phi-3: rows q, then k, then v
-  if (ends(".gate_up_proj")) return {&w->gate, &w->up};  // Phi-3: rows gate, then up
-  if (ends(".q_proj")) return {&w->q};
-  if (ends(".k_proj")) return {&w->k};
-  if (ends(".v_proj")) return {&w->v};
-  if (ends(".o_proj")) return {&w->o};
-  if (ends(".gate_proj")) return {&w->gate};
-  if (ends(".up_proj")) return {&w->up};
-  if (ends(".down_proj")) return {&w->down};
-  return {};
-}
 
 void fake_quantize_fp8_weights(const Checkpoint& ckpt, const CalibrationPlan& plan, int64_t layer, LayerWeights* w) {
   for (const auto& lp : plan.linear) {
@@ -25,14 +12,8 @@ void fake_quantize_fp8_weights(const Checkpoint& ckpt, const CalibrationPlan& pl
     const bool mlp = lp.input_site == Site::kGateUpInput || lp.input_site == Site::kDownInput ||
                      lp.input_site == Site::kExpertGateUpInput || lp.input_site == Site::kExpertDownInput;
     if (mlp && !w->has_mlp) continue;  // the last layer's MLP, skipped by calibration
-    std::vector<Linear*> parts;
-    if (lp.expert >= 0) {
-      auto& list = lp.which == 0 ? w->experts.gate : lp.which == 1 ? w->experts.up : w->experts.down;
-      parts = {&list.at(static_cast<std::size_t>(lp.expert))};
-    } else {
-      parts = planned_linear(w, lp.module);
-    }
-    CTCAL_ASSERT(!parts.empty(), "plan_linear plans q/k/v/o/gate/up/down_proj, fused qkv/gate_up and experts only");
+    // The projections the module fills, in its stored row order (a fused one: its parts' rows).
+    const std::vector<Linear*> parts = linear_parts(w, lp.role, lp.expert);
     // The module's weight as stored: a fused one is its parts' rows stacked, [rows, cols].
     const int64_t cols = parts[0]->w.cols();
     int64_t rows = 0;

@@ -7,6 +7,7 @@
 #include "ctcal/ct/match.h"
 #include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
+#include "ctcal/model/linear_modules.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/transform/hadamard.h"
 
@@ -131,60 +132,6 @@ TransformSchemeSpec generated_scheme(const std::string& rotation, const SpinQuan
   return s;
 }
 
-// The Linear layers of a decoder layer and the site their input is observed at.
-struct LinearSlot {
-  const char* suffix;
-  Site site;
-};
-// A family's Linear layers as its checkpoint names them: Phi-3's fused qkv_proj [q + 2 kv, hidden]
-// and gate_up_proj [2 intermediate, hidden] are one Linear each (one weight, one weight_scale,
-// one input_scale: what compressed-tensors writes for that module, and what vLLM's
-// QKVParallelLinear / MergedColumnParallelLinear load from a checkpoint fused on disk).
-std::vector<LinearSlot> linear_slots(const FamilySpec& f) {
-  std::vector<LinearSlot> s;
-  if (f.fused_qkv) {
-    s.push_back({"self_attn.qkv_proj", Site::kQkvInput});
-  } else {
-    s.push_back({"self_attn.q_proj", Site::kQkvInput});
-    s.push_back({"self_attn.k_proj", Site::kQkvInput});
-    s.push_back({"self_attn.v_proj", Site::kQkvInput});
-  }
-  s.push_back({"self_attn.o_proj", Site::kOProjInput});
-  if (f.fused_gate_up) {
-    s.push_back({"mlp.gate_up_proj", Site::kGateUpInput});
-  } else {
-    s.push_back({"mlp.gate_proj", Site::kGateUpInput});
-    s.push_back({"mlp.up_proj", Site::kGateUpInput});
-  }
-  s.push_back({"mlp.down_proj", Site::kDownInput});
-  return s;
-}
-
-// An MoE layer's Linear layers, by the family's per-expert hub names (Qwen3-MoE
-// `mlp.experts.{e}.{gate,up,down}_proj`, Mixtral `block_sparse_moe.experts.{e}.{w1,w3,w2}`): each
-// expert's gate/up read the tokens routed to it, its down their act(gate) * up. The router is not
-// one of them (see plan_linear).
-struct ExpertSlot {
-  std::string suffix;
-  Site site;
-  int64_t expert;
-  int which;  // 0 gate, 1 up, 2 down
-};
-std::vector<ExpertSlot> expert_slots(const ModelConfig& m) {
-  std::vector<ExpertSlot> s;
-  const bool mixtral = m.family->moe_names == MoeNames::kMixtral;
-  static const char* mix[3] = {"w1", "w3", "w2"};
-  static const char* qwen[3] = {"gate_proj", "up_proj", "down_proj"};
-  for (int64_t e = 0; e < m.num_experts; ++e)
-    for (int which = 0; which < 3; ++which)
-      s.push_back({fmt::format("{}.experts.{}.{}", mixtral ? "block_sparse_moe" : "mlp", e, (mixtral ? mix : qwen)[which]),
-                   which < 2 ? Site::kExpertGateUpInput : Site::kExpertDownInput, e, which});
-  return s;
-}
-std::string router_suffix(const ModelConfig& m) {
-  return m.family->moe_names == MoeNames::kMixtral ? "block_sparse_moe.gate" : "mlp.gate";
-}
-
 // Resolves FP8 Linear groups against the model's Linear layers, with `ignore`, as
 // compressed-tensors applies them (ct/groups.h).
 void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, const std::string& where,
@@ -195,39 +142,38 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
   for (const auto& g : q.linear_groups) group_targets.push_back(g.targets);
   std::map<std::string, int> hits;
   for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
-    std::vector<ExpertSlot> slots;
-    for (const auto& s : linear_slots(*model.family)) {
-      // An MoE layer's MLP is its experts (and the router), not gate/up/down_proj.
-      if (model.is_moe(l) && s.site != Site::kQkvInput && s.site != Site::kOProjInput) continue;
-      slots.push_back({s.suffix, s.site, -1, 0});
-    }
-    if (model.is_moe(l)) {
+    // The layer's Linear modules as checkpoints name them (model/linear_modules.h): Phi-3's fused
+    // qkv_proj / gate_up_proj are one Linear each (one weight, weight_scale and input_scale); an
+    // MoE layer's MLP is its per-expert Linears and the router.
+    const std::vector<LinearModule> modules = linear_modules(model, l);
+    for (const LinearModule& m : modules) {
+      if (m.kind != LinearKind::kRouter) continue;
       // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
       // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
       // "re:.*block_sparse_moe.gate" for Mixtral).
-      const std::string router = model.layer_prefix(l) + router_suffix(model);
+      const std::string suffix = m.name.substr(model.layer_prefix(l).size());
       for (const auto& g : q.linear_groups)
-        if (ct::is_match({router, ct::kLinearClass}, g.targets, q.ignore))
+        if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
           throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
                                         "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
-                                        "examples do", where, g.name, router, router_suffix(model)));
-      for (auto& s : expert_slots(model)) slots.push_back(std::move(s));
+                                        "examples do", where, g.name, m.name, suffix));
     }
-    for (const auto& slot : slots) {
-      const std::string module = model.layer_prefix(l) + slot.suffix;
-      const auto group = ct::resolve_group({module, ct::kLinearClass}, group_targets, q.ignore);
+    for (const LinearModule& m : modules) {
+      if (m.kind == LinearKind::kRouter) continue;
+      const Site site = *m.input_site;
+      const auto group = ct::resolve_group({m.name, ct::kLinearClass}, group_targets, q.ignore);
       if (!group) continue;
       const LinearGroup& g = q.linear_groups[*group];
       ++hits[g.name];
-      LinearQuantPlan lp{module, l, slot.site, g.name, g.weights, std::nullopt, slot.expert, slot.which};
+      LinearQuantPlan lp{m.name, l, site, g.name, g.weights, std::nullopt, m.expert, m.role};
       if (g.input_activations && g.input_activations->dynamic == Dynamic::kFalse) {
         lp.input = g.input_activations;
-        auto [it, fresh] = p->input_args.emplace(slot.site, *g.input_activations);
+        auto [it, fresh] = p->input_args.emplace(site, *g.input_activations);
         if (!fresh && !(it->second == *g.input_activations))
           throw RecipeError(fmt::format("{}: Linear layers sharing the input '{}' get different static "
                                         "input_activations from their groups; one observation "
                                         "serves them all, so make the args equal", where,
-                                        site_name(slot.site)));
+                                        site_name(site)));
       }
       p->linear.push_back(std::move(lp));
     }

@@ -11,6 +11,7 @@
 #include "ctcal/pipeline/quant_config.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/model/layer_weights.h"
+#include "ctcal/model/linear_modules.h"
 #include "ctcal/quant/fp8_weight.h"
 
 namespace ctcal {
@@ -76,18 +77,33 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
   return out;
 }
 
+// The modules R2 rewrites in layer l: v (or the fused qkv it is part of) and o, by
+// model/linear_modules.h; `fused`: v is rows of a fused qkv.
+struct R2Modules {
+  std::string v, o;
+  bool fused = false;
+};
+R2Modules r2_modules(const ModelConfig& m, int64_t l) {
+  R2Modules r;
+  for (const LinearModule& x : linear_modules(m, l, /*with_mlp=*/false)) {
+    if (x.role == LinearRole::kV || x.role == LinearRole::kQkv) r.v = x.name;
+    if (x.role == LinearRole::kQkv) r.fused = true;
+    if (x.role == LinearRole::kO) r.o = x.name;
+  }
+  CTCAL_ASSERT(!r.v.empty() && !r.o.empty(), "an attention block has v (or qkv) and o");
+  return r;
+}
+
 // R2-rewritten v_proj / o_proj tensors (weights and biases) in their input dtype. A fused
 // qkv_proj (Phi-3) is written whole: its q and k rows unchanged (they round-trip exactly through
 // fp32), its v rows rotated.
 std::map<std::string, TensorBlob> r2_tensors(const Checkpoint& in, const CalibrationPlan& plan) {
   std::map<std::string, TensorBlob> out;
   if (!plan.r2) return out;
-  const bool fused = plan.model.family->fused_qkv;
   CalibrationPlan p = plan;  // p.storage: the dtype each rewritten tensor keeps
   for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
     const LayerWeights w = load_layer_weights(in, plan.model, l, /*with_mlp=*/false);
-    const std::string v = plan.model.attention_module(l) + (fused ? ".qkv_proj" : ".v_proj");
-    const std::string o = plan.model.attention_module(l) + ".o_proj";
+    const auto [v, o, fused] = r2_modules(plan.model, l);
     const DType v_dtype = in.info(v + ".weight").dtype, o_dtype = in.info(o + ".weight").dtype;
     // One rotation serves both tensors unless they are stored in different dtypes.
     LayerWeights rotated = w;
@@ -178,11 +194,11 @@ OutputSize estimate_output_size(const Checkpoint& in, const CalibrationPlan& pla
   std::set<fs::path> rewritten;  // shards holding a tensor R2 rewrites or an old attention scale are written in full
   for (const auto& name : attention_scales_in(in, plan.model)) rewritten.insert(in.shard_of(name).path());
   if (plan.r2)
-    for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l)
-      for (const char* t : {"v_proj.weight", "v_proj.bias", "o_proj.weight"}) {
-        const std::string name = fmt::format("model.layers.{}.self_attn.{}", l, t);
+    for (int64_t l = 0; l < plan.model.num_hidden_layers; ++l) {
+      const R2Modules m = r2_modules(plan.model, l);
+      for (const std::string& name : {m.v + ".weight", m.v + ".bias", m.o + ".weight"})
         if (in.has(name)) rewritten.insert(in.shard_of(name).path());
-      }
+    }
   for (const auto& shard : in.shard_paths())
     (rewritten.count(shard) ? size.new_bytes : size.linked_bytes) += fs::file_size(shard);
   // Scales, zero points and R3 matrices: at most 3 sites x 2 tensors x heads x 8 bytes per layer,

@@ -27,12 +27,11 @@ enum class MlpAct {
 // The MLP of the layers: dense, or a sparse mixture of experts (router, top-k, per-expert SwiGLU).
 enum class MlpKind { kDense, kMoe };
 
-// How a family names its MoE tensors in hub checkpoints. Both also read the fused layout
-// transformers 5 holds in memory (mlp.experts.gate_up_proj [E, 2 I, H], mlp.experts.down_proj
-// [E, H, I], router mlp.gate.weight [E, H]).
-enum class MoeNames {
-  kQwen,     // mlp.gate.weight; mlp.experts.{e}.{gate,up,down}_proj.weight
-  kMixtral,  // block_sparse_moe.gate.weight; block_sparse_moe.experts.{e}.{w1,w3,w2}.weight (gate, up, down)
+// Which MoE a family runs: its config keys, its routing and its experts' storage (the names are
+// in ExpertNames).
+enum class MoeKind {
+  kQwen,     // softmax over all experts, then top-k (renormalised when `norm_topk_prob`)
+  kMixtral,  // the same, top-k always renormalised (FamilySpec::moe_norm_topk_always)
   // gpt-oss: router mlp.router.{weight,bias}; experts only fused, with biases: mlp.experts.gate_up_proj
   // [E, H, 2 I] (x @ W; gate/up interleaved in the columns), gate_up_proj_bias [E, 2 I],
   // down_proj [E, I, H], down_proj_bias [E, H]; or MXFP4 *_blocks/*_scales (model/gpt_oss_experts.h).
@@ -50,6 +49,46 @@ enum class SlidingRule {
   kAlternate,       // even layers slide, odd ones are global (gpt-oss's default `layer_types`)
 };
 
+// Module names, relative to a layer's prefix "<weight_prefix>layers.{i}.", as transformers 5.17's
+// save_pretrained writes them (and hub checkpoints hold them). Defaults: Llama's.
+struct AttentionNames {
+  std::string_view module = "self_attn";  // the attention module: its scales and R3 matrices live here
+  // The projections [q_dim | kv_dim | kv_dim, hidden] as three Linears, or fused into one
+  // [q_dim + 2 kv_dim, hidden] Linear with rows q, k, v (`qkv` non-empty: Phi3Attention's qkv_proj).
+  std::string_view q = "q_proj", k = "k_proj", v = "v_proj", qkv;
+  std::string_view o = "o_proj";
+  std::string_view q_norm = "q_norm", k_norm = "k_norm";  // FamilySpec::qk_norm families
+  std::string_view sinks = "sinks";  // a bare [heads] parameter (FamilySpec::attention_sinks)
+};
+
+struct MlpNames {  // the dense gated MLP
+  std::string_view module = "mlp";
+  // gate/up [intermediate, hidden] as two Linears, or one [2 intermediate, hidden] with the gate rows
+  // first (`gate_up` non-empty: Phi3MLP's gate_up_proj).
+  std::string_view gate = "gate_proj", up = "up_proj", gate_up;
+  std::string_view down = "down_proj";
+};
+
+// A sparse MoE block in its two layouts. Hub checkpoints: "<block>.<router>" [E, hidden] and
+// "<block>.experts.{e}.<gate|up|down>" per expert. transformers 5 (in memory, and what its
+// save_pretrained writes): "<fused_block>.<fused_router>", "<fused_block>.experts.gate_up_proj"
+// [E, 2 I, hidden] and "<fused_block>.experts.down_proj" [E, hidden, I], bare parameters.
+struct ExpertNames {
+  std::string_view block = "mlp", router = "gate", experts = "experts";
+  std::string_view gate = "gate_proj", up = "up_proj", down = "down_proj";
+  std::string_view fused_block = "mlp", fused_router = "gate";
+  std::string_view fused_gate_up = "experts.gate_up_proj", fused_down = "experts.down_proj";
+  bool router_bias = false;  // the router has a bias [E] (gpt-oss's GptOssTopKRouter)
+};
+
+// The layer's norms [hidden]; an empty name: the family has none there.
+struct NormNames {
+  std::string_view input = "input_layernorm";           // before attention
+  std::string_view attn_out;                            // on the attention output (Gemma 3: post_attention_layernorm)
+  std::string_view mlp = "post_attention_layernorm";    // before the MLP (Gemma 3: pre_feedforward_layernorm)
+  std::string_view mlp_out;                             // on the MLP output (Gemma 3: post_feedforward_layernorm)
+};
+
 struct FamilySpec {
   std::string_view architecture;     // the `architectures[0]` of config.json
   std::string_view attention_class;  // the attention module's class (a config group's target)
@@ -65,19 +104,22 @@ struct FamilySpec {
   double default_rope_theta = 10000.0;  // the config class's default_theta (gpt-oss: 150000)
   double default_rms_norm_eps = 1e-6;   // the config class's rms_norm_eps default (gpt-oss: 1e-5)
   bool qk_norm = false;          // per-head q_norm / k_norm over head_dim, before RoPE
-  bool sandwich_norms = false;   // norms after attention and MLP too (Gemma 3)
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
   bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
-  bool fused_qkv = false;        // one qkv_proj [q_dim + 2 kv_dim, hidden] (Phi-3), split when loaded
-  bool fused_gate_up = false;    // one gate_up_proj [2 intermediate, hidden], gate first (Phi-3)
   bool partial_rotary = false;   // `partial_rotary_factor`: RoPE on the first part of each head (Phi-3)
   MlpKind mlp = MlpKind::kDense;
-  MoeNames moe_names = MoeNames::kQwen;
+  MoeKind moe_kind = MoeKind::kQwen;
   bool moe_norm_topk_always = false;  // Mixtral renormalises the top-k weights; Qwen: `norm_topk_prob`
   // Before "layers.{i}.", "embed_tokens" and "norm" in tensor names, as save_pretrained writes
   // them; `alt_weight_prefix` is the other layout hub checkpoints of the family use (empty: none).
   std::string_view weight_prefix = "model.";
   std::string_view alt_weight_prefix;
+  // The layer's module names: the one place they are written (model/linear_modules.h enumerates
+  // a layer's Linear modules from them for the loader, the plan, the writer and eval).
+  AttentionNames attention;
+  MlpNames mlp_names;
+  ExpertNames experts;  // MlpKind::kMoe families
+  NormNames norms;
   SlidingRule sliding = SlidingRule::kNone;
 };
 

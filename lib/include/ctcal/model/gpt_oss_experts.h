@@ -1,5 +1,5 @@
 #pragma once
-// The experts of a gpt-oss MoE layer (MoeNames::kGptOss), in either layout a checkpoint holds:
+// The experts of a gpt-oss MoE layer (MoeKind::kGptOss), in either layout a checkpoint holds:
 //   - as transformers 5.17 saves GptOssExperts (bf16 / fp32): mlp.experts.gate_up_proj
 //     [E, H, 2 I] (used as x @ W; gate and up interleaved: columns 0::2 gate, 1::2 up),
 //     gate_up_proj_bias [E, 2 I], down_proj [E, I, H], down_proj_bias [E, H];
@@ -18,7 +18,7 @@
 namespace ctcal {
 
 // True when layer prefix `p` ("model.layers.3.") holds MXFP4 experts.
-bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const std::string& p);
+bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p);
 
 // Checks names, shapes and dtypes of layer `p`'s expert tensors without reading them; throws
 // InputError naming the tensor and what was expected.

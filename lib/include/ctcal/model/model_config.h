@@ -86,8 +86,9 @@ struct ModelConfig {
   }
   // "model.layers.{l}." or, for Gemma 3 inside its vision wrapper, "language_model.model.layers.{l}."
   std::string layer_prefix(int64_t l) const;
-  // The attention module's path, where scale and R3 tensors live: "<layer_prefix>self_attn".
-  std::string attention_module(int64_t l) const { return layer_prefix(l) + "self_attn"; }
+  // The attention module's path, where scale and R3 tensors live: "<layer_prefix>self_attn" (the
+  // family's AttentionNames::module).
+  std::string attention_module(int64_t l) const;
   // "model.embed_tokens.weight" / "model.norm.weight" under the family's prefix.
   std::string top_tensor(const std::string& name) const;
 };

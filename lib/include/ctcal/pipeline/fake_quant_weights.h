@@ -16,11 +16,6 @@
 
 namespace ctcal {
 
-// The Linears of `w` that the plan's module name ends in, in their stored row order: one for
-// q/k/v/o_proj and gate/up/down_proj, [q, k, v] for a fused qkv_proj, [gate, up] for a fused
-// gate_up_proj; empty for any other name.
-std::vector<Linear*> planned_linear(LayerWeights* w, const std::string& module);
-
 // Fake-quantizes, in place, the fp32 weights of the plan's FP8 Linear layers of `layer`
 // (weights loaded in fp32, not packed bf16). `ckpt` gives each weight's stored dtype, which the
 // scale is rounded into (as the writer does).

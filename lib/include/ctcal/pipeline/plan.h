@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ctcal/model/linear_modules.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
@@ -36,7 +37,7 @@ struct LinearQuantPlan {
   QuantArgs weights;
   std::optional<QuantArgs> input;   // static input args (observed); nullopt: none or dynamic
   int64_t expert = -1;              // MoE experts: the expert (input observed on its routed tokens)
-  int which = 0;                    // MoE experts: 0 gate, 1 up, 2 down
+  LinearRole role = LinearRole::kQ; // the projection(s) it fills (model/linear_modules.h: linear_parts)
 };
 
 struct CalibrationPlan {

@@ -1,0 +1,79 @@
+#pragma once
+// A decoder layer's Linear modules, enumerated once from the family table's names (model/family.h)
+// and the config: the loader reads them, the plan resolves FP8 config groups against them, the
+// writer and eval find their tensors by them. A layer is a list of blocks and each block kind
+// has its own modules, so a family whose layers differ (a hybrid with linear-attention or Mamba
+// mixers) gives those layers other blocks, named in its table entry, without touching the callers.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/layer_weights.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/observation.h"
+
+namespace ctcal {
+
+// The blocks of a decoder layer, in forward order.
+enum class LayerBlock {
+  kAttention,  // self-attention: q/k/v (or fused qkv) and o (AttentionNames)
+  kDenseMlp,   // the gated MLP: gate/up (or fused gate_up) and down (MlpNames)
+  kMoe,        // a router and per-expert gate/up/down (ExpertNames)
+};
+
+// Layer `layer`'s blocks: attention, then its dense or MoE MLP (none when !with_mlp: calibration
+// skips the last layer's MLP unless an MLP input is observed).
+std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp = true);
+
+enum class LinearKind {
+  kAttention,  // a projection of the attention block
+  kMlp,        // a projection of the dense MLP
+  kExpert,     // one expert's projection in a MoE block
+  kRouter,     // a MoE block's router (ctcal never quantizes it: routing decisions)
+};
+
+// What a Linear computes: which LayerWeights projection(s) its rows fill (linear_parts).
+enum class LinearRole { kQ, kK, kV, kQkv, kO, kGate, kUp, kGateUp, kDown, kRouter };
+
+// How a MoE layer's experts are stored.
+enum class ExpertLayout {
+  kPerExpert,  // hub checkpoints: a Linear per expert and projection (compressed-tensors' modules)
+  kFused,      // transformers 5: one bare 3-D tensor per projection, every expert's rows in it
+};
+
+struct LinearModule {
+  // The module's path, "model.layers.0.self_attn.q_proj"; fused experts: their 3-D tensor's name.
+  std::string name;
+  LinearKind kind = LinearKind::kAttention;
+  LinearRole role = LinearRole::kQ;
+  std::optional<Site> input_site;  // the hook point showing its input (none for the router)
+  int64_t out = 0, in = 0;         // its weight [out, in] (a fused one: all its parts' rows)
+  bool bias = false;               // "<name>.bias" [out]
+  int64_t expert = -1;             // kExpert: which expert
+  // Rows of each LayerWeights projection it fills, in stored order: {q_dim, kv_dim, kv_dim} for a
+  // fused qkv, {intermediate, intermediate} for a fused gate_up, {out} otherwise.
+  std::vector<int64_t> parts;
+  // ExpertLayout::kFused: the weight is rows [row0, row0 + out) of `name`, a bare tensor of shape
+  // tensor_shape ([num_experts, rows per expert, in]); empty for a module with "<name>.weight".
+  std::vector<int64_t> tensor_shape;
+  int64_t row0 = 0;
+  std::string weight_tensor() const { return tensor_shape.empty() ? name + ".weight" : name; }
+};
+
+// The Linear modules of layer `layer`, block by block in forward order (within a MoE block: the
+// router, then expert by expert gate, up, down). gpt-oss's fused experts are no row slices
+// (model/gpt_oss_experts.h reads them): in ExpertLayout::kFused its MoE block lists the router only.
+std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bool with_mlp = true,
+                                         ExpertLayout experts = ExpertLayout::kPerExpert);
+
+// The layout of layer `layer`'s experts in `ckpt` (kPerExpert for a dense layer): fused when the
+// family's fused gate_up tensor is there; gpt-oss's always (MoeKind::kGptOss).
+ExpertLayout expert_layout(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer);
+
+// The projections of `w` that a module with `role` fills, in its stored row order ([q, k, v] for
+// kQkv, [gate, up] for kGateUp); `expert` >= 0 picks that expert's gate/up/down (sized already).
+std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expert = -1);
+
+}  // namespace ctcal

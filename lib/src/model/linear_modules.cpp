@@ -1,0 +1,144 @@
+#include "ctcal/model/linear_modules.h"
+
+#include <fmt/format.h>
+
+#include "ctcal/error.h"
+
+namespace ctcal {
+
+namespace {
+
+std::string join(const std::string& prefix, std::string_view module, std::string_view child) {
+  return fmt::format("{}{}.{}", prefix, module, child);
+}
+
+LinearModule module(std::string name, LinearKind kind, LinearRole role, std::optional<Site> site, int64_t out,
+                    int64_t in, bool bias) {
+  LinearModule m;
+  m.name = std::move(name);
+  m.kind = kind;
+  m.role = role;
+  m.input_site = site;
+  m.out = out;
+  m.in = in;
+  m.bias = bias;
+  m.parts = {out};
+  return m;
+}
+
+// q, k, v (or Phi-3's fused qkv_proj, one Linear: what compressed-tensors quantizes and vLLM's
+// QKVParallelLinear loads from a checkpoint fused on disk), then o.
+void attention_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+  const AttentionNames& n = c.family->attention;
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim();
+  constexpr auto kA = LinearKind::kAttention;
+  if (!n.qkv.empty()) {
+    LinearModule m = module(join(p, n.module, n.qkv), kA, LinearRole::kQkv, Site::kQkvInput, q + 2 * kv, h, false);
+    m.parts = {q, kv, kv};  // rows q, then k, then v (Phi3Attention slices them so)
+    out->push_back(std::move(m));
+  } else {
+    out->push_back(module(join(p, n.module, n.q), kA, LinearRole::kQ, Site::kQkvInput, q, h, c.qkv_bias));
+    out->push_back(module(join(p, n.module, n.k), kA, LinearRole::kK, Site::kQkvInput, kv, h, c.qkv_bias));
+    out->push_back(module(join(p, n.module, n.v), kA, LinearRole::kV, Site::kQkvInput, kv, h, c.qkv_bias));
+  }
+  out->push_back(module(join(p, n.module, n.o), kA, LinearRole::kO, Site::kOProjInput, h, q, c.o_bias));
+}
+
+// gate, up (or Phi-3's fused gate_up_proj, gate rows first as Phi3MLP's chunk(2)), then down.
+void dense_mlp_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+  const MlpNames& n = c.family->mlp_names;
+  const int64_t h = c.hidden_size, f = c.intermediate_size;
+  constexpr auto kM = LinearKind::kMlp;
+  if (!n.gate_up.empty()) {
+    LinearModule m = module(join(p, n.module, n.gate_up), kM, LinearRole::kGateUp, Site::kGateUpInput, 2 * f, h, false);
+    m.parts = {f, f};
+    out->push_back(std::move(m));
+  } else {
+    out->push_back(module(join(p, n.module, n.gate), kM, LinearRole::kGate, Site::kGateUpInput, f, h, c.mlp_bias));
+    out->push_back(module(join(p, n.module, n.up), kM, LinearRole::kUp, Site::kGateUpInput, f, h, c.mlp_bias));
+  }
+  out->push_back(module(join(p, n.module, n.down), kM, LinearRole::kDown, Site::kDownInput, h, f, c.mlp_bias));
+}
+
+// The router, then each expert's gate, up, down: each expert's gate/up read the tokens routed to
+// it, its down their act(gate) * up.
+void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout, std::vector<LinearModule>* out) {
+  const ExpertNames& n = c.family->experts;
+  const int64_t h = c.hidden_size, f = c.moe_intermediate_size, e_count = c.num_experts;
+  const bool fused = layout == ExpertLayout::kFused;
+  const std::string_view block = fused ? n.fused_block : n.block;
+  out->push_back(module(join(p, block, fused ? n.fused_router : n.router), LinearKind::kRouter, LinearRole::kRouter,
+                        std::nullopt, e_count, h, n.router_bias));
+  if (fused && c.family->moe_kind == MoeKind::kGptOss) return;  // [E, H, 2 I], columns interleaved
+  const std::string_view proj[3] = {n.gate, n.up, n.down};
+  constexpr LinearRole kRoles[3] = {LinearRole::kGate, LinearRole::kUp, LinearRole::kDown};
+  for (int64_t e = 0; e < e_count; ++e)
+    for (int which = 0; which < 3; ++which) {
+      const bool down = which == 2;
+      const Site site = down ? Site::kExpertDownInput : Site::kExpertGateUpInput;
+      const int64_t rows = down ? h : f, cols = down ? f : h;
+      LinearModule m;
+      if (fused) {  // experts.gate_up_proj [E, 2 I, H] (gate rows, then up, per expert), experts.down_proj [E, H, I]
+        m = module(join(p, block, down ? n.fused_down : n.fused_gate_up), LinearKind::kExpert, kRoles[which], site,
+                   rows, cols, false);
+        m.tensor_shape = down ? std::vector<int64_t>{e_count, h, f} : std::vector<int64_t>{e_count, 2 * f, h};
+        m.row0 = down ? e * h : e * 2 * f + which * f;
+      } else {
+        m = module(fmt::format("{}{}.{}.{}.{}", p, block, n.experts, e, proj[which]), LinearKind::kExpert,
+                   kRoles[which], site, rows, cols, false);
+      }
+      m.expert = e;
+      out->push_back(std::move(m));
+    }
+}
+
+}  // namespace
+
+std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp) {
+  std::vector<LayerBlock> b = {LayerBlock::kAttention};
+  if (with_mlp) b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
+  return b;
+}
+
+std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bool with_mlp, ExpertLayout experts) {
+  CTCAL_ASSERT(c.family != nullptr, "a parsed ModelConfig has its family");
+  const std::string p = c.layer_prefix(layer);
+  std::vector<LinearModule> out;
+  for (LayerBlock b : layer_blocks(c, layer, with_mlp)) switch (b) {
+      case LayerBlock::kAttention: attention_modules(c, p, &out); break;
+      case LayerBlock::kDenseMlp: dense_mlp_modules(c, p, &out); break;
+      case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
+    }
+  return out;
+}
+
+ExpertLayout expert_layout(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer) {
+  if (!c.is_moe(layer)) return ExpertLayout::kPerExpert;
+  if (c.family->moe_kind == MoeKind::kGptOss) return ExpertLayout::kFused;
+  const bool fused = ckpt.has(join(c.layer_prefix(layer), c.family->experts.fused_block, c.family->experts.fused_gate_up));
+  return fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert;
+}
+
+std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expert) {
+  if (expert >= 0) {
+    const auto e = static_cast<std::size_t>(expert);
+    CTCAL_ASSERT(role == LinearRole::kGate || role == LinearRole::kUp || role == LinearRole::kDown,
+                 "experts have gate, up and down only");
+    return {&(role == LinearRole::kGate ? w->experts.gate : role == LinearRole::kUp ? w->experts.up : w->experts.down).at(e)};
+  }
+  switch (role) {
+    case LinearRole::kQ: return {&w->q};
+    case LinearRole::kK: return {&w->k};
+    case LinearRole::kV: return {&w->v};
+    case LinearRole::kQkv: return {&w->q, &w->k, &w->v};
+    case LinearRole::kO: return {&w->o};
+    case LinearRole::kGate: return {&w->gate};
+    case LinearRole::kUp: return {&w->up};
+    case LinearRole::kGateUp: return {&w->gate, &w->up};
+    case LinearRole::kDown: return {&w->down};
+    case LinearRole::kRouter: return {&w->experts.router};
+  }
+  return {};
+}
+
+}  // namespace ctcal

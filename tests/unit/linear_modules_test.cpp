@@ -1,0 +1,176 @@
+// The one enumeration of a layer's Linear modules (model/linear_modules.h), from the family table's
+// names, against the tensors transformers 5.17's save_pretrained wrote into the committed tiny
+// checkpoints (tests/golden/data/models/): every enumerated module is there with its shape and
+// bias, every 2-D weight of a layer is enumerated, and each family's names are spelled out once
+// more here as the hub checkpoints and vLLM's loaders spell them.
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ctcal/io/checkpoint.h"
+#include "ctcal/model/layer_weights.h"
+#include "ctcal/model/linear_modules.h"
+#include "test_util.h"
+
+namespace ctcal {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path model(const std::string& name) { return test::golden_dir() / "models" / name; }
+
+std::vector<std::string> names(const std::vector<LinearModule>& modules) {
+  std::vector<std::string> n;
+  for (const auto& m : modules) n.push_back(m.name);
+  return n;
+}
+
+// Every committed tiny model: each layer's enumeration matches the checkpoint's tensors both ways.
+TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
+  int models = 0;
+  for (const auto& entry : fs::directory_iterator(test::golden_dir() / "models")) {
+    const std::string dir = entry.path().filename().string();
+    SCOPED_TRACE(dir);
+    const Checkpoint ck(entry.path());
+    const ModelConfig c = load_model_config(ck);
+    std::set<std::string> enumerated;  // weight and bias tensors of the enumerated modules
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const ExpertLayout layout = expert_layout(ck, c, l);
+      for (const LinearModule& m : linear_modules(c, l, true, layout)) {
+        SCOPED_TRACE(m.name);
+        const std::string w = m.weight_tensor();
+        ASSERT_TRUE(ck.has(w)) << "enumerated, but not in the checkpoint";
+        const std::vector<int64_t> want = m.tensor_shape.empty() ? std::vector<int64_t>{m.out, m.in} : m.tensor_shape;
+        EXPECT_EQ(ck.info(w).shape, want);
+        int64_t rows = 0;
+        for (int64_t r : m.parts) rows += r;
+        EXPECT_EQ(rows, m.out) << "the parts' rows add up to the module's";
+        EXPECT_EQ(ck.has(m.name + ".bias"), m.bias);
+        if (m.bias) {
+          EXPECT_EQ(ck.info(m.name + ".bias").shape, std::vector<int64_t>{m.out});
+        }
+        EXPECT_EQ(m.kind == LinearKind::kRouter, !m.input_site.has_value());
+        enumerated.insert(w);
+        if (m.bias) enumerated.insert(m.name + ".bias");
+      }
+    }
+    // The other way: every 2-D ".weight" under a layer (a Linear's, whatever its name) and every
+    // Linear bias is enumerated; gpt-oss's fused experts (3-D, read by model/gpt_oss_experts.h) are not Linears.
+    for (const std::string& t : ck.tensor_names()) {
+      if (!t.starts_with(c.weight_prefix + "layers.")) continue;
+      const bool linear_weight = t.ends_with(".weight") && ck.info(t).shape.size() == 2;
+      const bool fused_experts = t.find(".experts.gate_up_proj") != std::string::npos ||
+                                 t.find(".experts.down_proj") != std::string::npos;
+      const bool gpt_oss = c.family->moe_kind == MoeKind::kGptOss;
+      if ((linear_weight || (fused_experts && !gpt_oss)) && !t.ends_with("_bias")) {
+        EXPECT_TRUE(enumerated.count(t)) << t << " is in the checkpoint but not enumerated";
+      }
+    }
+    ++models;
+  }
+  EXPECT_GE(models, 20) << "the committed tiny models";
+}
+
+TEST(LinearModules, LlamaLayout) {
+  const Checkpoint ck(model("gqa_bf16_classic"));
+  const ModelConfig c = load_model_config(ck);
+  const auto m = linear_modules(c, 1);
+  EXPECT_EQ(names(m), (std::vector<std::string>{
+                          "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj",
+                          "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj",
+                          "model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj"}));
+  EXPECT_TRUE(m[0].input_site == Site::kQkvInput);
+  EXPECT_TRUE(m[3].input_site == Site::kOProjInput);
+  EXPECT_TRUE(m[5].input_site == Site::kGateUpInput);
+  EXPECT_TRUE(m[6].input_site == Site::kDownInput);
+  EXPECT_EQ(m[1].out, c.kv_dim());
+  EXPECT_EQ(m[6].in, c.intermediate_size);
+  // Without the MLP (the last layer when no MLP input is observed): the attention block only.
+  EXPECT_EQ(linear_modules(c, 1, /*with_mlp=*/false).size(), 4u);
+  EXPECT_EQ(c.attention_module(1), "model.layers.1.self_attn");
+}
+
+TEST(LinearModules, Phi3FusedProjectionsAreOneLinearEach) {
+  const Checkpoint ck(model("phi3_longrope_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  const auto m = linear_modules(c, 0);
+  EXPECT_EQ(names(m), (std::vector<std::string>{"model.layers.0.self_attn.qkv_proj", "model.layers.0.self_attn.o_proj",
+                                                "model.layers.0.mlp.gate_up_proj", "model.layers.0.mlp.down_proj"}));
+  EXPECT_EQ(m[0].role, LinearRole::kQkv);
+  EXPECT_EQ(m[0].parts, (std::vector<int64_t>{c.q_dim(), c.kv_dim(), c.kv_dim()}));
+  EXPECT_EQ(m[2].parts, (std::vector<int64_t>{c.intermediate_size, c.intermediate_size}));
+  LayerWeights w;
+  EXPECT_EQ(linear_parts(&w, LinearRole::kQkv), (std::vector<Linear*>{&w.q, &w.k, &w.v}));
+  EXPECT_EQ(linear_parts(&w, LinearRole::kGateUp), (std::vector<Linear*>{&w.gate, &w.up}));
+}
+
+TEST(LinearModules, Gemma3MultimodalPrefix) {
+  const Checkpoint ck(model("gemma3_mm_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  EXPECT_EQ(linear_modules(c, 0).front().name, "language_model.model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(c.attention_module(0), "language_model.model.layers.0.self_attn");
+}
+
+TEST(LinearModules, QwenMoeRouterThenExperts) {
+  const Checkpoint ck(model("qwen3_moe_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  int64_t l = 0;
+  while (!c.is_moe(l)) ++l;
+  const std::string p = c.layer_prefix(l);
+  ASSERT_EQ(expert_layout(ck, c, l), ExpertLayout::kPerExpert);
+  const auto m = linear_modules(c, l);
+  ASSERT_EQ(m.size(), 4 + 1 + 3 * static_cast<std::size_t>(c.num_experts));
+  EXPECT_EQ(m[4].name, p + "mlp.gate");
+  EXPECT_EQ(m[4].kind, LinearKind::kRouter);
+  EXPECT_EQ(m[5].name, p + "mlp.experts.0.gate_proj");
+  EXPECT_EQ(m[6].name, p + "mlp.experts.0.up_proj");
+  EXPECT_EQ(m[7].name, p + "mlp.experts.0.down_proj");
+  EXPECT_TRUE(m[7].input_site == Site::kExpertDownInput);
+  EXPECT_EQ(m[8].expert, 1);
+}
+
+TEST(LinearModules, MixtralHubAndFusedLayouts) {
+  {
+    const Checkpoint ck(model("mixtral_sliding_fp32"));
+    const ModelConfig c = load_model_config(ck);
+    ASSERT_EQ(expert_layout(ck, c, 0), ExpertLayout::kPerExpert);
+    const auto m = linear_modules(c, 0);
+    EXPECT_EQ(m[4].name, "model.layers.0.block_sparse_moe.gate");
+    EXPECT_EQ(m[5].name, "model.layers.0.block_sparse_moe.experts.0.w1");  // gate
+    EXPECT_EQ(m[6].name, "model.layers.0.block_sparse_moe.experts.0.w3");  // up
+    EXPECT_EQ(m[7].name, "model.layers.0.block_sparse_moe.experts.0.w2");  // down
+    EXPECT_EQ(m[6].role, LinearRole::kUp);
+  }
+  const Checkpoint ck(model("mixtral_fused_bf16"));
+  const ModelConfig c = load_model_config(ck);
+  ASSERT_EQ(expert_layout(ck, c, 0), ExpertLayout::kFused);
+  const auto m = linear_modules(c, 0, true, ExpertLayout::kFused);
+  const int64_t f = c.moe_intermediate_size;
+  EXPECT_EQ(m[4].name, "model.layers.0.mlp.gate");
+  // Expert 1's up rows of experts.gate_up_proj [E, 2 I, H]: after expert 0's 2 I and its own gate's I.
+  const LinearModule& up1 = m[4 + 1 + 3 + 1];
+  EXPECT_EQ(up1.weight_tensor(), "model.layers.0.mlp.experts.gate_up_proj");
+  EXPECT_EQ(up1.expert, 1);
+  EXPECT_EQ(up1.row0, 2 * f + f);
+  EXPECT_EQ(up1.tensor_shape, (std::vector<int64_t>{c.num_experts, 2 * f, c.hidden_size}));
+}
+
+TEST(LinearModules, GptOssRouterHasABiasAndFusedExpertsAreNotLinears) {
+  const Checkpoint ck(model("gpt_oss_classic_bf16"));
+  const ModelConfig c = load_model_config(ck);
+  ASSERT_EQ(expert_layout(ck, c, 0), ExpertLayout::kFused);
+  const auto fused = linear_modules(c, 0, true, ExpertLayout::kFused);
+  ASSERT_EQ(fused.size(), 5u);  // q, k, v, o, router
+  EXPECT_EQ(fused[4].name, "model.layers.0.mlp.router");
+  EXPECT_TRUE(fused[4].bias);
+  // The plan's view (per-expert modules, which calibrate refuses for a fused checkpoint) names
+  // the same router.
+  EXPECT_EQ(linear_modules(c, 0)[4].name, "model.layers.0.mlp.router");
+}
+
+}  // namespace
+}  // namespace ctcal
