@@ -201,6 +201,43 @@ TEST(GatedDeltaNet, SamplesAreIndependent) {
   }
 }
 
+// Bits do not depend on where the buffers lie: x and y in buffers one float off alignment, a
+// scratch grown by an earlier, larger call, a sample alone at row 0 or after another; head widths
+// (12, 20) and a conv width (84) that are no multiple of a SIMD vector, so rows land at every
+// alignment (vectorised exp and sums treat unaligned leading elements with scalar code).
+TEST(GatedDeltaNet, SameBitsWhereverTheBuffersLie) {
+  std::mt19937 rng(test_seed());
+  GatedDeltaNetShape s = small_shape();
+  s.hidden = 36;
+  s.head_k_dim = 12;
+  s.head_v_dim = 20;
+  s.num_v_heads = 3;
+  s.num_k_heads = 3;
+  const GatedDeltaNetWeights w = random_weights(s, rng);
+  const std::vector<SampleSpan> spans = spans_of({67, 131});
+  const RowMatrix x = random_matrix(198, s.hidden, 1.0f, rng);  // [198, hidden]
+  RowMatrix want(198, s.hidden);                                // [198, hidden]
+  gated_deltanet_forward(x, spans, w, s, want);
+
+  GatedDeltaNetScratch scratch;
+  {
+    const RowMatrix big = random_matrix(300, s.hidden, 1.0f, rng);  // [300, hidden]
+    RowMatrix y_big(300, s.hidden);                                 // [300, hidden]
+    gated_deltanet_forward(big, {{0, 300}}, w, s, y_big, nullptr, &scratch);
+  }
+  std::vector<float> xbuf(static_cast<std::size_t>(198 * s.hidden + 1)), ybuf(xbuf.size());
+  Eigen::Map<RowMatrix> x_off(xbuf.data() + 1, 198, s.hidden);  // [198, hidden], 4 bytes past alignment
+  Eigen::Map<RowMatrix> y_off(ybuf.data() + 1, 198, s.hidden);  // [198, hidden]
+  x_off = x;
+  gated_deltanet_forward(x_off, spans, w, s, y_off, nullptr, &scratch);
+  EXPECT_TRUE(same_bits(y_off, want));
+  // The second sample alone: its rows start at row 0 instead of row 67.
+  const RowMatrix x2 = x.middleRows(67, 131);  // [131, hidden]
+  RowMatrix y2(131, s.hidden);                 // [131, hidden]
+  gated_deltanet_forward(x2, {{0, 131}}, w, s, y2, nullptr, &scratch);
+  EXPECT_TRUE(same_bits(y2, want.middleRows(67, 131)));
+}
+
 // The whole layer against the double reference on a longer sample than the goldens (four chunks).
 TEST(GatedDeltaNet, ForwardMatchesDoubleReference) {
   std::mt19937 rng(test_seed());

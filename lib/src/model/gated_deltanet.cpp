@@ -12,8 +12,11 @@ namespace ctcal {
 
 namespace {
 
-using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
-using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+// A thread's copy of one row or head (Eigen-aligned storage). Vectorised Eigen reductions and
+// transcendental functions treat the elements before the first aligned address with scalar code
+// (another exp, another summation order); computed on an aligned copy, a row's bits do not depend
+// on where the caller's buffer or the row lies (which sample, chunk or MPI rank it came with).
+using RowArray = Eigen::Array<float, 1, Eigen::Dynamic>;
 
 void check_linear(const Linear& l, int64_t out, int64_t in, const std::string& module, const char* name) {
   if (l.w.rows() != out || l.w.cols() != in)
@@ -214,16 +217,20 @@ void causal_conv1d_silu(const StridedConstRef& x, const RowMatrix& weight, const
                         StridedRef out) {
   const int64_t taps = weight.cols();
   const RowMatrix wt = weight.transpose();  // [K, conv_dim]: one tap's weights contiguous
-  for (const SampleSpan& sp : samples) {
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < sp.length; ++t) {
-      // F.conv1d(padding=K-1)[:T]: output t reads inputs t - K + 1 .. t; taps before the
-      // sample's first row read the zero padding and are skipped.
-      const int64_t j0 = std::max<int64_t>(0, taps - 1 - t);
-      auto o = out.row(sp.offset + t).array();
-      o = wt.row(j0).array() * x.row(sp.offset + t - taps + 1 + j0).array();
-      for (int64_t j = j0 + 1; j < taps; ++j) o += wt.row(j).array() * x.row(sp.offset + t - taps + 1 + j).array();
-      o = o / (1.0f + (-o).exp());  // SiLU, as PyTorch's CPU kernel: x / (1 + exp(-x))
+#pragma omp parallel
+  {
+    RowArray acc(weight.rows());  // [conv_dim]
+    for (const SampleSpan& sp : samples) {
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < sp.length; ++t) {
+        // F.conv1d(padding=K-1)[:T]: output t reads inputs t - K + 1 .. t; taps before the
+        // sample's first row read the zero padding and are skipped.
+        const int64_t j0 = std::max<int64_t>(0, taps - 1 - t);
+        acc = wt.row(j0).array() * x.row(sp.offset + t - taps + 1 + j0).array();
+        for (int64_t j = j0 + 1; j < taps; ++j) acc += wt.row(j).array() * x.row(sp.offset + t - taps + 1 + j).array();
+        acc = acc / (1.0f + (-acc).exp());  // SiLU, as PyTorch's CPU kernel: x / (1 + exp(-x))
+        out.row(sp.offset + t) = acc.matrix();
+      }
     }
   }
 }
@@ -245,16 +252,21 @@ void gated_delta_gates(const StridedConstRef& a, const StridedConstRef& b, const
 void l2norm_qk(StridedRef qkv, const GatedDeltaNetShape& s) {
   const int64_t dk = s.head_k_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));  // head_k_dim ** -0.5
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index r = 0; r < qkv.rows(); ++r)
-    for (int64_t part = 0; part < 2; ++part)  // q, then k
-      for (int64_t h = 0; h < s.num_k_heads; ++h) {
-        auto x = qkv.row(r).segment(part * s.key_dim() + h * dk, dk);
-        // x * rsqrt(sum(x^2) + 1e-6), the sum in double (the golden reference is float64).
-        const double ss = x.cast<double>().squaredNorm();
-        x *= static_cast<float>(1.0 / std::sqrt(ss + kGatedDeltaL2Eps));
-        if (part == 0) x *= scale;  // query = l2norm(query) * scaling: two roundings, as torch
-      }
+#pragma omp parallel
+  {
+    RowArray head(dk);  // [head_k_dim]
+#pragma omp for schedule(static)
+    for (Eigen::Index r = 0; r < qkv.rows(); ++r)
+      for (int64_t part = 0; part < 2; ++part)  // q, then k
+        for (int64_t h = 0; h < s.num_k_heads; ++h) {
+          auto x = qkv.row(r).segment(part * s.key_dim() + h * dk, dk);
+          // x * rsqrt(sum(x^2) + 1e-6), the sum in double (the golden reference is float64).
+          head = x.array();
+          const double ss = head.cast<double>().square().sum();
+          x *= static_cast<float>(1.0 / std::sqrt(ss + kGatedDeltaL2Eps));
+          if (part == 0) x *= scale;  // query = l2norm(query) * scaling: two roundings, as torch
+        }
+  }
 }
 
 void gated_delta_rule_chunked(const StridedConstRef& q, const StridedConstRef& k, const StridedConstRef& v,
@@ -287,46 +299,60 @@ void gated_delta_rule_chunked(const StridedConstRef& q, const StridedConstRef& k
 void gated_rms_norm(const StridedConstRef& o, const StridedConstRef& z, const Vector& weight, const GatedDeltaNetShape& s,
                     StridedRef out) {
   const int64_t dv = s.head_v_dim;
-#pragma omp parallel for schedule(static)
-  for (Eigen::Index r = 0; r < o.rows(); ++r)
-    for (int64_t h = 0; h < s.num_v_heads; ++h) {
-      const auto x = o.row(r).segment(h * dv, dv).array();
-      const auto gate = z.row(r).segment(h * dv, dv).array();
-      // variance in double (the golden reference is float64), then weight * normed, then * silu(z).
-      const double var = x.cast<double>().square().sum() / static_cast<double>(dv);
-      const auto inv = static_cast<float>(1.0 / std::sqrt(var + s.eps));
-      out.row(r).segment(h * dv, dv).array() =
-          (weight.array().transpose() * (x * inv)) * (gate / (1.0f + (-gate).exp()));
-    }
+#pragma omp parallel
+  {
+    RowArray x(dv), gate(dv);  // [head_v_dim] each
+#pragma omp for schedule(static)
+    for (Eigen::Index r = 0; r < o.rows(); ++r)
+      for (int64_t h = 0; h < s.num_v_heads; ++h) {
+        x = o.row(r).segment(h * dv, dv).array();
+        gate = z.row(r).segment(h * dv, dv).array();
+        // variance in double (the golden reference is float64), then weight * normed, then * silu(z).
+        const double var = x.cast<double>().square().sum() / static_cast<double>(dv);
+        const auto inv = static_cast<float>(1.0 / std::sqrt(var + s.eps));
+        x = (weight.array().transpose() * (x * inv)) * (gate / (1.0f + (-gate).exp()));
+        out.row(r).segment(h * dv, dv) = x.matrix();
+      }
+  }
 }
 
 void gated_deltanet_mix(ProjectionInput& x, const std::vector<SampleSpan>& samples, const GatedDeltaNetWeights& w,
-                        const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> gated) {
+                        const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> gated, GatedDeltaNetScratch* scratch) {
   const int64_t rows = x.f32().rows();
-  RowMatrix proj(rows, s.conv_dim());  // [rows, conv_dim] in_proj_qkv(x); later the delta rule's output
-  RowMatrix z(rows, s.value_dim());    // [rows, value_dim] in_proj_z(x)
-  RowMatrix b(rows, s.num_v_heads);    // [rows, num_v_heads] in_proj_b(x), then beta
-  RowMatrix a(rows, s.num_v_heads);    // [rows, num_v_heads] in_proj_a(x), then g
+  int64_t next = 0;  // the spans tile the rows in order (make_chunks' spans do): no row is left unset
+  for (const SampleSpan& sp : samples) {
+    CTCAL_ASSERT(sp.offset == next && sp.length >= 0, "gated_deltanet_mix: the spans must tile the rows in order");
+    next += sp.length;
+  }
+  CTCAL_ASSERT(next == rows && gated.rows() == rows && gated.cols() == s.value_dim(), "gated_deltanet_mix: shapes");
+  GatedDeltaNetScratch own;
+  GatedDeltaNetScratch& sc = scratch ? *scratch : own;
+  const int64_t cd = s.conv_dim(), vd = s.value_dim(), kd = s.key_dim(), nv = s.num_v_heads;
+  Eigen::Map<RowMatrix> proj(sc.proj.fit(rows * cd), rows, cd);  // [rows, conv_dim] in_proj_qkv(x)
+  Eigen::Map<RowMatrix> z(sc.z.fit(rows * vd), rows, vd);         // [rows, value_dim] in_proj_z(x)
+  Eigen::Map<RowMatrix> b(sc.b.fit(rows * nv), rows, nv);         // [rows, num_v_heads] in_proj_b(x), then beta
+  Eigen::Map<RowMatrix> a(sc.a.fit(rows * nv), rows, nv);         // [rows, num_v_heads] in_proj_a(x), then g
   linear(x, w.in_proj_qkv, proj);
   linear(x, w.in_proj_z, z);
   linear(x, w.in_proj_b, b);
   linear(x, w.in_proj_a, a);
-  RowMatrix qkv(rows, s.conv_dim());  // [rows, conv_dim] silu(conv1d(q|k|v)), then q, k l2-normalised
+  Eigen::Map<RowMatrix> qkv(sc.qkv.fit(rows * cd), rows, cd);  // [rows, conv_dim] silu(conv1d(q|k|v)), q, k l2-normed
   causal_conv1d_silu(proj, w.conv1d, samples, qkv);
   l2norm_qk(qkv, s);
   gated_delta_gates(a, b, w.dt_bias, w.A_log, a, b);
-  StridedRef core = proj.leftCols(s.value_dim());  // [rows, value_dim]: proj is free once the conv has read it
-  gated_delta_rule_chunked(qkv.leftCols(s.key_dim()), qkv.middleCols(s.key_dim(), s.key_dim()),
-                           qkv.rightCols(s.value_dim()), a, b, samples, s, core);
+  StridedRef core = proj.leftCols(vd);  // [rows, value_dim]: proj is free once the conv has read it
+  gated_delta_rule_chunked(qkv.leftCols(kd), qkv.middleCols(kd, kd), qkv.rightCols(vd), a, b, samples, s, core);
   gated_rms_norm(core, z, w.norm, s, gated);
 }
 
 void gated_deltanet_forward(const Eigen::Ref<const RowMatrix>& x, const std::vector<SampleSpan>& samples,
                             const GatedDeltaNetWeights& w, const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> y,
-                            uint16_t* bf16_scratch) {
-  RowMatrix gated(x.rows(), s.value_dim());  // [rows, value_dim] the out_proj input
+                            uint16_t* bf16_scratch, GatedDeltaNetScratch* scratch) {
+  GatedDeltaNetScratch own;
+  GatedDeltaNetScratch& sc = scratch ? *scratch : own;
+  Eigen::Map<RowMatrix> gated(sc.gated.fit(x.rows() * s.value_dim()), x.rows(), s.value_dim());  // [rows, value_dim]
   ProjectionInput in(x, bf16_scratch);
-  gated_deltanet_mix(in, samples, w, s, gated);
+  gated_deltanet_mix(in, samples, w, s, gated, &sc);
   ProjectionInput in_out(gated, bf16_scratch);
   linear(in_out, w.out_proj, y);
 }

@@ -27,6 +27,7 @@
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/model/sample_span.h"
 #include "ctcal/model/tensor_types.h"
+#include "ctcal/util/uninit_buffer.h"
 
 namespace ctcal {
 
@@ -85,17 +86,31 @@ QwenNextInProjRows qwen3_next_in_proj_rows(const GatedDeltaNetShape& s);
 void split_qwen3_next_in_proj(const RowMatrix& qkvz, const RowMatrix& ba, const GatedDeltaNetShape& s,
                               GatedDeltaNetWeights* w);
 
+// The buffers of one call, for the caller to keep across calls (layers, chunks): allocated
+// afresh, the ~(2 conv_dim + 2 value_dim) floats per token page-faulted on every call cost ~10 % of
+// the layer at 2048 tokens (bench/gated_deltanet_bench). Grown on use, never shrunk.
+struct GatedDeltaNetScratch {
+  UninitBuffer<float> proj;   // [rows, conv_dim] in_proj_qkv(x), then the delta rule's output [rows, value_dim]
+  UninitBuffer<float> qkv;    // [rows, conv_dim] after the conv and the l2 norms
+  UninitBuffer<float> z;      // [rows, value_dim]
+  UninitBuffer<float> b, a;   // [rows, num_v_heads]: in_proj_b / in_proj_a, then beta / g
+  UninitBuffer<float> gated;  // [rows, value_dim] the out_proj input (gated_deltanet_forward only)
+};
+
 // The whole layer: x [rows, hidden] -> y [rows, hidden] (a pre-sized view), each span of rows one
-// sample from zero state. bf16_scratch: room for rows * max(hidden, value_dim) values when the
-// projections are bf16 (layer_ops.h ProjectionInput), else null.
+// sample from zero state; the spans tile the rows in order (as make_chunks' spans do). bf16_scratch: room for rows * max(hidden, value_dim) values when the
+// projections are bf16 (layer_ops.h ProjectionInput), else null. scratch: the caller's buffers, or
+// null for buffers of this call's own. Bits depend on the inputs' values only: not on the thread
+// count, on which samples share the call, or on where the buffers lie.
 void gated_deltanet_forward(const Eigen::Ref<const RowMatrix>& x, const std::vector<SampleSpan>& samples,
                             const GatedDeltaNetWeights& w, const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> y,
-                            uint16_t* bf16_scratch = nullptr);
+                            uint16_t* bf16_scratch = nullptr, GatedDeltaNetScratch* scratch = nullptr);
 
 // Everything before out_proj: x [rows, hidden] -> gated [rows, value_dim] (a pre-sized view), the
 // out_proj input (the place a Linear-input observer of out_proj looks).
 void gated_deltanet_mix(ProjectionInput& x, const std::vector<SampleSpan>& samples, const GatedDeltaNetWeights& w,
-                        const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> gated);
+                        const GatedDeltaNetShape& s, Eigen::Ref<RowMatrix> gated,
+                        GatedDeltaNetScratch* scratch = nullptr);
 
 // The steps, for tests and for the CUDA backend's comparisons.
 using StridedConstRef = Eigen::Ref<const RowMatrix, 0, Eigen::OuterStride<>>;
