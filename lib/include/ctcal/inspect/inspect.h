@@ -1,7 +1,8 @@
 #pragma once
-// `ctcal inspect`: what a checkpoint (ours or anyone's compressed-tensors output) holds, the
-// problems that make KV scales silently wrong (missing, zero, NaN, all 1.0, wrong shape, names
-// vLLM skips, non-orthogonal transforms, missing shards), and whether vLLM can serve it.
+// What a checkpoint (ours or anyone's compressed-tensors output) holds, the problems that make KV
+// scales silently wrong (missing, zero, NaN, all 1.0, wrong shape, names vLLM skips,
+// non-orthogonal transforms, missing shards), and whether vLLM can serve it: one document, which
+// `ctcal inspect` (app/commands/inspect_command.h) prints and `calibrate` ends with.
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -13,13 +14,6 @@ namespace ctcal {
 // `path`: a checkpoint directory or a config.json. Never throws for problems inside the
 // checkpoint (they are reported); throws InputError when `path` is neither.
 nlohmann::json inspect_checkpoint(const std::filesystem::path& path);
-
-// The serving verdicts alone (mainline vLLM, and the R3 branch where it applies): `inspect`
-// ends with them, and so does every `calibrate` run.
-void print_serving_verdict(const nlohmann::json& doc, std::ostream& out, bool color);
-
-// Human-readable report; ANSI colour only when `color`.
-void print_inspect(const nlohmann::json& doc, std::ostream& out, bool color);
 
 // Whose loading rules a verdict follows: mainline vLLM (default), or the R3 serving branch (a
 // vLLM fork's "Deterministic Hadamard KQ rotation" change, shared SPEC §7).
