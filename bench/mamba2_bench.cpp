@@ -1,20 +1,24 @@
 // The Mamba2 mixer alone (model/mamba2.h), fp32: the whole forward against its two projection
-// GEMMs (in_proj, out_proj through linear(), as the mixer runs them) and the SSD scan alone, best
-// of --reps interleaved runs. By default a Nemotron-H-like shape at hidden 1024: 32 heads of 64
-// (I = 2048), state 128, 8 groups, chunk 128, conv 4.
+// GEMMs (in_proj, out_proj through linear(), as the mixer runs them) and the SSD scan alone, and
+// for scale the attention block it stands in for in a dense model of the same width (q/k/v/o
+// projections + the blocked causal attention, as the layer runs them), best of --reps
+// interleaved runs. By default a Nemotron-H-like shape at hidden 1024: 32 heads of 64 (I = 2048),
+// state 128, 8 groups, chunk 128, conv 4; attention 16 heads of 64, 4 kv heads.
 //
 //   mamba2_bench [--seq 2048] [--samples 1] [--hidden 1024] [--heads 32 --head-dim 64]
-//                [--state 128 --groups 8 --chunk 128] [--reps 5]
+//                [--state 128 --groups 8 --chunk 128] [--attn-heads 16 --kv-heads 4] [--reps 5]
 //   Granite-4-like: --groups 1 --chunk 256
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <vector>
 
 #include <omp.h>
 
 #include "bench_args.h"
+#include "ctcal/model/attention.h"
 #include "ctcal/model/layer_ops.h"
 #include "ctcal/model/mamba2.h"
 
@@ -68,10 +72,21 @@ int main(int argc, char** argv) {
   const ctcal::RowMatrix dt = ctcal::RowMatrix::Constant(seq, c.num_heads, 0.05f);
   const ctcal::RowMatrix bc = random_matrix(seq, 2 * GN, 0.3f, rng);
 
+  // The attention block of a dense model of the same width.
+  const int64_t attn_heads = arg(argc, argv, "--attn-heads", 16), kv_heads = arg(argc, argv, "--kv-heads", 4);
+  const int64_t d = c.hidden_size / attn_heads;
+  const auto shape = ctcal::AttentionShape::plain(attn_heads, kv_heads, d, std::nullopt);
+  ctcal::Linear wq, wk, wv, wo;
+  wq.w = random_matrix(attn_heads * d, c.hidden_size, 0.03f, rng);  // [heads * d, hidden]
+  wk.w = random_matrix(kv_heads * d, c.hidden_size, 0.03f, rng);    // [kv_heads * d, hidden]
+  wv.w = random_matrix(kv_heads * d, c.hidden_size, 0.03f, rng);    // [kv_heads * d, hidden]
+  wo.w = random_matrix(c.hidden_size, attn_heads * d, 0.03f, rng);  // [hidden, heads * d]
+  ctcal::RowMatrix q(rows, attn_heads * d), k(rows, kv_heads * d), v(rows, kv_heads * d), attn(rows, attn_heads * d);
+
   ctcal::RowMatrix y(rows, c.hidden_size), zxbcdt(rows, c.in_proj_dim()), mid(rows, I), out(rows, c.hidden_size),
       ys(seq, I);
   ctcal::Mamba2Buffers buffers;  // reused across calls, as the layer loop would
-  double best[3] = {1e9, 1e9, 1e9};  // forward, in_proj + out_proj, scan (all samples)
+  double best[4] = {1e9, 1e9, 1e9, 1e9};  // forward, in_proj + out_proj, scan (all samples), attention block
   for (int64_t rep = 0; rep < reps; ++rep) {  // interleaved: all three see the same machine load
     auto t0 = std::chrono::steady_clock::now();
     ctcal::mamba2_forward(c, w, x, spans, y, &buffers);
@@ -86,6 +101,15 @@ int main(int argc, char** argv) {
     for (int64_t s = 0; s < n_samples; ++s)
       ctcal::mamba2_chunk_scan(c, w.A_log, w.D, xs, dt, bc.leftCols(GN), bc.rightCols(GN), ys);
     best[2] = std::min(best[2], seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    ctcal::ProjectionInput xa(x, nullptr);
+    ctcal::linear(xa, wq, q);
+    ctcal::linear(xa, wk, k);
+    ctcal::linear(xa, wv, v);
+    ctcal::causal_attention(q.data(), k.data(), v.data(), attn.data(), spans, shape, 64, 256);
+    ctcal::ProjectionInput xo(attn, nullptr);
+    ctcal::linear(xo, wo, out);
+    best[3] = std::min(best[3], seconds_since(t0));
   }
   const double proj_flops = 2.0 * static_cast<double>(rows) *
                             static_cast<double>(c.hidden_size) * static_cast<double>(c.in_proj_dim() + I);
@@ -97,5 +121,9 @@ int main(int argc, char** argv) {
               "forward / projections %.2fx\n",
               best[0] * 1e3, static_cast<double>(rows) / best[0], best[1] * 1e3, proj_flops / best[1] / 1e9,
               best[2] * 1e3, best[0] / best[1]);
+  std::printf("attention block of the same width (%ld heads x %ld, %ld kv heads: q/k/v/o + causal attention) %.1f ms; "
+              "mixer / attention block %.2fx\n",
+              static_cast<long>(attn_heads), static_cast<long>(d), static_cast<long>(kv_heads), best[3] * 1e3,
+              best[0] / best[3]);
   return 0;
 }
