@@ -149,6 +149,12 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
+  std::vector<int64_t> no_kv;  // a hybrid's linear-attention layers
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l)
+    if (!m.has_kv_cache(l)) no_kv.push_back(l);
+  if (!no_kv.empty())
+    out << fmt::format("no KV      layers {}: linear attention: no KV cache (no Q/K/V observed, no scales)\n",
+                       fmt::join(no_kv, ", "));
   if (!plan.expert_sites().empty())
     out << fmt::format("experts    {} per expert of each MoE layer, on its routed tokens\n",
                        plan.expert_sites().size() == 2 ? "expert_gate_up_input, expert_down_input"
@@ -163,7 +169,8 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
   out << header << "\n";
   for (const auto& l : r.layers) {
     std::string row = fmt::format("{:>5}", l.layer);
-    for (Site s : plan.sites()) {
+    if (!plan.model.has_kv_cache(l.layer)) row += "  linear attention: no KV cache";
+    for (Site s : plan.sites(l.layer)) {
       const SiteResult* sr = l.find(s);
       if (sr->observations == 0) {  // e.g. a dense MLP's input on an MoE layer (its experts are apart)
         row += fmt::format("  {:>9} {:>21}", "-", "-");
@@ -233,12 +240,10 @@ struct Checked {
   std::unique_ptr<StagingDir> staging;  // rank 0 of a run that writes
 };
 
-// Every refusal, before any work: the flags, the output paths, the model's tensors, the plan
-// and what the writer and the ranks can do. Ends by creating the staging directory.
-Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resolved& o) {
+// The flags that need no model, the device, and every output path.
+void check_device_and_outputs(const CalibrateRequest& req, const Resolved& o, Checked& c) {
   if (req.compute_dtype != "fp32" && req.compute_dtype != "bf16")
     throw UsageError(fmt::format("--compute-dtype {}: expected fp32 or bf16", req.compute_dtype));
-  Checked c;
   c.device = calibrate_device(req);
   const ComputeDevice& device = c.device;
   if (req.max_gpu_memory_mb && !device.is_cuda())
@@ -254,7 +259,12 @@ Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resol
   // --report fails now, not after an hour of calibration, and never leaves a half-written output.
   if (!o.output.empty()) check_output_destination(o.output, o.model, req.overwrite);
   if (req.report) check_writable_file(*req.report, "--report");
+}
 
+// The model's tensors and the plan: what the recipe asks of this model, and the flags that need
+// the model.
+void check_model_and_plan(const CalibrateRequest& req, const Recipe& recipe, const Resolved& o, Checked& c) {
+  const ComputeDevice& device = c.device;
   c.ckpt = std::make_unique<Checkpoint>(o.model);
   const Checkpoint& ckpt = *c.ckpt;
   c.cfg = load_model_config(ckpt);
@@ -280,6 +290,13 @@ Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resol
     spdlog::info("key range: envelope (the pre-RoPE pair norms of K{}): k_scale holds at every position",
                  plan.r3 && plan.rotations_observed ? ", bounded after the R3 rotation" : "");
   }
+}
+
+// What the writer can write from this checkpoint (experts by name, unquantized weights, room on
+// the output's file system) and what the MPI ranks can combine.
+void check_writer_and_ranks(const CalibrateRequest& req, const Resolved& o, const Checked& c) {
+  const Checkpoint& ckpt = *c.ckpt;
+  const CalibrationPlan& plan = c.plan;
   for (const auto& lp : plan.linear)
     if (lp.expert >= 0 && !ckpt.has(lp.module + ".weight"))
       // transformers 5 saves MoE experts as one 3-D parameter per layer (mlp.experts.gate_up_proj
@@ -321,6 +338,16 @@ Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resol
     spdlog::info("{} MPI ranks: each calibrates its share of the samples; observers are combined per layer",
                  Ranks::size());
   }
+}
+
+// Every refusal, before any work, in this order: the flags and the output paths, then the model
+// and the plan. Ends by creating the staging directory.
+Checked preflight(const CalibrateRequest& req, const Recipe& recipe, const Resolved& o) {
+  Checked c;
+  check_device_and_outputs(req, o, c);
+  check_model_and_plan(req, recipe, o, c);
+  check_writer_and_ranks(req, o, c);
+  const CalibrationPlan& plan = c.plan;
   // Only rank 0 writes; the other ranks calibrate their share and stop.
   if (!req.dry_run && Ranks::root()) c.staging = std::make_unique<StagingDir>(o.output, o.model, req.overwrite);
   for (const auto& note : plan.kv_args.notes) spdlog::info("kv_cache_scheme: {}", note);

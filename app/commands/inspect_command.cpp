@@ -101,6 +101,10 @@ void print_inspect(const json& doc, std::ostream& out, bool color) {
         out << "  not quantized (its attention module is in ignore)\n";
         continue;
       }
+      if (l.contains("kv_cache")) {  // a hybrid's linear-attention / Mamba layer
+        out << "  " << l["kv_cache"].get<std::string>() << "\n";
+        continue;
+      }
       for (const auto& s : sites) {
         if (!l.contains(s)) {
           out << fmt::format("  {:>18}", "MISSING") << (has_zp[s] ? fmt::format("  {:>14}", "") : "")

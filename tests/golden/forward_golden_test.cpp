@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ctcal/eval/evaluate.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/onednn_matmul.h"
 #include "ctcal/model/decoder.h"
@@ -58,9 +59,17 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {
   // Compares per-head min/max with the golden keys (e.g. "head_min" or "rot_head_min").
   void check_stats(const Capture& cap, const std::string& prefix, bool q, bool k, bool v) {
     double worst = 0;
+    ASSERT_EQ(golden_["layers"].size(), static_cast<std::size_t>(cfg_.num_hidden_layers));
     for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
       for (auto [site, name, on] : {std::tuple{Site::kQuery, "q", q}, {Site::kKey, "k", k}, {Site::kValue, "v", v}}) {
         if (!on) continue;
+        // A hybrid's linear-attention layer (null in the golden data): no Q/K/V is shown there.
+        if (golden_["layers"][l].is_null()) {
+          EXPECT_FALSE(cfg_.has_kv_cache(static_cast<int64_t>(l))) << "layer " << l;
+          EXPECT_EQ(cap.stats_.count({static_cast<int64_t>(l), site}), 0u) << "layer " << l << " " << name;
+          continue;
+        }
+        EXPECT_TRUE(cfg_.has_kv_cache(static_cast<int64_t>(l))) << "layer " << l;
         const json& g = golden_["layers"][l][name];
         const auto& got = cap.stats_.at({static_cast<int64_t>(l), site});
         const auto wmin = g[prefix + "head_min"].get<std::vector<double>>();
@@ -93,6 +102,9 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {
     }
     std::printf("[ %s ] logits worst NMSE %.3g\n", GetParam().c_str(), worst);
   }
+
+  // A hybrid (Qwen3.5): its golden data lists the attention layers; the others are null.
+  bool hybrid() const { return golden_.contains("attention_layers"); }
 
   json golden_;
   fs::path model_dir_;
@@ -175,6 +187,7 @@ TEST_P(ForwardGolden, R3RotatedQueriesAndKeys) {
 }
 
 TEST_P(ForwardGolden, R2RotatedValuesLeaveLogitsUnchanged) {
+  if (hybrid()) GTEST_SKIP() << "SpinQuant is refused for hybrids (SpinQuantRefusedForHybrids)";
   if (ckpt_->weight_dtype() != DType::kF32) GTEST_SKIP() << "R2 rewrites weights in the checkpoint dtype; golden V is fp64 of fp32 weights";
   if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
   Recipe recipe = parse_recipe(R"(
@@ -205,8 +218,13 @@ q_stage:
       CalibrationPlan plan = make_plan(recipe, cfg_, DType::kF32);
       CalibrationResult res = run_calibration(*ckpt_, plan, samples_, {});
       const bool per_head = std::string(strategy) == "attn_head";
+      ASSERT_EQ(res.layers.size(), golden_["layers"].size());
       for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
         for (auto [site, name] : {std::pair{Site::kKey, "k"}, {Site::kValue, "v"}}) {
+          if (golden_["layers"][l].is_null()) {  // linear attention: no observer, no scale
+            EXPECT_EQ(res.layers[l].find(site), nullptr) << "layer " << l << " " << name;
+            continue;
+          }
           const json& g = golden_["layers"][l][name];
           const SiteResult* sr = res.layers[l].find(site);
           ASSERT_NE(sr, nullptr);
@@ -244,6 +262,7 @@ q_stage:
 // R3 + attention quantization through the pipeline: q/k scales come from rotated queries and
 // keys (golden: Q/K · H/√d after RoPE in float64), v from unrotated values.
 TEST_P(ForwardGolden, R3AttentionScales) {
+  if (hybrid()) GTEST_SKIP() << "SpinQuant is refused for hybrids (SpinQuantRefusedForHybrids)";
   if (!is_power_of_two(cfg_.head_dim)) GTEST_SKIP() << "head_dim not a power of two";
   Recipe recipe = parse_recipe(R"(
 q_stage:
@@ -273,6 +292,7 @@ q_stage:
 
 // R2 leaves ctcal's own fp32 logits unchanged (NMSE <= 1e-9, issue 3's bound).
 TEST_P(ForwardGolden, R2LogitsInvariance) {
+  if (hybrid()) GTEST_SKIP() << "SpinQuant is refused for hybrids (SpinQuantRefusedForHybrids)";
   if (ckpt_->weight_dtype() != DType::kF32 || !is_power_of_two(cfg_.head_dim)) GTEST_SKIP();
   Recipe recipe = parse_recipe("s_stage:\n  m_modifiers:\n    SpinQuantModifier: {rotations: [R2], transform_type: random-hadamard}\n"
                                "    QuantizationModifier: {kv_cache_scheme: {type: float}}\n", "r2.yaml");
@@ -301,6 +321,7 @@ TEST_P(ForwardGolden, Bf16ComputeScaleError) {
   double worst = 0;
   for (std::size_t l = 0; l < golden_["layers"].size(); ++l)
     for (auto [site, name] : {std::pair{Site::kKey, "k"}, {Site::kValue, "v"}}) {
+      if (golden_["layers"][l].is_null()) continue;  // linear attention: nothing observed
       const json& g = golden_["layers"][l][name];
       const double want = std::max(std::fabs(g["min"].get<double>()), std::fabs(g["max"].get<double>())) / 448;
       worst = std::max(worst, test::rel_err(res.layers[l].find(site)->qparams.scale[0], want));
@@ -349,9 +370,12 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
     // MoE layers announce the router's (= every expert's) input; per-expert down_proj inputs are
     // not hook points yet.
     dense = dense || !cfg_.is_moe(l);
-    for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput})
-      EXPECT_EQ((obs.count[{l, site}]), site == Site::kDownInput && cfg_.is_moe(l) ? 0 : static_cast<int>(samples_.size()))
-          << l << " " << site_name(site);
+    for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput}) {
+      // Linear-attention layers' projections are never quantized (plan.cpp): no attention-block inputs.
+      const bool no_input = (site == Site::kDownInput && cfg_.is_moe(l)) ||
+                        (!cfg_.has_kv_cache(l) && (site == Site::kQkvInput || site == Site::kOProjInput));
+      EXPECT_EQ((obs.count[{l, site}]), no_input ? 0 : static_cast<int>(samples_.size())) << l << " " << site_name(site);
+    }
   }
   EXPECT_EQ(obs.width[Site::kQkvInput], cfg_.hidden_size);
   EXPECT_EQ(obs.width[Site::kOProjInput], cfg_.q_dim());
@@ -370,6 +394,62 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
     EXPECT_EQ(obs.width[Site::kExpertDownInput], cfg_.moe_intermediate_size);
   }
   EXPECT_GT(obs.absmax, 0.0);
+}
+
+// eval's baseline NLL (evaluate_runs without quantized runs: the mean over every predicted token)
+// against transformers' float64 loss (per sample the mean cross entropy over its len - 1
+// predicted tokens). Hybrids: the DeltaNet's state carries every earlier token, so an error in the
+// recurrence shows here even where Q/K/V statistics are close. kAbsmaxRelTol (1e-4 relative) is
+// issue 28's bound; other families are held to the logits NMSE above.
+TEST_P(ForwardGolden, BaselineNllMatchesTransformers) {
+  if (!hybrid()) GTEST_SKIP() << "checked for hybrids (other families: logits NMSE)";
+  std::vector<EvalRun> none;
+  const json doc = evaluate_runs(*ckpt_, cfg_, samples_, none);
+  double sum = 0, tokens = 0;
+  for (std::size_t s = 0; s < samples_.size(); ++s) {
+    const double n = static_cast<double>(samples_[s].size()) - 1;
+    sum += golden_["loss"][s].get<double>() * n;
+    tokens += n;
+  }
+  const double want = sum / tokens, got = doc["baseline"]["nll"].get<double>();
+  std::printf("[ %s ] baseline NLL %.9g vs transformers %.9g: relative error %.3g\n", GetParam().c_str(), got, want,
+              test::rel_err(got, want));
+  EXPECT_LE(test::rel_err(got, want), test::kAbsmaxRelTol);
+}
+
+// Hybrids: SpinQuant is refused by name (its transforms would be written for every layer, and a
+// linear-attention layer has no self_attn), and an FP8 group that reaches a linear-attention
+// projection is refused unless `ignore` keeps it (re:.*linear_attn.*, llm-compressor's example).
+TEST_P(ForwardGolden, HybridRefusals) {
+  if (!hybrid()) GTEST_SKIP() << "hybrids only";
+  try {
+    make_plan(parse_recipe("s_stage:\n  m_modifiers:\n    SpinQuantModifier: {rotations: [R3]}\n"
+                           "    QuantizationModifier: {kv_cache_scheme: {type: float}}\n", "r3.yaml"),
+              cfg_, DType::kF32);
+    ADD_FAILURE() << "SpinQuant on a hybrid was planned";
+  } catch (const RecipeError& e) {
+    EXPECT_NE(std::string(e.what()).find("SpinQuant"), std::string::npos) << e.what();
+  }
+  const char* fp8 = R"(
+s_stage:
+  m_modifiers:
+    QuantizationModifier:
+      ignore: [lm_head{}]
+      config_groups:
+        g: {{targets: [Linear], weights: {{num_bits: 8, type: float, strategy: tensor, symmetric: true}},
+            input_activations: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}}}
+      kv_cache_scheme: {{type: float}}
+)";
+  try {
+    make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ""), "fp8.yaml"), cfg_, DType::kF32);
+    ADD_FAILURE() << "FP8 on linear_attn projections was planned";
+  } catch (const RecipeError& e) {
+    EXPECT_NE(std::string(e.what()).find("linear_attn"), std::string::npos) << e.what();
+  }
+  const CalibrationPlan ok =
+      make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ", \"re:.*linear_attn.*\""), "fp8.yaml"), cfg_, DType::kF32);
+  for (const LinearQuantPlan& lp : ok.linear) EXPECT_TRUE(cfg_.has_kv_cache(lp.layer) || lp.module.find(".mlp.") != std::string::npos) << lp.module;
+  EXPECT_FALSE(ok.linear.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, ForwardGolden, ::testing::ValuesIn(case_names()),

@@ -153,7 +153,40 @@ CASES = [
           rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
                            "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16}),
      torch.bfloat16, "mxfp4"),
+    # Qwen3.5 dense (issue 28): gated DeltaNet layers (linear_attn) with gated full attention
+    # (self_attn: q_proj rows [query | gate] per head, (1 + w) q/k norms, partial rotary 0.25) every
+    # few layers. Three full-attention layers (2, 4 and 5, two in a row), samples longer than the
+    # DeltaNet chunk (64) and the conv kernel (4); head_k_dim != head_v_dim, GQA 2; fp32 (< 1 MB).
+    ("qwen3_5_text_fp32", "qwen3_5_text",
+     dict(hidden_size=48, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=256,
+          tie_word_embeddings=False, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+          linear_value_head_dim=24, linear_conv_kernel_dim=4,
+          layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention",
+                       "full_attention", "full_attention"],
+          rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                           "mrope_section": [2, 1, 1], "mrope_interleaved": True}),
+     torch.float32, "v5"),
+    # The multimodal wrapper (Qwen3_5ForConditionalGeneration: model.language_model.*, model.visual.*,
+    # config under text_config), bf16, layer_types from full_attention_interval 2 (layers 1 and 3).
+    ("qwen3_5_mm_bf16", "qwen3_5",
+     dict(text_config=dict(hidden_size=64, intermediate_size=80, num_hidden_layers=4, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=32, vocab_size=100, max_position_embeddings=256,
+                           linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=16,
+                           linear_value_head_dim=16, linear_conv_kernel_dim=3, full_attention_interval=2,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                            "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
+                                            "mrope_interleaved": True}),
+          vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4,
+                             spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+                             num_position_embeddings=16),
+          image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97,
+          tie_word_embeddings=False),
+     torch.bfloat16, "v5"),
 ]
+
+# Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
+CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100]}
 
 
 def sylvester(n):
@@ -180,7 +213,16 @@ def spike_weights(model, seed, one_plus):
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
         for li, layer in enumerate(tm.layers):
-            a = layer.self_attn
+            a = getattr(layer, "self_attn", None)
+            if a is None:  # a linear-attention layer (Qwen3.5): random norms, decays that matter
+                la = layer.linear_attn
+                la.A_log.copy_(torch.log(torch.rand(la.A_log.shape, generator=g) * 4.0 + 0.01))
+                la.dt_bias.copy_(0.5 * torch.randn(la.dt_bias.shape, generator=g))
+                la.norm.weight.copy_(1.0 + 0.2 * torch.randn(la.norm.weight.shape, generator=g))  # plain w
+                for name in ("input_layernorm", "post_attention_layernorm"):
+                    w = getattr(layer, name).weight
+                    w.copy_(center + 0.2 * torch.randn(w.shape, generator=g))
+                continue
             if hasattr(a, "qkv_proj"):  # Phi-3: q, k, v rows of one fused weight
                 w = a.qkv_proj.weight
                 q_w, k_w, v_w = w[:q_dim], w[q_dim:q_dim + kv_dim], w[q_dim + kv_dim:]
@@ -312,6 +354,7 @@ def stats(tensors, head_dim):
 
 
 def reference(model_dir, samples):
+    """Q/K/V statistics per layer (null for a layer without attention: Qwen3.5's linear_attn)."""
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
@@ -327,12 +370,17 @@ def reference(model_dir, samples):
             out = model(input_ids=t, labels=t, use_cache=False)
             logits.append(out.logits[0].tolist())
             losses.append(out.loss.item())
-    head_dim = cap.store[0]["k"][0].shape[-1]
-    layers = [{site: stats(cap.store[li][site], head_dim) for site in ("q", "k", "v")} for li in sorted(cap.store)]
-    last = max(cap.store)
+    attention = sorted(cap.store)
+    head_dim = cap.store[attention[0]]["k"][0].shape[-1]
+    n_layers = model.config.get_text_config().num_hidden_layers
+    layers = [{site: stats(cap.store[li][site], head_dim) for site in ("q", "k", "v")} if li in cap.store else None
+              for li in range(n_layers)]
     rows = {str(li): {site: cap.store[li][site][0][:, :ROW_TOKENS, :].tolist() for site in ("q", "k", "v")}
-            for li in (0, last)}
-    return {"layers": layers, "rows": rows, "logits": logits, "loss": losses}
+            for li in (attention[0], attention[-1])}
+    out = {"layers": layers, "rows": rows, "logits": logits, "loss": losses}
+    if len(attention) < n_layers:
+        out["attention_layers"] = attention
+    return out
 
 
 def mxfp4_experts(model, seed):
@@ -376,9 +424,10 @@ def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
     """Writes the case's checkpoint; returns (its directory, the float directory the reference loads)."""
     torch.manual_seed(seed)
     cfg = AutoConfig.for_model(model_type, **kwargs)
-    model = AutoModelForCausalLM.from_config(cfg) if model_type != "gemma3" else \
-        transformers.Gemma3ForConditionalGeneration(cfg)
-    spike_weights(model, seed, one_plus=model_type.startswith("gemma3"))
+    wrappers = {"gemma3": transformers.Gemma3ForConditionalGeneration,
+                "qwen3_5": transformers.Qwen3_5ForConditionalGeneration}
+    model = wrappers[model_type](cfg) if model_type in wrappers else AutoModelForCausalLM.from_config(cfg)
+    spike_weights(model, seed, one_plus=model_type.startswith(("gemma3", "qwen3_5")))
     packed = mxfp4_experts(model, seed) if spelling == "mxfp4" else None
     model = model.to(dtype)
     d = os.path.join(out_dir, "models", name)
@@ -409,7 +458,8 @@ def main():
         d, ref_dir = make_case(name, model_type, kwargs, dtype, spelling, args.out, 200 + i)
         vocab = kwargs.get("text_config", kwargs)["vocab_size"]
         vocab = min(vocab, 96)  # ordinary text tokens (below Gemma 3's image tokens)
-        samples = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in SAMPLE_LENGTHS]
+        lengths = CASE_SAMPLE_LENGTHS.get(name, SAMPLE_LENGTHS)
+        samples = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
         ref = reference(ref_dir, samples)
         ref.update({"case": name, "model_dir": f"models/{name}", "samples": samples, **meta})
         with open(os.path.join(args.out, f"{name}.json"), "w") as f:

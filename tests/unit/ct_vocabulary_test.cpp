@@ -87,6 +87,7 @@ TEST(CtAttention, ProjectionsAreNotTheAttentionModule) {
 TEST(CtAttention, ClassNames) {
   EXPECT_TRUE(ct::is_attention_class_name("LlamaAttention"));
   EXPECT_TRUE(ct::is_attention_class_name("Qwen3MoeAttention"));
+  EXPECT_TRUE(ct::is_attention_class_name("Qwen3_5Attention"));  // Python class names take underscores
   EXPECT_FALSE(ct::is_attention_class_name("Attention"));
   EXPECT_FALSE(ct::is_attention_class_name("re:.*Attention"));
   // Without a model: any ...Attention class; with one: its own class only.

@@ -53,7 +53,7 @@ TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
         if (m.bias) {
           EXPECT_EQ(ck.info(m.name + ".bias").shape, std::vector<int64_t>{m.out});
         }
-        EXPECT_EQ(m.kind == LinearKind::kRouter, !m.input_site.has_value());
+        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention, !m.input_site.has_value());
         enumerated.insert(w);
         if (m.bias) enumerated.insert(m.name + ".bias");
       }
@@ -113,6 +113,39 @@ TEST(LinearModules, Gemma3MultimodalPrefix) {
   const ModelConfig c = load_model_config(ck);
   EXPECT_EQ(linear_modules(c, 0).front().name, "language_model.model.layers.0.self_attn.q_proj");
   EXPECT_EQ(c.attention_module(0), "language_model.model.layers.0.self_attn");
+}
+
+// Qwen3.5 (transformers' Qwen3_5DecoderLayer, vLLM's qwen3_5.py): a linear-attention layer's mixer
+// is linear_attn with in_proj_qkv / in_proj_z / in_proj_b / in_proj_a / out_proj; a full-attention
+// layer's q_proj holds [query | gate] per head (2 q_dim rows); both have the dense MLP.
+TEST(LinearModules, Qwen3_5LinearAndGatedAttentionLayers) {
+  const Checkpoint ck(model("qwen3_5_text_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  ASSERT_TRUE(c.is_linear_attention(0));
+  ASSERT_FALSE(c.is_linear_attention(2));
+  EXPECT_EQ(layer_blocks(c, 0), (std::vector<LayerBlock>{LayerBlock::kLinearAttention, LayerBlock::kDenseMlp}));
+  EXPECT_EQ(layer_blocks(c, 2), (std::vector<LayerBlock>{LayerBlock::kAttention, LayerBlock::kDenseMlp}));
+  const auto lin = linear_modules(c, 0);
+  EXPECT_EQ(names(lin), (std::vector<std::string>{
+                            "model.layers.0.linear_attn.in_proj_qkv", "model.layers.0.linear_attn.in_proj_z",
+                            "model.layers.0.linear_attn.in_proj_b", "model.layers.0.linear_attn.in_proj_a",
+                            "model.layers.0.linear_attn.out_proj", "model.layers.0.mlp.gate_proj",
+                            "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"}));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(lin[static_cast<std::size_t>(i)].kind, LinearKind::kLinearAttention);
+    EXPECT_FALSE(lin[static_cast<std::size_t>(i)].input_site.has_value());
+  }
+  const LinearAttentionConfig& la = c.linear_attention;
+  EXPECT_EQ(lin[0].out, 2 * la.num_k_heads * la.head_k_dim + la.num_v_heads * la.head_v_dim);
+  EXPECT_EQ(lin[4].in, la.num_v_heads * la.head_v_dim);
+  const auto att = linear_modules(c, 2);
+  EXPECT_EQ(att[0].name, "model.layers.2.self_attn.q_proj");
+  EXPECT_EQ(att[0].out, 2 * c.q_dim());  // [query | gate] per head
+  EXPECT_EQ(att[3].in, c.q_dim());       // o_proj reads the gated query-sized output
+  const Checkpoint mm(model("qwen3_5_mm_bf16"));
+  const ModelConfig cm = load_model_config(mm);
+  EXPECT_EQ(linear_modules(cm, 0).front().name, "model.language_model.layers.0.linear_attn.in_proj_qkv");
+  EXPECT_EQ(cm.attention_module(1), "model.language_model.layers.1.self_attn");
 }
 
 TEST(LinearModules, QwenMoeRouterThenExperts) {

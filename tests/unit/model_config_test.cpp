@@ -224,6 +224,49 @@ TEST(ModelConfigFamilies, Qwen3MoeSparseLayersAndWindow) {
   EXPECT_NE(error_of(j).find("mlp_only_layers"), std::string::npos);
 }
 
+// Qwen3_5TextConfig: layer_types, else every full_attention_interval-th layer full (default 4);
+// partial_rotary_factor 0.25 when absent; the DeltaNet's linear_* sizes; the wrapper under text_config.
+TEST(ModelConfigFamilies, Qwen3_5LayerTypesIntervalAndDefaults) {
+  json j = base();
+  j["architectures"] = {"Qwen3_5ForCausalLM"};
+  j["num_hidden_layers"] = 8;
+  j["head_dim"] = 32;
+  j["linear_num_key_heads"] = 2;
+  j["linear_num_value_heads"] = 4;
+  j["linear_key_head_dim"] = 16;
+  j["linear_value_head_dim"] = 24;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_linear_attention, (std::vector<bool>{true, true, true, false, true, true, true, false}));
+  EXPECT_FALSE(c.has_kv_cache(0));
+  EXPECT_TRUE(c.has_kv_cache(3));
+  EXPECT_EQ(c.rope.partial_rotary_factor, 0.25);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), 8);
+  EXPECT_EQ(c.q_proj_rows(), 2 * c.q_dim());
+  EXPECT_EQ(c.linear_attention.conv_dim(), 2 * 32 + 96);
+  EXPECT_EQ(c.linear_attention.conv_kernel, 4);
+  for (int64_t l = 0; l < 8; ++l) EXPECT_EQ(c.window(l), std::nullopt);
+  j["full_attention_interval"] = 2;
+  EXPECT_EQ(parse_model_config(j, "c").layer_linear_attention,
+            (std::vector<bool>{true, false, true, false, true, false, true, false}));
+  j["layer_types"] = {"full_attention", "linear_attention", "full_attention", "full_attention",
+                      "linear_attention", "linear_attention", "full_attention", "linear_attention"};
+  EXPECT_EQ(parse_model_config(j, "c").layer_linear_attention,
+            (std::vector<bool>{false, true, false, false, true, true, false, true}));
+  j["layer_types"][0] = "sliding_attention";
+  EXPECT_NE(error_of(j).find("layer_types"), std::string::npos);
+  j.erase("layer_types");
+  j["linear_num_value_heads"] = 3;
+  EXPECT_NE(error_of(j).find("linear_num_value_heads"), std::string::npos);
+  j["linear_num_value_heads"] = 4;
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0}};
+  EXPECT_NE(error_of(j).find("rope_type"), std::string::npos);
+  json mm = {{"architectures", {"Qwen3_5ForConditionalGeneration"}}, {"text_config", base()}};
+  mm["text_config"]["num_hidden_layers"] = 4;
+  const ModelConfig w = parse_model_config(mm, "c");
+  EXPECT_EQ(w.weight_prefix, "model.language_model.");
+  EXPECT_EQ(w.layer_linear_attention, (std::vector<bool>{true, true, true, false}));
+}
+
 TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
   json j = base();
   j["architectures"] = {"MixtralForCausalLM"};

@@ -8,8 +8,9 @@ namespace ctcal::ct {
 
 bool is_attention_class_name(const std::string& t) {
   if (!t.ends_with("Attention") || t.size() == 9) return false;
+  // A Python identifier: letters, digits and underscores (Qwen3_5Attention, Qwen3_5MoeAttention).
   for (char ch : t)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) return false;
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') return false;
   return true;
 }
 

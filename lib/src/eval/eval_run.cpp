@@ -135,6 +135,10 @@ EvalRun load_quantized_run(const fs::path& dir) {
   const bool zp = !run.kv_args.symmetric;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerScales ls;
+    if (!c.has_kv_cache(l)) {  // a hybrid's linear-attention layer: no scales, nothing fake-quantized
+      run.scales.push_back(std::move(ls));
+      continue;
+    }
     const std::string m = c.attention_module(l);
     ls.sites[Site::kKey] = read_site(ck, m, Site::kKey, c.num_key_value_heads, zp);
     ls.sites[Site::kValue] = read_site(ck, m, Site::kValue, c.num_key_value_heads, zp);

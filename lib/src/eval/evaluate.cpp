@@ -365,6 +365,10 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
     const double nll = rt[r].nll / static_cast<double>(rt[r].tokens);
     json layers = json::array();
     for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+      if (!cfg.has_kv_cache(l)) {
+        layers.push_back({{"layer", l}, {"kv_cache", "linear attention: no KV cache"}});
+        continue;
+      }
       json e = {{"layer", l}, {"k_sqnr_db", quantizers[r]->sqnr_db(l, Site::kKey)},
                 {"v_sqnr_db", quantizers[r]->sqnr_db(l, Site::kValue)}};
       if (runs[r].query_args) e["q_sqnr_db"] = quantizers[r]->sqnr_db(l, Site::kQuery);

@@ -330,6 +330,11 @@ json inspect_checkpoint(const fs::path& path) {
     if (cfg && scheme.kv) {
       for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
         json entry = {{"layer", l}};
+        if (!cfg->has_kv_cache(l)) {  // a hybrid's linear-attention layer: no scales expected
+          entry["kv_cache"] = "linear attention: no KV cache";
+          layers.push_back(entry);
+          continue;
+        }
         // An attention module in `ignore` keeps an unquantized KV cache (vLLM:
         // --kv-cache-dtype-skip-layers): no scales expected.
         if (ignored_modules.count(cfg->attention_module(l))) {
@@ -415,7 +420,11 @@ json inspect_checkpoint(const fs::path& path) {
   facts.scheme = scheme;
   for (const auto& [name, _] : ck.where) facts.tensors.push_back(name);
   if (cfg && !dir.empty())
-    for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) facts.attention_modules.push_back(cfg->attention_module(l));
+    for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
+      if (!cfg->has_kv_cache(l)) continue;
+      facts.attention_modules.push_back(cfg->attention_module(l));
+      if (cfg->family->hybrid_linear_attention) facts.attention_layers.push_back(l);
+    }
   facts.ignored_attention_layers = skipped_layers;
   for (const auto& pr : p.list) facts.has_errors = facts.has_errors || pr["severity"] == "error";
   json vllm = vllm_verdict(facts);

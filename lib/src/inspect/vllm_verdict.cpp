@@ -233,7 +233,8 @@ json vllm_verdict(const VllmFacts& f) {
                                        s.q_group));
   if (is_hybrid(f.architecture))
     v["notes"].push_back("hybrid model: its attention layers are ordinary Attention layers in vLLM, and their scales "
-                         "load; linear-attention and Mamba layers have no KV cache");
+                         "load; linear-attention and Mamba layers have no KV cache (kv_layers lists the attention "
+                         "layers only, numbered by decoder layer as --kv-cache-dtype-skip-layers counts them)");
   v["notes"].push_back("--kv-cache-dtype fp8 is not needed: vLLM turns `auto` into fp8 when the checkpoint declares "
                        "a kv_cache_scheme (Attention.__init__)");
   v["notes"].push_back("a missing q/k/v scale becomes 1.0 with no warning (CompressedTensorsKVCacheMethod."
@@ -245,8 +246,9 @@ json vllm_verdict(const VllmFacts& f) {
   const bool per_layer = !f.attention_modules.empty() && v["loadable"].get<bool>() && !is_mla(f.architecture);
   auto layer_list = [&](bool with_flag) {
     json list = json::array();
-    for (int64_t l = 0; l < static_cast<int64_t>(f.attention_modules.size()); ++l) {
-      const std::string& m = f.attention_modules[l];
+    for (std::size_t i = 0; i < f.attention_modules.size(); ++i) {
+      const std::string& m = f.attention_modules[i];
+      const int64_t l = f.attention_layers.empty() ? static_cast<int64_t>(i) : f.attention_layers[i];
       const bool skip = with_flag && std::binary_search(skipped.begin(), skipped.end(), l);
       auto source = [&](char site) -> std::string {
         if (skip) return "unquantized";

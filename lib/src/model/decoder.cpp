@@ -25,6 +25,7 @@ void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
   fit(proj, c.hidden_size);
   fit(gate, c.intermediate_size);
   fit(up, c.intermediate_size);
+  if (c.family->attention_output_gate) fit(q_gate, c.q_proj_rows());
   // bf16 copy of whichever activation feeds the next projections (the widest is gate * up), or
   // of q, k, v for bf16 attention (run_layer grows it for those). Never touched in fp32 mode,
   // so never resident.

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 10>& families() {
-  static const std::array<FamilySpec, 10> table = [] {
+const std::array<FamilySpec, 12>& families() {
+  static const std::array<FamilySpec, 12> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -103,8 +103,31 @@ const std::array<FamilySpec, 10>& families() {
     gpt_oss.experts.router_bias = true;
     gpt_oss.act = MlpAct::kClampedSwiglu;
     gpt_oss.sliding = SlidingRule::kAlternate;
-    return std::array<FamilySpec, 10>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral,
-                                      gpt_oss};
+
+    // Qwen3.5 dense (modeling_qwen3_5.py): gated DeltaNet layers (linear_attn) and gated full
+    // attention (self_attn) by layer_types, Qwen3_5RMSNorm = x_hat * (1 + w) everywhere (input,
+    // post-attention, q/k and final norms; the DeltaNet's own RMSNormGated multiplies by w),
+    // partial rotary (half-split, 0.25 by default), q/k norms, dense SwiGLU MLP on every layer.
+    FamilySpec qwen3_5 = llama;
+    qwen3_5.architecture = "Qwen3_5ForCausalLM";
+    qwen3_5.attention_class = "Qwen3_5Attention";
+    qwen3_5.model_type = "qwen3_5_text";
+    qwen3_5.norm = NormKind::kRmsOnePlus;
+    qwen3_5.qk_norm = true;
+    qwen3_5.partial_rotary = true;
+    qwen3_5.default_partial_rotary_factor = 0.25;
+    qwen3_5.attention_output_gate = true;
+    qwen3_5.hybrid_linear_attention = true;
+
+    FamilySpec qwen3_5_mm = qwen3_5;  // the language model inside the vision-language wrapper
+    qwen3_5_mm.architecture = "Qwen3_5ForConditionalGeneration";
+    qwen3_5_mm.model_type = "qwen3_5";
+    qwen3_5_mm.text_config = true;
+    // transformers 5.17's save_pretrained (and the hub's Qwen3.5 checkpoints) write
+    // model.language_model.*; lm_head.weight stays at the top.
+    qwen3_5_mm.weight_prefix = "model.language_model.";
+    return std::array<FamilySpec, 12>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral,
+                                      gpt_oss, qwen3_5, qwen3_5_mm};
   }();
   return table;
 }

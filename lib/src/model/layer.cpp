@@ -5,7 +5,12 @@
 //        (MoE layers: the router's top-k experts' SwiGLU MLPs, weighted: model/moe.h)
 //
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
-// has the sandwich norms). Q, K, V are announced to the observer after RoPE (and R3), exactly
+// has the sandwich norms). Qwen3.5's gated attention splits q_proj's rows per head into [query |
+// gate] and multiplies the attention output by sigmoid(gate) before o_proj; its linear-attention
+// layers run the gated DeltaNet (model/gated_deltanet.h) instead of the attention block:
+//
+//   x += out_proj( deltanet( input_norm(x) ))        (no Q/K/V, no KV cache: nothing observed)
+// Q, K, V are announced to the observer after RoPE (and R3), exactly
 // where the KV cache stores them; every Linear input is announced once per shared input (one
 // place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
 // points of observation.h).
@@ -14,6 +19,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
 #include "ctcal/model/decoder.h"
+#include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/moe.h"
 #include "ctcal/model/rope.h"
 
@@ -36,6 +42,39 @@ void quantize_input(ActivationQuantizer* q, int64_t layer, Site site, Eigen::Ref
   if (!q || !q->quantizes(layer, site)) return;
   for (const auto& s : rows)
     q->apply(layer, site, x.data() + s.offset * x.outerStride(), s.length, 1, x.cols(), x.outerStride());
+}
+
+// Gated attention (Qwen3_5Attention): q_proj's output [n, heads, 2 head_dim] is per head [query |
+// gate]; the query half goes to q [n, heads, head_dim], the gate half to gate [n, heads, head_dim].
+void split_query_gate(const float* qg, int64_t n, int64_t heads, int64_t d, float* q, float* gate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* src = qg + (t * heads + h) * 2 * d;
+      std::copy(src, src + d, q + (t * heads + h) * d);
+      std::copy(src + d, src + 2 * d, gate + (t * heads + h) * d);
+    }
+}
+
+// attn *= sigmoid(gate), elementwise over [n, q_dim] (torch.sigmoid in fp32: 1 / (1 + exp(-g))).
+void apply_output_gate(Eigen::Ref<RowMatrix> attn, const float* gate) {
+  const int64_t cols = attn.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < attn.rows(); ++t)
+    for (int64_t i = 0; i < cols; ++i) attn(t, i) *= 1.0f / (1.0f + std::exp(-gate[t * cols + i]));
+}
+
+GatedDeltaNetShape deltanet_shape(const ModelConfig& c) {
+  const LinearAttentionConfig& la = c.linear_attention;
+  GatedDeltaNetShape s;
+  s.hidden = c.hidden_size;
+  s.num_k_heads = la.num_k_heads;
+  s.num_v_heads = la.num_v_heads;
+  s.head_k_dim = la.head_k_dim;
+  s.head_v_dim = la.head_v_dim;
+  s.conv_kernel = la.conv_kernel;
+  s.eps = c.rms_norm_eps;  // Qwen3_5GatedDeltaNet's RMSNormGated(eps=config.rms_norm_eps)
+  return s;
 }
 
 }  // namespace
@@ -72,73 +111,92 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     auto attn = scratch_.view(scratch_.attn, n, c.q_dim());          // [n, q_dim]
     auto proj = scratch_.view(scratch_.proj, n, c.hidden_size);      // [n, hidden]
 
-    // --- attention block ---
-    PhaseScope rows_phase(phases_, "norm+observe");
-    rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
-    announce_input(observer, layer, Site::kQkvInput, xn, rows);
-    quantize_input(opt.quantizer, layer, Site::kQkvInput, xn, rows);
-    rows_phase.stop();
-    {
-      PhaseScope phase(phases_, "qkv_proj");
-      ProjectionInput in(xn, scratch_.bf16.data());
-      linear(in, w.q, q);
-      linear(in, w.k, k);
-      linear(in, w.v, v);
-    }
-    PhaseScope rope_phase(phases_, "rope+observe");
-    if (fam.qk_norm) {
-      // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
-      Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
-      rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
-      rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
-    }
-    for (const auto& span : rows) {
-      const int64_t off = span.offset, len = span.length;
-      float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
-      float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
-      float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
-      const RopeTable& table = tables.for_length(len);
-      if (observer && observer->wants(layer, Site::kKeyPreRope))
-        observer->observe(layer, Site::kKeyPreRope, {ks, len, nkv, d, c.kv_dim()});
-      apply_rope(table, qs, len, nh, d, c.q_dim());
-      apply_rope(table, ks, len, nkv, d, c.kv_dim());
-      auto observe_qk = [&] {
-        if (want_q) observer->observe(layer, Site::kQuery, {qs, len, nh, d, c.q_dim()});
-        if (want_k) observer->observe(layer, Site::kKey, {ks, len, nkv, d, c.kv_dim()});
-      };
-      if (opt.observe_before_rotation) observe_qk();
-      if (opt.qk_rotation) {
-        rotate_heads(qs, len, nh, d, c.q_dim(), *opt.qk_rotation);
-        rotate_heads(ks, len, nkv, d, c.kv_dim(), *opt.qk_rotation);
+    if (c.is_linear_attention(layer)) {
+      // --- linear-attention block: the DeltaNet on the normed input, then the residual ---
+      CTCAL_ASSERT(w.linear_attn != nullptr, "a linear-attention layer's weights hold its mixer");
+      PhaseScope phase(phases_, "linear_attention");
+      rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+      gated_deltanet_forward(xn, rows, *w.linear_attn, deltanet_shape(c), proj, nullptr, &scratch_.deltanet);
+      add_into(x, proj);
+    } else {
+      // --- attention block ---
+      PhaseScope rows_phase(phases_, "norm+observe");
+      rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+      announce_input(observer, layer, Site::kQkvInput, xn, rows);
+      quantize_input(opt.quantizer, layer, Site::kQkvInput, xn, rows);
+      rows_phase.stop();
+      {
+        PhaseScope phase(phases_, "qkv_proj");
+        ProjectionInput in(xn, scratch_.bf16.data());
+        if (fam.attention_output_gate) {
+          auto qg = scratch_.view(scratch_.q_gate, n, c.q_proj_rows());  // [n, heads, 2 head_dim]: [query | gate]
+          linear(in, w.q, qg);
+          // the gate goes to the front of q_gate's own buffer (read after attention)
+          split_query_gate(qg.data(), n, nh, d, q.data(), attn.data());
+          std::copy(attn.data(), attn.data() + n * c.q_dim(), qg.data());  // gate: [n, q_dim] at q_gate's start
+        } else {
+          linear(in, w.q, q);
+        }
+        linear(in, w.k, k);
+        linear(in, w.v, v);
       }
-      if (!opt.observe_before_rotation) observe_qk();
-      if (want_v) observer->observe(layer, Site::kValue, {vs, len, nkv, d, c.kv_dim()});
-      if (ActivationQuantizer* fq = opt.quantizer) {
-        if (fq->quantizes(layer, Site::kQuery)) fq->apply(layer, Site::kQuery, qs, len, nh, d, c.q_dim());
-        if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, nkv, d, c.kv_dim());
-        if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
+      PhaseScope rope_phase(phases_, "rope+observe");
+      if (fam.qk_norm) {
+        // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
+        Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
+        rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
+        rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
       }
-    }
-    rope_phase.stop();
-    {
-      PhaseScope phase(phases_, "attention");
-      if (opt.bf16_attention)
-        causal_attention_bf16(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
-                              opt.attention_key_block, scratch_.bf16.data());
-      else
-        causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
-                         opt.attention_key_block);
-    }
-    announce_input(observer, layer, Site::kOProjInput, attn, rows);
-    quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);
-    {
-      PhaseScope phase(phases_, "o_proj");
-      ProjectionInput in(attn, scratch_.bf16.data());
-      linear(in, w.o, proj);
-    }
+      for (const auto& span : rows) {
+        const int64_t off = span.offset, len = span.length;
+        float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
+        float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
+        float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
+        const RopeTable& table = tables.for_length(len);
+        if (observer && observer->wants(layer, Site::kKeyPreRope))
+          observer->observe(layer, Site::kKeyPreRope, {ks, len, nkv, d, c.kv_dim()});
+        apply_rope(table, qs, len, nh, d, c.q_dim());
+        apply_rope(table, ks, len, nkv, d, c.kv_dim());
+        auto observe_qk = [&] {
+          if (want_q) observer->observe(layer, Site::kQuery, {qs, len, nh, d, c.q_dim()});
+          if (want_k) observer->observe(layer, Site::kKey, {ks, len, nkv, d, c.kv_dim()});
+        };
+        if (opt.observe_before_rotation) observe_qk();
+        if (opt.qk_rotation) {
+          rotate_heads(qs, len, nh, d, c.q_dim(), *opt.qk_rotation);
+          rotate_heads(ks, len, nkv, d, c.kv_dim(), *opt.qk_rotation);
+        }
+        if (!opt.observe_before_rotation) observe_qk();
+        if (want_v) observer->observe(layer, Site::kValue, {vs, len, nkv, d, c.kv_dim()});
+        if (ActivationQuantizer* fq = opt.quantizer) {
+          if (fq->quantizes(layer, Site::kQuery)) fq->apply(layer, Site::kQuery, qs, len, nh, d, c.q_dim());
+          if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, nkv, d, c.kv_dim());
+          if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
+        }
+      }
+      rope_phase.stop();
+      {
+        PhaseScope phase(phases_, "attention");
+        if (opt.bf16_attention)
+          causal_attention_bf16(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                                opt.attention_key_block, scratch_.bf16.data());
+        else
+          causal_attention(q.data(), k.data(), v.data(), attn.data(), rows, attention_shape, opt.attention_block,
+                           opt.attention_key_block);
+      }
+      if (fam.attention_output_gate) apply_output_gate(attn, scratch_.q_gate.data());  // gate [n, q_dim]
+      announce_input(observer, layer, Site::kOProjInput, attn, rows);
+      quantize_input(opt.quantizer, layer, Site::kOProjInput, attn, rows);
+      {
+        PhaseScope phase(phases_, "o_proj");
+        ProjectionInput in(attn, scratch_.bf16.data());
+        linear(in, w.o, proj);
+      }
+      PhaseScope attn_residual_phase(phases_, "norm+observe");
+      if (w.attn_out_norm.size() > 0) rms_norm_into(proj, w.attn_out_norm, c.rms_norm_eps, proj);
+      add_into(x, proj);
+    }  // attention block
     PhaseScope residual_phase(phases_, "norm+observe");
-    if (w.attn_out_norm.size() > 0) rms_norm_into(proj, w.attn_out_norm, c.rms_norm_eps, proj);
-    add_into(x, proj);
 
     // --- MLP block (skipped for the last layer during calibration) ---
     if (w.has_mlp && c.is_moe(layer)) {

@@ -8,6 +8,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/quantized_weight.h"
+#include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/gpt_oss_experts.h"
 #include "ctcal/model/linear_modules.h"
 
@@ -67,14 +68,24 @@ std::vector<int64_t> weight_shape(int64_t out, int64_t in, const RowPart& part) 
 
 // Every tensor of one layer that is not a Linear's (norms, per-head norms, sinks), named from the
 // family's table entry; the Linears are linear_modules'.
-std::vector<TensorSpec> layer_specs(const ModelConfig& c, bool with_mlp) {
+std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool with_mlp) {
   const int64_t h = c.hidden_size, d = c.head_dim;
   const FamilySpec& fam = *c.family;
   const NormNames& norm = fam.norms;
   const std::string attn = std::string(fam.attention.module) + ".";
   std::vector<TensorSpec> s = {{std::string(norm.input) + ".weight", {h}}};
-  if (fam.attention_sinks) s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
-  if (fam.qk_norm) {
+  if (c.is_linear_attention(layer)) {  // the DeltaNet's parameters (GatedDeltaNetWeights)
+    const LinearAttentionNames& n = fam.linear_attention;
+    const LinearAttentionConfig& la = c.linear_attention;
+    const std::string m = std::string(n.module) + ".";
+    s.push_back({m + std::string(n.conv1d) + ".weight", {la.conv_dim(), 1, la.conv_kernel}});
+    s.push_back({m + std::string(n.dt_bias), {la.num_v_heads}});
+    s.push_back({m + std::string(n.a_log), {la.num_v_heads}});
+    s.push_back({m + std::string(n.norm) + ".weight", {la.head_v_dim}});
+  } else if (fam.attention_sinks) {
+    s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
+  }
+  if (fam.qk_norm && !c.is_linear_attention(layer)) {
     s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {d}});
     s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {d}});
   }
@@ -265,7 +276,7 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
   if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = c.layer_prefix(l);
-    for (const auto& spec : layer_specs(c, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
+    for (const auto& spec : layer_specs(c, l, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);
     std::set<std::string> seen;  // fused experts: one tensor holds every expert's rows
     for (const LinearModule& m : linear_modules(c, l, true, expert_layout(ckpt, c, l))) {
       if (!seen.insert(m.weight_tensor()).second) continue;
@@ -309,10 +320,29 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     return name.empty() ? Vector() : read_norm(ckpt, c, p + std::string(name) + ".weight", h);
   };
   LayerWeights& w = *wp;
+  const bool linear_attention = c.is_linear_attention(layer);
   w.input_norm = read_norm(ckpt, c, p + std::string(norm.input) + ".weight", h);
-  w.q_norm = fam.qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", c.head_dim) : Vector();
-  w.k_norm = fam.qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", c.head_dim) : Vector();
+  const bool qk_norm = fam.qk_norm && !linear_attention;
+  w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", c.head_dim) : Vector();
+  w.k_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", c.head_dim) : Vector();
   w.sinks = fam.attention_sinks ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads) : Vector();
+  if (linear_attention) {
+    // A fresh mixer per layer (a copy of this LayerWeights may share the previous one); q/k/v/o
+    // of an earlier attention layer are dropped.
+    w.q = w.k = w.v = w.o = Linear();
+    auto la = std::make_shared<GatedDeltaNetWeights>();
+    const LinearAttentionNames& n = fam.linear_attention;
+    const LinearAttentionConfig& s = c.linear_attention;
+    const std::string m = p + std::string(n.module) + ".";
+    std::vector<float> conv = read_checked(ckpt, m + std::string(n.conv1d) + ".weight", {s.conv_dim(), 1, s.conv_kernel});
+    la->conv1d = Eigen::Map<RowMatrix>(conv.data(), s.conv_dim(), s.conv_kernel);  // [conv_dim, kernel]
+    la->dt_bias = read_vector(ckpt, m + std::string(n.dt_bias), s.num_v_heads);
+    la->A_log = read_vector(ckpt, m + std::string(n.a_log), s.num_v_heads);
+    la->norm = read_vector(ckpt, m + std::string(n.norm) + ".weight", s.head_v_dim);  // RMSNormGated: w as is
+    w.linear_attn = std::move(la);
+  } else {
+    w.linear_attn.reset();
+  }
   w.attn_out_norm = norm_or_empty(norm.attn_out);
   w.has_mlp = with_mlp;
   w.mlp_norm = with_mlp ? norm_or_empty(norm.mlp) : Vector();
@@ -329,8 +359,10 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     w.experts.down.resize(n);
   }
   for (const LinearModule& m : linear_modules(c, layer, with_mlp, expert_layout(ckpt, c, layer))) {
-    if (m.kind == LinearKind::kRouter)
-      read_module(ckpt, m, kReadF32, &w);  // fp32 always: routing decisions as in fp32
+    if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention)
+      // fp32 always: routing decisions as in fp32; the DeltaNet runs fp32 projections only
+      // (gated_deltanet.h), in --compute-dtype bf16 too
+      read_module(ckpt, m, kReadF32, &w);
     else
       read_module(ckpt, m, read_linear, &w);
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "ctcal/error.h"
+#include "ctcal/model/gated_deltanet.h"
 
 namespace ctcal {
 
@@ -32,7 +33,11 @@ void attention_modules(const ModelConfig& c, const std::string& p, std::vector<L
   const AttentionNames& n = c.family->attention;
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim();
   constexpr auto kA = LinearKind::kAttention;
-  if (!n.qkv.empty()) {
+  if (c.family->attention_output_gate) {  // q_proj [2 q_dim, hidden]: per head [query | gate] rows
+    out->push_back(module(join(p, n.module, n.q), kA, LinearRole::kQ, Site::kQkvInput, c.q_proj_rows(), h, c.qkv_bias));
+    out->push_back(module(join(p, n.module, n.k), kA, LinearRole::kK, Site::kQkvInput, kv, h, c.qkv_bias));
+    out->push_back(module(join(p, n.module, n.v), kA, LinearRole::kV, Site::kQkvInput, kv, h, c.qkv_bias));
+  } else if (!n.qkv.empty()) {
     LinearModule m = module(join(p, n.module, n.qkv), kA, LinearRole::kQkv, Site::kQkvInput, q + 2 * kv, h, false);
     m.parts = {q, kv, kv};  // rows q, then k, then v (Phi3Attention slices them so)
     out->push_back(std::move(m));
@@ -58,6 +63,19 @@ void dense_mlp_modules(const ModelConfig& c, const std::string& p, std::vector<L
     out->push_back(module(join(p, n.module, n.up), kM, LinearRole::kUp, Site::kGateUpInput, f, h, c.mlp_bias));
   }
   out->push_back(module(join(p, n.module, n.down), kM, LinearRole::kDown, Site::kDownInput, h, f, c.mlp_bias));
+}
+
+// A gated DeltaNet mixer's Linears (no biases), in GatedDeltaNetWeights' shapes.
+void linear_attention_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+  const LinearAttentionNames& n = c.family->linear_attention;
+  const LinearAttentionConfig& la = c.linear_attention;
+  const int64_t h = c.hidden_size;
+  constexpr auto kL = LinearKind::kLinearAttention;
+  out->push_back(module(join(p, n.module, n.in_proj_qkv), kL, LinearRole::kInProjQkv, std::nullopt, la.conv_dim(), h, false));
+  out->push_back(module(join(p, n.module, n.in_proj_z), kL, LinearRole::kInProjZ, std::nullopt, la.value_dim(), h, false));
+  out->push_back(module(join(p, n.module, n.in_proj_b), kL, LinearRole::kInProjB, std::nullopt, la.num_v_heads, h, false));
+  out->push_back(module(join(p, n.module, n.in_proj_a), kL, LinearRole::kInProjA, std::nullopt, la.num_v_heads, h, false));
+  out->push_back(module(join(p, n.module, n.out_proj), kL, LinearRole::kOutProj, std::nullopt, h, la.value_dim(), false));
 }
 
 // The router, then each expert's gate, up, down: each expert's gate/up read the tokens routed to
@@ -95,7 +113,7 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
 }  // namespace
 
 std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp) {
-  std::vector<LayerBlock> b = {LayerBlock::kAttention};
+  std::vector<LayerBlock> b = {c.is_linear_attention(layer) ? LayerBlock::kLinearAttention : LayerBlock::kAttention};
   if (with_mlp) b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
   return b;
 }
@@ -108,6 +126,7 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
       case LayerBlock::kAttention: attention_modules(c, p, &out); break;
       case LayerBlock::kDenseMlp: dense_mlp_modules(c, p, &out); break;
       case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
+      case LayerBlock::kLinearAttention: linear_attention_modules(c, p, &out); break;
     }
   return out;
 }
@@ -137,6 +156,11 @@ std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expe
     case LinearRole::kGateUp: return {&w->gate, &w->up};
     case LinearRole::kDown: return {&w->down};
     case LinearRole::kRouter: return {&w->experts.router};
+    case LinearRole::kInProjQkv: return {&w->linear_attn->in_proj_qkv};
+    case LinearRole::kInProjZ: return {&w->linear_attn->in_proj_z};
+    case LinearRole::kInProjB: return {&w->linear_attn->in_proj_b};
+    case LinearRole::kInProjA: return {&w->linear_attn->in_proj_a};
+    case LinearRole::kOutProj: return {&w->linear_attn->out_proj};
   }
   return {};
 }

@@ -90,7 +90,10 @@ void scan_heads(const Mamba2Config& c, const Vector& A_log, const Vector& D, con
     buf.m.resize(Lc, Lc);
     for (int64_t k = 0; k < nh; ++k) {
       for (int64_t i = 0; i < Lc; ++i) {
-        buf.decay.head(i + 1) = (buf.cum(k, i) - buf.cum.row(k).head(i + 1).array()).cast<float>().exp();
+        // Two statements: Eigen does not vectorise a double->float cast, and with it in the same
+        // expression the exp fell back to scalar expf (perf: 3 % of a Granite-shaped forward).
+        buf.decay.head(i + 1) = (buf.cum(k, i) - buf.cum.row(k).head(i + 1).array()).cast<float>();
+        buf.decay.head(i + 1) = buf.decay.head(i + 1).exp();
         buf.m.row(i).head(i + 1) = (buf.cb.row(i).head(i + 1).array() * buf.decay.head(i + 1)).matrix();
       }
       y.middleCols(k * P, P).noalias() = buf.m.triangularView<Eigen::Lower>() * buf.xdt.middleCols(k * P, P);

@@ -264,8 +264,10 @@ const FamilySpec& parse_family(const Reader& r) {
 std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers) {
   const json& j = r.j;
   std::vector<bool> sliding(static_cast<std::size_t>(layers), false);
-  // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer).
-  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers) {
+  // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer);
+  // hybrids' layer_types say linear or full attention (parse_linear_attention), never a window.
+  if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers &&
+      !f.hybrid_linear_attention) {
     const json& t = j["layer_types"];
     if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
       throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
@@ -290,6 +292,38 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
     sliding[static_cast<std::size_t>(l)] = s;
   }
   return sliding;
+}
+
+// Qwen3.5: `layer_types` ("linear_attention" / "full_attention"), else every
+// `full_attention_interval`-th layer (default 4) is full attention (Qwen3_5TextConfig.__post_init__),
+// and the DeltaNet's linear_* sizes (the config class's defaults when absent).
+void parse_linear_attention(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
+  c->layer_linear_attention.assign(layers, false);
+  if (r.present(j, "layer_types")) {
+    const json& t = j["layer_types"];
+    if (!t.is_array() || t.size() != layers)
+      throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
+    for (std::size_t i = 0; i < layers; ++i) {
+      if (t[i] == "linear_attention") c->layer_linear_attention[i] = true;
+      else if (t[i] != "full_attention")
+        throw r.fail("layer_types", fmt::format("layer {}: {} is not supported; expected \"linear_attention\" or "
+                                                "\"full_attention\"", i, t[i].dump()));
+    }
+  } else {
+    const int64_t interval = r.positive_int("full_attention_interval", 4);
+    for (std::size_t i = 0; i < layers; ++i) c->layer_linear_attention[i] = (static_cast<int64_t>(i) + 1) % interval != 0;
+  }
+  LinearAttentionConfig& la = c->linear_attention;
+  la.num_k_heads = r.positive_int("linear_num_key_heads", 16);
+  la.num_v_heads = r.positive_int("linear_num_value_heads", 32);
+  la.head_k_dim = r.positive_int("linear_key_head_dim", 128);
+  la.head_v_dim = r.positive_int("linear_value_head_dim", 128);
+  la.conv_kernel = r.positive_int("linear_conv_kernel_dim", 4);
+  if (la.num_v_heads % la.num_k_heads != 0)
+    throw r.fail("linear_num_value_heads", fmt::format("{} value heads are not a multiple of linear_num_key_heads ({})",
+                                                       la.num_v_heads, la.num_k_heads));
 }
 
 // Qwen3-MoE: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
@@ -411,7 +445,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     c.rope.partial_rotary_factor =
         r.number(rp, prefix, "partial_rotary_factor", r.present(j, "partial_rotary_factor")
                                                           ? std::optional<double>(j["partial_rotary_factor"].get<double>())
-                                                          : std::optional<double>(1.0));
+                                                          : std::optional<double>(family.default_partial_rotary_factor));
     const int64_t rd = c.rope.rotary_dim(c.head_dim);
     if (c.rope.partial_rotary_factor <= 0 || c.rope.partial_rotary_factor > 1 || rd % 2 != 0)
       throw r.fail(prefix + "partial_rotary_factor",
@@ -433,6 +467,16 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
       throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
   }
   if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
+  if (family.hybrid_linear_attention) {
+    parse_linear_attention(r, &c);
+    // Qwen3.5's text RoPE is multimodal (mrope_section): for text every position id of the three
+    // sections is the token's position, so it is the plain half-split RoPE over rotary_dim
+    // (Qwen3_5TextRotaryEmbedding.recomposition_frequencies picks equal frequencies). Only the
+    // default rope type exists there (its inv_freq comes from compute_default_rope_parameters).
+    if (c.rope.type != RopeType::kDefault)
+      throw r.fail("rope_parameters.rope_type", fmt::format("{} RoPE is not supported for {} (ctcal runs its default "
+                                                            "RoPE only)", rope_type_name(c.rope.type), family.architecture));
+  }
   for (const json* obj : {&j, &top})
     for (const char* key : {"dtype", "torch_dtype"}) {
       if (c.dtype || !r.present(*obj, key)) continue;

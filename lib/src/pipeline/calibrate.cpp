@@ -28,7 +28,7 @@ namespace {
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
-    for (Site s : plan.sites()) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
+    for (Site s : plan.sites(layer)) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
     // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
     // combine the same list).
     if (plan.model.is_moe(layer))
@@ -36,7 +36,7 @@ class LayerObservers : public ActivationObserver {
         auto& list = experts_[s];
         for (int64_t e = 0; e < plan.model.num_experts; ++e) list.push_back(std::make_unique<Observer>(plan.site_args(s), 1));
       }
-    if (plan.key_envelope) {
+    if (plan.key_envelope && plan.model.has_kv_cache(layer)) {
       envelope_ = true;
       half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim) / 2;
       // The bound after R3 when the keys are observed rotated (SpinQuant listed first).

@@ -25,6 +25,15 @@ std::vector<Site> CalibrationPlan::sites() const {
   return s;
 }
 
+std::vector<Site> CalibrationPlan::sites(int64_t l) const {
+  std::vector<Site> s = sites();
+  if (model.has_kv_cache(l)) return s;
+  std::erase_if(s, [](Site x) {
+    return x == Site::kQuery || x == Site::kKey || x == Site::kValue || x == Site::kQkvInput || x == Site::kOProjInput;
+  });
+  return s;
+}
+
 std::vector<Site> CalibrationPlan::expert_sites() const {
   std::vector<Site> s;
   for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
@@ -147,6 +156,19 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
     // MoE layer's MLP is its per-expert Linears and the router.
     const std::vector<LinearModule> modules = linear_modules(model, l);
     for (const LinearModule& m : modules) {
+      if (m.kind == LinearKind::kLinearAttention) {
+        // vLLM 0.34's Qwen3.5 (models/qwen3_5.py, Qwen3_5GatedDeltaNet) builds in_proj_qkvz / in_proj_ba /
+        // out_proj with the quant config, but the published FP8 checkpoints (Qwen/Qwen3.5-*-FP8,
+        // Qwen3-Next-80B-A3B-*-FP8) and llm-compressor's Qwen3-Next example (examples/quantization_w8a8_fp8/
+        // qwen3_next_example.py: ignore "re:.*linear_attn.*") keep the linear-attention projections
+        // unquantized; ctcal does the same.
+        for (const auto& g : q.linear_groups)
+          if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
+            throw RecipeError(fmt::format("{}: config group '{}' would quantize the linear-attention projection {}, "
+                                          "which ctcal keeps unquantized; add \"re:.*linear_attn.*\" to ignore, as "
+                                          "llm-compressor's Qwen3-Next FP8 example does", where, g.name, m.name));
+        continue;
+      }
       if (m.kind != LinearKind::kRouter) continue;
       // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
       // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
@@ -159,7 +181,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                         "examples do", where, g.name, m.name, suffix));
     }
     for (const LinearModule& m : modules) {
-      if (m.kind == LinearKind::kRouter) continue;
+      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention) continue;
       const Site site = *m.input_site;
       const auto group = ct::resolve_group({m.name, ct::kLinearClass}, group_targets, q.ignore);
       if (!group) continue;
@@ -223,6 +245,12 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
   if (const auto* q = recipe.quantization()) plan_linear(*q, model, recipe.source, &p);
   if (const SpinQuantSpec* sq = recipe.spinquant()) {
     const std::string where = recipe.source;
+    // R2/R3 write a transform per layer and rewrite every layer's v/o: not yet written for a
+    // hybrid's attention layers only, so refused rather than written wrong.
+    if (model.family->hybrid_linear_attention)
+      throw RecipeError(fmt::format("{}: SpinQuant rotations are not supported for {} (a hybrid: its "
+                                    "linear-attention layers have no self_attn to rotate); drop the SpinQuantModifier",
+                                    where, model.architecture));
     std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
     if (sq->explicit_config) {
       groups = sq->transform_config;

@@ -88,7 +88,9 @@ json build_quantization_config(const json& config, const CalibrationPlan& plan, 
   if (!qc.contains("format") || qc["format"].is_null()) qc["format"] = "dense";
   if (!qc.contains("global_compression_ratio")) qc["global_compression_ratio"] = nullptr;
   if (!qc.contains("ignore") || !qc["ignore"].is_array()) qc["ignore"] = json::array();
-  for (int64_t l : plan.kv_skip_layers) qc["ignore"].push_back(plan.model.attention_module(l));
+  // A layer without a KV cache (a hybrid's linear attention) has no attention module to ignore.
+  for (int64_t l : plan.kv_skip_layers)
+    if (plan.model.has_kv_cache(l)) qc["ignore"].push_back(plan.model.attention_module(l));
   qc["kv_cache_scheme"] = quant_args_to_json(plan.kv_args);
   qc["quant_method"] = "compressed-tensors";
   qc["quantization_status"] = "compressed";

@@ -17,7 +17,7 @@ inline constexpr const char* kKvCacheTarget = "re:.*(self_attn|attention)$";
 // The target SpinQuant's R3 scheme gives q_attn / k_cache.
 inline constexpr const char* kSelfAttnTarget = "re:.*self_attn$";
 
-// A class name such as "LlamaAttention": letters and digits ending in "Attention", not the bare word.
+// A class name such as "LlamaAttention": a Python identifier ending in "Attention", not the bare word.
 bool is_attention_class_name(const std::string& target);
 
 // `target` picks out the attention module as compressed-tensors' is_narrow_match does: it matches

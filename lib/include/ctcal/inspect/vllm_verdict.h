@@ -42,6 +42,10 @@ struct VllmFacts {
   // The attention module of each layer ("model.layers.3.self_attn"); empty when ctcal cannot read
   // the model's config, and then no per-layer verdict is given.
   std::vector<std::string> attention_modules;
+  // The decoder layer of each attention module when not every layer has one (a hybrid's
+  // full-attention layers: vLLM numbers --kv-cache-dtype-skip-layers by the decoder layer,
+  // extract_layer_index of "model.layers.{i}.self_attn.attn"); empty: attention_modules[l] is layer l.
+  std::vector<int64_t> attention_layers;
   std::vector<int64_t> ignored_attention_layers;  // layers whose attention module is in `ignore`
   bool has_errors = false;  // inspect found errors (the checkpoint's files disagree with its config)
 };

@@ -13,6 +13,7 @@
 
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/compute_device.h"
+#include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/layer_ops.h"
 #include "ctcal/model/layer_weights.h"
@@ -124,6 +125,8 @@ class Decoder {
   // Activation buffers reused across chunks and layers (one run_layer at a time per model).
   struct Scratch {
     UninitBuffer<float> xn, q, k, v, attn, proj, gate, up;
+    UninitBuffer<float> q_gate;  // [rows, 2 q_dim] gated attention's q_proj output (attention_output_gate)
+    GatedDeltaNetScratch deltanet;  // linear-attention layers' buffers
     UninitBuffer<uint16_t> bf16;  // bf16 mode only: the rounded input of the next projections
     int64_t rows = 0;
     void reserve(int64_t rows_needed, const ModelConfig& c);

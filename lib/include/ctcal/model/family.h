@@ -81,6 +81,18 @@ struct ExpertNames {
   bool router_bias = false;  // the router has a bias [E] (gpt-oss's GptOssTopKRouter)
 };
 
+// A gated DeltaNet linear-attention mixer (Qwen3.5's Qwen3_5GatedDeltaNet, model/gated_deltanet.h):
+// the module and its tensors, relative to the layer prefix.
+struct LinearAttentionNames {
+  std::string_view module = "linear_attn";
+  // Linears: in_proj_qkv [2 key_dim + value_dim, hidden], in_proj_z [value_dim, hidden],
+  // in_proj_b / in_proj_a [num_v_heads, hidden], out_proj [hidden, value_dim] (no biases).
+  std::string_view in_proj_qkv = "in_proj_qkv", in_proj_z = "in_proj_z", in_proj_b = "in_proj_b",
+                   in_proj_a = "in_proj_a", out_proj = "out_proj";
+  // Parameters: conv1d.weight [conv_dim, 1, kernel], dt_bias / A_log [num_v_heads], norm.weight [head_v_dim].
+  std::string_view conv1d = "conv1d", dt_bias = "dt_bias", a_log = "A_log", norm = "norm";
+};
+
 // The layer's norms [hidden]; an empty name: the family has none there.
 struct NormNames {
   std::string_view input = "input_layernorm";           // before attention
@@ -107,6 +119,15 @@ struct FamilySpec {
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
   bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
   bool partial_rotary = false;   // `partial_rotary_factor`: RoPE on the first part of each head (Phi-3)
+  // The config's `partial_rotary_factor` when it has none (Qwen3_5TextConfig's __post_init__: 0.25).
+  double default_partial_rotary_factor = 1.0;
+  // q_proj rows per head are [query (head_dim) | gate (head_dim)] and the attention output is
+  // multiplied by sigmoid(gate) before o_proj (Qwen3_5Attention).
+  bool attention_output_gate = false;
+  // Layers are gated DeltaNet linear attention or full attention by the config's `layer_types`
+  // ("linear_attention" / "full_attention"; else every `full_attention_interval`-th layer is full):
+  // Qwen3_5DecoderLayer. Linear-attention layers have no KV cache, hence no scales.
+  bool hybrid_linear_attention = false;
   MlpKind mlp = MlpKind::kDense;
   MoeKind moe_kind = MoeKind::kQwen;
   bool moe_norm_topk_always = false;  // Mixtral renormalises the top-k weights; Qwen: `norm_topk_prob`
@@ -120,6 +141,7 @@ struct FamilySpec {
   MlpNames mlp_names;
   ExpertNames experts;  // MlpKind::kMoe families
   NormNames norms;
+  LinearAttentionNames linear_attention;  // hybrid_linear_attention families
   SlidingRule sliding = SlidingRule::kNone;
 };
 

@@ -35,6 +35,8 @@ struct ExpertWeights {
                                        // (biases: gpt-oss only)
 };
 
+struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)
+
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
 // transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
 struct LayerWeights {
@@ -47,6 +49,9 @@ struct LayerWeights {
   Linear gate, up, down;      // dense MLP: gate/up: [intermediate, hidden], down: [hidden, intermediate]
   ExpertWeights experts;      // MoE layers (ModelConfig::is_moe) instead of gate/up/down
   Vector mlp_out_norm;        // [hidden] on the MLP output before the residual (Gemma 3), else empty
+  // A linear-attention layer's mixer instead of q/k/v/o (ModelConfig::is_linear_attention; null
+  // otherwise). Shared, not copied, when a LayerWeights is copied (nothing edits it).
+  std::shared_ptr<GatedDeltaNetWeights> linear_attn;
   bool has_mlp = false;       // false when calibration skips the last layer's MLP
 };
 

@@ -21,9 +21,12 @@ enum class LayerBlock {
   kAttention,  // self-attention: q/k/v (or fused qkv) and o (AttentionNames)
   kDenseMlp,   // the gated MLP: gate/up (or fused gate_up) and down (MlpNames)
   kMoe,        // a router and per-expert gate/up/down (ExpertNames)
+  // A gated DeltaNet mixer instead of attention (hybrids' linear-attention layers):
+  // in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj (LinearAttentionNames)
+  kLinearAttention,
 };
 
-// Layer `layer`'s blocks: attention, then its dense or MoE MLP (none when !with_mlp: calibration
+// Layer `layer`'s blocks: attention (or a linear-attention mixer), then its dense or MoE MLP (none when !with_mlp: calibration
 // skips the last layer's MLP unless an MLP input is observed).
 std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp = true);
 
@@ -32,10 +35,16 @@ enum class LinearKind {
   kMlp,        // a projection of the dense MLP
   kExpert,     // one expert's projection in a MoE block
   kRouter,     // a MoE block's router (ctcal never quantizes it: routing decisions)
+  // a projection of a linear-attention mixer: never quantized (vLLM's Qwen3.5 / Qwen3-Next FP8
+  // checkpoints keep linear_attn unquantized; see plan.cpp)
+  kLinearAttention,
 };
 
 // What a Linear computes: which LayerWeights projection(s) its rows fill (linear_parts).
-enum class LinearRole { kQ, kK, kV, kQkv, kO, kGate, kUp, kGateUp, kDown, kRouter };
+enum class LinearRole {
+  kQ, kK, kV, kQkv, kO, kGate, kUp, kGateUp, kDown, kRouter,
+  kInProjQkv, kInProjZ, kInProjB, kInProjA, kOutProj,  // GatedDeltaNetWeights' Linears
+};
 
 // How a MoE layer's experts are stored.
 enum class ExpertLayout {
@@ -48,7 +57,7 @@ struct LinearModule {
   std::string name;
   LinearKind kind = LinearKind::kAttention;
   LinearRole role = LinearRole::kQ;
-  std::optional<Site> input_site;  // the hook point showing its input (none for the router)
+  std::optional<Site> input_site;  // the hook point showing its input (none for the router and linear attention)
   int64_t out = 0, in = 0;         // its weight [out, in] (a fused one: all its parts' rows)
   bool bias = false;               // "<name>.bias" [out]
   int64_t expert = -1;             // kExpert: which expert

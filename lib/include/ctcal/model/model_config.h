@@ -36,6 +36,18 @@ struct RopeConfig {
   }
 };
 
+// A gated DeltaNet mixer's hyper-parameters (Qwen3_5TextConfig's linear_* keys; model/gated_deltanet.h).
+struct LinearAttentionConfig {
+  int64_t num_k_heads = 0;  // linear_num_key_heads
+  int64_t num_v_heads = 0;  // linear_num_value_heads (a multiple of num_k_heads)
+  int64_t head_k_dim = 0;   // linear_key_head_dim
+  int64_t head_v_dim = 0;   // linear_value_head_dim
+  int64_t conv_kernel = 0;  // linear_conv_kernel_dim
+  int64_t key_dim() const { return num_k_heads * head_k_dim; }
+  int64_t value_dim() const { return num_v_heads * head_v_dim; }
+  int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }  // in_proj_qkv rows
+};
+
 struct ModelConfig {
   std::string architecture;         // e.g. "Qwen3ForCausalLM" (one of model/family.h)
   const FamilySpec* family = nullptr;  // never null after parse_model_config
@@ -72,6 +84,16 @@ struct ModelConfig {
   std::vector<bool> layer_moe;  // [num_hidden_layers]
   double swiglu_limit = 7.0;    // gpt-oss's expert activation clamp (MlpAct::kClampedSwiglu)
   bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
+  // Hybrids (FamilySpec::hybrid_linear_attention): which layers are gated DeltaNet linear attention
+  // (no KV cache: no Q/K/V observed, no scales); empty for every other family.
+  std::vector<bool> layer_linear_attention;  // [num_hidden_layers]
+  LinearAttentionConfig linear_attention;
+  bool is_linear_attention(int64_t l) const {
+    return !layer_linear_attention.empty() && layer_linear_attention[static_cast<std::size_t>(l)];
+  }
+  bool has_kv_cache(int64_t l) const { return !is_linear_attention(l); }
+  // q_proj rows: q_dim, or 2 q_dim when each head's rows are [query | gate] (attention_output_gate).
+  int64_t q_proj_rows() const { return family && family->attention_output_gate ? 2 * q_dim() : q_dim(); }
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }  // k/v_proj rows

@@ -62,6 +62,9 @@ struct CalibrationPlan {
   // q/k/v scales written; served with vLLM's --kv-cache-dtype-skip-layers.
   std::vector<int64_t> kv_skip_layers;
   std::vector<Site> sites() const;           // observed per layer (one result each: LayerResult::sites)
+  // Those of layer `l`: a layer without a KV cache (a hybrid's linear attention) has no Q/K/V and
+  // no attention-block Linear inputs; its MLP inputs stay.
+  std::vector<Site> sites(int64_t l) const;
   std::vector<Site> expert_sites() const;    // observed per MoE layer and expert (LayerResult::experts)
   int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
   const QuantArgs& site_args(Site s) const;  // the args a site is observed with
