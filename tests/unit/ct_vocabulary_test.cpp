@@ -131,9 +131,9 @@ TEST(CtTransforms, ProjectionTargets) {
 }
 
 TEST(CtTensorNames, Names) {
-  EXPECT_EQ(ct::scale_name("model.layers.3.self_attn", Site::kKey), "model.layers.3.self_attn.k_scale");
-  EXPECT_EQ(ct::scale_name("model.layers.3.self_attn", Site::kQuery), "model.layers.3.self_attn.q_scale");
-  EXPECT_EQ(ct::zero_point_name("model.layers.3.self_attn", Site::kValue), "model.layers.3.self_attn.v_zero_point");
+  EXPECT_EQ(ct::scale_name("model.layers.3.self_attn", "k"), "model.layers.3.self_attn.k_scale");
+  EXPECT_EQ(ct::scale_name("model.layers.3.self_attn", "q"), "model.layers.3.self_attn.q_scale");
+  EXPECT_EQ(ct::zero_point_name("model.layers.3.self_attn", "v"), "model.layers.3.self_attn.v_zero_point");
   EXPECT_EQ(ct::weight_scale_name("model.layers.0.mlp.down_proj"), "model.layers.0.mlp.down_proj.weight_scale");
   EXPECT_EQ(ct::weight_zero_point_name("lm_head"), "lm_head.weight_zero_point");
   EXPECT_EQ(ct::input_scale_name("model.layers.0.mlp.down_proj"), "model.layers.0.mlp.down_proj.input_scale");

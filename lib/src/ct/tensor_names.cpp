@@ -4,11 +4,11 @@
 
 namespace ctcal::ct {
 
-std::string scale_name(const std::string& attention_module, Site site) {
-  return fmt::format("{}.{}_scale", attention_module, site_name(site));
+std::string scale_name(const std::string& attention_module, std::string_view cache) {
+  return fmt::format("{}.{}_scale", attention_module, cache);
 }
-std::string zero_point_name(const std::string& attention_module, Site site) {
-  return fmt::format("{}.{}_zero_point", attention_module, site_name(site));
+std::string zero_point_name(const std::string& attention_module, std::string_view cache) {
+  return fmt::format("{}.{}_zero_point", attention_module, cache);
 }
 
 std::string weight_scale_name(const std::string& module) { return module + ".weight_scale"; }

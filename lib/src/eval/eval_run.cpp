@@ -22,7 +22,7 @@ namespace {
 
 SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site, int64_t heads, bool want_zp) {
   SiteScales s;
-  const std::string name = ct::scale_name(module, site);
+  const std::string name = ct::scale_name(module, site_name(site));
   if (!ck.has(name))
     throw InputError(fmt::format("{}: tensor '{}' is missing; the quantization_config asks for it",
                                  ck.dir().string(), name));
@@ -35,7 +35,7 @@ SiteScales read_site(const Checkpoint& ck, const std::string& module, Site site,
     if (!(v > 0) || !std::isfinite(v))
       throw InputError(fmt::format("{}: tensor '{}' holds {}; expected positive finite scales",
                                    ck.dir().string(), name, v));
-  const std::string zp = ct::zero_point_name(module, site);
+  const std::string zp = ct::zero_point_name(module, site_name(site));
   s.zero_point.assign(s.scale.size(), 0.0);
   if (want_zp && ck.has(zp)) {
     const TensorInfo& z = ck.info(zp);

@@ -18,6 +18,7 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/io/safetensors.h"
 #include "ctcal/model/model_config.h"
+#include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
@@ -345,7 +346,7 @@ json inspect_checkpoint(const fs::path& path) {
         }
         for (Site site : {Site::kQuery, Site::kKey, Site::kValue}) {
           const QuantArgs* a = site == Site::kQuery ? (scheme.q ? &*scheme.q : nullptr) : &*scheme.kv;
-          const std::string name = ct::scale_name(cfg->attention_module(l), site);
+          const std::string name = ct::scale_name(cfg->attention_module(l), site_name(site));
           if (!a) {
             if (ck.info(name)) p.add("warning", "extra_scale", fmt::format("{} exists but the config quantizes no queries", name), name, l);
             continue;
@@ -354,7 +355,7 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "missing_scale", fmt::format("{} is missing: vLLM falls back to scale 1.0 for this layer", name), name, l);
             continue;
           }
-          json e = site_entry(ck, name, ct::zero_point_name(cfg->attention_module(l), site));
+          json e = site_entry(ck, name, ct::zero_point_name(cfg->attention_module(l), site_name(site)));
           const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->num_key_value_heads;
           const std::vector<int64_t> want = *a->strategy == Strategy::kAttnHead ? std::vector<int64_t>{heads, 1, 1} : std::vector<int64_t>{1};
           if (e["shape"].get<std::vector<int64_t>>() != want)
@@ -364,7 +365,7 @@ json inspect_checkpoint(const fs::path& path) {
             p.add("error", "scale_dtype", fmt::format("{} has dtype {}; expected a float dtype", name, e["dtype"].get<std::string>()), name, l);
           check_values(e, name, l, &p);
           if (!a->symmetric && !e.contains("zero_point"))
-            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", ct::zero_point_name(cfg->attention_module(l), site)), ct::zero_point_name(cfg->attention_module(l), site), l);
+            p.add("error", "missing_zero_point", fmt::format("{} is missing for asymmetric args", ct::zero_point_name(cfg->attention_module(l), site_name(site))), ct::zero_point_name(cfg->attention_module(l), site_name(site)), l);
           entry[std::string(site_name(site))] = e;
         }
         layers.push_back(entry);

@@ -49,8 +49,8 @@ std::vector<Found> find_all(const Checkpoint& in, const ModelConfig& model) {
   for (int64_t l = 0; l < model.num_hidden_layers; ++l) {
     const std::string module = model.attention_module(l);
     for (Site s : {Site::kQuery, Site::kKey, Site::kValue}) {
-      if (in.has(ct::scale_name(module, s))) out.push_back({ct::scale_name(module, s), l, {s}, false, false});
-      if (in.has(ct::zero_point_name(module, s))) out.push_back({ct::zero_point_name(module, s), l, {s}, true, false});
+      if (in.has(ct::scale_name(module, site_name(s)))) out.push_back({ct::scale_name(module, site_name(s)), l, {s}, false, false});
+      if (in.has(ct::zero_point_name(module, site_name(s)))) out.push_back({ct::zero_point_name(module, site_name(s)), l, {s}, true, false});
     }
     for (const auto& spelling : legacy_spellings()) {
       const std::string name = module + "." + spelling.suffix;
@@ -138,7 +138,7 @@ ExistingScales match_existing_scales(const Checkpoint& in, const CalibrationPlan
     std::string canonical;  // a new tensor of the same role, when one is written
     bool replaced = false;
     for (Site s : f.sites) {
-      const std::string n = f.zero_point ? ct::zero_point_name(module, s) : ct::scale_name(module, s);
+      const std::string n = f.zero_point ? ct::zero_point_name(module, site_name(s)) : ct::scale_name(module, site_name(s));
       if (!written.count(n)) continue;
       canonical = n;
       // The canonical name is the old value when the input has both; the first legacy name otherwise.

@@ -48,11 +48,11 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
         continue;  // left unquantized: in `ignore`, no scales
       const auto shape = scale_shape(plan, s.site);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
-      out[ct::scale_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(scale, shape, plan.storage);
+      out[ct::scale_name(plan.model.attention_module(layer.layer), site_name(s.site))] = make_blob_f32(scale, shape, plan.storage);
       if (plan.write_zero_points) {
         const QuantArgs& a = s.site == Site::kQuery ? *plan.query_args : plan.kv_args;
         std::vector<float> zp(s.qparams.zero_point.begin(), s.qparams.zero_point.end());
-        out[ct::zero_point_name(plan.model.attention_module(layer.layer), s.site)] = make_blob_f32(zp, shape, *a.zp_dtype);
+        out[ct::zero_point_name(plan.model.attention_module(layer.layer), site_name(s.site))] = make_blob_f32(zp, shape, *a.zp_dtype);
       }
     }
   // FP8 Linear layers with static inputs: `<module>.input_scale` [1], the shared input's scale.
