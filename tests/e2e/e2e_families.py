@@ -42,6 +42,10 @@ CASES = {
     # hybrids: scales on the full-attention layers only (golden "layers" null elsewhere)
     "qwen3_5_text_fp32": ("Qwen3_5Attention", "model."),
     "qwen3_5_mm_bf16": ("Qwen3_5Attention", "model.language_model."),
+    "qwen3_5_moe_text_fp32": ("Qwen3_5MoeAttention", "model."),
+    "qwen3_5_moe_mm_bf16": ("Qwen3_5MoeAttention", "model.language_model."),
+    "qwen3_next_fp32": ("Qwen3NextAttention", "model."),
+    "qwen3_next_sparse_step_bf16": ("Qwen3NextAttention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -347,6 +347,7 @@ class LinearInputs : public ActivationObserver {
   void observe(int64_t layer, Site site, const HeadsView& v) override {
     ++count[{layer, site}];
     width[site] = v.head_dim;
+    layer_width[{layer, site}] = v.head_dim;
     double a = 0;
     for (int64_t t = 0; t < v.seq; ++t)
       for (int64_t d = 0; d < v.head_dim; ++d) a = std::max(a, static_cast<double>(std::fabs(v.at(t, 0, d))));
@@ -354,6 +355,7 @@ class LinearInputs : public ActivationObserver {
   }
   std::map<std::pair<int64_t, Site>, int> count;
   std::map<Site, int64_t> width;
+  std::map<std::pair<int64_t, Site>, int64_t> layer_width;
   double absmax = 0;
 };
 
@@ -365,24 +367,25 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
   for (const auto& ids : samples_) with.push_back(model.forward(ids, &obs, {}));
   without = run(&none, {});
   for (std::size_t s = 0; s < with.size(); ++s) EXPECT_EQ(with[s], without[s]);  // bit for bit
-  bool dense = false;
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    // MoE layers announce the router's (= every expert's) input; per-expert down_proj inputs are
-    // not hook points yet.
-    dense = dense || !cfg_.is_moe(l);
+    // MoE layers announce the router's (= every expert's and the shared expert's) input; their
+    // kDownInput is the shared expert's down_proj input (Qwen3-Next, Qwen3.5-MoE), none without one
+    // (the experts' own come through observe_expert).
+    const bool shared = cfg_.is_moe(l) && cfg_.family->moe_shared_expert;
     for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput}) {
       // Linear-attention layers' projections are never quantized (plan.cpp): no attention-block inputs.
-      const bool no_input = (site == Site::kDownInput && cfg_.is_moe(l)) ||
+      const bool no_input = (site == Site::kDownInput && cfg_.is_moe(l) && !shared) ||
                         (!cfg_.has_kv_cache(l) && (site == Site::kQkvInput || site == Site::kOProjInput));
       EXPECT_EQ((obs.count[{l, site}]), no_input ? 0 : static_cast<int>(samples_.size())) << l << " " << site_name(site);
+    }
+    if (obs.layer_width.count({l, Site::kDownInput})) {
+      EXPECT_EQ((obs.layer_width[{l, Site::kDownInput}]),
+                shared ? cfg_.shared_expert_intermediate_size : cfg_.intermediate_size) << l;
     }
   }
   EXPECT_EQ(obs.width[Site::kQkvInput], cfg_.hidden_size);
   EXPECT_EQ(obs.width[Site::kOProjInput], cfg_.q_dim());
   EXPECT_EQ(obs.width[Site::kGateUpInput], cfg_.hidden_size);
-  if (dense) {
-    EXPECT_EQ(obs.width[Site::kDownInput], cfg_.intermediate_size);
-  }
   // MoE layers: every token reaches num_experts_per_tok experts, each of which announces it.
   int64_t tokens = 0;
   for (const auto& s : samples_) tokens += static_cast<int64_t>(s.size());
@@ -446,8 +449,20 @@ s_stage:
   } catch (const RecipeError& e) {
     EXPECT_NE(std::string(e.what()).find("linear_attn"), std::string::npos) << e.what();
   }
-  const CalibrationPlan ok =
-      make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ", \"re:.*linear_attn.*\""), "fp8.yaml"), cfg_, DType::kF32);
+  std::string ignore = ", \"re:.*linear_attn.*\"";
+  if (cfg_.family->moe_shared_expert) {
+    // Qwen3-Next / Qwen3.5-MoE: the router is refused as for Qwen3-MoE, and so is the shared
+    // expert's gate (vLLM never quantizes it) until ignored, as llm-compressor's Qwen3-Next example does.
+    ignore += ", \"re:.*mlp.gate$\"";
+    try {
+      make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ignore), "fp8.yaml"), cfg_, DType::kF32);
+      ADD_FAILURE() << "FP8 on shared_expert_gate was planned";
+    } catch (const RecipeError& e) {
+      EXPECT_NE(std::string(e.what()).find("shared_expert_gate"), std::string::npos) << e.what();
+    }
+    ignore += ", \"re:.*mlp.shared_expert_gate$\"";
+  }
+  const CalibrationPlan ok = make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ignore), "fp8.yaml"), cfg_, DType::kF32);
   for (const LinearQuantPlan& lp : ok.linear) EXPECT_TRUE(cfg_.has_kv_cache(lp.layer) || lp.module.find(".mlp.") != std::string::npos) << lp.module;
   EXPECT_FALSE(ok.linear.empty());
 }

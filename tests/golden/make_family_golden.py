@@ -183,10 +183,65 @@ CASES = [
           image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97,
           tie_word_embeddings=False),
      torch.bfloat16, "v5"),
+    # Qwen3.5-MoE (issue 28): Qwen3.5's layers with Qwen3_5MoeSparseMoeBlock on every layer (softmax
+    # top-2 of 6, always renormalised; a shared expert of width 24 gated by sigmoid(shared_expert_gate)).
+    # Full attention at layers 2 and 4 after linear ones; experts per expert as save_pretrained writes them.
+    ("qwen3_5_moe_text_fp32", "qwen3_5_moe_text",
+     dict(hidden_size=48, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts=6,
+          num_experts_per_tok=2, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False, linear_num_key_heads=2,
+          linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=24, linear_conv_kernel_dim=4,
+          layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention",
+                       "full_attention"],
+          rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                           "mrope_section": [2, 1, 1], "mrope_interleaved": True}),
+     torch.float32, "v5"),
+    # The multimodal wrapper (Qwen3_5MoeForConditionalGeneration: model.language_model.*, text_config),
+    # bf16, full_attention_interval 2 (layers 1 and 3), experts in transformers 5's fused 3-D layout.
+    ("qwen3_5_moe_mm_bf16", "qwen3_5_moe",
+     dict(text_config=dict(hidden_size=64, moe_intermediate_size=24, shared_expert_intermediate_size=32,
+                           num_experts=4, num_experts_per_tok=2, num_hidden_layers=4, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=32, vocab_size=100, max_position_embeddings=256,
+                           linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=16,
+                           linear_value_head_dim=16, linear_conv_kernel_dim=3, full_attention_interval=2,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                            "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
+                                            "mrope_interleaved": True}),
+          vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4,
+                             spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+                             num_position_embeddings=16),
+          image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97,
+          tie_word_embeddings=False),
+     torch.bfloat16, "fused_experts"),
+    # Qwen3-Next (issue 28): the DeltaNet's in-projections fused per key head (in_proj_qkvz, in_proj_ba;
+    # 2 key heads serving 4 value heads), a dense Qwen3NextMLP on layer 1 (mlp_only_layers), sparse MoE
+    # with shared expert elsewhere, top-k not renormalised; full attention at layers 2 and 4.
+    ("qwen3_next_fp32", "qwen3_next",
+     dict(hidden_size=48, intermediate_size=40, moe_intermediate_size=16, shared_expert_intermediate_size=24,
+          num_experts=6, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1],
+          num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96,
+          max_position_embeddings=256, tie_word_embeddings=False, linear_num_key_heads=2, linear_num_value_heads=4,
+          linear_key_head_dim=16, linear_value_head_dim=24, linear_conv_kernel_dim=4,
+          layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention",
+                       "full_attention"],
+          rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25}),
+     torch.float32, "v5"),
+    # bf16, decoder_sparse_step 2 (MoE on layers 1 and 3, dense 0 and 2), norm_topk_prob by default
+    # (true), one key head serving 3 value heads, full_attention_interval 2.
+    ("qwen3_next_sparse_step_bf16", "qwen3_next",
+     dict(hidden_size=64, intermediate_size=48, moe_intermediate_size=24, shared_expert_intermediate_size=32,
+          num_experts=4, num_experts_per_tok=2, decoder_sparse_step=2, num_hidden_layers=4, num_attention_heads=2,
+          num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=256, tie_word_embeddings=True,
+          linear_num_key_heads=1, linear_num_value_heads=3, linear_key_head_dim=16, linear_value_head_dim=16,
+          linear_conv_kernel_dim=4, full_attention_interval=2,
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+     torch.bfloat16, "v5"),
 ]
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
-CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100]}
+CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
+                       "qwen3_5_moe_text_fp32": [70, 133], "qwen3_5_moe_mm_bf16": [67, 100],
+                       "qwen3_next_fp32": [70, 133], "qwen3_next_sparse_step_bf16": [67, 100]}
 
 
 def sylvester(n):
@@ -201,6 +256,21 @@ def text_model(model):
     """The decoder stack (model.model, or model.model.language_model for Gemma3ForConditionalGeneration)."""
     inner = model.model
     return inner.language_model if hasattr(inner, "language_model") else inner
+
+
+def spike_moe(layer):
+    """Decisive routing (no near-ties between fp32 and fp64 logits) and, for Qwen3-Next / Qwen3.5-MoE,
+    a shared-expert gate sigmoid(w x) that varies per token (init N(0, 0.02) keeps it at ~0.5).
+    Returns the router module (or None)."""
+    router = getattr(layer.mlp, "gate", None) or getattr(layer.mlp, "router", None)
+    if router is not None and not isinstance(router, torch.nn.Linear):
+        router.weight.mul_(20.0)
+    else:
+        router = None
+    shared_gate = getattr(layer.mlp, "shared_expert_gate", None)
+    if shared_gate is not None:
+        shared_gate.weight.mul_(50.0)
+    return router
 
 
 def spike_weights(model, seed, one_plus):
@@ -222,6 +292,7 @@ def spike_weights(model, seed, one_plus):
                 for name in ("input_layernorm", "post_attention_layernorm"):
                     w = getattr(layer, name).weight
                     w.copy_(center + 0.2 * torch.randn(w.shape, generator=g))
+                spike_moe(layer)
                 continue
             if hasattr(a, "qkv_proj"):  # Phi-3: q, k, v rows of one fused weight
                 w = a.qkv_proj.weight
@@ -236,11 +307,9 @@ def spike_weights(model, seed, one_plus):
             for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
                 k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
             v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
-            router = getattr(layer.mlp, "gate", None) or getattr(layer.mlp, "router", None)
-            if router is not None and not isinstance(router, torch.nn.Linear):
-                router.weight.mul_(20.0)  # decisive routing: no near-ties between fp32 and fp64 logits
-                if getattr(router, "bias", None) is not None:
-                    router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
+            router = spike_moe(layer)
+            if router is not None and getattr(router, "bias", None) is not None:
+                router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
             if hasattr(a, "sinks"):  # gpt-oss: sinks that matter (init is N(0, 0.02))
                 a.sinks.copy_(1.5 * torch.randn(a.sinks.shape, generator=g))
             ex = getattr(layer.mlp, "experts", None)
@@ -359,7 +428,7 @@ def reference(model_dir, samples):
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
-    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss"))
+    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next"))
     extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()
@@ -425,9 +494,10 @@ def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
     torch.manual_seed(seed)
     cfg = AutoConfig.for_model(model_type, **kwargs)
     wrappers = {"gemma3": transformers.Gemma3ForConditionalGeneration,
-                "qwen3_5": transformers.Qwen3_5ForConditionalGeneration}
+                "qwen3_5": transformers.Qwen3_5ForConditionalGeneration,
+                "qwen3_5_moe": transformers.Qwen3_5MoeForConditionalGeneration}
     model = wrappers[model_type](cfg) if model_type in wrappers else AutoModelForCausalLM.from_config(cfg)
-    spike_weights(model, seed, one_plus=model_type.startswith(("gemma3", "qwen3_5")))
+    spike_weights(model, seed, one_plus=model_type.startswith(("gemma3", "qwen3_5", "qwen3_next")))
     packed = mxfp4_experts(model, seed) if spelling == "mxfp4" else None
     model = model.to(dtype)
     d = os.path.join(out_dir, "models", name)

@@ -148,6 +148,76 @@ TEST(LinearModules, Qwen3_5LinearAndGatedAttentionLayers) {
   EXPECT_EQ(cm.attention_module(1), "model.language_model.layers.1.self_attn");
 }
 
+// Qwen3.5-MoE (Qwen3_5MoeSparseMoeBlock, vLLM's qwen3_5.py / qwen3_next.py): every layer's MLP is
+// mlp.gate (router), mlp.experts.{e}.{gate,up,down}_proj (or the fused experts.gate_up_proj /
+// down_proj), mlp.shared_expert.{gate,up,down}_proj (Linears on the block's input, like a dense MLP)
+// and mlp.shared_expert_gate [1, hidden] (never quantized, like the router).
+TEST(LinearModules, Qwen3_5MoeRouterExpertsSharedExpertAndItsGate) {
+  const Checkpoint ck(model("qwen3_5_moe_text_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  ASSERT_TRUE(c.is_linear_attention(0));
+  EXPECT_EQ(layer_blocks(c, 0), (std::vector<LayerBlock>{LayerBlock::kLinearAttention, LayerBlock::kMoe}));
+  EXPECT_EQ(layer_blocks(c, 2), (std::vector<LayerBlock>{LayerBlock::kAttention, LayerBlock::kMoe}));
+  ASSERT_EQ(expert_layout(ck, c, 0), ExpertLayout::kPerExpert);
+  const auto m = linear_modules(c, 0);
+  const std::size_t e = static_cast<std::size_t>(c.num_experts);
+  ASSERT_EQ(m.size(), 5 + 1 + 3 * e + 4);
+  EXPECT_EQ(m[5].name, "model.layers.0.mlp.gate");
+  EXPECT_EQ(m[6].name, "model.layers.0.mlp.experts.0.gate_proj");
+  const std::size_t s = 6 + 3 * e;  // after the router and the experts
+  EXPECT_EQ(names(std::vector<LinearModule>(m.begin() + static_cast<std::ptrdiff_t>(s), m.end())),
+            (std::vector<std::string>{"model.layers.0.mlp.shared_expert.gate_proj", "model.layers.0.mlp.shared_expert.up_proj",
+                                      "model.layers.0.mlp.shared_expert.down_proj", "model.layers.0.mlp.shared_expert_gate"}));
+  EXPECT_EQ(m[s].kind, LinearKind::kMlp);
+  EXPECT_EQ(m[s].role, LinearRole::kGate);
+  EXPECT_TRUE(m[s].input_site == Site::kGateUpInput);
+  EXPECT_EQ(m[s].out, c.shared_expert_intermediate_size);
+  EXPECT_TRUE(m[s + 2].input_site == Site::kDownInput);
+  EXPECT_EQ(m[s + 2].in, c.shared_expert_intermediate_size);
+  EXPECT_EQ(m[s + 3].kind, LinearKind::kRouter);
+  EXPECT_EQ(m[s + 3].role, LinearRole::kSharedExpertGate);
+  EXPECT_EQ(m[s + 3].out, 1);
+  LayerWeights w;
+  EXPECT_EQ(linear_parts(&w, LinearRole::kSharedExpertGate), (std::vector<Linear*>{&w.experts.shared_gate}));
+  EXPECT_EQ(linear_parts(&w, LinearRole::kGate), (std::vector<Linear*>{&w.gate}));
+  // The wrapper, experts fused: the shared expert keeps its Linears.
+  const Checkpoint mm(model("qwen3_5_moe_mm_bf16"));
+  const ModelConfig cm = load_model_config(mm);
+  ASSERT_EQ(expert_layout(mm, cm, 0), ExpertLayout::kFused);
+  const auto f = linear_modules(cm, 0, true, ExpertLayout::kFused);
+  EXPECT_EQ(f[6].weight_tensor(), "model.language_model.layers.0.mlp.experts.gate_up_proj");
+  EXPECT_EQ(f.back().name, "model.language_model.layers.0.mlp.shared_expert_gate");
+  EXPECT_EQ(f[f.size() - 2].weight_tensor(), "model.language_model.layers.0.mlp.shared_expert.down_proj.weight");
+}
+
+// Qwen3-Next (Qwen3NextGatedDeltaNet, vLLM's qwen3_next.py): the DeltaNet's in-projections are the
+// fused in_proj_qkvz [2 key_dim + 2 value_dim, hidden] and in_proj_ba [2 num_v_heads, hidden]; no
+// projection holds their interleaved rows as a block (the loader splits them). Layer 1 is a dense
+// Qwen3NextMLP (mlp_only_layers).
+TEST(LinearModules, Qwen3NextFusedInProjectionsAndDenseLayers) {
+  const Checkpoint ck(model("qwen3_next_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  const LinearAttentionConfig& la = c.linear_attention;
+  const auto m = linear_modules(c, 1);
+  EXPECT_EQ(names(m), (std::vector<std::string>{
+                          "model.layers.1.linear_attn.in_proj_qkvz", "model.layers.1.linear_attn.in_proj_ba",
+                          "model.layers.1.linear_attn.out_proj", "model.layers.1.mlp.gate_proj",
+                          "model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj"}));
+  EXPECT_EQ(m[0].out, 2 * la.key_dim() + 2 * la.value_dim());
+  EXPECT_EQ(m[1].out, 2 * la.num_v_heads);
+  EXPECT_EQ(m[0].role, LinearRole::kInProjQkvz);
+  EXPECT_EQ(m[0].kind, LinearKind::kLinearAttention);
+  EXPECT_EQ(m[3].out, c.intermediate_size);
+  LayerWeights w;
+  EXPECT_TRUE(linear_parts(&w, LinearRole::kInProjQkvz).empty());
+  EXPECT_TRUE(linear_parts(&w, LinearRole::kInProjBa).empty());
+  const auto moe = linear_modules(c, 2);
+  EXPECT_EQ(moe[0].name, "model.layers.2.self_attn.q_proj");
+  EXPECT_EQ(moe[0].out, 2 * c.q_dim());
+  EXPECT_EQ(moe.back().name, "model.layers.2.mlp.shared_expert_gate");
+  EXPECT_EQ(c.attention_module(2), "model.layers.2.self_attn");
+}
+
 TEST(LinearModules, QwenMoeRouterThenExperts) {
   const Checkpoint ck(model("qwen3_moe_fp32"));
   const ModelConfig c = load_model_config(ck);

@@ -267,6 +267,82 @@ TEST(ModelConfigFamilies, Qwen3_5LayerTypesIntervalAndDefaults) {
   EXPECT_EQ(w.layer_linear_attention, (std::vector<bool>{true, true, true, false}));
 }
 
+// Qwen3.5-MoE (Qwen3_5MoeTextConfig): every layer sparse whatever decoder_sparse_step /
+// mlp_only_layers say (the config class deletes them), top-k always renormalised, no dense
+// intermediate_size, a shared expert (default width 512); the wrapper reads text_config.
+TEST(ModelConfigFamilies, Qwen3_5MoeEveryLayerSparseWithASharedExpert) {
+  json j = base();
+  j.erase("intermediate_size");
+  j["architectures"] = {"Qwen3_5MoeForCausalLM"};
+  j["num_hidden_layers"] = 4;
+  j["num_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 16;
+  j["norm_topk_prob"] = false;  // not read: Qwen3VLMoeTextTopKRouter always renormalises
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {0};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.family->attention_class, "Qwen3_5MoeAttention");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, true, true, true}));
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.intermediate_size, 0);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 512);
+  EXPECT_EQ(c.mlp_scratch_width(), 512);
+  EXPECT_EQ(c.layer_linear_attention, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(c.rope.partial_rotary_factor, 0.25);
+  EXPECT_EQ(c.q_proj_rows(), 2 * c.q_dim());
+  j["shared_expert_intermediate_size"] = 24;
+  EXPECT_EQ(parse_model_config(j, "c").shared_expert_intermediate_size, 24);
+  j["shared_expert_intermediate_size"] = 0;
+  EXPECT_NE(error_of(j).find("shared_expert_intermediate_size"), std::string::npos);
+  j["shared_expert_intermediate_size"] = 24;
+  json mm = {{"architectures", {"Qwen3_5MoeForConditionalGeneration"}}, {"text_config", j}};
+  mm["text_config"].erase("architectures");
+  const ModelConfig w = parse_model_config(mm, "c");
+  EXPECT_EQ(w.weight_prefix, "model.language_model.");
+  EXPECT_EQ(w.attention_module(3), "model.language_model.layers.3.self_attn");
+  EXPECT_EQ(w.layer_moe, (std::vector<bool>{true, true, true, true}));
+  // by model_type when architectures is absent
+  json t = j;
+  t.erase("architectures");
+  t["model_type"] = "qwen3_5_moe_text";
+  EXPECT_EQ(parse_model_config(t, "c").architecture, "Qwen3_5MoeForCausalLM");
+}
+
+// Qwen3-Next (Qwen3NextConfig): dense Qwen3NextMLP layers by mlp_only_layers / decoder_sparse_step,
+// norm_topk_prob true unless the config says otherwise, Qwen3.5's hybrid layers and gated attention,
+// the DeltaNet's fused in-projections; RoPE other than the default is refused by name.
+TEST(ModelConfigFamilies, Qwen3NextDenseLayersAndNormTopkDefault) {
+  json j = base();
+  j["architectures"] = {"Qwen3NextForCausalLM"};
+  j["num_hidden_layers"] = 4;
+  j["num_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 16;
+  j["shared_expert_intermediate_size"] = 24;
+  j["mlp_only_layers"] = {1};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.family->attention_class, "Qwen3NextAttention");
+  EXPECT_TRUE(c.family->linear_attention.fused());
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, false, true, true}));
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.intermediate_size, 96);
+  EXPECT_EQ(c.mlp_scratch_width(), 96);
+  EXPECT_EQ(c.layer_linear_attention, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(c.q_proj_rows(), 2 * c.q_dim());
+  j["norm_topk_prob"] = false;
+  j["decoder_sparse_step"] = 2;
+  j.erase("mlp_only_layers");
+  c = parse_model_config(j, "c");
+  EXPECT_FALSE(c.norm_topk_prob);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, true, false, true}));
+  j.erase("intermediate_size");  // Qwen3-Next's dense layers need it
+  EXPECT_NE(error_of(j).find("intermediate_size"), std::string::npos);
+  j["intermediate_size"] = 96;
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0}};
+  EXPECT_NE(error_of(j).find("linear RoPE is not supported for Qwen3NextForCausalLM"), std::string::npos);
+}
+
 TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
   json j = base();
   j["architectures"] = {"MixtralForCausalLM"};

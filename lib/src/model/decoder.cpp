@@ -23,13 +23,13 @@ void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
   fit(v, c.kv_dim());
   fit(attn, c.q_dim());
   fit(proj, c.hidden_size);
-  fit(gate, c.intermediate_size);
-  fit(up, c.intermediate_size);
+  fit(gate, c.mlp_scratch_width());  // the dense MLP's or the shared expert's intermediate
+  fit(up, c.mlp_scratch_width());
   if (c.family->attention_output_gate) fit(q_gate, c.q_proj_rows());
   // bf16 copy of whichever activation feeds the next projections (the widest is gate * up), or
   // of q, k, v for bf16 attention (run_layer grows it for those). Never touched in fp32 mode,
   // so never resident.
-  bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
+  bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.mlp_scratch_width()}));
 }
 
 Decoder::Decoder(const Checkpoint& ckpt, ModelConfig cfg) : ckpt_(ckpt), cfg_(std::move(cfg)) {

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 12>& families() {
-  static const std::array<FamilySpec, 12> table = [] {
+const std::array<FamilySpec, 15>& families() {
+  static const std::array<FamilySpec, 15> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -126,8 +126,46 @@ const std::array<FamilySpec, 12>& families() {
     // transformers 5.17's save_pretrained (and the hub's Qwen3.5 checkpoints) write
     // model.language_model.*; lm_head.weight stays at the top.
     qwen3_5_mm.weight_prefix = "model.language_model.";
-    return std::array<FamilySpec, 12>{llama, mistral, qwen2, qwen3, gemma3, gemma3_mm, phi3, qwen3_moe, mixtral,
-                                      gpt_oss, qwen3_5, qwen3_5_mm};
+
+    // Qwen3.5-MoE (modeling_qwen3_5_moe.py): Qwen3.5's layers (Qwen3_5MoeGatedDeltaNet = Qwen3.5's,
+    // Qwen3_5MoeAttention = Qwen3NextAttention: the same [query | gate] q_proj, (1 + w) norms) with
+    // Qwen3_5MoeSparseMoeBlock on every layer: softmax router whose top-k weights are always
+    // renormalised (Qwen3VLMoeTextTopKRouter), SwiGLU experts, and a shared expert gated by
+    // sigmoid(shared_expert_gate(x)). save_pretrained writes the experts per expert
+    // (mlp.experts.{e}.gate_proj); the fused 3-D layout is read too.
+    FamilySpec qwen3_5_moe = qwen3_5;
+    qwen3_5_moe.architecture = "Qwen3_5MoeForCausalLM";
+    qwen3_5_moe.attention_class = "Qwen3_5MoeAttention";
+    qwen3_5_moe.model_type = "qwen3_5_moe_text";
+    qwen3_5_moe.mlp = MlpKind::kMoe;
+    qwen3_5_moe.moe_norm_topk_always = true;
+    qwen3_5_moe.moe_every_layer = true;
+    qwen3_5_moe.moe_shared_expert = true;
+
+    FamilySpec qwen3_5_moe_mm = qwen3_5_moe;  // the language model inside the vision-language wrapper
+    qwen3_5_moe_mm.architecture = "Qwen3_5MoeForConditionalGeneration";
+    qwen3_5_moe_mm.model_type = "qwen3_5_moe";
+    qwen3_5_moe_mm.text_config = true;
+    qwen3_5_moe_mm.weight_prefix = "model.language_model.";
+
+    // Qwen3-Next (modeling_qwen3_next.py): Qwen3.5-MoE's layers with the DeltaNet's in-projections
+    // fused per key head (in_proj_qkvz, in_proj_ba: Qwen3NextGatedDeltaNet.fix_query_key_value_ordering),
+    // the plain RoPE of any type (Qwen3NextRotaryEmbedding; ctcal runs the default one), `norm_topk_prob`
+    // (default true) and dense Qwen3NextMLP layers by `mlp_only_layers` / `decoder_sparse_step`.
+    // Qwen3NextAttention's q_proj is Qwen3.5's [query | gate] per head (view(..., -1, 2 head_dim),
+    // chunk(2)); Qwen3NextRMSNorm is (1 + w), Qwen3NextRMSNormGated w.
+    FamilySpec qwen3_next = qwen3_5_moe;
+    qwen3_next.architecture = "Qwen3NextForCausalLM";
+    qwen3_next.attention_class = "Qwen3NextAttention";
+    qwen3_next.model_type = "qwen3_next";
+    qwen3_next.moe_norm_topk_always = false;
+    qwen3_next.moe_norm_topk_default = true;
+    qwen3_next.moe_every_layer = false;
+    qwen3_next.linear_attention.in_proj_qkvz = "in_proj_qkvz";
+    qwen3_next.linear_attention.in_proj_ba = "in_proj_ba";
+    return std::array<FamilySpec, 15>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+                                      phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
+                                      qwen3_5_moe, qwen3_5_moe_mm, qwen3_next};
   }();
   return table;
 }

@@ -2,7 +2,8 @@
 //
 //   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
 //   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
-//        (MoE layers: the router's top-k experts' SwiGLU MLPs, weighted: model/moe.h)
+//        (MoE layers: the router's top-k experts' SwiGLU MLPs, weighted: model/moe.h; Qwen3-Next and
+//        Qwen3.5-MoE add a shared expert times sigmoid(shared_expert_gate(xn)))
 //
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
 // has the sandwich norms). Qwen3.5's gated attention splits q_proj's rows per head into [query |
@@ -15,6 +16,7 @@
 // place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
 // points of observation.h).
 #include <algorithm>
+#include <cmath>
 
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
@@ -205,6 +207,35 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       residual_phase.stop();
       PhaseScope phase(phases_, "moe");
       moe_mlp_into(w.experts, c, xn, proj, observer, layer);  // announces each expert's inputs
+      if (fam.moe_shared_expert) {
+        // Qwen3NextSparseMoeBlock: proj = experts + sigmoid(shared_expert_gate(xn)) * shared_expert(xn).
+        // The gate reads the unquantized input (vLLM builds it without a quant config); the shared
+        // expert's gate/up_proj read it fake-quantized in FP8 eval, so xn is quantized after the
+        // router, the experts and the gate have read it.
+        const int64_t fs = c.shared_expert_intermediate_size;
+        RowMatrix gate_logit;  // [n, 1] shared_expert_gate(xn), fp32
+        linear(xn, w.experts.shared_gate, &gate_logit);
+        quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
+        auto gate = scratch_.view(scratch_.gate, n, fs);  // [n, shared_expert_intermediate]
+        auto up = scratch_.view(scratch_.up, n, fs);      // [n, shared_expert_intermediate]
+        {
+          ProjectionInput in(xn, scratch_.bf16.data());
+          linear(in, w.gate, gate);
+          linear(in, w.up, up);
+        }
+        gated_act_into(fam.act, gate, up);
+        announce_input(observer, layer, Site::kDownInput, gate, rows);
+        quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
+        {
+          ProjectionInput in(gate, scratch_.bf16.data());
+          linear(in, w.down, xn);  // xn [n, hidden] is free now: the shared expert's output
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < n; ++t) {  // F.sigmoid in fp32, then expert_output + shared_expert_output
+          const float s = 1.0f / (1.0f + std::exp(-gate_logit(t, 0)));
+          proj.row(t) += s * xn.row(t);
+        }
+      }
       add_into(x, proj);
     } else if (w.has_mlp) {
       auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]

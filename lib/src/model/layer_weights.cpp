@@ -358,13 +358,30 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     w.experts.up.resize(n);
     w.experts.down.resize(n);
   }
+  // Qwen3-Next's fused in-projections, fp32, until split below: qkvz [2 key_dim + 2 value_dim, hidden],
+  // ba [2 num_v_heads, hidden]
+  Linear qkvz, ba;
   for (const LinearModule& m : linear_modules(c, layer, with_mlp, expert_layout(ckpt, c, layer))) {
-    if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention)
+    if (m.role == LinearRole::kInProjQkvz || m.role == LinearRole::kInProjBa)
+      kReadF32(ckpt, m.name, m.out, m.in, false, m.role == LinearRole::kInProjQkvz ? &qkvz : &ba);
+    else if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention)
       // fp32 always: routing decisions as in fp32; the DeltaNet runs fp32 projections only
       // (gated_deltanet.h), in --compute-dtype bf16 too
       read_module(ckpt, m, kReadF32, &w);
     else
       read_module(ckpt, m, read_linear, &w);
+  }
+  if (linear_attention && fam.linear_attention.fused()) {
+    // Qwen3NextGatedDeltaNet.fix_query_key_value_ordering as a row permutation (exact).
+    const LinearAttentionConfig& s = c.linear_attention;
+    GatedDeltaNetShape shape;
+    shape.hidden = h;
+    shape.num_k_heads = s.num_k_heads;
+    shape.num_v_heads = s.num_v_heads;
+    shape.head_k_dim = s.head_k_dim;
+    shape.head_v_dim = s.head_v_dim;
+    shape.conv_kernel = s.conv_kernel;
+    split_qwen3_next_in_proj(qkvz.w, ba.w, shape, w.linear_attn.get());
   }
   if (moe && fam.moe_kind == MoeKind::kGptOss)
     load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);

@@ -71,6 +71,14 @@ void linear_attention_modules(const ModelConfig& c, const std::string& p, std::v
   const LinearAttentionConfig& la = c.linear_attention;
   const int64_t h = c.hidden_size;
   constexpr auto kL = LinearKind::kLinearAttention;
+  if (n.fused()) {  // Qwen3-Next: in_proj_qkvz [2 key_dim + 2 value_dim, hidden], in_proj_ba [2 num_v_heads, hidden]
+    out->push_back(module(join(p, n.module, n.in_proj_qkvz), kL, LinearRole::kInProjQkvz, std::nullopt,
+                          la.conv_dim() + la.value_dim(), h, false));
+    out->push_back(module(join(p, n.module, n.in_proj_ba), kL, LinearRole::kInProjBa, std::nullopt, 2 * la.num_v_heads, h,
+                          false));
+    out->push_back(module(join(p, n.module, n.out_proj), kL, LinearRole::kOutProj, std::nullopt, h, la.value_dim(), false));
+    return;
+  }
   out->push_back(module(join(p, n.module, n.in_proj_qkv), kL, LinearRole::kInProjQkv, std::nullopt, la.conv_dim(), h, false));
   out->push_back(module(join(p, n.module, n.in_proj_z), kL, LinearRole::kInProjZ, std::nullopt, la.value_dim(), h, false));
   out->push_back(module(join(p, n.module, n.in_proj_b), kL, LinearRole::kInProjB, std::nullopt, la.num_v_heads, h, false));
@@ -108,6 +116,18 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
       m.expert = e;
       out->push_back(std::move(m));
     }
+  if (!c.family->moe_shared_expert) return;
+  // Qwen3NextSparseMoeBlock: shared_expert (a Qwen3NextMLP of width shared_expert_intermediate_size,
+  // on the block's input) and shared_expert_gate [1, hidden]; plain Linears in both expert layouts.
+  const MlpNames& mlp = c.family->mlp_names;
+  const std::string shared = fmt::format("{}{}.{}", p, block, n.shared_expert);
+  const int64_t fs = c.shared_expert_intermediate_size;
+  constexpr auto kM = LinearKind::kMlp;
+  out->push_back(module(fmt::format("{}.{}", shared, mlp.gate), kM, LinearRole::kGate, Site::kGateUpInput, fs, h, false));
+  out->push_back(module(fmt::format("{}.{}", shared, mlp.up), kM, LinearRole::kUp, Site::kGateUpInput, fs, h, false));
+  out->push_back(module(fmt::format("{}.{}", shared, mlp.down), kM, LinearRole::kDown, Site::kDownInput, h, fs, false));
+  out->push_back(module(join(p, block, n.shared_expert_gate), LinearKind::kRouter, LinearRole::kSharedExpertGate,
+                        std::nullopt, 1, h, false));
 }
 
 }  // namespace
@@ -161,6 +181,9 @@ std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expe
     case LinearRole::kInProjB: return {&w->linear_attn->in_proj_b};
     case LinearRole::kInProjA: return {&w->linear_attn->in_proj_a};
     case LinearRole::kOutProj: return {&w->linear_attn->out_proj};
+    case LinearRole::kInProjQkvz:
+    case LinearRole::kInProjBa: return {};  // rows interleaved per key head: the loader splits them
+    case LinearRole::kSharedExpertGate: return {&w->experts.shared_gate};
   }
   return {};
 }

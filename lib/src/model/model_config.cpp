@@ -326,8 +326,9 @@ void parse_linear_attention(const Reader& r, ModelConfig* c) {
                                                        la.num_v_heads, la.num_k_heads));
 }
 
-// Qwen3-MoE: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
-// mlp_only_layers. Mixtral: num_local_experts, experts of width intermediate_size, always
+// Qwen3-MoE and Qwen3-Next: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
+// mlp_only_layers (Qwen3-Next: shared_expert_intermediate_size). Qwen3.5-MoE: the same on every
+// layer, top-k always renormalised, no dense layers. Mixtral: num_local_experts, experts of width intermediate_size, always
 // renormalised, every layer sparse.
 void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   const json& j = r.j;
@@ -356,9 +357,11 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   if (c->num_experts_per_tok > c->num_experts)
     throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
   c->moe_intermediate_size = mixtral ? c->intermediate_size : r.positive_int("moe_intermediate_size", 768);
-  c->norm_topk_prob = f.moe_norm_topk_always || r.boolean("norm_topk_prob", false);
+  c->norm_topk_prob = f.moe_norm_topk_always || r.boolean("norm_topk_prob", f.moe_norm_topk_default);
   c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
-  if (!mixtral) {
+  if (f.moe_shared_expert)  // Qwen3NextConfig / Qwen3_5MoeTextConfig default 512
+    c->shared_expert_intermediate_size = r.positive_int("shared_expert_intermediate_size", 512);
+  if (!mixtral && !f.moe_every_layer) {
     const int64_t step = r.positive_int("decoder_sparse_step", 1);
     for (int64_t l = 0; l < c->num_hidden_layers; ++l) c->layer_moe[static_cast<std::size_t>(l)] = (l + 1) % step == 0;
     if (r.present(j, "mlp_only_layers")) {
@@ -397,7 +400,9 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     throw r.fail(act_key, fmt::format("expected \"{}\", got {}", act_want, j[act_key].dump()));
   c.vocab_size = r.positive_int("vocab_size");
   c.hidden_size = r.positive_int("hidden_size");
-  c.intermediate_size = r.positive_int("intermediate_size");
+  // Qwen3.5-MoE has no dense MLP and no intermediate_size (Qwen3_5MoeTextConfig deletes it); one
+  // that is there anyway is never used (0: no dense layer reads it).
+  c.intermediate_size = family.moe_every_layer && !r.present(j, "intermediate_size") ? 0 : r.positive_int("intermediate_size");
   c.num_hidden_layers = r.positive_int("num_hidden_layers");
   c.num_attention_heads = r.positive_int("num_attention_heads");
   c.num_key_value_heads = r.positive_int("num_key_value_heads", c.num_attention_heads);
@@ -473,6 +478,8 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     // sections is the token's position, so it is the plain half-split RoPE over rotary_dim
     // (Qwen3_5TextRotaryEmbedding.recomposition_frequencies picks equal frequencies). Only the
     // default rope type exists there (its inv_freq comes from compute_default_rope_parameters).
+    // Qwen3-Next's Qwen3NextRotaryEmbedding would take any rope type, but the golden data of the
+    // hybrids covers the default one only (the one Qwen3-Next's published configs use): refused.
     if (c.rope.type != RopeType::kDefault)
       throw r.fail("rope_parameters.rope_type", fmt::format("{} RoPE is not supported for {} (ctcal runs its default "
                                                             "RoPE only)", rope_type_name(c.rope.type), family.architecture));

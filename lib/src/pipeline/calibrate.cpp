@@ -112,19 +112,22 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   MemoryEstimate m;
   m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
   // MoE: the widest MLP is every expert's (plus the router); one layer of them is resident.
+  // (+ the shared expert and its gate: Qwen3-Next, Qwen3.5-MoE).
+  const double shared = static_cast<double>(c.shared_expert_intermediate_size);
   const double moe = c.family->mlp == MlpKind::kMoe
-                         ? static_cast<double>(c.num_experts) * (3 * h * static_cast<double>(c.moe_intermediate_size) + h)
+                         ? static_cast<double>(c.num_experts) * (3 * h * static_cast<double>(c.moe_intermediate_size) + h) +
+                               (shared > 0 ? 3 * h * shared + h : 0.0)
                          : 0.0;
   m.layer_bytes = 4.0 * (h * (q + 2 * kv) + q * h + std::max(3 * h * f, moe) + 2 * h);
   // xn, q, k, v, attn, proj, gate, up (Decoder's scratch), plus one [hidden] row per token
   // that is no longer allocated (the residual used to be copied per chunk; it is now updated in
   // place): kept so that --max-memory picks the chunk sizes it was measured with; the model
   // overestimates by 4 * hidden bytes per chunk token.
-  m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * f + h);
+  m.per_token_bytes = 4.0 * (h + q + 2 * kv + q + h + 2 * std::max(f, shared) + h);
   // bf16 mode: the bf16 copy of the widest projection input, or of attention's q, k, v (which
   // reuse that buffer). (Its layer weights are packed bf16, half of layer_bytes, except with R2,
   // which rotates in fp32 first: layer_bytes stays fp32.)
-  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f, q + 2 * kv});
+  if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f, shared, q + 2 * kv});
   // MoE: one expert's gathered rows, its gate/up/down outputs (at most every token), the router logits.
   if (c.family->mlp == MlpKind::kMoe)
     m.per_token_bytes += 4.0 * (2 * h + 2 * static_cast<double>(c.moe_intermediate_size) + static_cast<double>(c.num_experts));

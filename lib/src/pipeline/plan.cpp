@@ -172,13 +172,16 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
       if (m.kind != LinearKind::kRouter) continue;
       // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
       // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
-      // "re:.*block_sparse_moe.gate" for Mixtral).
+      // "re:.*block_sparse_moe.gate" for Mixtral). The same for Qwen3-Next's shared_expert_gate,
+      // which vLLM 0.34 builds without a quant config (models/qwen3_next.py:205-211) and the
+      // Qwen3-Next / Qwen3.5 FP8 examples ignore ("re:.*mlp.shared_expert_gate$").
       const std::string suffix = m.name.substr(model.layer_prefix(l).size());
+      const char* what = m.role == LinearRole::kSharedExpertGate ? "shared-expert gate" : "MoE router";
       for (const auto& g : q.linear_groups)
         if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
-          throw RecipeError(fmt::format("{}: config group '{}' would quantize the MoE router {}, which ctcal keeps "
+          throw RecipeError(fmt::format("{}: config group '{}' would quantize the {} {}, which ctcal keeps "
                                         "unquantized; add \"re:.*{}$\" to ignore, as llm-compressor's MoE "
-                                        "examples do", where, g.name, m.name, suffix));
+                                        "examples do", where, g.name, what, m.name, suffix));
     }
     for (const LinearModule& m : modules) {
       if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention) continue;

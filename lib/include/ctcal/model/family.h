@@ -79,6 +79,10 @@ struct ExpertNames {
   std::string_view fused_block = "mlp", fused_router = "gate";
   std::string_view fused_gate_up = "experts.gate_up_proj", fused_down = "experts.down_proj";
   bool router_bias = false;  // the router has a bias [E] (gpt-oss's GptOssTopKRouter)
+  // FamilySpec::moe_shared_expert: "<block>.<shared_expert>.{gate,up,down}_proj" (a SwiGLU MLP of
+  // width shared_expert_intermediate_size, the MlpNames' projection names) and its gate
+  // "<block>.<shared_expert_gate>" [1, hidden], in both layouts (Qwen3NextSparseMoeBlock).
+  std::string_view shared_expert = "shared_expert", shared_expert_gate = "shared_expert_gate";
 };
 
 // A gated DeltaNet linear-attention mixer (Qwen3.5's Qwen3_5GatedDeltaNet, model/gated_deltanet.h):
@@ -91,6 +95,11 @@ struct LinearAttentionNames {
                    in_proj_a = "in_proj_a", out_proj = "out_proj";
   // Parameters: conv1d.weight [conv_dim, 1, kernel], dt_bias / A_log [num_v_heads], norm.weight [head_v_dim].
   std::string_view conv1d = "conv1d", dt_bias = "dt_bias", a_log = "A_log", norm = "norm";
+  // Qwen3-Next (Qwen3NextGatedDeltaNet) stores the four in-projections fused, interleaved per key
+  // head: in_proj_qkvz [2 key_dim + 2 value_dim, hidden] and in_proj_ba [2 num_v_heads, hidden]
+  // (model/gated_deltanet.h, qwen3_next_in_proj_rows). Non-empty: this layout instead of the four.
+  std::string_view in_proj_qkvz, in_proj_ba;
+  bool fused() const { return !in_proj_qkvz.empty(); }
 };
 
 // The layer's norms [hidden]; an empty name: the family has none there.
@@ -131,6 +140,13 @@ struct FamilySpec {
   MlpKind mlp = MlpKind::kDense;
   MoeKind moe_kind = MoeKind::kQwen;
   bool moe_norm_topk_always = false;  // Mixtral renormalises the top-k weights; Qwen: `norm_topk_prob`
+  bool moe_norm_topk_default = false;  // `norm_topk_prob` when config.json omits it (Qwen3NextConfig: true)
+  // Every layer's MLP is the sparse MoE block: no `decoder_sparse_step` / `mlp_only_layers`, no
+  // dense `intermediate_size` (Qwen3_5MoeTextConfig deletes them; Qwen3_5MoeDecoderLayer).
+  bool moe_every_layer = false;
+  // The MoE block adds a shared expert gated per token: out = experts(x) + sigmoid(shared_expert_gate(x))
+  // * shared_expert(x) (Qwen3NextSparseMoeBlock, Qwen3_5MoeSparseMoeBlock; names in ExpertNames).
+  bool moe_shared_expert = false;
   // Before "layers.{i}.", "embed_tokens" and "norm" in tensor names, as save_pretrained writes
   // them; `alt_weight_prefix` is the other layout hub checkpoints of the family use (empty: none).
   std::string_view weight_prefix = "model.";

@@ -33,6 +33,9 @@ struct ExpertWeights {
   Linear router;                       // [num_experts, hidden] (+ [num_experts] bias: gpt-oss); always fp32 (routing decisions)
   std::vector<Linear> gate, up, down;  // [num_experts] x gate/up: [moe_intermediate, hidden], down: [hidden, moe_intermediate]
                                        // (biases: gpt-oss only)
+  // Qwen3-Next / Qwen3.5-MoE: shared_expert_gate [1, hidden], always fp32 (a gating decision); the
+  // shared expert itself is LayerWeights::gate/up/down. Empty for other families.
+  Linear shared_gate;
 };
 
 struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)
@@ -46,7 +49,9 @@ struct LayerWeights {
   Vector sinks;               // [heads] attention sink logits (gpt-oss), else empty
   Vector attn_out_norm;       // [hidden] on the attention output before the residual (Gemma 3), else empty
   Vector mlp_norm;            // [hidden] before the MLP (post_attention_layernorm; Gemma 3: pre_feedforward_layernorm)
-  Linear gate, up, down;      // dense MLP: gate/up: [intermediate, hidden], down: [hidden, intermediate]
+  // dense MLP: gate/up: [intermediate, hidden], down: [hidden, intermediate]; on a MoE layer with
+  // a shared expert (FamilySpec::moe_shared_expert) that expert, of width shared_expert_intermediate_size
+  Linear gate, up, down;
   ExpertWeights experts;      // MoE layers (ModelConfig::is_moe) instead of gate/up/down
   Vector mlp_out_norm;        // [hidden] on the MLP output before the residual (Gemma 3), else empty
   // A linear-attention layer's mixer instead of q/k/v/o (ModelConfig::is_linear_attention; null

@@ -20,7 +20,7 @@ namespace ctcal {
 enum class LayerBlock {
   kAttention,  // self-attention: q/k/v (or fused qkv) and o (AttentionNames)
   kDenseMlp,   // the gated MLP: gate/up (or fused gate_up) and down (MlpNames)
-  kMoe,        // a router and per-expert gate/up/down (ExpertNames)
+  kMoe,        // a router and per-expert gate/up/down (ExpertNames), and a gated shared expert (Qwen3-Next)
   // A gated DeltaNet mixer instead of attention (hybrids' linear-attention layers):
   // in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj (LinearAttentionNames)
   kLinearAttention,
@@ -34,7 +34,9 @@ enum class LinearKind {
   kAttention,  // a projection of the attention block
   kMlp,        // a projection of the dense MLP
   kExpert,     // one expert's projection in a MoE block
-  kRouter,     // a MoE block's router (ctcal never quantizes it: routing decisions)
+  // a MoE block's router, or its shared expert's gate (ctcal never quantizes them: routing and
+  // gating decisions; vLLM builds both without a quant config)
+  kRouter,
   // a projection of a linear-attention mixer: never quantized (vLLM's Qwen3.5 / Qwen3-Next FP8
   // checkpoints keep linear_attn unquantized; see plan.cpp)
   kLinearAttention,
@@ -44,6 +46,10 @@ enum class LinearKind {
 enum class LinearRole {
   kQ, kK, kV, kQkv, kO, kGate, kUp, kGateUp, kDown, kRouter,
   kInProjQkv, kInProjZ, kInProjB, kInProjA, kOutProj,  // GatedDeltaNetWeights' Linears
+  // Qwen3-Next's fused in-projections, rows interleaved per key head: no projection holds them as
+  // a block, so linear_parts gives none; the loader splits them (split_qwen3_next_in_proj).
+  kInProjQkvz, kInProjBa,
+  kSharedExpertGate,  // shared_expert_gate [1, hidden] (ExpertWeights::shared_gate)
 };
 
 // How a MoE layer's experts are stored.
@@ -72,7 +78,10 @@ struct LinearModule {
 };
 
 // The Linear modules of layer `layer`, block by block in forward order (within a MoE block: the
-// router, then expert by expert gate, up, down). gpt-oss's fused experts are no row slices
+// router, then expert by expert gate, up, down, then the shared expert's gate, up, down and its
+// gate shared_expert_gate, where the family has one). The shared expert's gate/up/down are kMlp
+// modules (roles kGate/kUp/kDown: LayerWeights::gate/up/down) reading the MoE block's input
+// (kGateUpInput) and their act(gate) * up (kDownInput). gpt-oss's fused experts are no row slices
 // (model/gpt_oss_experts.h reads them): in ExpertLayout::kFused its MoE block lists the router only.
 std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bool with_mlp = true,
                                          ExpertLayout experts = ExpertLayout::kPerExpert);

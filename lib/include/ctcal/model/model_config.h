@@ -3,6 +3,7 @@
 // model/family.h) that the forward pass needs, parsed from config.json with HF key names. Both
 // RoPE spellings are accepted: classic `rope_theta` + `rope_scaling` (with `rope_type` or legacy
 // `type`) and transformers-5 `rope_parameters` (per layer type for Gemma 3).
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -82,6 +83,11 @@ struct ModelConfig {
   int64_t moe_intermediate_size = 0;
   bool norm_topk_prob = false;
   std::vector<bool> layer_moe;  // [num_hidden_layers]
+  // The shared expert's width on MoE layers (FamilySpec::moe_shared_expert), else 0.
+  int64_t shared_expert_intermediate_size = 0;
+  // The widest gated-MLP intermediate a layer computes outside the routed experts: the dense MLP's
+  // or the shared expert's (the Decoder's gate/up scratch).
+  int64_t mlp_scratch_width() const { return std::max(intermediate_size, shared_expert_intermediate_size); }
   double swiglu_limit = 7.0;    // gpt-oss's expert activation clamp (MlpAct::kClampedSwiglu)
   bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
   // Hybrids (FamilySpec::hybrid_linear_attention): which layers are gated DeltaNet linear attention

@@ -753,10 +753,12 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   const bool flash = use_flash_attention(cfg);
   (void)use_fused_gemms();
   (void)chunk_tokens(1);
-  // The gated DeltaNet layers and the gated attention (Qwen3.5) have no CUDA kernels yet.
-  if (cfg.family->hybrid_linear_attention)
-    throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet linear attention or gated attention "
-                                 "yet; run it on the CPU (--device cpu)", cfg.family->architecture));
+  // The gated DeltaNet layers and the gated attention (Qwen3.5, Qwen3.5-MoE, Qwen3-Next) have no CUDA
+  // kernels yet, nor the shared expert of their MoE blocks (cuda_moe.h runs the routed experts only).
+  if (cfg.family->hybrid_linear_attention || cfg.family->moe_shared_expert)
+    throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet linear attention, gated attention "
+                                 "or a shared-expert MoE yet; run it on the CPU (--device cpu)",
+                                 cfg.family->architecture));
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
