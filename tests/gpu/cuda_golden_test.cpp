@@ -63,6 +63,13 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
     ckpt_ = std::move(c.ckpt);
     cfg_ = std::move(c.cfg);
     samples_ = std::move(c.samples);
+    // A family the CUDA backend refuses by name (Qwen3.5's gated DeltaNet: CPU only) is skipped
+    // here; RefusedFamiliesSayWhy checks the refusal itself.
+    try {
+      check_cuda_supports(cfg_, on_gpu());
+    } catch (const InputError& e) {
+      GTEST_SKIP() << "the CUDA backend refuses this model: " << e.what();
+    }
   }
 
   CalibrationResult calibrate(const std::string& yaml, const ForwardOptions& fwd) {
@@ -214,6 +221,22 @@ TEST(CudaEval, BaselineAndFakeQuantizedNll) {
               q_gpu);
   EXPECT_LE(test::rel_err(base_gpu, base_cpu), kBf16NllRelTol);
   EXPECT_LE(test::rel_err(q_gpu, q_cpu), kBf16NllRelTol);
+}
+
+// Families the CUDA backend does not run are refused before any work, by name and with the way out
+// (--device cpu). check_cuda_supports makes no CUDA call, so this runs (and can fail) without a
+// GPU too, in CI's `make build-cuda`.
+TEST(CudaRefusals, HybridLinearAttentionSaysWhy) {
+  test::GoldenCase c;
+  if (auto why = test::load_golden_case("qwen3_5_text_fp32", &c)) GTEST_SKIP() << *why;
+  try {
+    check_cuda_supports(c.cfg, on_gpu());
+    ADD_FAILURE() << "the CUDA backend accepted a gated DeltaNet model";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("Qwen3_5ForCausalLM"), std::string::npos) << what;
+    EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+  }
 }
 
 }  // namespace
