@@ -137,7 +137,8 @@ int run_cli(int argc, char** argv) {
 Examples:
   ctcal eval --model DIR --dataset heldout.txt --quantized OUT_FP8 --quantized OUT_R3
   ctcal eval --model DIR --dataset heldout.txt --calibration-dataset calib.txt \
-      --recipe recipes/fp8_kv_per_head.yaml --recipe recipes/r2_r3_int4_kv.yaml --json)");
+      --recipe recipes/fp8_kv_per_head.yaml --recipe recipes/r2_r3_int4_kv.yaml --json
+  ctcal eval --model DIR --dataset heldout.txt --quantized OUT_FP8 --kv-cache-dtype nvfp4)");
   evc->add_option("--model", ev.model, "Unquantized Hugging Face checkpoint (the baseline)")->required();
   evc->add_option("--dataset", ev.dataset, "Held-out evaluation data (.jsonl, .json, .txt)")->required();
   evc->add_option("--quantized", ev.quantized, "A quantized checkpoint to evaluate (repeatable)");
@@ -159,6 +160,9 @@ Examples:
       ->check(CLI::NonNegativeNumber);
   evc->add_flag("--layer-sensitivity", ev.layer_sensitivity,
                 "Also quantize each layer alone and rank the layers by KL (one extra pass per layer and run)");
+  evc->add_option("--kv-cache-dtype", ev.kv_cache_dtype,
+                  "auto (each checkpoint's own KV scheme), or nvfp4 (as vLLM spells it): beside each FP8 run, vLLM's "
+                  "NVFP4 KV cache at s = 1.0, amax/448 and amax/2688 [auto]");
   evc->add_flag("--no-unit-scales", ev.no_unit_scales,
                 "Skip the baseline with every scale 1.0 (vLLM's default without scales) beside each run");
   evc->add_option("--report", ev_out.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");

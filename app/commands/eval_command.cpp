@@ -14,6 +14,45 @@ namespace ctcal::app {
 
 using nlohmann::json;
 
+namespace {
+
+// --kv-cache-dtype nvfp4: the run's KV cache in each format, one row each, with the blocks whose
+// scale saturated at 448 and the non-zero blocks flushed to zero, summed over layers.
+void print_kv_cache_dtypes(const json& list, std::ostream& out) {
+  out << fmt::format("  {:<42} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>9}  {}\n", "KV cache (vLLM --kv-cache-dtype)", "NLL",
+                     "dNLL", "PPL", "KL", "top1", "K SQNR", "V SQNR", "blocks saturated / flushed (K; V)");
+  for (const auto& d : list) {
+    double ks = 0, vs = 0;
+    int n = 0;
+    int64_t blocks[2] = {0, 0}, sat[2] = {0, 0}, flushed[2] = {0, 0};
+    for (const auto& l : d["layers"]) {
+      if (l["k_sqnr_db"].is_number() && l["v_sqnr_db"].is_number()) {
+        ks += l["k_sqnr_db"].get<double>();
+        vs += l["v_sqnr_db"].get<double>();
+        ++n;
+      }
+      for (int i = 0; i < 2; ++i) {
+        const std::string p = i == 0 ? "k_" : "v_";
+        blocks[i] += l.value(p + "blocks", int64_t{0});
+        sat[i] += l.value(p + "saturated_blocks", int64_t{0});
+        flushed[i] += l.value(p + "flushed_blocks", int64_t{0});
+      }
+    }
+    std::string name = d["name"].get<std::string>() == "fp8" ? "fp8 (calibrated scales)" : d["name"].get<std::string>();
+    std::string blocks_words = blocks[0] ? fmt::format("{} / {}; {} / {} of {}", sat[0], flushed[0], sat[1], flushed[1], blocks[0]) : "";
+    out << fmt::format("  {:<42} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f} {:>7.2f}dB {:>7.2f}dB  {}\n", name,
+                       d["nll"].get<double>(), d["delta_nll"].get<double>(), d["ppl"].get<double>(), d["kl"].get<double>(),
+                       d["top1"].get<double>(), n ? ks / n : 0.0, n ? vs / n : 0.0, blocks_words);
+    if (d.contains("kl_diff_vs_fp8") && d["kl_diff_vs_fp8"]["kl_diff_ci95"].is_array()) {
+      const json& c = d["kl_diff_vs_fp8"];
+      out << fmt::format("    KL - fp8: {:+.4g}, 95 % interval [{:+.4g}, {:+.4g}] (paired bootstrap)\n", c["kl_diff"].get<double>(),
+                         c["kl_diff_ci95"][0].get<double>(), c["kl_diff_ci95"][1].get<double>());
+    }
+  }
+}
+
+}  // namespace
+
 int run_eval(const EvalRequest& req, const EvalOutput& output, std::ostream& out) {
   const json doc = evaluate(req);
   if (output.report) {
@@ -60,6 +99,7 @@ int run_eval(const EvalRequest& req, const EvalOutput& output, std::ostream& out
         out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}\n", label, u["nll"].get<double>(),
                            u["delta_nll"].get<double>(), u["ppl"].get<double>(), u["kl"].get<double>(), u["top1"].get<double>());
       }
+    if (r.contains("kv_cache_dtypes")) print_kv_cache_dtypes(r["kv_cache_dtypes"], out);
     if (r.contains("unit_scales")) {
       const json& u = r["unit_scales"];
       out << fmt::format("{:<44} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f}\n", "  same scheme, every scale 1.0",

@@ -2,9 +2,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <tuple>
 
 #include <spdlog/spdlog.h>
@@ -13,9 +15,11 @@
 #include "ctcal/error.h"
 #include "ctcal/model/cuda_backend.h"
 #include "ctcal/eval/eval_run.h"
+#include "ctcal/eval/nvfp4_fake_quant.h"
 #include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
+#include "ctcal/quant/nvfp4.h"
 #include "ctcal/recipe/recipe.h"
 
 namespace ctcal {
@@ -101,6 +105,7 @@ EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
   u.fp8_weights = r.fp8_weights;
   u.quantize_weights = r.quantize_weights;
   u.inputs = r.inputs;
+  u.nvfp4 = r.nvfp4;
   return u;
 }
 
@@ -116,6 +121,57 @@ EvalRun part_run(const EvalRun& r, const Checkpoint& base, const std::string& pa
   if (!inputs) u.inputs.clear();
   if (!kv)
     for (auto& layer : u.scales) layer.sites.clear();
+  return u;
+}
+
+// The decode-multiplier rules eval compares for an NVFP4 KV cache (issue 31): vLLM's default
+// without scales, ModelOpt's amax/448 (an FP8 checkpoint's own k/v scales, served as they are),
+// and auto-round's amax/2688 (= amax / (6 * 448): E4M3's full range for the block scales).
+struct Nvfp4Rule {
+  const char* name;
+  double amax_divisor;  // s = amax / divisor; 0: s = 1.0
+};
+constexpr Nvfp4Rule kNvfp4Rules[] = {{"1.0", 0.0}, {"amax/448", 448.0}, {"amax/2688", 2688.0}};
+
+// Per layer and site, the per-tensor amax an FP8 run's scales stand for: symmetric FP8 scales
+// are amax / 448 (the max over heads for per-head scales). Other schemes do not give the amax.
+void check_nvfp4_source(const QuantArgs& a, const std::string& name) {
+  if (!(a.type == QuantType::kFloat && a.num_bits == 8 && a.symmetric))
+    throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {} quantizes its KV cache as {}{} {}; the NVFP4 decode "
+                                 "multipliers come from the per-tensor amax of symmetric FP8 KV scales (scale x 448)",
+                                 name, quant_type_name(a.type), a.num_bits, a.symmetric ? "symmetric" : "asymmetric"));
+}
+
+std::vector<std::map<Site, double>> fp8_run_amax(const EvalRun& r) {
+  check_nvfp4_source(r.kv_args, r.name);
+  std::vector<std::map<Site, double>> amax(r.scales.size());
+  for (std::size_t l = 0; l < r.scales.size(); ++l)
+    for (Site site : {Site::kKey, Site::kValue}) {
+      auto it = r.scales[l].sites.find(site);
+      if (it == r.scales[l].sites.end()) continue;  // a layer without a KV cache
+      amax[l][site] = *std::max_element(it->second.scale.begin(), it->second.scale.end()) * 448.0;
+    }
+  return amax;
+}
+
+// `r` with vLLM's NVFP4 KV cache under s = rule(amax) instead of its own KV scheme; the same
+// weights, R2/R3 and FP8 Linear layers. Q is not quantized: FlashInfer's FA2 path (Hopper) keeps
+// it in the model dtype (v1/attention/backends/flashinfer.py: q_scale=1.0 if self.nvfp4_fa2).
+EvalRun nvfp4_run(const EvalRun& r, const std::vector<std::map<Site, double>>& amax, const Nvfp4Rule& rule) {
+  EvalRun u = borrowed_copy(r, std::string("nvfp4 s=") + rule.name);
+  u.query_args.reset();
+  for (auto& layer : u.scales) layer.sites.clear();
+  Nvfp4Kv kv{rule.name, {}};
+  for (const auto& layer : amax) {
+    std::map<Site, double> s;
+    for (const auto& [site, m] : layer) {
+      // The kernel takes s as fp32; an all-zero site (amax 0) keeps s = 1.0, as vLLM would.
+      const double v = rule.amax_divisor > 0 && m > 0 ? m / rule.amax_divisor : 1.0;
+      s[site] = static_cast<double>(static_cast<float>(v));
+    }
+    kv.s.push_back(std::move(s));
+  }
+  u.nvfp4 = std::move(kv);
   return u;
 }
 
@@ -152,6 +208,11 @@ json evaluate(const EvalRequest& req) {
     throw UsageError("nothing to evaluate: give --quantized DIR and/or --recipe RECIPE");
   if (!req.recipes.empty() && !req.calibration_dataset)
     throw UsageError("--recipe needs --calibration-dataset FILE (the data the scales are calibrated on)");
+  if (req.kv_cache_dtype != "auto" && req.kv_cache_dtype != "nvfp4")
+    throw UsageError(fmt::format("--kv-cache-dtype {}: expected auto (each checkpoint's own KV scheme) or nvfp4 "
+                                 "(vLLM's NVFP4 KV cache beside each FP8 run; vLLM's nvfp4_4over6 is not modelled)",
+                                 req.kv_cache_dtype));
+  const bool nvfp4 = req.kv_cache_dtype == "nvfp4";
   ForwardOptions forward;
   forward.position_offset = req.position_offset;
   forward.device = ComputeDevice::parse(req.device);
@@ -160,6 +221,12 @@ json evaluate(const EvalRequest& req) {
   const ModelConfig cfg = load_model_config(base);
   check_model_tensors(base, cfg);
   if (forward.device.is_cuda()) check_cuda_supports(cfg, forward);
+  if (nvfp4 && cfg.head_dim % nvfp4::kBlockSize != 0)
+    throw InputError(fmt::format("--kv-cache-dtype nvfp4: {} has head_dim {}, not a multiple of 16; vLLM's NVFP4 KV "
+                                 "cache quantizes each head in 16-element blocks and refuses it", req.model, cfg.head_dim));
+  if (nvfp4 && cfg.head_dim == 64)
+    spdlog::warn("--kv-cache-dtype nvfp4: vLLM 0.34 refuses NVFP4 at head_size 64 on FlashInfer's FA2 path (Hopper: "
+                 "'fa2 prefill misreads NVFP4 at head_size 64'); eval still measures what the format costs");
   // The model's tokenizer only when some row is text (as calibrate: input_ids rows need none).
   std::unique_ptr<Tokenizer> tok;
   if (req.tokenizer) {
@@ -183,6 +250,7 @@ json evaluate(const EvalRequest& req) {
   for (const auto& dir : req.quantized) {
     runs.push_back(load_quantized_run(dir));
     check_same_shape(cfg, runs.back().config, dir);
+    if (nvfp4) check_nvfp4_source(runs.back().kv_args, dir);
   }
   if (!req.recipes.empty()) {
     std::error_code ec;
@@ -194,6 +262,7 @@ json evaluate(const EvalRequest& req) {
     for (const auto& path : req.recipes) {
       const Recipe recipe = load_recipe(path);
       CalibrationPlan plan = make_plan(recipe, cfg, storage, req.seed);
+      if (nvfp4) check_nvfp4_source(plan.kv_args, path);  // before calibrating, not after
       spdlog::info("calibrating {} on {} samples", path, calib.samples.size());
       CalibrateOptions copt;
       copt.forward.device = forward.device;
@@ -223,8 +292,27 @@ json evaluate(const EvalRequest& req) {
       runs.push_back(part_run(r, base, std::string(name) + " only", w, a, kv));
     }
   }
+  // --kv-cache-dtype nvfp4: beside each run, the same run with an NVFP4 KV cache at each rule's
+  // decode multipliers. Last in `runs`, so that the lists above keep their indices.
+  struct Nvfp4Variant {
+    std::size_t run;
+  };
+  std::vector<Nvfp4Variant> variants;
+  const std::size_t nvfp4_begin = runs.size();
+  if (nvfp4)
+    for (std::size_t i = 0; i < calibrated; ++i) {
+      const auto amax = fp8_run_amax(runs[i]);
+      for (const auto& rule : kNvfp4Rules) {
+        variants.push_back({i});
+        runs.push_back(nvfp4_run(runs[i], amax, rule));
+      }
+    }
   progress.start_clock();
   json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, forward);
+  json nvfp4_docs = json::array();  // [variants]: taken out; reported inside their run below
+  for (std::size_t k = 0; k < variants.size(); ++k) nvfp4_docs.push_back(doc["quantized"][nvfp4_begin + k]);
+  if (!variants.empty()) doc["quantized"].erase(doc["quantized"].begin() + static_cast<std::ptrdiff_t>(nvfp4_begin),
+                                                doc["quantized"].end());
   doc["position_offset"] = req.position_offset;
   progress.clear();
   for (const auto& p : parts) {
@@ -250,6 +338,24 @@ json evaluate(const EvalRequest& req) {
       list.push_back(run);
     }
     doc["quantized"] = list;
+  }
+  // Each run's KV cache in each format: `fp8` (the run itself, its calibrated scales), then every
+  // NVFP4 rule, each with its KL difference to fp8 and that difference's bootstrap interval.
+  for (std::size_t i = 0; i < calibrated && !variants.empty(); ++i) {
+    json& run = doc["quantized"][i];
+    json fp8 = {{"name", "fp8"},        {"kv_cache_dtype", "fp8"}, {"nll", run["nll"]},   {"delta_nll", run["delta_nll"]},
+                {"ppl", run["ppl"]},    {"kl", run["kl"]},         {"top1", run["top1"]}, {"sample_kl", run["sample_kl"]},
+                {"layers", run["layers"]}};
+    json list = json::array({fp8});
+    for (std::size_t k = 0; k < variants.size(); ++k) {
+      if (variants[k].run != i) continue;
+      json v = nvfp4_docs[k];
+      const json c = compare_with_unit_scales(v, fp8, doc["sample_tokens"]);
+      v["kl_diff_vs_fp8"] = {{"kl_diff", c["kl_diff"]}, {"kl_diff_ci95", c["kl_diff_ci95"]},
+                             {"significant", c["significant"]}, {"bootstrap", c["kl_diff_bootstrap"]}};
+      list.push_back(v);
+    }
+    run["kv_cache_dtypes"] = list;
   }
   if (req.layer_sensitivity) {
     // Each layer quantized alone (not leave-one-out): its KL against the unquantized model, one
@@ -293,15 +399,26 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
   const ForwardOptions base_opt = plain;
   const RowMatrix base_hidden = final_hidden(base, cfg, eval_data.samples, base_opt, {}, progress, 0, passes, "baseline");
   std::vector<RowMatrix> run_hidden;
+  // One per run: the FP8/int KV quantizer, or (NVFP4 runs) the NVFP4 one; the other null.
   std::vector<std::unique_ptr<KvFakeQuant>> quantizers;
+  std::vector<std::unique_ptr<Nvfp4KvFakeQuant>> nvfp4_quantizers;
   for (auto& r : runs) {
-    quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
+    ActivationQuantizer* kv = nullptr;
+    if (r.nvfp4) {
+      quantizers.push_back(nullptr);
+      nvfp4_quantizers.push_back(std::make_unique<Nvfp4KvFakeQuant>(r.nvfp4->s));
+      kv = nvfp4_quantizers.back().get();
+    } else {
+      quantizers.push_back(std::make_unique<KvFakeQuant>(r.kv_args, r.query_args, r.scales));
+      nvfp4_quantizers.push_back(nullptr);
+      kv = quantizers.back().get();
+    }
     ForwardOptions opt = plain;
-    opt.quantizer = quantizers.back().get();
+    opt.quantizer = kv;
     // FP8 W8A8: Linear inputs fake-quantized too (Q/K/V still by the KV quantizer).
     std::unique_ptr<LinearInputFakeQuant> inputs;
     if (!r.inputs.empty()) {
-      inputs = std::make_unique<LinearInputFakeQuant>(r.inputs, quantizers.back().get());
+      inputs = std::make_unique<LinearInputFakeQuant>(r.inputs, kv);
       opt.quantizer = inputs.get();
     }
     if (r.qk_rotation) opt.qk_rotation = &*r.qk_rotation;
@@ -369,6 +486,19 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
         layers.push_back({{"layer", l}, {"kv_cache", "linear attention: no KV cache"}});
         continue;
       }
+      if (const Nvfp4KvFakeQuant* q4 = nvfp4_quantizers[r].get()) {
+        json e = {{"layer", l}, {"k_sqnr_db", q4->sqnr_db(l, Site::kKey)}, {"v_sqnr_db", q4->sqnr_db(l, Site::kValue)}};
+        const auto& s = runs[r].nvfp4->s[static_cast<std::size_t>(l)];
+        for (const auto& [site, p] : {std::pair{Site::kKey, "k_"}, std::pair{Site::kValue, "v_"}}) {
+          if (s.count(site)) e[std::string(p) + "s"] = s.at(site);
+          const Nvfp4BlockCounts c = q4->counts(l, site);
+          e[std::string(p) + "blocks"] = c.blocks;
+          e[std::string(p) + "saturated_blocks"] = c.saturated;
+          e[std::string(p) + "flushed_blocks"] = c.flushed;
+        }
+        layers.push_back(e);
+        continue;
+      }
       json e = {{"layer", l}, {"k_sqnr_db", quantizers[r]->sqnr_db(l, Site::kKey)},
                 {"v_sqnr_db", quantizers[r]->sqnr_db(l, Site::kValue)}};
       if (runs[r].query_args) e["q_sqnr_db"] = quantizers[r]->sqnr_db(l, Site::kQuery);
@@ -381,8 +511,9 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
       if (sites.count(Site::kValue)) e["v_scale"] = sites.at(Site::kValue).scale;
       layers.push_back(e);
     }
-    list.push_back({{"name", runs[r].name},
-                    {"kv_cache_scheme", quant_args_to_json(runs[r].kv_args)},
+    json scheme = runs[r].nvfp4 ? json{{"kv_cache_dtype", "nvfp4"}, {"nvfp4_scale", runs[r].nvfp4->rule}}
+                                : json{{"kv_cache_scheme", quant_args_to_json(runs[r].kv_args)}};
+    json entry = {{"name", runs[r].name},
                     {"rotation", runs[r].qk_rotation.has_value()},
                     {"nll", nll},
                     {"ppl", std::exp(nll)},
@@ -391,7 +522,9 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
                     {"top1", static_cast<double>(rt[r].agree) / static_cast<double>(rt[r].tokens)},
                     {"tokens", rt[r].tokens},
                     {"sample_kl", sample_kl[r]},
-                    {"layers", layers}});
+                    {"layers", layers}};
+    entry.update(scheme);
+    list.push_back(entry);
   }
   doc["quantized"] = list;  // always a list, one entry per run, however many runs
   return doc;

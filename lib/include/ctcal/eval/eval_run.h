@@ -21,6 +21,13 @@
 
 namespace ctcal {
 
+// An NVFP4 KV cache: which rule chose the decode multipliers ("1.0", "amax/448", "amax/2688",
+// "searched") and the multipliers themselves, [layers] {Site::kKey: s, Site::kValue: s}.
+struct Nvfp4Kv {
+  std::string rule;
+  std::vector<std::map<Site, double>> s;
+};
+
 struct EvalRun {
   std::string name;                          // directory or recipe path
   const Checkpoint* checkpoint = nullptr;    // weights used by the forward
@@ -37,6 +44,9 @@ struct EvalRun {
   bool fp8_weights = false;
   std::function<void(int64_t, LayerWeights&)> quantize_weights;  // recipes: dequantize(quantize(W))
   std::map<std::pair<int64_t, Site>, InputQuantSpec> inputs;      // Linear inputs (layer, site)
+  // --kv-cache-dtype nvfp4: the KV cache as vLLM stores it in NVFP4 (eval/nvfp4_fake_quant.h)
+  // instead of kv_args / scales, with these per-tensor decode multipliers; Q unquantized.
+  std::optional<Nvfp4Kv> nvfp4;
 };
 
 // The Linear-input fake quantization an FP8 checkpoint asks for: static where its modules hold

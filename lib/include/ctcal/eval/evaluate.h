@@ -32,6 +32,10 @@ struct EvalRequest {
   int64_t position_offset = 0;        // samples start at this position (long-context ranges)
   bool layer_sensitivity = false;     // each layer quantized alone: ranked KL contributions
   std::string device = "cpu";         // --device: cpu, cuda, cuda:N
+  // --kv-cache-dtype, as vLLM spells it: "auto" (each checkpoint's own KV scheme) or "nvfp4":
+  // beside each FP8 run, the same run with vLLM's NVFP4 KV cache at several decode multipliers
+  // (`kv_cache_dtypes` in the document; eval/nvfp4_fake_quant.h).
+  std::string kv_cache_dtype = "auto";
 };
 
 // The metrics document (also what --json prints).
