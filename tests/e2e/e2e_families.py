@@ -411,6 +411,52 @@ def check_fused_experts_refused(tmp):
     check(r.returncode == 4 and "fuses every expert" in r.stderr, f"{case}: exit {r.returncode}: {r.stderr[-400:]}")
 
 
+def check_shared_expert_fp8(tmp, case):
+    """FP8 W8A8 on Qwen3-Next / Qwen3.5-MoE with llm-compressor's Qwen3-Next ignore list ("lm_head",
+    "re:.*mlp.gate$", "re:.*mlp.shared_expert_gate$", "re:.*linear_attn.*": examples/
+    quantization_w8a8_fp8/qwen3_next_example.py). Without the shared_expert_gate entry the recipe is
+    refused (exit 3): vLLM 0.34 builds that gate without a quant config (models/qwen3_next.py).
+    With it: the shared expert's gate/up/down_proj are FP8 with input_scale = absmax / 448 of the
+    MoE block's input and of act(gate) * up, against transformers' float64 forward (the golden
+    "shared_expert_inputs"), within one fp32 ulp + 1e-4 as the KV scales; the router, the shared
+    expert's gate and every linear_attn projection stay unquantized; inspect --strict passes."""
+    ignore = '"re:.*linear_attn.*", "re:.*mlp.gate$"'
+    recipe = FP8_RECIPE.replace("STRATEGY", "channel").replace("ignore: [lm_head]", f"ignore: [lm_head, {ignore}]")
+    golden, model, data = golden_inputs(case, tmp, "-shared-gate")
+    path = os.path.join(tmp, case + "-shared-gate.yaml")
+    open(path, "w").write(recipe)
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-shared-gate"))
+    check(r.returncode == 3 and "shared_expert_gate" in r.stderr,
+          f"{case}: shared_expert_gate not ignored: exit {r.returncode}: {r.stderr[-300:]}")
+    recipe = recipe.replace(ignore, ignore + ', "re:.*mlp.shared_expert_gate$"')
+    done = calibrate_case(case, recipe, tmp, "fp8-shared")
+    if not done:
+        return
+    golden, model, data, out = done
+    where = shards(out)
+    worst, n = 0.0, 0
+    for layer, ref in golden["shared_expert_inputs"].items():
+        p = f"model.layers.{layer}.mlp."
+        for proj, site in (("gate_proj", "gate_up"), ("up_proj", "gate_up"), ("down_proj", "down")):
+            m = p + "shared_expert." + proj
+            hdr = st.read_header(where[m + ".weight"])[0][m + ".weight"]
+            check(hdr["dtype"] == "F8_E4M3", f"{case}: {m}.weight {hdr['dtype']}")
+            got = st.values(where[m + ".input_scale"], m + ".input_scale")[0]
+            want = ref[site] / 448.0
+            err = abs(got - want) / want
+            worst, n = max(worst, err), n + 1
+            check(err <= ULP_REL["F32"] + 1e-4, f"{case}: {m}.input_scale {got}, transformers {want}")
+        for m in (p + "gate", p + "shared_expert_gate"):
+            check(m + ".weight" in where and m + ".weight_scale" not in where, f"{case}: {m} quantized")
+    for name in where:
+        check(".linear_attn." not in name or not name.endswith(("weight_scale", "input_scale")),
+              f"{case}: {name}: a linear_attn projection quantized")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} fp8-shared: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    print(f"{case} FP8 shared expert: {n} input scales within {worst:.3g} of transformers; router, "
+          f"shared_expert_gate and linear_attn unquantized")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for case, (attn, prefix) in CASES.items():
@@ -422,6 +468,8 @@ def main():
         check_moe_fp8(tmp, "qwen3_moe_fp32")
         check_moe_fp8(tmp, "mixtral_sliding_fp32")
         check_fused_experts_refused(tmp)
+        check_shared_expert_fp8(tmp, "qwen3_next_fp32")
+        check_shared_expert_fp8(tmp, "qwen3_5_moe_text_fp32")
     finish("e2e families")
 
 

@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 
 import torch
@@ -432,6 +433,21 @@ def reference(model_dir, samples):
     extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()
+    # Qwen3-Next / Qwen3.5-MoE: the absmax of the shared expert's Linear inputs per layer (gate_up:
+    # the MoE block's input, down: act(gate) * up), what their FP8 static input scales come from.
+    shared = {}
+
+    def hook(layer, site):
+        def f(_module, args):
+            a = args[0].detach().abs().max().item()
+            entry = shared.setdefault(layer, {})
+            entry[site] = max(entry.get(site, 0.0), a)
+        return f
+
+    for name, mod in model.named_modules():
+        m = re.search(r"layers\.(\d+)\.mlp\.shared_expert\.(gate_proj|down_proj)$", name)
+        if m:
+            mod.register_forward_pre_hook(hook(int(m.group(1)), "gate_up" if m.group(2) == "gate_proj" else "down"))
     logits, losses = [], []
     with torch.no_grad():
         for ids in samples:
@@ -449,6 +465,8 @@ def reference(model_dir, samples):
     out = {"layers": layers, "rows": rows, "logits": logits, "loss": losses}
     if len(attention) < n_layers:
         out["attention_layers"] = attention
+    if shared:
+        out["shared_expert_inputs"] = {str(li): v for li, v in sorted(shared.items())}
     return out
 
 
