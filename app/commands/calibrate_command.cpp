@@ -169,8 +169,14 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
   out << header << "\n";
   for (const auto& l : r.layers) {
     std::string row = fmt::format("{:>5}", l.layer);
-    if (!plan.model.has_kv_cache(l.layer)) row += "  linear attention: no KV cache";
-    for (Site s : plan.sites(l.layer)) {
+    // A layer without a KV cache (a hybrid's linear attention) observes fewer sites: its columns
+    // stay under their headers, blank where nothing is observed, and the row says why at its end.
+    const std::vector<Site> here = plan.sites(l.layer);
+    for (Site s : plan.sites()) {
+      if (std::find(here.begin(), here.end(), s) == here.end()) {
+        row += fmt::format("  {:>9} {:>21}", "", "");
+        continue;
+      }
       const SiteResult* sr = l.find(s);
       if (sr->observations == 0) {  // e.g. a dense MLP's input on an MoE layer (its experts are apart)
         row += fmt::format("  {:>9} {:>21}", "-", "-");
@@ -181,6 +187,7 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
         absmax = std::max({absmax, std::fabs(sr->head_min[h]), std::fabs(sr->head_max[h])});
       row += fmt::format("  {:>9.4g} {:>21}", absmax, fmt_range(sr->qparams.scale));
     }
+    if (!plan.model.has_kv_cache(l.layer)) row += "  linear attention: no KV cache";
     out << row << "\n";
   }
 }
