@@ -341,6 +341,20 @@ TEST(ModelConfigFamilies, Qwen3NextDenseLayersAndNormTopkDefault) {
   j["intermediate_size"] = 96;
   j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0}};
   EXPECT_NE(error_of(j).find("linear RoPE is not supported for Qwen3NextForCausalLM"), std::string::npos);
+  // The hub's spelling (Qwen3-Next-80B-A3B's config.json): rope_theta, rope_scaling null and
+  // partial_rotary_factor at the top, full_attention_interval, torch_dtype.
+  j.erase("rope_parameters");
+  j["rope_theta"] = 10000000.0;
+  j["rope_scaling"] = nullptr;
+  j["partial_rotary_factor"] = 0.5;
+  j["full_attention_interval"] = 2;
+  j["torch_dtype"] = "bfloat16";
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.rope.theta, 10000000.0);
+  EXPECT_EQ(c.rope.type, RopeType::kDefault);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), c.head_dim / 2);
+  EXPECT_EQ(c.layer_linear_attention, (std::vector<bool>{true, false, true, false}));
+  EXPECT_EQ(c.dtype, DType::kBF16);
 }
 
 TEST(ModelConfigFamilies, MixtralEveryLayerSparseAndRenormalised) {
