@@ -534,8 +534,8 @@ void write(const CalibrateRequest& req, const Resolved& o, Checked& c, const Cal
     extras.report["unit_scales_baseline"] = compare_unit_scales(c, result, evidence_samples(data.samples));
     line.clear();
   }
-  const auto files = write_calibrated_checkpoint(c.staging->path(), *c.ckpt, plan, result, extras);
-  for (const auto& f : files) spdlog::debug("wrote {}", (o.output / f).string());
+  const WrittenCheckpoint written = write_calibrated_checkpoint(c.staging->path(), *c.ckpt, plan, result, extras);
+  for (const auto& f : written.files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.
   if (req.report)
     write_report_page(*req.report, plan, result, extras.report,
@@ -546,14 +546,14 @@ void write(const CalibrateRequest& req, const Resolved& o, Checked& c, const Cal
 
   out << "\n";
   print_summary(out, plan, result);
-  out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), files.size(),
+  out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), written.files.size(),
                      std::chrono::duration<double>(Clock::now() - t0).count(), result.samples, result.tokens);
-  // The verdict `ctcal inspect` gives, for every run (FP8, R3, int and asymmetric alike). The one
-  // place the output is read back, on purpose: the verdict judges the committed files as vLLM
-  // will read them (config.json's quantization_config, the scale tensors' names, shapes and
-  // values), so a writer that drifted from the plan shows here, not when serving.
+  // The verdict `ctcal inspect` gives, for every run (FP8, R3, int and asymmetric alike), decided
+  // from the config.json and tensor names just written, by the same function inspect uses; the
+  // output is not read back (e2e.serving_verdict holds it to inspect's on each of its calibrate runs).
   out << "\n";
-  print_serving_verdict(inspect_checkpoint(o.output), out, /*color=*/false);
+  print_serving_verdict({{"serving", serving_verdicts(written.config, written.tensors, o.output.string(), false)}}, out,
+                        /*color=*/false);
 }
 
 }  // namespace

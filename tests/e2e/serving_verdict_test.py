@@ -29,7 +29,21 @@ def calibrate(recipe, out, *extra, model=MODEL, data=TEXT):
     r = run("calibrate", recipe, "--model", model, "--dataset", data, "--num-samples", "8",
             "--max-seq-length", "64", "--output", out, *extra)
     check(r.returncode == 0, f"calibrate {os.path.basename(recipe)} {extra}: exit {r.returncode}: {r.stderr[-500:]}")
+    if r.returncode == 0:
+        # calibrate decides its verdict from what it wrote, without reading the output back
+        # (issue 27); `inspect` reads the files: the two verdicts must be the same lines.
+        ins = run("inspect", out)
+        mine, theirs = verdict_block(r.stdout), verdict_block(ins.stdout)
+        check(mine and mine == theirs, f"calibrate {os.path.basename(recipe)} {extra}: its verdict\n{mine}\n"
+              f"is not inspect's\n{theirs}")
     return r
+
+
+def verdict_block(text):
+    """The serving verdict as printed: from the engine's line to the end."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("vllm 0.34.0")), len(lines))
+    return "\n".join(lines[start:]).strip()
 
 
 def verdict(path):

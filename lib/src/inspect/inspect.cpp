@@ -262,6 +262,75 @@ json inspect_linear(const json& config_qc, const LooseCheckpoint& ck, Problems* 
 
 }  // namespace
 
+json serving_verdicts(const json& config, const std::optional<std::vector<std::string>>& tensors,
+                      const std::string& served_path, bool has_errors) {
+  // The model as ctcal reads its config.json (none when it cannot: no per-layer verdict then), in
+  // the family's other tensor-name layout when the files use it (Gemma 3's wrapper).
+  std::optional<ModelConfig> cfg;
+  try {
+    cfg = parse_model_config(config, served_path + "/config.json");
+  } catch (const Error&) {
+  }
+  const std::set<std::string> names = tensors ? std::set<std::string>(tensors->begin(), tensors->end()) : std::set<std::string>();
+  if (cfg && tensors && !cfg->family->alt_weight_prefix.empty() && !names.count(cfg->top_tensor("embed_tokens.weight")) &&
+      names.count(std::string(cfg->family->alt_weight_prefix) + "embed_tokens.weight"))
+    cfg->weight_prefix = std::string(cfg->family->alt_weight_prefix);
+  const bool quantized = config.contains("quantization_config") && config["quantization_config"].is_object();
+  SchemeInfo scheme;
+  if (quantized && config["quantization_config"].value("quant_method", "") == "compressed-tensors") {
+    Problems unused;  // inspect reports the scheme's problems; here only the facts count
+    json words;
+    scheme = read_scheme(config["quantization_config"], served_path + "/config.json", &unused, &words);
+  }
+
+  VllmFacts facts;
+  facts.served_path = served_path;
+  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
+      config["architectures"][0].is_string())
+    facts.architecture = config["architectures"][0].get<std::string>();
+  if (quantized) facts.quant_method = config["quantization_config"].value("quant_method", "?");
+  facts.config = config;
+  facts.scheme = scheme;
+  if (tensors) facts.tensors = *tensors;
+  if (cfg && tensors) {
+    // An attention module in `ignore` keeps an unquantized KV cache (--kv-cache-dtype-skip-layers).
+    std::set<std::string> ignored;
+    if (quantized && config["quantization_config"].contains("ignore") && config["quantization_config"]["ignore"].is_array())
+      for (const auto& x : config["quantization_config"]["ignore"])
+        if (x.is_string()) ignored.insert(x.get<std::string>());
+    for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
+      if (!cfg->has_kv_cache(l)) continue;
+      facts.attention_modules.push_back(cfg->attention_module(l));
+      if (cfg->family->hybrid_linear_attention) facts.attention_layers.push_back(l);
+      if (scheme.kv && ignored.count(cfg->attention_module(l))) facts.ignored_attention_layers.push_back(l);
+    }
+  }
+  facts.has_errors = has_errors;
+  const json vllm = vllm_verdict(facts);
+
+  json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
+  if (quantized && scheme.kv && scheme.r3) {
+    const QuantArgs& a = *scheme.kv;
+    bool meets = true;
+    auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
+    if (scheme.r3_type != "hadamard") fail("the R3 serving branch accepts type 'hadamard' only (not " + scheme.r3_type + ")");
+    if (scheme.r3_randomize) fail("randomize must be false");
+    // Llama-family: the architectures vLLM serves with llama.py's attention (Phi-3 is its subclass).
+    if (cfg && cfg->architecture != "LlamaForCausalLM" && cfg->architecture != "MistralForCausalLM" &&
+        cfg->architecture != "Phi3ForCausalLM")
+      fail(fmt::format("it covers Llama-family models (vLLM's llama.py); {} has its own attention class", cfg->architecture));
+    if (cfg && (scheme.r3_size != cfg->head_dim)) fail(fmt::format("head_dim {} must equal the model's head size {}", scheme.r3_size, cfg->head_dim));
+    if (!is_power_of_two(scheme.r3_size) || scheme.r3_size > (1 << 15)) fail("head_dim must be a power of two <= 2^15");
+    if (cfg && cfg->dtype && *cfg->dtype != DType::kF16 && *cfg->dtype != DType::kBF16) fail("weights must be fp16 or bf16");
+    if (a.type == QuantType::kFloat && a.num_bits == 8) fail("it refuses FP8 KV scales together with the rotation");
+    if (a.type != QuantType::kFloat || !a.symmetric)
+      fail("it keeps mainline vLLM's KV rules: int and asymmetric KV caches do not load (NotImplementedError)");
+    if (!scheme.undroppable_attention_groups.empty()) fail("the attention group targets break loading there too");
+    r3["meets"] = meets;
+  }
+  return {{"vllm", vllm}, {"vllm_r3", r3}};
+}
+
 json inspect_checkpoint(const fs::path& path) {
   fs::path dir, config_path;
   if (fs::is_directory(path)) {
@@ -307,7 +376,6 @@ json inspect_checkpoint(const fs::path& path) {
   LooseCheckpoint ck;
   json layers = json::array();
   std::set<std::string> ignored_modules;  // quantization_config.ignore entries (exact names)
-  std::vector<int64_t> skipped_layers;    // layers whose attention module is ignored
   if (quantized && config["quantization_config"].contains("ignore") && config["quantization_config"]["ignore"].is_array())
     for (const auto& x : config["quantization_config"]["ignore"])
       if (x.is_string()) ignored_modules.insert(x.get<std::string>());
@@ -340,7 +408,6 @@ json inspect_checkpoint(const fs::path& path) {
         // --kv-cache-dtype-skip-layers): no scales expected.
         if (ignored_modules.count(cfg->attention_module(l))) {
           entry["ignored"] = true;
-          skipped_layers.push_back(l);
           layers.push_back(entry);
           continue;
         }
@@ -410,51 +477,20 @@ json inspect_checkpoint(const fs::path& path) {
   doc["layers"] = layers;
   if (quantized && !dir.empty()) doc["linear"] = inspect_linear(config["quantization_config"], ck, &p);
 
-  // Serving verdicts: what vLLM 0.34.0's loader does (inspect/vllm_verdict.h holds the rules).
-  VllmFacts facts;
-  facts.served_path = dir.empty() ? config_path.parent_path().string() : dir.string();
-  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
-      config["architectures"][0].is_string())
-    facts.architecture = config["architectures"][0].get<std::string>();
-  if (quantized) facts.quant_method = config["quantization_config"].value("quant_method", "?");
-  facts.config = config;
-  facts.scheme = scheme;
-  for (const auto& [name, _] : ck.where) facts.tensors.push_back(name);
-  if (cfg && !dir.empty())
-    for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
-      if (!cfg->has_kv_cache(l)) continue;
-      facts.attention_modules.push_back(cfg->attention_module(l));
-      if (cfg->family->hybrid_linear_attention) facts.attention_layers.push_back(l);
-    }
-  facts.ignored_attention_layers = skipped_layers;
-  for (const auto& pr : p.list) facts.has_errors = facts.has_errors || pr["severity"] == "error";
-  json vllm = vllm_verdict(facts);
+  // Serving verdicts: what vLLM 0.34.0's loader does (inspect/vllm_verdict.h holds the rules),
+  // from what was read here.
+  bool has_errors = false;
+  for (const auto& pr : p.list) has_errors = has_errors || pr["severity"] == "error";
+  std::optional<std::vector<std::string>> names;
+  if (!dir.empty()) {
+    names.emplace();
+    for (const auto& [name, _] : ck.where) names->push_back(name);
+  }
+  doc["serving"] = serving_verdicts(config, names, dir.empty() ? config_path.parent_path().string() : dir.string(),
+                                    has_errors);
   if (!quantized || !scheme.kv)
     p.add("warning", "no_kv_scales", "no kv_cache_scheme and no calibrated KV scales: with --kv-cache-dtype fp8 vLLM "
                                      "uses scale 1.0 everywhere");
-  json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
-  if (quantized && scheme.kv) {
-    const QuantArgs& a = *scheme.kv;
-    if (scheme.r3) {
-      bool meets = true;
-      auto fail = [&](const std::string& why) { meets = false; r3["reasons"].push_back(why); };
-      if (scheme.r3_type != "hadamard") fail("the R3 serving branch accepts type 'hadamard' only (not " + scheme.r3_type + ")");
-      if (scheme.r3_randomize) fail("randomize must be false");
-      // Llama-family: the architectures vLLM serves with llama.py's attention (Phi-3 is its subclass).
-      if (cfg && cfg->architecture != "LlamaForCausalLM" && cfg->architecture != "MistralForCausalLM" &&
-          cfg->architecture != "Phi3ForCausalLM")
-        fail(fmt::format("it covers Llama-family models (vLLM's llama.py); {} has its own attention class", cfg->architecture));
-      if (cfg && (scheme.r3_size != cfg->head_dim)) fail(fmt::format("head_dim {} must equal the model's head size {}", scheme.r3_size, cfg->head_dim));
-      if (!is_power_of_two(scheme.r3_size) || scheme.r3_size > (1 << 15)) fail("head_dim must be a power of two <= 2^15");
-      if (cfg && cfg->dtype && *cfg->dtype != DType::kF16 && *cfg->dtype != DType::kBF16) fail("weights must be fp16 or bf16");
-      if (a.type == QuantType::kFloat && a.num_bits == 8) fail("it refuses FP8 KV scales together with the rotation");
-      if (a.type != QuantType::kFloat || !a.symmetric)
-        fail("it keeps mainline vLLM's KV rules: int and asymmetric KV caches do not load (NotImplementedError)");
-      if (!scheme.undroppable_attention_groups.empty()) fail("the attention group targets break loading there too");
-      r3["meets"] = meets;
-    }
-  }
-  doc["serving"] = {{"vllm", vllm}, {"vllm_r3", r3}};
   doc["problems"] = p.list;
   return doc;
 }

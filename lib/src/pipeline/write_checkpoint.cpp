@@ -212,10 +212,8 @@ OutputSize estimate_output_size(const Checkpoint& in, const CalibrationPlan& pla
   return size;
 }
 
-std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, const Checkpoint& in,
-                                                     const CalibrationPlan& plan,
-                                                     const CalibrationResult& result,
-                                                     const OutputExtras& extras) {
+WrittenCheckpoint write_calibrated_checkpoint(const fs::path& staging, const Checkpoint& in, const CalibrationPlan& plan,
+                                              const CalibrationResult& result, const OutputExtras& extras) {
   std::vector<std::string> written;
   // config.json
   json config = in.config();
@@ -319,7 +317,9 @@ std::vector<std::string> write_calibrated_checkpoint(const fs::path& staging, co
   }
   write_text(staging / "ctcal_report.json", python_json_dump(report) + "\n");
   written.push_back("ctcal_report.json");
-  return written;
+  WrittenCheckpoint out{std::move(written), std::move(config), {}};
+  for (const auto& [name, _] : weight_map.items()) out.tensors.push_back(name);
+  return out;
 }
 
 }  // namespace ctcal

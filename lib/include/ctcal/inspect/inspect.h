@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +15,13 @@ namespace ctcal {
 // `path`: a checkpoint directory or a config.json. Never throws for problems inside the
 // checkpoint (they are reported); throws InputError when `path` is neither.
 nlohmann::json inspect_checkpoint(const std::filesystem::path& path);
+
+// The document's "serving" object ({"vllm": vllm_verdict, "vllm_r3": the R3 branch's}) from a
+// checkpoint's config.json and its tensor names (nullopt: a config.json alone, no per-layer
+// verdict), without reading any file: inspect gives it what it read, calibrate what it wrote.
+// `has_errors`: inspect found the files disagreeing with their config.
+nlohmann::json serving_verdicts(const nlohmann::json& config, const std::optional<std::vector<std::string>>& tensors,
+                                const std::string& served_path, bool has_errors);
 
 // Whose loading rules a verdict follows: mainline vLLM (default), or the R3 serving branch (a
 // vLLM fork's "Deterministic Hadamard KQ rotation" change, shared SPEC §7).

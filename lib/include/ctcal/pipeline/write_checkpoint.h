@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -34,11 +35,16 @@ struct OutputSize {
 };
 OutputSize estimate_output_size(const Checkpoint& input, const CalibrationPlan& plan);
 
-// Returns the list of files written (relative names).
-std::vector<std::string> write_calibrated_checkpoint(const std::filesystem::path& staging,
-                                                     const Checkpoint& input,
-                                                     const CalibrationPlan& plan,
-                                                     const CalibrationResult& result,
-                                                     const OutputExtras& extras);
+// What write_calibrated_checkpoint wrote: its files (relative names), and the checkpoint as vLLM
+// reads it (config.json, every tensor name in the index), which calibrate's serving verdict is
+// decided from without reading the output back (inspect/inspect.h serving_verdicts).
+struct WrittenCheckpoint {
+  std::vector<std::string> files;
+  nlohmann::json config;
+  std::vector<std::string> tensors;
+};
+WrittenCheckpoint write_calibrated_checkpoint(const std::filesystem::path& staging, const Checkpoint& input,
+                                              const CalibrationPlan& plan, const CalibrationResult& result,
+                                              const OutputExtras& extras);
 
 }  // namespace ctcal
