@@ -156,6 +156,39 @@ try:
     v = verdict(ph)
     check(any("FlashAttention 3" in c and "4 (Blackwell)" in c for c in v["conditions"]), f"per-head: {v['conditions']}")
 
+    # FP8 MoE experts (CompressedTensorsW8A8Fp8MoEMethod.__init__): per-tensor weights with per-tensor
+    # inputs load; per-channel weights with static per-tensor inputs fail its `assert ... BLOCK` (the
+    # vLLM judge, which collects these outputs, holds both to vLLM's own constructor).
+    golden = json.load(open(os.path.join(GOLDEN, "qwen3_moe_fp32.json")))
+    data = os.path.join(tmp, "qwen3_moe.jsonl")
+    with open(data, "w") as f:
+        for ids in golden["samples"]:
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+    for weights, want in (("tensor", None), ("channel", "AssertionError")):
+        recipe = os.path.join(tmp, f"moe_{weights}.yaml")
+        with open(recipe, "w") as f:
+            f.write(f"""quant_stage:
+  quant_modifiers:
+    QuantizationModifier:
+      ignore: ["lm_head", "re:.*mlp.gate$"]
+      config_groups:
+        group_0:
+          targets: ["Linear"]
+          weights: {{num_bits: 8, type: float, strategy: {weights}, dynamic: false, symmetric: true}}
+          input_activations: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}
+      kv_cache_scheme: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}
+""")
+        out = os.path.join(tmp, f"moe_{weights}")
+        if calibrate(recipe, out, model=os.path.join(GOLDEN, golden["model_dir"]), data=data).returncode != 0:
+            continue
+        v = verdict(out)
+        if want is None:
+            check(v["loadable"] and v["serves_as_calibrated"], f"FP8 MoE per-tensor: {v['reasons']}")
+        else:
+            e = v["load_error"] or {}
+            check(not v["loadable"] and e.get("exception") == want and ".experts." in (e.get("tensor") or ""),
+                  f"FP8 MoE per-channel weights, static inputs: {want} on an expert: {v['load_error']}")
+
     # Configs of models ctcal does not run: MLA, hybrids, MXFP4 (inspect reads a config.json alone).
     kv = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor", "dynamic": False}
     for arch, want in (("DeepseekV3ForCausalLM", "MLA"), ("Qwen3NextForCausalLM", "hybrid")):

@@ -7,6 +7,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "ctcal/ct/groups.h"
+#include "ctcal/ct/quantization_config.h"
+
 namespace ctcal {
 
 using nlohmann::json;
@@ -176,6 +179,40 @@ json vllm_verdict(const VllmFacts& f) {
       not_as_calibrated(fmt::format("'{}' is a legacy scale name that vLLM's gpt-oss loader skips: that layer's "
                                     "scale stays 1.0",
                                     legacy));
+  }
+  // FP8 MoE experts: CompressedTensorsW8A8Fp8MoEMethod.__init__ (compressed_tensors_moe/
+  // compressed_tensors_moe_w8a8_fp8.py) takes per-tensor weights with per-tensor inputs, per-channel
+  // weights with dynamic per-token inputs, or block weights. Static inputs with per-channel weights
+  // (strategy token) raise ValueError; any other mixture (per-channel weights with per-tensor
+  // inputs, the shape a dense model's FP8 recipe often has) fails `assert weight strategy == BLOCK`.
+  static const std::regex expert_scale(R"(^(.*\.experts\.\d+\.(?:gate_proj|up_proj|down_proj|w1|w2|w3))\.weight_scale$)");
+  if (const std::string expert = first_match(f.tensors, expert_scale); !expert.empty() && f.config.contains("quantization_config")) {
+    const std::string module = expert.substr(0, expert.size() - std::string(".weight_scale").size());
+    const ct::QuantizationConfig qc = ct::read_quantization_config(f.config["quantization_config"]);
+    const auto g = ct::resolve_group({module, "Linear"}, qc.group_targets(), qc.ignore);
+    if (g && qc.config_groups[*g].weights.is_object() && qc.config_groups[*g].input_activations.is_object()) {
+      const json& w = qc.config_groups[*g].weights;
+      const json& in = qc.config_groups[*g].input_activations;
+      auto fp8 = [](const json& q) { return q.value("type", "") == "float" && q.value("num_bits", 0) == 8; };
+      const std::string ws = w.value("strategy", ""), is = in.value("strategy", "");
+      const bool dynamic = in.value("dynamic", json(false)) == json(true);
+      const bool per_tensor = ws == "tensor" && is == "tensor", per_channel = ws == "channel" && is == "token";
+      if (fp8(w) && fp8(in)) {
+        if (!per_tensor && !per_channel && ws != "block")
+          cannot_load("AssertionError", expert,
+                      fmt::format("config group '{}' quantizes the MoE experts with {} weights and {} inputs; vLLM's "
+                                  "FP8 MoE method (CompressedTensorsW8A8Fp8MoEMethod) takes per-tensor weights with "
+                                  "per-tensor inputs, per-channel weights with dynamic per-token inputs, or block "
+                                  "weights, and asserts block weights otherwise",
+                                  qc.config_groups[*g].name, ws, is));
+        else if (per_channel && !dynamic)
+          cannot_load("ValueError", expert,
+                      fmt::format("config group '{}' quantizes the MoE experts with per-channel weights and static "
+                                  "per-token inputs; vLLM's FP8 MoE method requires per-tensor or channelwise with "
+                                  "dynamic per-token inputs",
+                                  qc.config_groups[*g].name));
+      }
+    }
   }
   // vLLM's Mixtral names its experts block_sparse_moe.experts.{e}.w1/w2/w3 (MixtralModel.load_weights);
   // the fused layout transformers 5 saves (mlp.experts.gate_up_proj [E, 2I, H]) has no module there.
