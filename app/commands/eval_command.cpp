@@ -48,6 +48,12 @@ void print_kv_cache_dtypes(const json& list, std::ostream& out) {
       out << fmt::format("    KL - fp8: {:+.4g}, 95 % interval [{:+.4g}, {:+.4g}] (paired bootstrap)\n", c["kl_diff"].get<double>(),
                          c["kl_diff_ci95"][0].get<double>(), c["kl_diff_ci95"][1].get<double>());
     }
+    if (d.contains("kl_diff_vs_best_fixed") && d["kl_diff_vs_best_fixed"]["kl_diff_ci95"].is_array()) {
+      const json& c = d["kl_diff_vs_best_fixed"];
+      out << fmt::format("    KL - {}: {:+.4g}, 95 % interval [{:+.4g}, {:+.4g}] -> {}\n", c["best_fixed"].get<std::string>(),
+                         c["kl_diff"].get<double>(), c["kl_diff_ci95"][0].get<double>(), c["kl_diff_ci95"][1].get<double>(),
+                         c["worse_beyond_noise"].get<bool>() ? "worse beyond the noise" : "not worse beyond the noise");
+    }
   }
 }
 

@@ -16,6 +16,7 @@
 #include "ctcal/model/cuda_backend.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/eval/nvfp4_fake_quant.h"
+#include "ctcal/eval/nvfp4_scale_search.h"
 #include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
@@ -132,6 +133,8 @@ struct Nvfp4Rule {
   double amax_divisor;  // s = amax / divisor; 0: s = 1.0
 };
 constexpr Nvfp4Rule kNvfp4Rules[] = {{"1.0", 0.0}, {"amax/448", 448.0}, {"amax/2688", 2688.0}};
+// Calibration samples the NVFP4 scale search reads (as calibrate --report's evidence pass).
+constexpr std::size_t kNvfp4SearchSamples = 32;
 
 // Per layer and site, the per-tensor amax an FP8 run's scales stand for: symmetric FP8 scales
 // are amax / 448 (the max over heads for per-head scales). Other schemes do not give the amax.
@@ -252,12 +255,17 @@ json evaluate(const EvalRequest& req) {
     check_same_shape(cfg, runs.back().config, dir);
     if (nvfp4) check_nvfp4_source(runs.back().kv_args, dir);
   }
-  if (!req.recipes.empty()) {
+  // Calibration data: what --recipe runs calibrate on, and where the NVFP4 scale search looks.
+  std::optional<CalibrationSamples> calib_data;
+  if (req.calibration_dataset && (!req.recipes.empty() || nvfp4)) {
     std::error_code ec;
     if (fs::equivalent(*req.calibration_dataset, req.dataset, ec))
       spdlog::warn("--calibration-dataset is the same file as --dataset: the scales are evaluated on the "
                    "data they were calibrated on, which flatters them; use held-out text");
-    const CalibrationSamples calib = load_samples(*req.calibration_dataset, tok.get(), req, cfg);
+    calib_data = load_samples(*req.calibration_dataset, tok.get(), req, cfg);
+  }
+  if (!req.recipes.empty()) {
+    const CalibrationSamples& calib = *calib_data;
     const DType storage = cfg.dtype.value_or(base.weight_dtype());
     for (const auto& path : req.recipes) {
       const Recipe recipe = load_recipe(path);
@@ -296,6 +304,7 @@ json evaluate(const EvalRequest& req) {
   // decode multipliers. Last in `runs`, so that the lists above keep their indices.
   struct Nvfp4Variant {
     std::size_t run;
+    json search;  // the searched rule's evidence; null for the fixed rules
   };
   std::vector<Nvfp4Variant> variants;
   const std::size_t nvfp4_begin = runs.size();
@@ -303,9 +312,27 @@ json evaluate(const EvalRequest& req) {
     for (std::size_t i = 0; i < calibrated; ++i) {
       const auto amax = fp8_run_amax(runs[i]);
       for (const auto& rule : kNvfp4Rules) {
-        variants.push_back({i});
+        variants.push_back({i, nullptr});
         runs.push_back(nvfp4_run(runs[i], amax, rule));
       }
+      if (!calib_data) {
+        spdlog::warn("--kv-cache-dtype nvfp4: no --calibration-dataset, so no 'nvfp4 s=searched' (the scale search "
+                     "runs on calibration data)");
+        continue;
+      }
+      // The searched s, on (up to kNvfp4SearchSamples of) the calibration samples: one more
+      // forward pass, and per layer 17 candidates' score and output errors.
+      const auto& cs = calib_data->samples;
+      const std::vector<std::vector<int32_t>> search_samples(
+          cs.begin(), cs.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(cs.size(), kNvfp4SearchSamples)));
+      progress.status(fmt::format("searching the NVFP4 decode multipliers of {} on {} calibration samples", runs[i].name,
+                                  search_samples.size()));
+      Nvfp4Search found = search_nvfp4_scales(runs[i], amax, search_samples, forward);
+      EvalRun searched = nvfp4_run(runs[i], amax, kNvfp4Rules[0]);
+      searched.name = "nvfp4 s=searched";
+      searched.nvfp4 = std::move(found.kv);
+      variants.push_back({i, std::move(found.evidence)});
+      runs.push_back(std::move(searched));
     }
   progress.start_clock();
   json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, forward);
@@ -353,6 +380,21 @@ json evaluate(const EvalRequest& req) {
       const json c = compare_with_unit_scales(v, fp8, doc["sample_tokens"]);
       v["kl_diff_vs_fp8"] = {{"kl_diff", c["kl_diff"]}, {"kl_diff_ci95", c["kl_diff_ci95"]},
                              {"significant", c["significant"]}, {"bootstrap", c["kl_diff_bootstrap"]}};
+      if (!variants[k].search.is_null()) {
+        v["search"] = variants[k].search;
+        // Against the better fixed convention on the held-out data: worse only beyond the noise?
+        const json* best = nullptr;
+        for (const auto& e : list)
+          if ((e["name"] == "nvfp4 s=amax/448" || e["name"] == "nvfp4 s=amax/2688") &&
+              (!best || e["kl"].get<double>() < (*best)["kl"].get<double>()))
+            best = &e;
+        CTCAL_ASSERT(best != nullptr, "the fixed rules come before the searched one");
+        const json b = compare_with_unit_scales(v, *best, doc["sample_tokens"]);
+        v["kl_diff_vs_best_fixed"] = {{"best_fixed", (*best)["name"]},
+                                      {"kl_diff", b["kl_diff"]},
+                                      {"kl_diff_ci95", b["kl_diff_ci95"]},
+                                      {"worse_beyond_noise", b["significant"].get<bool>() && b["kl_diff"].get<double>() > 0}};
+      }
       list.push_back(v);
     }
     run["kv_cache_dtypes"] = list;

@@ -1,0 +1,52 @@
+#pragma once
+// The NVFP4 decode multipliers that cost attention least (issue 31 item 3): per layer, one s for
+// K and one for V, chosen among candidates around the two fixed conventions by what attention
+// computes from the quantized cache on calibration samples:
+//   K: the squared error of the attention scores, sum over causal (query, key) pairs of
+//      (scale * q_t . (k_hat_j - k_j))^2 (every query head against its KV head, window included);
+//   V: the squared error of the attention output, sum_t |P_t (v_hat - v)|^2 with P the layer's
+//      unquantized causal attention (attention is linear in V, so this is attention(q, k, v_hat)
+//      - attention(q, k, v) exactly).
+// Candidates: s = amax/448 * 6^(-i/8), i = -4..12, so amax/448 (i = 0) and amax/2688 (i = 8) are
+// among them and the grid reaches a factor sqrt(6) beyond each. The choice: the candidate of least
+// error, if a paired bootstrap over the calibration samples finds it better than the better fixed
+// rule beyond noise (the 95 % interval of the difference below 0); else that fixed rule. The
+// errors vary by a few percent over most of the range, and an unguarded argmin chose noise
+// (worse on held-out KL than amax/2688 beyond eval's interval on qwen3_sliding_bias_fp32). Q, K and V come from one forward
+// pass with the run's weights and rotation and nothing else quantized (the errors are each
+// layer's own, on unquantized inputs). Attention sinks (gpt-oss) are left out of P.
+#include <cstdint>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ctcal/eval/eval_run.h"
+#include "ctcal/model/attention.h"
+#include "ctcal/model/decoder.h"
+
+namespace ctcal {
+
+struct Nvfp4Search {
+  Nvfp4Kv kv;               // rule "searched": the chosen s per layer and site
+  nlohmann::json evidence;  // {objective, candidates, samples, tokens, layers: [{layer, k: {s_over_amax, error, chosen}, v: ...}]}
+};
+
+// amax: [layers] {Site::kKey: amax, Site::kValue: amax} (the run's FP8 scales x 448); layers
+// without entries get none. samples: the calibration token ids (the caller bounds how many).
+Nvfp4Search search_nvfp4_scales(const EvalRun& run, const std::vector<std::map<Site, double>>& amax,
+                                const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& forward);
+
+// The candidate multipliers for one amax, in the order the evidence lists them.
+std::vector<double> nvfp4_search_candidates(double amax);
+
+// One sample's errors for each candidate pair (s_k[i], s_v[i]): (K score errors, V output errors),
+// as defined above. q [seq, heads * head_dim], k and v [seq, kv_heads * head_dim]; head_dim a
+// multiple of 16. shape: the layer's heads, window and score scale (sinks ignored).
+std::pair<std::vector<double>, std::vector<double>> nvfp4_attention_errors(const AttentionShape& shape, const RowMatrix& q,
+                                                                           const RowMatrix& k, const RowMatrix& v,
+                                                                           const std::vector<double>& s_k,
+                                                                           const std::vector<double>& s_v);
+
+}  // namespace ctcal
