@@ -8,11 +8,13 @@
 //      unquantized causal attention (attention is linear in V, so this is attention(q, k, v_hat)
 //      - attention(q, k, v) exactly).
 // Candidates: s = amax/448 * 6^(-i/8), i = -4..12, so amax/448 (i = 0) and amax/2688 (i = 8) are
-// among them and the grid reaches a factor sqrt(6) beyond each. The choice: the candidate of least
-// error, if a paired bootstrap over the calibration samples finds it better than the better fixed
-// rule beyond noise (the 95 % interval of the difference below 0); else that fixed rule. The
-// errors vary by a few percent over most of the range, and an unguarded argmin chose noise
-// (worse on held-out KL than amax/2688 beyond eval's interval on qwen3_sliding_bias_fp32). Q, K and V come from one forward
+// among them and the grid reaches a factor sqrt(6) beyond each. The choice: per site, a default
+// for the whole model, amax/448 or amax/2688 by the geometric mean of the layers' error ratios;
+// a layer takes its candidate of least error instead only if a paired bootstrap over the
+// calibration samples finds it better than the default beyond noise (the 95 % interval of the
+// difference below 0). The errors vary by a few percent over most of the range: an unguarded
+// argmin, and then each layer's own better fixed rule, chose noise (worse on held-out KL than
+// amax/2688 beyond eval's interval on the golden qwen3_sliding_bias_fp32). Q, K and V come from one forward
 // pass with the run's weights and rotation and nothing else quantized (the errors are each
 // layer's own, on unquantized inputs). Attention sinks (gpt-oss) are left out of P.
 #include <cstdint>
