@@ -162,7 +162,7 @@ Examples:
                 "Also quantize each layer alone and rank the layers by KL (one extra pass per layer and run)");
   evc->add_option("--kv-cache-dtype", ev.kv_cache_dtype,
                   "auto (each checkpoint's own KV scheme), or nvfp4 (as vLLM spells it): beside each FP8 run, vLLM's "
-                  "NVFP4 KV cache at s = 1.0, amax/448 and amax/2688 [auto]");
+                  "NVFP4 KV cache at s = 1.0, amax/448, amax/2688 and, with --calibration-dataset, the searched s [auto]");
   evc->add_flag("--no-unit-scales", ev.no_unit_scales,
                 "Skip the baseline with every scale 1.0 (vLLM's default without scales) beside each run");
   evc->add_option("--report", ev_out.report, "Write a self-contained HTML report: metrics per run with definitions, SQNR per format, ranges, scales");

@@ -33,8 +33,9 @@ struct EvalRequest {
   bool layer_sensitivity = false;     // each layer quantized alone: ranked KL contributions
   std::string device = "cpu";         // --device: cpu, cuda, cuda:N
   // --kv-cache-dtype, as vLLM spells it: "auto" (each checkpoint's own KV scheme) or "nvfp4":
-  // beside each FP8 run, the same run with vLLM's NVFP4 KV cache at several decode multipliers
-  // (`kv_cache_dtypes` in the document; eval/nvfp4_fake_quant.h).
+  // beside each FP8 run, the same run with vLLM's NVFP4 KV cache at s = 1.0, amax/448, amax/2688
+  // and, with calibration_dataset, the searched s (`kv_cache_dtypes` in the document;
+  // eval/nvfp4_fake_quant.h, eval/nvfp4_scale_search.h).
   std::string kv_cache_dtype = "auto";
 };
 
