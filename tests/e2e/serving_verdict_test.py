@@ -156,16 +156,19 @@ try:
     v = verdict(ph)
     check(any("FlashAttention 3" in c and "4 (Blackwell)" in c for c in v["conditions"]), f"per-head: {v['conditions']}")
 
-    # FP8 MoE experts (CompressedTensorsW8A8Fp8MoEMethod.__init__): per-tensor weights with per-tensor
-    # inputs load; per-channel weights with static per-tensor inputs fail its `assert ... BLOCK` (the
-    # vLLM judge, which collects these outputs, holds both to vLLM's own constructor).
+    # FP8 MoE experts (get_moe_method, then CompressedTensorsW8A8Fp8MoEMethod.__init__); the vLLM judge,
+    # which collects these outputs, holds them to vLLM's own code.
     golden = json.load(open(os.path.join(GOLDEN, "qwen3_moe_fp32.json")))
     data = os.path.join(tmp, "qwen3_moe.jsonl")
     with open(data, "w") as f:
         for ids in golden["samples"]:
             f.write(json.dumps({"input_ids": ids}) + "\n")
-    for weights, want in (("tensor", None), ("channel", "AssertionError")):
-        recipe = os.path.join(tmp, f"moe_{weights}.yaml")
+    # (weights, inputs, dynamic inputs, what vLLM does): per-tensor/per-tensor and per-channel/per-token
+    # load; per-tensor weights with per-token inputs and per-channel weights with static per-tensor
+    # inputs fail the method's `assert ... BLOCK`.
+    for weights, inputs, dynamic, want in (("tensor", "tensor", "false", None), ("channel", "tensor", "false", "AssertionError"),
+                                           ("tensor", "token", "true", "AssertionError"), ("channel", "token", "true", None)):
+        recipe = os.path.join(tmp, f"moe_{weights}_{inputs}.yaml")
         with open(recipe, "w") as f:
             f.write(f"""quant_stage:
   quant_modifiers:
@@ -175,19 +178,30 @@ try:
         group_0:
           targets: ["Linear"]
           weights: {{num_bits: 8, type: float, strategy: {weights}, dynamic: false, symmetric: true}}
-          input_activations: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}
+          input_activations: {{num_bits: 8, type: float, strategy: {inputs}, dynamic: {dynamic}, symmetric: true}}
       kv_cache_scheme: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}
 """)
-        out = os.path.join(tmp, f"moe_{weights}")
+        out = os.path.join(tmp, f"moe_{weights}_{inputs}")
         if calibrate(recipe, out, model=os.path.join(GOLDEN, golden["model_dir"]), data=data).returncode != 0:
             continue
         v = verdict(out)
         if want is None:
-            check(v["loadable"] and v["serves_as_calibrated"], f"FP8 MoE per-tensor: {v['reasons']}")
+            check(v["loadable"] and v["serves_as_calibrated"], f"FP8 MoE {weights}/{inputs}: {v['reasons']}")
         else:
             e = v["load_error"] or {}
             check(not v["loadable"] and e.get("exception") == want and ".experts." in (e.get("tensor") or ""),
-                  f"FP8 MoE per-channel weights, static inputs: {want} on an expert: {v['load_error']}")
+                  f"FP8 MoE {weights}/{inputs}: {want} on an expert: {v['load_error']}")
+        if weights == "channel" and inputs == "token":
+            # compressed-tensors refuses static per-token args before any MoE rule (planted: ctcal's
+            # recipe parser refuses to write it).
+            planted = out + "-static-token"
+            shutil.copytree(out, planted)
+            cfg = json.load(open(os.path.join(planted, "config.json")))
+            cfg["quantization_config"]["config_groups"]["group_0"]["input_activations"]["dynamic"] = False
+            json.dump(cfg, open(os.path.join(planted, "config.json"), "w"), indent=2)
+            v = verdict(planted)
+            check(not v["loadable"] and (v["load_error"] or {}).get("exception") == "ValidationError",
+                  f"static per-token inputs: ValidationError: {v['load_error']}")
 
     # Configs of models ctcal does not run: MLA, hybrids, MXFP4 (inspect reads a config.json alone).
     kv = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor", "dynamic": False}

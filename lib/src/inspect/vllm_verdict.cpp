@@ -146,6 +146,20 @@ json vllm_verdict(const VllmFacts& f) {
                             "QuantizationArgs",
                             json(s.undroppable_attention_groups).dump()));
 
+  // compressed-tensors' QuantizationArgs validator (quantization/quant_args.py, vLLM's pinned 0.17)
+  // refuses static per-token quantization ("Cannot perform static token quantization"), so
+  // CompressedTensorsConfig.from_config fails on such a config group.
+  if (f.config.contains("quantization_config"))
+    for (const auto& g : ct::read_quantization_config(f.config["quantization_config"]).config_groups)
+      for (const json* q : {&g.weights, &g.input_activations})
+        if (q->is_object() && q->value("strategy", "") == "token" && !(q->contains("dynamic") && (*q)["dynamic"] == json(true))) {
+          cannot_load("ValidationError", "",
+                      fmt::format("config group '{}' asks for static per-token quantization, which compressed-tensors' "
+                                  "QuantizationArgs refuses (\"Cannot perform static token quantization\")",
+                                  g.name));
+          break;
+        }
+
   // Qwen2Model.__init__ (models/qwen2.py) asserts that a model whose layer_types mix sliding and
   // full attention has max_window_layers == num_hidden_layers.
   if (f.architecture == "Qwen2ForCausalLM" && mixes_layer_types(f.config) &&
@@ -180,38 +194,47 @@ json vllm_verdict(const VllmFacts& f) {
                                     "scale stays 1.0",
                                     legacy));
   }
-  // FP8 MoE experts: CompressedTensorsW8A8Fp8MoEMethod.__init__ (compressed_tensors_moe/
-  // compressed_tensors_moe_w8a8_fp8.py) takes per-tensor weights with per-tensor inputs, per-channel
-  // weights with dynamic per-token inputs, or block weights. Static inputs with per-channel weights
-  // (strategy token) raise ValueError; any other mixture (per-channel weights with per-tensor
-  // inputs, the shape a dense model's FP8 recipe often has) fails `assert weight strategy == BLOCK`.
+  // FP8 MoE experts, in vLLM's two steps. CompressedTensorsMoEMethod.get_moe_method
+  // (compressed_tensors_moe/compressed_tensors_moe.py) picks the FP8 method only when
+  // CompressedTensorsConfig._is_fp8_w8a8 holds (float weights and inputs; weights symmetric, static,
+  // per tensor, channel or block; inputs dynamic, or static symmetric per tensor); float groups that
+  // fail it raise RuntimeError ("Unsupported FusedMoe scheme"). Then
+  // CompressedTensorsW8A8Fp8MoEMethod.__init__ (compressed_tensors_moe_w8a8_fp8.py) takes per-tensor
+  // weights with per-tensor inputs, per-channel weights with per-token inputs, or block weights,
+  // and asserts block weights otherwise (AssertionError: e.g. per-channel weights with per-tensor
+  // inputs, the shape a dense model's FP8 recipe often has).
   static const std::regex expert_scale(R"(^(.*\.experts\.\d+\.(?:gate_proj|up_proj|down_proj|w1|w2|w3))\.weight_scale$)");
   if (const std::string expert = first_match(f.tensors, expert_scale); !expert.empty() && f.config.contains("quantization_config")) {
     const std::string module = expert.substr(0, expert.size() - std::string(".weight_scale").size());
     const ct::QuantizationConfig qc = ct::read_quantization_config(f.config["quantization_config"]);
     const auto g = ct::resolve_group({module, "Linear"}, qc.group_targets(), qc.ignore);
-    if (g && qc.config_groups[*g].weights.is_object() && qc.config_groups[*g].input_activations.is_object()) {
+    if (g && qc.config_groups[*g].weights.is_object() && qc.config_groups[*g].input_activations.is_object() &&
+        qc.config_groups[*g].weights.value("type", "") == "float" &&
+        qc.config_groups[*g].input_activations.value("type", "") == "float") {
       const json& w = qc.config_groups[*g].weights;
       const json& in = qc.config_groups[*g].input_activations;
-      auto fp8 = [](const json& q) { return q.value("type", "") == "float" && q.value("num_bits", 0) == 8; };
+      // QuantizationArgs' defaults: symmetric true, dynamic false, strategy as written.
+      auto flag = [](const json& q, const char* key, bool dflt) { return q.contains(key) && q[key].is_boolean() ? q[key].get<bool>() : dflt; };
       const std::string ws = w.value("strategy", ""), is = in.value("strategy", "");
-      const bool dynamic = in.value("dynamic", json(false)) == json(true);
-      const bool per_tensor = ws == "tensor" && is == "tensor", per_channel = ws == "channel" && is == "token";
-      if (fp8(w) && fp8(in)) {
-        if (!per_tensor && !per_channel && ws != "block")
-          cannot_load("AssertionError", expert,
-                      fmt::format("config group '{}' quantizes the MoE experts with {} weights and {} inputs; vLLM's "
-                                  "FP8 MoE method (CompressedTensorsW8A8Fp8MoEMethod) takes per-tensor weights with "
-                                  "per-tensor inputs, per-channel weights with dynamic per-token inputs, or block "
-                                  "weights, and asserts block weights otherwise",
-                                  qc.config_groups[*g].name, ws, is));
-        else if (per_channel && !dynamic)
-          cannot_load("ValueError", expert,
-                      fmt::format("config group '{}' quantizes the MoE experts with per-channel weights and static "
-                                  "per-token inputs; vLLM's FP8 MoE method requires per-tensor or channelwise with "
-                                  "dynamic per-token inputs",
-                                  qc.config_groups[*g].name));
-      }
+      const bool weights_ok = flag(w, "symmetric", true) && !flag(w, "dynamic", false) &&
+                              (ws == "tensor" || ws == "channel" || ws == "block");
+      const bool inputs_ok = flag(in, "dynamic", false) || (flag(in, "symmetric", true) && is == "tensor");
+      const std::string group = qc.config_groups[*g].name;
+      if (!weights_ok || !inputs_ok)
+        cannot_load("RuntimeError", expert,
+                    fmt::format("config group '{}' quantizes the MoE experts with {} {} weights and {} {} inputs, which "
+                                "CompressedTensorsConfig._is_fp8_w8a8 does not accept for experts (weights symmetric, "
+                                "static, per tensor, channel or block; inputs dynamic, or static symmetric per tensor): "
+                                "\"Unsupported FusedMoe scheme\" (CompressedTensorsMoEMethod.get_moe_method)",
+                                group, flag(w, "dynamic", false) ? "dynamic" : "static", ws,
+                                flag(in, "dynamic", false) ? "dynamic" : "static", is));
+      else if (!(ws == "tensor" && is == "tensor") && !(ws == "channel" && is == "token") && ws != "block")
+        cannot_load("AssertionError", expert,
+                    fmt::format("config group '{}' quantizes the MoE experts with {} weights and {} inputs; vLLM's "
+                                "FP8 MoE method (CompressedTensorsW8A8Fp8MoEMethod) takes per-tensor weights with "
+                                "per-tensor inputs, per-channel weights with per-token inputs, or block weights, and "
+                                "asserts block weights otherwise",
+                                group, ws, is));
     }
   }
   // vLLM's Mixtral names its experts block_sparse_moe.experts.{e}.w1/w2/w3 (MixtralModel.load_weights);
