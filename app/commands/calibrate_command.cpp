@@ -304,6 +304,7 @@ void check_model_and_plan(const CalibrateRequest& req, const Recipe& recipe, con
 void check_writer_and_ranks(const CalibrateRequest& req, const Resolved& o, const Checked& c) {
   const Checkpoint& ckpt = *c.ckpt;
   const CalibrationPlan& plan = c.plan;
+  check_groups_stay_in_language_model(plan, ckpt, req.recipe);
   for (const auto& lp : plan.linear)
     if (lp.expert >= 0 && !ckpt.has(lp.module + ".weight"))
       // transformers 5 saves MoE experts as one 3-D parameter per layer (mlp.experts.gate_up_proj

@@ -203,6 +203,33 @@ try:
             check(not v["loadable"] and (v["load_error"] or {}).get("exception") == "ValidationError",
                   f"static per-token inputs: ValidationError: {v['load_error']}")
 
+    # FP8 Linear on a multimodal wrapper: ctcal copies the vision tower unchanged, so a Linear group
+    # that reaches it is refused by name (vLLM's qwen3_5.py builds the tower with the quant config and
+    # would find no FP8 weights); with the tower ignored, as llm-compressor's example does, it loads.
+    golden = json.load(open(os.path.join(GOLDEN, "qwen3_5_mm_bf16.json")))
+    data = os.path.join(tmp, "qwen3_5_mm.jsonl")
+    with open(data, "w") as f:
+        for ids in golden["samples"]:
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+    w8a8 = open(recipe_path("fp8_w8a8_fp8_kv.yaml")).read()
+    check('ignore: ["lm_head"]' in w8a8, "the shipped W8A8 recipe's ignore line")
+    for ignore, want_exit in (('["lm_head", "re:.*linear_attn.*"]', 3),
+                              ('["lm_head", "re:.*linear_attn.*", "re:model.visual.*"]', 0)):
+        recipe = os.path.join(tmp, f"w8a8_mm_{want_exit}.yaml")
+        with open(recipe, "w") as f:
+            f.write(w8a8.replace('ignore: ["lm_head"]', f"ignore: {ignore}"))
+        out = os.path.join(tmp, f"w8a8_mm_{want_exit}")
+        r = run("calibrate", recipe, "--model", os.path.join(GOLDEN, golden["model_dir"]), "--dataset", data,
+                "--output", out, "-q")
+        check(r.returncode == want_exit, f"W8A8 on the Qwen3.5 wrapper, ignore {ignore}: exit {r.returncode}, want "
+              f"{want_exit}: {r.stderr[-400:]}")
+        if want_exit == 3:
+            check("model.visual." in r.stderr and '"re:model.visual.*"' in r.stderr and not os.path.exists(out),
+                  f"the refusal names the tower and its ignore entry, writes nothing: {r.stderr[-400:]}")
+        elif r.returncode == 0:
+            v = verdict(out)
+            check(v["loadable"], f"W8A8 with the tower ignored: {v['reasons']}")
+
     # Configs of models ctcal does not run: MLA, hybrids, MXFP4 (inspect reads a config.json alone).
     kv = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor", "dynamic": False}
     for arch, want in (("DeepseekV3ForCausalLM", "MLA"), ("Qwen3NextForCausalLM", "hybrid")):

@@ -7,6 +7,7 @@
 #include "ctcal/ct/match.h"
 #include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
+#include "ctcal/io/checkpoint.h"
 #include "ctcal/model/linear_modules.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/transform/hadamard.h"
@@ -273,6 +274,34 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
                                     "combine them yet (use R3, or drop R2)", recipe.source));
   }
   return p;
+}
+
+void check_groups_stay_in_language_model(const CalibrationPlan& plan, const Checkpoint& checkpoint,
+                                         const std::string& where) {
+  if (plan.linear_groups.empty()) return;
+  const std::string& inside = plan.model.weight_prefix;  // "model.language_model." on a wrapper
+  for (const std::string& name : checkpoint.tensor_names()) {
+    if (!name.ends_with(".weight") || name.starts_with(inside) || checkpoint.info(name).shape.size() != 2) continue;
+    const std::string module = name.substr(0, name.size() - std::string(".weight").size());
+    // The language model's head is the plan's own business; an embedding table is 2-D but no Linear.
+    if (module == "lm_head" || module.find("embed") != std::string::npos) continue;
+    for (const auto& [group, g] : plan.linear_groups.items()) {
+      std::vector<std::string> targets;
+      for (const auto& t : g.value("targets", json::array()))
+        if (t.is_string()) targets.push_back(t.get<std::string>());
+      if (!ct::is_match({module, ct::kLinearClass}, targets, plan.ignore)) continue;
+      // The tower's own prefix: "model.visual" of "model.visual.blocks.0.attn.qkv", "vision_tower" of
+      // "vision_tower.vision_model.encoder.layers.0.mlp.fc1" (Gemma 3's older layout).
+      const std::size_t first = module.find('.');
+      const std::size_t end = module.starts_with("model.") ? module.find('.', first + 1) : first;
+      const std::string tower = end == std::string::npos ? module : module.substr(0, end);
+      throw RecipeError(fmt::format("{}: config group '{}' would declare {} quantized, but it lies outside the "
+                                    "language model ({}*), which ctcal copies unchanged: vLLM would build it with "
+                                    "the quantization config (models/qwen3_5.py builds its vision tower so) and find no FP8 weights for "
+                                    "it; add \"re:{}.*\" to ignore, as llm-compressor's Qwen3.5 FP8 example does",
+                                    where, group, module, inside, tower));
+    }
+  }
 }
 
 json transform_config_json(const CalibrationPlan& plan) {

@@ -18,6 +18,8 @@
 
 namespace ctcal {
 
+class Checkpoint;
+
 struct RotationPlan {
   std::string group;         // "R3" / "R2" (config group name in transform_config)
   std::string type;          // hadamard / random-hadamard
@@ -75,6 +77,15 @@ struct CalibrationPlan {
 // has no construction), InputError for model problems. `seed` draws random-hadamard signs.
 CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType storage,
                           uint64_t seed = 42);
+
+// A multimodal checkpoint's modules outside the language model (Qwen3.5's model.visual.*, Gemma 3's
+// model.vision_tower.*) are copied unchanged. A Linear config group that matches one of them would
+// declare it quantized in config.json, and vLLM builds those towers with the quantization config
+// (models/qwen3_5.py: Qwen3_VisionTransformer(..., quant_config)) and then finds no FP8 weights
+// for them. Throws RecipeError (exit 3) naming the first such 2-D `.weight` and the `ignore` entry
+// that keeps the tower out, as llm-compressor's Qwen3.5 FP8 example does ("re:model.visual.*").
+void check_groups_stay_in_language_model(const CalibrationPlan& plan, const Checkpoint& checkpoint,
+                                         const std::string& where);
 
 // `transform_config` as compressed-tensors 0.18 dumps it ({} without rotations).
 nlohmann::json transform_config_json(const CalibrationPlan& plan);
