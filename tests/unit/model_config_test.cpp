@@ -312,6 +312,24 @@ TEST(ModelConfigFamilies, Qwen3_5MoeEveryLayerSparseWithASharedExpert) {
 // Qwen3-Next (Qwen3NextConfig): dense Qwen3NextMLP layers by mlp_only_layers / decoder_sparse_step,
 // norm_topk_prob true unless the config says otherwise, Qwen3.5's hybrid layers and gated attention,
 // the DeltaNet's fused in-projections; RoPE other than the default is refused by name.
+// MoE sizes config.json leaves out take each config class's defaults (transformers 5.17, read with
+// Qwen3NextConfig() / Qwen3_5MoeTextConfig() / Qwen3MoeConfig() in the peer venv: 512 / 10 / 512,
+// 256 / 8 / 512, 128 / 8 / 768); a wrong one routes silently differently.
+TEST(ModelConfigFamilies, MoeSizeDefaultsFollowEachConfigClass) {
+  for (auto [arch, experts, top_k, inter] : {std::tuple{"Qwen3NextForCausalLM", 512, 10, 512},
+                                            {"Qwen3_5MoeForCausalLM", 256, 8, 512},
+                                            {"Qwen3MoeForCausalLM", 128, 8, 768}}) {
+    json j = base();
+    j["architectures"] = {arch};
+    j["num_hidden_layers"] = 4;
+    j["shared_expert_intermediate_size"] = 24;
+    ModelConfig c = parse_model_config(j, "c");
+    EXPECT_EQ(c.num_experts, experts) << arch;
+    EXPECT_EQ(c.num_experts_per_tok, top_k) << arch;
+    EXPECT_EQ(c.moe_intermediate_size, inter) << arch;
+  }
+}
+
 TEST(ModelConfigFamilies, Qwen3NextDenseLayersAndNormTopkDefault) {
   json j = base();
   j["architectures"] = {"Qwen3NextForCausalLM"};

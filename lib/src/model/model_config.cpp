@@ -352,11 +352,16 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   // Hub Qwen3-MoE configs say num_experts; transformers 5.17 saves it as num_local_experts (its
   // attribute map), Mixtral's own name.
   const char* experts_key = r.present(j, "num_experts") ? "num_experts" : "num_local_experts";
-  c->num_experts = r.positive_int(experts_key, mixtral ? 8 : 128);
-  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", mixtral ? 2 : 8);
+  // Defaults where config.json omits the key, as each transformers 5.17 config class has them:
+  // Qwen3MoeConfig 128 experts / top 8 / 768, Qwen3NextConfig 512 / 10 / 512, Qwen3_5MoeTextConfig
+  // 256 / 8 / 512, MixtralConfig 8 / 2 (read with from_dict({}) in the peer venv).
+  const bool next = f.architecture == "Qwen3NextForCausalLM";
+  const bool qwen35_moe = f.moe_shared_expert && !next;
+  c->num_experts = r.positive_int(experts_key, mixtral ? 8 : next ? 512 : qwen35_moe ? 256 : 128);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", mixtral ? 2 : next ? 10 : 8);
   if (c->num_experts_per_tok > c->num_experts)
     throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
-  c->moe_intermediate_size = mixtral ? c->intermediate_size : r.positive_int("moe_intermediate_size", 768);
+  c->moe_intermediate_size = mixtral ? c->intermediate_size : r.positive_int("moe_intermediate_size", f.moe_shared_expert ? 512 : 768);
   c->norm_topk_prob = f.moe_norm_topk_always || r.boolean("norm_topk_prob", f.moe_norm_topk_default);
   c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
   if (f.moe_shared_expert)  // Qwen3NextConfig / Qwen3_5MoeTextConfig default 512
