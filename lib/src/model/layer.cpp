@@ -21,6 +21,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
 #include "ctcal/model/decoder.h"
+#include "ctcal/model/deltanet_shape.h"
 #include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/moe.h"
 #include "ctcal/model/rope.h"
@@ -64,19 +65,6 @@ void apply_output_gate(Eigen::Ref<RowMatrix> attn, const float* gate) {
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < attn.rows(); ++t)
     for (int64_t i = 0; i < cols; ++i) attn(t, i) *= 1.0f / (1.0f + std::exp(-gate[t * cols + i]));
-}
-
-GatedDeltaNetShape deltanet_shape(const ModelConfig& c) {
-  const LinearAttentionConfig& la = c.linear_attention;
-  GatedDeltaNetShape s;
-  s.hidden = c.hidden_size;
-  s.num_k_heads = la.num_k_heads;
-  s.num_v_heads = la.num_v_heads;
-  s.head_k_dim = la.head_k_dim;
-  s.head_v_dim = la.head_v_dim;
-  s.conv_kernel = la.conv_kernel;
-  s.eps = c.rms_norm_eps;  // Qwen3_5GatedDeltaNet's RMSNormGated(eps=config.rms_norm_eps)
-  return s;
 }
 
 }  // namespace

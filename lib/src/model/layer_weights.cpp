@@ -8,6 +8,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/quantized_weight.h"
+#include "ctcal/model/deltanet_shape.h"
 #include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/gpt_oss_experts.h"
 #include "ctcal/model/linear_modules.h"
@@ -373,15 +374,7 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   }
   if (linear_attention && fam.linear_attention.fused()) {
     // Qwen3NextGatedDeltaNet.fix_query_key_value_ordering as a row permutation (exact).
-    const LinearAttentionConfig& s = c.linear_attention;
-    GatedDeltaNetShape shape;
-    shape.hidden = h;
-    shape.num_k_heads = s.num_k_heads;
-    shape.num_v_heads = s.num_v_heads;
-    shape.head_k_dim = s.head_k_dim;
-    shape.head_v_dim = s.head_v_dim;
-    shape.conv_kernel = s.conv_kernel;
-    split_qwen3_next_in_proj(qkvz.w, ba.w, shape, w.linear_attn.get());
+    split_qwen3_next_in_proj(qkvz.w, ba.w, deltanet_shape(c), w.linear_attn.get());
   }
   if (moe && fam.moe_kind == MoeKind::kGptOss)
     load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
