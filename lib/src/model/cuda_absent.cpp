@@ -12,7 +12,6 @@ namespace {
 }
 }  // namespace
 
-bool cuda_backend_built() { return false; }
 int cuda_device_for_local_rank(int) { return 0; }
 std::string cuda_device_description(int index) { no_cuda(index); }
 void cuda_open_device(int index) { no_cuda(index); }

@@ -20,7 +20,7 @@ namespace ctcal {
 
 class LayerBackend {
  public:
-  virtual ~LayerBackend() = default;
+  virtual ~LayerBackend();
   // hidden: [total_tokens, hidden], or empty with ForwardOptions::token_ids set (embedded here).
   virtual void begin(RowMatrix& hidden) = 0;
   // Layer `layer`'s weights ready to run (read, edited by loop.edit_weights, on the device).

@@ -718,8 +718,6 @@ void CudaLayers::end(RowMatrix& hidden) {
 
 }  // namespace
 
-bool cuda_backend_built() { return true; }
-
 int cuda_device_for_local_rank(int local_rank) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return 0;
