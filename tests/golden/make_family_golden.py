@@ -40,6 +40,15 @@ ROW_TOKENS = 2  # raw rows recorded for the first sample
 CAPTURE = "ctcal_capture"
 
 # name, model_type, config kwargs, dtype, config spelling ("v5" as saved, "classic" rewritten)
+# The Qwen3.5 / Qwen3.5-MoE multimodal wrappers' shared parts: the text model's multimodal RoPE
+# (text positions make it plain) and a one-block vision tower with its special token ids.
+QWEN3_5_MM_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                   "mrope_section": [2, 1, 1], "mrope_interleaved": True}
+QWEN3_5_MM_WRAPPER = dict(
+    vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
+                       temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=16),
+    image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97, tie_word_embeddings=False)
+
 CASES = [
     ("qwen2_bias_bf16", "qwen2",
      dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -175,14 +184,8 @@ CASES = [
                            num_key_value_heads=1, head_dim=32, vocab_size=100, max_position_embeddings=256,
                            linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=16,
                            linear_value_head_dim=16, linear_conv_kernel_dim=3, full_attention_interval=2,
-                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                            "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
-                                            "mrope_interleaved": True}),
-          vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4,
-                             spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
-                             num_position_embeddings=16),
-          image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97,
-          tie_word_embeddings=False),
+                           rope_parameters=QWEN3_5_MM_ROPE),
+          **QWEN3_5_MM_WRAPPER),
      torch.bfloat16, "v5"),
     # Qwen3.5-MoE (issue 28): Qwen3.5's layers with Qwen3_5MoeSparseMoeBlock on every layer (softmax
     # top-2 of 6, always renormalised; a shared expert of width 24 gated by sigmoid(shared_expert_gate)).
@@ -205,14 +208,8 @@ CASES = [
                            num_key_value_heads=1, head_dim=32, vocab_size=100, max_position_embeddings=256,
                            linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=16,
                            linear_value_head_dim=16, linear_conv_kernel_dim=3, full_attention_interval=2,
-                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                            "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
-                                            "mrope_interleaved": True}),
-          vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4,
-                             spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
-                             num_position_embeddings=16),
-          image_token_id=98, video_token_id=99, vision_start_token_id=96, vision_end_token_id=97,
-          tie_word_embeddings=False),
+                           rope_parameters=QWEN3_5_MM_ROPE),
+          **QWEN3_5_MM_WRAPPER),
      torch.bfloat16, "fused_experts"),
     # Qwen3-Next (issue 28): the DeltaNet's in-projections fused per key head (in_proj_qkvz, in_proj_ba;
     # 2 key heads serving 4 value heads), a dense Qwen3NextMLP on layer 1 (mlp_only_layers), sparse MoE
