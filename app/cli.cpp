@@ -120,6 +120,10 @@ int run_cli(int argc, char** argv) {
                   "Keep the N layers whose KV quantization costs most KL (each quantized alone) unquantized: "
                   "written to ignore, served with vLLM's --kv-cache-dtype-skip-layers [0]")
       ->check(CLI::NonNegativeNumber);
+  cal->add_option("--kv-cache-dtype", req.kv_cache_dtype,
+                  "auto (the recipe's KV scheme), or nvfp4 (as vLLM spells it): search the NVFP4 decode multipliers "
+                  "after the FP8 per-tensor calibration and write them as the k/v scales, for vllm serve "
+                  "--kv-cache-dtype nvfp4 [auto]");
   cal->add_flag("--overwrite", req.overwrite, "Replace an existing --output");
   cal->add_flag("--dry-run", req.dry_run, "Check everything and print the plan; run nothing");
   cal->add_option("--report", req.report, "Write a self-contained HTML report: the plan, per-layer ranges against what the scales represent, scales");

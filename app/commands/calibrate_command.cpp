@@ -21,6 +21,7 @@
 #include "ctcal/error.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/eval/evaluate.h"
+#include "ctcal/eval/nvfp4_scale_search.h"
 #include "ctcal/eval/unit_scales_verdict.h"
 #include "ctcal/inspect/inspect.h"
 #include "ctcal/inspect/vllm_verdict.h"
@@ -35,6 +36,8 @@
 #include "ctcal/pipeline/quant_config.h"
 #include "ctcal/pipeline/range_shortfall.h"
 #include "ctcal/pipeline/write_checkpoint.h"
+#include "ctcal/quant/nvfp4.h"
+#include "ctcal/quant/nvfp4_record.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/recipe/recipe_emit.h"
 #include "ctcal/report/calibrate_report.h"
@@ -162,6 +165,11 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   out << fmt::format("output     {}\n", o.output.empty() ? std::string("(none: --output not given)") : o.output.string());
 }
 
+// The plan's line for --kv-cache-dtype nvfp4.
+constexpr const char* kNvfp4PlanLine =
+    "nvfp4      --kv-cache-dtype nvfp4: after the FP8 calibration, the NVFP4 decode multipliers s searched on up to 32 "
+    "calibration samples are written as k/v scales (declared FP8 per tensor; ctcal_report.json nvfp4_kv says so)\n";
+
 void print_summary(std::ostream& out, const CalibrationPlan& plan, const CalibrationResult& r) {
   std::string header = fmt::format("{:>5}", "layer");
   for (Site s : plan.sites())
@@ -266,6 +274,43 @@ void check_device_and_outputs(const CalibrateRequest& req, const Resolved& o, Ch
   // --report fails now, not after an hour of calibration, and never leaves a half-written output.
   if (!o.output.empty()) check_output_destination(o.output, o.model, req.overwrite);
   if (req.report) check_writable_file(*req.report, "--report");
+  if (req.kv_cache_dtype != "auto" && req.kv_cache_dtype != "nvfp4")
+    throw UsageError(fmt::format("--kv-cache-dtype {}: expected auto (the recipe's kv_cache_scheme) or nvfp4 (vLLM's "
+                                 "NVFP4 KV cache; vLLM's nvfp4_4over6 searches its own block scales and is not "
+                                 "modelled)", req.kv_cache_dtype));
+  if (req.kv_cache_dtype == "nvfp4" && req.report)
+    throw UsageError("--kv-cache-dtype nvfp4 with --report: the calibrate page plots FP8 scales against their ranges, "
+                     "which NVFP4 decode multipliers are not; use ctcal eval --kv-cache-dtype nvfp4 --report for the "
+                     "NVFP4 costs");
+}
+
+// --kv-cache-dtype nvfp4: what the NVFP4 scales are written under and searched from. vLLM takes
+// one s per layer for K and one for V (layer._k_scale, a scalar), declared as an FP8 per-tensor
+// kv_cache_scheme; the search starts from the FP8 calibration's amax (scale x 448). Under MPI the
+// search runs on rank 0 after the ranks' static_minmax ranges are combined, on the same samples
+// as one process (the first 32 calibration samples), so it needs nothing combined.
+void check_nvfp4_plan(const CalibrateRequest& req, const CalibrationPlan& plan) {
+  const QuantArgs& a = plan.kv_args;
+  if (!(a.type == QuantType::kFloat && a.num_bits == 8 && a.symmetric))
+    throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {}'s kv_cache_scheme is {}{} {}; ctcal writes the NVFP4 "
+                                 "decode multipliers as the k/v scales of a symmetric FP8 per-tensor kv_cache_scheme "
+                                 "(what vLLM 0.34 loads) and searches them from its amax: use one "
+                                 "(recipes/fp8_kv_per_tensor.yaml)",
+                                 req.recipe, quant_type_name(a.type), a.num_bits, a.symmetric ? "symmetric" : "asymmetric"));
+  if (a.strategy != Strategy::kTensor)
+    throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {}'s kv_cache_scheme has strategy {}; vLLM's NVFP4 KV cache "
+                                 "takes one decode multiplier per layer for K and one for V (layer._k_scale), so the "
+                                 "scheme must be per tensor", req.recipe, strategy_name(*a.strategy)));
+  const ModelConfig& m = plan.model;
+  if (m.head_dim % nvfp4::kBlockSize != 0)
+    throw InputError(fmt::format("--kv-cache-dtype nvfp4: the model has head_dim {}, not a multiple of 16; vLLM's NVFP4 "
+                                 "KV cache quantizes each head in 16-element blocks and refuses it", m.head_dim));
+  if (m.head_dim == 64)
+    spdlog::warn("--kv-cache-dtype nvfp4: vLLM 0.34 refuses NVFP4 at head_size 64 on FlashInfer's FA2 path (Hopper: "
+                 "'fa2 prefill misreads NVFP4 at head_size 64'); only SM100's trtllm-gen path serves this model");
+  if (plan.r3)
+    spdlog::warn("--kv-cache-dtype nvfp4 with R3: the scales are searched on rotated keys, and mainline vLLM applies "
+                 "no rotation; the checkpoint is evidence, not something vLLM 0.34 serves");
 }
 
 // The model's tensors and the plan: what the recipe asks of this model, and the flags that need
@@ -297,6 +342,7 @@ void check_model_and_plan(const CalibrateRequest& req, const Recipe& recipe, con
     spdlog::info("key range: envelope (the pre-RoPE pair norms of K{}): k_scale holds at every position",
                  plan.r3 && plan.rotations_observed ? ", bounded after the R3 rotation" : "");
   }
+  if (req.kv_cache_dtype == "nvfp4") check_nvfp4_plan(req, plan);
 }
 
 // What the writer can write from this checkpoint (experts by name, unquantized weights, room on
@@ -427,7 +473,10 @@ CalibrationResult run(const CalibrateRequest& req, const Resolved& o, Checked& c
                       ProgressLine& line, std::ostream& out) {
   const ModelConfig& cfg = c.cfg;
   CalibrationPlan& plan = c.plan;
-  if (Ranks::root()) print_plan(out, plan, o);
+  if (Ranks::root()) {
+    print_plan(out, plan, o);
+    if (req.kv_cache_dtype == "nvfp4") out << kNvfp4PlanLine;
+  }
   out << std::flush;
   CalibrateOptions copt;
   copt.forward.chunk_tokens = req.chunk_tokens;
@@ -483,6 +532,60 @@ CalibrationResult run(const CalibrateRequest& req, const Resolved& o, Checked& c
   return result;
 }
 
+// --kv-cache-dtype nvfp4: eval's scale search (eval/nvfp4_scale_search.h) on the run as
+// calibrated, over `samples` (the evidence samples, as eval searches the first 32 of its
+// calibration data), and the result with each written K/V scale replaced by its s (one value:
+// the scheme is per tensor). Layers left unquantized (--kv-skip-layers) and layers without a KV
+// cache get no scales and no record.
+CalibrationResult with_nvfp4_scales(const Checked& c, const CalibrationResult& result,
+                                    const std::vector<std::vector<int32_t>>& samples, ProgressLine& line,
+                                    std::optional<Nvfp4KvRecord>* record) {
+  const CalibrationPlan& plan = c.plan;
+  const EvalRun run = calibrated_run(c, result);
+  const auto amax = nvfp4_amax_of_run(run);  // [layers] {site: FP8 scale x 448}
+  ForwardOptions fwd;
+  fwd.device = c.device;
+  line.status(fmt::format("searching the NVFP4 decode multipliers on {} calibration samples", samples.size()));
+  Nvfp4Search found = search_nvfp4_scales(run, amax, samples, fwd);
+  line.clear();
+  CalibrationResult out = result;
+  Nvfp4KvRecord rec;
+  rec.rule = found.kv.rule;
+  rec.search = std::move(found.evidence);
+  for (auto& layer : out.layers) {
+    const auto l = static_cast<std::size_t>(layer.layer);
+    if (!plan.model.has_kv_cache(layer.layer) ||
+        std::binary_search(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end(), layer.layer))
+      continue;
+    Nvfp4LayerRecord lr;
+    lr.layer = layer.layer;
+    for (auto& sr : layer.sites) {
+      if (sr.site != Site::kKey && sr.site != Site::kValue) continue;
+      const double s = found.kv.s.at(l).at(sr.site);  // an fp32 value, as the kernel takes it
+      sr.qparams.scale.assign(sr.qparams.scale.size(), s);
+      (sr.site == Site::kKey ? lr.k : lr.v) = Nvfp4SiteRecord{s, amax.at(l).at(sr.site)};
+    }
+    rec.layers.push_back(lr);
+  }
+  const auto clips = fp8_clipping(rec);
+  spdlog::info("--kv-cache-dtype nvfp4: k/v scales are the searched NVFP4 decode multipliers (rule {}); {} of {} are "
+               "below amax/448 and would clip if served as FP8", rec.rule, clips.size(), nvfp4_record_sites(rec));
+  *record = std::move(rec);
+  return out;
+}
+
+// The smallest and largest amax / s over the record (448 for ModelOpt's rule, 2688 for auto-round's).
+std::pair<double, double> nvfp4_divisor_range(const Nvfp4KvRecord& r) {
+  double lo = INFINITY, hi = 0;
+  for (const auto& l : r.layers)
+    for (const auto* site : {&l.k, &l.v})
+      if (*site) {
+        lo = std::min(lo, (*site)->amax / (*site)->s);
+        hi = std::max(hi, (*site)->amax / (*site)->s);
+      }
+  return {lo, hi};
+}
+
 // --report's page, from the same document as ctcal_report.json (`layers` added as the writer adds
 // them), so the two never disagree.
 void write_report_page(const fs::path& html, const CalibrationPlan& plan, const CalibrationResult& result,
@@ -535,7 +638,14 @@ void write(const CalibrateRequest& req, const Resolved& o, Checked& c, const Cal
     extras.report["unit_scales_baseline"] = compare_unit_scales(c, result, evidence_samples(data.samples));
     line.clear();
   }
-  const WrittenCheckpoint written = write_calibrated_checkpoint(c.staging->path(), *c.ckpt, plan, result, extras);
+  // --kv-cache-dtype nvfp4: the searched decode multipliers replace the FP8 scales in what is
+  // written, and ctcal_report.json says so (the one record inspect and eval read).
+  std::optional<Nvfp4KvRecord> nvfp4;
+  const CalibrationResult written_result =
+      req.kv_cache_dtype == "nvfp4" ? with_nvfp4_scales(c, result, evidence_samples(data.samples), line, &nvfp4) : result;
+  if (nvfp4) extras.report[kNvfp4RecordKey] = nvfp4_record_to_json(*nvfp4);
+  const WrittenCheckpoint written =
+      write_calibrated_checkpoint(c.staging->path(), *c.ckpt, plan, written_result, extras);
   for (const auto& f : written.files) spdlog::debug("wrote {}", (o.output / f).string());
   // The report first: if it cannot be written, the checkpoint is not committed either.
   if (req.report)
@@ -546,15 +656,20 @@ void write(const CalibrateRequest& req, const Resolved& o, Checked& c, const Cal
   c.staging->commit();
 
   out << "\n";
-  print_summary(out, plan, result);
+  print_summary(out, plan, written_result);
+  if (nvfp4)
+    out << fmt::format("(k/v scales: NVFP4 decode multipliers s, searched on {} calibration samples; each s is between "
+                       "amax/{:.0f} and amax/{:.0f} here)\n",
+                       nvfp4->search.value("samples", 0), nvfp4_divisor_range(*nvfp4).first,
+                       nvfp4_divisor_range(*nvfp4).second);
   out << fmt::format("\nwrote {} ({} files) in {:.2f}s: {} samples, {} tokens\n", o.output.string(), written.files.size(),
                      std::chrono::duration<double>(Clock::now() - t0).count(), result.samples, result.tokens);
   // The verdict `ctcal inspect` gives, for every run (FP8, R3, int and asymmetric alike), decided
   // from the config.json and tensor names just written, by the same function inspect uses; the
   // output is not read back (e2e.serving_verdict holds it to inspect's on each of its calibrate runs).
   out << "\n";
-  print_serving_verdict({{"serving", serving_verdicts(written.config, written.tensors, o.output.string(), false)}}, out,
-                        /*color=*/false);
+  print_serving_verdict({{"serving", serving_verdicts(written.config, written.tensors, o.output.string(), false, nvfp4)}},
+                        out, /*color=*/false);
 }
 
 }  // namespace
@@ -584,6 +699,7 @@ int run_calibrate(const CalibrateRequest& req, std::ostream& out) {
     // The effective recipe (as `ctcal validate` prints it), then the plan.
     out << "# effective recipe\n" << recipe_yaml << "\n# plan\n";
     print_plan(out, c.plan, o);
+    if (req.kv_cache_dtype == "nvfp4") out << kNvfp4PlanLine;
     out << fmt::format("samples    {} samples, {} tokens\n", data.samples.size(), data.tokens());
     out << "files      config.json, model-0000k-of-0000n.safetensors (input shards + 1 with scales), "
            "model.safetensors.index.json, recipe.yaml, ctcal_report.json, other input files\n";

@@ -30,6 +30,11 @@ struct CalibrateRequest {
   // --kv-skip-layers N: keep the N layers whose KV quantization costs most KL (eval's ranking,
   // each layer quantized alone) unquantized.
   int64_t kv_skip_layers = 0;
+  // --kv-cache-dtype, as vLLM spells it: "auto" (the recipe's kv_cache_scheme, served as it is) or
+  // "nvfp4": after the FP8 per-tensor calibration, eval's NVFP4 scale search (one s for K and one
+  // for V per layer, on up to 32 calibration samples) and those s written as the k/v scales,
+  // still declared FP8 per tensor, with ctcal's record (quant/nvfp4_record.h) in ctcal_report.json.
+  std::string kv_cache_dtype = "auto";
   // --report: an HTML page with the plan, the ranges against the scales, the scales, and the
   // calibrated scales against every scale 1.0 on the calibration samples.
   std::optional<std::string> report;

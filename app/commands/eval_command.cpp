@@ -38,7 +38,10 @@ void print_kv_cache_dtypes(const json& list, std::ostream& out) {
         flushed[i] += l.value(p + "flushed_blocks", int64_t{0});
       }
     }
-    std::string name = d["name"].get<std::string>() == "fp8" ? "fp8 (calibrated scales)" : d["name"].get<std::string>();
+    // A checkpoint written for NVFP4 (ctcal's nvfp4_kv record) has NVFP4 s as its scales: its fp8 row is them served as FP8.
+    std::string name = d["name"].get<std::string>() != "fp8" ? d["name"].get<std::string>()
+                       : d.contains("note")                 ? "fp8 (its NVFP4 s served as FP8)"
+                                                            : "fp8 (calibrated scales)";
     std::string blocks_words = blocks[0] ? fmt::format("{} / {}; {} / {} of {}", sat[0], flushed[0], sat[1], flushed[1], blocks[0]) : "";
     out << fmt::format("  {:<42} {:>9.5f} {:>+10.5f} {:>9.4f} {:>10.3g} {:>7.4f} {:>7.2f}dB {:>7.2f}dB  {}\n", name,
                        d["nll"].get<double>(), d["delta_nll"].get<double>(), d["ppl"].get<double>(), d["kl"].get<double>(),
@@ -46,6 +49,12 @@ void print_kv_cache_dtypes(const json& list, std::ostream& out) {
     if (d.contains("kl_diff_vs_fp8") && d["kl_diff_vs_fp8"]["kl_diff_ci95"].is_array()) {
       const json& c = d["kl_diff_vs_fp8"];
       out << fmt::format("    KL - fp8: {:+.4g}, 95 % interval [{:+.4g}, {:+.4g}] (paired bootstrap)\n", c["kl_diff"].get<double>(),
+                         c["kl_diff_ci95"][0].get<double>(), c["kl_diff_ci95"][1].get<double>());
+    }
+    if (d.contains("kl_diff_vs_searched") && d["kl_diff_vs_searched"]["kl_diff_ci95"].is_array()) {
+      const json& c = d["kl_diff_vs_searched"];
+      out << fmt::format("    KL - nvfp4 s=searched: {:+.4g}, 95 % interval [{:+.4g}, {:+.4g}]: what R3 would buy (evidence "
+                         "only: mainline vLLM 0.34 cannot apply R3)\n", c["kl_diff"].get<double>(),
                          c["kl_diff_ci95"][0].get<double>(), c["kl_diff_ci95"][1].get<double>());
     }
     if (d.contains("kl_diff_vs_best_fixed") && d["kl_diff_vs_best_fixed"]["kl_diff_ci95"].is_array()) {

@@ -38,6 +38,8 @@ void print_serving_verdict(const json& doc, std::ostream& out, bool color) {
   if (!v["command"].is_null()) out << pad << "serve with: " << v["command"].get<std::string>() << "\n";
   if (v.contains("without_skip_flag") && !v["without_skip_flag"].is_null())
     out << pad << c("33", "warning: ") << v["without_skip_flag"]["words"].get<std::string>() << "\n";
+  if (v.contains("nvfp4"))  // scales written for --kv-cache-dtype nvfp4: what FP8 serving would cost
+    out << pad << c("33", "warning: ") << v["nvfp4"]["served_as_fp8"]["words"].get<std::string>() << "\n";
   for (const auto& r : v.value("notes", json::array())) out << pad << "note: " << r.get<std::string>() << "\n";
   const json& r3 = doc["serving"]["vllm_r3"];
   if (r3["applicable"].get<bool>()) {

@@ -19,6 +19,8 @@ on the other half:
   document's own sample lengths); on layer 0, whose K/V are the same in every run, a larger s
   never saturates more blocks and never flushes fewer;
 - the terminal table prints the same rows;
+- `nvfp4 s=searched +R3` last: the same search with Q and K rotated by the head-dim Hadamard (R3),
+  marked evidence only (mainline vLLM cannot apply R3), with its KL difference to `nvfp4 s=searched`;
 - bad values: an unknown --kv-cache-dtype exits 2 (usage) naming it; a model whose head_dim is not
   a multiple of 16 exits 4 naming it; an int KV recipe exits 2 saying NVFP4 needs FP8 scales.
 
@@ -70,7 +72,13 @@ with tempfile.TemporaryDirectory() as tmp:
     r = doc["quantized"][0]
     formats = r.get("kv_cache_dtypes", [])
     names = [d.get("name") for d in formats]
-    check(names == ["fp8"] + RULES, f"kv_cache_dtypes names {names}")
+    check(names == ["fp8"] + RULES + ["nvfp4 s=searched +R3"], f"kv_cache_dtypes names {names}")
+    # Issue 31 item 5: R3 (head-dim Hadamard on Q and K) before the NVFP4 K cache, as evidence only.
+    r3 = formats[-1] if formats else {}
+    r3_diff = r3.get("kl_diff_vs_searched", {})
+    check("mainline vLLM 0.34" in r3.get("evidence_only", "") and r3.get("rotation") is True
+          and abs(r3_diff.get("kl_diff", 1) - (r3.get("kl", 0) - formats[-2].get("kl", 0))) < 1e-12,
+          f"+R3 row: evidence only, rotated, KL difference to the unrotated searched s ({r3_diff})")
     by = {d.get("name"): d for d in formats}
     fp8 = by.get("fp8", {})
     check(fp8.get("kl") == r.get("kl") and fp8.get("nll") == r.get("nll"), "the fp8 entry is the calibrated run itself")

@@ -9,6 +9,7 @@
 #include "ctcal/ct/transforms.h"
 #include "ctcal/error.h"
 #include "ctcal/model/linear_modules.h"
+#include "ctcal/quant/nvfp4_record.h"
 #include "ctcal/pipeline/fake_quant_weights.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
@@ -144,6 +145,18 @@ EvalRun load_quantized_run(const fs::path& dir) {
     ls.sites[Site::kValue] = read_site(ck, m, Site::kValue, c.num_key_value_heads, zp);
     if (run.query_args) ls.sites[Site::kQuery] = read_site(ck, m, Site::kQuery, c.num_attention_heads, !run.query_args->symmetric);
     run.scales.push_back(std::move(ls));
+  }
+  // ctcal's record that the k/v scales are NVFP4 decode multipliers: the amax behind each s.
+  if (const auto rec = read_nvfp4_record(dir)) {
+    std::vector<std::map<Site, double>> amax(static_cast<std::size_t>(c.num_hidden_layers));
+    for (const auto& l : rec->layers) {
+      if (l.layer < 0 || l.layer >= c.num_hidden_layers)
+        throw InputError(fmt::format("{}/ctcal_report.json: {} names layer {} of a {}-layer model", dir.string(),
+                                     kNvfp4RecordKey, l.layer, c.num_hidden_layers));
+      if (l.k) amax[static_cast<std::size_t>(l.layer)][Site::kKey] = l.k->amax;
+      if (l.v) amax[static_cast<std::size_t>(l.layer)][Site::kValue] = l.v->amax;
+    }
+    run.nvfp4_amax = std::move(amax);
   }
   // R3: a transform group applied at q_attn and k_cache. Prefer the stored matrix (the only way to
   // reproduce random-hadamard); rebuild Sylvester for `hadamard` when it was not stored.

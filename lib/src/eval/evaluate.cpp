@@ -21,7 +21,9 @@
 #include "ctcal/io/checkpoint.h"
 #include "ctcal/model/decoder.h"
 #include "ctcal/quant/nvfp4.h"
+#include "ctcal/quant/nvfp4_record.h"
 #include "ctcal/recipe/recipe.h"
+#include "ctcal/transform/hadamard.h"
 
 namespace ctcal {
 
@@ -107,6 +109,7 @@ EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
   u.quantize_weights = r.quantize_weights;
   u.inputs = r.inputs;
   u.nvfp4 = r.nvfp4;
+  u.nvfp4_amax = r.nvfp4_amax;
   return u;
 }
 
@@ -130,32 +133,13 @@ EvalRun part_run(const EvalRun& r, const Checkpoint& base, const std::string& pa
 // and auto-round's amax/2688 (= amax / (6 * 448): E4M3's full range for the block scales).
 struct Nvfp4Rule {
   const char* name;
-  double amax_divisor;  // s = amax / divisor; 0: s = 1.0
+  double amax_divisor;  // s = amax / divisor; 0: s = 1.0; < 0: the checkpoint's own k/v scales
 };
 constexpr Nvfp4Rule kNvfp4Rules[] = {{"1.0", 0.0}, {"amax/448", 448.0}, {"amax/2688", 2688.0}};
+// A checkpoint calibrated for NVFP4 (ctcal's nvfp4_kv record): the s it was written with.
+constexpr Nvfp4Rule kNvfp4CheckpointRule = {"checkpoint", -1.0};
 // Calibration samples the NVFP4 scale search reads (as calibrate --report's evidence pass).
 constexpr std::size_t kNvfp4SearchSamples = 32;
-
-// Per layer and site, the per-tensor amax an FP8 run's scales stand for: symmetric FP8 scales
-// are amax / 448 (the max over heads for per-head scales). Other schemes do not give the amax.
-void check_nvfp4_source(const QuantArgs& a, const std::string& name) {
-  if (!(a.type == QuantType::kFloat && a.num_bits == 8 && a.symmetric))
-    throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {} quantizes its KV cache as {}{} {}; the NVFP4 decode "
-                                 "multipliers come from the per-tensor amax of symmetric FP8 KV scales (scale x 448)",
-                                 name, quant_type_name(a.type), a.num_bits, a.symmetric ? "symmetric" : "asymmetric"));
-}
-
-std::vector<std::map<Site, double>> fp8_run_amax(const EvalRun& r) {
-  check_nvfp4_source(r.kv_args, r.name);
-  std::vector<std::map<Site, double>> amax(r.scales.size());
-  for (std::size_t l = 0; l < r.scales.size(); ++l)
-    for (Site site : {Site::kKey, Site::kValue}) {
-      auto it = r.scales[l].sites.find(site);
-      if (it == r.scales[l].sites.end()) continue;  // a layer without a KV cache
-      amax[l][site] = *std::max_element(it->second.scale.begin(), it->second.scale.end()) * 448.0;
-    }
-  return amax;
-}
 
 // `r` with vLLM's NVFP4 KV cache under s = rule(amax) instead of its own KV scheme; the same
 // weights, R2/R3 and FP8 Linear layers. Q is not quantized: FlashInfer's FA2 path (Hopper) keeps
@@ -165,11 +149,12 @@ EvalRun nvfp4_run(const EvalRun& r, const std::vector<std::map<Site, double>>& a
   u.query_args.reset();
   for (auto& layer : u.scales) layer.sites.clear();
   Nvfp4Kv kv{rule.name, {}};
-  for (const auto& layer : amax) {
+  for (std::size_t l = 0; l < amax.size(); ++l) {
     std::map<Site, double> s;
-    for (const auto& [site, m] : layer) {
+    for (const auto& [site, m] : amax[l]) {
       // The kernel takes s as fp32; an all-zero site (amax 0) keeps s = 1.0, as vLLM would.
-      const double v = rule.amax_divisor > 0 && m > 0 ? m / rule.amax_divisor : 1.0;
+      const double v = rule.amax_divisor < 0 ? r.scales[l].sites.at(site).scale.at(0)
+                       : rule.amax_divisor > 0 && m > 0 ? m / rule.amax_divisor : 1.0;
       s[site] = static_cast<double>(static_cast<float>(v));
     }
     kv.s.push_back(std::move(s));
@@ -254,6 +239,10 @@ json evaluate(const EvalRequest& req) {
     runs.push_back(load_quantized_run(dir));
     check_same_shape(cfg, runs.back().config, dir);
     if (nvfp4) check_nvfp4_source(runs.back().kv_args, dir);
+    if (runs.back().nvfp4_amax && !nvfp4)
+      spdlog::warn("{}: its k/v scales are NVFP4 decode multipliers (ctcal_report.json {}): its run here is what "
+                   "they cost served as FP8; add --kv-cache-dtype nvfp4 for what they are meant for", dir,
+                   kNvfp4RecordKey);
   }
   // Calibration data: what --recipe runs calibrate on, and where the NVFP4 scale search looks.
   std::optional<CalibrationSamples> calib_data;
@@ -304,16 +293,21 @@ json evaluate(const EvalRequest& req) {
   // decode multipliers. Last in `runs`, so that the lists above keep their indices.
   struct Nvfp4Variant {
     std::size_t run;
-    json search;  // the searched rule's evidence; null for the fixed rules
+    json search;     // the searched rules' evidence; null for the fixed rules
+    bool r3 = false;  // "+R3": evidence of what a rotation would buy, which vLLM cannot serve
   };
   std::vector<Nvfp4Variant> variants;
   const std::size_t nvfp4_begin = runs.size();
   if (nvfp4)
     for (std::size_t i = 0; i < calibrated; ++i) {
-      const auto amax = fp8_run_amax(runs[i]);
+      const auto amax = nvfp4_amax_of_run(runs[i]);
       for (const auto& rule : kNvfp4Rules) {
         variants.push_back({i, nullptr});
         runs.push_back(nvfp4_run(runs[i], amax, rule));
+      }
+      if (runs[i].nvfp4_amax) {  // ctcal wrote these scales for NVFP4: the s it would serve
+        variants.push_back({i, nullptr});
+        runs.push_back(nvfp4_run(runs[i], amax, kNvfp4CheckpointRule));
       }
       if (!calib_data) {
         spdlog::warn("--kv-cache-dtype nvfp4: no --calibration-dataset, so no 'nvfp4 s=searched' (the scale search "
@@ -333,6 +327,33 @@ json evaluate(const EvalRequest& req) {
       searched.nvfp4 = std::move(found.kv);
       variants.push_back({i, std::move(found.evidence)});
       runs.push_back(std::move(searched));
+      // Issue 31 item 5, evidence only: the same search with R3 (SpinQuant's head-dim Hadamard on
+      // Q and K after RoPE, so scores are unchanged in exact arithmetic) spreading K's outliers over
+      // the head before the 4-bit blocks. K's amax is that of the rotated keys over the calibration
+      // samples (what static_minmax would observe on them); V is not rotated.
+      if (runs[i].qk_rotation) {
+        spdlog::info("{}: rotates Q and K already (R3); no separate 'nvfp4 s=searched +R3' row", runs[i].name);
+        continue;
+      }
+      if (!is_power_of_two(cfg.head_dim)) {
+        spdlog::warn("--kv-cache-dtype nvfp4: head_dim {} is not a power of two: no Sylvester Hadamard, so no "
+                     "'nvfp4 s=searched +R3' row", cfg.head_dim);
+        continue;
+      }
+      EvalRun rotated = borrowed_copy(runs[i], runs[i].name + " +R3");
+      rotated.qk_rotation = (sylvester_hadamard(cfg.head_dim) / std::sqrt(static_cast<double>(cfg.head_dim))).cast<float>();
+      progress.status(fmt::format("R3 evidence: the rotated keys' amax on {} calibration samples", cs.size()));
+      auto amax_r3 = amax;
+      const auto rotated_amax = observe_kv_amax(rotated, cs, forward);
+      for (std::size_t l = 0; l < amax_r3.size(); ++l)
+        if (amax_r3[l].count(Site::kKey) && rotated_amax[l].count(Site::kKey) && rotated_amax[l].at(Site::kKey) > 0)
+          amax_r3[l][Site::kKey] = rotated_amax[l].at(Site::kKey);
+      Nvfp4Search found_r3 = search_nvfp4_scales(rotated, amax_r3, search_samples, forward);
+      EvalRun searched_r3 = nvfp4_run(rotated, amax_r3, kNvfp4Rules[0]);
+      searched_r3.name = "nvfp4 s=searched +R3";
+      searched_r3.nvfp4 = std::move(found_r3.kv);
+      variants.push_back({i, std::move(found_r3.evidence), true});
+      runs.push_back(std::move(searched_r3));
     }
   progress.start_clock();
   json doc = evaluate_runs(base, cfg, eval_data.samples, runs, &progress, forward);
@@ -373,6 +394,9 @@ json evaluate(const EvalRequest& req) {
     json fp8 = {{"name", "fp8"},        {"kv_cache_dtype", "fp8"}, {"nll", run["nll"]},   {"delta_nll", run["delta_nll"]},
                 {"ppl", run["ppl"]},    {"kl", run["kl"]},         {"top1", run["top1"]}, {"sample_kl", run["sample_kl"]},
                 {"layers", run["layers"]}};
+    if (runs[i].nvfp4_amax)
+      fp8["note"] = "this checkpoint's k/v scales are NVFP4 decode multipliers s: served as FP8 they clip |x| above "
+                    "448 s";
     json list = json::array({fp8});
     for (std::size_t k = 0; k < variants.size(); ++k) {
       if (variants[k].run != i) continue;
@@ -380,7 +404,18 @@ json evaluate(const EvalRequest& req) {
       const json c = compare_with_unit_scales(v, fp8, doc["sample_tokens"]);
       v["kl_diff_vs_fp8"] = {{"kl_diff", c["kl_diff"]}, {"kl_diff_ci95", c["kl_diff_ci95"]},
                              {"significant", c["significant"]}, {"bootstrap", c["kl_diff_bootstrap"]}};
-      if (!variants[k].search.is_null()) {
+      if (variants[k].r3) {
+        v["search"] = variants[k].search;
+        v["evidence_only"] = "R3 rotates Q and K by the head-dim Hadamard before the cache; mainline vLLM 0.34 "
+                             "applies no attention rotation, so it cannot serve this (shared/reference/serving-2026.md)";
+        // What R3 would buy: against the unrotated searched s, on the same held-out tokens.
+        for (const auto& e : list)
+          if (e["name"] == "nvfp4 s=searched") {
+            const json b = compare_with_unit_scales(v, e, doc["sample_tokens"]);
+            v["kl_diff_vs_searched"] = {{"kl_diff", b["kl_diff"]}, {"kl_diff_ci95", b["kl_diff_ci95"]},
+                                        {"significant", b["significant"]}};
+          }
+      } else if (!variants[k].search.is_null()) {
         v["search"] = variants[k].search;
         // Against the better fixed convention on the held-out data: worse only beyond the noise?
         const json* best = nullptr;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <deque>
 
+#include <fmt/format.h>
+
 #include "ctcal/error.h"
 #include "ctcal/eval/paired_bootstrap.h"
 #include "ctcal/model/attention.h"
@@ -198,6 +200,69 @@ std::pair<std::vector<double>, std::vector<double>> nvfp4_attention_errors(const
     ev[static_cast<std::size_t>(i)] = f;
   }
   return {ek, ev};
+}
+
+// Keeps max |x| of K and V per layer as the KV cache receives them.
+class AmaxObserver : public ActivationObserver {
+ public:
+  explicit AmaxObserver(const ModelConfig& cfg) : cfg_(cfg), amax_(static_cast<std::size_t>(cfg.num_hidden_layers)) {}
+  bool wants(int64_t layer, Site site) const override {
+    return (site == Site::kKey || site == Site::kValue) && cfg_.has_kv_cache(layer);
+  }
+  void observe(int64_t layer, Site site, const HeadsView& v) override {
+    double m = 0;
+    for (int64_t t = 0; t < v.seq; ++t)
+      for (int64_t i = 0; i < v.heads * v.head_dim; ++i) m = std::max(m, static_cast<double>(std::fabs(v.data[t * v.row_stride + i])));
+    double& a = amax_[static_cast<std::size_t>(layer)][site];
+    a = std::max(a, m);
+  }
+  const std::vector<std::map<Site, double>>& amax() const { return amax_; }
+
+ private:
+  const ModelConfig& cfg_;
+  std::vector<std::map<Site, double>> amax_;  // [layers] {site: max |x|}
+};
+
+void check_nvfp4_source(const QuantArgs& a, const std::string& name) {
+  if (!(a.type == QuantType::kFloat && a.num_bits == 8 && a.symmetric))
+    throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {} quantizes its KV cache as {}{} {}; the NVFP4 decode "
+                                 "multipliers come from the per-tensor amax of symmetric FP8 KV scales (scale x 448)",
+                                 name, quant_type_name(a.type), a.num_bits, a.symmetric ? "symmetric" : "asymmetric"));
+}
+
+std::vector<std::map<Site, double>> nvfp4_amax_of_run(const EvalRun& r) {
+  check_nvfp4_source(r.kv_args, r.name);
+  if (r.nvfp4_amax) return *r.nvfp4_amax;  // the scales are NVFP4 s already: the amax ctcal recorded
+  std::vector<std::map<Site, double>> amax(r.scales.size());
+  for (std::size_t l = 0; l < r.scales.size(); ++l)
+    for (Site site : {Site::kKey, Site::kValue}) {
+      auto it = r.scales[l].sites.find(site);
+      if (it == r.scales[l].sites.end()) continue;  // a layer without a KV cache
+      amax[l][site] = *std::max_element(it->second.scale.begin(), it->second.scale.end()) * 448.0;
+    }
+  return amax;
+}
+
+std::vector<std::map<Site, double>> observe_kv_amax(const EvalRun& run, const std::vector<std::vector<int32_t>>& samples,
+                                                    const ForwardOptions& forward) {
+  AmaxObserver observer(run.config);
+  Decoder model(*run.checkpoint, run.config);
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = model.embed(samples, &spans);  // [tokens, hidden]
+  LayerLoop loop;
+  if (run.quantize_weights || run.edit_weights)
+    loop.edit_weights = [&run](int64_t l, LayerWeights& w) {
+      if (run.quantize_weights) run.quantize_weights(l, w);  // FP8 weights first, as eval's runs
+      if (run.edit_weights) run.edit_weights(l, w);
+    };
+  loop.observer = [&observer](int64_t) { return static_cast<ActivationObserver*>(&observer); };
+  loop.keep_hidden = false;
+  ForwardOptions opt;
+  opt.device = forward.device;
+  opt.position_offset = forward.position_offset;
+  if (run.qk_rotation) opt.qk_rotation = &*run.qk_rotation;
+  model.run_layers(spans, hidden, loop, opt);
+  return observer.amax();
 }
 
 std::vector<double> nvfp4_search_candidates(double amax) {

@@ -20,6 +20,7 @@
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/tensor_types.h"
+#include "ctcal/quant/nvfp4_record.h"
 #include "ctcal/recipe/recipe.h"
 #include "ctcal/transform/hadamard.h"
 
@@ -263,7 +264,7 @@ json inspect_linear(const json& config_qc, const LooseCheckpoint& ck, Problems* 
 }  // namespace
 
 json serving_verdicts(const json& config, const std::optional<std::vector<std::string>>& tensors,
-                      const std::string& served_path, bool has_errors) {
+                      const std::string& served_path, bool has_errors, const std::optional<Nvfp4KvRecord>& nvfp4) {
   // The model as ctcal reads its config.json (none when it cannot: no per-layer verdict then), in
   // the family's other tensor-name layout when the files use it (Gemma 3's wrapper).
   std::optional<ModelConfig> cfg;
@@ -306,6 +307,7 @@ json serving_verdicts(const json& config, const std::optional<std::vector<std::s
     }
   }
   facts.has_errors = has_errors;
+  facts.nvfp4 = nvfp4;
   const json vllm = vllm_verdict(facts);
 
   json r3 = {{"applicable", scheme.r3}, {"meets", false}, {"reasons", json::array()}};
@@ -486,8 +488,30 @@ json inspect_checkpoint(const fs::path& path) {
     names.emplace();
     for (const auto& [name, _] : ck.where) names->push_back(name);
   }
+  // ctcal's record that the k/v scales are NVFP4 decode multipliers (calibrate --kv-cache-dtype
+  // nvfp4): it changes the serve line, and a malformed one is a problem of the checkpoint.
+  std::optional<Nvfp4KvRecord> nvfp4;
+  if (!dir.empty()) {
+    try {
+      nvfp4 = read_nvfp4_record(dir);
+    } catch (const InputError& e) {
+      p.add("error", "nvfp4_record", e.what());
+      has_errors = true;
+    }
+  }
+  if (nvfp4 && !(scheme.kv && scheme.kv->type == QuantType::kFloat && scheme.kv->num_bits == 8 &&
+                 scheme.kv->symmetric && scheme.kv->strategy == Strategy::kTensor)) {
+    p.add("error", "nvfp4_record", fmt::format("ctcal_report.json records NVFP4 decode multipliers ({}), but the "
+                                               "kv_cache_scheme is not FP8 per tensor, which is what ctcal writes them "
+                                               "under", kNvfp4RecordKey));
+    has_errors = true;
+  }
+  if (nvfp4 && doc["quantization"].contains("kv_cache"))
+    doc["quantization"]["kv_cache"] = doc["quantization"]["kv_cache"].get<std::string>() +
+                                      "; the scales are NVFP4 decode multipliers s (ctcal_report.json nvfp4_kv, rule " +
+                                      nvfp4->rule + "): serve with --kv-cache-dtype nvfp4";
   doc["serving"] = serving_verdicts(config, names, dir.empty() ? config_path.parent_path().string() : dir.string(),
-                                    has_errors);
+                                    has_errors, nvfp4);
   if (!quantized || !scheme.kv)
     p.add("warning", "no_kv_scales", "no kv_cache_scheme and no calibrated KV scales: with --kv-cache-dtype fp8 vLLM "
                                      "uses scale 1.0 everywhere");

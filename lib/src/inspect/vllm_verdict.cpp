@@ -77,6 +77,34 @@ json load_error(const std::string& exception, const std::string& tensor, const s
   return {{"exception", exception}, {"tensor", tensor.empty() ? json(nullptr) : json(tensor)}, {"why", why}};
 }
 
+// A checkpoint calibrated for NVFP4 (quant/nvfp4_record.h): what it is meant for, and what its
+// scales cost served as FP8 (without --kv-cache-dtype nvfp4 vLLM turns `auto` into fp8, which
+// represents |x| up to 448 s: an s below amax/448 clips the largest values).
+json nvfp4_words(const Nvfp4KvRecord& r) {
+  const std::vector<Fp8Clip> clips = fp8_clipping(r);
+  const int64_t sites = nvfp4_record_sites(r);
+  json worst = nullptr;
+  std::string words;
+  if (clips.empty()) {
+    words = fmt::format("served as FP8 instead (without --kv-cache-dtype nvfp4), none of the {} k/v scales clips: "
+                        "every s is at least amax/448",
+                        sites);
+  } else {
+    const Fp8Clip& w = *std::min_element(clips.begin(), clips.end(),
+                                         [](const Fp8Clip& a, const Fp8Clip& b) { return a.kept() < b.kept(); });
+    worst = {{"layer", w.layer}, {"site", std::string(1, w.site)}, {"s", w.s}, {"amax", w.amax}, {"kept", w.kept()}};
+    words = fmt::format("these scales are meant for --kv-cache-dtype nvfp4; served as FP8 (without that flag vLLM "
+                        "uses fp8) {} of {} k/v scales are below amax/448 and clip every value above 448 s (worst: "
+                        "layer {} {}_scale, FP8 keeps {:.1f} % of its range [0, {:.4g}]); `ctcal eval --quantized` "
+                        "on this checkpoint measures that FP8 cost",
+                        clips.size(), sites, w.layer, w.site, 100 * w.kept(), w.amax);
+  }
+  return {{"meant_for", "--kv-cache-dtype nvfp4"},
+          {"scale_rule", r.rule},
+          {"served_as_fp8",
+           {{"sites", sites}, {"clipped_sites", clips.size()}, {"worst", worst}, {"words", words}}}};
+}
+
 }  // namespace
 
 std::string vllm_skip_layers_flag(const std::vector<int64_t>& layers) {
@@ -287,6 +315,11 @@ json vllm_verdict(const VllmFacts& f) {
       v["conditions"].push_back("Gemma 3 multimodal on Hopper: served by the Triton backend (FlashAttention 3 refuses FP8 "
                                 "KV with mm_prefix)");
   }
+  if (f.nvfp4)
+    v["conditions"].push_back(
+        "--kv-cache-dtype nvfp4 runs on FlashInfer only (v1/attention/backends/flashinfer.py): its FA2 path on SM80/90/120, "
+        "which refuses head_size 64, attention sinks and DCP (supports_combination, FlashInferImpl.__init__), or "
+        "trtllm-gen on SM100");
   if (s.q && s.undroppable_attention_groups.empty())
     v["ignored"].push_back(fmt::format("config group '{}' (attention quantization): vLLM drops it from the Linear "
                                        "schemes and reads q_scale with the KV scales",
@@ -295,8 +328,16 @@ json vllm_verdict(const VllmFacts& f) {
     v["notes"].push_back("hybrid model: its attention layers are ordinary Attention layers in vLLM, and their scales "
                          "load; linear-attention and Mamba layers have no KV cache (kv_layers lists the attention "
                          "layers only, numbered by decoder layer as --kv-cache-dtype-skip-layers counts them)");
-  v["notes"].push_back("--kv-cache-dtype fp8 is not needed: vLLM turns `auto` into fp8 when the checkpoint declares "
-                       "a kv_cache_scheme (Attention.__init__)");
+  if (f.nvfp4)
+    v["notes"].push_back(
+        "the k_scale / v_scale are NVFP4 decode multipliers s that ctcal chose for --kv-cache-dtype nvfp4 (its "
+        "ctcal_report.json nvfp4_kv record): vLLM copies them unchanged (model_executor/layers/quantization/"
+        "kv_cache.py process_weights_after_loading) and passes them as `s` to FlashInfer's "
+        "nvfp4_append_quantize_block (include/flashinfer/page.cuh) on Hopper's FA2 path "
+        "(v1/attention/backends/flashinfer.py), to reshape_and_cache_nvfp4_kernel on SM100");
+  else
+    v["notes"].push_back("--kv-cache-dtype fp8 is not needed: vLLM turns `auto` into fp8 when the checkpoint declares "
+                         "a kv_cache_scheme (Attention.__init__)");
   v["notes"].push_back("a missing q/k/v scale becomes 1.0 with no warning (CompressedTensorsKVCacheMethod."
                        "create_weights creates ones)");
 
@@ -320,7 +361,7 @@ json vllm_verdict(const VllmFacts& f) {
         if (site != 'q' && contains(names, fmt::format("{}.{}_proj.{}_scale", m, site, site))) return "checkpoint";
         return "1.0";
       };
-      list.push_back({{"layer", l}, {"module", m}, {"cache", skip ? "auto" : "fp8"}, {"k", source('k')},
+      list.push_back({{"layer", l}, {"module", m}, {"cache", skip ? "auto" : f.nvfp4 ? "nvfp4" : "fp8"}, {"k", source('k')},
                       {"v", source('v')}, {"q", source('q')}});
     }
     return list;
@@ -338,7 +379,7 @@ json vllm_verdict(const VllmFacts& f) {
     }
     for (const auto& l : v["kv_layers"])
       for (const char* site : {"k", "v"})
-        if (l[site] == "1.0" && l["cache"] == "fp8") {
+        if (l[site] == "1.0" && l["cache"] != "auto") {
           not_as_calibrated(fmt::format("layer {} has no {}_scale vLLM can read: it runs at scale 1.0",
                                         l["layer"].get<int64_t>(), site));
           break;
@@ -354,8 +395,10 @@ json vllm_verdict(const VllmFacts& f) {
   if (v["serves_as_calibrated"].get<bool>()) {
     std::string cmd = fmt::format("vllm serve {}", f.served_path);
     if (!skipped.empty()) cmd += " " + vllm_skip_layers_flag(skipped);
+    if (f.nvfp4) cmd += " --kv-cache-dtype nvfp4";
     v["command"] = cmd;
   }
+  if (f.nvfp4) v["nvfp4"] = nvfp4_words(*f.nvfp4);
   return v;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "ctcal/report/clipped_section.h"
+#include "ctcal/report/kv_dtype_section.h"
 #include "ctcal/report/metric_definitions.h"
 #include "ctcal/report/range_section.h"
 #include "ctcal/report/scheme_words.h"
@@ -204,6 +205,9 @@ std::string render_eval_report(const json& doc, const std::vector<EvalRunInfo>& 
   h += facts_list(facts);
   h += "<h2>Accuracy of each run</h2>" + metrics_table(doc, runs);
   h += unit_scales_verdicts(doc, runs);
+  std::string dtypes;  // --kv-cache-dtype nvfp4
+  for (std::size_t i = 0; i < runs.size(); ++i) dtypes += kv_dtype_section(doc["quantized"][i], runs[i].label);
+  if (!dtypes.empty()) h += "<h2>KV cache formats</h2>" + dtypes;
   h += "<h2>What the numbers mean</h2>" + metric_definitions();
   h += sqnr_panels(doc, runs);
   h += ranges(doc, runs);

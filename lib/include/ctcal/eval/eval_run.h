@@ -47,6 +47,10 @@ struct EvalRun {
   // --kv-cache-dtype nvfp4: the KV cache as vLLM stores it in NVFP4 (eval/nvfp4_fake_quant.h)
   // instead of kv_args / scales, with these per-tensor decode multipliers; Q unquantized.
   std::optional<Nvfp4Kv> nvfp4;
+  // A checkpoint ctcal calibrated for NVFP4 (its nvfp4_kv record, quant/nvfp4_record.h): its
+  // k/v `scales` are decode multipliers s, and this is the amax each was chosen for, [layers]
+  // {Site::kKey: amax, Site::kValue: amax}. Evaluated as it is, the run is FP8 served with s.
+  std::optional<std::vector<std::map<Site, double>>> nvfp4_amax;
 };
 
 // The Linear-input fake quantization an FP8 checkpoint asks for: static where its modules hold

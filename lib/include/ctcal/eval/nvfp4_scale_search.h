@@ -40,6 +40,20 @@ struct Nvfp4Search {
 Nvfp4Search search_nvfp4_scales(const EvalRun& run, const std::vector<std::map<Site, double>>& amax,
                                 const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& forward);
 
+// Per layer and site, the per-tensor amax the NVFP4 rules start from: for a checkpoint whose
+// scales are already NVFP4 decode multipliers (EvalRun::nvfp4_amax, from ctcal's record) the
+// recorded amax, otherwise what symmetric FP8 scales stand for, scale x 448 (the max over heads
+// for per-head scales). Throws UsageError naming the run unless its KV scheme is symmetric FP8.
+std::vector<std::map<Site, double>> nvfp4_amax_of_run(const EvalRun& run);
+// Throws UsageError naming `name` unless `a` is symmetric FP8 (the scales the amax comes from).
+void check_nvfp4_source(const QuantArgs& a, const std::string& name);
+
+// max |K| and max |V| per layer as `run`'s forward shows them to the KV cache (after its R3
+// rotation, if any) over `samples`, with its weights: what static_minmax would observe. [layers]
+// {Site::kKey: amax, Site::kValue: amax}; layers without a KV cache get none.
+std::vector<std::map<Site, double>> observe_kv_amax(const EvalRun& run, const std::vector<std::vector<int32_t>>& samples,
+                                                    const ForwardOptions& forward);
+
 // The candidate multipliers for one amax, in the order the evidence lists them.
 std::vector<double> nvfp4_search_candidates(double amax);
 

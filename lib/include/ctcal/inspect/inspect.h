@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ctcal/quant/nvfp4_record.h"
+
 namespace ctcal {
 
 // `path`: a checkpoint directory or a config.json. Never throws for problems inside the
@@ -19,9 +21,11 @@ nlohmann::json inspect_checkpoint(const std::filesystem::path& path);
 // The document's "serving" object ({"vllm": vllm_verdict, "vllm_r3": the R3 branch's}) from a
 // checkpoint's config.json and its tensor names (nullopt: a config.json alone, no per-layer
 // verdict), without reading any file: inspect gives it what it read, calibrate what it wrote.
-// `has_errors`: inspect found the files disagreeing with their config.
+// `has_errors`: inspect found the files disagreeing with their config. `nvfp4`: ctcal's record
+// that the k/v scales are NVFP4 decode multipliers (quant/nvfp4_record.h), when there is one.
 nlohmann::json serving_verdicts(const nlohmann::json& config, const std::optional<std::vector<std::string>>& tensors,
-                                const std::string& served_path, bool has_errors);
+                                const std::string& served_path, bool has_errors,
+                                const std::optional<Nvfp4KvRecord>& nvfp4 = std::nullopt);
 
 // Whose loading rules a verdict follows: mainline vLLM (default), or the R3 serving branch (a
 // vLLM fork's "Deterministic Hadamard KQ rotation" change, shared SPEC §7).

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ctcal/quant/nvfp4_record.h"
 #include "ctcal/quant/quant_args.h"
 
 namespace ctcal {
@@ -48,6 +49,9 @@ struct VllmFacts {
   std::vector<int64_t> attention_layers;
   std::vector<int64_t> ignored_attention_layers;  // layers whose attention module is in `ignore`
   bool has_errors = false;  // inspect found errors (the checkpoint's files disagree with its config)
+  // ctcal's record that the k/v scales are NVFP4 decode multipliers (quant/nvfp4_record.h): the
+  // serve line then asks for --kv-cache-dtype nvfp4, and `nvfp4` says what FP8 would cost.
+  std::optional<Nvfp4KvRecord> nvfp4;
 };
 
 // The verdict, as inspect's `serving.vllm` JSON object:
@@ -55,7 +59,9 @@ struct VllmFacts {
 //   reasons[], conditions[], ignored[], notes[], command | null,
 //   kv_layers[] {layer, module, cache ("fp8" | "auto"), k/v/q: where vLLM's scale comes from
 //   ("checkpoint", "checkpoint kv_scale", "1.0", "unquantized")} under `command`,
-//   without_skip_flag | null: the same list when the skip-layers flag is left out.
+//   without_skip_flag | null: the same list when the skip-layers flag is left out;
+//   nvfp4 (only with VllmFacts::nvfp4): {meant_for, sources, served_as_fp8 {sites, clipped_sites,
+//   worst {layer, site, s, amax, kept} | null, words}}.
 nlohmann::json vllm_verdict(const VllmFacts& facts);
 
 // vLLM's --kv-cache-dtype-skip-layers takes space-separated values (argparse nargs="+",
