@@ -15,6 +15,7 @@ heads (babyllama-tok105), FP8 per tensor calibrated on half of the TinyStories t
   448), and its fp8 entry says these are NVFP4 s served as FP8;
 - the tiny Qwen3 golden model (head_dim 32, bf16) calibrated the same way: its output is collected
   for the vLLM judge (peer.vllm_judges_outputs), which loads it FP8-declared;
+- under `mpirun -np 2` (when mpirun is there) the same scales and record as one process;
 - refused by name before any work: an int KV recipe and an asymmetric one (exit 2, "symmetric FP8"),
   a per-head FP8 recipe (exit 2, "per tensor"), --report (exit 2), an unknown --kv-cache-dtype
   (exit 2), stories260K's head_dim 8 (exit 4).
@@ -23,6 +24,7 @@ usage: calibrate_nvfp4_test.py CTCAL_BINARY SOURCE_DIR
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,9 +148,14 @@ with tempfile.TemporaryDirectory() as tmp:
           "the printed verdict warns about FP8 serving")
 
     # eval reads the record.
+    page = os.path.join(tmp, "eval.html")
     p = run("eval", "--model", MODEL, "--dataset", held, "--quantized", out, "--no-unit-scales", "--kv-cache-dtype",
-            "nvfp4", "--json", *sampling)
+            "nvfp4", "--json", "--report", page, *sampling)
     check(p.returncode == 0, f"eval --quantized OUT exits 0 ({p.returncode}: {p.stderr[-300:]})")
+    html = open(page, encoding="utf-8").read() if os.path.isfile(page) else ""
+    check("<h2>KV cache formats</h2>" in html and all(f'data-format="{n}"' in html for n in
+                                                     ("fp8", "nvfp4 s=amax/448", "nvfp4 s=checkpoint")),
+          "the HTML report has the KV cache formats section with each format's row")
     q = json.loads(p.stdout)["quantized"][0] if p.returncode == 0 else {}
     by = {d["name"]: d for d in q.get("kv_cache_dtypes", [])}
     check("note" in by.get("fp8", {}), "the fp8 entry says the scales are NVFP4 s served as FP8")
@@ -159,6 +166,28 @@ with tempfile.TemporaryDirectory() as tmp:
                   f"nvfp4 s=checkpoint layer {l} {site}: the stored s")
             want = json.loads(json.dumps(lr[f"{site}_amax"] / 448))
             check(abs(l448.get(f"{site}_s", 0) - want) <= 1e-6 * want, f"amax/448 layer {l} {site} from the recorded amax")
+
+    # mpirun -np 2: the search runs on rank 0 after the exact static_minmax combine, on the same
+    # samples: the same scales shard and the same record as one process.
+    mpirun = shutil.which("mpirun")
+    if mpirun:
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                   OMPI_MCA_rmaps_base_oversubscribe="1")
+        env["ASAN_OPTIONS"] = ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0") if x)
+        env.pop("CTCAL_LOG_LEVEL", None)
+        mpi_out = os.path.join(tmp, "mpi")
+        p = subprocess.run([mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", BIN, "calibrate", PER_TENSOR,
+                            "--model", MODEL, "--dataset", calib, "--output", mpi_out, "--kv-cache-dtype", "nvfp4",
+                            *sampling], capture_output=True, text=True, env=env, timeout=600)
+        check(p.returncode == 0, f"mpirun -np 2 calibrate --kv-cache-dtype nvfp4 exits 0 ({p.returncode}: {p.stderr[-300:]})")
+        if p.returncode == 0:
+            rec2 = json.load(open(os.path.join(mpi_out, "ctcal_report.json"))).get("nvfp4_kv")
+            check(rec2 == json.load(open(os.path.join(out, "ctcal_report.json"))).get("nvfp4_kv"),
+                  "2 ranks: the same nvfp4_kv record as one process")
+            check(all(stored(mpi_out, f"model.layers.{l}.self_attn.{s}_scale") == stored(out, f"model.layers.{l}.self_attn.{s}_scale")
+                      for l in range(5) for s in "kv"), "2 ranks: the same k/v scales as one process")
+    else:
+        print("mpirun not found: the 2-rank check is skipped")
 
     # A golden family vLLM can build on this CPU (head_dim 32): collected for the vLLM judge.
     golden = json.load(open(os.path.join(GOLDEN, "qwen3_head_dim_bf16.json")))
