@@ -152,12 +152,13 @@ void print_plan(std::ostream& out, const CalibrationPlan& plan, const Resolved& 
   std::string sites;
   for (Site s : plan.sites()) sites += fmt::format("{}{}", sites.empty() ? "" : ", ", site_name(s));
   out << fmt::format("observe    {} per layer, layers 0..{}\n", sites, m.num_hidden_layers - 1);
-  std::vector<int64_t> no_kv;  // a hybrid's linear-attention layers
+  // A hybrid's linear-attention, Mamba2 and (Nemotron-H) MLP-block layers, by kind.
+  std::map<std::string_view, std::vector<int64_t>> no_kv;
   for (int64_t l = 0; l < m.num_hidden_layers; ++l)
-    if (!m.has_kv_cache(l)) no_kv.push_back(l);
-  if (!no_kv.empty())
-    out << fmt::format("no KV      layers {}: linear attention: no KV cache (no Q/K/V observed, no scales)\n",
-                       fmt::join(no_kv, ", "));
+    if (!m.has_kv_cache(l)) no_kv[m.layer_kind(l)].push_back(l);
+  for (const auto& [kind, layers] : no_kv)
+    out << fmt::format("no KV      layers {}: {}: no KV cache (no Q/K/V observed, no scales)\n",
+                       fmt::join(layers, ", "), kind);
   if (!plan.expert_sites().empty())
     out << fmt::format("experts    {} per expert of each MoE layer, on its routed tokens\n",
                        plan.expert_sites().size() == 2 ? "expert_gate_up_input, expert_down_input"
@@ -195,7 +196,7 @@ void print_summary(std::ostream& out, const CalibrationPlan& plan, const Calibra
         absmax = std::max({absmax, std::fabs(sr->head_min[h]), std::fabs(sr->head_max[h])});
       row += fmt::format("  {:>9.4g} {:>21}", absmax, fmt_range(sr->qparams.scale));
     }
-    if (!plan.model.has_kv_cache(l.layer)) row += "  linear attention: no KV cache";
+    if (!plan.model.has_kv_cache(l.layer)) row += fmt::format("  {}: no KV cache", plan.model.layer_kind(l.layer));
     out << row << "\n";
   }
 }

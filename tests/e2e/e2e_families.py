@@ -46,6 +46,11 @@ CASES = {
     "qwen3_5_moe_mm_bf16": ("Qwen3_5MoeAttention", "model.language_model."),
     "qwen3_next_fp32": ("Qwen3NextAttention", "model."),
     "qwen3_next_sparse_step_bf16": ("Qwen3NextAttention", "model."),
+    # Mamba2 hybrids: scales on the attention layers only; Nemotron-H's attention module is `mixer`
+    # (vLLM 0.34 maps backbone.layers.N.mixer.{k,v}_scale to mixer.attn), targeted by class name
+    # since "re:.*mixer$" would name its Mamba2 and MLP blocks too
+    "nemotron_h_fp32": ("NemotronHAttention", "backbone.", "mixer"),
+    "granitemoehybrid_fp32": ("GraniteMoeHybridAttention", "model."),
 }
 RECIPE = """
 quant_stage:
@@ -109,8 +114,9 @@ def calibrate_case(case, recipe_text, tmp, label):
     return (golden, model, data, out) if r.returncode == 0 else None
 
 
-def check_case(case, attn_class, prefix, tmp):
-    done = calibrate_case(case, RECIPE, tmp, "out")
+def check_case(case, attn_class, prefix, tmp, module="self_attn"):
+    recipe = RECIPE if module == "self_attn" else RECIPE.replace('"re:.*self_attn$"', attn_class)
+    done = calibrate_case(case, recipe, tmp, "out")
     if not done:
         return
     golden, model, data, out = done
@@ -124,10 +130,10 @@ def check_case(case, attn_class, prefix, tmp):
     for layer, g in enumerate(golden["layers"]):
         if g is None:  # a hybrid's linear-attention layer: no KV cache, no scale of any name
             extra = [n for n in where if n.startswith(f"{prefix}layers.{layer}.") and n.endswith("_scale")]
-            check(not extra, f"{case}: linear-attention layer {layer} has scales {extra}")
+            check(not extra, f"{case}: layer {layer} (no KV cache) has scales {extra}")
             continue
         for site in ("q", "k", "v"):
-            name = f"{prefix}layers.{layer}.self_attn.{site}_scale"
+            name = f"{prefix}layers.{layer}.{module}.{site}_scale"
             check(name in where, f"{case}: {name} missing")
             if name not in where:
                 continue
@@ -461,8 +467,8 @@ def check_shared_expert_fp8(tmp, case):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        for case, (attn, prefix) in CASES.items():
-            check_case(case, attn, prefix, tmp)
+        for case, (attn, prefix, *module) in CASES.items():
+            check_case(case, attn, prefix, tmp, *module)
         check_phi3_r2(tmp)
         check_gpt_oss_mxfp4(tmp)
         check_phi3_fp8(tmp, "phi3_longrope_fp32", "tensor")

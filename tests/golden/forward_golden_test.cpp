@@ -371,28 +371,34 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
     // MoE layers announce the router's (= every expert's and the shared expert's) input; their
     // kDownInput is the shared expert's down_proj input (Qwen3-Next, Qwen3.5-MoE), none without one
     // (the experts' own come through observe_expert).
-    const bool shared = cfg_.is_moe(l) && cfg_.family->moe_shared_expert;
+    // Granite 4 hybrid's shared_mlp reads the MoE block's input likewise (moe_plus_dense_mlp).
+    const bool shared = cfg_.is_moe(l) && (cfg_.family->moe_shared_expert || cfg_.family->moe_plus_dense_mlp);
     for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput}) {
-      // Linear-attention layers' projections are never quantized (plan.cpp): no attention-block inputs.
+      // Linear-attention and Mamba2 layers' projections are never quantized (plan.cpp): no
+      // attention-block inputs; Nemotron-H's mixer blocks have no MLP, its MLP blocks no mixer.
+      const bool mlp_site = site == Site::kGateUpInput || site == Site::kDownInput;
       const bool no_input = (site == Site::kDownInput && cfg_.is_moe(l) && !shared) ||
-                        (!cfg_.has_kv_cache(l) && (site == Site::kQkvInput || site == Site::kOProjInput));
+                            (!cfg_.has_kv_cache(l) && (site == Site::kQkvInput || site == Site::kOProjInput)) ||
+                            (mlp_site && !cfg_.has_mlp_block(l));
       EXPECT_EQ((obs.count[{l, site}]), no_input ? 0 : static_cast<int>(samples_.size())) << l << " " << site_name(site);
     }
     if (obs.layer_width.count({l, Site::kDownInput})) {
       EXPECT_EQ((obs.layer_width[{l, Site::kDownInput}]),
-                shared ? cfg_.shared_expert_intermediate_size : cfg_.intermediate_size) << l;
+                shared && cfg_.family->moe_shared_expert ? cfg_.shared_expert_intermediate_size : cfg_.intermediate_size) << l;
     }
   }
   EXPECT_EQ(obs.width[Site::kQkvInput], cfg_.hidden_size);
   EXPECT_EQ(obs.width[Site::kOProjInput], cfg_.q_dim());
   EXPECT_EQ(obs.width[Site::kGateUpInput], cfg_.hidden_size);
+  bool any_moe = false;  // Granite 4 hybrid without experts has a MoE family but no MoE layer
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) any_moe = any_moe || cfg_.is_moe(l);
   // MoE layers: every token reaches num_experts_per_tok experts, each of which announces it.
   int64_t tokens = 0;
   for (const auto& s : samples_) tokens += static_cast<int64_t>(s.size());
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)
     for (Site site : {Site::kExpertGateUpInput, Site::kExpertDownInput})
       EXPECT_EQ((obs.expert_rows[{l, site}]), cfg_.is_moe(l) ? tokens * cfg_.num_experts_per_tok : 0) << l;
-  if (cfg_.family->mlp == MlpKind::kMoe) {
+  if (any_moe) {
     EXPECT_EQ(obs.width[Site::kExpertGateUpInput], cfg_.hidden_size);
     EXPECT_EQ(obs.width[Site::kExpertDownInput], cfg_.moe_intermediate_size);
   }
@@ -443,13 +449,18 @@ s_stage:
             input_activations: {{num_bits: 8, type: float, strategy: tensor, dynamic: false, symmetric: true}}}}
       kv_cache_scheme: {{type: float}}
 )";
+  // Mamba2 hybrids: in_proj / out_proj are refused (ctcal does not observe their inputs) until ignored.
+  const bool mamba = cfg_.family->hybrid_mamba;
   try {
     make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ""), "fp8.yaml"), cfg_, DType::kF32);
-    ADD_FAILURE() << "FP8 on linear_attn projections was planned";
+    ADD_FAILURE() << "FP8 on linear_attn / Mamba2 projections was planned";
   } catch (const RecipeError& e) {
-    EXPECT_NE(std::string(e.what()).find("linear_attn"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(mamba ? "Mamba2 projection" : "linear_attn"), std::string::npos) << e.what();
   }
-  std::string ignore = ", \"re:.*linear_attn.*\"";
+  std::string ignore = mamba ? fmt::format(", \"re:.*{}.(in|out)_proj$\"", cfg_.family->mamba.module) : ", \"re:.*linear_attn.*\"";
+  // Granite's MoE block: the router (refused as any router) and the fused 3-D experts, which no
+  // FP8 checkpoint can hold (llm-compressor's Granite 4 example ignores the router).
+  if (cfg_.family->moe_plus_dense_mlp) ignore += ", \"re:.*block_sparse_moe.*\"";
   if (cfg_.family->moe_shared_expert) {
     // Qwen3-Next / Qwen3.5-MoE: the router is refused as for Qwen3-MoE, and so is the shared
     // expert's gate (vLLM never quantizes it) until ignored, as llm-compressor's Qwen3-Next example does.
@@ -463,7 +474,11 @@ s_stage:
     ignore += ", \"re:.*mlp.shared_expert_gate$\"";
   }
   const CalibrationPlan ok = make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ignore), "fp8.yaml"), cfg_, DType::kF32);
-  for (const LinearQuantPlan& lp : ok.linear) EXPECT_TRUE(cfg_.has_kv_cache(lp.layer) || lp.module.find(".mlp.") != std::string::npos) << lp.module;
+  for (const LinearQuantPlan& lp : ok.linear) {
+    const bool mlp = lp.role == LinearRole::kGate || lp.role == LinearRole::kUp || lp.role == LinearRole::kGateUp ||
+                     lp.role == LinearRole::kDown;  // a dense MLP's (shared expert, shared_mlp, Nemotron-H's MLP block)
+    EXPECT_TRUE(cfg_.has_kv_cache(lp.layer) || mlp) << lp.module;
+  }
   EXPECT_FALSE(ok.linear.empty());
 }
 

@@ -23,17 +23,22 @@ expert weights large enough to reach the SwiGLU clamp; gpt_oss_mxfp4 holds its e
 (random blocks/scales; the reference model runs transformers' own dequantization of them).
 """
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import os
 import re
 import shutil
+import sys
 
 import torch
 import transformers
 from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM
 from transformers import masking_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_mamba2_golden import float32_casts_lifted  # noqa: E402  (the same lifting as the mixer's golden data)
 
 SAMPLE_LENGTHS = [11, 24]
 ROW_TOKENS = 2  # raw rows recorded for the first sample
@@ -234,12 +239,61 @@ CASES = [
           linear_conv_kernel_dim=4, full_attention_interval=2,
           rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
      torch.bfloat16, "v5"),
+    # Nemotron-H (issue 28): one block per layer by layers_block_type: Mamba2 (8 heads x 8, 2 groups,
+    # state 16, chunk 16, in/out_proj and conv biases, dt clamped below at 0.05), attention without
+    # RoPE at layers 1 and 4, relu2 MLP blocks; backbone.embeddings / norm_f.
+    ("nemotron_h_fp32", "nemotron_h",
+     dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False, mamba_num_heads=8, mamba_head_dim=8,
+          n_groups=2, ssm_state_size=16, conv_kernel=4, chunk_size=16, use_bias=True, use_conv_bias=True,
+          time_step_min=0.05, layer_norm_epsilon=1e-5,
+          layers_block_type=["linear_attention", "full_attention", "mlp", "linear_attention", "full_attention",
+                             "mlp"]),
+     torch.float32, "v5"),
+    # bf16, the hub's spelling (hybrid_override_pattern "M-*M*-", num_hidden_layers, torch_dtype), MQA,
+    # Mamba2 without projection biases, 4 heads x 16 in one group, chunk 32; attention at layers 2 and 4.
+    ("nemotron_h_pattern_bf16", "nemotron_h",
+     dict(hidden_size=48, intermediate_size=64, num_attention_heads=3, num_key_value_heads=1, head_dim=16,
+          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False, mamba_num_heads=4, mamba_head_dim=16,
+          n_groups=1, ssm_state_size=8, conv_kernel=3, chunk_size=32, use_bias=False, use_conv_bias=True,
+          time_step_min=0.02, layers_block_type=["linear_attention", "mlp", "full_attention", "linear_attention",
+                                                 "full_attention", "mlp"]),
+     torch.bfloat16, "nemotron_classic"),
+    # Granite 4 hybrid (issue 28): Mamba2 at layers 0 and 2, attention with RoPE at 1 and 3 (softmax
+    # scale attention_multiplier 0.125, not 16^-0.5), MoE top-2 of 4 (fused input_linear /
+    # output_linear) plus shared_mlp, embedding_multiplier 3, residual_multiplier 0.5, logits / 2.5,
+    # dt clamped to [0.02, 0.6], chunk 16.
+    ("granitemoehybrid_fp32", "granitemoehybrid",
+     dict(hidden_size=64, intermediate_size=32, shared_intermediate_size=48, num_local_experts=4, num_experts_per_tok=2,
+          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, vocab_size=96,
+          max_position_embeddings=256, tie_word_embeddings=False, position_embedding_type="rope",
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+          embedding_multiplier=3.0, attention_multiplier=0.125, residual_multiplier=0.5, logits_scaling=2.5,
+          mamba_n_heads=8, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16,
+          mamba_conv_bias=True, mamba_proj_bias=False, time_step_limit=[0.02, 0.6],
+          layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"]),
+     torch.float32, "v5"),
+    # bf16, no experts (num_local_experts 0: shared_mlp alone), no RoPE (position_embedding_type null),
+    # tied embeddings, Mamba2 projection biases without conv bias, attention at layers 0 and 3 of 5.
+    ("granitemoehybrid_dense_nope_bf16", "granitemoehybrid",
+     dict(hidden_size=48, intermediate_size=32, shared_intermediate_size=64, num_local_experts=0,
+          num_hidden_layers=5, num_attention_heads=3, num_key_value_heads=1, vocab_size=96,
+          max_position_embeddings=256, tie_word_embeddings=True, position_embedding_type=None,
+          embedding_multiplier=2.0, attention_multiplier=0.2, residual_multiplier=0.7, logits_scaling=1.5,
+          mamba_n_heads=4, mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=32,
+          mamba_conv_bias=False, mamba_proj_bias=True,
+          layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention",
+                       "linear_attention"]),
+     torch.bfloat16, "v5"),
 ]
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
                        "qwen3_5_moe_text_fp32": [70, 133], "qwen3_5_moe_mm_bf16": [67, 100],
-                       "qwen3_next_fp32": [70, 133], "qwen3_next_sparse_step_bf16": [67, 100]}
+                       "qwen3_next_fp32": [70, 133], "qwen3_next_sparse_step_bf16": [67, 100],
+                       # Mamba2 hybrids: several chunks (16 or 32 tokens) and a partial one
+                       "nemotron_h_fp32": [70, 133], "nemotron_h_pattern_bf16": [67, 100],
+                       "granitemoehybrid_fp32": [70, 133], "granitemoehybrid_dense_nope_bf16": [67, 100]}
 
 
 def sylvester(n):
@@ -260,15 +314,33 @@ def spike_moe(layer):
     """Decisive routing (no near-ties between fp32 and fp64 logits) and, for Qwen3-Next / Qwen3.5-MoE,
     a shared-expert gate sigmoid(w x) that varies per token (init N(0, 0.02) keeps it at ~0.5).
     Returns the router module (or None)."""
-    router = getattr(layer.mlp, "gate", None) or getattr(layer.mlp, "router", None)
+    block = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None)  # Granite: block_sparse_moe
+    if block is None:  # Nemotron-H's blocks, Granite without experts
+        return None
+    router = getattr(block, "gate", None) or getattr(block, "router", None)
     if router is not None and not isinstance(router, torch.nn.Linear):
         router.weight.mul_(20.0)
     else:
         router = None
-    shared_gate = getattr(layer.mlp, "shared_expert_gate", None)
+    shared_gate = getattr(block, "shared_expert_gate", None)
     if shared_gate is not None:
         shared_gate.weight.mul_(50.0)
     return router
+
+
+def spike_mamba(m, g):
+    """A Mamba2 mixer with decays and time steps that matter (as make_mamba2_golden.py's randomise):
+    dt_bias in [-4, 1] (softplus spans ~0.02 .. 1.3: the clamps bite), A = -exp(A_log) in [-8, -0.02]
+    (some heads forget within a token, others carry state across chunks), D ~ N(0, 1)."""
+    m.dt_bias.copy_(torch.rand(m.dt_bias.shape, generator=g) * 5 - 4)
+    m.A_log.copy_(torch.log(torch.rand(m.A_log.shape, generator=g) * 7.98 + 0.02))
+    m.D.copy_(torch.randn(m.D.shape, generator=g))
+    m.conv1d.weight.copy_(0.5 * torch.randn(m.conv1d.weight.shape, generator=g))
+    if m.conv1d.bias is not None:
+        m.conv1d.bias.copy_(0.2 * torch.randn(m.conv1d.bias.shape, generator=g))
+    for lin in (m.in_proj, m.out_proj):
+        if lin.bias is not None:
+            lin.bias.copy_(0.1 * torch.randn(lin.bias.shape, generator=g))
 
 
 def spike_weights(model, seed, one_plus):
@@ -282,6 +354,21 @@ def spike_weights(model, seed, one_plus):
         q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
         for li, layer in enumerate(tm.layers):
             a = getattr(layer, "self_attn", None)
+            mixer = getattr(layer, "mixer", None)  # Nemotron-H: every block's one module
+            if a is None and mixer is not None and hasattr(mixer, "q_proj"):
+                a = mixer  # a Nemotron-H attention block
+            mamba = getattr(layer, "mamba", None) or (mixer if hasattr(mixer, "A_log") else None)
+            if a is None and (mamba is not None or mixer is not None):
+                # A Mamba2 layer (Nemotron-H, Granite 4) or a Nemotron-H MLP block: random norms
+                # (the block norms and the mixer's gated norm, plain w), a mixer that matters, and
+                # Granite's router made decisive.
+                if mamba is not None:
+                    spike_mamba(mamba, g)
+                for name, mod in layer.named_modules():
+                    if name.endswith("norm") and getattr(mod, "weight", None) is not None:
+                        mod.weight.copy_(1.0 + 0.2 * torch.randn(mod.weight.shape, generator=g))
+                spike_moe(layer)
+                continue
             if a is None:  # a linear-attention layer (Qwen3.5): random norms, decays that matter
                 la = layer.linear_attn
                 la.A_log.copy_(torch.log(torch.rand(la.A_log.shape, generator=g) * 4.0 + 0.01))
@@ -310,7 +397,7 @@ def spike_weights(model, seed, one_plus):
                 router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
             if hasattr(a, "sinks"):  # gpt-oss: sinks that matter (init is N(0, 0.02))
                 a.sinks.copy_(1.5 * torch.randn(a.sinks.shape, generator=g))
-            ex = getattr(layer.mlp, "experts", None)
+            ex = getattr(getattr(layer, "mlp", None), "experts", None)
             if ex is not None and hasattr(ex, "gate_up_proj_bias"):  # gpt-oss: reach the SwiGLU clamp at 7
                 ex.gate_up_proj.mul_(40.0)
                 ex.down_proj.mul_(10.0)
@@ -322,7 +409,8 @@ def spike_weights(model, seed, one_plus):
             for lin in linears:
                 if lin.bias is not None:
                     lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=g))
-        tm.norm.weight.copy_(center + 0.2 * torch.randn(tm.norm.weight.shape, generator=g))
+        final = getattr(tm, "norm_f", None) or tm.norm  # Nemotron-H: norm_f
+        final.weight.copy_(center + 0.2 * torch.randn(final.weight.shape, generator=g))
 
 
 def fuse_experts(model_dir):
@@ -374,6 +462,11 @@ def respell_config(path, spelling):
         cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor", 1.0)
         rp.pop("rope_type")
         cfg["rope_scaling"] = {"type": "su", **rp}
+    elif spelling == "nemotron_classic":  # Nemotron-H hub configs: the pattern string, num_hidden_layers
+        pattern = {"linear_attention": "M", "full_attention": "*", "mlp": "-", "moe": "E"}
+        types = cfg.pop("layers_block_type")
+        cfg["hybrid_override_pattern"] = "".join(pattern[t] for t in types)
+        cfg["num_hidden_layers"] = len(types)
     elif spelling == "gemma_classic":
         rp = cfg.pop("rope_parameters")
         cfg["rope_theta"] = rp["full_attention"]["rope_theta"]
@@ -446,7 +539,12 @@ def reference(model_dir, samples):
         if m:
             mod.register_forward_pre_hook(hook(int(m.group(1)), "gate_up" if m.group(2) == "gate_proj" else "down"))
     logits, losses = [], []
-    with torch.no_grad():
+    # The Mamba2 hybrids: transformers' mixer casts x, B, C, dt (.float()) and its gated norm
+    # (.to(torch.float32)) to float32 whatever the model's dtype; lifted here so that the whole
+    # reference is float64 (make_mamba2_golden.py checks the mixer with and without the casts).
+    mamba = cfg.get("model_type") in ("nemotron_h", "granitemoehybrid")
+    lifted = float32_casts_lifted() if mamba else contextlib.nullcontext()
+    with torch.no_grad(), lifted:
         for ids in samples:
             t = torch.tensor([ids])
             out = model(input_ids=t, labels=t, use_cache=False)

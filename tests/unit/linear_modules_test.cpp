@@ -53,7 +53,8 @@ TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
         if (m.bias) {
           EXPECT_EQ(ck.info(m.name + ".bias").shape, std::vector<int64_t>{m.out});
         }
-        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention, !m.input_site.has_value());
+        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba,
+                  !m.input_site.has_value());
         enumerated.insert(w);
         if (m.bias) enumerated.insert(m.name + ".bias");
       }
@@ -273,6 +274,57 @@ TEST(LinearModules, GptOssRouterHasABiasAndFusedExpertsAreNotLinears) {
   // The plan's view (per-expert modules, which calibrate refuses for a fused checkpoint) names
   // the same router.
   EXPECT_EQ(linear_modules(c, 0)[4].name, "model.layers.0.mlp.router");
+}
+
+// Nemotron-H (NemotronHBlock; vLLM's nemotron_h.py maps backbone. -> model.): one block per layer,
+// every module named mixer: Mamba2 in_proj / out_proj, attention q/k/v/o, or the ungated MLP's
+// up_proj / down_proj.
+TEST(LinearModules, NemotronHOneMixerPerBlock) {
+  const Checkpoint ck(model("nemotron_h_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  EXPECT_EQ(layer_blocks(c, 0), (std::vector<LayerBlock>{LayerBlock::kMamba2}));
+  EXPECT_EQ(layer_blocks(c, 1), (std::vector<LayerBlock>{LayerBlock::kAttention}));
+  EXPECT_EQ(layer_blocks(c, 2), (std::vector<LayerBlock>{LayerBlock::kDenseMlp}));
+  const auto mamba = linear_modules(c, 0);
+  EXPECT_EQ(names(mamba), (std::vector<std::string>{"backbone.layers.0.mixer.in_proj", "backbone.layers.0.mixer.out_proj"}));
+  EXPECT_EQ(mamba[0].kind, LinearKind::kMamba);
+  EXPECT_EQ(mamba[0].out, 2 * c.mamba.intermediate_size() + 2 * c.mamba.n_groups * c.mamba.state_size + c.mamba.num_heads);
+  EXPECT_TRUE(mamba[0].bias);  // use_bias in this case
+  EXPECT_EQ(names(linear_modules(c, 1)),
+            (std::vector<std::string>{"backbone.layers.1.mixer.q_proj", "backbone.layers.1.mixer.k_proj",
+                                      "backbone.layers.1.mixer.v_proj", "backbone.layers.1.mixer.o_proj"}));
+  const auto mlp = linear_modules(c, 2);
+  EXPECT_EQ(names(mlp), (std::vector<std::string>{"backbone.layers.2.mixer.up_proj", "backbone.layers.2.mixer.down_proj"}));
+  EXPECT_EQ(mlp[0].role, LinearRole::kUp);
+  EXPECT_EQ(mlp[0].input_site, Site::kGateUpInput);
+  EXPECT_TRUE(linear_modules(c, 0, false).size() == 2 && layer_blocks(c, 2, false).empty());
+}
+
+// Granite 4 hybrid (GraniteMoeHybridDecoderLayer; vLLM's granitemoehybrid.py): mamba.in_proj /
+// out_proj or self_attn, then block_sparse_moe (router.layer, fused input_linear [E, 2 I, H] /
+// output_linear [E, H, I]) and shared_mlp (input_linear [2 I, H]: gate rows then up, output_linear);
+// without experts shared_mlp alone.
+TEST(LinearModules, GraniteMoeHybridMambaMoeAndSharedMlp) {
+  const Checkpoint ck(model("granitemoehybrid_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  EXPECT_EQ(expert_layout(ck, c, 0), ExpertLayout::kFused);
+  EXPECT_EQ(layer_blocks(c, 0), (std::vector<LayerBlock>{LayerBlock::kMamba2, LayerBlock::kMoe, LayerBlock::kDenseMlp}));
+  const auto m = linear_modules(c, 0, true, ExpertLayout::kFused);
+  EXPECT_EQ(m.front().name, "model.layers.0.mamba.in_proj");
+  EXPECT_EQ(m[2].name, "model.layers.0.block_sparse_moe.router.layer");
+  EXPECT_EQ(m[2].kind, LinearKind::kRouter);
+  EXPECT_EQ(m[3].name, "model.layers.0.block_sparse_moe.input_linear.weight");  // a 3-D tensor named weight
+  EXPECT_EQ(m[3].tensor_shape, (std::vector<int64_t>{c.num_experts, 2 * c.moe_intermediate_size, c.hidden_size}));
+  const auto& gate_up = m[m.size() - 2];
+  EXPECT_EQ(gate_up.name, "model.layers.0.shared_mlp.input_linear");
+  EXPECT_EQ(gate_up.role, LinearRole::kGateUp);
+  EXPECT_EQ(gate_up.parts, (std::vector<int64_t>{c.intermediate_size, c.intermediate_size}));
+  EXPECT_EQ(m.back().name, "model.layers.0.shared_mlp.output_linear");
+  EXPECT_EQ(linear_modules(c, 1).front().name, "model.layers.1.self_attn.q_proj");
+  const Checkpoint dense(model("granitemoehybrid_dense_nope_bf16"));
+  const ModelConfig cd = load_model_config(dense);
+  EXPECT_EQ(layer_blocks(cd, 1), (std::vector<LayerBlock>{LayerBlock::kMamba2, LayerBlock::kDenseMlp}));
+  EXPECT_TRUE(linear_modules(cd, 1)[0].bias);  // mamba_proj_bias
 }
 
 }  // namespace

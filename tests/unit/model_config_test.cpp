@@ -438,5 +438,141 @@ TEST(ModelConfigFamilies, Gemma3RefusesAttentionSoftcapping) {
   EXPECT_NE(error_of(j).find("attn_logit_softcapping"), std::string::npos);
 }
 
+// NemotronHConfig (transformers 5.17): the layer count is the block types' length (num_hidden_layers
+// ignored); layers_block_type, legacy names, or the hub's hybrid_override_pattern; the class's
+// defaults for what is absent (8 KV heads, head_dim 128, layer_norm_epsilon 1e-5, Mamba2 128 heads
+// x 64, 8 groups, state 128, kernel 4, chunk 128, dt >= time_step_min 0.001, no projection bias,
+// conv bias); attention without RoPE or biases; MoE blocks refused by name.
+TEST(ModelConfigFamilies, NemotronHBlockTypesAndDefaults) {
+  json j = {{"architectures", {"NemotronHForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64},
+            {"intermediate_size", 96}, {"num_attention_heads", 16}, {"num_hidden_layers", 99},
+            {"layers_block_type", {"linear_attention", "full_attention", "mlp", "mamba", "attention"}},
+            {"attention_bias", true}};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.weight_prefix, "backbone.");
+  EXPECT_EQ(c.top_tensor("embed_tokens.weight"), "backbone.embeddings.weight");
+  EXPECT_EQ(c.top_tensor("norm.weight"), "backbone.norm_f.weight");
+  EXPECT_EQ(c.attention_module(1), "backbone.layers.1.mixer");
+  EXPECT_EQ(c.num_hidden_layers, 5);
+  EXPECT_EQ(c.layer_mamba, (std::vector<bool>{true, false, false, true, false}));
+  EXPECT_EQ(c.layer_mlp_block, (std::vector<bool>{false, false, true, false, false}));
+  for (int64_t l : {0, 2, 3}) EXPECT_FALSE(c.has_kv_cache(l)) << l;
+  for (int64_t l : {1, 4}) EXPECT_TRUE(c.has_kv_cache(l)) << l;
+  EXPECT_EQ(c.layer_kind(0), "Mamba2");
+  EXPECT_EQ(c.layer_kind(2), "MLP");
+  EXPECT_FALSE(c.has_mlp_block(1));
+  EXPECT_TRUE(c.has_mlp_block(2));
+  EXPECT_FALSE(c.has_mixer(2));
+  EXPECT_FALSE(c.rope_on);
+  EXPECT_FALSE(c.qkv_bias);  // NemotronHAttention: bias=False whatever attention_bias says
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.num_key_value_heads, 8);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.mamba.num_heads, 128);
+  EXPECT_EQ(c.mamba.head_dim, 64);
+  EXPECT_EQ(c.mamba.state_size, 128);
+  EXPECT_EQ(c.mamba.n_groups, 8);
+  EXPECT_EQ(c.mamba.conv_kernel, 4);
+  EXPECT_EQ(c.mamba.chunk_size, 128);
+  EXPECT_EQ(c.mamba.norm_group_size, 128 * 64 / 8);
+  EXPECT_EQ(c.mamba.time_step_min, 0.001);
+  EXPECT_TRUE(std::isinf(c.mamba.time_step_max));
+  EXPECT_FALSE(c.mamba_proj_bias);
+  EXPECT_TRUE(c.mamba_conv_bias);
+  j.erase("layers_block_type");
+  j["hybrid_override_pattern"] = "M-*";
+  j["mamba_d_conv"] = 3;  // legacy keys, popped by __post_init__
+  j["mamba_chunk_size"] = 16;
+  j["layer_norm_epsilon"] = 1e-6;
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.num_hidden_layers, 3);
+  EXPECT_EQ(c.layer_mamba, (std::vector<bool>{true, false, false}));
+  EXPECT_EQ(c.layer_mlp_block, (std::vector<bool>{false, true, false}));
+  EXPECT_EQ(c.mamba.conv_kernel, 3);
+  EXPECT_EQ(c.mamba.chunk_size, 16);
+  EXPECT_EQ(c.mamba.norm_eps, 1e-6);
+  j["hybrid_override_pattern"] = "M*E";
+  EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);
+  j["hybrid_override_pattern"] = "M*X";
+  EXPECT_NE(error_of(j).find("hybrid_override_pattern"), std::string::npos);
+  j.erase("hybrid_override_pattern");  // the class default has a MoE block
+  EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);
+  j["hybrid_override_pattern"] = "M*";
+  j["mlp_hidden_act"] = "silu";
+  EXPECT_NE(error_of(j).find("mlp_hidden_act"), std::string::npos);
+  j.erase("mlp_hidden_act");
+  j["mamba_hidden_act"] = "gelu";
+  EXPECT_NE(error_of(j).find("mamba_hidden_act"), std::string::npos);
+}
+
+// GraniteMoeHybridConfig: layer_types (default all Mamba2; legacy names), Mamba2 from the mamba_*
+// keys (I = mamba_expand * hidden, mamba_d_head "auto" = I / heads, defaults 128 heads, 1 group,
+// state 256, kernel 4, chunk 256, conv bias, no projection bias, time_step_limit (0, inf) written as
+// {"__float__": "Infinity"}), experts of width intermediate_size plus shared_mlp of width
+// shared_intermediate_size (num_local_experts 0: shared_mlp alone), the multipliers, RoPE only
+// when position_embedding_type is "rope".
+TEST(ModelConfigFamilies, GraniteMoeHybridMambaMultipliersAndMlps) {
+  json j = base();
+  j["architectures"] = {"GraniteMoeHybridForCausalLM"};
+  j["num_hidden_layers"] = 3;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.weight_prefix, "model.");
+  EXPECT_EQ(c.layer_mamba, (std::vector<bool>{true, true, true}));
+  EXPECT_FALSE(c.rope_on);
+  EXPECT_EQ(c.mamba.num_heads, 128);
+  EXPECT_EQ(c.mamba.head_dim, 1);  // "auto": 2 * 64 / 128
+  EXPECT_EQ(c.mamba.state_size, 256);
+  EXPECT_EQ(c.mamba.n_groups, 1);
+  EXPECT_EQ(c.mamba.chunk_size, 256);
+  EXPECT_EQ(c.mamba.norm_group_size, 128);
+  EXPECT_EQ(c.mamba.time_step_min, 0.0);
+  EXPECT_TRUE(std::isinf(c.mamba.time_step_max));
+  EXPECT_TRUE(c.mamba_conv_bias);
+  EXPECT_FALSE(c.mamba_proj_bias);
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, 96);  // intermediate_size: the experts' width
+  EXPECT_EQ(c.intermediate_size, 1024);    // shared_intermediate_size: shared_mlp's
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{true, true, true}));
+  EXPECT_EQ(*c.attention_multiplier, 1.0);
+  EXPECT_EQ(c.embedding_multiplier, 1.0);
+  j["layer_types"] = {"mamba", "full_attention", "attention"};
+  j["mamba_n_heads"] = 8;
+  j["mamba_d_head"] = "auto";
+  j["time_step_limit"] = {0.01, {{"__float__", "Infinity"}}};
+  j["num_local_experts"] = 0;
+  j["shared_intermediate_size"] = 48;
+  j["position_embedding_type"] = "rope";
+  j["attention_multiplier"] = 0.125;
+  j["embedding_multiplier"] = 12.0;
+  j["residual_multiplier"] = 0.22;
+  j["logits_scaling"] = 6.0;
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_mamba, (std::vector<bool>{true, false, false}));
+  EXPECT_TRUE(c.has_kv_cache(1));
+  EXPECT_EQ(c.mamba.head_dim, 16);
+  EXPECT_EQ(c.mamba.time_step_min, 0.01);
+  EXPECT_TRUE(std::isinf(c.mamba.time_step_max));
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(c.intermediate_size, 48);
+  EXPECT_TRUE(c.rope_on);
+  EXPECT_EQ(*c.attention_multiplier, 0.125);
+  EXPECT_EQ(c.embedding_multiplier, 12.0);
+  EXPECT_EQ(c.residual_multiplier, 0.22);
+  EXPECT_EQ(c.logits_scaling, 6.0);
+  j["mamba_d_head"] = 15;
+  EXPECT_NE(error_of(j).find("mamba_d_head"), std::string::npos);
+  j["mamba_d_head"] = 16;
+  j["position_embedding_type"] = "alibi";
+  EXPECT_NE(error_of(j).find("position_embedding_type"), std::string::npos);
+  j["position_embedding_type"] = "rope";
+  j["layer_types"][1] = "sliding_attention";
+  EXPECT_NE(error_of(j).find("layer_types"), std::string::npos);
+  j["layer_types"][1] = "full_attention";
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0}};
+  EXPECT_NE(error_of(j).find("rope_type"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ctcal

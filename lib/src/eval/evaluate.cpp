@@ -560,7 +560,7 @@ json evaluate_runs(const Checkpoint& base, const ModelConfig& cfg, const std::ve
     json layers = json::array();
     for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
       if (!cfg.has_kv_cache(l)) {
-        layers.push_back({{"layer", l}, {"kv_cache", "linear attention: no KV cache"}});
+        layers.push_back({{"layer", l}, {"kv_cache", fmt::format("{}: no KV cache", cfg.layer_kind(l))}});
         continue;
       }
       if (const Nvfp4KvFakeQuant* q4 = nvfp4_quantizers[r].get()) {

@@ -302,7 +302,7 @@ json serving_verdicts(const json& config, const std::optional<std::vector<std::s
     for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
       if (!cfg->has_kv_cache(l)) continue;
       facts.attention_modules.push_back(cfg->attention_module(l));
-      if (cfg->family->hybrid_linear_attention) facts.attention_layers.push_back(l);
+      if (cfg->family->hybrid_linear_attention || cfg->family->hybrid_mamba) facts.attention_layers.push_back(l);
       if (scheme.kv && ignored.count(cfg->attention_module(l))) facts.ignored_attention_layers.push_back(l);
     }
   }
@@ -401,8 +401,8 @@ json inspect_checkpoint(const fs::path& path) {
     if (cfg && scheme.kv) {
       for (int64_t l = 0; l < cfg->num_hidden_layers; ++l) {
         json entry = {{"layer", l}};
-        if (!cfg->has_kv_cache(l)) {  // a hybrid's linear-attention layer: no scales expected
-          entry["kv_cache"] = "linear attention: no KV cache";
+        if (!cfg->has_kv_cache(l)) {  // a hybrid's linear-attention / Mamba2 / MLP-block layer: no scales expected
+          entry["kv_cache"] = fmt::format("{}: no KV cache", cfg->layer_kind(l));
           layers.push_back(entry);
           continue;
         }

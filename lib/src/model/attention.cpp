@@ -259,6 +259,8 @@ AttentionShape AttentionShape::plain(int64_t heads, int64_t kv_heads, int64_t he
 AttentionShape AttentionShape::of(const ModelConfig& c, int64_t layer) {
   AttentionShape s = plain(c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.window(layer));
   if (c.query_pre_attn_scalar) s.scale = static_cast<float>(std::pow(*c.query_pre_attn_scalar, -0.5));
+  // Granite: the softmax scale is attention_multiplier itself (GraniteMoeSharedAttention.scaling).
+  if (c.attention_multiplier) s.scale = static_cast<float>(*c.attention_multiplier);
   return s;
 }
 

@@ -72,6 +72,8 @@ RowMatrix Decoder::embed_ids(const std::vector<int32_t>& ids) const {
     const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
     hidden *= scale;
   }
+  // Granite: inputs_embeds * embedding_multiplier (a Python float: one fp32 multiply).
+  if (cfg_.embedding_multiplier != 1.0) hidden *= static_cast<float>(cfg_.embedding_multiplier);
   return hidden;
 }
 
@@ -157,7 +159,7 @@ void Decoder::run_layers(const std::vector<SampleSpan>& spans, RowMatrix& hidden
 }
 
 LmHead::LmHead(const Checkpoint& ckpt, const ModelConfig& c)
-    : eps_(c.rms_norm_eps), softcap_(c.final_logit_softcapping) {
+    : eps_(c.rms_norm_eps), softcap_(c.final_logit_softcapping), logits_scaling_(c.logits_scaling) {
   norm_ = read_norm(ckpt, c, c.top_tensor("norm.weight"), c.hidden_size);
   // Tied embeddings: lm_head reuses embed_tokens.weight.
   const std::string head = c.tie_word_embeddings ? c.top_tensor("embed_tokens.weight") : "lm_head.weight";
@@ -169,6 +171,8 @@ RowMatrix LmHead::logits(const Eigen::Ref<const RowMatrix>& hidden) const {
   RowMatrix xn, out;
   rms_norm(hidden, norm_, eps_, &xn);  // [tokens, hidden]
   linear(xn, head_, &out);             // [tokens, vocab]
+  // Granite: logits / logits_scaling (GraniteMoeHybridForCausalLM), before anything reads them.
+  if (logits_scaling_ != 1.0) out /= static_cast<float>(logits_scaling_);
   if (softcap_) {
     const auto cap = static_cast<float>(*softcap_);
     out = ((out.array() / cap).tanh() * cap).matrix();

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 15>& families() {
-  static const std::array<FamilySpec, 15> table = [] {
+const std::array<FamilySpec, 17>& families() {
+  static const std::array<FamilySpec, 17> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -163,9 +163,61 @@ const std::array<FamilySpec, 15>& families() {
     qwen3_next.moe_every_layer = false;
     qwen3_next.linear_attention.in_proj_qkvz = "in_proj_qkvz";
     qwen3_next.linear_attention.in_proj_ba = "in_proj_ba";
-    return std::array<FamilySpec, 15>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+
+    // Nemotron-H (modeling_nemotron_h.py): every layer is one NemotronHBlock, x += mixer(norm(x)),
+    // the mixer chosen by `layers_block_type`: Mamba2 (NemotronHMamba2Mixer), attention without
+    // RoPE and without biases (NemotronHAttention), or an MLP down(relu(up(x))^2) (NemotronHMLP).
+    // The MoE block (NemotronHMoE: sigmoid router with a score-correction bias and group top-k,
+    // ungated relu2 experts, latent projections) is refused by the config parser. All modules are
+    // "mixer"; tensors under backbone. (embeddings, norm_f), as save_pretrained writes them.
+    FamilySpec nemotron_h = llama;
+    nemotron_h.architecture = "NemotronHForCausalLM";
+    nemotron_h.attention_class = "NemotronHAttention";
+    nemotron_h.model_type = "nemotron_h";
+    nemotron_h.act = MlpAct::kRelu2;
+    nemotron_h.default_rms_norm_eps = 1e-5;  // NemotronHConfig.layer_norm_epsilon
+    nemotron_h.hybrid_mamba = true;
+    nemotron_h.one_block_per_layer = true;
+    nemotron_h.rope = false;
+    nemotron_h.attention.module = "mixer";
+    nemotron_h.mlp_names.module = "mixer";
+    nemotron_h.mlp_names.gate = "";
+    nemotron_h.norms.input = "norm";
+    nemotron_h.norms.mlp = "norm";
+    nemotron_h.mamba.module = "mixer";
+    nemotron_h.weight_prefix = "backbone.";
+    nemotron_h.embed_tokens = "embeddings";
+    nemotron_h.final_norm = "norm_f";
+
+    // Granite 4 hybrid (modeling_granitemoehybrid.py): each layer is Mamba2 (mamba,
+    // GraniteMoeHybridMambaLayer = BambaMixer) or attention (self_attn, softmax scale
+    // attention_multiplier; RoPE only when position_embedding_type is "rope") by `layer_types`, then
+    // block_sparse_moe(x) + shared_mlp(x) (or shared_mlp alone without experts); residual branches
+    // times residual_multiplier, embeddings times embedding_multiplier, logits / logits_scaling.
+    // shared_mlp: input_linear [2 I, H] (gate rows, then up: chunk(2)), output_linear [H, I].
+    FamilySpec granite_hybrid = llama;
+    granite_hybrid.architecture = "GraniteMoeHybridForCausalLM";
+    granite_hybrid.attention_class = "GraniteMoeHybridAttention";
+    granite_hybrid.model_type = "granitemoehybrid";
+    granite_hybrid.hybrid_mamba = true;
+    granite_hybrid.granite_multipliers = true;
+    granite_hybrid.mlp = MlpKind::kMoe;
+    granite_hybrid.moe_kind = MoeKind::kGranite;
+    granite_hybrid.moe_plus_dense_mlp = true;
+    granite_hybrid.mlp_names.module = "shared_mlp";
+    granite_hybrid.mlp_names.gate_up = "input_linear";
+    granite_hybrid.mlp_names.down = "output_linear";
+    granite_hybrid.experts.block = "block_sparse_moe";
+    granite_hybrid.experts.router = "router.layer";
+    granite_hybrid.experts.fused_block = "block_sparse_moe";
+    granite_hybrid.experts.fused_router = "router.layer";
+    // The fused experts are ParallelExperts modules whose 3-D parameter is named weight.
+    granite_hybrid.experts.fused_gate_up = "input_linear.weight";
+    granite_hybrid.experts.fused_down = "output_linear.weight";
+    granite_hybrid.mamba.module = "mamba";
+    return std::array<FamilySpec, 17>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
-                                      qwen3_5_moe, qwen3_5_moe_mm, qwen3_next};
+                                      qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid};
   }();
   return table;
 }

@@ -11,6 +11,11 @@
 // layers run the gated DeltaNet (model/gated_deltanet.h) instead of the attention block:
 //
 //   x += out_proj( deltanet( input_norm(x) ))        (no Q/K/V, no KV cache: nothing observed)
+//
+// Nemotron-H and Granite 4 hybrid's Mamba2 layers run the Mamba2 mixer (model/mamba2.h) the same
+// way. Nemotron-H's layers are one block each (a mixer, or an MLP down(relu(up(x))^2) without a
+// gate); Granite adds its shared_mlp to the MoE output and scales each residual branch by
+// residual_multiplier.
 // Q, K, V are announced to the observer after RoPE (and R3), exactly
 // where the KV cache stores them; every Linear input is announced once per shared input (one
 // place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
@@ -23,6 +28,8 @@
 #include "ctcal/model/decoder.h"
 #include "ctcal/model/deltanet_shape.h"
 #include "ctcal/model/gated_deltanet.h"
+#include "ctcal/model/layer_ops.h"
+#include "ctcal/model/mamba2.h"
 #include "ctcal/model/moe.h"
 #include "ctcal/model/rope.h"
 
@@ -101,7 +108,16 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     auto attn = scratch_.view(scratch_.attn, n, c.q_dim());          // [n, q_dim]
     auto proj = scratch_.view(scratch_.proj, n, c.hidden_size);      // [n, hidden]
 
-    if (c.is_linear_attention(layer)) {
+    if (!c.has_mixer(layer)) {
+      // Nemotron-H's MLP block: no token mixer, only the MLP below.
+    } else if (c.is_mamba(layer)) {
+      // --- Mamba2 block: the mixer on the normed input, then the residual ---
+      CTCAL_ASSERT(w.mamba != nullptr, "a Mamba2 layer's weights hold its mixer");
+      PhaseScope phase(phases_, "mamba2");
+      rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+      mamba2_forward(c.mamba, *w.mamba, xn, rows, proj, &scratch_.mamba);
+      add_scaled_into(x, proj, c.residual_multiplier);
+    } else if (c.is_linear_attention(layer)) {
       // --- linear-attention block: the DeltaNet on the normed input, then the residual ---
       CTCAL_ASSERT(w.linear_attn != nullptr, "a linear-attention layer's weights hold its mixer");
       PhaseScope phase(phases_, "linear_attention");
@@ -142,11 +158,13 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
         float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
         float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
-        const RopeTable& table = tables.for_length(len);
         if (observer && observer->wants(layer, Site::kKeyPreRope))
           observer->observe(layer, Site::kKeyPreRope, {ks, len, nkv, d, c.kv_dim()});
-        apply_rope(table, qs, len, nh, d, c.q_dim());
-        apply_rope(table, ks, len, nkv, d, c.kv_dim());
+        if (c.rope_on) {  // Nemotron-H (and Granite without position_embedding_type) have no RoPE
+          const RopeTable& table = tables.for_length(len);
+          apply_rope(table, qs, len, nh, d, c.q_dim());
+          apply_rope(table, ks, len, nkv, d, c.kv_dim());
+        }
         auto observe_qk = [&] {
           if (want_q) observer->observe(layer, Site::kQuery, {qs, len, nh, d, c.q_dim()});
           if (want_k) observer->observe(layer, Site::kKey, {ks, len, nkv, d, c.kv_dim()});
@@ -184,72 +202,72 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       }
       PhaseScope attn_residual_phase(phases_, "norm+observe");
       if (w.attn_out_norm.size() > 0) rms_norm_into(proj, w.attn_out_norm, c.rms_norm_eps, proj);
-      add_into(x, proj);
+      add_scaled_into(x, proj, c.residual_multiplier);
     }  // attention block
     PhaseScope residual_phase(phases_, "norm+observe");
 
     // --- MLP block (skipped for the last layer during calibration) ---
+    // The dense MLP on xn (announced and quantized by the caller) into `out` [n, hidden] (may be xn
+    // itself: xn is free once gate/up are computed): gated act(gate(xn)) * up(xn), or Nemotron-H's
+    // ungated relu(up(xn))^2, then down.
+    auto dense_mlp = [&](int64_t width, Eigen::Ref<RowMatrix> out) {
+      auto gate = scratch_.view(scratch_.gate, n, width);  // [n, width]
+      auto up = scratch_.view(scratch_.up, n, width);      // [n, width]
+      const bool ungated = fam.act == MlpAct::kRelu2;
+      {
+        PhaseScope phase(phases_, "gate_up_proj");
+        ProjectionInput in(xn, scratch_.bf16.data());
+        if (!ungated) linear(in, w.gate, gate);
+        linear(in, w.up, ungated ? gate : up);  // ungated: up(xn) in the gate buffer
+      }
+      PhaseScope act_phase(phases_, "act+observe");
+      if (ungated) relu2_into(gate);
+      else gated_act_into(fam.act, gate, up);
+      announce_input(observer, layer, Site::kDownInput, gate, rows);
+      quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
+      act_phase.stop();
+      PhaseScope down_phase(phases_, "down_proj");
+      ProjectionInput in(gate, scratch_.bf16.data());
+      linear(in, w.down, out);
+    };
     if (w.has_mlp && c.is_moe(layer)) {
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the router's and every expert's input
       residual_phase.stop();
       PhaseScope phase(phases_, "moe");
       moe_mlp_into(w.experts, c, xn, proj, observer, layer);  // announces each expert's inputs
+      phase.stop();  // dense_mlp times its own phases
       if (fam.moe_shared_expert) {
         // Qwen3NextSparseMoeBlock: proj = experts + sigmoid(shared_expert_gate(xn)) * shared_expert(xn).
         // The gate reads the unquantized input (vLLM builds it without a quant config); the shared
         // expert's gate/up_proj read it fake-quantized in FP8 eval, so xn is quantized after the
         // router, the experts and the gate have read it.
-        const int64_t fs = c.shared_expert_intermediate_size;
         RowMatrix gate_logit;  // [n, 1] shared_expert_gate(xn), fp32
         linear(xn, w.experts.shared_gate, &gate_logit);
         quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
-        auto gate = scratch_.view(scratch_.gate, n, fs);  // [n, shared_expert_intermediate]
-        auto up = scratch_.view(scratch_.up, n, fs);      // [n, shared_expert_intermediate]
-        {
-          ProjectionInput in(xn, scratch_.bf16.data());
-          linear(in, w.gate, gate);
-          linear(in, w.up, up);
-        }
-        gated_act_into(fam.act, gate, up);
-        announce_input(observer, layer, Site::kDownInput, gate, rows);
-        quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
-        {
-          ProjectionInput in(gate, scratch_.bf16.data());
-          linear(in, w.down, xn);  // xn [n, hidden] is free now: the shared expert's output
-        }
+        dense_mlp(c.shared_expert_intermediate_size, xn);  // xn [n, hidden]: the shared expert's output
 #pragma omp parallel for schedule(static)
         for (int64_t t = 0; t < n; ++t) {  // F.sigmoid in fp32, then expert_output + shared_expert_output
           const float s = 1.0f / (1.0f + std::exp(-gate_logit(t, 0)));
           proj.row(t) += s * xn.row(t);
         }
+      } else if (fam.moe_plus_dense_mlp) {
+        // GraniteMoeHybridDecoderLayer: block_sparse_moe(xn) + shared_mlp(xn); shared_mlp's
+        // input_linear reads xn fake-quantized in FP8 eval (after the router and experts read it).
+        quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
+        dense_mlp(c.intermediate_size, xn);  // xn [n, hidden]: shared_mlp's output
+        add_into(proj, xn);                  // moe_hidden_states + shared_mlp(hidden_states)
       }
-      add_into(x, proj);
+      add_scaled_into(x, proj, c.residual_multiplier);
     } else if (w.has_mlp) {
-      auto gate = scratch_.view(scratch_.gate, n, c.intermediate_size);  // [n, intermediate]
-      auto up = scratch_.view(scratch_.up, n, c.intermediate_size);      // [n, intermediate]
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);
       quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
       residual_phase.stop();
-      {
-        PhaseScope phase(phases_, "gate_up_proj");
-        ProjectionInput in(xn, scratch_.bf16.data());
-        linear(in, w.gate, gate);
-        linear(in, w.up, up);
-      }
-      PhaseScope act_phase(phases_, "act+observe");
-      gated_act_into(fam.act, gate, up);
-      announce_input(observer, layer, Site::kDownInput, gate, rows);
-      quantize_input(opt.quantizer, layer, Site::kDownInput, gate, rows);
-      act_phase.stop();
-      PhaseScope down_phase(phases_, "down_proj");
-      ProjectionInput in(gate, scratch_.bf16.data());
-      linear(in, w.down, proj);
-      down_phase.stop();
+      dense_mlp(c.intermediate_size, proj);
       PhaseScope out_phase(phases_, "norm+observe");
       if (w.mlp_out_norm.size() > 0) rms_norm_into(proj, w.mlp_out_norm, c.rms_norm_eps, proj);
-      add_into(x, proj);
+      add_scaled_into(x, proj, c.residual_multiplier);
     }
     residual_phase.stop();
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.

@@ -92,6 +92,24 @@ void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<con
   }
 }
 
+void relu2_into(Eigen::Ref<RowMatrix> x) {
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    auto v = x.row(r).array().max(0.0f);  // torch.square(relu(x))
+    x.row(r).array() = v * v;
+  }
+}
+
+void add_scaled_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y, double m) {
+  if (m == 1.0) {
+    add_into(x, y);
+    return;
+  }
+  const auto f = static_cast<float>(m);  // residual + hidden * multiplier: the product rounded to fp32 first
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index r = 0; r < x.rows(); ++r) x.row(r).array() += (y.row(r).array() * f).eval();
+}
+
 void clamped_swiglu_into(Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up, float limit) {
   constexpr float kAlpha = 1.702f;  // GptOssExperts.alpha
 #pragma omp parallel for schedule(static)

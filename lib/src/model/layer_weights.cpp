@@ -12,6 +12,7 @@
 #include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/gpt_oss_experts.h"
 #include "ctcal/model/linear_modules.h"
+#include "ctcal/model/mamba2.h"
 
 namespace ctcal {
 
@@ -74,8 +75,17 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
   const FamilySpec& fam = *c.family;
   const NormNames& norm = fam.norms;
   const std::string attn = std::string(fam.attention.module) + ".";
-  std::vector<TensorSpec> s = {{std::string(norm.input) + ".weight", {h}}};
-  if (c.is_linear_attention(layer)) {  // the DeltaNet's parameters (GatedDeltaNetWeights)
+  std::vector<TensorSpec> s;
+  if (c.has_mixer(layer)) s.push_back({std::string(norm.input) + ".weight", {h}});
+  if (c.is_mamba(layer)) {  // the Mamba2 mixer's parameters (Mamba2Weights)
+    const Mamba2Names& n = fam.mamba;
+    const Mamba2Config& mc = c.mamba;
+    const std::string m = std::string(n.module) + ".";
+    s.push_back({m + std::string(n.conv1d) + ".weight", {mc.conv_dim(), 1, mc.conv_kernel}});
+    if (c.mamba_conv_bias) s.push_back({m + std::string(n.conv1d) + ".bias", {mc.conv_dim()}});
+    for (std::string_view v : {n.dt_bias, n.a_log, n.d}) s.push_back({m + std::string(v), {mc.num_heads}});
+    s.push_back({m + std::string(n.norm) + ".weight", {mc.intermediate_size()}});
+  } else if (c.is_linear_attention(layer)) {  // the DeltaNet's parameters (GatedDeltaNetWeights)
     const LinearAttentionNames& n = fam.linear_attention;
     const LinearAttentionConfig& la = c.linear_attention;
     const std::string m = std::string(n.module) + ".";
@@ -83,15 +93,15 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
     s.push_back({m + std::string(n.dt_bias), {la.num_v_heads}});
     s.push_back({m + std::string(n.a_log), {la.num_v_heads}});
     s.push_back({m + std::string(n.norm) + ".weight", {la.head_v_dim}});
-  } else if (fam.attention_sinks) {
+  } else if (fam.attention_sinks && c.has_kv_cache(layer)) {
     s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
   }
-  if (fam.qk_norm && !c.is_linear_attention(layer)) {
+  if (fam.qk_norm && c.has_kv_cache(layer)) {
     s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {d}});
     s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
-  if (with_mlp) {
+  if (with_mlp && c.has_mlp_block(layer)) {
     s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
   }
@@ -322,11 +332,32 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   };
   LayerWeights& w = *wp;
   const bool linear_attention = c.is_linear_attention(layer);
-  w.input_norm = read_norm(ckpt, c, p + std::string(norm.input) + ".weight", h);
-  const bool qk_norm = fam.qk_norm && !linear_attention;
+  const bool attention = c.has_kv_cache(layer);  // an attention block (not linear attention, Mamba2 or an MLP block)
+  with_mlp = with_mlp && c.has_mlp_block(layer);  // Nemotron-H's mixer blocks have no MLP
+  w.input_norm = c.has_mixer(layer) ? read_norm(ckpt, c, p + std::string(norm.input) + ".weight", h) : Vector();
+  const bool qk_norm = fam.qk_norm && attention;
   w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", c.head_dim) : Vector();
   w.k_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", c.head_dim) : Vector();
-  w.sinks = fam.attention_sinks ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads) : Vector();
+  w.sinks = fam.attention_sinks && attention ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads)
+                                             : Vector();
+  if (!attention) w.q = w.k = w.v = w.o = Linear();  // nothing of an earlier attention layer stays resident
+  if (c.is_mamba(layer)) {
+    // A fresh mixer per layer, as for the DeltaNet below.
+    auto mb = std::make_shared<Mamba2Weights>();
+    const Mamba2Names& n = fam.mamba;
+    const Mamba2Config& mc = c.mamba;
+    const std::string m = p + std::string(n.module) + ".";
+    std::vector<float> conv = read_checked(ckpt, m + std::string(n.conv1d) + ".weight", {mc.conv_dim(), 1, mc.conv_kernel});
+    mb->conv_w = Eigen::Map<RowMatrix>(conv.data(), mc.conv_dim(), mc.conv_kernel);  // [conv_dim, K]
+    if (c.mamba_conv_bias) mb->conv_b = read_vector(ckpt, m + std::string(n.conv1d) + ".bias", mc.conv_dim());
+    mb->dt_bias = read_vector(ckpt, m + std::string(n.dt_bias), mc.num_heads);
+    mb->A_log = read_vector(ckpt, m + std::string(n.a_log), mc.num_heads);
+    mb->D = read_vector(ckpt, m + std::string(n.d), mc.num_heads);
+    mb->norm_w = read_vector(ckpt, m + std::string(n.norm) + ".weight", mc.intermediate_size());  // gated norm: w as is
+    w.mamba = std::move(mb);
+  } else {
+    w.mamba.reset();
+  }
   if (linear_attention) {
     // A fresh mixer per layer (a copy of this LayerWeights may share the previous one); q/k/v/o
     // of an earlier attention layer are dropped.
@@ -365,9 +396,9 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   for (const LinearModule& m : linear_modules(c, layer, with_mlp, expert_layout(ckpt, c, layer))) {
     if (m.role == LinearRole::kInProjQkvz || m.role == LinearRole::kInProjBa)
       kReadF32(ckpt, m.name, m.out, m.in, false, m.role == LinearRole::kInProjQkvz ? &qkvz : &ba);
-    else if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention)
-      // fp32 always: routing decisions as in fp32; the DeltaNet runs fp32 projections only
-      // (gated_deltanet.h), in --compute-dtype bf16 too
+    else if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba)
+      // fp32 always: routing decisions as in fp32; the DeltaNet and the Mamba2 mixer run fp32
+      // projections here (gated_deltanet.h, mamba2.h), in --compute-dtype bf16 too
       read_module(ckpt, m, kReadF32, &w);
     else
       read_module(ckpt, m, read_linear, &w);

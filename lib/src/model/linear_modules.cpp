@@ -4,6 +4,7 @@
 
 #include "ctcal/error.h"
 #include "ctcal/model/gated_deltanet.h"
+#include "ctcal/model/mamba2.h"
 
 namespace ctcal {
 
@@ -49,12 +50,15 @@ void attention_modules(const ModelConfig& c, const std::string& p, std::vector<L
   out->push_back(module(join(p, n.module, n.o), kA, LinearRole::kO, Site::kOProjInput, h, q, c.o_bias));
 }
 
-// gate, up (or Phi-3's fused gate_up_proj, gate rows first as Phi3MLP's chunk(2)), then down.
+// gate, up (or Phi-3's fused gate_up_proj, gate rows first as Phi3MLP's chunk(2); Granite's
+// shared_mlp.input_linear likewise), then down. Nemotron-H's ungated MLP: up and down only.
 void dense_mlp_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
   const MlpNames& n = c.family->mlp_names;
   const int64_t h = c.hidden_size, f = c.intermediate_size;
   constexpr auto kM = LinearKind::kMlp;
-  if (!n.gate_up.empty()) {
+  if (n.gate.empty() && n.gate_up.empty()) {
+    out->push_back(module(join(p, n.module, n.up), kM, LinearRole::kUp, Site::kGateUpInput, f, h, c.mlp_bias));
+  } else if (!n.gate_up.empty()) {
     LinearModule m = module(join(p, n.module, n.gate_up), kM, LinearRole::kGateUp, Site::kGateUpInput, 2 * f, h, false);
     m.parts = {f, f};
     out->push_back(std::move(m));
@@ -84,6 +88,17 @@ void linear_attention_modules(const ModelConfig& c, const std::string& p, std::v
   out->push_back(module(join(p, n.module, n.in_proj_b), kL, LinearRole::kInProjB, std::nullopt, la.num_v_heads, h, false));
   out->push_back(module(join(p, n.module, n.in_proj_a), kL, LinearRole::kInProjA, std::nullopt, la.num_v_heads, h, false));
   out->push_back(module(join(p, n.module, n.out_proj), kL, LinearRole::kOutProj, std::nullopt, h, la.value_dim(), false));
+}
+
+// A Mamba2 mixer's in_proj [2 I + 2 G N + H, hidden] and out_proj [hidden, I], in Mamba2Weights' shapes.
+void mamba_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+  const Mamba2Names& n = c.family->mamba;
+  const Mamba2Config& m = c.mamba;
+  constexpr auto kK = LinearKind::kMamba;
+  out->push_back(module(join(p, n.module, n.in_proj), kK, LinearRole::kMambaInProj, std::nullopt, m.in_proj_dim(),
+                        c.hidden_size, c.mamba_proj_bias));
+  out->push_back(module(join(p, n.module, n.out_proj), kK, LinearRole::kMambaOutProj, std::nullopt, c.hidden_size,
+                        m.intermediate_size(), c.mamba_proj_bias));
 }
 
 // The router, then each expert's gate, up, down: each expert's gate/up read the tokens routed to
@@ -133,8 +148,15 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
 }  // namespace
 
 std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp) {
-  std::vector<LayerBlock> b = {c.is_linear_attention(layer) ? LayerBlock::kLinearAttention : LayerBlock::kAttention};
-  if (with_mlp) b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
+  std::vector<LayerBlock> b;
+  if (c.has_mixer(layer))
+    b.push_back(c.is_linear_attention(layer) ? LayerBlock::kLinearAttention
+                : c.is_mamba(layer)          ? LayerBlock::kMamba2
+                                             : LayerBlock::kAttention);
+  if (with_mlp && c.has_mlp_block(layer)) {
+    b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
+    if (c.is_moe(layer) && c.family->moe_plus_dense_mlp) b.push_back(LayerBlock::kDenseMlp);  // Granite's shared_mlp
+  }
   return b;
 }
 
@@ -147,13 +169,15 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
       case LayerBlock::kDenseMlp: dense_mlp_modules(c, p, &out); break;
       case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
       case LayerBlock::kLinearAttention: linear_attention_modules(c, p, &out); break;
+      case LayerBlock::kMamba2: mamba_modules(c, p, &out); break;
     }
   return out;
 }
 
 ExpertLayout expert_layout(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer) {
   if (!c.is_moe(layer)) return ExpertLayout::kPerExpert;
-  if (c.family->moe_kind == MoeKind::kGptOss) return ExpertLayout::kFused;
+  // gpt-oss and Granite 4 hybrid store their experts fused only.
+  if (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite) return ExpertLayout::kFused;
   const bool fused = ckpt.has(join(c.layer_prefix(layer), c.family->experts.fused_block, c.family->experts.fused_gate_up));
   return fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert;
 }
@@ -184,6 +208,8 @@ std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expe
     case LinearRole::kInProjQkvz:
     case LinearRole::kInProjBa: return {};  // rows interleaved per key head: the loader splits them
     case LinearRole::kSharedExpertGate: return {&w->experts.shared_gate};
+    case LinearRole::kMambaInProj: return {&w->mamba->in_proj};
+    case LinearRole::kMambaOutProj: return {&w->mamba->out_proj};
   }
   return {};
 }

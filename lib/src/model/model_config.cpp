@@ -1,6 +1,7 @@
 #include "ctcal/model/model_config.h"
 
 #include <cmath>
+#include <limits>
 
 #include "ctcal/error.h"
 
@@ -226,6 +227,9 @@ std::string ModelConfig::attention_module(int64_t l) const {
 }
 
 std::string ModelConfig::top_tensor(const std::string& name) const {
+  // The family's own names for the embedding and the final norm (Nemotron-H: embeddings, norm_f).
+  if (family && name == "embed_tokens.weight") return weight_prefix + std::string(family->embed_tokens) + ".weight";
+  if (family && name == "norm.weight") return weight_prefix + std::string(family->final_norm) + ".weight";
   return weight_prefix + name;
 }
 
@@ -267,7 +271,7 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
   // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer);
   // hybrids' layer_types say linear or full attention (parse_linear_attention), never a window.
   if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers &&
-      !f.hybrid_linear_attention) {
+      !f.hybrid_linear_attention && !f.hybrid_mamba) {
     const json& t = j["layer_types"];
     if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
       throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
@@ -381,6 +385,179 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   // router_jitter_noise (Mixtral) applies in training only: nothing to do.
 }
 
+
+// A float that transformers 5.17's config serialisation may write as {"__float__": "Infinity"}
+// (time_step_limit's upper end), a plain number, or null / absent (the default).
+double float_or_infinity(const Reader& r, const json& v, const std::string& field, double def) {
+  if (v.is_null()) return def;
+  if (v.is_number()) return v.get<double>();
+  const json& s = v.is_object() && v.contains("__float__") ? v["__float__"] : v;
+  if (s.is_string() && (s == "Infinity" || s == "inf")) return std::numeric_limits<double>::infinity();
+  throw r.fail(field, fmt::format("expected a number or Infinity, got {}", v.dump()));
+}
+
+// Nemotron-H's block types, as NemotronHConfig.__post_init__ derives them: `layers_block_type`
+// (legacy names remapped: "mamba" -> "linear_attention", "attention" -> "full_attention"), else
+// `hybrid_override_pattern` (M, *, -, E), else the class default [linear_attention, moe,
+// full_attention, mlp]. The layer count is the list's length (num_hidden_layers is ignored).
+std::vector<std::string> nemotron_block_types(const Reader& r) {
+  const json& j = r.j;
+  std::vector<std::string> types;
+  const char* key = r.present(j, "layers_block_type") ? "layers_block_type" : r.present(j, "layer_types") ? "layer_types" : nullptr;
+  if (key) {
+    if (!j[key].is_array() || j[key].empty()) throw r.fail(key, "expected a non-empty list of block types");
+    for (const auto& t : j[key]) {
+      if (!t.is_string()) throw r.fail(key, fmt::format("expected block type names, got {}", t.dump()));
+      std::string s = t.get<std::string>();
+      if (s == "mamba") s = "linear_attention";
+      if (s == "attention") s = "full_attention";
+      types.push_back(s);
+    }
+  } else if (r.present(j, "hybrid_override_pattern")) {
+    if (!j["hybrid_override_pattern"].is_string()) throw r.fail("hybrid_override_pattern", "expected a string of M, *, - and E");
+    for (char ch : j["hybrid_override_pattern"].get<std::string>()) {
+      switch (ch) {
+        case 'M': types.emplace_back("linear_attention"); break;
+        case '*': types.emplace_back("full_attention"); break;
+        case '-': types.emplace_back("mlp"); break;
+        case 'E': types.emplace_back("moe"); break;
+        default: throw r.fail("hybrid_override_pattern", fmt::format("'{}' is not a block type (M, *, - or E)", ch));
+      }
+    }
+    if (types.empty()) throw r.fail("hybrid_override_pattern", "empty");
+  } else {
+    types = {"linear_attention", "moe", "full_attention", "mlp"};
+  }
+  return types;
+}
+
+// The Mamba2 hybrids' layer kinds and mixer sizes, with each transformers 5.17 config class's
+// defaults (NemotronHConfig, GraniteMoeHybridConfig); see model/mamba2_config.h for the mixer.
+void parse_mamba_hybrid(const Reader& r, const FamilySpec& f, ModelConfig* c) {
+  const json& j = r.j;
+  const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
+  c->layer_mamba.assign(layers, false);
+  Mamba2Config& m = c->mamba;
+  m.hidden_size = c->hidden_size;
+  if (f.one_block_per_layer) {  // Nemotron-H
+    const std::vector<std::string> types = nemotron_block_types(r);
+    CTCAL_ASSERT(types.size() == layers, "num_hidden_layers comes from the block types");
+    c->layer_mlp_block.assign(layers, false);
+    for (std::size_t i = 0; i < layers; ++i) {
+      if (types[i] == "linear_attention") c->layer_mamba[i] = true;
+      else if (types[i] == "mlp") c->layer_mlp_block[i] = true;
+      else if (types[i] == "moe")
+        // NemotronHMoE routes by sigmoid scores plus e_score_correction_bias in n_group groups and
+        // runs ungated relu2 experts (optionally through latent projections): no MoE kind of ctcal
+        // computes that, so it is refused rather than approximated.
+        throw r.fail("layers_block_type", fmt::format("layer {} is a MoE block (\"moe\" / 'E'): Nemotron-H's MoE "
+                                                      "(NemotronHMoE: sigmoid group routing with a score-correction "
+                                                      "bias, ungated relu2 experts) is not supported yet; only Mamba2 "
+                                                      "(M), attention (*) and MLP (-) blocks are", i));
+      else if (types[i] != "full_attention")
+        throw r.fail("layers_block_type", fmt::format("layer {}: \"{}\" is not a block type; expected linear_attention, "
+                                                      "full_attention, mlp or moe", i, types[i]));
+    }
+    // NemotronHMamba2Mixer: I = mamba_num_heads * mamba_head_dim (expand is not read), gated norm
+    // in n_groups groups, dt clamped below at time_step_min only (time_step_limit is not read).
+    // Legacy keys (mamba_n_groups, mamba_d_conv, mamba_dt_min, mamba_conv_bias, mamba_chunk_size)
+    // as __post_init__ pops them.
+    auto legacy_int = [&](const char* key, const char* legacy, int64_t def) {
+      return r.present(j, legacy) ? r.positive_int(legacy) : r.positive_int(key, def);
+    };
+    m.num_heads = r.positive_int("mamba_num_heads", 128);
+    m.head_dim = r.positive_int("mamba_head_dim", 64);
+    m.state_size = r.positive_int("ssm_state_size", 128);
+    m.n_groups = legacy_int("n_groups", "mamba_n_groups", 8);
+    m.conv_kernel = legacy_int("conv_kernel", "mamba_d_conv", 4);
+    m.chunk_size = legacy_int("chunk_size", "mamba_chunk_size", 128);
+    m.norm_eps = c->rms_norm_eps;  // layer_norm_epsilon, like the blocks' norms
+    if (m.n_groups < 1 || m.intermediate_size() % m.n_groups != 0)
+      throw r.fail("n_groups", fmt::format("{} groups do not divide the Mamba intermediate size {}", m.n_groups, m.intermediate_size()));
+    m.norm_group_size = m.intermediate_size() / m.n_groups;
+    m.time_step_min = r.number(j, "", r.present(j, "mamba_dt_min") ? "mamba_dt_min" : "time_step_min", 0.001);
+    m.time_step_max = std::numeric_limits<double>::infinity();
+    c->mamba_proj_bias = r.boolean("use_bias", false);
+    c->mamba_conv_bias = r.boolean(r.present(j, "mamba_conv_bias") ? "mamba_conv_bias" : "use_conv_bias", true);
+    if (r.present(j, "mamba_hidden_act") && j["mamba_hidden_act"] != "silu")
+      throw r.fail("mamba_hidden_act", fmt::format("expected \"silu\" (the Mamba2 mixer ctcal computes), got {}",
+                                                   j["mamba_hidden_act"].dump()));
+    return;
+  }
+  // Granite 4 hybrid: layer_types ("linear_attention" = Mamba2, "full_attention"; legacy "mamba",
+  // "attention"), default all Mamba2. BambaMixer: I = mamba_expand * hidden, head dim
+  // mamba_d_head ("auto": I / mamba_n_heads), gated norm over the whole I, rms_norm_eps,
+  // dt clamped to time_step_limit.
+  if (r.present(j, "layer_types")) {
+    const json& t = j["layer_types"];
+    if (!t.is_array() || t.size() != layers)
+      throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
+    for (std::size_t i = 0; i < layers; ++i) {
+      if (t[i] == "linear_attention" || t[i] == "mamba") c->layer_mamba[i] = true;
+      else if (t[i] != "full_attention" && t[i] != "attention")
+        throw r.fail("layer_types", fmt::format("layer {}: {} is not supported; expected \"linear_attention\" (Mamba2) "
+                                                "or \"full_attention\"", i, t[i].dump()));
+    }
+  } else {
+    c->layer_mamba.assign(layers, true);
+  }
+  const int64_t expand = r.positive_int("mamba_expand", 2);
+  const int64_t inter = expand * c->hidden_size;
+  m.num_heads = r.positive_int("mamba_n_heads", 128);
+  if (inter % m.num_heads != 0)
+    throw r.fail("mamba_n_heads", fmt::format("{} heads do not divide mamba_expand * hidden_size = {}", m.num_heads, inter));
+  m.head_dim = r.present(j, "mamba_d_head") && j["mamba_d_head"] == "auto" ? inter / m.num_heads
+                                                                           : r.positive_int("mamba_d_head", inter / m.num_heads);
+  if (m.head_dim * m.num_heads != inter)
+    throw r.fail("mamba_d_head", fmt::format("{} heads x {} != mamba_expand * hidden_size = {}", m.num_heads, m.head_dim, inter));
+  m.state_size = r.positive_int("mamba_d_state", 256);
+  m.n_groups = r.positive_int("mamba_n_groups", 1);
+  m.conv_kernel = r.positive_int("mamba_d_conv", 4);
+  m.chunk_size = r.positive_int("mamba_chunk_size", 256);
+  m.norm_eps = c->rms_norm_eps;
+  m.norm_group_size = inter;
+  if (r.present(j, "time_step_limit")) {
+    const json& lim = j["time_step_limit"];
+    if (!lim.is_array() || lim.size() != 2) throw r.fail("time_step_limit", "expected [min, max]");
+    m.time_step_min = float_or_infinity(r, lim[0], "time_step_limit", 0.0);
+    m.time_step_max = float_or_infinity(r, lim[1], "time_step_limit", std::numeric_limits<double>::infinity());
+  } else if (j.contains("time_step_limit")) {
+    // null: BambaMixer would call torch.clamp(dt, min=None[0]) and fail; refuse by name.
+    throw r.fail("time_step_limit", "null; transformers 5.17's BambaMixer needs [min, max]");
+  }
+  c->mamba_proj_bias = r.boolean("mamba_proj_bias", false);
+  c->mamba_conv_bias = r.boolean("mamba_conv_bias", true);
+}
+
+// Granite 4 hybrid: the multipliers, RoPE by position_embedding_type, and the MLPs: experts of
+// width intermediate_size (num_local_experts, 0 = none) plus shared_mlp of width
+// shared_intermediate_size on every layer (GraniteMoeHybridConfig defaults 8 / 2 / 11008 / 1024).
+void parse_granite_hybrid(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  c->embedding_multiplier = r.number(j, "", "embedding_multiplier", 1.0);
+  c->attention_multiplier = r.number(j, "", "attention_multiplier", 1.0);
+  c->residual_multiplier = r.number(j, "", "residual_multiplier", 1.0);
+  c->logits_scaling = r.number(j, "", "logits_scaling", 1.0);
+  if (c->logits_scaling == 0) throw r.fail("logits_scaling", "expected a non-zero divisor");
+  if (r.present(j, "position_embedding_type")) {
+    if (j["position_embedding_type"] != "rope")
+      throw r.fail("position_embedding_type", fmt::format("expected \"rope\" or null, got {}", j["position_embedding_type"].dump()));
+    c->rope_on = true;
+  } else {
+    c->rope_on = false;  // GraniteMoeHybridModel builds no rotary embedding: NoPE attention
+  }
+  const int64_t experts = r.present(j, "num_local_experts") && j["num_local_experts"] == 0 ? 0 : r.positive_int("num_local_experts", 8);
+  c->moe_intermediate_size = c->intermediate_size;
+  c->intermediate_size = r.positive_int("shared_intermediate_size", 1024);
+  c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), experts > 0);
+  if (experts > 0) {
+    c->num_experts = experts;
+    c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 2);
+    if (c->num_experts_per_tok > c->num_experts)
+      throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+  }
+}
+
 }  // namespace
 
 ModelConfig parse_model_config_fields(const json& top, const std::string& where) {
@@ -399,8 +576,10 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   const bool gemma = family.act == MlpAct::kGeluTanh;
   // transformers reads hidden_act (Llama, Qwen) or hidden_activation (Gemma 3, which ignores
   // hidden_act); ctcal runs the activation the family's MLP uses.
-  const char* act_key = gemma ? "hidden_activation" : "hidden_act";
-  const char* act_want = gemma ? "gelu_pytorch_tanh" : "silu";
+  // Nemotron-H's MLP blocks read mlp_hidden_act (relu2).
+  const bool relu2 = family.act == MlpAct::kRelu2;
+  const char* act_key = gemma ? "hidden_activation" : relu2 ? "mlp_hidden_act" : "hidden_act";
+  const char* act_want = gemma ? "gelu_pytorch_tanh" : relu2 ? "relu2" : "silu";
   if (r.present(j, act_key) && j[act_key] != act_want)
     throw r.fail(act_key, fmt::format("expected \"{}\", got {}", act_want, j[act_key].dump()));
   c.vocab_size = r.positive_int("vocab_size");
@@ -408,18 +587,21 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   // Qwen3.5-MoE has no dense MLP and no intermediate_size (Qwen3_5MoeTextConfig deletes it); one
   // that is there anyway is never used (0: no dense layer reads it).
   c.intermediate_size = family.moe_every_layer && !r.present(j, "intermediate_size") ? 0 : r.positive_int("intermediate_size");
-  c.num_hidden_layers = r.positive_int("num_hidden_layers");
+  // Nemotron-H: one layer per block type (NemotronHConfig.num_hidden_layers is their count).
+  c.num_hidden_layers = family.one_block_per_layer ? static_cast<int64_t>(nemotron_block_types(r).size())
+                                                   : r.positive_int("num_hidden_layers");
   c.num_attention_heads = r.positive_int("num_attention_heads");
-  c.num_key_value_heads = r.positive_int("num_key_value_heads", c.num_attention_heads);
+  // NemotronHConfig's class defaults: 8 KV heads, head_dim 128 (not hidden / heads).
+  c.num_key_value_heads = r.positive_int("num_key_value_heads", family.one_block_per_layer ? 8 : c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw r.fail("num_key_value_heads",
                  fmt::format("num_attention_heads ({}) must be divisible by num_key_value_heads ({})",
                              c.num_attention_heads, c.num_key_value_heads));
-  if (!r.present(j, "head_dim") && c.hidden_size % c.num_attention_heads != 0)
+  if (!r.present(j, "head_dim") && !family.one_block_per_layer && c.hidden_size % c.num_attention_heads != 0)
     throw r.fail("head_dim", fmt::format("missing, and hidden_size ({}) is not divisible by "
                                          "num_attention_heads ({})", c.hidden_size,
                                          c.num_attention_heads));
-  c.head_dim = r.positive_int("head_dim", c.hidden_size / c.num_attention_heads);
+  c.head_dim = r.positive_int("head_dim", family.one_block_per_layer ? 128 : c.hidden_size / c.num_attention_heads);
   if (c.head_dim % 2 != 0) throw r.fail("head_dim", fmt::format("expected an even number for RoPE, got {}", c.head_dim));
   c.max_position_embeddings = r.positive_int("max_position_embeddings", mistral ? 4096 * 32 : 2048);
   // Qwen2/Qwen3 drop the window unless use_sliding_window is true (their __post_init__).
@@ -429,11 +611,15 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     c.sliding_window = r.positive_int("sliding_window");
   c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
   if (!c.sliding_window) c.layer_sliding.assign(c.layer_sliding.size(), false);
-  c.rms_norm_eps = r.number(j, "", "rms_norm_eps", family.default_rms_norm_eps);
-  if (c.rms_norm_eps < 0) throw r.fail("rms_norm_eps", "expected a non-negative number");
+  const char* eps_key = family.one_block_per_layer ? "layer_norm_epsilon" : "rms_norm_eps";  // NemotronHConfig's name
+  c.rms_norm_eps = r.number(j, "", eps_key, family.default_rms_norm_eps);
+  if (c.rms_norm_eps < 0) throw r.fail(eps_key, "expected a non-negative number");
   c.attention_bias = r.boolean("attention_bias", family.attention_bias_default);
   c.qkv_bias = family.qkv_bias_always || c.attention_bias;
   c.o_bias = family.o_bias_follows_attention_bias && c.attention_bias;
+  // NemotronHAttention builds q/k/v/o with bias=False whatever attention_bias says (so does vLLM
+  // 0.34's nemotron_h.py).
+  if (family.one_block_per_layer) c.qkv_bias = c.o_bias = false;
   c.mlp_bias = r.boolean("mlp_bias", false);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", gemma);
   if (family.text_config && top.contains("tie_word_embeddings"))  // the wrapper's flag wins
@@ -476,7 +662,17 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     if (r.present(j, "attn_logit_softcapping"))
       throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
   }
-  if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
+  if (family.moe_kind == MoeKind::kGranite) parse_granite_hybrid(r, &c);
+  else if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
+  if (family.hybrid_mamba) {
+    parse_mamba_hybrid(r, family, &c);
+    if (!family.rope) c.rope_on = false;  // NemotronHAttention: no position embedding at all
+    // Granite's GraniteMoeHybridRotaryEmbedding would take any rope type; the golden data covers
+    // the default one only: refused, as for the DeltaNet hybrids.
+    if (c.rope_on && c.rope.type != RopeType::kDefault)
+      throw r.fail("rope_parameters.rope_type", fmt::format("{} RoPE is not supported for {} (ctcal runs its default "
+                                                            "RoPE only)", rope_type_name(c.rope.type), family.architecture));
+  }
   if (family.hybrid_linear_attention) {
     parse_linear_attention(r, &c);
     // Qwen3.5's text RoPE is multimodal (mrope_section): for text every position id of the three

@@ -20,8 +20,9 @@ Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& lo
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
-  if (c.family && c.family->moe_kind == MoeKind::kGptOss) {
-    // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values.
+  if (c.family && (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite)) {
+    // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values;
+    // GraniteMoeSharedTopKRouter the same without a bias.
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; ++t) {
       std::vector<int32_t> idx(static_cast<std::size_t>(e));

@@ -170,6 +170,19 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                           "llm-compressor's Qwen3-Next FP8 example does", where, g.name, m.name));
         continue;
       }
+      if (m.kind == LinearKind::kMamba) {
+        // vLLM 0.34's MambaMixer2 builds in_proj / out_proj with the quant config, and
+        // llm-compressor's Granite 4 and Nemotron FP8 examples quantize them (granite4_example.py,
+        // nemotron_3_5_lightning_example.py: docs/hybrids.md). ctcal does not observe the mixer's
+        // inputs yet, so it cannot write their input scales: refused by name, not written wrong.
+        for (const auto& g : q.linear_groups)
+          if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
+            throw RecipeError(fmt::format("{}: config group '{}' would quantize the Mamba2 projection {}, whose inputs "
+                                          "ctcal does not observe yet; add \"re:.*{}.(in|out)_proj$\" to ignore (the "
+                                          "mixer stays unquantized)", where, g.name, m.name,
+                                          model.family->mamba.module));
+        continue;
+      }
       if (m.kind != LinearKind::kRouter) continue;
       // The router decides which experts run: ctcal keeps it unquantized, as llm-compressor's MoE
       // examples do by ignoring it (examples/quantizing_moe: "re:.*mlp.gate$" for Qwen3-MoE,
@@ -185,7 +198,7 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                         "examples do", where, g.name, what, m.name, suffix));
     }
     for (const LinearModule& m : modules) {
-      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention) continue;
+      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba) continue;
       const Site site = *m.input_site;
       const auto group = ct::resolve_group({m.name, ct::kLinearClass}, group_targets, q.ignore);
       if (!group) continue;
@@ -251,10 +264,11 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
     const std::string where = recipe.source;
     // R2/R3 write a transform per layer and rewrite every layer's v/o: not yet written for a
     // hybrid's attention layers only, so refused rather than written wrong.
-    if (model.family->hybrid_linear_attention)
+    if (model.family->hybrid_linear_attention || model.family->hybrid_mamba)
       throw RecipeError(fmt::format("{}: SpinQuant rotations are not supported for {} (a hybrid: its "
-                                    "linear-attention layers have no self_attn to rotate); drop the SpinQuantModifier",
-                                    where, model.architecture));
+                                    "{} layers have no self_attn to rotate); drop the SpinQuantModifier",
+                                    where, model.architecture,
+                                    model.family->hybrid_mamba ? "Mamba2" : "linear-attention"));
     std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
     if (sq->explicit_config) {
       groups = sq->transform_config;

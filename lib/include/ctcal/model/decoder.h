@@ -16,6 +16,7 @@
 #include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/layer_ops.h"
+#include "ctcal/model/mamba2.h"
 #include "ctcal/model/layer_weights.h"
 #include "ctcal/model/observation.h"
 #include "ctcal/model/phase_times.h"
@@ -127,6 +128,7 @@ class Decoder {
     UninitBuffer<float> xn, q, k, v, attn, proj, gate, up;
     UninitBuffer<float> q_gate;  // [rows, 2 q_dim] gated attention's q_proj output (attention_output_gate)
     GatedDeltaNetScratch deltanet;  // linear-attention layers' buffers
+    Mamba2Buffers mamba;            // Mamba2 layers' buffers
     UninitBuffer<uint16_t> bf16;  // bf16 mode only: the rounded input of the next projections
     int64_t rows = 0;
     void reserve(int64_t rows_needed, const ModelConfig& c);
@@ -151,6 +153,7 @@ class LmHead {
  private:
   double eps_;
   std::optional<double> softcap_;
+  double logits_scaling_ = 1.0;  // logits are divided by it (Granite; 1 elsewhere)
   Vector norm_;   // [hidden], the norm's multiplier (w or 1 + w)
   Linear head_;   // [vocab, hidden]
 };

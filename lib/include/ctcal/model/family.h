@@ -22,6 +22,9 @@ enum class MlpAct {
   // gpt-oss experts: gate = min(gate, limit), up = clamp(up, -limit, limit),
   // act = (up + 1) * gate * sigmoid(1.702 gate)
   kClampedSwiglu,
+  // Nemotron-H's MLP blocks (NemotronHMLP, mlp_hidden_act "relu2"): no gate, down(relu(up(x))^2)
+  // (MlpNames::gate and gate_up empty)
+  kRelu2,
 };
 
 // The MLP of the layers: dense, or a sparse mixture of experts (router, top-k, per-expert SwiGLU).
@@ -37,6 +40,10 @@ enum class MoeKind {
   // down_proj [E, I, H], down_proj_bias [E, H]; or MXFP4 *_blocks/*_scales (model/gpt_oss_experts.h).
   // Routing: top-k of the biased logits, then softmax over those k; clamped SwiGLU.
   kGptOss,
+  // Granite 4 hybrid (GraniteMoeSharedTopKRouter): top-k of the router's logits (no bias), then a
+  // softmax over those k; SwiGLU experts stored fused as block_sparse_moe.input_linear [E, 2 I, H]
+  // (gate rows, then up) and output_linear [E, H, I].
+  kGranite,
 };
 
 // Which layers use the sliding window when config.json has no `layer_types` list.
@@ -102,6 +109,16 @@ struct LinearAttentionNames {
   bool fused() const { return !in_proj_qkvz.empty(); }
 };
 
+// A Mamba2 mixer (model/mamba2.h): Nemotron-H's NemotronHMamba2Mixer ("mixer"), Granite 4's
+// GraniteMoeHybridMambaLayer ("mamba"); relative to the layer prefix.
+struct Mamba2Names {
+  std::string_view module = "mamba";
+  // Linears: in_proj [2 I + 2 G N + H, hidden], out_proj [hidden, I] (biases by the config).
+  std::string_view in_proj = "in_proj", out_proj = "out_proj";
+  // Parameters: conv1d.weight [conv_dim, 1, K] (+ conv1d.bias), dt_bias / A_log / D [H], norm.weight [I].
+  std::string_view conv1d = "conv1d", dt_bias = "dt_bias", a_log = "A_log", d = "D", norm = "norm";
+};
+
 // The layer's norms [hidden]; an empty name: the family has none there.
 struct NormNames {
   std::string_view input = "input_layernorm";           // before attention
@@ -137,6 +154,21 @@ struct FamilySpec {
   // ("linear_attention" / "full_attention"; else every `full_attention_interval`-th layer is full):
   // Qwen3_5DecoderLayer. Linear-attention layers have no KV cache, hence no scales.
   bool hybrid_linear_attention = false;
+  // Layers are Mamba2 ("linear_attention" in transformers 5.17's layer types) or attention
+  // ("full_attention"): Nemotron-H, Granite 4 hybrid. Mamba2 layers have no KV cache.
+  bool hybrid_mamba = false;
+  // Every layer is ONE block, pre-norm and residual (NemotronHBlock): a Mamba2 mixer, attention or
+  // an MLP, by the config's block types; NormNames::input is its norm ("norm"), for MLP blocks too.
+  bool one_block_per_layer = false;
+  // Attention without RoPE (NemotronHAttention). Granite 4 hybrid: by `position_embedding_type`.
+  bool rope = true;
+  // Granite's multipliers (GraniteMoeHybridModel / DecoderLayer / ForCausalLM): embeddings *
+  // embedding_multiplier, softmax scale attention_multiplier, each residual branch *
+  // residual_multiplier, logits / logits_scaling.
+  bool granite_multipliers = false;
+  // The MoE block's output plus the dense MLP's (MlpNames) on the same input, ungated
+  // (GraniteMoeHybridDecoderLayer: block_sparse_moe(x) + shared_mlp(x)).
+  bool moe_plus_dense_mlp = false;
   MlpKind mlp = MlpKind::kDense;
   MoeKind moe_kind = MoeKind::kQwen;
   bool moe_norm_topk_always = false;  // Mixtral renormalises the top-k weights; Qwen: `norm_topk_prob`
@@ -158,6 +190,10 @@ struct FamilySpec {
   ExpertNames experts;  // MlpKind::kMoe families
   NormNames norms;
   LinearAttentionNames linear_attention;  // hybrid_linear_attention families
+  Mamba2Names mamba;                      // hybrid_mamba families
+  // The embedding and the final norm under the weight prefix ("embed_tokens", "norm"; Nemotron-H:
+  // "embeddings", "norm_f").
+  std::string_view embed_tokens = "embed_tokens", final_norm = "norm";
   SlidingRule sliding = SlidingRule::kNone;
 };
 

@@ -45,6 +45,10 @@ void add_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y);
 // gate = act(gate) * up (SiLU: g / (1 + exp(-g)); GELU-tanh: 0.5 g (1 + tanh(sqrt(2/pi)
 // (g + 0.044715 g^3)))), rows in parallel. gate, up: [n, intermediate].
 void gated_act_into(MlpAct act, Eigen::Ref<RowMatrix> gate, const Eigen::Ref<const RowMatrix>& up);
+// x = relu(x)^2 in place (Nemotron-H's ungated MLP: ReLUSquaredActivation), rows in parallel. x: [n, intermediate].
+void relu2_into(Eigen::Ref<RowMatrix> x);
+// x += m * y (Granite's residual_multiplier; add_into when m == 1). x, y: [n, hidden].
+void add_scaled_into(Eigen::Ref<RowMatrix> x, const Eigen::Ref<const RowMatrix>& y, double m);
 // gpt-oss's expert activation (GptOssExperts._apply_gate, on gate/up already de-interleaved):
 // gate = min(gate, limit), up = clamp(up, -limit, limit), gate = (up + 1) * gate * sigmoid(1.702 gate).
 // gate, up: [n, intermediate].

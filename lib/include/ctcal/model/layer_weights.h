@@ -39,6 +39,7 @@ struct ExpertWeights {
 };
 
 struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)
+struct Mamba2Weights;         // model/mamba2.h (likewise)
 
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
 // transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
@@ -57,7 +58,10 @@ struct LayerWeights {
   // A linear-attention layer's mixer instead of q/k/v/o (ModelConfig::is_linear_attention; null
   // otherwise). Shared, not copied, when a LayerWeights is copied (nothing edits it).
   std::shared_ptr<GatedDeltaNetWeights> linear_attn;
-  bool has_mlp = false;       // false when calibration skips the last layer's MLP
+  // A Mamba2 layer's mixer instead of q/k/v/o (ModelConfig::is_mamba; null otherwise), shared likewise.
+  std::shared_ptr<Mamba2Weights> mamba;
+  // false when calibration skips the last layer's MLP, or the layer has none (Nemotron-H's mixer blocks)
+  bool has_mlp = false;
 };
 
 // Loads layer `layer`; `with_mlp` false skips the MLP tensors. Throws InputError naming the

@@ -24,10 +24,12 @@ enum class LayerBlock {
   // A gated DeltaNet mixer instead of attention (hybrids' linear-attention layers):
   // in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj (LinearAttentionNames)
   kLinearAttention,
+  kMamba2,  // a Mamba2 mixer instead of attention (Nemotron-H, Granite 4 hybrid): in_proj, out_proj (Mamba2Names)
 };
 
-// Layer `layer`'s blocks: attention (or a linear-attention mixer), then its dense or MoE MLP (none when !with_mlp: calibration
-// skips the last layer's MLP unless an MLP input is observed).
+// Layer `layer`'s blocks: attention (or a linear-attention or Mamba2 mixer), then its dense or MoE MLP (none when !with_mlp: calibration
+// skips the last layer's MLP unless an MLP input is observed). Nemotron-H's layers have one block,
+// a mixer or an MLP; Granite 4 hybrid's MoE layers add the dense shared_mlp after the MoE block.
 std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp = true);
 
 enum class LinearKind {
@@ -40,6 +42,9 @@ enum class LinearKind {
   // a projection of a linear-attention mixer: never quantized (vLLM's Qwen3.5 / Qwen3-Next FP8
   // checkpoints keep linear_attn unquantized; see plan.cpp)
   kLinearAttention,
+  // a Mamba2 mixer's in_proj / out_proj: not quantized by ctcal (their inputs are not observed;
+  // plan.cpp refuses an FP8 group that reaches them)
+  kMamba,
 };
 
 // What a Linear computes: which LayerWeights projection(s) its rows fill (linear_parts).
@@ -50,6 +55,7 @@ enum class LinearRole {
   // a block, so linear_parts gives none; the loader splits them (split_qwen3_next_in_proj).
   kInProjQkvz, kInProjBa,
   kSharedExpertGate,  // shared_expert_gate [1, hidden] (ExpertWeights::shared_gate)
+  kMambaInProj, kMambaOutProj,  // Mamba2Weights' Linears
 };
 
 // How a MoE layer's experts are stored.

@@ -13,6 +13,7 @@
 
 #include "ctcal/dtype.h"
 #include "ctcal/model/family.h"
+#include "ctcal/model/mamba2_config.h"
 
 namespace ctcal {
 
@@ -97,7 +98,34 @@ struct ModelConfig {
   bool is_linear_attention(int64_t l) const {
     return !layer_linear_attention.empty() && layer_linear_attention[static_cast<std::size_t>(l)];
   }
-  bool has_kv_cache(int64_t l) const { return !is_linear_attention(l); }
+  // Mamba2 hybrids (FamilySpec::hybrid_mamba): which layers run a Mamba2 mixer instead of
+  // attention (no KV cache), the mixer's sizes, and its projections' / convolution's biases.
+  std::vector<bool> layer_mamba;  // [num_hidden_layers]
+  Mamba2Config mamba;
+  bool mamba_proj_bias = false;  // in_proj / out_proj biases (Nemotron-H use_bias, Granite mamba_proj_bias)
+  bool mamba_conv_bias = true;   // conv1d.bias (use_conv_bias / mamba_conv_bias)
+  bool is_mamba(int64_t l) const { return !layer_mamba.empty() && layer_mamba[static_cast<std::size_t>(l)]; }
+  // Nemotron-H (FamilySpec::one_block_per_layer): the layers that are an MLP block, with no mixer.
+  std::vector<bool> layer_mlp_block;  // [num_hidden_layers]
+  bool is_mlp_block(int64_t l) const { return !layer_mlp_block.empty() && layer_mlp_block[static_cast<std::size_t>(l)]; }
+  // Whether layer `l` has a token mixer (attention, linear attention or Mamba2) / an MLP block.
+  bool has_mixer(int64_t l) const { return !is_mlp_block(l); }
+  bool has_mlp_block(int64_t l) const { return !family || !family->one_block_per_layer || is_mlp_block(l); }
+  bool has_kv_cache(int64_t l) const { return !is_linear_attention(l) && !is_mamba(l) && has_mixer(l); }
+  // What a layer without a KV cache is, for the plan, the report and inspect: "linear attention",
+  // "Mamba2" or "MLP"; "attention" for the others.
+  std::string_view layer_kind(int64_t l) const {
+    return is_linear_attention(l) ? "linear attention" : is_mamba(l) ? "Mamba2" : !has_mixer(l) ? "MLP" : "attention";
+  }
+  // Attention layers apply RoPE (Nemotron-H never; Granite 4 hybrid by position_embedding_type).
+  bool rope_on = true;
+  // Granite's multipliers (FamilySpec::granite_multipliers; 1 elsewhere): the softmax scale
+  // replaced by attention_multiplier when set, embeddings * embedding_multiplier, each residual
+  // branch * residual_multiplier, logits / logits_scaling.
+  std::optional<double> attention_multiplier;
+  double embedding_multiplier = 1.0;
+  double residual_multiplier = 1.0;
+  double logits_scaling = 1.0;
   // q_proj rows: q_dim, or 2 q_dim when each head's rows are [query | gate] (attention_output_gate).
   int64_t q_proj_rows() const { return family && family->attention_output_gate ? 2 * q_dim() : q_dim(); }
 

@@ -757,6 +757,13 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
     throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet linear attention, gated attention "
                                  "or a shared-expert MoE yet; run it on the CPU (--device cpu)",
                                  cfg.family->architecture));
+  // Nemotron-H and Granite 4 hybrid: the Mamba2 mixer, Nemotron-H's one-block layers and relu2 MLP,
+  // Granite's multipliers and shared_mlp have no CUDA path yet.
+  if (cfg.family->hybrid_mamba)
+    throw InputError(fmt::format("{}: the CUDA backend does not run Mamba2 hybrids (the Mamba2 mixer{}) yet; run it on "
+                                 "the CPU (--device cpu)", cfg.family->architecture,
+                                 cfg.family->one_block_per_layer ? ", one-block layers, relu2 MLPs"
+                                                                 : ", Granite's multipliers and shared_mlp"));
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
