@@ -209,6 +209,8 @@ class AmaxObserver : public ActivationObserver {
   bool wants(int64_t layer, Site site) const override {
     return (site == Site::kKey || site == Site::kValue) && cfg_.has_kv_cache(layer);
   }
+  // max |x| is the larger of |min| and |max|: each head's extremes are enough (the GPU reduces them there).
+  bool needs_values(int64_t, Site) const override { return false; }
   void observe(int64_t layer, Site site, const HeadsView& v) override {
     double m = 0;
     for (int64_t t = 0; t < v.seq; ++t)
