@@ -18,6 +18,7 @@
 
 #include "commands/inspect_command.h"
 #include "ctcal/data/dataset.h"
+#include "ctcal/dtype.h"
 #include "ctcal/error.h"
 #include "ctcal/eval/eval_run.h"
 #include "ctcal/eval/evaluate.h"
@@ -562,7 +563,10 @@ CalibrationResult with_nvfp4_scales(const Checked& c, const CalibrationResult& r
     lr.layer = layer.layer;
     for (auto& sr : layer.sites) {
       if (sr.site != Site::kKey && sr.site != Site::kValue) continue;
-      const double s = found.kv.s.at(l).at(sr.site);  // an fp32 value, as the kernel takes it
+      // The searched s (an fp32 value, as the kernel takes it) as the scale tensor stores it: in
+      // the model's dtype (scale_dtype), which is what vLLM reads and serves (bf16 rounds it by up
+      // to 2^-9 relative; fp32 keeps it exact). The record holds that stored value.
+      const double s = round_to_dtype(found.kv.s.at(l).at(sr.site), plan.storage);
       sr.qparams.scale.assign(sr.qparams.scale.size(), s);
       (sr.site == Site::kKey ? lr.k : lr.v) = Nvfp4SiteRecord{s, amax.at(l).at(sr.site)};
     }

@@ -195,9 +195,17 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(ids, "w") as f:
         for s in golden["samples"]:
             f.write(json.dumps({"input_ids": s}) + "\n")
+    q3 = os.path.join(tmp, "qwen3")
     p = run("calibrate", PER_TENSOR, "--model", os.path.join(GOLDEN, golden["model_dir"]), "--dataset", ids,
-            "--output", os.path.join(tmp, "qwen3"), "--kv-cache-dtype", "nvfp4", "--threads", "1")
+            "--output", q3, "--kv-cache-dtype", "nvfp4", "--threads", "1")
     check(p.returncode == 0 and "--kv-cache-dtype nvfp4" in p.stdout, f"golden Qwen3 (head_dim 32) exits 0 ({p.returncode})")
+    if p.returncode == 0:
+        # A bf16 model stores its scales in bf16: the record holds the stored value, which vLLM serves.
+        rq = json.load(open(os.path.join(q3, "ctcal_report.json")))["nvfp4_kv"]
+        for lr in rq["layers"]:
+            for site in ("k", "v"):
+                s = stored(q3, f"model.layers.{lr['layer']}.self_attn.{site}_scale")
+                check(s == [lr[f"{site}_s"]], f"qwen3 layer {lr['layer']} record {site}_s {lr[f'{site}_s']} is the stored bf16 {s}")
 
     # Refusals, before any work.
     base = ["calibrate", "--model", MODEL, "--dataset", calib, "--output", os.path.join(tmp, "no"), *sampling]

@@ -20,7 +20,7 @@ namespace ctcal {
 inline constexpr const char* kNvfp4RecordKey = "nvfp4_kv";  // in ctcal_report.json
 
 struct Nvfp4SiteRecord {
-  double s = 0;     // the decode multiplier written as the site's scale (fp32 value)
+  double s = 0;     // the decode multiplier as the scale tensor stores it (in the model's dtype)
   double amax = 0;  // the per-tensor amax it was chosen for (the FP8 calibration's scale x 448)
 };
 
