@@ -207,6 +207,11 @@ with tempfile.TemporaryDirectory() as tmp:
                 s = stored(q3, f"model.layers.{lr['layer']}.self_attn.{site}_scale")
                 check(s == [lr[f"{site}_s"]], f"qwen3 layer {lr['layer']} record {site}_s {lr[f'{site}_s']} is the stored bf16 {s}")
 
+    p = run("calibrate", PER_TENSOR, "--model", MODEL, "--dataset", calib, "--kv-cache-dtype", "nvfp4", "--dry-run",
+            *sampling)
+    check(p.returncode == 0 and any(l.startswith("nvfp4      --kv-cache-dtype nvfp4") for l in p.stdout.splitlines()),
+          f"--dry-run's plan says what --kv-cache-dtype nvfp4 will write ({p.returncode})")
+
     # Refusals, before any work.
     base = ["calibrate", "--model", MODEL, "--dataset", calib, "--output", os.path.join(tmp, "no"), *sampling]
     for recipe, code, words in [("int8_kv_asym_per_head.yaml", 2, "symmetric FP8"), ("fp8_kv_per_head.yaml", 2, "per tensor")]:
