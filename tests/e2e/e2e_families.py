@@ -465,6 +465,36 @@ def check_shared_expert_fp8(tmp, case):
           f"shared_expert_gate and linear_attn unquantized")
 
 
+def check_mamba_hybrid_fp8(tmp, case, ignore):
+    """FP8 W8A8 on a Mamba2 hybrid: a Linear group reaching the Mamba2 in_proj / out_proj is refused
+    (exit 3, naming it: ctcal does not observe their inputs); with `ignore` the attention and MLP
+    projections are FP8 (F8_E4M3 weights, one input_scale each), the Mamba2 projections, the router
+    and the fused experts stay as they were, and inspect --strict passes."""
+    recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
+    golden, model, data = golden_inputs(case, tmp, "-mamba-fp8")
+    path = os.path.join(tmp, case + "-mamba-fp8.yaml")
+    open(path, "w").write(recipe)
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-mamba-fp8"))
+    check(r.returncode == 3 and "Mamba2 projection" in r.stderr, f"{case}: Mamba2 not ignored: exit {r.returncode}: {r.stderr[-300:]}")
+    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", f"ignore: [lm_head, {ignore}]"), tmp, "fp8-mamba")
+    if not done:
+        return
+    golden, model, data, out = done
+    where = shards(out)
+    quantized = sorted(n[:-len(".input_scale")] for n in where if n.endswith(".input_scale"))
+    for m in quantized:
+        hdr = st.read_header(where[m + ".weight"])[0][m + ".weight"]
+        check(hdr["dtype"] == "F8_E4M3", f"{case}: {m}.weight {hdr['dtype']}")
+        check(not any(k in m for k in ("in_proj", "out_proj", "block_sparse_moe")), f"{case}: {m} quantized")
+    kinds = sorted({m.rsplit(".", 1)[1] for m in quantized})
+    want = ["down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"] if case.startswith("nemotron") else \
+        ["input_linear", "k_proj", "o_proj", "output_linear", "q_proj", "v_proj"]
+    check(kinds == want, f"{case}: FP8 modules {kinds}, want {want}")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} fp8-mamba: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    print(f"{case} FP8 W8A8: {len(quantized)} attention / MLP Linears quantized; Mamba2 refused until ignored")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for case, (attn, prefix, *module) in CASES.items():
@@ -478,6 +508,8 @@ def main():
         check_fused_experts_refused(tmp)
         check_shared_expert_fp8(tmp, "qwen3_next_fp32")
         check_shared_expert_fp8(tmp, "qwen3_5_moe_text_fp32")
+        check_mamba_hybrid_fp8(tmp, "nemotron_h_fp32", '"re:.*mixer.(in|out)_proj$"')
+        check_mamba_hybrid_fp8(tmp, "granitemoehybrid_fp32", '"re:.*mamba.(in|out)_proj$", "re:.*block_sparse_moe.*"')
     finish("e2e families")
 
 
