@@ -239,5 +239,22 @@ TEST(CudaRefusals, HybridLinearAttentionSaysWhy) {
   }
 }
 
+// The Mamba2 hybrids (Nemotron-H, Granite 4 hybrid) likewise: refused by name, with --device cpu.
+TEST(CudaRefusals, Mamba2HybridsSayWhy) {
+  for (const char* name : {"nemotron_h_fp32", "granitemoehybrid_fp32"}) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    try {
+      check_cuda_supports(c.cfg, on_gpu());
+      ADD_FAILURE() << "the CUDA backend accepted " << name;
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
+      EXPECT_NE(what.find("Mamba2"), std::string::npos) << what;
+      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ctcal
