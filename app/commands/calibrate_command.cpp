@@ -548,7 +548,7 @@ CalibrationResult with_nvfp4_scales(const Checked& c, const CalibrationResult& r
   ForwardOptions fwd;
   fwd.device = c.device;
   line.status(fmt::format("searching the NVFP4 decode multipliers on {} calibration samples", samples.size()));
-  Nvfp4Search found = search_nvfp4_scales(run, amax, samples, fwd);
+  Nvfp4Search found = search_nvfp4_scales(*c.ckpt, run, amax, samples, fwd);
   line.clear();
   CalibrationResult out = result;
   Nvfp4KvRecord rec;

@@ -7,6 +7,8 @@ heads (babyllama-tok105), FP8 per tensor calibrated on half of the TinyStories t
   bit (fp32 model, fp32 scales), still under an FP8 per-tensor kv_cache_scheme;
 - ctcal_report.json's nvfp4_kv record (the one place the checkpoint says so) holds each layer's
   s (= the stored scale) and amax (= eval's calibrated FP8 scale x 448), and the search evidence;
+- the model-level guard's record: chosen_from and the three calibration KLs, which a separate
+  `eval --quantized OUT` on the calibration text reproduces (amax/448, amax/2688, the written s);
 - calibrate's verdict and `inspect`'s agree line for line; the serve line ends with
   `--kv-cache-dtype nvfp4`, every kv layer's cache is nvfp4, and the FP8 warning counts exactly the
   sites whose s is below amax/448 (recomputed here from the record); inspect --strict exits 0;
@@ -105,6 +107,28 @@ with tempfile.TemporaryDirectory() as tmp:
     rec = json.load(open(os.path.join(out, "ctcal_report.json"))).get("nvfp4_kv", {})
     check(rec.get("kv_cache_dtype") == "nvfp4" and rec.get("scale_rule") == "searched" and len(rec.get("layers", [])) == 5,
           f"ctcal_report.json nvfp4_kv record: {str(rec)[:200]}")
+
+    # The guard's calibration KLs (issue 31 item 3) are eval's KL on the same samples: eval of the
+    # written checkpoint on the calibration text itself (the same 24 samples the search read),
+    # its `nvfp4 s=amax/448` / `amax/2688` rows from the recorded amax and `nvfp4 s=checkpoint` (the
+    # written set, fp32 here so unrounded). Tolerance 1e-9 relative: the same ids, s and forward
+    # passes; only the order in which samples' KL are summed may differ.
+    srch = rec.get("search", {})
+    ckl = srch.get("calibration_kl", {})
+    check(srch.get("chosen_from") in ("searched", "amax/448", "amax/2688") and sorted(ckl) == ["amax/2688", "amax/448", "searched"],
+          f"nvfp4_kv.search: chosen_from {srch.get('chosen_from')} and calibration_kl {ckl}")
+    p = run("eval", "--model", MODEL, "--dataset", calib, "--quantized", out, "--no-unit-scales", "--kv-cache-dtype",
+            "nvfp4", "--json", *sampling)
+    check(p.returncode == 0, f"eval on the calibration samples exits 0 ({p.returncode}: {p.stderr[-300:]})")
+    if p.returncode == 0 and len(ckl) == 3:
+        same = {d["name"]: d["kl"] for d in json.loads(p.stdout)["quantized"][0].get("kv_cache_dtypes", [])}
+        for name, want in [("nvfp4 s=amax/448", ckl["amax/448"]), ("nvfp4 s=amax/2688", ckl["amax/2688"]),
+                           ("nvfp4 s=checkpoint", ckl.get(srch.get("chosen_from"), -1))]:
+            check(abs(same.get(name, 0) - want) <= 1e-9 * want,
+                  f"{name}: eval's KL on the calibration samples {same.get(name)} = the guard's {want}")
+        check(ckl[srch["chosen_from"]] == min(ckl.values()) and
+              (srch["chosen_from"] == "searched" or ckl["searched"] > min(ckl.values())),
+              f"chosen_from {srch['chosen_from']} has the least calibration KL, ties to searched ({ckl})")
 
     # eval on the same recipe and calibration data: its searched s and its calibrated FP8 scales.
     p = run("eval", "--model", MODEL, "--dataset", held, "--calibration-dataset", calib, "--recipe", PER_TENSOR,

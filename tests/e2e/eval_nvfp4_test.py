@@ -14,6 +14,9 @@ on the other half:
   its s is that candidate times the amax, the evidence's fixed-rule errors are
   those candidates', and on the held-out text it is not worse than the better fixed rule beyond
   the bootstrap noise;
+- the model-level guard: search.calibration_kl holds the KL of the searched set, amax/448 and
+  amax/2688 on the calibration samples, and chosen_from names the least (ties: searched), whose s
+  the row carries;
 - the decode multipliers are the calibrated scales read back as amax (scale x 448), in fp32;
 - every (token, KV head) block of 16 is counted once per layer (tokens counted here from the
   document's own sample lengths); on layer 0, whose K/V are the same in every run, a larger s
@@ -128,14 +131,29 @@ with tempfile.TemporaryDirectory() as tmp:
                           f"searched layer {le['layer']} {site}: chosen {chosen} (least {least}, fixed {fixed}, {ci})")
                     check(len(err) == 17 and ev.get("error_at_amax_448") == err[4] and ev.get("error_at_amax_2688") == err[12],
                           f"searched layer {le['layer']} {site}: fixed-rule errors are candidates 4 and 12")
-                    if 0 <= chosen < len(over):
+                    # The model-level guard kept the per-layer choice, or replaced it by a fixed rule.
+                    source = d.get("search", {}).get("chosen_from")
+                    if source == "searched" and 0 <= chosen < len(over):
                         want = over[chosen] * scale * 448
                         check(abs(le.get(f"{site}_s", 0) - want) <= 1e-6 * want,
                               f"searched layer {le['layer']} {site}: s {le.get(f'{site}_s')} = candidate x amax {want}")
+                    else:
+                        want = f32(scale * 448 / {"amax/448": 448, "amax/2688": 2688}.get(source, float("nan")))
+                        check(le.get(f"{site}_s") == want,
+                              f"searched layer {le['layer']} {site}: chosen_from {source}: s {le.get(f'{site}_s')} == {want}")
                     continue
                 want = {"nvfp4 s=1.0": 1.0, "nvfp4 s=amax/448": f32(scale * 448 / 448),
                         "nvfp4 s=amax/2688": f32(scale * 448 / 2688)}[name]
                 check(le.get(f"{site}_s") == want, f"{name} layer {le['layer']} {site}: s {le.get(f'{site}_s')} == {want}")
+    # The guard: the set of least KL on the calibration samples (ties: the searched one).
+    search = by.get("nvfp4 s=searched", {}).get("search", {})
+    ckl = search.get("calibration_kl", {})
+    check(sorted(ckl) == ["amax/2688", "amax/448", "searched"] and all(math.isfinite(x) and x > 0 for x in ckl.values()),
+          f"search.calibration_kl has the three sets' KL: {ckl}")
+    if len(ckl) == 3:
+        least = min(ckl.values())
+        want = "searched" if ckl["searched"] == least else min(("amax/448", "amax/2688"), key=lambda n: ckl[n])
+        check(search.get("chosen_from") == want, f"chosen_from {search.get('chosen_from')} is the least calibration KL ({want})")
     best = by.get("nvfp4 s=searched", {}).get("kl_diff_vs_best_fixed", {})
     fixed = min(("nvfp4 s=amax/448", "nvfp4 s=amax/2688"), key=lambda n: by.get(n, {}).get("kl", float("inf")))
     check(best.get("best_fixed") == fixed and best.get("worse_beyond_noise") is False

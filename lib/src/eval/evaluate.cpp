@@ -315,13 +315,14 @@ json evaluate(const EvalRequest& req) {
         continue;
       }
       // The searched s, on (up to kNvfp4SearchSamples of) the calibration samples: one more
-      // forward pass, and per layer 17 candidates' score and output errors.
+      // forward pass, per layer 17 candidates' score and output errors, and the guard's KL of up to
+      // 3 candidate sets (up to 4 passes).
       const auto& cs = calib_data->samples;
       const std::vector<std::vector<int32_t>> search_samples(
           cs.begin(), cs.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(cs.size(), kNvfp4SearchSamples)));
       progress.status(fmt::format("searching the NVFP4 decode multipliers of {} on {} calibration samples", runs[i].name,
                                   search_samples.size()));
-      Nvfp4Search found = search_nvfp4_scales(runs[i], amax, search_samples, forward);
+      Nvfp4Search found = search_nvfp4_scales(base, runs[i], amax, search_samples, forward);
       EvalRun searched = nvfp4_run(runs[i], amax, kNvfp4Rules[0]);
       searched.name = "nvfp4 s=searched";
       searched.nvfp4 = std::move(found.kv);
@@ -348,7 +349,7 @@ json evaluate(const EvalRequest& req) {
       for (std::size_t l = 0; l < amax_r3.size(); ++l)
         if (amax_r3[l].count(Site::kKey) && rotated_amax[l].count(Site::kKey) && rotated_amax[l].at(Site::kKey) > 0)
           amax_r3[l][Site::kKey] = rotated_amax[l].at(Site::kKey);
-      Nvfp4Search found_r3 = search_nvfp4_scales(rotated, amax_r3, search_samples, forward);
+      Nvfp4Search found_r3 = search_nvfp4_scales(base, rotated, amax_r3, search_samples, forward);
       EvalRun searched_r3 = nvfp4_run(rotated, amax_r3, kNvfp4Rules[0]);
       searched_r3.name = "nvfp4 s=searched +R3";
       searched_r3.nvfp4 = std::move(found_r3.kv);

@@ -17,6 +17,9 @@
 // amax/2688 beyond eval's interval on the golden qwen3_sliding_bias_fp32). Q, K and V come from one forward
 // pass with the run's weights and rotation and nothing else quantized (the errors are each
 // layer's own, on unquantized inputs). Attention sinks (gpt-oss) are left out of P.
+// The per-layer errors are still only a proxy for KL (alone, worse than amax/448 on held-out KL
+// beyond eval's interval on golden gqa_bf16_classic), so a model-level guard ends the search: the
+// set of least KL on the same calibration samples among the searched one and the two fixed rules.
 #include <cstdint>
 #include <map>
 #include <utility>
@@ -32,12 +35,19 @@ namespace ctcal {
 
 struct Nvfp4Search {
   Nvfp4Kv kv;               // rule "searched": the chosen s per layer and site
-  nlohmann::json evidence;  // {objective, candidates, samples, tokens, layers: [{layer, k: {s_over_amax, error, chosen}, v: ...}]}
+  // {objective, candidates, samples, tokens, layers: [{layer, k: {s_over_amax, error, chosen}, v: ...}],
+  //  chosen_from: "searched" | "amax/448" | "amax/2688", calibration_kl: {set: KL}, guard}
+  nlohmann::json evidence;
 };
 
 // amax: [layers] {Site::kKey: amax, Site::kValue: amax} (the run's FP8 scales x 448); layers
 // without entries get none. samples: the calibration token ids (the caller bounds how many).
-Nvfp4Search search_nvfp4_scales(const EvalRun& run, const std::vector<std::map<Site, double>>& amax,
+// After the per-layer choice, a model-level guard: the KL of `run` with that set, with amax/448
+// and with amax/2688 in every layer, against `base` (the unquantized model) on `samples` (eval's
+// evaluate_runs; 3 forward passes at most, plus the baseline); the set of least KL is the result
+// (ties: the searched one), named in evidence.chosen_from with evidence.calibration_kl.
+Nvfp4Search search_nvfp4_scales(const Checkpoint& base, const EvalRun& run,
+                                const std::vector<std::map<Site, double>>& amax,
                                 const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& forward);
 
 // Per layer and site, the per-tensor amax the NVFP4 rules start from: for a checkpoint whose
