@@ -465,18 +465,51 @@ def check_shared_expert_fp8(tmp, case):
           f"shared_expert_gate and linear_attn unquantized")
 
 
-def check_mamba_hybrid_fp8(tmp, case, ignore):
-    """FP8 W8A8 on a Mamba2 hybrid: a Linear group reaching the Mamba2 in_proj / out_proj is refused
-    (exit 3, naming it: ctcal does not observe their inputs); with `ignore` the attention and MLP
-    projections are FP8 (F8_E4M3 weights, one input_scale each), the Mamba2 projections, the router
-    and the fused experts stay as they were, and inspect --strict passes."""
+def check_mamba_hybrid_fp8(tmp, case, moe_ignore, mamba_ignore):
+    """FP8 W8A8 on a Mamba2 hybrid, as llm-compressor's Granite 4 / Nemotron FP8 examples quantize
+    it (examples/quantization_w8a8_fp8/granite4_example.py ignores lm_head and the MoE,
+    nemotron_3_5_lightning_example.py lm_head, conv1d, embeddings, norms: the Mamba2 in_proj /
+    out_proj are quantized). With `moe_ignore` only: every Linear but the MoE is FP8, the Mamba2
+    projections included, each input_scale = absmax / 448 of transformers' float64 input
+    (golden/data/linear_inputs, make_linear_input_golden.py) within 1e-4 relative (the golden test's
+    fp32-vs-float64 tolerance) plus one fp32 ulp. With `mamba_ignore` too: the Mamba2 projections
+    stay as they were. Granite's mixer is `mamba` in the checkpoint but `mixer` in vLLM 0.34
+    (granitemoehybrid.py:72-87), which matches `ignore` against its own name: an ignore entry
+    matching only one of them is refused (exit 3). inspect --strict passes on both outputs."""
     recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
-    golden, model, data = golden_inputs(case, tmp, "-mamba-fp8")
-    path = os.path.join(tmp, case + "-mamba-fp8.yaml")
-    open(path, "w").write(recipe)
-    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-mamba-fp8"))
-    check(r.returncode == 3 and "Mamba2 projection" in r.stderr, f"{case}: Mamba2 not ignored: exit {r.returncode}: {r.stderr[-300:]}")
-    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", f"ignore: [lm_head, {ignore}]"), tmp, "fp8-mamba")
+    ref = json.load(open(os.path.join(GOLDEN, "linear_inputs", case + ".json")))["layers"]
+    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", f"ignore: [lm_head{moe_ignore}]"), tmp, "fp8-mamba")
+    if not done:
+        return
+    golden, model, data, out = done
+    where = shards(out)
+    worst, n = 0.0, 0
+    for layer, mods in enumerate(ref):
+        for proj, mm in mods.items():
+            m = next((k[:-len(".weight")] for k in where if k.endswith(f"layers.{layer}.{'mamba' if 'granite' in case else 'mixer'}.{proj}.weight")), None)
+            check(m is not None, f"{case}: layer {layer} {proj} missing")
+            if m is None:
+                continue
+            hdr = st.read_header(where[m + ".weight"])[0][m + ".weight"]
+            check(hdr["dtype"] == "F8_E4M3", f"{case}: {m}.weight {hdr['dtype']}")
+            got = st.values(where[m + ".input_scale"], m + ".input_scale")[0]
+            want = max(abs(mm["min"]), abs(mm["max"])) / 448.0
+            err = abs(got - want) / want
+            worst, n = max(worst, err), n + 1
+            check(err <= ULP_REL["F32"] + 1e-4, f"{case}: {m}.input_scale {got}, transformers {want}")
+    check(n > 0, f"{case}: no Mamba2 layer in the golden data")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} fp8-mamba: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    print(f"{case} FP8 W8A8: {n} Mamba2 in/out_proj input scales within {worst:.3g} of transformers")
+    if "granite" in case:
+        golden, model, data = golden_inputs(case, tmp, "-mamba-only")
+        path = os.path.join(tmp, case + "-mamba-only.yaml")
+        open(path, "w").write(recipe.replace("ignore: [lm_head]", f'ignore: [lm_head{moe_ignore}, "re:.*mamba.(in|out)_proj$"]'))
+        r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, case + "-mamba-only"))
+        check(r.returncode == 3 and "vLLM 0.34's name" in r.stderr,
+              f"{case}: ignore matching only the checkpoint's name: exit {r.returncode}: {r.stderr[-300:]}")
+    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", f"ignore: [lm_head{moe_ignore}, {mamba_ignore}]"),
+                          tmp, "fp8-mamba-ignored")
     if not done:
         return
     golden, model, data, out = done
@@ -491,8 +524,8 @@ def check_mamba_hybrid_fp8(tmp, case, ignore):
         ["input_linear", "k_proj", "o_proj", "output_linear", "q_proj", "v_proj"]
     check(kinds == want, f"{case}: FP8 modules {kinds}, want {want}")
     r = run("inspect", out, "--strict")
-    check(r.returncode == 0, f"{case} fp8-mamba: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
-    print(f"{case} FP8 W8A8: {len(quantized)} attention / MLP Linears quantized; Mamba2 refused until ignored")
+    check(r.returncode == 0, f"{case} fp8-mamba-ignored: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    print(f"{case} FP8 W8A8 with the Mamba2 projections ignored: {len(quantized)} attention / MLP Linears quantized")
 
 
 def main():
@@ -508,8 +541,9 @@ def main():
         check_fused_experts_refused(tmp)
         check_shared_expert_fp8(tmp, "qwen3_next_fp32")
         check_shared_expert_fp8(tmp, "qwen3_5_moe_text_fp32")
-        check_mamba_hybrid_fp8(tmp, "nemotron_h_fp32", '"re:.*mixer.(in|out)_proj$"')
-        check_mamba_hybrid_fp8(tmp, "granitemoehybrid_fp32", '"re:.*mamba.(in|out)_proj$", "re:.*block_sparse_moe.*"')
+        check_mamba_hybrid_fp8(tmp, "nemotron_h_fp32", "", '"re:.*mixer.(in|out)_proj$"')
+        check_mamba_hybrid_fp8(tmp, "granitemoehybrid_fp32", ', "re:.*block_sparse_moe.*"',
+                               '"re:.*(mamba|mixer).(in|out)_proj$"')
     finish("e2e families")
 
 

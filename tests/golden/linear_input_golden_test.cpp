@@ -1,6 +1,7 @@
-// The Linear-input hook points (Site::kQkvInput, kOProjInput, kGateUpInput, kDownInput: what FP8
-// static input scales are observed on) against transformers in float64
-// (tests/golden/make_linear_input_golden.py: a forward pre-hook on every nn.Linear). Each case of
+// The Linear-input hook points (Site::kQkvInput, kOProjInput, kGateUpInput, kDownInput, and the
+// Mamba2 mixers' kMambaInProjInput, kMambaOutProjInput: what FP8 static input scales are observed on)
+// against transformers in float64 (tests/golden/make_linear_input_golden.py: a forward pre-hook on
+// every nn.Linear; for the Mamba2 hybrids only the mixers' in_proj / out_proj, listed as "modules"). Each case of
 // the forward golden data, same samples, each run alone. The reference runs the unquantized
 // model, as llm-compressor >= 0.11 calibrates (quantization disabled while observing, reference
 // §9.2), so every layer sees unquantized inputs here too.
@@ -27,7 +28,8 @@ namespace fs = std::filesystem;
 class InputCapture : public ActivationObserver {
  public:
   bool wants(int64_t, Site s) const override {
-    return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput;
+    return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput ||
+           s == Site::kMambaInProjInput || s == Site::kMambaOutProjInput;
   }
   void observe(int64_t layer, Site site, const HeadsView& v) override {
     EXPECT_EQ(v.heads, 1);
@@ -70,12 +72,22 @@ TEST_P(LinearInputGolden, InputsOfEveryLinearLayer) {
       {"q_proj", Site::kQkvInput}, {"k_proj", Site::kQkvInput},  {"v_proj", Site::kQkvInput},
       {"o_proj", Site::kOProjInput}, {"gate_proj", Site::kGateUpInput}, {"up_proj", Site::kGateUpInput},
       {"down_proj", Site::kDownInput}};
+  const std::map<std::string, Site> mamba_site_of = {{"in_proj", Site::kMambaInProjInput},
+                                                     {"out_proj", Site::kMambaOutProjInput}};
+  const bool mamba = want.contains("modules");  // a Mamba2 hybrid: only the mixers' Linears recorded
   double worst = 0;
   ASSERT_EQ(want["layers"].size(), static_cast<std::size_t>(cfg.num_hidden_layers));
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const json& layer = want["layers"][static_cast<std::size_t>(l)];
-    ASSERT_EQ(layer.size(), site_of.size());
-    for (const auto& [module, site] : site_of) {
+    const std::map<std::string, Site> none;
+    const auto& sites = !mamba ? site_of : cfg.is_mamba(l) ? mamba_site_of : none;
+    ASSERT_EQ(layer.size(), sites.size()) << "layer " << l;
+    if (mamba && !cfg.is_mamba(l)) {  // no mixer: nothing announced there
+      for (Site s : {Site::kMambaInProjInput, Site::kMambaOutProjInput}) {
+        EXPECT_EQ(cap.calls_.count({l, s}), 0u);
+      }
+    }
+    for (const auto& [module, site] : sites) {
       const auto& got = cap.stats_.at({l, site});
       // Shared inputs are announced once per sample, not once per Linear layer.
       EXPECT_EQ(cap.calls_.at({l, site}), static_cast<int>(forward["samples"].size()));

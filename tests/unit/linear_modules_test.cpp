@@ -53,8 +53,7 @@ TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
         if (m.bias) {
           EXPECT_EQ(ck.info(m.name + ".bias").shape, std::vector<int64_t>{m.out});
         }
-        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba,
-                  !m.input_site.has_value());
+        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention, !m.input_site.has_value());
         enumerated.insert(w);
         if (m.bias) enumerated.insert(m.name + ".bias");
       }
@@ -288,6 +287,8 @@ TEST(LinearModules, NemotronHOneMixerPerBlock) {
   const auto mamba = linear_modules(c, 0);
   EXPECT_EQ(names(mamba), (std::vector<std::string>{"backbone.layers.0.mixer.in_proj", "backbone.layers.0.mixer.out_proj"}));
   EXPECT_EQ(mamba[0].kind, LinearKind::kMamba);
+  EXPECT_TRUE(mamba[0].input_site == Site::kMambaInProjInput);  // the normed hidden state
+  EXPECT_TRUE(mamba[1].input_site == Site::kMambaOutProjInput);  // the gated RMSNorm's output
   EXPECT_EQ(mamba[0].out, 2 * c.mamba.intermediate_size() + 2 * c.mamba.n_groups * c.mamba.state_size + c.mamba.num_heads);
   EXPECT_TRUE(mamba[0].bias);  // use_bias in this case
   EXPECT_EQ(names(linear_modules(c, 1)),

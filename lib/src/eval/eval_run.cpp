@@ -85,8 +85,8 @@ std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const 
   const std::string where = ck.config_path().string() + ": quantization_config";
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     for (const LinearModule& m : linear_modules(c, l)) {
-      // Attention and dense-MLP Linears: MoE experts' inputs are not fake-quantized in eval.
-      if (m.kind != LinearKind::kAttention && m.kind != LinearKind::kMlp) continue;
+      // Attention, dense-MLP and Mamba2 Linears: MoE experts' inputs are not fake-quantized in eval.
+      if (m.kind != LinearKind::kAttention && m.kind != LinearKind::kMlp && m.kind != LinearKind::kMamba) continue;
       const std::string& module = m.name;
       if (!ck.has(module + ".weight") || !ck.quantized_weight(module)) continue;
       const auto key = std::make_pair(l, *m.input_site);

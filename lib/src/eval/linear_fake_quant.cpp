@@ -12,7 +12,8 @@ namespace ctcal {
 namespace {
 
 bool is_linear_input(Site s) {
-  return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput;
+  return s == Site::kQkvInput || s == Site::kOProjInput || s == Site::kGateUpInput || s == Site::kDownInput ||
+         s == Site::kMambaInProjInput || s == Site::kMambaOutProjInput;
 }
 
 // absmax / 448 in fp32; an all-zero span gets float32 eps (compressed-tensors' calculate_qparams

@@ -15,7 +15,8 @@
 // Nemotron-H and Granite 4 hybrid's Mamba2 layers run the Mamba2 mixer (model/mamba2.h) the same
 // way. Nemotron-H's layers are one block each (a mixer, or an MLP down(relu(up(x))^2) without a
 // gate); Granite adds its shared_mlp to the MoE output and scales each residual branch by
-// residual_multiplier.
+// residual_multiplier. The mixer's in_proj and out_proj inputs are hook points like any Linear
+// input (FP8 W8A8), out_proj's shown from inside the mixer.
 // Q, K, V are announced to the observer after RoPE (and R3), exactly
 // where the KV cache stores them; every Linear input is announced once per shared input (one
 // place per projection group below, MoE experts' routed inputs in model/moe.cpp: the hook
@@ -115,7 +116,14 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       CTCAL_ASSERT(w.mamba != nullptr, "a Mamba2 layer's weights hold its mixer");
       PhaseScope phase(phases_, "mamba2");
       rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
-      mamba2_forward(c.mamba, *w.mamba, xn, rows, proj, &scratch_.mamba);
+      announce_input(observer, layer, Site::kMambaInProjInput, xn, rows);
+      quantize_input(opt.quantizer, layer, Site::kMambaInProjInput, xn, rows);
+      // out_proj's input [n, I] exists only inside the mixer: shown there, before out_proj.
+      const Mamba2InputHook out_proj_input = [&](Eigen::Ref<RowMatrix> g) {
+        announce_input(observer, layer, Site::kMambaOutProjInput, g, rows);
+        quantize_input(opt.quantizer, layer, Site::kMambaOutProjInput, g, rows);
+      };
+      mamba2_forward(c.mamba, *w.mamba, xn, rows, proj, &scratch_.mamba, out_proj_input);
       add_scaled_into(x, proj, c.residual_multiplier);
     } else if (c.is_linear_attention(layer)) {
       // --- linear-attention block: the DeltaNet on the normed input, then the residual ---

@@ -95,9 +95,9 @@ void mamba_modules(const ModelConfig& c, const std::string& p, std::vector<Linea
   const Mamba2Names& n = c.family->mamba;
   const Mamba2Config& m = c.mamba;
   constexpr auto kK = LinearKind::kMamba;
-  out->push_back(module(join(p, n.module, n.in_proj), kK, LinearRole::kMambaInProj, std::nullopt, m.in_proj_dim(),
+  out->push_back(module(join(p, n.module, n.in_proj), kK, LinearRole::kMambaInProj, Site::kMambaInProjInput, m.in_proj_dim(),
                         c.hidden_size, c.mamba_proj_bias));
-  out->push_back(module(join(p, n.module, n.out_proj), kK, LinearRole::kMambaOutProj, std::nullopt, c.hidden_size,
+  out->push_back(module(join(p, n.module, n.out_proj), kK, LinearRole::kMambaOutProj, Site::kMambaOutProjInput, c.hidden_size,
                         m.intermediate_size(), c.mamba_proj_bias));
 }
 

@@ -199,7 +199,8 @@ void mamba2_chunk_scan(const Mamba2Config& c, const Vector& A_log, const Vector&
 }
 
 void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x,
-                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers) {
+                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers,
+                    const Mamba2InputHook& out_proj_input) {
   const int64_t rows = x.rows(), I = c.intermediate_size(), H = c.num_heads, K = c.conv_kernel;
   const int64_t GN = c.n_groups * c.state_size, conv_dim = c.conv_dim();
   CTCAL_ASSERT(x.cols() == c.hidden_size && y.rows() == rows && y.cols() == c.hidden_size, "mamba2_forward: shapes");
@@ -287,6 +288,7 @@ void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::
   }
 
   // 5. out_proj; only the samples' rows are copied out.
+  if (out_proj_input) out_proj_input(ys);
   RowMatrix& out = b.out;  // [rows, hidden]
   out.resize(rows, c.hidden_size);
   {

@@ -14,6 +14,8 @@ std::string_view site_name(Site s) {
     case Site::kDownInput: return "down_input";
     case Site::kExpertGateUpInput: return "expert_gate_up_input";
     case Site::kExpertDownInput: return "expert_down_input";
+    case Site::kMambaInProjInput: return "mamba_in_proj_input";
+    case Site::kMambaOutProjInput: return "mamba_out_proj_input";
   }
   return "?";
 }

@@ -28,6 +28,9 @@ std::vector<Site> CalibrationPlan::sites() const {
 
 std::vector<Site> CalibrationPlan::sites(int64_t l) const {
   std::vector<Site> s = sites();
+  // A Mamba2 mixer's inputs exist only in Mamba2 layers.
+  if (!model.is_mamba(l))
+    std::erase_if(s, [](Site x) { return x == Site::kMambaInProjInput || x == Site::kMambaOutProjInput; });
   if (model.has_kv_cache(l)) return s;
   std::erase_if(s, [](Site x) {
     return x == Site::kQuery || x == Site::kKey || x == Site::kValue || x == Site::kQkvInput || x == Site::kOProjInput;
@@ -171,16 +174,20 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
         continue;
       }
       if (m.kind == LinearKind::kMamba) {
-        // vLLM 0.34's MambaMixer2 builds in_proj / out_proj with the quant config, and
-        // llm-compressor's Granite 4 and Nemotron FP8 examples quantize them (granite4_example.py,
-        // nemotron_3_5_lightning_example.py: docs/hybrids.md). ctcal does not observe the mixer's
-        // inputs yet, so it cannot write their input scales: refused by name, not written wrong.
-        for (const auto& g : q.linear_groups)
-          if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
-            throw RecipeError(fmt::format("{}: config group '{}' would quantize the Mamba2 projection {}, whose inputs "
-                                          "ctcal does not observe yet; add \"re:.*{}.(in|out)_proj$\" to ignore (the "
-                                          "mixer stays unquantized)", where, g.name, m.name,
-                                          model.family->mamba.module));
+        // vLLM 0.34 names both families' mixer `mixer` (MambaMixer2(..., prefix=f"{prefix}.mixer"):
+        // models/nemotron_h.py:390-405, granitemoehybrid.py:72-87) and matches `ignore` against that
+        // name; the checkpoint and compressed-tensors name Granite's `mamba`. An ignore entry that
+        // matches one name and not the other makes vLLM build FP8 layers for unquantized weights
+        // (their weight_scale never loaded: -3.4e38, checked with the vLLM judge) or the reverse.
+        const std::string mixer(model.family->mamba.module);
+        const std::size_t at = m.name.rfind("." + mixer + ".");
+        CTCAL_ASSERT(at != std::string::npos, "a Mamba2 projection is named under its mixer");
+        const std::string vllm_name = m.name.substr(0, at) + ".mixer." + m.name.substr(at + mixer.size() + 2);
+        if (ct::is_match({m.name, ct::kLinearClass}, q.ignore) != ct::is_match({vllm_name, ct::kLinearClass}, q.ignore))
+          throw RecipeError(fmt::format("{}: `ignore` treats the Mamba2 projection {} and vLLM 0.34's name for it, {}, "
+                                        "differently, so vLLM would load it in the wrong format; match both (e.g. "
+                                        "\"re:.*(mamba|mixer).(in|out)_proj$\") or neither", where, m.name,
+                                        vllm_name));
         continue;
       }
       if (m.kind != LinearKind::kRouter) continue;
@@ -198,7 +205,10 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                         "examples do", where, g.name, what, m.name, suffix));
     }
     for (const LinearModule& m : modules) {
-      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba) continue;
+      // Mamba2 in_proj / out_proj are quantized like any Linear: vLLM 0.34's MambaMixer2 builds them with the
+      // quant config (layers/mamba/mamba_mixer2.py:360-371, :499-505) and llm-compressor's Granite 4 and
+      // Nemotron FP8 examples quantize them (granite4_example.py, nemotron_3_5_lightning_example.py).
+      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention) continue;
       const Site site = *m.input_site;
       const auto group = ct::resolve_group({m.name, ct::kLinearClass}, group_targets, q.ignore);
       if (!group) continue;

@@ -17,6 +17,7 @@
 // forward. The two families differ only in how their configs set these values (no residual or
 // multiplier inside the mixer; Granite's residual_multiplier is the decoder layer's).
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -60,9 +61,13 @@ struct Mamba2Buffers {
 // [rows, hidden] -> y [rows, hidden] (pre-sized; must not alias x). Rows outside every span are
 // left untouched. Threads: OpenMP over rows (projections, conv, norm) and over (sample, head
 // block) tasks (the scan); the result is the same for any thread count (fixed summation orders).
-// `buffers`: scratch to reuse across calls, or null.
+// `buffers`: scratch to reuse across calls, or null. `out_proj_input`, if set, is shown out_proj's
+// input [rows, I] (the gated norm's output, rows as x's) before out_proj reads it, and may change it
+// in place (the FP8 input hook point and eval's fake quantization: model/layer.cpp).
+using Mamba2InputHook = std::function<void(Eigen::Ref<RowMatrix>)>;
 void mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x,
-                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers = nullptr);
+                    const std::vector<SampleSpan>& samples, Eigen::Ref<RowMatrix> y, Mamba2Buffers* buffers = nullptr,
+                    const Mamba2InputHook& out_proj_input = {});
 // One sample: x [T, hidden] -> [T, hidden].
 RowMatrix mamba2_forward(const Mamba2Config& c, const Mamba2Weights& w, const Eigen::Ref<const RowMatrix>& x);
 

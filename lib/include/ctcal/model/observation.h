@@ -21,9 +21,12 @@ enum class Site {
   // MoE layers (observe_expert): one expert's routed rows, from every sample of a chunk together.
   kExpertGateUpInput,  // input of the expert's gate/up_proj, [routed rows, 1, hidden]
   kExpertDownInput,    // input of the expert's down_proj, [routed rows, 1, moe_intermediate]
+  // Mamba2 mixers (Nemotron-H, Granite 4 hybrid; model/mamba2.h), once per sample like the above:
+  kMambaInProjInput,   // input of in_proj (the normed hidden state), [seq, 1, hidden]
+  kMambaOutProjInput,  // input of out_proj (the gated RMSNorm's output), [seq, 1, mamba intermediate]
 };
 // "q", "k", "v", "qkv_input", "o_proj_input", "gate_up_input", "down_input",
-// "expert_gate_up_input", "expert_down_input"
+// "expert_gate_up_input", "expert_down_input", "mamba_in_proj_input", "mamba_out_proj_input"
 std::string_view site_name(Site s);
 
 // A strided view of one sample's per-head activations: element (t, h, d) is at
@@ -57,7 +60,7 @@ class ActivationObserver {
 
 // Changes Q/K/V in place where a serving engine would quantize them (the KV cache write and,
 // with attention quantization, the query), and the dense Linear inputs (kQkvInput, kOProjInput,
-// kGateUpInput, kDownInput: FP8 W8A8, each shown as [seq, 1, width] after the observer saw it;
+// kGateUpInput, kDownInput, kMambaInProjInput, kMambaOutProjInput: FP8 W8A8, each shown as [seq, 1, width] after the observer saw it;
 // an MoE layer's MLP input is not, as its router reads it unquantized): used by `ctcal eval`.
 class ActivationQuantizer {
  public:
