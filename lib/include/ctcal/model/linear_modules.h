@@ -42,8 +42,8 @@ enum class LinearKind {
   // a projection of a linear-attention mixer: never quantized (vLLM's Qwen3.5 / Qwen3-Next FP8
   // checkpoints keep linear_attn unquantized; see plan.cpp)
   kLinearAttention,
-  // a Mamba2 mixer's in_proj / out_proj: not quantized by ctcal (their inputs are not observed;
-  // plan.cpp refuses an FP8 group that reaches them)
+  // a Mamba2 mixer's in_proj / out_proj: FP8 like any Linear, inputs at kMambaInProjInput /
+  // kMambaOutProjInput (plan.cpp refuses an ignore entry vLLM's `mixer` name would not match)
   kMamba,
 };
 
