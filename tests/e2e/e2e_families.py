@@ -51,6 +51,9 @@ CASES = {
     # since "re:.*mixer$" would name its Mamba2 and MLP blocks too
     "nemotron_h_fp32": ("NemotronHAttention", "backbone.", "mixer"),
     "granitemoehybrid_fp32": ("GraniteMoeHybridAttention", "model."),
+    # issue 29: NoPE layers (SmolLM3), post-norms and whole-projection q/k norms (OLMo 3)
+    "smollm3_nope_sliding_fp32": ("SmolLM3Attention", "model."),
+    "olmo3_classic_bias_bf16": ("Olmo3Attention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -285,7 +285,47 @@ CASES = [
           layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention",
                        "linear_attention"]),
      torch.bfloat16, "v5"),
+    # SmolLM3 (issue 29): NoPE layers. no_rope_layer_interval 2 (layers 1 and 3 without RoPE), and
+    # use_sliding_window, which SmolLM3Config.__post_init__ gives exactly the NoPE layers (window 6).
+    ("smollm3_nope_sliding_fp32", "smollm3",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, no_rope_layer_interval=2, pad_token_id=0,
+          use_sliding_window=True, sliding_window=6,
+          rope_parameters={"rope_type": "default", "rope_theta": 2000000.0}),
+     torch.float32, "v5"),
+    # hub spelling (rope_theta + rope_scaling linear, torch_dtype, no layer_types), an explicit
+    # no_rope_layers list (layer 1 without RoPE), untied head, GQA 4:1.
+    ("smollm3_classic_bf16", "smollm3",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
+          num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64, no_rope_layers=[1, 0, 1], pad_token_id=0,
+          tie_word_embeddings=False, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}),
+     torch.bfloat16, "classic"),
+    # OLMo 3 (issue 29): post-norms only, q/k RMSNorm over the whole projection (GQA: k_norm over
+    # kv_dim), Olmo3Config's default layer_types (layers 0-2 slide with window 6, layer 3 full), a
+    # RoPE per layer type (YaRN on the full layer, another theta on the sliding ones).
+    ("olmo3_sliding_fp32", "olmo3",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, sliding_window=6,
+          tie_word_embeddings=False,
+          rope_parameters={"full_attention": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                              "original_max_position_embeddings": 16},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 50000.0}}),
+     torch.float32, "v5"),
+    # hub spelling (rope_theta + rope_scaling for the full layers only, as Olmo3Config reads it; no
+    # layer_types: every 4th layer full), q/k/v/o biases, tied embeddings, window 5.
+    ("olmo3_classic_bias_bf16", "olmo3",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=5, num_attention_heads=2,
+          num_key_value_heads=2, head_dim=32, vocab_size=96, max_position_embeddings=64, sliding_window=5,
+          attention_bias=True, tie_word_embeddings=True,
+          rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 20000.0, "factor": 2.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 500000.0}}),
+     torch.bfloat16, "olmo_classic"),
 ]
+
+# Each case's seeds come from its index in CASES; these cases keep theirs wherever they sit in the list
+# (cases added on other branches may land before them).
+CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
+                   "olmo3_classic_bias_bf16": 25}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -467,6 +507,12 @@ def respell_config(path, spelling):
         types = cfg.pop("layers_block_type")
         cfg["hybrid_override_pattern"] = "".join(pattern[t] for t in types)
         cfg["num_hidden_layers"] = len(types)
+    elif spelling == "olmo_classic":  # Olmo-3 hub layout: rope_theta + rope_scaling of the full layers
+        full = cfg.pop("rope_parameters")["full_attention"]
+        cfg["rope_theta"] = full.pop("rope_theta")
+        rtype = full.pop("rope_type")
+        cfg["rope_scaling"] = None if rtype == "default" and not full else {"rope_type": rtype, **full}
+        cfg.pop("layer_types")
     elif spelling == "gemma_classic":
         rp = cfg.pop("rope_parameters")
         cfg["rope_theta"] = rp["full_attention"]["rope_theta"]
@@ -635,6 +681,7 @@ def main():
     masking_utils.AttentionMaskInterface.register(CAPTURE, masking_utils.eager_mask)
     meta = {"transformers": transformers.__version__, "torch": torch.__version__}
     for i, (name, model_type, kwargs, dtype, spelling) in enumerate(CASES):
+        i = CASE_SEED_INDEX.get(name, i)
         g = torch.Generator().manual_seed(4321 + i)
         if args.only and name not in args.only:
             continue

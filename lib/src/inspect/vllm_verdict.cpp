@@ -19,12 +19,17 @@ namespace {
 // Architectures whose vLLM 0.34 model loads through AutoWeightsLoader (models/utils.py,
 // _load_module): a tensor name that is neither a parameter nor a buffer raises ValueError ("There
 // is no module or parameter named ..."). gpt-oss is not among them: _load_weights_other in
-// models/gpt_oss.py skips unknown names.
+// models/gpt_oss.py skips unknown names. SmolLM3 and OLMo 3 have no model file of their own: the
+// registry's _TRANSFORMERS_SUPPORTED_MODELS serves them with the Transformers backend
+// (models/transformers/base.py), whose load_weights is AutoWeightsLoader and whose Attention
+// layers sit at <layer>.self_attn.attn (VLLM_ATTN_ATTR), where get_cache_scale_mapper puts
+// self_attn.k_scale / v_scale.
 bool raises_on_unknown_names(const std::string& arch) {
   static const std::set<std::string> archs = {
       "LlamaForCausalLM",   "MistralForCausalLM",          "Qwen2ForCausalLM",
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
-      "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM"};
+      "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
+      "SmolLM3ForCausalLM", "Olmo3ForCausalLM"};
   return archs.count(arch) > 0;
 }
 

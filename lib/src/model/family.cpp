@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 17>& families() {
-  static const std::array<FamilySpec, 17> table = [] {
+const std::array<FamilySpec, 19>& families() {
+  static const std::array<FamilySpec, 19> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -215,9 +215,40 @@ const std::array<FamilySpec, 17>& families() {
     granite_hybrid.experts.fused_gate_up = "input_linear.weight";
     granite_hybrid.experts.fused_down = "output_linear.weight";
     granite_hybrid.mamba.module = "mamba";
-    return std::array<FamilySpec, 17>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+
+    // SmolLM3 (modeling_smollm3.py): Llama's layer, with RoPE skipped on the layers no_rope_layers
+    // marks 0 (every 4th by default); a sliding window only on layer_types' sliding layers.
+    FamilySpec smollm3 = llama;
+    smollm3.architecture = "SmolLM3ForCausalLM";
+    smollm3.attention_class = "SmolLM3Attention";
+    smollm3.model_type = "smollm3";
+    smollm3.nope_layers = true;
+    smollm3.default_rope_theta = 2000000.0;  // SmolLM3Config.default_theta
+    smollm3.tie_word_embeddings_default = true;
+    smollm3.sliding = SlidingRule::kNoRopeLayers;
+
+    // OLMo 3 (modeling_olmo3.py): post-norms only (post_attention_layernorm on the attention output,
+    // post_feedforward_layernorm on the MLP output, no input norm), q/k RMSNorm over the whole
+    // projection, sliding and full layers by layer_types, each type with its own RoPE.
+    FamilySpec olmo3 = llama;
+    olmo3.architecture = "Olmo3ForCausalLM";
+    olmo3.attention_class = "Olmo3Attention";
+    olmo3.model_type = "olmo3";
+    olmo3.qk_norm = true;
+    olmo3.qk_norm_whole = true;
+    olmo3.norms.input = "";
+    olmo3.norms.attn_out = "post_attention_layernorm";
+    olmo3.norms.mlp = "";
+    olmo3.norms.mlp_out = "post_feedforward_layernorm";
+    olmo3.default_rope_theta = 500000.0;  // Olmo3Config.default_theta
+    olmo3.default_rms_norm_eps = 1e-5;
+    olmo3.rope_per_layer_type = true;
+    olmo3.default_sliding_window = 4096;
+    olmo3.sliding = SlidingRule::kEveryFourthFull;
+    return std::array<FamilySpec, 19>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
-                                      qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid};
+                                      qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
+                                      smollm3, olmo3};
   }();
   return table;
 }

@@ -6,7 +6,8 @@
 //        Qwen3.5-MoE add a shared expert times sigmoid(shared_expert_gate(xn)))
 //
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
-// has the sandwich norms). Qwen3.5's gated attention splits q_proj's rows per head into [query |
+// has the sandwich norms; OLMo 3 has only the output norms, no input/mlp norm, and its q/k norms
+// span the whole projection; SmolLM3's NoPE layers skip RoPE). Qwen3.5's gated attention splits q_proj's rows per head into [query |
 // gate] and multiplies the attention output by sigmoid(gate) before o_proj; its linear-attention
 // layers run the gated DeltaNet (model/gated_deltanet.h) instead of the attention block:
 //
@@ -68,6 +69,12 @@ void split_query_gate(const float* qg, int64_t n, int64_t heads, int64_t d, floa
 }
 
 // attn *= sigmoid(gate), elementwise over [n, q_dim] (torch.sigmoid in fp32: 1 / (1 + exp(-g))).
+// dst = norm(src) with the block's pre-norm, or src as is where the family has none (OLMo 3).
+void pre_norm_into(const Eigen::Ref<const RowMatrix>& src, const Vector& w, double eps, Eigen::Ref<RowMatrix> dst) {
+  if (w.size() > 0) rms_norm_into(src, w, eps, dst);
+  else dst = src;
+}
+
 void apply_output_gate(Eigen::Ref<RowMatrix> attn, const float* gate) {
   const int64_t cols = attn.cols();
 #pragma omp parallel for schedule(static)
@@ -135,7 +142,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
     } else {
       // --- attention block ---
       PhaseScope rows_phase(phases_, "norm+observe");
-      rms_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
+      pre_norm_into(x, w.input_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kQkvInput, xn, rows);
       quantize_input(opt.quantizer, layer, Site::kQkvInput, xn, rows);
       rows_phase.stop();
@@ -155,7 +162,11 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         linear(in, w.v, v);
       }
       PhaseScope rope_phase(phases_, "rope+observe");
-      if (fam.qk_norm) {
+      if (fam.qk_norm && fam.qk_norm_whole) {
+        // One RMSNorm over each token's whole projection (all heads) before RoPE: q [n, q_dim], k [n, kv_dim].
+        rms_norm_into(q, w.q_norm, c.rms_norm_eps, q);
+        rms_norm_into(k, w.k_norm, c.rms_norm_eps, k);
+      } else if (fam.qk_norm) {
         // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
         Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
         rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
@@ -268,7 +279,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       }
       add_scaled_into(x, proj, c.residual_multiplier);
     } else if (w.has_mlp) {
-      rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
+      pre_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);
       quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
       residual_phase.stop();

@@ -76,7 +76,7 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
   const NormNames& norm = fam.norms;
   const std::string attn = std::string(fam.attention.module) + ".";
   std::vector<TensorSpec> s;
-  if (c.has_mixer(layer)) s.push_back({std::string(norm.input) + ".weight", {h}});
+  if (c.has_mixer(layer) && !norm.input.empty()) s.push_back({std::string(norm.input) + ".weight", {h}});
   if (c.is_mamba(layer)) {  // the Mamba2 mixer's parameters (Mamba2Weights)
     const Mamba2Names& n = fam.mamba;
     const Mamba2Config& mc = c.mamba;
@@ -97,12 +97,13 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
     s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
   }
   if (fam.qk_norm && c.has_kv_cache(layer)) {
-    s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {d}});
-    s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {d}});
+    // [head_dim] per head, or [q_dim] / [kv_dim] over the whole projection (qk_norm_whole)
+    s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {fam.qk_norm_whole ? c.q_dim() : d}});
+    s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
   if (with_mlp && c.has_mlp_block(layer)) {
-    s.push_back({std::string(norm.mlp) + ".weight", {h}});
+    if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
   }
   return s;
@@ -334,10 +335,12 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   const bool linear_attention = c.is_linear_attention(layer);
   const bool attention = c.has_kv_cache(layer);  // an attention block (not linear attention, Mamba2 or an MLP block)
   with_mlp = with_mlp && c.has_mlp_block(layer);  // Nemotron-H's mixer blocks have no MLP
-  w.input_norm = c.has_mixer(layer) ? read_norm(ckpt, c, p + std::string(norm.input) + ".weight", h) : Vector();
+  w.input_norm = c.has_mixer(layer) ? norm_or_empty(norm.input) : Vector();  // OLMo 3 has none
   const bool qk_norm = fam.qk_norm && attention;
-  w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", c.head_dim) : Vector();
-  w.k_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", c.head_dim) : Vector();
+  const int64_t q_norm_n = fam.qk_norm_whole ? c.q_dim() : c.head_dim;   // [q_dim] whole, [head_dim] per head
+  const int64_t k_norm_n = fam.qk_norm_whole ? c.kv_dim() : c.head_dim;  // [kv_dim] whole, [head_dim] per head
+  w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", q_norm_n) : Vector();
+  w.k_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", k_norm_n) : Vector();
   w.sinks = fam.attention_sinks && attention ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads)
                                              : Vector();
   if (!attention) w.q = w.k = w.v = w.o = Linear();  // nothing of an earlier attention layer stays resident

@@ -265,7 +265,7 @@ const FamilySpec& parse_family(const Reader& r) {
 
 // `layer_types` ("sliding_attention" / "full_attention") when config.json lists them, else the
 // family's rule, as each transformers config's __post_init__ derives them.
-std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers) {
+std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int64_t layers, const ModelConfig& c) {
   const json& j = r.j;
   std::vector<bool> sliding(static_cast<std::size_t>(layers), false);
   // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer);
@@ -292,10 +292,64 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
       case SlidingRule::kQwenMaxWindow: s = l >= r.positive_int("max_window_layers", 28); break;
       case SlidingRule::kGemmaPattern: s = (l + 1) % r.positive_int("sliding_window_pattern", 6) != 0; break;
       case SlidingRule::kAlternate: s = (l + 1) % 2 != 0; break;
+      case SlidingRule::kNoRopeLayers: s = r.boolean("use_sliding_window", false) && !c.uses_rope(l); break;
+      case SlidingRule::kEveryFourthFull: s = (l + 1) % 4 != 0; break;
     }
     sliding[static_cast<std::size_t>(l)] = s;
   }
   return sliding;
+}
+
+// SmolLM3: `no_rope_layers` (per layer 1 = RoPE, 0 = none), else every `no_rope_layer_interval`-th
+// layer (default 4) has no RoPE (SmolLM3Config.__post_init__).
+void parse_nope_layers(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
+  c->layer_nope.assign(layers, false);
+  if (r.present(j, "no_rope_layers")) {
+    const json& t = j["no_rope_layers"];
+    if (!t.is_array() || t.size() != layers)
+      throw r.fail("no_rope_layers", fmt::format("expected a list of {} flags (1: RoPE, 0: none)", layers));
+    for (std::size_t i = 0; i < layers; ++i) {
+      if (!t[i].is_number_integer() || (t[i] != 0 && t[i] != 1))
+        throw r.fail("no_rope_layers", fmt::format("layer {}: expected 0 or 1, got {}", i, t[i].dump()));
+      c->layer_nope[i] = t[i] == 0;
+    }
+    return;
+  }
+  const int64_t interval = r.positive_int("no_rope_layer_interval", 4);
+  for (std::size_t i = 0; i < layers; ++i) c->layer_nope[i] = (static_cast<int64_t>(i) + 1) % interval == 0;
+}
+
+// OLMo 3: a RoPE per layer type. rope_parameters = {"full_attention": {...}, "sliding_attention":
+// {...}} (transformers 5), each without rope_theta taking the default 500000; or the classic
+// rope_theta + rope_scaling, which Olmo3Config.convert_rope_params_to_dict gives to the full layers
+// only: the sliding layers keep the default type at default_theta (rope_theta is popped once).
+void parse_rope_per_layer_type(const Reader& r, const FamilySpec& f, ModelConfig* c) {
+  const json& j = r.j;
+  if (r.present(j, "rope_parameters")) {
+    const json& rp = j["rope_parameters"];
+    if (!rp.is_object() || !(rp.contains("full_attention") || rp.contains("sliding_attention")))
+      throw r.fail("rope_parameters", fmt::format("expected {{\"full_attention\": {{...}}, \"sliding_attention\": {{...}}}} "
+                                                  "({} keeps one RoPE per layer type)", f.architecture));
+    RopeConfig rope[2];
+    const char* kinds[2] = {"full_attention", "sliding_attention"};
+    for (int i = 0; i < 2; ++i) {
+      const std::string prefix = fmt::format("rope_parameters.{}.", kinds[i]);
+      const json& p = rp.contains(kinds[i]) && !rp[kinds[i]].is_null() ? rp[kinds[i]] : json::object();
+      if (!p.is_object()) throw r.fail(prefix.substr(0, prefix.size() - 1), "expected an object");
+      rope[i].theta = r.number(p, prefix, "rope_theta", f.default_rope_theta);
+      if (rope[i].theta <= 0) throw r.fail(prefix + "rope_theta", "expected a positive number");
+      parse_rope_scaling(r, p, prefix, &rope[i]);
+    }
+    c->rope = rope[0];
+    c->rope_local = rope[1];
+    return;
+  }
+  c->rope = parse_rope(r, f.default_rope_theta);
+  RopeConfig local;
+  local.theta = f.default_rope_theta;
+  c->rope_local = local;
 }
 
 // Qwen3.5: `layer_types` ("linear_attention" / "full_attention"), else every
@@ -609,7 +663,10 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   const bool window_on = !qwen_rule || r.boolean("use_sliding_window", false);
   if (family.sliding != SlidingRule::kNone && window_on && r.present(j, "sliding_window"))
     c.sliding_window = r.positive_int("sliding_window");
-  c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers);
+  else if (family.sliding != SlidingRule::kNone && !j.contains("sliding_window") && family.default_sliding_window > 0)
+    c.sliding_window = family.default_sliding_window;  // an explicit null keeps none
+  if (family.nope_layers) parse_nope_layers(r, &c);
+  c.layer_sliding = parse_layer_sliding(r, family, c.num_hidden_layers, c);
   if (!c.sliding_window) c.layer_sliding.assign(c.layer_sliding.size(), false);
   const char* eps_key = family.one_block_per_layer ? "layer_norm_epsilon" : "rms_norm_eps";  // NemotronHConfig's name
   c.rms_norm_eps = r.number(j, "", eps_key, family.default_rms_norm_eps);
@@ -621,11 +678,13 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   // 0.34's nemotron_h.py).
   if (family.one_block_per_layer) c.qkv_bias = c.o_bias = false;
   c.mlp_bias = r.boolean("mlp_bias", false);
-  c.tie_word_embeddings = r.boolean("tie_word_embeddings", gemma);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", gemma || family.tie_word_embeddings_default);
   if (family.text_config && top.contains("tie_word_embeddings"))  // the wrapper's flag wins
     c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
   if (gemma) {
     parse_gemma_rope(r, &c);
+  } else if (family.rope_per_layer_type) {
+    parse_rope_per_layer_type(r, family, &c);
   } else if (family.moe_kind == MoeKind::kGptOss && family.mlp == MlpKind::kMoe) {
     // GptOssConfig's default rope_parameters when config.json has none.
     static const json kGptOssYarn = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},

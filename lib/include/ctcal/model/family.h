@@ -3,6 +3,7 @@
 // spirit of gemma.cpp's configs): what differs between them is data here, and the one decoder
 // layer (model/layer.cpp) branches on it. Each entry matches transformers 5.17's
 // modeling_<family>.py; see docs/architecture.md for what is observed where.
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,10 @@ enum class SlidingRule {
   kQwenMaxWindow,   // `use_sliding_window` and layer >= `max_window_layers` (Qwen2, Qwen3)
   kGemmaPattern,    // every `sliding_window_pattern`-th layer is global (Gemma 3 classic configs)
   kAlternate,       // even layers slide, odd ones are global (gpt-oss's default `layer_types`)
+  // SmolLM3Config.__post_init__: a layer slides when `use_sliding_window`, `sliding_window` is set
+  // and the layer has no RoPE (no_rope_layers[i] == 0)
+  kNoRopeLayers,
+  kEveryFourthFull,  // every 4th layer is global, the others slide (Olmo3Config's default `layer_types`)
 };
 
 // Module names, relative to a layer's prefix "<weight_prefix>layers.{i}.", as transformers 5.17's
@@ -121,6 +126,7 @@ struct Mamba2Names {
 
 // The layer's norms [hidden]; an empty name: the family has none there.
 struct NormNames {
+  // Empty input and mlp: the block reads the residual stream as is (Olmo3DecoderLayer has post-norms only).
   std::string_view input = "input_layernorm";           // before attention
   std::string_view attn_out;                            // on the attention output (Gemma 3: post_attention_layernorm)
   std::string_view mlp = "post_attention_layernorm";    // before the MLP (Gemma 3: pre_feedforward_layernorm)
@@ -142,6 +148,18 @@ struct FamilySpec {
   double default_rope_theta = 10000.0;  // the config class's default_theta (gpt-oss: 150000)
   double default_rms_norm_eps = 1e-6;   // the config class's rms_norm_eps default (gpt-oss: 1e-5)
   bool qk_norm = false;          // per-head q_norm / k_norm over head_dim, before RoPE
+  // With qk_norm: q_norm / k_norm are one RMSNorm over the whole projection [heads * head_dim]
+  // (weights [q_dim] / [kv_dim]), not per head (Olmo3Attention: q_norm(q_proj(x)) before the view).
+  bool qk_norm_whole = false;
+  // Layers without RoPE by config.json's `no_rope_layers` (1 = RoPE, 0 = none), else every
+  // `no_rope_layer_interval`-th layer (default 4) has none (SmolLM3Config.__post_init__,
+  // SmolLM3Attention.use_rope).
+  bool nope_layers = false;
+  bool tie_word_embeddings_default = false;  // `tie_word_embeddings` when config.json omits it (SmolLM3: true)
+  // RoPE per layer type: rope_parameters = {"full_attention": {...}, "sliding_attention": {...}}, or
+  // the classic rope_theta (both types) + rope_scaling (full_attention only): Olmo3Config.
+  bool rope_per_layer_type = false;
+  int64_t default_sliding_window = 0;  // `sliding_window` when config.json omits it (Olmo3Config: 4096); 0: none
   bool embed_scale = false;      // embeddings * sqrt(hidden_size) (Gemma 3)
   bool text_config = false;      // hyper-parameters under `text_config` (multimodal wrappers)
   bool partial_rotary = false;   // `partial_rotary_factor`: RoPE on the first part of each head (Phi-3)

@@ -44,9 +44,9 @@ struct Mamba2Weights;         // model/mamba2.h (likewise)
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
 // transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
 struct LayerWeights {
-  Vector input_norm;          // [hidden] input_layernorm, before attention
+  Vector input_norm;          // [hidden] input_layernorm, before attention; empty: none (OLMo 3)
   Linear q, k, v, o;          // q: [q_dim, hidden], k/v: [kv_dim, hidden], o: [hidden, q_dim]
-  Vector q_norm, k_norm;      // [head_dim] per-head norms before RoPE (qk_norm families), else empty
+  Vector q_norm, k_norm;      // [head_dim] per-head norms before RoPE (qk_norm families; [q_dim] / [kv_dim] for qk_norm_whole), else empty
   Vector sinks;               // [heads] attention sink logits (gpt-oss), else empty
   Vector attn_out_norm;       // [hidden] on the attention output before the residual (Gemma 3), else empty
   Vector mlp_norm;            // [hidden] before the MLP (post_attention_layernorm; Gemma 3: pre_feedforward_layernorm)

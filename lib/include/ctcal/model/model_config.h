@@ -136,8 +136,18 @@ struct ModelConfig {
   std::optional<int64_t> window(int64_t l) const {
     return layer_sliding[static_cast<std::size_t>(l)] ? sliding_window : std::nullopt;
   }
-  // The RoPE of layer `l` (local for Gemma 3's sliding layers).
+  // Layers that apply no RoPE (FamilySpec::nope_layers: SmolLM3's no_rope_layers); empty: none.
+  std::vector<bool> layer_nope;  // [num_hidden_layers]
+  bool uses_rope(int64_t l) const { return layer_nope.empty() || !layer_nope[static_cast<std::size_t>(l)]; }
+  // A NoPE layer's "RoPE": zero rotary dimensions, so its tables are empty and every dim passes through.
+  RopeConfig no_rope = [] {
+    RopeConfig r;
+    r.partial_rotary_factor = 0.0;
+    return r;
+  }();
+  // The RoPE of layer `l` (local for Gemma 3's and OLMo 3's sliding layers; none for NoPE layers).
   const RopeConfig& rope_of(int64_t l) const {
+    if (!uses_rope(l)) return no_rope;
     return rope_local && layer_sliding[static_cast<std::size_t>(l)] ? *rope_local : rope;
   }
   // "model.layers.{l}." or, for Gemma 3 inside its vision wrapper, "language_model.model.layers.{l}."

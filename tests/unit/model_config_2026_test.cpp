@@ -1,0 +1,107 @@
+// config.json parsing of issue 29's families, as transformers 5.17's config classes derive their
+// fields: SmolLM3's NoPE layers (SmolLM3Config.__post_init__) and OLMo 3's RoPE per layer type
+// (Olmo3Config.convert_rope_params_to_dict) and default layer_types.
+#include <gtest/gtest.h>
+
+#include "ctcal/error.h"
+#include "ctcal/model/model_config.h"
+#include "ctcal/model/rope.h"
+
+namespace ctcal {
+namespace {
+
+using nlohmann::json;
+
+json base(const char* arch) {
+  json j = json::parse(R"({"vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2})");
+  j["architectures"] = {arch};
+  return j;
+}
+
+std::string error_of(const json& j) {
+  try {
+    parse_model_config(j, "config.json");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ModelConfig2026, SmolLM3NoRopeLayersByIntervalOrList) {
+  json j = base("SmolLM3ForCausalLM");
+  ModelConfig c = parse_model_config(j, "c");
+  // no_rope_layer_interval 4 by default: layer 3 has no RoPE; theta 2e6 and tied embeddings by default
+  EXPECT_EQ(c.layer_nope, (std::vector<bool>{false, false, false, true}));
+  EXPECT_TRUE(c.uses_rope(0));
+  EXPECT_FALSE(c.uses_rope(3));
+  EXPECT_EQ(c.rope.theta, 2000000.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  // a NoPE layer's RoPE rotates nothing: its table has no dimensions
+  EXPECT_EQ(c.rope_of(3).rotary_dim(c.head_dim), 0);
+  EXPECT_EQ(make_rope_table(c.rope_of(3), c.head_dim, c.max_position_embeddings, 5).half, 0);
+  EXPECT_EQ(c.rope_of(0).rotary_dim(c.head_dim), c.head_dim);
+  j["no_rope_layer_interval"] = 2;
+  EXPECT_EQ(parse_model_config(j, "c").layer_nope, (std::vector<bool>{false, true, false, true}));
+  j["no_rope_layers"] = {0, 1, 1, 1};  // the list wins over the interval
+  EXPECT_EQ(parse_model_config(j, "c").layer_nope, (std::vector<bool>{true, false, false, false}));
+  j["no_rope_layers"] = {0, 1, 2, 1};
+  EXPECT_NE(error_of(j).find("no_rope_layers"), std::string::npos);
+  j["no_rope_layers"] = {0, 1};
+  EXPECT_NE(error_of(j).find("no_rope_layers"), std::string::npos);
+}
+
+TEST(ModelConfig2026, SmolLM3SlidesTheNoRopeLayersWhenAsked) {
+  json j = base("SmolLM3ForCausalLM");
+  j["sliding_window"] = 8;
+  // without use_sliding_window and layer_types nothing slides
+  EXPECT_EQ(parse_model_config(j, "c").layer_sliding, (std::vector<bool>(4, false)));
+  j["use_sliding_window"] = true;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_sliding, (std::vector<bool>{false, false, false, true}));
+  EXPECT_EQ(*c.window(3), 8);
+  // layer_types as saved win (the eager mask follows them whatever use_sliding_window says)
+  j["use_sliding_window"] = false;
+  j["layer_types"] = {"sliding_attention", "full_attention", "full_attention", "full_attention"};
+  EXPECT_EQ(parse_model_config(j, "c").layer_sliding, (std::vector<bool>{true, false, false, false}));
+}
+
+TEST(ModelConfig2026, Olmo3DefaultsLayerTypesAndWindow) {
+  json j = base("Olmo3ForCausalLM");
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_sliding, (std::vector<bool>{true, true, true, false}));  // every 4th layer full
+  EXPECT_EQ(*c.sliding_window, 4096);  // Olmo3Config's default window
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.rope_of(3).theta, 500000.0);
+  EXPECT_EQ(c.rope_of(0).theta, 500000.0);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  j["sliding_window"] = nullptr;  // an explicit null: no window anywhere
+  EXPECT_EQ(parse_model_config(j, "c").layer_sliding, (std::vector<bool>(4, false)));
+}
+
+TEST(ModelConfig2026, Olmo3RopePerLayerTypeInBothSpellings) {
+  json j = base("Olmo3ForCausalLM");
+  j["sliding_window"] = 8;
+  // classic: rope_theta and rope_scaling reach the full layers only; the sliding ones keep 500000
+  j["rope_theta"] = 10000.0;
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  ModelConfig classic = parse_model_config(j, "c");
+  EXPECT_EQ(classic.rope_of(3).theta, 10000.0);
+  EXPECT_EQ(classic.rope_of(3).type, RopeType::kLinear);
+  EXPECT_EQ(classic.rope_of(0).theta, 500000.0);
+  EXPECT_EQ(classic.rope_of(0).type, RopeType::kDefault);
+  json v5 = j;
+  v5.erase("rope_theta");
+  v5.erase("rope_scaling");
+  v5["rope_parameters"] = {{"full_attention", {{"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 10000.0}}},
+                           {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 500000.0}}}};
+  ModelConfig b = parse_model_config(v5, "c");
+  for (int64_t l : {0, 3})
+    EXPECT_EQ(rope_inv_freq(b.rope_of(l), b.head_dim, b.max_position_embeddings, 8),
+              rope_inv_freq(classic.rope_of(l), classic.head_dim, classic.max_position_embeddings, 8));
+  v5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};  // one flat dict: not Olmo3's
+  EXPECT_NE(error_of(v5).find("rope_parameters"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ctcal
