@@ -54,6 +54,8 @@ CASES = {
     # issue 29: NoPE layers (SmolLM3), post-norms and whole-projection q/k norms (OLMo 3)
     "smollm3_nope_sliding_fp32": ("SmolLM3Attention", "model."),
     "olmo3_classic_bias_bf16": ("Olmo3Attention", "model."),
+    # sigmoid grouped routing with a correction bias, an ungated shared expert, dense first layers (GLM-4.5)
+    "glm4_moe_grouped_fp32": ("Glm4MoeAttention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -320,12 +320,52 @@ CASES = [
           rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 20000.0, "factor": 2.0},
                            "sliding_attention": {"rope_type": "default", "rope_theta": 500000.0}}),
      torch.bfloat16, "olmo_classic"),
+    # GLM-4.5 (issue 29): partial rotary 0.5, q/k/v biases (o_proj none), a dense first layer
+    # (first_k_dense_replace 1), then sigmoid routing with a planted correction bias, 8 experts in 2
+    # groups (topk_group 1: the experts come from the better group), top 2 renormalised and scaled by
+    # 2.5, an ungated shared expert; experts per expert as save_pretrained writes them.
+    ("glm4_moe_grouped_fp32", "glm4_moe",
+     dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=16, n_routed_experts=8, num_experts_per_tok=2,
+          n_group=2, topk_group=1, n_shared_experts=1, first_k_dense_replace=1, norm_topk_prob=True,
+          routed_scaling_factor=2.5, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+          vocab_size=96, max_position_embeddings=64, attention_bias=True, use_qk_norm=False, partial_rotary_factor=0.5,
+          tie_word_embeddings=False,
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+     torch.float32, "v5"),
+    # bf16, per-head q/k norms (use_qk_norm), two dense layers, one group, top 3 of 6 not renormalised,
+    # a shared expert twice the expert width (n_shared_experts 2), experts in the fused 3-D layout.
+    ("glm4_moe_qk_norm_fused_bf16", "glm4_moe",
+     dict(hidden_size=64, intermediate_size=80, moe_intermediate_size=24, n_routed_experts=6, num_experts_per_tok=3,
+          n_shared_experts=2, first_k_dense_replace=2, norm_topk_prob=False, num_hidden_layers=4,
+          num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64,
+          use_qk_norm=True, tie_word_embeddings=True,
+          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 0.5}),
+     torch.bfloat16, "fused_experts"),
+    # MiniMax-M2 (issue 29): q/k RMSNorm over the whole projection, partial rotary 0.5, every layer a
+    # sparse MoE (block_sparse_moe.experts.{e}.w1/w3/w2 of width intermediate_size, as save_pretrained
+    # writes them) with sigmoid routing, the block's e_score_correction_bias planted, top 2 of 6; the
+    # config with the hub's extra keys (rotary_dim, scoring_func, use_routing_bias) vLLM reads.
+    ("minimax_m2_fp32", "minimax_m2",
+     dict(hidden_size=64, intermediate_size=16, num_local_experts=6, num_experts_per_tok=2, num_hidden_layers=3,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=False,
+          rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5}),
+     torch.float32, "minimax_hub"),
+    # bf16, experts in transformers 5's fused layout (mlp.experts.gate_up_proj, mlp.gate, mlp.e_score_correction_bias),
+    # GQA 4:1, head_dim 32 with rotary dim 16, top 3 of 4.
+    ("minimax_m2_fused_bf16", "minimax_m2",
+     dict(hidden_size=64, intermediate_size=24, num_local_experts=4, num_experts_per_tok=3, num_hidden_layers=2,
+          num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64,
+          tie_word_embeddings=True,
+          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+     torch.bfloat16, "fused_experts"),
 ]
 
 # Each case's seeds come from its index in CASES; these cases keep theirs wherever they sit in the list
 # (cases added on other branches may land before them).
 CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
-                   "olmo3_classic_bias_bf16": 25}
+                   "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
+                   "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -435,6 +475,12 @@ def spike_weights(model, seed, one_plus):
             router = spike_moe(layer)
             if router is not None and getattr(router, "bias", None) is not None:
                 router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
+            # GLM-4.5 (on the router) and MiniMax-M2 (on the MoE block): a correction that moves the
+            # choice (scores are sigmoids in (0, 1))
+            for owner in (router, getattr(layer, "mlp", None)):
+                bias = getattr(owner, "e_score_correction_bias", None) if owner is not None else None
+                if bias is not None:
+                    bias.copy_(0.3 * torch.randn(bias.shape, generator=g))
             if hasattr(a, "sinks"):  # gpt-oss: sinks that matter (init is N(0, 0.02))
                 a.sinks.copy_(1.5 * torch.randn(a.sinks.shape, generator=g))
             ex = getattr(getattr(layer, "mlp", None), "experts", None)
@@ -507,6 +553,13 @@ def respell_config(path, spelling):
         types = cfg.pop("layers_block_type")
         cfg["hybrid_override_pattern"] = "".join(pattern[t] for t in types)
         cfg["num_hidden_layers"] = len(types)
+    elif spelling == "minimax_hub":  # MiniMax-M2's hub config.json: keys transformers ignores, vLLM reads
+        cfg["rotary_dim"] = int(cfg["head_dim"] * cfg["rope_parameters"]["partial_rotary_factor"])
+        cfg["scoring_func"] = "sigmoid"
+        cfg["use_routing_bias"] = True
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True)
+        return
     elif spelling == "olmo_classic":  # Olmo-3 hub layout: rope_theta + rope_scaling of the full layers
         full = cfg.pop("rope_parameters")["full_attention"]
         cfg["rope_theta"] = full.pop("rope_theta")
@@ -565,7 +618,7 @@ def reference(model_dir, samples):
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
-    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next"))
+    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next", "MiniMax"))
     extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()

@@ -103,5 +103,45 @@ TEST(ModelConfig2026, Olmo3RopePerLayerTypeInBothSpellings) {
   EXPECT_NE(error_of(v5).find("rope_parameters"), std::string::npos);
 }
 
+TEST(ModelConfig2026, Glm4MoeDefaultsDenseLayersAndGroups) {
+  json j = base("Glm4MoeForCausalLM");
+  ModelConfig c = parse_model_config(j, "c");
+  // Glm4MoeConfig's defaults: 128 experts of 1408, top 8 in 1 of 1 group, renormalised, x1.0, one
+  // shared expert, layer 0 dense; partial rotary 0.5; no q/k norms; q/k/v biases only with attention_bias
+  EXPECT_EQ(c.num_experts, 128);
+  EXPECT_EQ(c.num_experts_per_tok, 8);
+  EXPECT_EQ(c.moe_intermediate_size, 1408);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 1408);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.n_group, 1);
+  EXPECT_EQ(c.routed_scaling_factor, 1.0);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, true, true, true}));
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), c.head_dim / 2);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  j["use_qk_norm"] = true;
+  j["attention_bias"] = true;
+  j["n_routed_experts"] = 16;
+  j["n_group"] = 4;
+  j["topk_group"] = 2;
+  j["num_experts_per_tok"] = 4;
+  j["n_shared_experts"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["first_k_dense_replace"] = 0;
+  j["routed_scaling_factor"] = 2.5;
+  c = parse_model_config(j, "c");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);  // Glm4MoeAttention's o_proj has none
+  EXPECT_EQ(c.shared_expert_intermediate_size, 64);
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>(4, true)));
+  EXPECT_EQ(c.routed_scaling_factor, 2.5);
+  j["num_experts_per_tok"] = 9;  // more than the 2 chosen groups of 4 hold
+  EXPECT_NE(error_of(j).find("num_experts_per_tok"), std::string::npos);
+  j["num_experts_per_tok"] = 4;
+  j["n_group"] = 3;
+  EXPECT_NE(error_of(j).find("n_group"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ctcal

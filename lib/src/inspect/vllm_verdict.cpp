@@ -23,13 +23,15 @@ namespace {
 // registry's _TRANSFORMERS_SUPPORTED_MODELS serves them with the Transformers backend
 // (models/transformers/base.py), whose load_weights is AutoWeightsLoader and whose Attention
 // layers sit at <layer>.self_attn.attn (VLLM_ATTN_ATTR), where get_cache_scale_mapper puts
-// self_attn.k_scale / v_scale.
+// self_attn.k_scale / v_scale. GLM-4.5's Glm4MoeModel.load_weights is AutoWeightsLoader too
+// (models/glm4_moe.py; its MTP layers are dropped before it by skip_spec_layers), and so is
+// MiniMaxM2Model.load_weights (models/minimax_m2.py).
 bool raises_on_unknown_names(const std::string& arch) {
   static const std::set<std::string> archs = {
       "LlamaForCausalLM",   "MistralForCausalLM",          "Qwen2ForCausalLM",
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
       "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
-      "SmolLM3ForCausalLM", "Olmo3ForCausalLM"};
+      "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM"};
   return archs.count(arch) > 0;
 }
 
@@ -270,16 +272,35 @@ json vllm_verdict(const VllmFacts& f) {
                                 group, ws, is));
     }
   }
-  // vLLM's Mixtral names its experts block_sparse_moe.experts.{e}.w1/w2/w3 (MixtralModel.load_weights);
-  // the fused layout transformers 5 saves (mlp.experts.gate_up_proj [E, 2I, H]) has no module there.
+  // vLLM's Mixtral and MiniMax-M2 name their experts block_sparse_moe.experts.{e}.w1/w2/w3
+  // (MixtralModel.load_weights; MiniMaxM2DecoderLayer.block_sparse_moe); the fused layout
+  // transformers 5 saves (mlp.experts.gate_up_proj [E, 2I, H]) has no module there.
   static const std::regex fused_experts(R"(\.mlp\.experts\.(gate_up_proj|down_proj)$)");
-  const std::string fused = f.architecture == "MixtralForCausalLM" ? first_match(f.tensors, fused_experts) : "";
+  const bool block_sparse_moe = f.architecture == "MixtralForCausalLM" || f.architecture == "MiniMaxM2ForCausalLM";
+  const std::string fused = block_sparse_moe ? first_match(f.tensors, fused_experts) : "";
   if (!fused.empty())
     cannot_load("ValueError", fused,
-                fmt::format("'{}' is the fused expert layout transformers 5 saves; vLLM's Mixtral loads "
+                fmt::format("'{}' is the fused expert layout transformers 5 saves; vLLM's {} loads "
                             "block_sparse_moe.experts.{{e}}.w1/w2/w3 only (\"There is no module or parameter named "
                             "'layers.N.mlp'\")",
-                            fused));
+                            fused, f.architecture == "MixtralForCausalLM" ? "Mixtral" : "MiniMax-M2"));
+  if (f.architecture == "MiniMaxM2ForCausalLM") {
+    // models/minimax_m2.py reads config.rotary_dim (MiniMaxM2DecoderLayer) and config.scoring_func
+    // (MiniMaxM2MoE), keys of the hub's config.json that transformers 5.17's MiniMaxM2Config neither
+    // defines nor writes; and it creates e_score_correction_bias only when config.use_routing_bias.
+    for (const char* key : {"rotary_dim", "scoring_func"})
+      if (!f.config.contains(key))
+        cannot_load("AttributeError", "",
+                    fmt::format("config.json has no '{}', which vLLM's MiniMax-M2 model reads (models/minimax_m2.py); "
+                                "transformers 5.17 does not write it: add it as the hub's MiniMax-M2 config has it",
+                                key));
+    static const std::regex bias(R"(\.e_score_correction_bias$)");
+    if (const std::string b = first_match(f.tensors, bias); !b.empty() && f.config.value("use_routing_bias", false) != true)
+      cannot_load("ValueError", b,
+                  fmt::format("'{}' has no parameter in vLLM's MiniMax-M2 without \"use_routing_bias\": true in "
+                              "config.json (MiniMaxM2MoE), so AutoWeightsLoader raises \"There is no module or "
+                              "parameter named ...\"", b));
+  }
   if (!r3.empty() && raises) {
     cannot_load("ValueError", r3,
                 fmt::format("the R3 transform weights ('{}') are neither parameters nor scales, so AutoWeightsLoader "

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 19>& families() {
-  static const std::array<FamilySpec, 19> table = [] {
+const std::array<FamilySpec, 20>& families() {
+  static const std::array<FamilySpec, 20> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -245,10 +245,32 @@ const std::array<FamilySpec, 19>& families() {
     olmo3.rope_per_layer_type = true;
     olmo3.default_sliding_window = 4096;
     olmo3.sliding = SlidingRule::kEveryFourthFull;
-    return std::array<FamilySpec, 19>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+
+    // GLM-4.5 / 4.6 (modeling_glm4_moe.py): q/k/v biases by attention_bias (o_proj none), per-head q/k
+    // norms when use_qk_norm, partial rotate-half RoPE (partial_rotary_factor, default 0.5), dense
+    // Glm4MoeMLP layers below first_k_dense_replace, then Glm4MoeMoE: a sigmoid router with grouped
+    // top-k and a score-correction bias (MoeKind::kSigmoidGrouped), SwiGLU experts (saved per expert,
+    // mlp.experts.{e}.*, as Qwen2-MoE's conversion mapping writes them; the fused 3-D layout is read
+    // too) and an ungated shared expert mlp.shared_experts.
+    FamilySpec glm4_moe = llama;
+    glm4_moe.architecture = "Glm4MoeForCausalLM";
+    glm4_moe.attention_class = "Glm4MoeAttention";
+    glm4_moe.model_type = "glm4_moe";
+    glm4_moe.o_bias_follows_attention_bias = false;
+    glm4_moe.qk_norm_flag = "use_qk_norm";
+    glm4_moe.partial_rotary = true;
+    glm4_moe.default_partial_rotary_factor = 0.5;
+    glm4_moe.default_rms_norm_eps = 1e-5;
+    glm4_moe.mlp = MlpKind::kMoe;
+    glm4_moe.moe_kind = MoeKind::kSigmoidGrouped;
+    glm4_moe.moe_shared_expert = true;
+    glm4_moe.experts.shared_expert = "shared_experts";
+    glm4_moe.experts.shared_expert_gate = "";
+    glm4_moe.experts.correction_bias = "e_score_correction_bias";
+    return std::array<FamilySpec, 20>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
-                                      smollm3, olmo3};
+                                      smollm3, olmo3, glm4_moe};
   }();
   return table;
 }

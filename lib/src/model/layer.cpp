@@ -3,7 +3,7 @@
 //   x += [attn_out_norm]( o_proj( attention( rope( [qk_norm]( q/k/v_proj( input_norm(x) ))))))
 //   x += [mlp_out_norm]( down_proj( act(gate_proj(xn)) * up_proj(xn) )),  xn = mlp_norm(x)
 //        (MoE layers: the router's top-k experts' SwiGLU MLPs, weighted: model/moe.h; Qwen3-Next and
-//        Qwen3.5-MoE add a shared expert times sigmoid(shared_expert_gate(xn)))
+//        Qwen3.5-MoE add a shared expert times sigmoid(shared_expert_gate(xn)), GLM-4.5 one ungated)
 //
 // Bracketed steps exist only where the family has them (Qwen3 and Gemma 3 have q/k norms; Gemma 3
 // has the sandwich norms; OLMo 3 has only the output norms, no input/mlp norm, and its q/k norms
@@ -162,11 +162,11 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         linear(in, w.v, v);
       }
       PhaseScope rope_phase(phases_, "rope+observe");
-      if (fam.qk_norm && fam.qk_norm_whole) {
+      if (c.qk_norm && fam.qk_norm_whole) {
         // One RMSNorm over each token's whole projection (all heads) before RoPE: q [n, q_dim], k [n, kv_dim].
         rms_norm_into(q, w.q_norm, c.rms_norm_eps, q);
         rms_norm_into(k, w.k_norm, c.rms_norm_eps, k);
-      } else if (fam.qk_norm) {
+      } else if (c.qk_norm) {
         // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
         Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
         rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
@@ -260,14 +260,15 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         // Qwen3NextSparseMoeBlock: proj = experts + sigmoid(shared_expert_gate(xn)) * shared_expert(xn).
         // The gate reads the unquantized input (vLLM builds it without a quant config); the shared
         // expert's gate/up_proj read it fake-quantized in FP8 eval, so xn is quantized after the
-        // router, the experts and the gate have read it.
-        RowMatrix gate_logit;  // [n, 1] shared_expert_gate(xn), fp32
-        linear(xn, w.experts.shared_gate, &gate_logit);
+        // router, the experts and the gate have read it. Glm4MoeMoE: experts + shared_experts(xn), no gate.
+        const bool gated = fam.experts.shared_expert_gated();
+        RowMatrix gate_logit;  // [n, 1] shared_expert_gate(xn), fp32 (gated shared experts only)
+        if (gated) linear(xn, w.experts.shared_gate, &gate_logit);
         quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
         dense_mlp(c.shared_expert_intermediate_size, xn);  // xn [n, hidden]: the shared expert's output
 #pragma omp parallel for schedule(static)
         for (int64_t t = 0; t < n; ++t) {  // F.sigmoid in fp32, then expert_output + shared_expert_output
-          const float s = 1.0f / (1.0f + std::exp(-gate_logit(t, 0)));
+          const float s = gated ? 1.0f / (1.0f + std::exp(-gate_logit(t, 0))) : 1.0f;
           proj.row(t) += s * xn.row(t);
         }
       } else if (fam.moe_plus_dense_mlp) {

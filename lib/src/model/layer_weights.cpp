@@ -68,6 +68,13 @@ std::vector<int64_t> weight_shape(int64_t out, int64_t in, const RowPart& part) 
   return {part.rows ? part.rows : out, in};
 }
 
+// "<block>.<router>.e_score_correction_bias", relative to the layer (the same in both expert layouts
+// of GLM-4.5: mlp.gate).
+std::string correction_bias_suffix(const FamilySpec& fam) {
+  const ExpertNames& n = fam.experts;
+  return fmt::format("{}.{}.{}", n.block, n.router, n.correction_bias);
+}
+
 // Every tensor of one layer that is not a Linear's (norms, per-head norms, sinks), named from the
 // family's table entry; the Linears are linear_modules'.
 std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool with_mlp) {
@@ -96,12 +103,14 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
   } else if (fam.attention_sinks && c.has_kv_cache(layer)) {
     s.push_back({attn + std::string(fam.attention.sinks), {c.num_attention_heads}});
   }
-  if (fam.qk_norm && c.has_kv_cache(layer)) {
+  if (c.qk_norm && c.has_kv_cache(layer)) {
     // [head_dim] per head, or [q_dim] / [kv_dim] over the whole projection (qk_norm_whole)
     s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {fam.qk_norm_whole ? c.q_dim() : d}});
     s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
+  if (with_mlp && c.is_moe(layer) && !fam.experts.correction_bias.empty())
+    s.push_back({correction_bias_suffix(fam), {c.num_experts}});
   if (with_mlp && c.has_mlp_block(layer)) {
     if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
@@ -336,7 +345,7 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
   const bool attention = c.has_kv_cache(layer);  // an attention block (not linear attention, Mamba2 or an MLP block)
   with_mlp = with_mlp && c.has_mlp_block(layer);  // Nemotron-H's mixer blocks have no MLP
   w.input_norm = c.has_mixer(layer) ? norm_or_empty(norm.input) : Vector();  // OLMo 3 has none
-  const bool qk_norm = fam.qk_norm && attention;
+  const bool qk_norm = c.qk_norm && attention;
   const int64_t q_norm_n = fam.qk_norm_whole ? c.q_dim() : c.head_dim;   // [q_dim] whole, [head_dim] per head
   const int64_t k_norm_n = fam.qk_norm_whole ? c.kv_dim() : c.head_dim;  // [kv_dim] whole, [head_dim] per head
   w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", q_norm_n) : Vector();
@@ -410,6 +419,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     // Qwen3NextGatedDeltaNet.fix_query_key_value_ordering as a row permutation (exact).
     split_qwen3_next_in_proj(qkvz.w, ba.w, deltanet_shape(c), w.linear_attn.get());
   }
+  if (moe && !fam.experts.correction_bias.empty())  // [num_experts] fp32, for the choice only
+    w.experts.correction_bias = read_vector(ckpt, p + correction_bias_suffix(fam), c.num_experts);
   if (moe && fam.moe_kind == MoeKind::kGptOss)
     load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
 }

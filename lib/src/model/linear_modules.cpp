@@ -141,6 +141,7 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
   out->push_back(module(fmt::format("{}.{}", shared, mlp.gate), kM, LinearRole::kGate, Site::kGateUpInput, fs, h, false));
   out->push_back(module(fmt::format("{}.{}", shared, mlp.up), kM, LinearRole::kUp, Site::kGateUpInput, fs, h, false));
   out->push_back(module(fmt::format("{}.{}", shared, mlp.down), kM, LinearRole::kDown, Site::kDownInput, h, fs, false));
+  if (!n.shared_expert_gated()) return;  // Glm4MoeMoE: shared_experts added ungated
   out->push_back(module(join(p, block, n.shared_expert_gate), LinearKind::kRouter, LinearRole::kSharedExpertGate,
                         std::nullopt, 1, h, false));
 }

@@ -384,6 +384,37 @@ void parse_linear_attention(const Reader& r, ModelConfig* c) {
                                                        la.num_v_heads, la.num_k_heads));
 }
 
+// GLM-4.5 (Glm4MoeConfig, its defaults where config.json omits a key): n_routed_experts (128) of width
+// moe_intermediate_size (1408), num_experts_per_tok (8) chosen within topk_group (1) of n_group (1)
+// groups, norm_topk_prob (true), routed_scaling_factor (1.0), a shared expert of width
+// moe_intermediate_size * n_shared_experts (1), and dense layers below first_k_dense_replace (1).
+void parse_sigmoid_grouped_moe(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  c->num_experts = r.positive_int("n_routed_experts", 128);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 8);
+  c->moe_intermediate_size = r.positive_int("moe_intermediate_size", 1408);
+  c->norm_topk_prob = r.boolean("norm_topk_prob", true);
+  c->routed_scaling_factor = r.number(j, "", "routed_scaling_factor", 1.0);
+  if (c->routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
+  c->n_group = r.positive_int("n_group", 1);
+  c->topk_group = r.positive_int("topk_group", 1);
+  // Glm4MoeTopkRouter: view(-1, n_group, E / n_group).topk(2) per group, then topk(topk_group) groups,
+  // then topk(num_experts_per_tok) among their experts.
+  if (c->num_experts % c->n_group != 0 || c->num_experts / c->n_group < 2)
+    throw r.fail("n_group", fmt::format("{} experts do not split into {} groups of 2 or more", c->num_experts, c->n_group));
+  if (c->topk_group > c->n_group)
+    throw r.fail("topk_group", fmt::format("{} groups chosen of {}", c->topk_group, c->n_group));
+  if (c->num_experts_per_tok > c->topk_group * (c->num_experts / c->n_group))
+    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but the {} chosen groups hold {}",
+                                                    c->num_experts_per_tok, c->topk_group,
+                                                    c->topk_group * (c->num_experts / c->n_group)));
+  c->shared_expert_intermediate_size = c->moe_intermediate_size * r.positive_int("n_shared_experts", 1);
+  const int64_t dense = r.present(j, "first_k_dense_replace") && j["first_k_dense_replace"] == 0
+                            ? 0 : r.positive_int("first_k_dense_replace", 1);
+  c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
+  for (int64_t l = 0; l < std::min(dense, c->num_hidden_layers); ++l) c->layer_moe[static_cast<std::size_t>(l)] = false;
+}
+
 // Qwen3-MoE and Qwen3-Next: num_experts, moe_intermediate_size, norm_topk_prob, decoder_sparse_step,
 // mlp_only_layers (Qwen3-Next: shared_expert_intermediate_size). Qwen3.5-MoE: the same on every
 // layer, top-k always renormalised, no dense layers. Mixtral: num_local_experts, experts of width intermediate_size, always
@@ -404,6 +435,10 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
     c->swiglu_limit = r.number(j, "", "swiglu_limit", 7.0);
     if (c->swiglu_limit != 7.0)
       throw r.fail("swiglu_limit", fmt::format("expected 7.0 (transformers 5.17's GptOssExperts clamps at 7.0), got {}", c->swiglu_limit));
+    return;
+  }
+  if (f.moe_kind == MoeKind::kSigmoidGrouped) {
+    parse_sigmoid_grouped_moe(r, c);
     return;
   }
   const bool mixtral = f.moe_kind == MoeKind::kMixtral;
@@ -679,6 +714,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   if (family.one_block_per_layer) c.qkv_bias = c.o_bias = false;
   c.mlp_bias = r.boolean("mlp_bias", false);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", gemma || family.tie_word_embeddings_default);
+  c.qk_norm = family.qk_norm || (!family.qk_norm_flag.empty() && r.boolean(std::string(family.qk_norm_flag), false));
   if (family.text_config && top.contains("tie_word_embeddings"))  // the wrapper's flag wins
     c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
   if (gemma) {

@@ -9,17 +9,78 @@
 
 namespace ctcal {
 
+namespace {
+
+// The k largest of v [e] by index, descending; equal values by lower index first (torch.topk's
+// choice on the CPU). Values of -inf (masked) are never among them while k finite ones remain.
+void top_k(const float* v, int64_t e, int64_t k, std::vector<int32_t>* idx) {
+  idx->resize(static_cast<std::size_t>(e));
+  std::iota(idx->begin(), idx->end(), 0);
+  std::partial_sort(idx->begin(), idx->begin() + k, idx->end(), [&](int32_t a, int32_t b) {
+    return v[a] != v[b] ? v[a] > v[b] : a < b;
+  });
+}
+
+// Glm4MoeTopkRouter.forward, per token, in fp32: scores = sigmoid(logits); choice = scores + bias;
+// each group's rank = the sum of its 2 largest choice values; the topk_group best groups stay, the
+// other experts' choice is -inf; the top k of choice are the experts, their weights the unbiased
+// scores, / (sum + 1e-20) when norm_topk_prob, times routed_scaling_factor.
+void route_sigmoid_grouped(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits, const Vector& bias,
+                           Routing* r) {
+  const int64_t n = logits.rows(), e = c.num_experts, k = c.num_experts_per_tok;
+  const int64_t groups = c.n_group, per_group = e / groups;
+  const auto scale = static_cast<float>(c.routed_scaling_factor);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<float> score(static_cast<std::size_t>(e)), choice(static_cast<std::size_t>(e));  // [e]
+    for (int64_t j = 0; j < e; ++j) {
+      score[static_cast<std::size_t>(j)] = 1.0f / (1.0f + std::exp(-logits(t, j)));
+      choice[static_cast<std::size_t>(j)] = score[static_cast<std::size_t>(j)] + (bias.size() ? bias(j) : 0.0f);
+    }
+    if (groups > 1) {
+      std::vector<float> group_score(static_cast<std::size_t>(groups));  // [groups]
+      std::vector<int32_t> idx;
+      for (int64_t g = 0; g < groups; ++g) {
+        top_k(choice.data() + g * per_group, per_group, 2, &idx);
+        group_score[static_cast<std::size_t>(g)] = choice[static_cast<std::size_t>(g * per_group + idx[0])] +
+                                                   choice[static_cast<std::size_t>(g * per_group + idx[1])];
+      }
+      top_k(group_score.data(), groups, c.topk_group, &idx);
+      std::vector<bool> kept(static_cast<std::size_t>(groups), false);
+      for (int64_t g = 0; g < c.topk_group; ++g) kept[static_cast<std::size_t>(idx[static_cast<std::size_t>(g)])] = true;
+      for (int64_t j = 0; j < e; ++j)
+        if (!kept[static_cast<std::size_t>(j / per_group)]) choice[static_cast<std::size_t>(j)] = -INFINITY;
+    }
+    std::vector<int32_t> idx;
+    top_k(choice.data(), e, k, &idx);
+    float sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += score[static_cast<std::size_t>(idx[static_cast<std::size_t>(j)])];
+    for (int64_t j = 0; j < k; ++j) {
+      const auto at = static_cast<std::size_t>(t * k + j);
+      r->expert[at] = idx[static_cast<std::size_t>(j)];
+      const float v = score[static_cast<std::size_t>(r->expert[at])];
+      r->weight[at] = (c.norm_topk_prob ? v / (sum + 1e-20f) : v) * scale;
+    }
+  }
+}
+
+}  // namespace
+
 Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x) {
   RowMatrix logits;  // [n, num_experts], fp32 router (F.linear)
   linear(x, w.router, &logits);
-  return route_logits(c, logits);
+  return route_logits(c, logits, &w.correction_bias);
 }
 
-Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits) {
+Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits, const Vector* correction_bias) {
   const int64_t n = logits.rows(), e = c.num_experts, k = c.num_experts_per_tok;
   Routing r;
   r.expert.resize(static_cast<std::size_t>(n * k));
   r.weight.resize(static_cast<std::size_t>(n * k));
+  if (c.family && c.family->moe_kind == MoeKind::kSigmoidGrouped) {
+    route_sigmoid_grouped(c, logits, correction_bias ? *correction_bias : Vector(), &r);
+    return r;
+  }
   if (c.family && (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite)) {
     // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values;
     // GraniteMoeSharedTopKRouter the same without a bias.

@@ -45,6 +45,11 @@ enum class MoeKind {
   // softmax over those k; SwiGLU experts stored fused as block_sparse_moe.input_linear [E, 2 I, H]
   // (gate rows, then up) and output_linear [E, H, I].
   kGranite,
+  // GLM-4.5 (Glm4MoeTopkRouter): scores = sigmoid(logits) in fp32; experts are chosen on scores +
+  // e_score_correction_bias (ExpertNames::correction_bias; selection only) within the `topk_group`
+  // best of `n_group` groups (a group ranked by the sum of its top 2); their weights are the
+  // unbiased scores, / (sum + 1e-20) when `norm_topk_prob`, times `routed_scaling_factor`.
+  kSigmoidGrouped,
 };
 
 // Which layers use the sliding window when config.json has no `layer_types` list.
@@ -95,6 +100,11 @@ struct ExpertNames {
   // width shared_expert_intermediate_size, the MlpNames' projection names) and its gate
   // "<block>.<shared_expert_gate>" [1, hidden], in both layouts (Qwen3NextSparseMoeBlock).
   std::string_view shared_expert = "shared_expert", shared_expert_gate = "shared_expert_gate";
+  // An empty shared_expert_gate: the shared expert's output is added as is (Glm4MoeMoE's shared_experts).
+  bool shared_expert_gated() const { return !shared_expert_gate.empty(); }
+  // "<block>.<router>.<correction_bias>" [E], fp32: added to the scores for the choice only
+  // (MoeKind::kSigmoidGrouped); empty: none.
+  std::string_view correction_bias;
 };
 
 // A gated DeltaNet linear-attention mixer (Qwen3.5's Qwen3_5GatedDeltaNet, model/gated_deltanet.h):
@@ -148,6 +158,9 @@ struct FamilySpec {
   double default_rope_theta = 10000.0;  // the config class's default_theta (gpt-oss: 150000)
   double default_rms_norm_eps = 1e-6;   // the config class's rms_norm_eps default (gpt-oss: 1e-5)
   bool qk_norm = false;          // per-head q_norm / k_norm over head_dim, before RoPE
+  // A config.json flag that turns the per-head q/k norms on (GLM-4.5: `use_qk_norm`, default false);
+  // ModelConfig::qk_norm holds the outcome.
+  std::string_view qk_norm_flag;
   // With qk_norm: q_norm / k_norm are one RMSNorm over the whole projection [heads * head_dim]
   // (weights [q_dim] / [kv_dim]), not per head (Olmo3Attention: q_norm(q_proj(x)) before the view).
   bool qk_norm_whole = false;

@@ -36,6 +36,7 @@ struct ExpertWeights {
   // Qwen3-Next / Qwen3.5-MoE: shared_expert_gate [1, hidden], always fp32 (a gating decision); the
   // shared expert itself is LayerWeights::gate/up/down. Empty for other families.
   Linear shared_gate;
+  Vector correction_bias;  // [num_experts] e_score_correction_bias (MoeKind::kSigmoidGrouped), else empty
 };
 
 struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)

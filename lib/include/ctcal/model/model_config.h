@@ -71,6 +71,7 @@ struct ModelConfig {
   bool o_bias = false;    // o_proj has a bias
   bool mlp_bias = false;
   bool tie_word_embeddings = false;
+  bool qk_norm = false;  // q_norm / k_norm before RoPE: FamilySpec::qk_norm, or its qk_norm_flag set in config.json
   RopeConfig rope;                       // global (full-attention) layers
   std::optional<RopeConfig> rope_local;  // sliding layers, when they differ (Gemma 3)
   // Scores are q k^T * attn_scale: head_dim^-0.5, or query_pre_attn_scalar^-0.5 (Gemma 3).
@@ -83,6 +84,10 @@ struct ModelConfig {
   int64_t num_experts_per_tok = 0;
   int64_t moe_intermediate_size = 0;
   bool norm_topk_prob = false;
+  // MoeKind::kSigmoidGrouped (GLM-4.5): the experts in n_group groups, the choice within the
+  // topk_group best groups, the weights times routed_scaling_factor.
+  int64_t n_group = 1, topk_group = 1;
+  double routed_scaling_factor = 1.0;
   std::vector<bool> layer_moe;  // [num_hidden_layers]
   // The shared expert's width on MoE layers (FamilySpec::moe_shared_expert), else 0.
   int64_t shared_expert_intermediate_size = 0;

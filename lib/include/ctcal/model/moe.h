@@ -4,7 +4,8 @@
 // num_experts_per_tok experts per token (renormalised to sum 1 when norm_topk_prob / always for
 // Mixtral; gpt-oss instead takes the top k logits first and softmaxes over those k), and
 //   out[t] = sum over the token's experts e of weight[t, e] * down_e(act(gate_e(x[t])) * up_e(x[t]))
-// (gpt-oss: biased projections and the clamped SwiGLU of layer_ops.h).
+// (gpt-oss: biased projections and the clamped SwiGLU of layer_ops.h). GLM-4.5 routes by sigmoid
+// scores with a correction bias and grouped top-k (MoeKind::kSigmoidGrouped).
 // Each expert runs once, as one GEMM over the tokens routed to it (never token by token), and
 // experts are added in ascending order, as transformers' index_add_: the result does not depend
 // on the thread count.
@@ -31,7 +32,9 @@ struct Routing {
 Routing route_tokens(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x);
 // The same from router logits already computed: logits [n, num_experts] = x W_r^T (+ b_r), fp32.
 // The CUDA backend computes the logits on the GPU and routes here, so its decisions are the CPU's.
-Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits);
+// correction_bias [num_experts]: e_score_correction_bias of MoeKind::kSigmoidGrouped (null: none).
+Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& logits,
+                     const Vector* correction_bias = nullptr);
 
 // The routed rows grouped by expert, the order moe_mlp_into runs them in: expert e's rows are
 // [first[e], first[e] + count[e]) of `token` and `weight`, tokens ascending.
