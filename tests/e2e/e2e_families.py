@@ -56,6 +56,8 @@ CASES = {
     "olmo3_classic_bias_bf16": ("Olmo3Attention", "model."),
     # sigmoid grouped routing with a correction bias, an ungated shared expert, dense first layers (GLM-4.5)
     "glm4_moe_grouped_fp32": ("Glm4MoeAttention", "model."),
+    # whole-projection q/k norms, partial rotary, sigmoid routing with the block's correction bias (MiniMax-M2)
+    "minimax_m2_fp32": ("MiniMaxM2Attention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -143,5 +143,30 @@ TEST(ModelConfig2026, Glm4MoeDefaultsDenseLayersAndGroups) {
   EXPECT_NE(error_of(j).find("n_group"), std::string::npos);
 }
 
+TEST(ModelConfig2026, MiniMaxM2EveryLayerSparseAndRotaryDim) {
+  json j = base("MiniMaxM2ForCausalLM");
+  j["intermediate_size"] = 32;
+  j["num_local_experts"] = 8;
+  j["num_experts_per_tok"] = 2;
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5000000.0}, {"partial_rotary_factor", 0.5}};
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>(4, true)));
+  EXPECT_EQ(c.moe_intermediate_size, 32);  // the experts' width is intermediate_size (as Mixtral's)
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.n_group, 1);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 0);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), 8);
+  j["rotary_dim"] = 8;  // the hub's key, agreeing
+  EXPECT_EQ(parse_model_config(j, "c").rope.rotary_dim(c.head_dim), 8);
+  j["rotary_dim"] = 16;  // vLLM would read one thing, transformers another: refused
+  EXPECT_NE(error_of(j).find("rotary_dim"), std::string::npos);
+  j.erase("rotary_dim");
+  j.erase("rope_parameters");  // MiniMaxM2Config's defaults: theta 5e6, full rotary
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.rope.theta, 5000000.0);
+  EXPECT_EQ(c.rope.rotary_dim(c.head_dim), c.head_dim);
+}
+
 }  // namespace
 }  // namespace ctcal

@@ -206,6 +206,24 @@ json vllm_verdict(const VllmFacts& f) {
                             f.config.value("max_window_layers", json(nullptr)).dump(),
                             f.config.value("num_hidden_layers", json(nullptr)).dump()));
 
+  if (f.architecture == "MiniMaxM2ForCausalLM") {
+    // Checked before the tensor names: the model's construction raises first.
+    // models/minimax_m2.py reads config.rotary_dim (MiniMaxM2DecoderLayer) and config.scoring_func
+    // (MiniMaxM2MoE), keys of the hub's config.json that transformers 5.17's MiniMaxM2Config neither
+    // defines nor writes; and it creates e_score_correction_bias only when config.use_routing_bias.
+    for (const char* key : {"rotary_dim", "scoring_func"})
+      if (!f.config.contains(key))
+        cannot_load("AttributeError", "",
+                    fmt::format("config.json has no '{}', which vLLM's MiniMax-M2 model reads (models/minimax_m2.py); "
+                                "transformers 5.17 does not write it: add it as the hub's MiniMax-M2 config has it",
+                                key));
+    static const std::regex bias(R"(\.e_score_correction_bias$)");
+    if (const std::string b = first_match(f.tensors, bias); !b.empty() && f.config.value("use_routing_bias", false) != true)
+      cannot_load("ValueError", b,
+                  fmt::format("'{}' has no parameter in vLLM's MiniMax-M2 without \"use_routing_bias\": true in "
+                              "config.json (MiniMaxM2MoE), so AutoWeightsLoader raises \"There is no module or "
+                              "parameter named ...\"", b));
+  }
   // Tensor names vLLM cannot place. get_cache_scale_mapper maps .kv_scale, .{k,v}_proj.{k,v}_scale
   // and .{q,k,v}_scale, but not the legacy .{q,k,v}_proj.output_scale.
   static const std::regex legacy_output(R"(\.[qkv]_proj\.output_scale$)");
@@ -284,23 +302,6 @@ json vllm_verdict(const VllmFacts& f) {
                             "block_sparse_moe.experts.{{e}}.w1/w2/w3 only (\"There is no module or parameter named "
                             "'layers.N.mlp'\")",
                             fused, f.architecture == "MixtralForCausalLM" ? "Mixtral" : "MiniMax-M2"));
-  if (f.architecture == "MiniMaxM2ForCausalLM") {
-    // models/minimax_m2.py reads config.rotary_dim (MiniMaxM2DecoderLayer) and config.scoring_func
-    // (MiniMaxM2MoE), keys of the hub's config.json that transformers 5.17's MiniMaxM2Config neither
-    // defines nor writes; and it creates e_score_correction_bias only when config.use_routing_bias.
-    for (const char* key : {"rotary_dim", "scoring_func"})
-      if (!f.config.contains(key))
-        cannot_load("AttributeError", "",
-                    fmt::format("config.json has no '{}', which vLLM's MiniMax-M2 model reads (models/minimax_m2.py); "
-                                "transformers 5.17 does not write it: add it as the hub's MiniMax-M2 config has it",
-                                key));
-    static const std::regex bias(R"(\.e_score_correction_bias$)");
-    if (const std::string b = first_match(f.tensors, bias); !b.empty() && f.config.value("use_routing_bias", false) != true)
-      cannot_load("ValueError", b,
-                  fmt::format("'{}' has no parameter in vLLM's MiniMax-M2 without \"use_routing_bias\": true in "
-                              "config.json (MiniMaxM2MoE), so AutoWeightsLoader raises \"There is no module or "
-                              "parameter named ...\"", b));
-  }
   if (!r3.empty() && raises) {
     cannot_load("ValueError", r3,
                 fmt::format("the R3 transform weights ('{}') are neither parameters nor scales, so AutoWeightsLoader "

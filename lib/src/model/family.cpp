@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 20>& families() {
-  static const std::array<FamilySpec, 20> table = [] {
+const std::array<FamilySpec, 21>& families() {
+  static const std::array<FamilySpec, 21> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -266,11 +266,33 @@ const std::array<FamilySpec, 20>& families() {
     glm4_moe.moe_shared_expert = true;
     glm4_moe.experts.shared_expert = "shared_experts";
     glm4_moe.experts.shared_expert_gate = "";
-    glm4_moe.experts.correction_bias = "e_score_correction_bias";
-    return std::array<FamilySpec, 20>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+    glm4_moe.experts.correction_bias = "gate.e_score_correction_bias";  // on the router (Glm4MoeTopkRouter)
+
+    // MiniMax-M2 (modeling_minimax_m2.py): q/k RMSNorm over the whole projection (as OLMo 3), partial
+    // rotate-half RoPE (rope_parameters' partial_rotary_factor, default 1.0), every layer a sparse MoE:
+    // MiniMaxM2TopKRouter's sigmoid scores, choice on scores + the block's e_score_correction_bias,
+    // top-k always renormalised (MoeKind::kSigmoidGrouped with one group, scale 1), SwiGLU experts of
+    // width intermediate_size stored as Mixtral's (block_sparse_moe.experts.{e}.w1/w3/w2 as the hub and
+    // transformers 5.17's save_pretrained write them; mlp.experts.* fused).
+    FamilySpec minimax_m2 = llama;
+    minimax_m2.architecture = "MiniMaxM2ForCausalLM";
+    minimax_m2.attention_class = "MiniMaxM2Attention";
+    minimax_m2.model_type = "minimax_m2";
+    minimax_m2.qk_norm = true;
+    minimax_m2.qk_norm_whole = true;
+    minimax_m2.partial_rotary = true;
+    minimax_m2.default_rope_theta = 5000000.0;  // MiniMaxM2Config.default_theta
+    minimax_m2.mlp = MlpKind::kMoe;
+    minimax_m2.moe_kind = MoeKind::kSigmoidGrouped;
+    minimax_m2.experts.block = "block_sparse_moe";
+    minimax_m2.experts.gate = "w1";
+    minimax_m2.experts.up = "w3";
+    minimax_m2.experts.down = "w2";
+    minimax_m2.experts.correction_bias = "e_score_correction_bias";  // on the block (MiniMaxM2SparseMoeBlock)
+    return std::array<FamilySpec, 21>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
-                                      smollm3, olmo3, glm4_moe};
+                                      smollm3, olmo3, glm4_moe, minimax_m2};
   }();
   return table;
 }

@@ -68,11 +68,10 @@ std::vector<int64_t> weight_shape(int64_t out, int64_t in, const RowPart& part) 
   return {part.rows ? part.rows : out, in};
 }
 
-// "<block>.<router>.e_score_correction_bias", relative to the layer (the same in both expert layouts
-// of GLM-4.5: mlp.gate).
-std::string correction_bias_suffix(const FamilySpec& fam) {
+// "<block>.<correction_bias>" relative to the layer, in the layer's expert layout.
+std::string correction_bias_suffix(const FamilySpec& fam, ExpertLayout layout) {
   const ExpertNames& n = fam.experts;
-  return fmt::format("{}.{}.{}", n.block, n.router, n.correction_bias);
+  return fmt::format("{}.{}", layout == ExpertLayout::kFused ? n.fused_block : n.block, n.correction_bias);
 }
 
 // Every tensor of one layer that is not a Linear's (norms, per-head norms, sinks), named from the
@@ -109,8 +108,6 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
     s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
-  if (with_mlp && c.is_moe(layer) && !fam.experts.correction_bias.empty())
-    s.push_back({correction_bias_suffix(fam), {c.num_experts}});
   if (with_mlp && c.has_mlp_block(layer)) {
     if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
@@ -305,6 +302,8 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
       if (m.bias) check_tensor(ckpt, m.name + ".bias", {m.out});
     }
     if (c.is_moe(l) && c.family->moe_kind == MoeKind::kGptOss) check_gpt_oss_experts(ckpt, c, p);
+    if (c.is_moe(l) && !c.family->experts.correction_bias.empty())  // [num_experts], where the layout keeps it
+      check_tensor(ckpt, p + correction_bias_suffix(*c.family, expert_layout(ckpt, c, l)), {c.num_experts});
   }
 }
 
@@ -420,7 +419,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     split_qwen3_next_in_proj(qkvz.w, ba.w, deltanet_shape(c), w.linear_attn.get());
   }
   if (moe && !fam.experts.correction_bias.empty())  // [num_experts] fp32, for the choice only
-    w.experts.correction_bias = read_vector(ckpt, p + correction_bias_suffix(fam), c.num_experts);
+    w.experts.correction_bias =
+        read_vector(ckpt, p + correction_bias_suffix(fam, expert_layout(ckpt, c, layer)), c.num_experts);
   if (moe && fam.moe_kind == MoeKind::kGptOss)
     load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
 }

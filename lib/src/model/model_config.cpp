@@ -388,8 +388,20 @@ void parse_linear_attention(const Reader& r, ModelConfig* c) {
 // moe_intermediate_size (1408), num_experts_per_tok (8) chosen within topk_group (1) of n_group (1)
 // groups, norm_topk_prob (true), routed_scaling_factor (1.0), a shared expert of width
 // moe_intermediate_size * n_shared_experts (1), and dense layers below first_k_dense_replace (1).
-void parse_sigmoid_grouped_moe(const Reader& r, ModelConfig* c) {
+void parse_sigmoid_grouped_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
   const json& j = r.j;
+  if (!f.moe_shared_expert) {
+    // MiniMaxM2Config: num_local_experts (256) experts of width intermediate_size, top
+    // num_experts_per_tok (8), always renormalised, no groups, no scaling, every layer sparse.
+    c->num_experts = r.positive_int("num_local_experts", 256);
+    c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 8);
+    if (c->num_experts_per_tok > c->num_experts)
+      throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+    c->moe_intermediate_size = c->intermediate_size;
+    c->norm_topk_prob = true;
+    c->layer_moe.assign(static_cast<std::size_t>(c->num_hidden_layers), true);
+    return;
+  }
   c->num_experts = r.positive_int("n_routed_experts", 128);
   c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 8);
   c->moe_intermediate_size = r.positive_int("moe_intermediate_size", 1408);
@@ -438,7 +450,7 @@ void parse_moe(const Reader& r, const FamilySpec& f, ModelConfig* c) {
     return;
   }
   if (f.moe_kind == MoeKind::kSigmoidGrouped) {
-    parse_sigmoid_grouped_moe(r, c);
+    parse_sigmoid_grouped_moe(r, f, c);
     return;
   }
   const bool mixtral = f.moe_kind == MoeKind::kMixtral;
@@ -741,6 +753,12 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
     if (c.rope.partial_rotary_factor <= 0 || c.rope.partial_rotary_factor > 1 || rd % 2 != 0)
       throw r.fail(prefix + "partial_rotary_factor",
                    fmt::format("expected a factor in (0, 1] giving an even rotary dimension, got {}", c.rope.partial_rotary_factor));
+    // MiniMax-M2's hub config also says rotary_dim (vLLM reads it when rope_parameters has no
+    // partial_rotary_factor; transformers never does): one that disagrees is refused, not guessed.
+    if (r.present(j, "rotary_dim") && r.positive_int("rotary_dim") != rd)
+      throw r.fail("rotary_dim", fmt::format("{} disagrees with partial_rotary_factor {} x head_dim {} = {} (transformers "
+                                             "rotates {} dims)", j["rotary_dim"].dump(), c.rope.partial_rotary_factor,
+                                             c.head_dim, rd, rd));
     if (c.rope.type == RopeType::kLongRope &&
         (static_cast<int64_t>(c.rope.short_factor.size()) != rd / 2 || static_cast<int64_t>(c.rope.long_factor.size()) != rd / 2))
       throw r.fail(prefix + "short_factor", fmt::format("longrope factors need {} entries (rotary_dim / 2)", rd / 2));

@@ -45,7 +45,8 @@ enum class MoeKind {
   // softmax over those k; SwiGLU experts stored fused as block_sparse_moe.input_linear [E, 2 I, H]
   // (gate rows, then up) and output_linear [E, H, I].
   kGranite,
-  // GLM-4.5 (Glm4MoeTopkRouter): scores = sigmoid(logits) in fp32; experts are chosen on scores +
+  // GLM-4.5 (Glm4MoeTopkRouter; MiniMax-M2's MiniMaxM2TopKRouter is the case of one group, always
+  // renormalised, scale 1): scores = sigmoid(logits) in fp32; experts are chosen on scores +
   // e_score_correction_bias (ExpertNames::correction_bias; selection only) within the `topk_group`
   // best of `n_group` groups (a group ranked by the sum of its top 2); their weights are the
   // unbiased scores, / (sum + 1e-20) when `norm_topk_prob`, times `routed_scaling_factor`.
@@ -102,8 +103,9 @@ struct ExpertNames {
   std::string_view shared_expert = "shared_expert", shared_expert_gate = "shared_expert_gate";
   // An empty shared_expert_gate: the shared expert's output is added as is (Glm4MoeMoE's shared_experts).
   bool shared_expert_gated() const { return !shared_expert_gate.empty(); }
-  // "<block>.<router>.<correction_bias>" [E], fp32: added to the scores for the choice only
-  // (MoeKind::kSigmoidGrouped); empty: none.
+  // "<block>.<correction_bias>" [E] (the fused layout: "<fused_block>.<correction_bias>"), fp32: added
+  // to the scores for the choice only (MoeKind::kSigmoidGrouped). GLM-4.5 keeps it on the router
+  // ("gate.e_score_correction_bias"), MiniMax-M2 on the block ("e_score_correction_bias"); empty: none.
   std::string_view correction_bias;
 };
 
