@@ -256,5 +256,28 @@ TEST(CudaRefusals, Mamba2HybridsSayWhy) {
   }
 }
 
+// Issue 29's families: SmolLM3's NoPE layers, OLMo 3's and MiniMax-M2's whole-projection q/k norms,
+// OLMo 3's missing pre-norms, GLM-4.5's and MiniMax-M2's sigmoid grouped routing: refused by name,
+// each saying what, with --device cpu.
+TEST(CudaRefusals, Issue29FamiliesSayWhy) {
+  const std::pair<const char*, const char*> cases[] = {{"smollm3_nope_sliding_fp32", "without RoPE"},
+                                                       {"olmo3_sliding_fp32", "whole projection"},
+                                                       {"glm4_moe_grouped_fp32", "shared-expert"},
+                                                       {"minimax_m2_fp32", "whole projection"}};
+  for (const auto& [name, what_part] : cases) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    try {
+      check_cuda_supports(c.cfg, on_gpu());
+      ADD_FAILURE() << "the CUDA backend accepted " << name;
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
+      EXPECT_NE(what.find(what_part), std::string::npos) << what;
+      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ctcal
