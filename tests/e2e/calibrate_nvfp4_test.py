@@ -168,8 +168,14 @@ with tempfile.TemporaryDirectory() as tmp:
              "--kv-cache-dtype", "nvfp4", *sampling)
     check(p2.returncode == 0 and verdict_block(p2.stdout) == verdict_block(run("inspect", out).stdout),
           "calibrate's verdict is inspect's, line for line")
-    check(any("warning: these scales are meant for --kv-cache-dtype nvfp4" in l for l in verdict_block(p2.stdout)),
-          "the printed verdict warns about FP8 serving")
+    # The guard may keep amax/448 in every layer (it picks by calibration KL, and the three sets are
+    # close: a build's rounding, e.g. the ASan build's -O1, can tip it), and then nothing clips.
+    if clipped:
+        check(any("warning: these scales are meant for --kv-cache-dtype nvfp4" in l for l in verdict_block(p2.stdout)),
+              f"the printed verdict warns about FP8 serving ({clipped} of 10 sites clip)")
+    else:
+        check(any("none of the 10 k/v scales clips" in l for l in verdict_block(p2.stdout)),
+              "the printed verdict says no scale clips under FP8 (every s is at least amax/448)")
 
     # eval reads the record.
     page = os.path.join(tmp, "eval.html")
