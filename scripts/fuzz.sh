@@ -12,7 +12,7 @@ TARGETS=(${TARGETS[*]})
 export CTCAL_DATA="${CTCAL_DATA:-$(cd .. && pwd)/shared/data}"
 cmake -S . -B build-fuzz -DCTCAL_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCTCAL_NATIVE=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target "${TARGETS[@]/#/fuzz_}" >/dev/null
 mkdir -p build-fuzz/artifacts
 status=0
 for t in "${TARGETS[@]}"; do
