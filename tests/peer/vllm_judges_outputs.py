@@ -4,7 +4,11 @@ built and loaded by vLLM's own code under the serve line ctcal prints (vllm_judg
 functions run and what is stubbed), and the test fails where ctcal's verdict and vLLM disagree:
 loads or raises (and which exception), each layer's KV cache dtype, each scale vLLM ends with.
 
-usage: vllm_judges_outputs.py CTCAL_BINARY SOURCE_DIR
+usage: vllm_judges_outputs.py CTCAL_BINARY SOURCE_DIR [SHARD/SHARDS]
+
+SHARD/SHARDS (e.g. 1/2) judges one share of the checkpoints, so that ctest runs the shares side by side
+on separate cores (tests/CMakeLists.txt): the stories260K ones all in share 1 (the planted copies
+derive from one of them), the golden families and the collected checkpoints split by their index.
 
 Checkpoints judged:
 - the real stories260K model calibrated with every shipped recipe (recipes/*.yaml) and the peer
@@ -28,7 +32,13 @@ import peer_util as pu  # noqa: E402
 import vllm_judge  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
+SHARD, SHARDS = (int(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "1/1").split("/"))
 vllm_judge.enter()
+
+
+def in_share(index):
+    """Whether item `index` of a list split over the shares is this share's."""
+    return index % SHARDS == SHARD - 1
 
 import vllm  # noqa: E402
 import compressed_tensors  # noqa: E402
@@ -68,6 +78,31 @@ def golden_case(case, tmp):
 def own_checkpoints(tmp):
     """(label, directory) of the checkpoints this test writes itself."""
     out = []
+    if SHARD == 1:
+        out += stories_checkpoints(tmp)
+    # The golden families (tiny transformers checkpoints of each architecture ctcal runs).
+    cases = sorted(f[:-5] for f in os.listdir(GOLDEN) if f.endswith(".json") and
+                   os.path.isdir(os.path.join(GOLDEN, "models", f[:-5])) and f[:-5] != "gpt_oss_mxfp4")
+    for case in (c for i, c in enumerate(cases) if in_share(i)):
+        m, data = golden_case(case, tmp)
+        for recipe in (PER_TENSOR, PER_HEAD, FP8_W8A8):
+            label = f"{case} {os.path.basename(recipe)}"
+            d = os.path.join(tmp, label.replace(" ", "_"))
+            r = pu.ctcal(BIN, "-q", "calibrate", recipe, "--model", m, "--dataset", data, "--output", d,
+                         "--no-shuffle", expect=None)
+            if r.returncode == 0:
+                out.append((label, d))
+            else:
+                # ctcal refuses some combinations by name (exit 3: the shipped W8A8 recipe would quantize
+                # an MoE router; exit 4: unsupported); those write nothing to judge.
+                pu.check(r.returncode in (3, 4), f"{label}: calibrate exit {r.returncode}: {r.stderr[-300:]}")
+    return out
+
+
+def stories_checkpoints(tmp):
+    """stories260K under every recipe, with --kv-skip-layers, and with legacy names planted; gpt-oss
+    with R3."""
+    out = []
     model = pu.model_dir("stories260K")
     text = os.path.join(pu.data_dir(), "tinystories-valid", "validation_100.txt")
     recipes = sorted(os.path.join(SRC, "recipes", f) for f in os.listdir(os.path.join(SRC, "recipes")))
@@ -96,22 +131,6 @@ def own_checkpoints(tmp):
     out.append(("stories260K legacy kv_scale", plant(good, os.path.join(tmp, "legacy_kv_scale"), fuse)))
     out.append(("stories260K missing v_scale", plant(good, os.path.join(tmp, "missing_v_scale"),
                lambda t: t.pop("model.layers.3.self_attn.v_scale"))))
-    # The golden families (tiny transformers checkpoints of each architecture ctcal runs).
-    cases = sorted(f[:-5] for f in os.listdir(GOLDEN) if f.endswith(".json") and
-                   os.path.isdir(os.path.join(GOLDEN, "models", f[:-5])) and f[:-5] != "gpt_oss_mxfp4")
-    for case in cases:
-        m, data = golden_case(case, tmp)
-        for recipe in (PER_TENSOR, PER_HEAD, FP8_W8A8):
-            label = f"{case} {os.path.basename(recipe)}"
-            d = os.path.join(tmp, label.replace(" ", "_"))
-            r = pu.ctcal(BIN, "-q", "calibrate", recipe, "--model", m, "--dataset", data, "--output", d,
-                         "--no-shuffle", expect=None)
-            if r.returncode == 0:
-                out.append((label, d))
-            else:
-                # ctcal refuses some combinations by name (exit 3: the shipped W8A8 recipe would quantize
-                # an MoE router; exit 4: unsupported); those write nothing to judge.
-                pu.check(r.returncode in (3, 4), f"{label}: calibrate exit {r.returncode}: {r.stderr[-300:]}")
     # gpt-oss with R3: its loader skips the R3 tensors (loads, runs unrotated). The fp32 golden model,
     # since vLLM's CPU MoE kernels refuse bf16 here (vllm_judge.CPU_ONLY_REFUSALS).
     m, data = golden_case("gpt_oss_yarn_fp32", tmp)
@@ -126,8 +145,8 @@ def collected():
     root = os.environ.get("CTCAL_JUDGE_COLLECTED")
     if not root or not os.path.isdir(root):
         return []
-    return [(f"collected {name}", os.path.join(root, name)) for name in sorted(os.listdir(root))
-            if os.path.isfile(os.path.join(root, name, "config.json"))]
+    names = [name for name in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, name, "config.json"))]
+    return [(f"collected {name}", os.path.join(root, name)) for i, name in enumerate(names) if in_share(i)]
 
 
 tmp = tempfile.mkdtemp(prefix="ctcal-vllm-judge-")
@@ -135,7 +154,7 @@ try:
     t0 = time.time()
     mine = own_checkpoints(tmp)
     theirs = collected()
-    print(f"judge: {len(mine)} checkpoints of its own, {len(theirs)} collected from the suite "
+    print(f"judge (share {SHARD}/{SHARDS}): {len(mine)} checkpoints of its own, {len(theirs)} collected from the suite "
           f"({os.environ.get('CTCAL_JUDGE_COLLECTED') or 'CTCAL_JUDGE_COLLECTED unset'})", flush=True)
     loaded = refused = not_judged = 0
     for label, d in mine + theirs:
