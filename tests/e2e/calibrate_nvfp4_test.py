@@ -32,7 +32,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_util import check, data_dir, finish, require  # noqa: E402
+from e2e_util import check, ctcal_runner, data_dir, finish, require, split_text  # noqa: E402
 import st_reader  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
@@ -45,10 +45,7 @@ PER_TENSOR = os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml")
 GOLDEN = os.path.join(SRC, "tests", "golden", "data")
 
 
-def run(*args):
-    e = dict(os.environ)
-    e.pop("CTCAL_LOG_LEVEL", None)
-    return subprocess.run([BIN, *args], capture_output=True, text=True, env=e, timeout=600)
+run = ctcal_runner(BIN)
 
 
 def stored(out, name):
@@ -91,11 +88,8 @@ def verdict_block(text):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    lines = open(TEXT, encoding="utf-8").read().splitlines(keepends=True)
-    calib, held = os.path.join(tmp, "calib.txt"), os.path.join(tmp, "held.txt")
-    open(calib, "w", encoding="utf-8").writelines(lines[: len(lines) // 2])
-    open(held, "w", encoding="utf-8").writelines(lines[len(lines) // 2:])
-    sampling = ["--num-samples", "24", "--max-seq-length", "256", "--threads", "1"]
+    calib, held = split_text(TEXT, tmp)
+    sampling = ["--num-samples", "16", "--max-seq-length", "192", "--threads", "1"]
     out = os.path.join(tmp, "out")
     p_cal = run("calibrate", PER_TENSOR, "--model", MODEL, "--dataset", calib, "--output", out, "--kv-cache-dtype",
                 "nvfp4", *sampling)
@@ -109,7 +103,7 @@ with tempfile.TemporaryDirectory() as tmp:
           f"ctcal_report.json nvfp4_kv record: {str(rec)[:200]}")
 
     # The guard's calibration KLs (issue 31 item 3) are eval's KL on the same samples: eval of the
-    # written checkpoint on the calibration text itself (the same 24 samples the search read),
+    # written checkpoint on the calibration text itself (the same 16 samples the search read),
     # its `nvfp4 s=amax/448` / `amax/2688` rows from the recorded amax and `nvfp4 s=checkpoint` (the
     # written set, fp32 here so unrounded). Tolerance 1e-9 relative: the same ids, s and forward
     # passes; only the order in which samples' KL are summed may differ.

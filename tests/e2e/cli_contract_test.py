@@ -19,23 +19,18 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_util import check, finish, stories260k  # noqa: E402
+from e2e_util import check, ctcal_runner, finish, stories260k  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 MODEL, TEXT = stories260k(SRC)
 RECIPE = os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml")
 
 
-def run(*args, cwd=None, env=None):
-    e = dict(os.environ)
-    e.pop("CTCAL_LOG_LEVEL", None)
-    e.update(env or {})
-    return subprocess.run([BIN, *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=300)
+run = ctcal_runner(BIN, timeout=300)
 
 
 def calibrate(out, *extra, recipe=RECIPE, cwd=None, env=None):

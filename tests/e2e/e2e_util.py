@@ -1,6 +1,7 @@
 """Shared pieces of the e2e scripts (Python standard library only): where the shared data is,
 skipping (ctest SKIP_RETURN_CODE 77) without it, and collecting failed checks."""
 import os
+import subprocess
 import sys
 
 SKIP = 77
@@ -31,6 +32,26 @@ def stories260k(src):
     model = os.path.join(data, "hf", "stories260K")
     require(model)
     return model, os.path.join(data, "tinystories-valid", "validation_100.txt")
+
+
+def ctcal_runner(binary, timeout=600):
+    """run(*args, cwd=None, env=None): `binary args...` with its output captured and CTCAL_LOG_LEVEL
+    unset (the tests read the default output), `env` added to this process's environment."""
+    def run(*args, cwd=None, env=None):
+        e = dict(os.environ)
+        e.pop("CTCAL_LOG_LEVEL", None)
+        e.update(env or {})
+        return subprocess.run([binary, *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    return run
+
+
+def split_text(text, folder):
+    """(calibration, held-out) files in `folder`: the first and second half of `text`'s lines."""
+    lines = open(text, encoding="utf-8").read().splitlines(keepends=True)
+    calib, held = os.path.join(folder, "calib.txt"), os.path.join(folder, "held.txt")
+    open(calib, "w", encoding="utf-8").writelines(lines[: len(lines) // 2])
+    open(held, "w", encoding="utf-8").writelines(lines[len(lines) // 2:])
+    return calib, held
 
 
 def check(cond, what):

@@ -22,12 +22,11 @@ import math
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_util import check, finish, stories260k  # noqa: E402
+from e2e_util import check, ctcal_runner, finish, stories260k  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 MODEL, TEXT = stories260k(SRC)
@@ -35,10 +34,7 @@ RECIPE = os.path.join(SRC, "recipes", "fp8_kv_per_head.yaml")
 WINS = ("calibrated", "unit_scales", "no_significant_difference")
 
 
-def run(*args):
-    e = dict(os.environ)
-    e.pop("CTCAL_LOG_LEVEL", None)
-    return subprocess.run([BIN, *args], capture_output=True, text=True, env=e, timeout=600)
+run = ctcal_runner(BIN)
 
 
 class Cells(html.parser.HTMLParser):

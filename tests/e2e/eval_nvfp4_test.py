@@ -33,12 +33,11 @@ import json
 import math
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from e2e_util import check, data_dir, finish, require  # noqa: E402
+from e2e_util import check, ctcal_runner, data_dir, finish, require, split_text  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 DATA = data_dir(SRC)
@@ -54,20 +53,14 @@ def f32(x):
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
-def run(*args):
-    e = dict(os.environ)
-    e.pop("CTCAL_LOG_LEVEL", None)
-    return subprocess.run([BIN, *args], capture_output=True, text=True, env=e, timeout=600)
+run = ctcal_runner(BIN)
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    lines = open(TEXT, encoding="utf-8").read().splitlines(keepends=True)
-    calib, held = os.path.join(tmp, "calib.txt"), os.path.join(tmp, "held.txt")
-    open(calib, "w", encoding="utf-8").writelines(lines[: len(lines) // 2])
-    open(held, "w", encoding="utf-8").writelines(lines[len(lines) // 2:])
+    calib, held = split_text(TEXT, tmp)
     common = ["eval", "--model", MODEL, "--dataset", held, "--calibration-dataset", calib,
-              "--recipe", os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml"), "--num-samples", "24",
-              "--max-seq-length", "256", "--no-unit-scales", "--kv-cache-dtype", "nvfp4",
+              "--recipe", os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml"), "--num-samples", "16",
+              "--max-seq-length", "192", "--no-unit-scales", "--kv-cache-dtype", "nvfp4",
               "--threads", "1"]  # one thread: eval's OpenMP barriers crawl on a loaded shared machine
     p = run(*common, "--json")
     check(p.returncode == 0, f"eval --kv-cache-dtype nvfp4 exits 0 (got {p.returncode}: {p.stderr[-500:]})")
@@ -171,7 +164,7 @@ with tempfile.TemporaryDirectory() as tmp:
           "dNLL:", {n: round(by.get(n, {}).get("delta_nll", float("nan")), 5) for n in ["fp8"] + RULES})
 
     # The table's rows and words, on a smaller run (each eval runs every NVFP4 rule: minutes under ASan).
-    light = [{"24": "4", "256": "64"}.get(a, a) for a in common]
+    light = [{"16": "4", "192": "64"}.get(a, a) for a in common]
     p = run(*light)
     check(p.returncode == 0, f"eval table exits 0 ({p.returncode})")
     for name in ["fp8 (calibrated scales)"] + RULES:
