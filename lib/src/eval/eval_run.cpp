@@ -103,6 +103,33 @@ std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const 
   return out;
 }
 
+EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
+  EvalRun u;
+  u.name = name;
+  u.checkpoint = r.checkpoint;
+  u.config = r.config;
+  u.kv_args = r.kv_args;
+  u.query_args = r.query_args;
+  u.qk_rotation = r.qk_rotation;
+  u.edit_weights = r.edit_weights;
+  u.scales = r.scales;
+  u.fp8_weights = r.fp8_weights;
+  u.quantize_weights = r.quantize_weights;
+  u.inputs = r.inputs;
+  u.nvfp4 = r.nvfp4;
+  u.nvfp4_amax = r.nvfp4_amax;
+  return u;
+}
+
+EvalRun nvfp4_kv_run(const EvalRun& r, const std::string& name, Nvfp4Kv kv) {
+  EvalRun u = borrowed_copy(r, name);
+  u.query_args.reset();
+  for (auto& layer : u.scales) layer.sites.clear();
+  u.nvfp4 = std::move(kv);
+  u.nvfp4_amax.reset();
+  return u;
+}
+
 EvalRun load_quantized_run(const fs::path& dir) {
   EvalRun run;
   run.name = dir.string();

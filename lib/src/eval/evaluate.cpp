@@ -93,26 +93,6 @@ CalibrationSamples load_samples(const std::string& path, const Tokenizer* tok, c
   return make_calibration_samples(path, read_dataset_rows(path), tok, o);
 }
 
-// A non-owning copy of `r` under another name: the same weights (and R2), args, rotation and
-// scales; the variants below change only the scales.
-EvalRun borrowed_copy(const EvalRun& r, const std::string& name) {
-  EvalRun u;
-  u.name = name;
-  u.checkpoint = r.checkpoint;
-  u.config = r.config;
-  u.kv_args = r.kv_args;
-  u.query_args = r.query_args;
-  u.qk_rotation = r.qk_rotation;
-  u.edit_weights = r.edit_weights;
-  u.scales = r.scales;
-  u.fp8_weights = r.fp8_weights;
-  u.quantize_weights = r.quantize_weights;
-  u.inputs = r.inputs;
-  u.nvfp4 = r.nvfp4;
-  u.nvfp4_amax = r.nvfp4_amax;
-  return u;
-}
-
 // Parts of an FP8 W8A8 run: the same run with only some of weights, Linear inputs and K/V (and
 // Q) quantized. Without weights, the forward runs on `base` (--model, the unquantized weights).
 EvalRun part_run(const EvalRun& r, const Checkpoint& base, const std::string& part, bool weights, bool inputs, bool kv) {
@@ -141,13 +121,8 @@ constexpr Nvfp4Rule kNvfp4CheckpointRule = {"checkpoint", -1.0};
 // Calibration samples the NVFP4 scale search reads (as calibrate --report's evidence pass).
 constexpr std::size_t kNvfp4SearchSamples = 32;
 
-// `r` with vLLM's NVFP4 KV cache under s = rule(amax) instead of its own KV scheme; the same
-// weights, R2/R3 and FP8 Linear layers. Q is not quantized: FlashInfer's FA2 path (Hopper) keeps
-// it in the model dtype (v1/attention/backends/flashinfer.py: q_scale=1.0 if self.nvfp4_fa2).
+// `r` with vLLM's NVFP4 KV cache under s = rule(amax) instead of its own KV scheme (nvfp4_kv_run).
 EvalRun nvfp4_run(const EvalRun& r, const std::vector<std::map<Site, double>>& amax, const Nvfp4Rule& rule) {
-  EvalRun u = borrowed_copy(r, std::string("nvfp4 s=") + rule.name);
-  u.query_args.reset();
-  for (auto& layer : u.scales) layer.sites.clear();
   Nvfp4Kv kv{rule.name, {}};
   for (std::size_t l = 0; l < amax.size(); ++l) {
     std::map<Site, double> s;
@@ -159,8 +134,7 @@ EvalRun nvfp4_run(const EvalRun& r, const std::vector<std::map<Site, double>>& a
     }
     kv.s.push_back(std::move(s));
   }
-  u.nvfp4 = std::move(kv);
-  return u;
+  return nvfp4_kv_run(r, std::string("nvfp4 s=") + rule.name, std::move(kv));
 }
 
 }  // namespace

@@ -382,25 +382,6 @@ Nvfp4Search search_per_layer(const EvalRun& run, const std::vector<std::map<Site
   return out;
 }
 
-// `run` with its KV cache NVFP4 at the decode multipliers `s` ([layers] {site: s}) instead of its
-// own KV scheme: its weights, R2/R3 and FP8 Linear inputs; Q unquantized (as eval's nvfp4 runs).
-EvalRun nvfp4_candidate_run(const EvalRun& r, const std::string& name, const std::vector<std::map<Site, double>>& s) {
-  EvalRun u;
-  u.name = name;
-  u.checkpoint = r.checkpoint;
-  u.config = r.config;
-  u.kv_args = r.kv_args;
-  u.qk_rotation = r.qk_rotation;
-  u.edit_weights = r.edit_weights;
-  u.scales = r.scales;
-  for (auto& layer : u.scales) layer.sites.clear();
-  u.fp8_weights = r.fp8_weights;
-  u.quantize_weights = r.quantize_weights;
-  u.inputs = r.inputs;
-  u.nvfp4 = Nvfp4Kv{"searched", s};
-  return u;
-}
-
 // A fixed rule's multipliers: s = amax / divisor in fp32, as eval's `nvfp4 s=amax/...` rows and
 // the search's candidates i = 0 and i = 8 have them.
 std::vector<std::map<Site, double>> fixed_rule(const std::vector<std::map<Site, double>>& amax, double divisor) {
@@ -434,7 +415,7 @@ Nvfp4Search search_nvfp4_scales(const Checkpoint& base, const EvalRun& run,
       continue;
     }
     run_of[i] = runs.size();
-    runs.push_back(nvfp4_candidate_run(run, "nvfp4 s=" + sets[i].first, sets[i].second));
+    runs.push_back(nvfp4_kv_run(run, "nvfp4 s=" + sets[i].first, Nvfp4Kv{"searched", sets[i].second}));
   }
   ForwardOptions opt;
   opt.device = forward.device;

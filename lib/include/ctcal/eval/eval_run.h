@@ -64,6 +64,15 @@ std::map<std::pair<int64_t, Site>, InputQuantSpec> checkpoint_input_quant(const 
 // a KV-quantized compressed-tensors config.
 EvalRun load_quantized_run(const std::filesystem::path& dir);
 
+// `r` under another name, not owning: the same weights (and R2), config, args, rotation, scales and
+// Linear-input quantization. Eval's variant runs start from it and change only what they name.
+EvalRun borrowed_copy(const EvalRun& r, const std::string& name);
+
+// `r` with vLLM's NVFP4 KV cache at the decode multipliers `kv.s` instead of its own KV scheme (its
+// k/v scales dropped, its nvfp4_amax record left behind: `kv` says which s). Q is not quantized:
+// FlashInfer's FA2 path keeps it in the model dtype (v1/attention/backends/flashinfer.py).
+EvalRun nvfp4_kv_run(const EvalRun& r, const std::string& name, Nvfp4Kv kv);
+
 // A run from an on-the-fly calibration (plan + result) over the base checkpoint.
 EvalRun make_recipe_run(const std::string& name, const Checkpoint& base, const CalibrationPlan& plan,
                         const CalibrationResult& result);
