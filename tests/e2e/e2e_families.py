@@ -58,6 +58,9 @@ CASES = {
     "glm4_moe_grouped_fp32": ("Glm4MoeAttention", "model."),
     # whole-projection q/k norms, partial rotary, sigmoid routing with the block's correction bias (MiniMax-M2)
     "minimax_m2_fp32": ("MiniMaxM2Attention", "model."),
+    # interleaved RoPE + L2 q/k norm + chunked attention, NoPE layers with temperature-tuned queries,
+    # top-1 sigmoid routing on the expert inputs, a shared expert, fused input-major experts (Llama 4)
+    "llama4_text_fp32": ("Llama4TextAttention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -359,13 +359,37 @@ CASES = [
           tie_word_embeddings=True,
           rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
      torch.bfloat16, "fused_experts"),
+    # Llama 4 text (issue 29): layers 0 and 2 RoPE with chunked attention (chunk 8 < samples 11 / 24)
+    # and the L2 q/k norm, layers 1 and 3 NoPE (no_rope_layer_interval 2) with global attention and
+    # temperature-tuned queries (floor_scale 4, attn_scale 0.5: the scale grows from position 3 on);
+    # interleave_moe_layer_step 2: layers 1 and 3 Llama4TextMoe (4 experts, top 1, shared expert), 0
+    # and 2 dense (intermediate_size_mlp 96).
+    ("llama4_text_fp32", "llama4_text",
+     dict(hidden_size=64, intermediate_size=32, intermediate_size_mlp=96, num_hidden_layers=4,
+          num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
+          num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+          attention_chunk_size=8, attn_temperature_tuning=True, floor_scale=4, attn_scale=0.5, use_qk_norm=True,
+          tie_word_embeddings=False, pad_token_id=0,
+          rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+     torch.float32, "v5"),
+    # bf16: explicit no_rope_layers (layer 1 NoPE) and moe_layers [0, 2] (layer 1 dense), top 2 of 4,
+    # GQA 4:1, head_dim 32, chunk 6, floor_scale 3, llama3 RoPE, tied embeddings.
+    ("llama4_text_bf16", "llama4_text",
+     dict(hidden_size=64, intermediate_size=24, intermediate_size_mlp=80, num_hidden_layers=3,
+          num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=96, max_position_embeddings=64,
+          num_local_experts=4, num_experts_per_tok=2, moe_layers=[0, 2], no_rope_layers=[1, 0, 1],
+          attention_chunk_size=6, attn_temperature_tuning=True, floor_scale=3, attn_scale=0.3, use_qk_norm=True,
+          tie_word_embeddings=True, pad_token_id=0,
+          rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+     torch.bfloat16, "v5"),
 ]
 
 # Each case's seeds come from its index in CASES; these cases keep theirs wherever they sit in the list
 # (cases added on other branches may land before them).
 CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
-                   "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29}
+                   "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -395,6 +419,14 @@ def spike_moe(layer):
     a shared-expert gate sigmoid(w x) that varies per token (init N(0, 0.02) keeps it at ~0.5).
     Returns the router module (or None)."""
     block = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None)  # Granite: block_sparse_moe
+    ff = getattr(layer, "feed_forward", None)
+    if block is None and ff is not None and hasattr(ff, "router"):
+        # Llama 4 (Llama4TextMoe): the router is an nn.Linear subclass; its experts' bmm weights are
+        # initialised at N(0, 0.02), scaled up so that the routed part matters next to the shared expert.
+        ff.router.weight.mul_(20.0)
+        ff.experts.gate_up_proj.mul_(10.0)
+        ff.experts.down_proj.mul_(10.0)
+        return None
     if block is None:  # Nemotron-H's blocks, Granite without experts
         return None
     router = getattr(block, "gate", None) or getattr(block, "router", None)
@@ -490,7 +522,7 @@ def spike_weights(model, seed, one_plus):
                 ex.gate_up_proj_bias.copy_(0.5 * torch.randn(ex.gate_up_proj_bias.shape, generator=g))
                 ex.down_proj_bias.copy_(0.5 * torch.randn(ex.down_proj_bias.shape, generator=g))
             for name, mod in layer.named_modules():
-                if name.endswith("norm"):
+                if name.endswith("norm") and getattr(mod, "weight", None) is not None:  # Llama 4's qk_norm has none
                     mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
             for lin in linears:
                 if lin.bias is not None:
@@ -586,7 +618,16 @@ class Capture:
 
     def attention(self, module, query, key, value, attention_mask, **kwargs):
         layer = module.layer_idx
-        for site, t in (("q", query), ("k", key), ("v", value)):
+        q_seen, k_seen = query, key
+        if type(module).__name__ == "Llama4TextAttention":
+            # Llama 4 rotates interleaved pairs (2i, 2i+1); vLLM 0.34 permutes q_proj / k_proj rows to
+            # [even dims | odd dims] per head (Llama4ForCausalLM.permute_qk_weight_for_rotary) and
+            # caches K in that order: recorded so (min/max per head are unchanged; R3's rotation and
+            # the raw rows are taken in vLLM's order, as ctcal observes them).
+            d = query.shape[-1]
+            perm = list(range(0, d, 2)) + list(range(1, d, 2))
+            q_seen, k_seen = query[..., perm], key[..., perm]
+        for site, t in (("q", q_seen), ("k", k_seen), ("v", value)):
             self.store.setdefault(layer, {}).setdefault(site, []).append(t[0].detach().clone())
         eager = importlib.import_module(type(module).__module__).eager_attention_forward
         return eager(module, query, key, value, attention_mask, **kwargs)

@@ -263,7 +263,8 @@ TEST(CudaRefusals, Issue29FamiliesSayWhy) {
   const std::pair<const char*, const char*> cases[] = {{"smollm3_nope_sliding_fp32", "without RoPE"},
                                                        {"olmo3_sliding_fp32", "whole projection"},
                                                        {"glm4_moe_grouped_fp32", "shared-expert"},
-                                                       {"minimax_m2_fp32", "whole projection"}};
+                                                       {"minimax_m2_fp32", "whole projection"},
+                                                       {"llama4_text_fp32", "Llama 4's attention"}};
   for (const auto& [name, what_part] : cases) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;

@@ -90,6 +90,34 @@ const auto kCases = ::testing::Values(Case{4, 4, 8, 1, 64, 256, {}},            
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBlocks, kCases,
                          [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
+// Llama 4's chunked local attention (create_chunked_causal_mask) as an independent formula: each
+// chunk [a, b) of positions is an ordinary causal sequence of its own, so the blocked kernel with
+// the chunk must equal the plain unchunked attention run on each chunk's rows alone. Chunk
+// boundaries fall where (t + origin) % chunk == 0 (origin: the sample's first absolute position).
+TEST(AttentionChunks, EachChunkIsItsOwnCausalSequence) {
+  const ModelConfig c = attention_config(4, 2, 8);
+  const int64_t seq = 130;
+  const Qkv in(c, seq, 7, 2.0f);
+  for (const int64_t origin : {int64_t{0}, int64_t{5}}) {
+    AttentionShape chunked = shape_of(c);
+    chunked.chunk = 16;
+    chunked.chunk_origin = origin;
+    std::vector<float> out(in.q.size());
+    causal_attention(in.q.data(), in.k.data(), in.v.data(), out.data(), {{0, seq}}, chunked, 7, 11);
+    double worst = 0;
+    for (int64_t a = 0; a < seq;) {
+      const int64_t b = std::min(seq, (a + origin) / 16 * 16 + 16 - origin);  // the chunk's end
+      std::vector<double> want(static_cast<std::size_t>((b - a) * c.q_dim()));
+      causal_attention_plain(in.q.data() + a * c.q_dim(), in.k.data() + a * c.kv_dim(), in.v.data() + a * c.kv_dim(),
+                             want.data(), b - a, shape_of(c));
+      for (std::size_t i = 0; i < want.size(); ++i)
+        worst = std::max(worst, std::fabs(out[static_cast<std::size_t>(a * c.q_dim()) + i] - want[i]));
+      a = b;
+    }
+    EXPECT_LE(worst, 1e-4) << "origin " << origin;  // the fp32 tolerance of MatchesNaiveFormula
+  }
+}
+
 // x with every value rounded to bf16 (nearest even), as causal_attention_bf16 rounds its inputs.
 std::vector<float> rounded_to_bf16(const std::vector<float>& x) {
   std::vector<float> r(x.size());

@@ -168,5 +168,48 @@ TEST(ModelConfig2026, MiniMaxM2EveryLayerSparseAndRotaryDim) {
   EXPECT_EQ(c.rope.rotary_dim(c.head_dim), c.head_dim);
 }
 
+// Llama4TextConfig.__post_init__: no_rope_layers (every 4th NoPE by default), moe_layers (every
+// interleave_moe_layer_step-th), layer_types derived from no_rope_layers; the dense MLP's width is
+// intermediate_size_mlp, the experts' and the shared expert's intermediate_size.
+TEST(ModelConfig2026, Llama4DefaultsNopeMoeLayersAndChunks) {
+  json j = base("Llama4ForCausalLM");
+  j["intermediate_size"] = 32;
+  ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_nope, (std::vector<bool>{false, false, false, true}));
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>(4, true)));  // interleave_moe_layer_step 1
+  EXPECT_EQ(c.intermediate_size, 16384);                  // intermediate_size_mlp's default
+  EXPECT_EQ(c.moe_intermediate_size, 32);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 32);
+  EXPECT_EQ(c.num_experts, 16);
+  EXPECT_EQ(c.num_experts_per_tok, 1);
+  EXPECT_EQ(c.rope.theta, 500000.0);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_TRUE(c.l2_qk_norm);
+  EXPECT_FALSE(c.qk_norm);  // no weighted q/k norms
+  EXPECT_TRUE(c.attn_temperature_tuning);
+  EXPECT_EQ(c.floor_scale, 8192.0);
+  EXPECT_EQ(c.attn_scale, 0.1);
+  EXPECT_EQ(c.chunk(0), std::optional<int64_t>(8192));  // RoPE layers chunk
+  EXPECT_EQ(c.chunk(3), std::nullopt);                   // NoPE layers attend globally
+  j["interleave_moe_layer_step"] = 2;
+  j["intermediate_size_mlp"] = 64;
+  j["no_rope_layers"] = {1, 0, 1, 0, 1};  // at least num_hidden_layers long
+  j["attention_chunk_size"] = nullptr;
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, true, false, true}));
+  EXPECT_EQ(c.intermediate_size, 64);
+  EXPECT_EQ(c.layer_nope, (std::vector<bool>{false, true, false, true}));
+  EXPECT_EQ(c.chunk(0), std::nullopt);
+  j["moe_layers"] = {0};  // wins over the step
+  EXPECT_EQ(parse_model_config(j, "c").layer_moe, (std::vector<bool>{true, false, false, false}));
+  j["layer_types"] = {"chunked_attention", "full_attention", "chunked_attention", "full_attention"};
+  EXPECT_NO_THROW(parse_model_config(j, "c"));
+  j["layer_types"] = {"full_attention", "full_attention", "chunked_attention", "full_attention"};
+  EXPECT_NE(error_of(j).find("layer_types"), std::string::npos);  // would mask unlike vLLM's chunks
+  j.erase("layer_types");
+  j["moe_layers"] = {4};
+  EXPECT_NE(error_of(j).find("moe_layers"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ctcal

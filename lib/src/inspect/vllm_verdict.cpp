@@ -25,13 +25,18 @@ namespace {
 // layers sit at <layer>.self_attn.attn (VLLM_ATTN_ATTR), where get_cache_scale_mapper puts
 // self_attn.k_scale / v_scale. GLM-4.5's Glm4MoeModel.load_weights is AutoWeightsLoader too
 // (models/glm4_moe.py; its MTP layers are dropped before it by skip_spec_layers), and so is
-// MiniMaxM2Model.load_weights (models/minimax_m2.py).
+// MiniMaxM2Model.load_weights (models/minimax_m2.py). Llama4ForCausalLM.load_weights is
+// AutoWeightsLoader over Llama4Model.load_weights, which indexes params_dict[name] (KeyError on
+// an unknown name) after the quant config's cache-scale mapper has moved self_attn.k_scale /
+// v_scale to self_attn.attn (models/llama4.py; its Attention / ChunkedLocalAttention at
+// prefix f"{prefix}.attn").
 bool raises_on_unknown_names(const std::string& arch) {
   static const std::set<std::string> archs = {
       "LlamaForCausalLM",   "MistralForCausalLM",          "Qwen2ForCausalLM",
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
       "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
-      "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM"};
+      "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM",
+      "Llama4ForCausalLM"};
   return archs.count(arch) > 0;
 }
 

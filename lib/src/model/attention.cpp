@@ -87,19 +87,17 @@ struct Task {
   int64_t sample, kv_head, r0, cost;
 };
 
-// The first key a query block starting at r0 may see: causal keys start at 0, a window cuts them.
-int64_t first_key(int64_t r0, int64_t window) {
-  return window == kNoWindow ? 0 : std::max<int64_t>(0, r0 - window + 1);
-}
+// The first key a query block starting at r0 may see: causal keys start at 0, a window or a
+// chunk cuts them (first_visible is non-decreasing in the position).
+int64_t first_key(int64_t r0, const AttentionShape& c) { return c.first_visible(r0); }
 
 std::vector<Task> make_tasks(const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block) {
-  const int64_t window = c.window.value_or(kNoWindow);
   std::vector<Task> tasks;
   for (std::size_t s = 0; s < samples.size(); ++s)
     for (int64_t r0 = 0; r0 < samples[s].length; r0 += block)
       for (int64_t g = 0; g < c.kv_heads; ++g) {
         const int64_t r1 = std::min(samples[s].length, r0 + block);
-        const int64_t lo = first_key(r0, window);
+        const int64_t lo = first_key(r0, c);
         tasks.push_back({static_cast<int64_t>(s), g, r0, (r1 - r0) * (r1 - lo)});
       }
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
@@ -117,7 +115,6 @@ struct BlockTask {
 // first: the one task loop of the fp32 and the bf16 attention.
 template <typename Fn>
 void for_each_task(const std::vector<SampleSpan>& samples, const AttentionShape& c, int64_t block, Fn&& fn) {
-  const int64_t window = c.window.value_or(kNoWindow);
   const std::vector<Task> tasks = make_tasks(samples, c, block);
   const auto n_tasks = static_cast<int64_t>(tasks.size());
 #pragma omp parallel
@@ -128,7 +125,7 @@ void for_each_task(const std::vector<SampleSpan>& samples, const AttentionShape&
       const Task& task = tasks[static_cast<std::size_t>(t)];
       const SampleSpan& span = samples[static_cast<std::size_t>(task.sample)];
       const int64_t r1 = std::min(span.length, task.r0 + block);
-      fn(buf, BlockTask{span, task.kv_head, task.r0, r1, first_key(task.r0, window)});
+      fn(buf, BlockTask{span, task.kv_head, task.r0, r1, first_key(task.r0, c)});
     }
   }
 }
@@ -138,8 +135,8 @@ void for_each_task(const std::vector<SampleSpan>& samples, const AttentionShape&
 struct Visible {
   int64_t first, last;
 };
-Visible visible_keys(int64_t pos, int64_t k0, int64_t cols, int64_t window) {
-  return {window == kNoWindow ? 0 : std::clamp<int64_t>(pos - window + 1 - k0, 0, cols),
+Visible visible_keys(int64_t pos, int64_t k0, int64_t cols, const AttentionShape& c) {
+  return {std::clamp<int64_t>(c.first_visible(pos) - k0, 0, cols),
           std::clamp<int64_t>(pos + 1 - k0, 0, cols)};
 }
 
@@ -253,7 +250,13 @@ struct SoftmaxState {
 
 AttentionShape AttentionShape::plain(int64_t heads, int64_t kv_heads, int64_t head_dim,
                                      std::optional<int64_t> window) {
-  return {heads, kv_heads, head_dim, window, 1.0f / std::sqrt(static_cast<float>(head_dim))};
+  AttentionShape s;
+  s.heads = heads;
+  s.kv_heads = kv_heads;
+  s.head_dim = head_dim;
+  s.window = window;
+  s.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  return s;
 }
 
 AttentionShape AttentionShape::of(const ModelConfig& c, int64_t layer) {
@@ -269,7 +272,6 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
                       int64_t key_block) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
   const float scale = c.scale;
-  const int64_t window = c.window.value_or(kNoWindow);
   for_each_task(samples, c, block, [&](TaskBuffers& buf, const BlockTask& task) {
     const float* q = q_all + task.span.offset * qd;  // this sample's rows
     const float* k = k_all + task.span.offset * kvd;
@@ -294,7 +296,7 @@ void causal_attention(const float* q_all, const float* k_all, const float* v_all
       // Eigen materialised a scaled, transposed copy of kb: half of attention's own time.
       p.noalias() = qs * kb.transpose();
       for (int64_t row = 0; row < m_rows; ++row) {
-        const Visible vis = visible_keys(r0 + row % rows, k0, cols, window);
+        const Visible vis = visible_keys(r0 + row % rows, k0, cols, c);
         const float correction = softmax_step(&p(row, 0), cols, vis, scale, &st.run_max[row], &st.run_sum[row]);
         if (correction != 1.0f) st.acc.row(row) *= correction;
       }
@@ -313,7 +315,6 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
                            int64_t key_block, uint16_t* scratch) {
   const int64_t d = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim(), rep = c.heads / c.kv_heads;
   const float scale = c.scale;
-  const int64_t window = c.window.value_or(kNoWindow);
   int64_t n = 0;  // rows of q/k/v
   for (const SampleSpan& s : samples) n = std::max(n, s.offset + s.length);
   // q, k, v rounded to bf16 once ([n, q_dim], [n + key_block, kv_dim] x 2, in the caller's
@@ -353,7 +354,7 @@ void causal_attention_bf16(const float* q_all, const float* k_all, const float* 
         for (int64_t i = 0; i < rows; ++i) {
           const int64_t row = j * block + i;
           float* pr = p + row * n_pad;
-          const Visible vis = visible_keys(r0 + i, k0, cols, window);
+          const Visible vis = visible_keys(r0 + i, k0, cols, c);
           const float correction = softmax_step(pr, cols, vis, scale, &st.run_max[row], &st.run_sum[row]);
           std::fill(pr + cols, pr + n_pad, 0.0f);
           if (correction != 1.0f) st.acc.row(row) *= correction;

@@ -19,8 +19,8 @@ void causal_attention_plain(const float* q, const float* k, const float* v, doub
   for (int64_t h = 0; h < shape.heads; ++h) {
     const int64_t g = h / n_rep;  // the kv head this query head reads
     for (int64_t i = 0; i < seq; ++i) {
-      // Keys j <= i within the window (transformers: i - j < window) take part.
-      const int64_t lo = std::max<int64_t>(0, i - window + 1);
+      // Keys j <= i within the window (transformers: i - j < window) and the chunk take part.
+      const int64_t lo = std::max<int64_t>(shape.first_visible(i), i - window + 1);
       double mx = shape.sinks ? static_cast<double>(shape.sinks[h]) : -std::numeric_limits<double>::infinity();
       for (int64_t j = lo; j <= i; ++j) {
         double s = 0;

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 21>& families() {
-  static const std::array<FamilySpec, 21> table = [] {
+const std::array<FamilySpec, 22>& families() {
+  static const std::array<FamilySpec, 22> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -289,10 +289,31 @@ const std::array<FamilySpec, 21>& families() {
     minimax_m2.experts.up = "w3";
     minimax_m2.experts.down = "w2";
     minimax_m2.experts.correction_bias = "e_score_correction_bias";  // on the block (MiniMaxM2SparseMoeBlock)
-    return std::array<FamilySpec, 21>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+    // Llama 4 text (modeling_llama4.py, Llama4ForCausalLM): Llama's layer with interleaved RoPE, the
+    // weightless L2 q/k norm and chunked attention on RoPE layers, NoPE layers every
+    // no_rope_layer_interval-th (temperature-tuned queries, global attention), and feed_forward:
+    // dense (intermediate_size_mlp) or Llama4TextMoe on moe_layers (top-k sigmoid router on the
+    // expert inputs, fused input-major experts, an ungated shared_expert of width intermediate_size).
+    FamilySpec llama4 = llama;
+    llama4.architecture = "Llama4ForCausalLM";
+    llama4.attention_class = "Llama4TextAttention";
+    llama4.model_type = "llama4_text";
+    llama4.llama4_attention = true;
+    llama4.nope_layers = true;
+    llama4.default_rope_theta = 500000.0;  // Llama4TextConfig.default_theta
+    llama4.default_rms_norm_eps = 1e-5;
+    llama4.mlp = MlpKind::kMoe;
+    llama4.moe_kind = MoeKind::kLlama4;
+    llama4.moe_shared_expert = true;
+    llama4.mlp_names.module = "feed_forward";
+    llama4.experts.block = llama4.experts.fused_block = "feed_forward";
+    llama4.experts.router = llama4.experts.fused_router = "router";
+    llama4.experts.shared_expert = "shared_expert";
+    llama4.experts.shared_expert_gate = "";
+    return std::array<FamilySpec, 22>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
-                                      smollm3, olmo3, glm4_moe, minimax_m2};
+                                      smollm3, olmo3, glm4_moe, minimax_m2, llama4};
   }();
   return table;
 }

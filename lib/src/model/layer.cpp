@@ -24,6 +24,7 @@
 // points of observation.h).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "ctcal/error.h"
 #include "ctcal/model/attention.h"
@@ -75,6 +76,47 @@ void pre_norm_into(const Eigen::Ref<const RowMatrix>& src, const Vector& w, doub
   else dst = src;
 }
 
+// Llama 4: each head of x [n, heads, d] from interleaved pairs (2i, 2i+1) to [even dims | odd dims],
+// the order vLLM 0.34's permute_qk_weight_for_rotary gives q_proj / k_proj rows; interleaved RoPE
+// on the pairs is then the rotate-half RoPE with the same frequencies (pair i <-> dims i, d/2 + i).
+void deinterleave_heads(float* x, int64_t n, int64_t heads, int64_t d) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<float> tmp(static_cast<std::size_t>(d));  // [d] one head
+    for (int64_t h = 0; h < heads; ++h) {
+      float* head = x + (t * heads + h) * d;
+      for (int64_t i = 0; i < d / 2; ++i) {
+        tmp[static_cast<std::size_t>(i)] = head[2 * i];
+        tmp[static_cast<std::size_t>(d / 2 + i)] = head[2 * i + 1];
+      }
+      std::copy(tmp.begin(), tmp.end(), head);
+    }
+  }
+}
+
+// Llama4TextL2Norm on every head of x [len, heads, d] (row stride `stride`): x * rsqrt(mean(x^2) + eps)
+// in fp32, no weight (a permutation of the head's dims does not change it).
+void l2_norm_heads(float* x, int64_t len, int64_t heads, int64_t d, int64_t stride, double eps) {
+  for (int64_t t = 0; t < len; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      float* head = x + t * stride + h * d;
+      float ss = 0;
+      for (int64_t i = 0; i < d; ++i) ss += head[i] * head[i];
+      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+      for (int64_t i = 0; i < d; ++i) head[i] *= inv;
+    }
+}
+
+// Llama 4's NoPE-layer query temperature (Llama4TextAttention, in fp32 as torch computes it):
+// q *= log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1, pos the token's absolute position.
+void temperature_tune(float* q, int64_t len, int64_t q_dim, int64_t first_pos, double floor_scale, double attn_scale) {
+  for (int64_t t = 0; t < len; ++t) {
+    const float pos = static_cast<float>(first_pos + t);
+    const float s = std::log1p(std::floor((pos + 1.0f) / static_cast<float>(floor_scale))) * static_cast<float>(attn_scale) + 1.0f;
+    for (int64_t i = 0; i < q_dim; ++i) q[t * q_dim + i] *= s;
+  }
+}
+
 void apply_output_gate(Eigen::Ref<RowMatrix> attn, const float* gate) {
   const int64_t cols = attn.cols();
 #pragma omp parallel for schedule(static)
@@ -95,6 +137,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
   RopeTableCache tables(c, layer, spans, opt.position_offset);
   AttentionShape attention_shape = AttentionShape::of(c, layer);
   if (w.sinks.size() > 0) attention_shape.sinks = w.sinks.data();  // [heads] (gpt-oss)
+  attention_shape.chunk = c.chunk(layer);  // Llama 4's RoPE layers
+  attention_shape.chunk_origin = opt.position_offset;
   const std::string module = c.layer_prefix(layer).substr(0, c.layer_prefix(layer).size() - 1);
 
   // Scratch buffers sized for the largest chunk, reused across chunks and layers: fresh 50 MB
@@ -162,6 +206,10 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         linear(in, w.v, v);
       }
       PhaseScope rope_phase(phases_, "rope+observe");
+      if (fam.llama4_attention) {  // every layer, as vLLM permutes every layer's q/k weights
+        deinterleave_heads(q.data(), n, nh, d);
+        deinterleave_heads(k.data(), n, nkv, d);
+      }
       if (c.qk_norm && fam.qk_norm_whole) {
         // One RMSNorm over each token's whole projection (all heads) before RoPE: q [n, q_dim], k [n, kv_dim].
         rms_norm_into(q, w.q_norm, c.rms_norm_eps, q);
@@ -184,6 +232,14 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
           apply_rope(table, qs, len, nh, d, c.q_dim());
           apply_rope(table, ks, len, nkv, d, c.kv_dim());
         }
+        if (fam.llama4_attention && c.uses_rope(layer) && c.l2_qk_norm) {
+          l2_norm_heads(qs, len, nh, d, c.q_dim(), c.rms_norm_eps);
+          l2_norm_heads(ks, len, nkv, d, c.kv_dim(), c.rms_norm_eps);
+        }
+        // After RoPE / the q/k norm, before attention: where vLLM 0.34's Llama4Attention scales q
+        // and hands it to self.attn (so Q is observed scaled).
+        if (fam.llama4_attention && !c.uses_rope(layer) && c.attn_temperature_tuning)
+          temperature_tune(qs, len, c.q_dim(), opt.position_offset, c.floor_scale, c.attn_scale);
         auto observe_qk = [&] {
           if (want_q) observer->observe(layer, Site::kQuery, {qs, len, nh, d, c.q_dim()});
           if (want_k) observer->observe(layer, Site::kKey, {ks, len, nkv, d, c.kv_dim()});

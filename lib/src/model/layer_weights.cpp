@@ -11,6 +11,7 @@
 #include "ctcal/model/deltanet_shape.h"
 #include "ctcal/model/gated_deltanet.h"
 #include "ctcal/model/gpt_oss_experts.h"
+#include "ctcal/model/llama4_experts.h"
 #include "ctcal/model/linear_modules.h"
 #include "ctcal/model/mamba2.h"
 
@@ -302,6 +303,7 @@ void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
       if (m.bias) check_tensor(ckpt, m.name + ".bias", {m.out});
     }
     if (c.is_moe(l) && c.family->moe_kind == MoeKind::kGptOss) check_gpt_oss_experts(ckpt, c, p);
+    if (c.is_moe(l) && c.family->moe_kind == MoeKind::kLlama4) check_llama4_experts(ckpt, c, p);
     if (c.is_moe(l) && !c.family->experts.correction_bias.empty())  // [num_experts], where the layout keeps it
       check_tensor(ckpt, p + correction_bias_suffix(*c.family, expert_layout(ckpt, c, l)), {c.num_experts});
   }
@@ -423,6 +425,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
         read_vector(ckpt, p + correction_bias_suffix(fam, expert_layout(ckpt, c, layer)), c.num_experts);
   if (moe && fam.moe_kind == MoeKind::kGptOss)
     load_gpt_oss_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
+  if (moe && fam.moe_kind == MoeKind::kLlama4)
+    load_llama4_experts(ckpt, c, p, std::is_same_v<ReadLinear, std::decay_t<decltype(kReadBf16)>>, &w.experts);
 }
 
 }  // namespace

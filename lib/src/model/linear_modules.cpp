@@ -110,10 +110,12 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
   const std::string_view block = fused ? n.fused_block : n.block;
   out->push_back(module(join(p, block, fused ? n.fused_router : n.router), LinearKind::kRouter, LinearRole::kRouter,
                         std::nullopt, e_count, h, n.router_bias));
-  if (fused && c.family->moe_kind == MoeKind::kGptOss) return;  // [E, H, 2 I], columns interleaved
+  // gpt-oss [E, H, 2 I] (columns interleaved) and Llama 4 [E, H, 2 I] (gate columns, then up) are
+  // input-major: no row slices (model/gpt_oss_experts.h, model/llama4_experts.h read them).
+  const bool input_major = fused && (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kLlama4);
   const std::string_view proj[3] = {n.gate, n.up, n.down};
   constexpr LinearRole kRoles[3] = {LinearRole::kGate, LinearRole::kUp, LinearRole::kDown};
-  for (int64_t e = 0; e < e_count; ++e)
+  for (int64_t e = 0; e < (input_major ? 0 : e_count); ++e)
     for (int which = 0; which < 3; ++which) {
       const bool down = which == 2;
       const Site site = down ? Site::kExpertDownInput : Site::kExpertGateUpInput;
@@ -178,7 +180,9 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
 ExpertLayout expert_layout(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer) {
   if (!c.is_moe(layer)) return ExpertLayout::kPerExpert;
   // gpt-oss and Granite 4 hybrid store their experts fused only.
-  if (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite) return ExpertLayout::kFused;
+  if (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite ||
+      c.family->moe_kind == MoeKind::kLlama4)
+    return ExpertLayout::kFused;
   const bool fused = ckpt.has(join(c.layer_prefix(layer), c.family->experts.fused_block, c.family->experts.fused_gate_up));
   return fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert;
 }

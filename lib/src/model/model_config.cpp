@@ -271,7 +271,7 @@ std::vector<bool> parse_layer_sliding(const Reader& r, const FamilySpec& f, int6
   // Mistral, Mixtral, Phi-3 and Qwen3-MoE ignore layer_types (their attention windows every layer);
   // hybrids' layer_types say linear or full attention (parse_linear_attention), never a window.
   if (r.present(j, "layer_types") && f.sliding != SlidingRule::kAllLayers && f.sliding != SlidingRule::kQwenAllLayers &&
-      !f.hybrid_linear_attention && !f.hybrid_mamba) {
+      !f.hybrid_linear_attention && !f.hybrid_mamba && !f.llama4_attention) {
     const json& t = j["layer_types"];
     if (!t.is_array() || static_cast<int64_t>(t.size()) != layers)
       throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
@@ -306,10 +306,12 @@ void parse_nope_layers(const Reader& r, ModelConfig* c) {
   const json& j = r.j;
   const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
   c->layer_nope.assign(layers, false);
-  if (r.present(j, "no_rope_layers")) {
+  if (r.present(j, "no_rope_layers") && !(j["no_rope_layers"].is_array() && j["no_rope_layers"].empty())) {
     const json& t = j["no_rope_layers"];
-    if (!t.is_array() || t.size() != layers)
-      throw r.fail("no_rope_layers", fmt::format("expected a list of {} flags (1: RoPE, 0: none)", layers));
+    // Llama4TextConfig reads the list by layer index ("at least the same length"); SmolLM3's is exact.
+    const bool at_least = c->family && c->family->llama4_attention;
+    if (!t.is_array() || t.size() < layers || (!at_least && t.size() != layers))
+      throw r.fail("no_rope_layers", fmt::format("expected a list of {}{} flags (1: RoPE, 0: none)", at_least ? "at least " : "", layers));
     for (std::size_t i = 0; i < layers; ++i) {
       if (!t[i].is_number_integer() || (t[i] != 0 && t[i] != 1))
         throw r.fail("no_rope_layers", fmt::format("layer {}: expected 0 or 1, got {}", i, t[i].dump()));
@@ -317,6 +319,7 @@ void parse_nope_layers(const Reader& r, ModelConfig* c) {
     }
     return;
   }
+  // An empty list takes the default as well (Llama4TextConfig: `if self.no_rope_layers`).
   const int64_t interval = r.positive_int("no_rope_layer_interval", 4);
   for (std::size_t i = 0; i < layers; ++i) c->layer_nope[i] = (static_cast<int64_t>(i) + 1) % interval == 0;
 }
@@ -382,6 +385,58 @@ void parse_linear_attention(const Reader& r, ModelConfig* c) {
   if (la.num_v_heads % la.num_k_heads != 0)
     throw r.fail("linear_num_value_heads", fmt::format("{} value heads are not a multiple of linear_num_key_heads ({})",
                                                        la.num_v_heads, la.num_k_heads));
+}
+
+// Llama 4 text (Llama4TextConfig's defaults where config.json omits a key): layer_types (derived
+// from no_rope_layers: RoPE layers "chunked_attention", NoPE layers "full_attention"; a list that
+// disagrees is refused: transformers would mask by it while vLLM chunks the RoPE layers), the
+// chunk (attention_chunk_size 8192; null: none), use_qk_norm (true), attn_temperature_tuning
+// (true), floor_scale (8192), attn_scale (0.1), and Llama4TextMoe on moe_layers (else every
+// interleave_moe_layer_step-th layer, default 1): num_local_experts (16) experts and a shared
+// expert of width intermediate_size, top num_experts_per_tok (1); dense layers of width
+// intermediate_size_mlp (16384).
+void parse_llama4(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
+  if (r.present(j, "layer_types")) {
+    const json& t = j["layer_types"];
+    if (!t.is_array() || t.size() != layers)
+      throw r.fail("layer_types", fmt::format("expected a list of {} layer types", layers));
+    for (std::size_t i = 0; i < layers; ++i) {
+      const char* want = c->layer_nope[i] ? "full_attention" : "chunked_attention";
+      if (t[i] != want)
+        throw r.fail("layer_types", fmt::format("layer {}: {} disagrees with no_rope_layers (expected \"{}\": vLLM 0.34 "
+                                                "chunks exactly the RoPE layers)", i, t[i].dump(), want));
+    }
+  }
+  c->attention_chunk_size = std::nullopt;
+  if (!j.contains("attention_chunk_size")) c->attention_chunk_size = 8192;
+  else if (!j["attention_chunk_size"].is_null()) c->attention_chunk_size = r.positive_int("attention_chunk_size");
+  c->l2_qk_norm = r.boolean("use_qk_norm", true);
+  c->attn_temperature_tuning = r.boolean("attn_temperature_tuning", true);
+  c->floor_scale = r.number(j, "", "floor_scale", 8192.0);
+  if (c->floor_scale <= 0) throw r.fail("floor_scale", "expected a positive number");
+  c->attn_scale = r.number(j, "", "attn_scale", 0.1);
+  c->num_experts = r.positive_int("num_local_experts", 16);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 1);
+  if (c->num_experts_per_tok > c->num_experts)
+    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+  c->moe_intermediate_size = c->intermediate_size;
+  c->shared_expert_intermediate_size = c->intermediate_size;
+  c->intermediate_size = r.positive_int("intermediate_size_mlp", 16384);
+  c->layer_moe.assign(layers, false);
+  if (r.present(j, "moe_layers")) {
+    const json& m = j["moe_layers"];
+    if (!m.is_array()) throw r.fail("moe_layers", "expected a list of layer indices");
+    for (const json& v : m) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c->num_hidden_layers)
+        throw r.fail("moe_layers", fmt::format("{} is not a layer index below {}", v.dump(), layers));
+      c->layer_moe[v.get<std::size_t>()] = true;
+    }
+  } else {
+    const int64_t step = r.positive_int("interleave_moe_layer_step", 1);
+    for (int64_t l = step - 1; l < c->num_hidden_layers; l += step) c->layer_moe[static_cast<std::size_t>(l)] = true;
+  }
 }
 
 // GLM-4.5 (Glm4MoeConfig, its defaults where config.json omits a key): n_routed_experts (128) of width
@@ -776,6 +831,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
       throw r.fail("attn_logit_softcapping", "attention logit softcapping is not supported (Gemma 3 has none)");
   }
   if (family.moe_kind == MoeKind::kGranite) parse_granite_hybrid(r, &c);
+  else if (family.moe_kind == MoeKind::kLlama4) parse_llama4(r, &c);
   else if (family.mlp == MlpKind::kMoe) parse_moe(r, family, &c);
   if (family.hybrid_mamba) {
     parse_mamba_hybrid(r, family, &c);

@@ -81,6 +81,21 @@ Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& lo
     route_sigmoid_grouped(c, logits, correction_bias ? *correction_bias : Vector(), &r);
     return r;
   }
+  if (c.family && c.family->moe_kind == MoeKind::kLlama4) {
+    // Llama4Router: torch.topk of the logits, the chosen ones' sigmoid in fp32 (the others' -inf
+    // gives 0: those experts see a zero input and add nothing).
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<int32_t> idx;
+      top_k(logits.data() + t * logits.outerStride(), e, k, &idx);  // row t [e]
+      for (int64_t j = 0; j < k; ++j) {
+        const auto at = static_cast<std::size_t>(t * k + j);
+        r.expert[at] = idx[static_cast<std::size_t>(j)];
+        r.weight[at] = 1.0f / (1.0f + std::exp(-logits(t, r.expert[at])));
+      }
+    }
+    return r;
+  }
   if (c.family && (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite)) {
     // GptOssTopKRouter: torch.topk of the biased logits, then a softmax over those k values;
     // GraniteMoeSharedTopKRouter the same without a bias.
@@ -145,8 +160,14 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     const int32_t* tokens = b.token.data() + b.first[e];  // [m], ascending
     const float* weights = b.weight.data() + b.first[e];  // [m]
     xe.resize(m, h);
+    // Llama4TextMoe scales each routed row BEFORE its expert (routed_in = x * score) and sums the
+    // outputs unweighted; the others weight the expert's output.
+    const bool weight_on_input = c.family && c.family->moe_kind == MoeKind::kLlama4;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; ++i) xe.row(i) = x.row(tokens[i]);
+    for (int64_t i = 0; i < m; ++i) {
+      if (weight_on_input) xe.row(i) = weights[i] * x.row(tokens[i]);
+      else xe.row(i) = x.row(tokens[i]);
+    }
     gate.resize(m, f);
     up.resize(m, f);
     down.resize(m, h);
@@ -168,7 +189,7 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     linear(in, w.down[e], down);
     // index_add_ in expert order; within one expert every token is distinct.
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; ++i) out.row(tokens[i]) += weights[i] * down.row(i);
+    for (int64_t i = 0; i < m; ++i) out.row(tokens[i]) += (weight_on_input ? 1.0f : weights[i]) * down.row(i);
   }
 }
 

@@ -196,7 +196,9 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
       // "re:.*block_sparse_moe.gate" for Mixtral). The same for Qwen3-Next's shared_expert_gate,
       // which vLLM 0.34 builds without a quant config (models/qwen3_next.py:205-211) and the
       // Qwen3-Next / Qwen3.5 FP8 examples ignore ("re:.*mlp.shared_expert_gate$"). GLM-4.5's router
-      // mlp.gate is a GateLinear built without a quant config in vLLM 0.34 (models/glm4_moe.py:141).
+      // mlp.gate is a GateLinear built without a quant config in vLLM 0.34 (models/glm4_moe.py:141),
+      // and so is Llama 4's feed_forward.router (models/llama4.py:101; llm-compressor's Llama 4
+      // recipes ignore "re:.*router").
       const std::string suffix = m.name.substr(model.layer_prefix(l).size());
       const char* what = m.role == LinearRole::kSharedExpertGate ? "shared-expert gate" : "MoE router";
       for (const auto& g : q.linear_groups)

@@ -6,6 +6,7 @@
 // online softmax (running max and sum), holding [n_rep * block, key_block] scores. Memory and
 // cache footprint are independent of the sequence length; the result does not depend on the
 // thread count (fixed summation order).
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -23,6 +24,17 @@ struct AttentionShape {
   // [heads] attention sinks (gpt-oss), or null: one more logit per query head in each row's
   // softmax, whose probability is dropped (the row's weights then sum to less than 1).
   const float* sinks = nullptr;
+  // Chunked local attention (Llama 4's RoPE layers, create_chunked_causal_mask): position q sees
+  // only keys k <= q of its own chunk, floor((k + chunk_origin) / chunk) == floor((q + chunk_origin)
+  // / chunk); chunk_origin is the absolute position of the sample's first token. null: no chunks.
+  std::optional<int64_t> chunk;
+  int64_t chunk_origin = 0;
+  // The first key position q may see (window and chunk cut the causal range [0, q]).
+  int64_t first_visible(int64_t q) const {
+    int64_t lo = window ? std::max<int64_t>(0, q - *window + 1) : 0;
+    if (chunk) lo = std::max<int64_t>(lo, (q + chunk_origin) / *chunk * *chunk - chunk_origin);
+    return lo;
+  }
   // Layer `layer` of a model: its window (sliding layers only) and the family's scale
   // (1/sqrt(head_dim), or query_pre_attn_scalar^-0.5 for Gemma 3).
   static AttentionShape of(const ModelConfig& cfg, int64_t layer);

@@ -51,6 +51,11 @@ enum class MoeKind {
   // best of `n_group` groups (a group ranked by the sum of its top 2); their weights are the
   // unbiased scores, / (sum + 1e-20) when `norm_topk_prob`, times `routed_scaling_factor`.
   kSigmoidGrouped,
+  // Llama 4 (Llama4Router, Llama4TextMoe): the top num_experts_per_tok router logits, each expert's
+  // weight sigmoid(logit) in fp32, applied to the expert's INPUT (routed_in = x * score) and the
+  // outputs summed unweighted; SwiGLU experts stored fused only, input-major: feed_forward.experts.
+  // gate_up_proj [E, H, 2 I] (x @ W; gate columns, then up) and down_proj [E, I, H] (model/llama4_experts.h).
+  kLlama4,
 };
 
 // Which layers use the sliding window when config.json has no `layer_types` list.
@@ -170,6 +175,13 @@ struct FamilySpec {
   // `no_rope_layer_interval`-th layer (default 4) has none (SmolLM3Config.__post_init__,
   // SmolLM3Attention.use_rope).
   bool nope_layers = false;
+  // Llama 4's attention (Llama4TextAttention): RoPE on interleaved pairs (2i, 2i+1) (apply_rotary_emb's
+  // complex view); ctcal permutes each q/k head to [even dims | odd dims] right after the projection,
+  // as vLLM 0.34's permute_qk_weight_for_rotary permutes the weights, so RoPE is the rotate-half one
+  // and Q/K are observed in the order vLLM caches them. RoPE layers then apply the weightless L2 norm
+  // (use_qk_norm) and chunked local attention (attention_chunk_size); NoPE layers (no_rope_layers)
+  // attend globally with the query temperature-tuned (attn_temperature_tuning).
+  bool llama4_attention = false;
   bool tie_word_embeddings_default = false;  // `tie_word_embeddings` when config.json omits it (SmolLM3: true)
   // RoPE per layer type: rope_parameters = {"full_attention": {...}, "sliding_attention": {...}}, or
   // the classic rope_theta (both types) + rope_scaling (full_attention only): Olmo3Config.

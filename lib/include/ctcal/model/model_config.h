@@ -141,6 +141,16 @@ struct ModelConfig {
   std::optional<int64_t> window(int64_t l) const {
     return layer_sliding[static_cast<std::size_t>(l)] ? sliding_window : std::nullopt;
   }
+  // Llama 4 (FamilySpec::llama4_attention): the weightless L2 q/k norm after RoPE on RoPE layers
+  // (use_qk_norm), the chunk of the RoPE layers' local attention (attention_chunk_size; null: none),
+  // and the NoPE layers' query scale log(floor((pos + 1) / floor_scale) + 1) * attn_scale + 1.
+  bool l2_qk_norm = false;
+  std::optional<int64_t> attention_chunk_size;
+  bool attn_temperature_tuning = false;
+  double floor_scale = 8192.0, attn_scale = 0.1;
+  std::optional<int64_t> chunk(int64_t l) const {
+    return family && family->llama4_attention && uses_rope(l) ? attention_chunk_size : std::nullopt;
+  }
   // Layers that apply no RoPE (FamilySpec::nope_layers: SmolLM3's no_rope_layers); empty: none.
   std::vector<bool> layer_nope;  // [num_hidden_layers]
   bool uses_rope(int64_t l) const { return layer_nope.empty() || !layer_nope[static_cast<std::size_t>(l)]; }
