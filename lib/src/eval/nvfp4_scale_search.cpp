@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <functional>
 #include <string>
 
 #include <fmt/format.h>
@@ -229,6 +230,33 @@ class AmaxObserver : public ActivationObserver {
   std::vector<std::map<Site, double>> amax_;  // [layers] {site: max |x|}
 };
 
+namespace {
+
+// One forward pass of `run` over `samples` with `observer` at every layer, the weights as eval's runs
+// have them (FP8 first, then R2) and `after_layer` (may be empty) after each; hidden states not kept.
+void observe_run(const EvalRun& run, const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& forward,
+                 ActivationObserver& observer, std::function<void(int64_t)> after_layer) {
+  Decoder model(*run.checkpoint, run.config);
+  std::vector<SampleSpan> spans;
+  RowMatrix hidden = model.embed(samples, &spans);  // [tokens, hidden]
+  LayerLoop loop;
+  if (run.quantize_weights || run.edit_weights)
+    loop.edit_weights = [&run](int64_t l, LayerWeights& w) {
+      if (run.quantize_weights) run.quantize_weights(l, w);  // FP8 weights first, as eval's runs
+      if (run.edit_weights) run.edit_weights(l, w);
+    };
+  loop.observer = [&observer](int64_t) { return &observer; };
+  loop.after_layer = std::move(after_layer);
+  loop.keep_hidden = false;
+  ForwardOptions opt;
+  opt.device = forward.device;
+  opt.position_offset = forward.position_offset;
+  if (run.qk_rotation) opt.qk_rotation = &*run.qk_rotation;
+  model.run_layers(spans, hidden, loop, opt);
+}
+
+}  // namespace
+
 void check_nvfp4_source(const QuantArgs& a, const std::string& name) {
   if (!(a.type == QuantType::kFloat && a.num_bits == 8 && a.symmetric))
     throw UsageError(fmt::format("--kv-cache-dtype nvfp4: {} quantizes its KV cache as {}{} {}; the NVFP4 decode "
@@ -252,22 +280,7 @@ std::vector<std::map<Site, double>> nvfp4_amax_of_run(const EvalRun& r) {
 std::vector<std::map<Site, double>> observe_kv_amax(const EvalRun& run, const std::vector<std::vector<int32_t>>& samples,
                                                     const ForwardOptions& forward) {
   AmaxObserver observer(run.config);
-  Decoder model(*run.checkpoint, run.config);
-  std::vector<SampleSpan> spans;
-  RowMatrix hidden = model.embed(samples, &spans);  // [tokens, hidden]
-  LayerLoop loop;
-  if (run.quantize_weights || run.edit_weights)
-    loop.edit_weights = [&run](int64_t l, LayerWeights& w) {
-      if (run.quantize_weights) run.quantize_weights(l, w);  // FP8 weights first, as eval's runs
-      if (run.edit_weights) run.edit_weights(l, w);
-    };
-  loop.observer = [&observer](int64_t) { return static_cast<ActivationObserver*>(&observer); };
-  loop.keep_hidden = false;
-  ForwardOptions opt;
-  opt.device = forward.device;
-  opt.position_offset = forward.position_offset;
-  if (run.qk_rotation) opt.qk_rotation = &*run.qk_rotation;
-  model.run_layers(spans, hidden, loop, opt);
+  observe_run(run, samples, forward, observer, {});
   return observer.amax();
 }
 
@@ -290,23 +303,7 @@ Nvfp4Search search_per_layer(const EvalRun& run, const std::vector<std::map<Site
     for (const auto& [site, m] : layer)
       CTCAL_ASSERT(m > 0 && std::isfinite(m), "NVFP4 search needs a positive finite amax");
   SearchObserver observer(run.config, amax);
-  Decoder model(*run.checkpoint, run.config);
-  std::vector<SampleSpan> spans;
-  RowMatrix hidden = model.embed(samples, &spans);  // [tokens, hidden]
-  LayerLoop loop;
-  loop.edit_weights = [&run](int64_t l, LayerWeights& w) {
-    if (run.quantize_weights) run.quantize_weights(l, w);  // FP8 weights first, as eval's runs
-    if (run.edit_weights) run.edit_weights(l, w);
-  };
-  if (!run.quantize_weights && !run.edit_weights) loop.edit_weights = {};
-  loop.observer = [&observer](int64_t) { return static_cast<ActivationObserver*>(&observer); };
-  loop.after_layer = [&observer](int64_t l) { observer.finish_layer(l); };
-  loop.keep_hidden = false;
-  ForwardOptions opt;
-  opt.device = forward.device;
-  opt.position_offset = forward.position_offset;
-  if (run.qk_rotation) opt.qk_rotation = &*run.qk_rotation;
-  model.run_layers(spans, hidden, loop, opt);
+  observe_run(run, samples, forward, observer, [&observer](int64_t l) { observer.finish_layer(l); });
 
   Nvfp4Search out;
   out.kv.rule = "searched";
