@@ -229,6 +229,33 @@ json vllm_verdict(const VllmFacts& f) {
                               "config.json (MiniMaxM2MoE), so AutoWeightsLoader raises \"There is no module or "
                               "parameter named ...\"", b));
   }
+  if (f.architecture == "Llama4ForCausalLM") {
+    // models/llama4.py, Llama4DecoderLayer: a layer is MoE when (layer + 1) % interleave_moe_layer_step
+    // == 0, whatever config.json's moe_layers says (transformers 5.17 builds Llama4TextMoe exactly on
+    // moe_layers); a layer of the other kind finds no parameter for its feed_forward tensors and
+    // Llama4Model.load_weights raises KeyError (params_dict[name]). Its attention is built with
+    // bias=False, bias_o_proj=False: attention_bias tensors raise the same KeyError.
+    const int64_t layers = f.config.value("num_hidden_layers", int64_t{0});
+    const int64_t step = f.config.value("interleave_moe_layer_step", int64_t{1});
+    if (f.config.contains("moe_layers") && f.config["moe_layers"].is_array()) {
+      std::set<int64_t> listed;
+      for (const json& entry : f.config["moe_layers"])
+        if (entry.is_number_integer()) listed.insert(entry.get<int64_t>());
+      for (int64_t l = 0; l < layers; ++l)
+        if ((step > 0 && (l + 1) % step == 0) != (listed.count(l) > 0)) {
+          cannot_load("KeyError", "",
+                      fmt::format("layer {} is {} in config.json's moe_layers, but vLLM's Llama 4 makes a layer MoE "
+                                  "by interleave_moe_layer_step = {} alone (Llama4DecoderLayer), so its feed_forward "
+                                  "tensors have no parameter", l, listed.count(l) ? "MoE" : "dense", step));
+          break;
+        }
+    }
+    static const std::regex attn_bias(R"(\.self_attn\.[qkvo]_proj\.bias$)");
+    if (const std::string b = first_match(f.tensors, attn_bias); !b.empty())
+      cannot_load("KeyError", b,
+                  fmt::format("'{}': vLLM's Llama 4 builds its attention without biases (Llama4DecoderLayer: "
+                              "bias=False, bias_o_proj=False)", b));
+  }
   // Tensor names vLLM cannot place. get_cache_scale_mapper maps .kv_scale, .{k,v}_proj.{k,v}_scale
   // and .{q,k,v}_scale, but not the legacy .{q,k,v}_proj.output_scale.
   static const std::regex legacy_output(R"(\.[qkv]_proj\.output_scale$)");
