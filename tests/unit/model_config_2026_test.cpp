@@ -209,6 +209,13 @@ TEST(ModelConfig2026, Llama4DefaultsNopeMoeLayersAndChunks) {
   j.erase("layer_types");
   j["moe_layers"] = {4};
   EXPECT_NE(error_of(j).find("moe_layers"), std::string::npos);
+  json by_type = base("Llama4ForCausalLM");  // a config with model_type only
+  by_type.erase("architectures");
+  by_type["model_type"] = "llama4_text";
+  EXPECT_EQ(parse_model_config(by_type, "c").architecture, "Llama4ForCausalLM");
+  // the multimodal checkpoint and Gemma 4: refused by name, with the reason
+  EXPECT_NE(error_of(base("Llama4ForConditionalGeneration")).find("language_model.lm_head.weight"), std::string::npos);
+  EXPECT_NE(error_of(base("Gemma4ForCausalLM")).find("KV-shared"), std::string::npos);
 }
 
 }  // namespace
