@@ -59,14 +59,15 @@ TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
       }
     }
     // The other way: every 2-D ".weight" under a layer (a Linear's, whatever its name) and every
-    // Linear bias is enumerated; gpt-oss's fused experts (3-D, read by model/gpt_oss_experts.h) are not Linears.
+    // Linear bias is enumerated; gpt-oss's and Llama 4's fused input-major experts (3-D, read by
+    // model/gpt_oss_experts.h and model/llama4_experts.h) are not Linears.
     for (const std::string& t : ck.tensor_names()) {
       if (!t.starts_with(c.weight_prefix + "layers.")) continue;
       const bool linear_weight = t.ends_with(".weight") && ck.info(t).shape.size() == 2;
       const bool fused_experts = t.find(".experts.gate_up_proj") != std::string::npos ||
                                  t.find(".experts.down_proj") != std::string::npos;
-      const bool gpt_oss = c.family->moe_kind == MoeKind::kGptOss;
-      if ((linear_weight || (fused_experts && !gpt_oss)) && !t.ends_with("_bias")) {
+      const bool input_major = c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kLlama4;
+      if ((linear_weight || (fused_experts && !input_major)) && !t.ends_with("_bias")) {
         EXPECT_TRUE(enumerated.count(t)) << t << " is in the checkpoint but not enumerated";
       }
     }
