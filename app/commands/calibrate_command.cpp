@@ -335,6 +335,12 @@ void check_model_and_plan(const CalibrateRequest& req, const Recipe& recipe, con
     throw UsageError(fmt::format("--kv-skip-layers {}: expected 0 to {} (the model has {} layers)", req.kv_skip_layers,
                                  cfg.num_hidden_layers - 1, cfg.num_hidden_layers));
   if (o.key_range == "envelope") {
+    // Llama 4's RoPE layers L2-normalise K after RoPE (Llama4TextL2Norm): the pre-RoPE pair norms no
+    // longer bound the cached K.
+    if (cfg.family->llama4_attention && cfg.l2_qk_norm)
+      throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms, but {} "
+                                   "L2-normalises K after RoPE (use_qk_norm), so they do not bound it; use the "
+                                   "default --key-range", cfg.architecture));
     const std::string kobs = plan.kv_args.observer.value_or("static_minmax");
     if (kobs == "mse" || kobs == "memoryless_mse")
       throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms; observer {} "

@@ -566,6 +566,12 @@ def check_llama4_fp8(tmp, case):
     r = run("inspect", out, "--strict")
     check(r.returncode == 0, f"{case} fp8: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
     print(f"{case} FP8 W8A8: {len(fp8)} Linear layers F8_E4M3 (attention, dense MLP, shared expert); router and fused experts refused until ignored")
+    # the key envelope bounds K by its pre-RoPE pair norms; Llama 4 L2-normalises K after RoPE: refused (exit 2)
+    path = os.path.join(tmp, f"{case}-kv.yaml")
+    open(path, "w").write(RECIPE)
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, f"{case}-envelope"),
+            "--key-range", "envelope")
+    check(r.returncode == 2 and "L2-normalises K after RoPE" in r.stderr, f"{case}: --key-range envelope exit {r.returncode}: {r.stderr[-300:]}")
 
 
 def main():
