@@ -78,6 +78,8 @@ g, c = (json.load(open(f"{sys.argv[1]}/eval-{d}.json"))["quantized"][0] for d in
 print(f"eval FP8 W8A8 + KV, KL: cuda {g['kl']:.5f}, cpu {c['kl']:.5f}")
 sys.exit(0 if abs(g["kl"] - c["kl"]) <= 0.1 * c["kl"] else 1)  # bf16 attention and GEMMs: KL within 10 %
 PY
+  # eval's NVFP4 KV rows (issue 31) with the CUDA forward against the CPU's
+  python3 "$root/tests/gpu/eval_nvfp4_cuda_vs_cpu.py" "$ctcal" "$CTCAL_DATA" "$root" || rc=1
   if CTCAL=$ctcal OUT=$work/example NUM_SAMPLES=16 bash "$root/examples/gpu-fp8-kv/run.sh" > "$work/example.log" 2>&1; then
     echo "example gpu-fp8-kv: $(grep 'worst relative' "$work/example.log")"
   else echo "example gpu-fp8-kv: FAILED"; tail -5 "$work/example.log"; rc=1; fi
