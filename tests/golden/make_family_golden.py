@@ -363,7 +363,9 @@ CASES = [
     # and the L2 q/k norm, layers 1 and 3 NoPE (no_rope_layer_interval 2) with global attention and
     # temperature-tuned queries (floor_scale 4, attn_scale 0.5: the scale grows from position 3 on);
     # interleave_moe_layer_step 2: layers 1 and 3 Llama4TextMoe (4 experts, top 1, shared expert), 0
-    # and 2 dense (intermediate_size_mlp 96).
+    # and 2 dense (intermediate_size_mlp 96). Q is recorded as the attention interface receives it:
+    # after the temperature scaling, which is where vLLM 0.34's Llama4Attention.forward hands q to
+    # self.attn (models/llama4.py), so ForwardGolden holds ctcal's Q observation to that point.
     ("llama4_text_fp32", "llama4_text",
      dict(hidden_size=64, intermediate_size=32, intermediate_size_mlp=96, num_hidden_layers=4,
           num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=64,
