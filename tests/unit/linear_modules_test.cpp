@@ -276,6 +276,31 @@ TEST(LinearModules, GptOssRouterHasABiasAndFusedExpertsAreNotLinears) {
   EXPECT_EQ(linear_modules(c, 0)[4].name, "model.layers.0.mlp.router");
 }
 
+// Llama 4 (Llama4TextDecoderLayer, as transformers 5.17 saves it): the MLP module is feed_forward;
+// a dense layer's gate/up/down are of width intermediate_size_mlp; an MoE layer lists its router
+// feed_forward.router and its ungated shared_expert (width intermediate_size), never its fused
+// input-major experts (model/llama4_experts.h reads them).
+TEST(LinearModules, Llama4FeedForwardRouterAndSharedExpert) {
+  const Checkpoint ck(model("llama4_text_fp32"));
+  const ModelConfig c = load_model_config(ck);
+  ASSERT_FALSE(c.is_moe(0));
+  ASSERT_TRUE(c.is_moe(1));
+  EXPECT_EQ(names(linear_modules(c, 0)),
+            (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                                      "model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
+                                      "model.layers.0.feed_forward.gate_proj", "model.layers.0.feed_forward.up_proj",
+                                      "model.layers.0.feed_forward.down_proj"}));
+  EXPECT_EQ(linear_modules(c, 0)[4].out, 96);  // intermediate_size_mlp
+  ASSERT_EQ(expert_layout(ck, c, 1), ExpertLayout::kFused);
+  const auto m = linear_modules(c, 1, true, ExpertLayout::kFused);
+  EXPECT_EQ(names(std::vector<LinearModule>(m.begin() + 4, m.end())),
+            (std::vector<std::string>{"model.layers.1.feed_forward.router", "model.layers.1.feed_forward.shared_expert.gate_proj",
+                                      "model.layers.1.feed_forward.shared_expert.up_proj",
+                                      "model.layers.1.feed_forward.shared_expert.down_proj"}));
+  EXPECT_EQ(m[4].kind, LinearKind::kRouter);
+  EXPECT_EQ(m[5].out, 32);  // the shared expert: intermediate_size
+}
+
 // Nemotron-H (NemotronHBlock; vLLM's nemotron_h.py maps backbone. -> model.): one block per layer,
 // every module named mixer: Mamba2 in_proj / out_proj, attention q/k/v/o, or the ungated MLP's
 // up_proj / down_proj.
