@@ -4,24 +4,13 @@
 
 #include "ctcal/error.h"
 #include "ctcal/io/mxfp4.h"
+#include "ctcal/model/fused_experts.h"
 
 namespace ctcal {
 
 namespace {
 
 constexpr int64_t kMxfp4Block = 32;  // values per E8M0 scale (16 bytes of two FP4 codes)
-
-void expect(const Checkpoint& ckpt, const std::string& name, const std::vector<int64_t>& shape, bool uint8) {
-  const TensorInfo& t = ckpt.info(name);  // throws InputError naming a missing tensor
-  const std::string file = ckpt.shard_of(name).path().string();
-  if (t.shape != shape)
-    throw InputError(fmt::format("{}: tensor '{}' has shape {}; expected {} from config.json", file, name,
-                                 shape_str(t.shape), shape_str(shape)));
-  const bool ok = uint8 ? t.dtype == DType::kU8 : (t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16);
-  if (!ok)
-    throw InputError(fmt::format("{}: tensor '{}' has dtype {}; expected {}", file, name, dtype_name(t.dtype),
-                                 uint8 ? "U8 (MXFP4 blocks / E8M0 scales)" : "F32, F16 or BF16"));
-}
 
 const unsigned char* bytes_of(const Checkpoint& ckpt, const std::string& name) {
   return ckpt.shard_of(name).data(ckpt.info(name));
@@ -39,54 +28,36 @@ void split_gate_up(int64_t i_size, int64_t h, Row row, Linear* gate, Linear* up)
   }
 }
 
-void require_finite(const Checkpoint& ckpt, const std::string& name, const Linear& l) {
-  if (!l.w.allFinite() || (l.b.size() > 0 && !l.b.allFinite()))
-    throw InputError(fmt::format("{}: tensor '{}' contains NaN or Inf; the checkpoint is corrupt",
-                                 ckpt.shard_of(name).path().string(), name));
-}
-
-}  // namespace
-
-namespace {
-
-// Layer `p`'s fused gate_up and down tensor names from the family table ("...mlp.experts.gate_up_proj"),
-// before their _blocks / _scales / _bias suffixes.
-std::pair<std::string, std::string> fused_names(const ModelConfig& c, const std::string& p) {
-  const ExpertNames& n = c.family->experts;
-  const std::string block = p + std::string(n.fused_block) + ".";
-  return {block + std::string(n.fused_gate_up), block + std::string(n.fused_down)};
-}
-
 }  // namespace
 
 bool gpt_oss_experts_mxfp4(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p) {
-  return ckpt.has(fused_names(c, p).first + "_blocks");
+  return ckpt.has(fused_expert_names(c, p).first + "_blocks");
 }
 
 void check_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p) {
   const int64_t e = c.num_experts, h = c.hidden_size, f = c.moe_intermediate_size;
-  const auto [gu, dn] = fused_names(c, p);
+  const auto [gu, dn] = fused_expert_names(c, p);
   if (gpt_oss_experts_mxfp4(ckpt, c, p)) {
     if (h % kMxfp4Block != 0 || f % kMxfp4Block != 0)
       throw InputError(fmt::format("{}: MXFP4 experts need hidden_size ({}) and intermediate_size ({}) divisible by 32",
                                    ckpt.config_path().string(), h, f));
-    expect(ckpt, gu + "_blocks", {e, 2 * f, h / kMxfp4Block, kMxfp4Block / 2}, true);
-    expect(ckpt, gu + "_scales", {e, 2 * f, h / kMxfp4Block}, true);
-    expect(ckpt, dn + "_blocks", {e, h, f / kMxfp4Block, kMxfp4Block / 2}, true);
-    expect(ckpt, dn + "_scales", {e, h, f / kMxfp4Block}, true);
+    expect_expert_tensor(ckpt, gu + "_blocks", {e, 2 * f, h / kMxfp4Block, kMxfp4Block / 2}, true);
+    expect_expert_tensor(ckpt, gu + "_scales", {e, 2 * f, h / kMxfp4Block}, true);
+    expect_expert_tensor(ckpt, dn + "_blocks", {e, h, f / kMxfp4Block, kMxfp4Block / 2}, true);
+    expect_expert_tensor(ckpt, dn + "_scales", {e, h, f / kMxfp4Block}, true);
   } else {
-    expect(ckpt, gu, {e, h, 2 * f}, false);
-    expect(ckpt, dn, {e, f, h}, false);
+    expect_expert_tensor(ckpt, gu, {e, h, 2 * f});
+    expect_expert_tensor(ckpt, dn, {e, f, h});
   }
-  expect(ckpt, gu + "_bias", {e, 2 * f}, false);
-  expect(ckpt, dn + "_bias", {e, h}, false);
+  expect_expert_tensor(ckpt, gu + "_bias", {e, 2 * f});
+  expect_expert_tensor(ckpt, dn + "_bias", {e, h});
 }
 
 void load_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const std::string& p, bool bf16,
                           ExpertWeights* x) {
   check_gpt_oss_experts(ckpt, c, p);
   const int64_t n = c.num_experts, h = c.hidden_size, f = c.moe_intermediate_size;
-  const auto [gu_base, d_base] = fused_names(c, p);
+  const auto [gu_base, d_base] = fused_expert_names(c, p);
   const bool mxfp4 = gpt_oss_experts_mxfp4(ckpt, c, p);
   const std::vector<float> gu_bias = ckpt.read_f32(gu_base + "_bias");  // [E, 2 I]
   const std::vector<float> d_bias = ckpt.read_f32(d_base + "_bias");    // [E, H]
@@ -126,11 +97,7 @@ void load_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const st
       split_gate_up(f, h, [&](int64_t col, float* dst) {
         for (int64_t k = 0; k < h; ++k) dst[k] = load_as_f32(gu, gu_t, base + static_cast<std::size_t>(k * 2 * f + col));
       }, &gate, &up);
-      // down_proj[e] is [I, H] (x @ W): transposed into [H, I].
-      down.w.resize(h, f);
-      const std::size_t dbase = static_cast<std::size_t>(e * f * h);
-      for (int64_t k = 0; k < f; ++k)
-        for (int64_t o = 0; o < h; ++o) down.w(o, k) = load_as_f32(dn, d_t, dbase + static_cast<std::size_t>(k * h + o));
+      read_input_major_down(dn, d_t, e, f, h, &down);  // down_proj[e] [I, H] (x @ W) -> [H, I]
     }
     gate.b.resize(f);
     up.b.resize(f);
@@ -143,14 +110,7 @@ void load_gpt_oss_experts(const Checkpoint& ckpt, const ModelConfig& c, const st
     up.w_bf16.reset();
     down.w_bf16.reset();
   }
-  for (int64_t e = 0; e < n; ++e) {
-    const auto i = static_cast<std::size_t>(e);
-    require_finite(ckpt, gu_name, x->gate[i]);
-    require_finite(ckpt, gu_name, x->up[i]);
-    require_finite(ckpt, d_name, x->down[i]);
-    if (bf16)
-      for (Linear* l : {&x->gate[i], &x->up[i], &x->down[i]}) pack_weights_bf16(l);
-  }
+  finish_experts(ckpt, gu_name, d_name, bf16, x);
 }
 
 }  // namespace ctcal
