@@ -35,3 +35,19 @@ function(ctcal_precompile_headers target)
       <spdlog/spdlog.h> ${ARGN})
   endif()
 endfunction()
+
+# What a library built from lib/src needs and gives its users: the public headers, the version
+# string, the header-only and runtime dependencies, and Open MPI where ranks are built in. ctcal_lib
+# and the fuzz build's ctcal_fuzz_parsers (a subset of lib/src, tests/fuzz/CMakeLists.txt) both call
+# it, so the two cannot drift apart.
+function(ctcal_library_usage target)
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR}/lib/include)
+  target_compile_definitions(${target} PUBLIC CTCAL_VERSION_STRING="${PROJECT_VERSION}")
+  target_link_libraries(${target}
+    PUBLIC ctcal_options Eigen3::Eigen nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog OpenMP::OpenMP_CXX
+    PRIVATE yaml-cpp PkgConfig::SENTENCEPIECE PkgConfig::PCRE2)
+  if(CTCAL_MPI)
+    target_link_libraries(${target} PRIVATE MPI::MPI_CXX)
+    target_compile_definitions(${target} PRIVATE CTCAL_HAVE_MPI)
+  endif()
+endfunction()
