@@ -44,6 +44,7 @@ class DeviceVector {
 struct QkvCase {
   int64_t heads, kv_heads, head_dim;
   std::vector<int64_t> lengths;  // samples of one chunk
+  bool nope = false;             // a layer without RoPE (SmolLM3's NoPE layers): an empty table, null cos/sin
 };
 
 class RopeQkvOnePass : public ::testing::TestWithParam<QkvCase> {};
@@ -55,7 +56,8 @@ TEST_P(RopeQkvOnePass, SameBitsAsTheSteps) {
   const QkvCase c = GetParam();
   const int64_t d = c.head_dim, half = d / 2, nh = c.heads, nkv = c.kv_heads;
   const int64_t qd = nh * d, kvd = nkv * d, ld = qd + 2 * kvd;
-  ASSERT_TRUE(cuda::rope_qkv_supports(d, half));
+  const int64_t table_half = c.nope ? 0 : half;  // the RoPE table's half (0: NoPE, nothing rotated)
+  ASSERT_TRUE(cuda::rope_qkv_supports(d, table_half));
   std::vector<int64_t> offsets;
   int64_t rows = 0;
   for (int64_t len : c.lengths) offsets.push_back(rows), rows += len;
@@ -100,8 +102,8 @@ TEST_P(RopeQkvOnePass, SameBitsAsTheSteps) {
   range(0, xs.get() + qd);
   for (std::size_t j = 0; j < c.lengths.size(); ++j) {
     float* base = xs.get() + offsets[j] * ld;
-    cuda::rope(base, c.lengths[j], nh, d, ld, cos_d[j]->get(), sin_d[j]->get(), half, nullptr);
-    cuda::rope(base + qd, c.lengths[j], nkv, d, ld, cos_d[j]->get(), sin_d[j]->get(), half, nullptr);
+    cuda::rope(base, c.lengths[j], nh, d, ld, cos_d[j]->get(), sin_d[j]->get(), table_half, nullptr);
+    cuda::rope(base + qd, c.lengths[j], nkv, d, ld, cos_d[j]->get(), sin_d[j]->get(), table_half, nullptr);
   }
   range(1, xs.get());
   range(2, xs.get() + qd);
@@ -122,7 +124,8 @@ TEST_P(RopeQkvOnePass, SameBitsAsTheSteps) {
   for (std::size_t j = 0; j < c.lengths.size(); ++j) {
     r.sample = static_cast<int64_t>(j);
     const int64_t o = offsets[j];
-    cuda::rope_qkv_to_bf16(xo.get() + o * ld, c.lengths[j], ld, nh, nkv, d, cos_d[j]->get(), sin_d[j]->get(),
+    cuda::rope_qkv_to_bf16(xo.get() + o * ld, c.lengths[j], ld, nh, nkv, d, c.nope ? nullptr : cos_d[j]->get(),
+                           c.nope ? nullptr : sin_d[j]->get(),
                            qb.get() + o * qd, kb.get() + o * kvd, vb.get() + o * kvd, r, nullptr);
   }
   for (int site = 0; site < kSites; ++site) {
@@ -163,7 +166,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RopeQkvOnePass,
                          ::testing::Values(QkvCase{32, 8, 128, {2048, 300}},  // Llama-3 8B's heads
                                            QkvCase{4, 4, 96, {150, 7}},       // Phi-3's head_dim: 240 of 256 threads
                                            QkvCase{6, 2, 64, {1, 40, 64}},    // a sample shorter than the 16 splits
-                                           QkvCase{8, 4, 8, {33}}));          // stories260K's head_dim
+                                           QkvCase{8, 4, 8, {33}},            // stories260K's head_dim
+                                           QkvCase{4, 2, 128, {70, 3}, true}));  // a NoPE layer (SmolLM3)
 
 // rms_norm without its fp32 output writes the same bf16 copy as with it.
 TEST(RmsNorm, Bf16CopyAloneIsTheSame) {

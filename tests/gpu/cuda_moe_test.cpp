@@ -23,6 +23,7 @@
 #include "ctcal/model/moe.h"
 #include "ctcal/quant/observer.h"
 #include "cuda_moe.h"
+#include "moe_kernels.h"
 #include "test_util.h"
 
 namespace ctcal {
@@ -73,6 +74,11 @@ struct MoeCase {
   const char* architecture;  // the family: its routing and expert activation
   int64_t experts, top_k;
   bool biases;               // gpt-oss: router and expert biases
+  // MoeKind::kSigmoidGrouped (GLM-4.5, MiniMax-M2): n_group, topk_group, routed_scaling_factor and
+  // an e_score_correction_bias [E] (on the host: the routing runs there)
+  int64_t groups = 1, topk_group = 1;
+  double routed_scale = 1.0;
+  bool correction_bias = false;
 };
 
 class CudaMoeMlp : public ::testing::TestWithParam<MoeCase> {};
@@ -94,6 +100,9 @@ TEST_P(CudaMoeMlp, MatchesCpuMoeMlp) {
   c.num_experts_per_tok = p.top_k;
   c.moe_intermediate_size = 40;
   c.norm_topk_prob = true;
+  c.n_group = p.groups;
+  c.topk_group = p.topk_group;
+  c.routed_scaling_factor = p.routed_scale;
   const int64_t h = c.hidden_size, f = c.moe_intermediate_size, ne = c.num_experts, n = 77;
   auto bf16_round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
   auto random_linear = [&](int64_t out, int64_t in, float sd, bool bias, bool bf16) {
@@ -109,6 +118,10 @@ TEST_P(CudaMoeMlp, MatchesCpuMoeMlp) {
   LayerWeights lw;
   ExpertWeights& w = lw.experts;
   w.router = random_linear(ne, h, 0.5f, p.biases, false);  // fp32 on both sides
+  if (p.correction_bias) {  // of the size of the sigmoid scores' spread, so that it changes choices
+    w.correction_bias.resize(ne);  // [E]
+    for (Eigen::Index i = 0; i < ne; ++i) w.correction_bias[i] = 0.2f * normal(rng);
+  }
   for (int64_t e = 0; e < ne; ++e) {
     w.gate.push_back(random_linear(f, h, 0.3f, p.biases, true));  // gpt-oss: values past swiglu_limit too
     w.up.push_back(random_linear(f, h, 0.3f, p.biases, true));
@@ -142,6 +155,7 @@ TEST_P(CudaMoeMlp, MatchesCpuMoeMlp) {
   d.down_b = p.biases ? to_device(down_b.data(), down_b.size(), &owned) : nullptr;
   d.gate_up_stride = f * h;
   d.down_stride = h * f;
+  d.correction_bias = w.correction_bias;
   const float* dx = to_device(x.data(), static_cast<std::size_t>(x.size()), &owned);
   const uint16_t* dxb = to_device(xb.data(), xb.size(), &owned);
   float* dout = nullptr;  // [n, hidden]
@@ -205,8 +219,52 @@ INSTANTIATE_TEST_SUITE_P(Families, CudaMoeMlp,
                                            MoeCase{"mixtral_6x3", "MixtralForCausalLM", 6, 3, false},
                                            MoeCase{"gpt_oss_8x4", "GptOssForCausalLM", 8, 4, true},
                                            // every token to every expert
-                                           MoeCase{"gpt_oss_5x5", "GptOssForCausalLM", 5, 5, true}),
+                                           MoeCase{"gpt_oss_5x5", "GptOssForCausalLM", 5, 5, true},
+                                           // sigmoid scores, correction bias, top-2 of 4 groups, x 2.5
+                                           MoeCase{"glm4_moe_16x4_grouped", "Glm4MoeForCausalLM", 16, 4, false, 4, 2,
+                                                   2.5, true},
+                                           // one group, scale 1 (MiniMaxM2TopKRouter)
+                                           MoeCase{"minimax_m2_8x2", "MiniMaxM2ForCausalLM", 8, 2, false, 1, 1, 1.0,
+                                                   true},
+                                           // sigmoid weights on the experts' inputs, outputs summed unweighted
+                                           MoeCase{"llama4_8x1", "Llama4ForCausalLM", 8, 1, false},
+                                           MoeCase{"llama4_6x2", "Llama4ForCausalLM", 6, 2, false}),
                          [](const auto& i) { return std::string(i.param.name); });
+
+// The shared expert's add (add_shared_expert) against the CPU's layer.cpp formula, out += s * y with
+// s = 1 / (1 + exp(-g)) in fp32 (Qwen3-Next's gated shared expert) or 1 (GLM-4.5, Llama 4): the
+// ungated add is exact (the same two fp32 operations); the gated one differs only by expf against
+// std::exp (1-2 ulp of s), so within 4 fp32 ulps of the result's scale.
+TEST(CudaSharedExpert, AddMatchesCpuFormula) {
+  CTCAL_REQUIRE_GPU();
+  const int64_t n = 37, cols = 72;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> out(static_cast<std::size_t>(n * cols)), y(out.size()), g(static_cast<std::size_t>(n));
+  for (auto& v : out) v = normal(rng);
+  for (auto& v : y) v = normal(rng);
+  for (auto& v : g) v = normal(rng);
+  for (bool gated : {false, true}) {
+    SCOPED_TRACE(gated ? "gated (Qwen3-Next)" : "ungated (GLM-4.5, Llama 4)");
+    std::vector<void*> owned;
+    float* d_out = to_device(out.data(), out.size(), &owned);
+    const float* d_y = to_device(y.data(), y.size(), &owned);
+    const float* d_g = gated ? to_device(g.data(), g.size(), &owned) : nullptr;
+    cuda::add_shared_expert(d_out, d_y, d_g, n, cols, nullptr);
+    std::vector<float> got(out.size());  // [n, cols]
+    ok(cudaMemcpy(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost));
+    for (void* ptr : owned) cudaFree(ptr);
+    for (int64_t t = 0; t < n; ++t) {
+      const float sg = gated ? 1.0f / (1.0f + std::exp(-g[static_cast<std::size_t>(t)])) : 1.0f;
+      for (int64_t c = 0; c < cols; ++c) {
+        const auto i = static_cast<std::size_t>(t * cols + c);
+        const float want = out[i] + sg * y[i];
+        if (!gated) ASSERT_EQ(got[i], want) << "token " << t << " column " << c;
+        else ASSERT_NEAR(got[i], want, 4 * 1.2e-7 * (std::fabs(out[i]) + std::fabs(y[i]))) << "token " << t << " column " << c;
+      }
+    }
+  }
+}
 
 // Per-expert running min/max and row count, as tests/golden/expert_input_golden_test.cpp.
 class ExpertRanges : public ActivationObserver {

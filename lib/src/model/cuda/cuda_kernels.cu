@@ -173,9 +173,11 @@ __global__ void rope_qkv_kernel(const float* x, int64_t len, int64_t ld, int hea
     for (int64_t t = t0 + lane; t < t1; t += lanes) {
       const int64_t at = static_cast<int64_t>(head) * head_dim + i;
       float a = in[t * ld + at], b = in[t * ld + at + half];
-      if (kind != 2) {  // rope_kernel's arithmetic, step for step
+      if (kind != 2) {
         pre_lo = fminf(pre_lo, fminf(a, b));
         pre_hi = fmaxf(pre_hi, fmaxf(a, b));
+      }
+      if (kind != 2 && cos) {  // rope_kernel's arithmetic, step for step (no table: a NoPE layer)
         const float c = cos[t * half + i], s = sin[t * half + i];
         const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
         const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
@@ -340,7 +342,8 @@ void fold_head_ranges(const float* partial, int64_t samples, int64_t heads, floa
 }
 
 bool rope_qkv_supports(int64_t head_dim, int64_t half) {
-  return half > 0 && 2 * half == head_dim && half <= kThreads;
+  // The kernel's threads walk pairs (i, i + head_dim / 2) whatever the table: half 0 rotates nothing.
+  return head_dim > 0 && head_dim % 2 == 0 && head_dim / 2 <= kThreads && (half == 0 || 2 * half == head_dim);
 }
 
 void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, int64_t kv_heads, int64_t head_dim,

@@ -71,12 +71,12 @@ struct QkvRanges {
 };
 
 // Whether rope_qkv_to_bf16 takes the shape: RoPE over the whole head (head_dim = 2 * half, up to
-// 512).
+// 512), or none at all (half 0: a NoPE layer, SmolLM3's no_rope_layers).
 bool rope_qkv_supports(int64_t head_dim, int64_t half);
 
 // One pass over one sample's rows of the fused q|k|v GEMM's output x [len, ld] fp32 (q at
 // columns [0, heads * head_dim), k next, then v, kv_heads * head_dim each): RoPE on q and k
-// (cos/sin [len, half]), the bf16 copies qb [len, heads * head_dim], kb/vb [len, kv_heads *
+// (cos/sin [len, head_dim / 2]; both null: no RoPE, key-before-RoPE = key), the bf16 copies qb [len, heads * head_dim], kb/vb [len, kv_heads *
 // head_dim] (dense), and the ranges `ranges` asks for. x is not written. The same bits as rope,
 // head_min_max and to_bf16_rows in turn (the same arithmetic per element; min/max are exact),
 // for about a third of their memory traffic.

@@ -25,6 +25,7 @@
 #include "cuda_timers.h"
 #include "cuda_weight_stream.h"
 #include "flash_attention.h"
+#include "moe_kernels.h"
 #include "staged_upload.h"
 
 namespace ctcal {
@@ -107,13 +108,23 @@ class CudaLayers final : public LayerBackend {
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
+  // The same with bf16 outputs (rounded from the fp32 accumulators); l must have no bias.
+  void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
   // The residual add of a block's output projection: x [n, hidden] += [out_norm](in . W^T + b).
   // Without a norm or bias the add is the GEMM's epilogue (beta = 1: the fp32 accumulator plus x,
   // rounded once, as add_into after linear gives) and no [n, hidden] output is written and read.
   void add_projection(const uint16_t* in, int64_t n, int64_t width, const cuda::DeviceLinear& l,
                       const float* out_norm, float* x);
-  // The same with bf16 outputs (rounded from the fp32 accumulators); l must have no bias.
-  void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
+  // A block's pre-norm of x [n, hidden]: xn [n, hidden] fp32 (null: nothing reads it) and xb its bf16
+  // copy, the next GEMMs' input. Without a norm (w null: OLMo 3's blocks have post-norms only) both
+  // are x itself, as the CPU's pre_norm_into.
+  void pre_norm(const float* x, const float* w, int64_t n, float* xn, uint16_t* xb);
+  // The gated MLP's first half on xb [n, hidden] (bf16, the normed input): xb [n, width] <-
+  // bf16(act(gate(xb)) * up(xb)), down_proj's input, observed and fake-quantized there
+  // (Site::kDownInput) as the CPU's dense_mlp. The dense MLP (width intermediate_size) and a MoE
+  // layer's shared expert (width shared_expert_intermediate_size).
+  void gated_mlp(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, int64_t width,
+                 ActivationObserver* obs);
   void observe(ActivationObserver* obs, int64_t layer, Site site, const float* x, int64_t ld, int64_t heads,
                int64_t head_dim, const SampleChunk& ch);
   // The slot of `site` in red_min_/red_max_ (taken on first use in a layer): where the ranges of
@@ -174,6 +185,7 @@ class CudaLayers final : public LayerBackend {
   // bf16: xb_ [chunk, max(hidden, q_dim, intermediate)] (the next GEMM's input), qb_ [chunk, q_dim],
   // kb_/vb_ [chunk, kv_dim] (attention's operands).
   DeviceBuffer<uint16_t> xb_, qb_, kb_, vb_;
+  DeviceBuffer<float> shared_logit_;                        // [chunk] x . shared_expert_gate^T (gated shared experts)
   DeviceBuffer<int64_t> offsets_, lengths_;                 // per sample, rows within its chunk
   DeviceBuffer<float> r3_;                                  // [head_dim, head_dim]
   DeviceBuffer<int> flag_;                                  // NaN/Inf raised in this layer
@@ -211,7 +223,9 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   chunks_ = make_chunks(spans, chunk_tokens(opt.gpu_chunk_tokens));
   int64_t rows = 0, total = 0;
   for (const auto& ch : chunks_) rows = std::max(rows, ch.n), total += ch.n;
-  const int64_t h = c_.hidden_size, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
+  // f: the widest gated MLP, the dense one or a MoE layer's shared expert.
+  const int64_t h = c_.hidden_size, qd = c_.q_dim(), kvd = c_.kv_dim();
+  const int64_t f = std::max(c_.intermediate_size, c_.family->moe_shared_expert ? c_.shared_expert_intermediate_size : 0);
   auto n = [](int64_t a, int64_t b) { return static_cast<std::size_t>(a * b); };
   xn_.resize(n(rows, h));
   q_.resize(n(rows, qd + 2 * kvd));
@@ -226,6 +240,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
   qb_.resize(n(rows, qd));
   kb_.resize(n(rows, kvd));
   vb_.resize(n(rows, kvd));
+  shared_logit_.resize(n(rows, 1));
   flag_.resize(1);
   max_heads_ = std::max<int64_t>(c_.num_attention_heads, 1);
   constexpr int kSites = 10;  // every Site but the experts' can be reduced in one layer
@@ -327,8 +342,10 @@ CudaLayers::DeviceRope CudaLayers::rope_table(int64_t layer, RopeTableCache& tab
     d.sin.resize(t.sin.size());
     d.half = t.half;
     cudaStream_t s = stream_.get();
-    check(copy_on_stream(d.cos.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
-    check(copy_on_stream(d.sin.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+    if (!t.cos.empty()) {  // a NoPE layer's table is empty (half 0): nothing to copy, null pointers
+      check(copy_on_stream(d.cos.get(), t.cos.data(), t.cos.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+      check(copy_on_stream(d.sin.get(), t.sin.data(), t.sin.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+    }
     it = rope_dev_.emplace(key, std::move(d)).first;
   }
   return {it->second.cos.get(), it->second.sin.get(), it->second.half};
@@ -388,9 +405,10 @@ void CudaLayers::rope_qkv_one_pass(int64_t layer, const float* qkv, int64_t ld, 
   cuda::QkvRanges ranges{part[0], part[1], part[2], part[3], static_cast<int64_t>(ch.spans.size()), 0};
   for (std::size_t j = 0; j < ch.spans.size(); ++j) {
     const SampleSpan& span = ch.spans[j];
-    const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
+    const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]; half 0: NoPE
     ranges.sample = static_cast<int64_t>(j);
-    cuda::rope_qkv_to_bf16(qkv + span.offset * ld, span.length, ld, nh, nkv, d, cos, sin, qb_.get() + span.offset * qd,
+    cuda::rope_qkv_to_bf16(qkv + span.offset * ld, span.length, ld, nh, nkv, d, half ? cos : nullptr,
+                           half ? sin : nullptr, qb_.get() + span.offset * qd,
                            kb_.get() + span.offset * kvd, vb_.get() + span.offset * kvd, ranges, s);
   }
   for (int i = 0; i < 4; ++i) {
@@ -471,6 +489,38 @@ void CudaLayers::rope_qkv_in_steps(int64_t layer, float* q, float* k, float* v, 
   cuda::to_bf16_rows(v, ld_kv, vb_.get(), n, kvd, s);  // vb_ [n, kv_dim]
 }
 
+void CudaLayers::gated_mlp(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, int64_t width,
+                           ActivationObserver* obs) {
+  const int64_t n = ch.n, h = c_.hidden_size;
+  cudaStream_t s = stream_.get();
+  uint16_t* xb = xb_.get();
+  float *gate = gate_.get(), *up = up_.get();  // [n, width]
+  const cuda::Act act = c_.family->act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh;
+  // gate and up go straight to bf16, as in transformers' bf16 forward (half the bytes written
+  // and read back: 0.2-0.3 s of an 8B calibration), unless down_proj's input is observed or
+  // fake-quantized (those read fp32 values) or the projections have biases.
+  const bool down_input_read = (obs && obs->wants(layer, Site::kDownInput)) ||
+                               (opt_.quantizer && opt_.quantizer->quantizes(layer, Site::kDownInput));
+  if (!down_input_read && !w.gate.b && !w.up.b) {
+    // Two GEMMs, not one gate|up GEMM: the fused one measured no faster (docs/performance.md).
+    auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, width] bf16, in gate's buffer
+    auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, width] bf16, in up's buffer
+    phases_.next("7 gate/up GEMMs", s);
+    linear_bf16(xb, n, h, w.gate, width, gate_b);
+    linear_bf16(xb, n, h, w.up, width, up_b);
+    phases_.next("8 activation", s);
+    cuda::gated_act_bf16(act, gate_b, up_b, xb, n * width, s);
+  } else {
+    phases_.next("7 gate/up GEMMs", s);
+    linear(xb, n, h, w.gate, width, gate);
+    linear(xb, n, h, w.up, width, up);
+    phases_.next("8 activation", s);
+    cuda::gated_act(act, gate, up, xb, n * width, s);
+    observe(obs, layer, Site::kDownInput, gate, width, 1, width, ch);
+    if (host_quantize(layer, Site::kDownInput, gate, width, 1, width, ch)) cuda::to_bf16(gate, xb, n * width, s);
+  }
+}
+
 void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                            ActivationObserver* obs, RopeTableCache& tables) {
   const FamilySpec& fam = *c_.family;
@@ -489,14 +539,17 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
 
   // --- attention block ---
   phases_.next("1 input norm", s);
-  cuda::rms_norm(x, h, w.input_norm, eps, fp32_read(Site::kQkvInput) ? xn : nullptr, h, xb, n, h, s);  // xn, xb: [n, hidden]
+  pre_norm(x, w.input_norm, n, fp32_read(Site::kQkvInput) ? xn : nullptr, xb);  // xn, xb: [n, hidden]
   observe(obs, layer, Site::kQkvInput, xn, h, 1, h, ch);
   if (host_quantize(layer, Site::kQkvInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
   phases_.next("2 q/k/v GEMMs", s);
   // One GEMM for q, k and v when their weights lie back to back in the slot (the loader puts them
-  // so; no biases) and nothing below needs them dense (the q/k norms and R3 treat q as [n * heads,
-  // head_dim]): the rows of q|k|v [n, q_dim + 2 kv_dim], q, k, v at row stride ld_q = ld_kv.
-  const bool fuse_qkv = fuse_ && !fam.qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
+  // so; no biases) and nothing below needs them dense (the per-head q/k norms and R3 treat q as
+  // [n * heads, head_dim]; whole-projection norms take a row stride): the rows of q|k|v [n, q_dim +
+  // 2 kv_dim], q, k, v at row stride ld_q = ld_kv. c_.qk_norm, not the family's: GLM-4.5's
+  // use_qk_norm switches them per config.
+  const bool per_head_qk_norm = c_.qk_norm && !fam.qk_norm_whole;
+  const bool fuse_qkv = fuse_ && !per_head_qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
                         w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
   int64_t ld_q = qd, ld_kv = kvd;
   if (fuse_qkv) {
@@ -510,10 +563,16 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     linear(xb, n, h, w.v, kvd, v);  // [n, kv_dim]
   }
   phases_.next("3 q/k norms, RoPE, R3, observers, bf16", s);
-  if (fam.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
+  if (c_.qk_norm && fam.qk_norm_whole) {
+    // One RMSNorm over each token's whole projection (OLMo 3, MiniMax-M2): q [n, q_dim], k [n, kv_dim]
+    // at their row strides, weights [q_dim] / [kv_dim].
+    cuda::rms_norm(q, ld_q, w.q_norm, eps, q, ld_q, nullptr, n, qd, s);
+    cuda::rms_norm(k, ld_kv, w.k_norm, eps, k, ld_kv, nullptr, n, kvd, s);
+  } else if (c_.qk_norm) {  // per-head RMSNorm over head_dim: q as [n * heads, head_dim]
     cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
     cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
   }
+
   if (rope_qkv_in_one_pass(fuse_qkv, layer, obs, ch, tables)) {
     rope_qkv_one_pass(layer, q, ld_q, obs, ch, tables);  // qb_ [n, q_dim], kb_/vb_ [n, kv_dim]
   } else {
@@ -543,41 +602,40 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   // --- MLP block (skipped for the last layer during calibration) ---
   if (w.has_mlp && c_.is_moe(layer)) {  // the router's top-k experts (cuda_moe.h), as the CPU's layer.cpp
     phases_.next("6 moe", s);
-    cuda::rms_norm(x, h, w.mlp_norm, eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
+    pre_norm(x, w.mlp_norm, n, xn, xb);  // xn, xb: [n, hidden]
     // The router's and every expert's input; not fake-quantized (the router reads it as is), as on the CPU.
     observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
     moe_->run(w.experts, layer, xn, xb, n, obs, proj);  // proj [n, hidden]; observers get each expert's inputs
+    if (w.down.w) {
+      // The shared expert (GLM-4.5's shared_experts, Llama 4's shared_expert, Qwen3-Next's gated
+      // one): proj += [sigmoid(shared_expert_gate(xn))] * down(act(gate(xn)) * up(xn)), as the CPU's
+      // layer.cpp. The gate reads the unquantized input (vLLM builds it without a quant config);
+      // the shared expert's gate/up_proj read it fake-quantized in FP8 eval, after the router, the
+      // experts and the gate have read it (all enqueued before the host edits xn).
+      phases_.next("7 shared expert", s);
+      const float* gate_logit = nullptr;  // [n] x . shared_expert_gate^T, fp32 (gated shared experts only)
+      if (w.experts.shared_gate) {
+        const float one = 1.0f, zero = 0.0f;
+        check(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, 1, static_cast<int>(n), static_cast<int>(h), &one,
+                          w.experts.shared_gate, static_cast<int>(h), xn, static_cast<int>(h), &zero,
+                          shared_logit_.get(), 1),
+              "shared expert gate GEMM");
+        gate_logit = shared_logit_.get();
+      }
+      if (host_quantize(layer, Site::kGateUpInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
+      // Granite's shared_mlp (moe_plus_dense_mlp) is the dense MLP's width, ungated.
+      const int64_t width = c_.family->moe_plus_dense_mlp ? c_.intermediate_size : c_.shared_expert_intermediate_size;
+      gated_mlp(w, layer, ch, width, obs);  // xb [n, width]: down_proj's bf16 input
+      linear(xb, n, width, w.down, h, xn);  // xn [n, hidden]: the shared expert's output
+      cuda::add_shared_expert(proj, xn, gate_logit, n, h, s);  // proj [n, hidden]
+    }
     cuda::add_into(x, proj, n * h, s);
   } else if (w.has_mlp) {
     phases_.next("6 mlp norm", s);
-    float *gate = gate_.get(), *up = up_.get();  // [n, intermediate]
-    cuda::rms_norm(x, h, w.mlp_norm, eps, fp32_read(Site::kGateUpInput) ? xn : nullptr, h, xb, n, h, s);
+    pre_norm(x, w.mlp_norm, n, fp32_read(Site::kGateUpInput) ? xn : nullptr, xb);  // xn, xb: [n, hidden]
     observe(obs, layer, Site::kGateUpInput, xn, h, 1, h, ch);
     if (host_quantize(layer, Site::kGateUpInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
-    const cuda::Act act = fam.act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh;
-    // gate and up go straight to bf16, as in transformers' bf16 forward (half the bytes written
-    // and read back: 0.2-0.3 s of an 8B calibration), unless down_proj's input is observed or
-    // fake-quantized (those read fp32 values) or the projections have biases.
-    const bool down_input_read = (obs && obs->wants(layer, Site::kDownInput)) ||
-                                 (opt_.quantizer && opt_.quantizer->quantizes(layer, Site::kDownInput));
-    if (!down_input_read && !w.gate.b && !w.up.b) {
-      // Two GEMMs, not one gate|up GEMM: the fused one measured no faster (docs/performance.md).
-      auto* gate_b = reinterpret_cast<uint16_t*>(gate);  // [n, intermediate] bf16, in gate's buffer
-      auto* up_b = reinterpret_cast<uint16_t*>(up);      // [n, intermediate] bf16, in up's buffer
-      phases_.next("7 gate/up GEMMs", s);
-      linear_bf16(xb, n, h, w.gate, f, gate_b);
-      linear_bf16(xb, n, h, w.up, f, up_b);
-      phases_.next("8 activation", s);
-      cuda::gated_act_bf16(act, gate_b, up_b, xb, n * f, s);
-    } else {
-      phases_.next("7 gate/up GEMMs", s);
-      linear(xb, n, h, w.gate, f, gate);
-      linear(xb, n, h, w.up, f, up);
-      phases_.next("8 activation", s);
-      cuda::gated_act(act, gate, up, xb, n * f, s);
-      observe(obs, layer, Site::kDownInput, gate, f, 1, f, ch);
-      if (host_quantize(layer, Site::kDownInput, gate, f, 1, f, ch)) cuda::to_bf16(gate, xb, n * f, s);
-    }
+    gated_mlp(w, layer, ch, f, obs);  // xb [n, intermediate]: down_proj's bf16 input
     phases_.next("9 down GEMM, residual", s);
     add_projection(xb, n, f, w.down, w.mlp_out_norm, x);  // x [n, hidden] += [norm](down_proj(act))
   }

@@ -30,9 +30,10 @@ MoeMlp::MoeMlp(const ModelConfig& c, int64_t rows, cublasHandle_t blas, cudaStre
   act_b_.resize(sz(routed, f));
   token_.resize(sz(routed, 1));
   weight_.resize(sz(routed, 1));
+  in_scale_.resize(sz(routed, 1));
   slots_.resize(sz(rows, k));
   host_logits_.resize(4 * sz(rows, e));
-  host_tables_.resize(4 * sz(routed, 3));  // token, weight, slots: 4 bytes each
+  host_tables_.resize(4 * sz(routed, 4));  // token, weight, slots, input scale: 4 bytes each
 }
 
 void MoeMlp::gemm_bf16(const uint16_t* x, int64_t m, int64_t in, const uint16_t* w, const float* b, int64_t out,
@@ -72,16 +73,26 @@ void MoeMlp::run(const DeviceExperts& w, int64_t layer, const float* xn, const u
   }
 
   // --- routing on the host: the CPU's decisions, grouped by expert as the CPU runs them ---
-  const Routing r = route_logits(c_, Eigen::Map<const RowMatrix>(logits, n, ne));
+  const Routing r = route_logits(c_, Eigen::Map<const RowMatrix>(logits, n, ne),
+                                 w.correction_bias.size() > 0 ? &w.correction_bias : nullptr);
   const ExpertBatches b = group_by_expert(r, n, ne, k);
   const int64_t routed = n * k;
+  // Llama4TextMoe scales each routed row BEFORE its expert (routed_in = x * score) and sums the
+  // outputs unweighted; the others weight the expert's output (model/moe.cpp).
+  const bool weight_on_input = c_.family && c_.family->moe_kind == MoeKind::kLlama4;
   // slots [n, top_k]: each token's routed rows, filled while walking the rows in ascending order,
   // so each token's list is ascending, which is ascending expert order (rows are grouped so).
   auto* tokens = reinterpret_cast<int32_t*>(host_tables_.get());  // [routed]
   auto* weights = reinterpret_cast<float*>(tokens + routed);       // [routed]
   auto* slots = reinterpret_cast<int32_t*>(weights + routed);      // [n, top_k]
+  auto* in_scales = reinterpret_cast<float*>(slots + n * k);       // [routed] (Llama 4)
   std::copy(b.token.begin(), b.token.end(), tokens);
-  std::copy(b.weight.begin(), b.weight.end(), weights);
+  if (weight_on_input) {
+    std::copy(b.weight.begin(), b.weight.end(), in_scales);
+    std::fill(weights, weights + routed, 1.0f);  // 1 * y: exact, the CPU's unweighted sum
+  } else {
+    std::copy(b.weight.begin(), b.weight.end(), weights);
+  }
   std::vector<int64_t> filled(static_cast<std::size_t>(n), 0);  // [n] slots written per token
   for (int64_t i = 0; i < routed; ++i) {
     const int32_t t = tokens[i];
@@ -92,11 +103,17 @@ void MoeMlp::run(const DeviceExperts& w, int64_t layer, const float* xn, const u
   check(cudaMemcpyAsync(token_.get(), tokens, 4 * sz(routed, 1), cudaMemcpyHostToDevice, stream_), "copying routing to the GPU");
   check(cudaMemcpyAsync(weight_.get(), weights, 4 * sz(routed, 1), cudaMemcpyHostToDevice, stream_), "copying routing to the GPU");
   check(cudaMemcpyAsync(slots_.get(), slots, 4 * sz(n, k), cudaMemcpyHostToDevice, stream_), "copying routing to the GPU");
+  if (weight_on_input)
+    check(cudaMemcpyAsync(in_scale_.get(), in_scales, 4 * sz(routed, 1), cudaMemcpyHostToDevice, stream_),
+          "copying routing to the GPU");
   // host_tables_ must stay unchanged until these copies ran: the next call waits on the stream
   // (the router logits' download) before rewriting it.
 
   // --- experts: gather the routed rows (bf16), then gate/up GEMMs per expert ---
-  gather_rows_bf16(xb, h, token_.get(), routed, h, xg_.get(), stream_);  // xg [routed, hidden]
+  if (weight_on_input)  // bf16(score * x) from the fp32 x, as the CPU rounds its scaled rows
+    gather_scaled_rows_bf16(xn, h, token_.get(), in_scale_.get(), routed, h, xg_.get(), stream_);  // xg [routed, hidden]
+  else
+    gather_rows_bf16(xb, h, token_.get(), routed, h, xg_.get(), stream_);  // xg [routed, hidden]
   float* gate = gate_.get();     // [routed, f]
   float* up = up_down_.get();    // [routed, f]
   for (int64_t e = 0; e < ne; ++e) {
@@ -139,9 +156,15 @@ void MoeMlp::run(const DeviceExperts& w, int64_t layer, const float* xn, const u
     if (m == 0) continue;
     if (want_in) {
       xe_.resize(sz(m, h));
-      for (int64_t i = 0; i < m; ++i)
-        std::memcpy(xe_.data() + i * h, x_host + static_cast<int64_t>(b.token[static_cast<std::size_t>(r0 + i)]) * h,
-                    4 * static_cast<std::size_t>(h));
+      for (int64_t i = 0; i < m; ++i) {
+        const auto row = static_cast<std::size_t>(r0 + i);
+        const float* src = x_host + static_cast<int64_t>(b.token[row]) * h;  // [hidden]
+        float* dst = xe_.data() + i * h;                                      // [hidden]
+        if (weight_on_input)  // the scaled row the expert reads (the same fp32 product as the kernel's)
+          for (int64_t j = 0; j < h; ++j) dst[j] = b.weight[row] * src[j];
+        else
+          std::memcpy(dst, src, 4 * static_cast<std::size_t>(h));
+      }
       obs->observe_expert(layer, Site::kExpertGateUpInput, e, {xe_.data(), m, 1, h, h});
     }
     if (want_down) obs->observe_expert(layer, Site::kExpertDownInput, e, {act_host + r0 * f, m, 1, f, f});

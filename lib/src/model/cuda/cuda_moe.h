@@ -1,14 +1,18 @@
 #pragma once
-// The sparse MoE MLP of Qwen3-MoE, Mixtral and gpt-oss on the GPU: what the CPU's moe_mlp_into
-// (model/moe.h, transformers 5.17 semantics) computes, step for step:
+// The sparse MoE MLP of Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, MiniMax-M2 and Llama 4 on the GPU:
+// what the CPU's moe_mlp_into (model/moe.h, transformers 5.17 semantics) computes, step for step:
 //
 //   logits = xn W_r^T (+ b_r)        fp32 GEMM (cublasSgemm, no TF32) on the fp32 normed input
-//   routing = route_logits(logits)   on the host, the CPU's own code: the same decisions
+//   routing = route_logits(logits)   on the host, the CPU's own code: the same decisions (GLM-4.5,
+//                                    MiniMax-M2: sigmoid grouped top-k with the correction bias)
 //   per expert e, ascending, one GEMM over all rows routed to it (never token by token):
 //     h_e = act(gate_e(x_e)) * up_e(x_e)   bf16 operands, fp32 accumulation and outputs (gpt-oss:
 //                                          biases and the clamped SwiGLU; else SiLU)
 //     y_e = down_e(h_e)
 //   out[t] = sum over t's experts, ascending, of weight[t, e] * y_e[t]   (a fixed order, no atomics)
+//   (Llama 4: x_e = weight[t, e] * x[t] in fp32 before the expert, and the y_e summed unweighted)
+// The shared expert of GLM-4.5, Llama 4 (and Qwen3-Next's, gated) is the layer's dense MLP on the
+// same input, added by cuda_layers.cpp (add_shared_expert).
 //
 // Expert observers (kExpertGateUpInput, kExpertDownInput) see each expert's rows on the host,
 // through observe_expert, as the CPU shows them. As on the CPU, eval fake-quantizes neither the
@@ -52,7 +56,8 @@ class MoeMlp {
                                     // then down_e(h) [.., hidden] (up is dead once the activation ran)
   DeviceBuffer<uint16_t> act_b_;    // [rows * top_k, moe_intermediate] bf16 of act(gate) * up: down's input
   DeviceBuffer<int32_t> token_;     // [rows * top_k] the token of each routed row
-  DeviceBuffer<float> weight_;      // [rows * top_k] its routing weight
+  DeviceBuffer<float> weight_;      // [rows * top_k] its routing weight on the output (Llama 4: 1)
+  DeviceBuffer<float> in_scale_;    // [rows * top_k] its routing weight on the input (Llama 4 only)
   DeviceBuffer<int32_t> slots_;     // [rows, top_k] each token's routed rows, ascending (= ascending expert)
   PinnedBuffer host_logits_;        // [rows, num_experts] fp32, the routing's input on the host
   PinnedBuffer host_x_;             // [rows, hidden] fp32 copy of xn (kExpertGateUpInput observers)

@@ -34,9 +34,10 @@ std::span<const uint16_t> bf16_rows_of(const Linear& l, int64_t out, int64_t in,
 std::size_t layer_bytes_bound(const ModelConfig& c) {
   const auto h = static_cast<std::size_t>(c.hidden_size), q = static_cast<std::size_t>(c.q_dim()),
              kv = static_cast<std::size_t>(c.kv_dim()), f = static_cast<std::size_t>(c.intermediate_size),
-             d = static_cast<std::size_t>(c.head_dim), heads = static_cast<std::size_t>(c.num_attention_heads);
-  // Attention: bf16 q/k/v/o, fp32 biases, norms (input, q/k, attention output, the MLP's two) and sinks.
-  const std::size_t attention = 2 * (h * (q + 2 * kv) + q * h) + 4 * ((q + 2 * kv) + h + 4 * h + 2 * d + heads);
+             heads = static_cast<std::size_t>(c.num_attention_heads);
+  // Attention: bf16 q/k/v/o, fp32 biases, norms (input, q/k: [head_dim] each, or [q_dim] / [kv_dim]
+  // over the whole projection, attention output, the MLP's two) and sinks.
+  const std::size_t attention = 2 * (h * (q + 2 * kv) + q * h) + 4 * ((q + 2 * kv) + h + 4 * h + (q + kv) + heads);
   bool any_dense = false, any_moe = false;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) (c.is_moe(l) ? any_moe : any_dense) = true;
   // Dense MLP: bf16 gate/up/down, fp32 biases.
@@ -47,6 +48,9 @@ std::size_t layer_bytes_bound(const ModelConfig& c) {
     // an aligned stride; fp32 biases [E, f] x 2 and [E, hidden].
     const auto e = static_cast<std::size_t>(c.num_experts), fm = static_cast<std::size_t>(c.moe_intermediate_size);
     moe = 4 * (e * h + e) + e * (2 * align_up(2 * fm * h) + align_up(2 * h * fm)) + 4 * e * (2 * fm + h);
+    // The shared expert: bf16 gate/up/down of width shared_expert_intermediate_size, its fp32 gate [1, hidden].
+    if (c.family && c.family->moe_shared_expert)
+      moe += 2 * 3 * h * static_cast<std::size_t>(c.shared_expert_intermediate_size) + 4 * h;
   }
   return attention + std::max(dense, moe) + 32 * kAlign;  // 32: more than the puts of a layer, each aligned up
 }
@@ -131,9 +135,11 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
   L.has_mlp = w.has_mlp;
   L.mlp_norm = w.has_mlp ? vec(w.mlp_norm) : nullptr;
   const bool moe = w.has_mlp && !w.experts.gate.empty();
-  L.gate = w.has_mlp && !moe ? lin(w.gate) : DeviceLinear{};
-  L.up = w.has_mlp && !moe ? lin(w.up) : DeviceLinear{};
-  L.down = w.has_mlp && !moe ? lin(w.down) : DeviceLinear{};
+  // The dense MLP, or a MoE layer's shared expert (the loader leaves gate/up/down empty otherwise).
+  const bool mlp = w.has_mlp && (!moe || !w.down.bf16_rows().empty());
+  L.gate = mlp ? lin(w.gate) : DeviceLinear{};
+  L.up = mlp ? lin(w.up) : DeviceLinear{};
+  L.down = mlp ? lin(w.down) : DeviceLinear{};
   L.experts = DeviceExperts{};
   if (moe) {
     const ExpertWeights& x = w.experts;
@@ -151,6 +157,11 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
     d.gate_b = expert_biases(x.gate, f);
     d.up_b = expert_biases(x.up, f);
     d.down_b = expert_biases(x.down, h);
+    if (x.shared_gate.w.size() > 0) {  // fp32 [1, hidden], as the router (a gating decision)
+      CTCAL_ASSERT(x.shared_gate.w.rows() == 1 && x.shared_gate.w.cols() == h, "shared_expert_gate is not fp32 [1, hidden]");
+      d.shared_gate = static_cast<const float*>(put(x.shared_gate.w.data(), 4 * static_cast<std::size_t>(h)));
+    }
+    d.correction_bias = x.correction_bias;  // a host copy: `w` is refilled with the next layer while this one runs
   }
   L.mlp_out_norm = w.has_mlp ? vec(w.mlp_out_norm) : nullptr;
   up.flush();

@@ -37,6 +37,12 @@ struct DeviceExperts {
   const float* down_b = nullptr;     // [num_experts, hidden] (gpt-oss), else null
   int64_t gate_up_stride = 0;        // elements from one expert's gate (or up) matrix to the next's
   int64_t down_stride = 0;           // elements from one expert's down matrix to the next's
+  // [1, hidden] fp32 shared_expert_gate (Qwen3-Next, Qwen3.5-MoE: the shared expert's output times
+  // sigmoid(x . g)), else null; the shared expert itself is DeviceLayer::gate/up/down.
+  const float* shared_gate = nullptr;
+  // [num_experts] e_score_correction_bias (MoeKind::kSigmoidGrouped), on the HOST: the routing runs
+  // there (route_logits); empty without one.
+  Vector correction_bias;
 };
 
 // An upper bound of the packed bytes of any layer of the model (the size of a weight slot): the
@@ -53,8 +59,10 @@ struct DeviceLayer {
   const float* sinks = nullptr;          // [heads] attention sink logits (gpt-oss)
   const float* attn_out_norm = nullptr;  // [hidden]
   const float* mlp_norm = nullptr;       // [hidden]
-  DeviceLinear gate, up, down;           // gate/up: [intermediate, hidden], down: [hidden, intermediate]
-  DeviceExperts experts;                 // MoE layers (ModelConfig::is_moe) instead of gate/up/down
+  // gate/up: [intermediate, hidden], down: [hidden, intermediate]: the dense MLP, or on a MoE layer
+  // the shared expert (FamilySpec::moe_shared_expert; width shared_expert_intermediate_size), else null
+  DeviceLinear gate, up, down;
+  DeviceExperts experts;                 // MoE layers (ModelConfig::is_moe)
   const float* mlp_out_norm = nullptr;   // [hidden]
   bool has_mlp = false;
 };

@@ -30,6 +30,21 @@ __global__ void gather_rows_bf16_kernel(const uint16_t* x, int64_t ld, const int
   }
 }
 
+__global__ void gather_scaled_rows_bf16_kernel(const float* x, int64_t ld, const int32_t* rows, const float* scale,
+                                               int64_t cols, uint16_t* out, int64_t n) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = e / cols, c = e % cols;
+    out[e] = bf16_bits(__fmul_rn(scale[i], x[int64_t{rows[i]} * ld + c]));
+  }
+}
+
+__global__ void add_shared_expert_kernel(float* out, const float* y, const float* gate, int64_t cols, int64_t n) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
+    const float s = gate ? __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-gate[e / cols]))) : 1.0f;
+    out[e] = __fadd_rn(out[e], __fmul_rn(s, y[e]));
+  }
+}
+
 __global__ void clamped_swiglu_kernel(float* gate, const float* up, uint16_t* gate_bf16, int64_t n, float limit) {
   constexpr float kAlpha = 1.702f;  // GptOssExperts.alpha
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
@@ -63,6 +78,17 @@ void gather_rows_bf16(const uint16_t* x, int64_t ld, const int32_t* rows, int64_
                       cudaStream_t stream) {
   const int64_t n = m * cols;
   if (n) gather_rows_bf16_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, ld, rows, cols, out, n);
+}
+
+void gather_scaled_rows_bf16(const float* x, int64_t ld, const int32_t* rows, const float* scale, int64_t m,
+                             int64_t cols, uint16_t* out, cudaStream_t stream) {
+  const int64_t n = m * cols;
+  if (n) gather_scaled_rows_bf16_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, ld, rows, scale, cols, out, n);
+}
+
+void add_shared_expert(float* out, const float* y, const float* gate, int64_t n, int64_t cols, cudaStream_t stream) {
+  const int64_t total = n * cols;
+  if (total) add_shared_expert_kernel<<<blocks_for(total), kThreads, 0, stream>>>(out, y, gate, cols, total);
 }
 
 void clamped_swiglu(float* gate, const float* up, uint16_t* gate_bf16, int64_t n, float limit, cudaStream_t stream) {

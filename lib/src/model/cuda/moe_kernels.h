@@ -14,6 +14,17 @@ namespace ctcal::cuda {
 void gather_rows_bf16(const uint16_t* x, int64_t ld, const int32_t* rows, int64_t m, int64_t cols, uint16_t* out,
                       cudaStream_t stream);
 
+// Llama 4's routed inputs (Llama4TextMoe: routed_in = x * score, in fp32, before the expert):
+// out[i, :] = bf16(scale[i] * x[rows[i], :]) for i < m. x: [*, cols] fp32 (row stride ld), rows /
+// scale: [m] on the device, out: [m, cols] bf16 dense.
+void gather_scaled_rows_bf16(const float* x, int64_t ld, const int32_t* rows, const float* scale, int64_t m,
+                             int64_t cols, uint16_t* out, cudaStream_t stream);
+
+// out[t, :] += sigmoid(gate[t]) * y[t, :] (gate null: out += y), the shared expert's output y added to
+// the routed experts' out as the CPU's layer.cpp does (F.sigmoid in fp32, then the product, then the
+// sum). out, y: [n, cols] dense, gate: [n] (x . shared_expert_gate^T) or null.
+void add_shared_expert(float* out, const float* y, const float* gate, int64_t n, int64_t cols, cudaStream_t stream);
+
 // gpt-oss's expert activation (the CPU's clamped_swiglu_into, layer_ops.h), element by element:
 // g = min(gate, limit), u = clamp(up, -limit, limit), gate = (u + 1) * g * sigmoid(1.702 g), and
 // gate_bf16 = bf16(gate). gate/up/gate_bf16: [n].
