@@ -61,6 +61,9 @@ CASES = {
     # interleaved RoPE + L2 q/k norm + chunked attention, NoPE layers with temperature-tuned queries,
     # top-1 sigmoid routing on the expert inputs, a shared expert, fused input-major experts (Llama 4)
     "llama4_text_fp32": ("Llama4TextAttention", "model."),
+    # the same inside the multimodal Llama4ForConditionalGeneration (language_model.model.*, the head at
+    # language_model.lm_head, a vision tower copied unchanged)
+    "llama4_mm_bf16": ("Llama4TextAttention", "language_model.model."),
 }
 RECIPE = """
 quant_stage:
@@ -538,20 +541,22 @@ def check_mamba_hybrid_fp8(tmp, case, moe_ignore, mamba_ignore):
     print(f"{case} FP8 W8A8 with the Mamba2 projections ignored: {len(quantized)} attention / MLP Linears quantized")
 
 
-def check_llama4_fp8(tmp, case):
-    """FP8 W8A8 on Llama 4 text: the router must be ignored (exit 3; vLLM 0.34 builds it as a GateLinear
+def check_llama4_fp8(tmp, case, outside=""):
+    """FP8 W8A8 on Llama 4 (`outside`: the multimodal checkpoint's own ignores, for its head and vision
+    tower): the router must be ignored (exit 3; vLLM 0.34 builds it as a GateLinear
     without a quant config), the fused input-major experts too (exit 4: ctcal does not split them, and
     vLLM would build an FP8 MoE for them); with both ignored (llm-compressor's Llama 4 recipes ignore
     "re:.*router"), every attention, dense MLP and shared-expert Linear is F8_E4M3, the experts' 3-D
     tensors are copied unchanged and inspect --strict passes."""
-    recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
+    recipe = FP8_RECIPE.replace("STRATEGY", "tensor").replace("ignore: [lm_head]", f"ignore: [lm_head{outside}]")
     golden, model, data = golden_inputs(case, tmp, "-fp8")
     for ignore, code, says in (("", 3, "feed_forward.router"), (', "re:.*router"', 4, "feed_forward.experts.0.gate_proj")):
         path = os.path.join(tmp, f"{case}-fp8-{code}.yaml")
-        open(path, "w").write(recipe.replace("ignore: [lm_head]", f"ignore: [lm_head{ignore}]"))
+        open(path, "w").write(recipe.replace(f"ignore: [lm_head{outside}]", f"ignore: [lm_head{outside}{ignore}]"))
         r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, f"{case}-fp8-{code}"))
         check(r.returncode == code and says in r.stderr, f"{case}: exit {r.returncode}, want {code} naming {says}: {r.stderr[-400:]}")
-    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", 'ignore: [lm_head, "re:.*router", "re:.*feed_forward.experts.*"]'),
+    done = calibrate_case(case, recipe.replace(f"ignore: [lm_head{outside}]",
+                                               f'ignore: [lm_head{outside}, "re:.*router", "re:.*feed_forward.experts.*"]'),
                           tmp, "fp8-llama4")
     if not done:
         return
@@ -559,7 +564,7 @@ def check_llama4_fp8(tmp, case):
     where = shards(out)
     src = st.read_header(os.path.join(model, "model.safetensors"))[0]
     fp8 = [n for n in where if n.endswith(".weight") and st.read_header(where[n])[0][n]["dtype"] == "F8_E4M3"]
-    want = [n for n in src if n.endswith("_proj.weight") and "router" not in n]
+    want = [n for n in src if n.endswith("_proj.weight") and "router" not in n and n.startswith(("model.", "language_model."))]
     check(sorted(fp8) == sorted(want), f"{case}: FP8 weights {sorted(fp8)}, want {sorted(want)}")
     for n in (n for n in src if n.endswith(("experts.gate_up_proj", "experts.down_proj"))):
         check(st.tensor_bytes(where[n], n) == st.tensor_bytes(os.path.join(model, "model.safetensors"), n), f"{case}: {n} changed")
@@ -591,6 +596,8 @@ def main():
         check_mamba_hybrid_fp8(tmp, "granitemoehybrid_fp32", ', "re:.*block_sparse_moe.*"',
                                '"re:.*(mamba|mixer).(in|out)_proj$"')
         check_llama4_fp8(tmp, "llama4_text_fp32")
+        # the head is language_model.lm_head; the vision tower's and projector's Linears stay bf16
+        check_llama4_fp8(tmp, "llama4_mm_bf16", ', "re:.*lm_head", "re:vision_model.*", "re:multi_modal_projector.*"')
     finish("e2e families")
 
 

@@ -385,13 +385,29 @@ CASES = [
           rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
      torch.bfloat16, "v5"),
+    # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
+    # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
+    # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
+    ("llama4_mm_bf16", "llama4",
+     dict(text_config=dict(hidden_size=64, intermediate_size=32, intermediate_size_mlp=96, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=96,
+                           max_position_embeddings=64, num_local_experts=4, num_experts_per_tok=1,
+                           interleave_moe_layer_step=2, no_rope_layer_interval=2, attention_chunk_size=8,
+                           attn_temperature_tuning=True, floor_scale=4, attn_scale=0.5, use_qk_norm=True,
+                           pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+          vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             image_size=28, patch_size=14, vision_output_dim=32, projector_input_dim=32,
+                             projector_output_dim=32),
+          tie_word_embeddings=False),
+     torch.bfloat16, "v5"),
 ]
 
 # Each case's seeds come from its index in CASES; these cases keep theirs wherever they sit in the list
 # (cases added on other branches may land before them).
 CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
-                   "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31}
+                   "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
+                   "llama4_mm_bf16": 40}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -411,7 +427,10 @@ def sylvester(n):
 
 
 def text_model(model):
-    """The decoder stack (model.model, or model.model.language_model for Gemma3ForConditionalGeneration)."""
+    """The decoder stack (model.model, or model.model.language_model for Gemma3ForConditionalGeneration,
+    or model.language_model.model for Llama4ForConditionalGeneration)."""
+    if not hasattr(model, "model"):
+        return model.language_model.model
     inner = model.model
     return inner.language_model if hasattr(inner, "language_model") else inner
 
@@ -750,7 +769,8 @@ def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
     cfg = AutoConfig.for_model(model_type, **kwargs)
     wrappers = {"gemma3": transformers.Gemma3ForConditionalGeneration,
                 "qwen3_5": transformers.Qwen3_5ForConditionalGeneration,
-                "qwen3_5_moe": transformers.Qwen3_5MoeForConditionalGeneration}
+                "qwen3_5_moe": transformers.Qwen3_5MoeForConditionalGeneration,
+                "llama4": transformers.Llama4ForConditionalGeneration}
     model = wrappers[model_type](cfg) if model_type in wrappers else AutoModelForCausalLM.from_config(cfg)
     spike_weights(model, seed, one_plus=model_type.startswith(("gemma3", "qwen3_5", "qwen3_next")))
     packed = mxfp4_experts(model, seed) if spelling == "mxfp4" else None

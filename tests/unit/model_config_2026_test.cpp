@@ -213,9 +213,25 @@ TEST(ModelConfig2026, Llama4DefaultsNopeMoeLayersAndChunks) {
   by_type.erase("architectures");
   by_type["model_type"] = "llama4_text";
   EXPECT_EQ(parse_model_config(by_type, "c").architecture, "Llama4ForCausalLM");
-  // the multimodal checkpoint and Gemma 4: refused by name, with the reason
-  EXPECT_NE(error_of(base("Llama4ForConditionalGeneration")).find("language_model.lm_head.weight"), std::string::npos);
-  EXPECT_NE(error_of(base("Gemma4ForCausalLM")).find("KV-shared"), std::string::npos);
+  // The multimodal checkpoint: the same text model under text_config, its tensors where transformers
+  // 5.17's save_pretrained puts them (language_model.model.*, the head at language_model.lm_head).
+  json text = base("Llama4ForCausalLM");
+  text.erase("architectures");
+  text["intermediate_size_mlp"] = 128;
+  json mm = {{"architectures", {"Llama4ForConditionalGeneration"}}, {"model_type", "llama4"}, {"text_config", text}};
+  const ModelConfig m = parse_model_config(mm, "c");
+  EXPECT_EQ(m.architecture, "Llama4ForConditionalGeneration");
+  EXPECT_EQ(m.layer_prefix(1), "language_model.model.layers.1.");
+  EXPECT_EQ(m.lm_head_module(), "language_model.lm_head");
+  EXPECT_EQ(m.top_tensor("embed_tokens.weight"), "language_model.model.embed_tokens.weight");
+  json flat = text;
+  flat["architectures"] = {"Llama4ForCausalLM"};
+  EXPECT_EQ(m.layer_nope, parse_model_config(flat, "c").layer_nope);
+  mm.erase("text_config");
+  EXPECT_NE(error_of(mm).find("text_config"), std::string::npos);
+  // Gemma 4: refused by name, with the reason
+  // (more in model_config_gemma4_test.cpp: PLE's default 256 is refused first)
+  EXPECT_NE(error_of(base("Gemma4ForCausalLM")).find("per-layer input embeddings"), std::string::npos);
 }
 
 }  // namespace

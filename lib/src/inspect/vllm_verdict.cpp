@@ -29,14 +29,15 @@ namespace {
 // AutoWeightsLoader over Llama4Model.load_weights, which indexes params_dict[name] (KeyError on
 // an unknown name) after the quant config's cache-scale mapper has moved self_attn.k_scale /
 // v_scale to self_attn.attn (models/llama4.py; its Attention / ChunkedLocalAttention at
-// prefix f"{prefix}.attn").
+// prefix f"{prefix}.attn"). Llama4ForConditionalGeneration (models/mllama4.py) hands the
+// language_model.* tensors to the same loader and indexes params_dict[name] for the others.
 bool raises_on_unknown_names(const std::string& arch) {
   static const std::set<std::string> archs = {
       "LlamaForCausalLM",   "MistralForCausalLM",          "Qwen2ForCausalLM",
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
       "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
       "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM",
-      "Llama4ForCausalLM"};
+      "Llama4ForCausalLM",  "Llama4ForConditionalGeneration"};
   return archs.count(arch) > 0;
 }
 
@@ -229,17 +230,20 @@ json vllm_verdict(const VllmFacts& f) {
                               "config.json (MiniMaxM2MoE), so AutoWeightsLoader raises \"There is no module or "
                               "parameter named ...\"", b));
   }
-  if (f.architecture == "Llama4ForCausalLM") {
+  if (f.architecture == "Llama4ForCausalLM" || f.architecture == "Llama4ForConditionalGeneration") {
     // models/llama4.py, Llama4DecoderLayer: a layer is MoE when (layer + 1) % interleave_moe_layer_step
     // == 0, whatever config.json's moe_layers says (transformers 5.17 builds Llama4TextMoe exactly on
     // moe_layers); a layer of the other kind finds no parameter for its feed_forward tensors and
     // Llama4Model.load_weights raises KeyError (params_dict[name]). Its attention is built with
     // bias=False, bias_o_proj=False: attention_bias tensors raise the same KeyError.
-    const int64_t layers = f.config.value("num_hidden_layers", int64_t{0});
-    const int64_t step = f.config.value("interleave_moe_layer_step", int64_t{1});
-    if (f.config.contains("moe_layers") && f.config["moe_layers"].is_array()) {
+    // The multimodal checkpoint's text model is under text_config (Llama4Config).
+    const json& text = f.config.contains("text_config") && f.config["text_config"].is_object() ? f.config["text_config"]
+                                                                                                : f.config;
+    const int64_t layers = text.value("num_hidden_layers", int64_t{0});
+    const int64_t step = text.value("interleave_moe_layer_step", int64_t{1});
+    if (text.contains("moe_layers") && text["moe_layers"].is_array()) {
       std::set<int64_t> listed;
-      for (const json& entry : f.config["moe_layers"])
+      for (const json& entry : text["moe_layers"])
         if (entry.is_number_integer()) listed.insert(entry.get<int64_t>());
       for (int64_t l = 0; l < layers; ++l)
         if ((step > 0 && (l + 1) % step == 0) != (listed.count(l) > 0)) {
@@ -250,7 +254,9 @@ json vllm_verdict(const VllmFacts& f) {
           break;
         }
     }
-    static const std::regex attn_bias(R"(\.self_attn\.[qkvo]_proj\.bias$)");
+    // The language model's layers only: the multimodal checkpoint's vision tower has biased
+    // self_attn projections of its own (Llama4VisionAttention), which vLLM loads.
+    static const std::regex attn_bias(R"(^(language_model\.)?model\.layers\.\d+\.self_attn\.[qkvo]_proj\.bias$)");
     if (const std::string b = first_match(f.tensors, attn_bias); !b.empty())
       cannot_load("KeyError", b,
                   fmt::format("'{}': vLLM's Llama 4 builds its attention without biases (Llama4DecoderLayer: "

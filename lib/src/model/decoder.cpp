@@ -162,7 +162,7 @@ LmHead::LmHead(const Checkpoint& ckpt, const ModelConfig& c)
     : eps_(c.rms_norm_eps), softcap_(c.final_logit_softcapping), logits_scaling_(c.logits_scaling) {
   norm_ = read_norm(ckpt, c, c.top_tensor("norm.weight"), c.hidden_size);
   // Tied embeddings: lm_head reuses embed_tokens.weight.
-  const std::string head = c.tie_word_embeddings ? c.top_tensor("embed_tokens.weight") : "lm_head.weight";
+  const std::string head = c.tie_word_embeddings ? c.top_tensor("embed_tokens.weight") : c.lm_head_module() + ".weight";
   std::vector<float> wv = read_checked(ckpt, head, {c.vocab_size, c.hidden_size});
   head_.w = Eigen::Map<RowMatrix>(wv.data(), c.vocab_size, c.hidden_size);  // [vocab, hidden]
 }

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 22>& families() {
-  static const std::array<FamilySpec, 22> table = [] {
+const std::array<FamilySpec, 24>& families() {
+  static const std::array<FamilySpec, 24> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -310,10 +310,30 @@ const std::array<FamilySpec, 22>& families() {
     llama4.experts.router = llama4.experts.fused_router = "router";
     llama4.experts.shared_expert = "shared_expert";
     llama4.experts.shared_expert_gate = "";
-    return std::array<FamilySpec, 22>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+
+    FamilySpec llama4_mm = llama4;  // the language model inside the vision-language wrapper
+    llama4_mm.architecture = "Llama4ForConditionalGeneration";
+    llama4_mm.model_type = "llama4";
+    llama4_mm.text_config = true;
+    // transformers 5.17's save_pretrained writes language_model.model.* and the head at
+    // language_model.lm_head (vLLM 0.34's mllama4.py loads both names as they are).
+    llama4_mm.weight_prefix = "language_model.model.";
+    llama4_mm.lm_head = "language_model.lm_head";
+
+    // Gemma 4 text (modeling_gemma4.py, Gemma4ForCausalLM): Gemma 3's sandwich norms, GELU-tanh and
+    // scaled embeddings with plain-w norms (Gemma4RMSNorm), per-head q/k norms, a weightless
+    // v_norm, per-layer head_dim / KV heads, k_eq_v full layers and the layer_scalar
+    // (FamilySpec::gemma4_attention); sliding layers by layer_types (default: every 6th full).
+    FamilySpec gemma4 = gemma3;
+    gemma4.architecture = "Gemma4ForCausalLM";
+    gemma4.attention_class = "Gemma4TextAttention";
+    gemma4.model_type = "gemma4_text";
+    gemma4.norm = NormKind::kRms;
+    gemma4.gemma4_attention = true;
+    return std::array<FamilySpec, 24>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
-                                      smollm3, olmo3, glm4_moe, minimax_m2, llama4};
+                                      smollm3, olmo3, glm4_moe, minimax_m2, llama4,  llama4_mm, gemma4};
   }();
   return table;
 }

@@ -292,7 +292,7 @@ Vector read_norm(const Checkpoint& ckpt, const ModelConfig& cfg, const std::stri
 void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
   check_tensor(ckpt, c.top_tensor("embed_tokens.weight"), {c.vocab_size, c.hidden_size});
   check_tensor(ckpt, c.top_tensor("norm.weight"), {c.hidden_size});
-  if (!c.tie_word_embeddings) check_tensor(ckpt, "lm_head.weight", {c.vocab_size, c.hidden_size});
+  if (!c.tie_word_embeddings) check_tensor(ckpt, c.lm_head_module() + ".weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = c.layer_prefix(l);
     for (const auto& spec : layer_specs(c, l, true)) check_tensor(ckpt, p + spec.suffix, spec.shape);

@@ -233,6 +233,8 @@ std::string ModelConfig::top_tensor(const std::string& name) const {
   return weight_prefix + name;
 }
 
+std::string ModelConfig::lm_head_module() const { return family ? std::string(family->lm_head) : "lm_head"; }
+
 ModelConfig parse_model_config(const json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(fmt::format("{}: expected a JSON object", where));
   try {
@@ -256,13 +258,7 @@ const FamilySpec& parse_family(const Reader& r) {
     if (const FamilySpec* f = find_family_by_model_type(j["model_type"].get<std::string>())) arch = f->architecture;
   }
   const FamilySpec* f = find_family(arch);
-  // Named refusals (issue 29): architectures whose text model ctcal could run but whose checkpoint it
-  // cannot yet read or write, with the reason.
-  if (arch == "Llama4ForConditionalGeneration")
-    throw r.fail("architectures", "Llama4ForConditionalGeneration (multimodal Llama 4) is not supported yet: transformers "
-                                  "5.17 saves its language model under language_model.model.* with the head at "
-                                  "language_model.lm_head.weight, which ctcal's loader, writer and eval do not place "
-                                  "(its text model, Llama4ForCausalLM, is supported)");
+  // A named refusal (issue 29), with the reason.
   if (arch.rfind("Gemma4", 0) == 0)
     throw r.fail("architectures", fmt::format("'{}' is not supported: Gemma 4's per-layer input embeddings, KV-shared "
                                               "layers, attention_k_eq_v layers and local/global head_dim are not "

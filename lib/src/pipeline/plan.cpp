@@ -231,10 +231,10 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
     }
   }
   for (const auto& g : q.linear_groups) {
-    if (ct::is_match({"lm_head", ct::kLinearClass}, g.targets, q.ignore))
-      throw RecipeError(fmt::format("{}: config group '{}' would quantize lm_head, which ctcal does not "
-                                    "(it never runs it while calibrating); add \"lm_head\" to ignore, "
-                                    "as llm-compressor's examples do", where, g.name));
+    if (const std::string head = model.lm_head_module(); ct::is_match({head, ct::kLinearClass}, g.targets, q.ignore))
+      throw RecipeError(fmt::format("{}: config group '{}' would quantize {}, which ctcal does not (it never runs "
+                                    "it while calibrating); add \"{}\" to ignore, as llm-compressor's examples do",
+                                    where, g.name, head, head == "lm_head" ? head : "re:.*lm_head"));
     if (!hits.count(g.name))
       throw RecipeError(fmt::format("{}: config group '{}' (targets {}) matches no Linear layer of the "
                                     "model", where, g.name, json(g.targets).dump()));
@@ -311,7 +311,7 @@ void check_groups_stay_in_language_model(const CalibrationPlan& plan, const Chec
     if (!name.ends_with(".weight") || name.starts_with(inside) || checkpoint.info(name).shape.size() != 2) continue;
     const std::string module = name.substr(0, name.size() - std::string(".weight").size());
     // The language model's head is the plan's own business; an embedding table is 2-D but no Linear.
-    if (module == "lm_head" || module.find("embed") != std::string::npos) continue;
+    if (module == plan.model.lm_head_module() || module.find("embed") != std::string::npos) continue;
     for (const auto& [group, g] : plan.linear_groups.items()) {
       std::vector<std::string> targets;
       for (const auto& t : g.value("targets", json::array()))

@@ -239,6 +239,9 @@ struct FamilySpec {
   // The embedding and the final norm under the weight prefix ("embed_tokens", "norm"; Nemotron-H:
   // "embeddings", "norm_f").
   std::string_view embed_tokens = "embed_tokens", final_norm = "norm";
+  // The output head's module, outside the weight prefix (Llama 4's multimodal checkpoint, as
+  // transformers 5.17 saves it: "language_model.lm_head").
+  std::string_view lm_head = "lm_head";
   SlidingRule sliding = SlidingRule::kNone;
 };
 

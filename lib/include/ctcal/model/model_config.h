@@ -172,6 +172,8 @@ struct ModelConfig {
   std::string attention_module(int64_t l) const;
   // "model.embed_tokens.weight" / "model.norm.weight" under the family's prefix.
   std::string top_tensor(const std::string& name) const;
+  // The output head's module name ("lm_head"; the family's own where it lies elsewhere).
+  std::string lm_head_module() const;
 };
 
 // Throws InputError naming `where` (the config.json path), the field and what was expected.
