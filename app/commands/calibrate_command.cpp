@@ -304,9 +304,11 @@ void check_nvfp4_plan(const CalibrateRequest& req, const CalibrationPlan& plan) 
                                  "takes one decode multiplier per layer for K and one for V (layer._k_scale), so the "
                                  "scheme must be per tensor", req.recipe, strategy_name(*a.strategy)));
   const ModelConfig& m = plan.model;
-  if (m.head_dim % nvfp4::kBlockSize != 0)
-    throw InputError(fmt::format("--kv-cache-dtype nvfp4: the model has head_dim {}, not a multiple of 16; vLLM's NVFP4 "
-                                 "KV cache quantizes each head in 16-element blocks and refuses it", m.head_dim));
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l)  // every layer's (Gemma 4's differ)
+    if (m.head_dim_of(l) % nvfp4::kBlockSize != 0)
+      throw InputError(fmt::format("--kv-cache-dtype nvfp4: the model has head_dim {} (layer {}), not a multiple of 16; "
+                                   "vLLM's NVFP4 KV cache quantizes each head in 16-element blocks and refuses it",
+                                   m.head_dim_of(l), l));
   if (m.head_dim == 64)
     spdlog::warn("--kv-cache-dtype nvfp4: vLLM 0.34 refuses NVFP4 at head_size 64 on FlashInfer's FA2 path (Hopper: "
                  "'fa2 prefill misreads NVFP4 at head_size 64'); only SM100's trtllm-gen path serves this model");

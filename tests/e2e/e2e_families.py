@@ -64,6 +64,9 @@ CASES = {
     # the same inside the multimodal Llama4ForConditionalGeneration (language_model.model.*, the head at
     # language_model.lm_head, a vision tower copied unchanged)
     "llama4_mm_bf16": ("Llama4TextAttention", "language_model.model."),
+    # sliding and full layers with their own head_dim / KV heads, k_eq_v full layers (no v_proj),
+    # v_norm, proportional RoPE, layer_scalar, final_logit_softcapping (Gemma 4 text)
+    "gemma4_text_fp32": ("Gemma4TextAttention", "model."),
 }
 RECIPE = """
 quant_stage:

@@ -385,6 +385,31 @@ CASES = [
           rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
      torch.bfloat16, "v5"),
+    # Gemma 4 text (issue 29, stage 1: no per-layer input embeddings, no KV-shared layers, no MoE):
+    # sliding layers 0 and 2 (window 5 < samples 11 / 24, head_dim 16, 2 KV heads, default RoPE) and
+    # full layers 1 and 3 (global_head_dim 32, num_global_key_value_heads 1, proportional RoPE over a
+    # quarter of the angles), attention_k_eq_v on the full layers (no v_proj: V = v_norm(k_proj x)),
+    # scaling 1.0, weightless v_norm, a layer_scalar planted per layer, final_logit_softcapping.
+    ("gemma4_text_fp32", "gemma4_text",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True, vocab_size=128,
+          vocab_size_per_layer_input=128, hidden_size_per_layer_input=0, num_kv_shared_layers=0, sliding_window=5,
+          layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+          max_position_embeddings=64, final_logit_softcapping=30.0, tie_word_embeddings=True),
+     torch.float32, "v5"),
+    # bf16: two sliding layers then a full one with v_proj (no k_eq_v) and its own head_dim 32 (the
+    # global KV heads = num_key_value_heads), attention biases, untied head, no softcapping, the full
+    # layers' RoPE proportional with partial_rotary_factor 0.5.
+    ("gemma4_text_bias_bf16", "gemma4_text",
+     dict(hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, global_head_dim=32, attention_k_eq_v=False, attention_bias=True, vocab_size=128,
+          vocab_size_per_layer_input=128, hidden_size_per_layer_input=0, num_kv_shared_layers=0, sliding_window=6,
+          layer_types=["sliding_attention", "sliding_attention", "full_attention"], max_position_embeddings=64,
+          tie_word_embeddings=False,
+          rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.5,
+                                              "rope_theta": 1000000.0}}),
+     torch.bfloat16, "v5"),
     # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
     # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
     # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
@@ -407,7 +432,8 @@ CASES = [
 CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
-                   "llama4_mm_bf16": 40}
+                   "llama4_mm_bf16": 40,
+                   "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -483,8 +509,11 @@ def spike_weights(model, seed, one_plus):
     with torch.no_grad():
         tm = text_model(model)
         cfg = model.config.get_text_config()
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
+        if getattr(cfg, "is_heterogeneous", False):  # Gemma 4: dims per layer, read from the weights below
+            head_dim, q_dim, kv_dim = None, None, None
+        else:
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            q_dim, kv_dim = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
         for li, layer in enumerate(tm.layers):
             a = getattr(layer, "self_attn", None)
             mixer = getattr(layer, "mixer", None)  # Nemotron-H: every block's one module
@@ -515,16 +544,25 @@ def spike_weights(model, seed, one_plus):
             if hasattr(a, "qkv_proj"):  # Phi-3: q, k, v rows of one fused weight
                 w = a.qkv_proj.weight
                 q_w, k_w, v_w = w[:q_dim], w[q_dim:q_dim + kv_dim], w[q_dim + kv_dim:]
+                layer_kv_dim = kv_dim
                 linears = [a.qkv_proj, a.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
             else:
-                q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight
+                # Gemma 4's attention_k_eq_v layers have no v_proj (V is k_proj's output); its full
+                # layers have their own head_dim and KV heads (k_proj's rows say how many).
+                v_proj = getattr(a, "v_proj", None)
+                q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, v_proj.weight if v_proj is not None else None
+                layer_kv_dim = k_w.shape[0]
                 linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
             q_w.mul_(6.0)
             k_w.mul_(6.0)
-            v_w.mul_(4.0)
-            for r in torch.randint(0, kv_dim, (3,), generator=g).tolist():
+            if v_w is not None:
+                v_w.mul_(4.0)
+            for r in torch.randint(0, layer_kv_dim, (3,), generator=g).tolist():
                 k_w[r].mul_(8.0 + 4.0 * li)  # a few large key channels
-            v_w[: kv_dim // 2].mul_(3.0)  # kv heads differ in range
+            if v_w is not None:
+                v_w[: layer_kv_dim // 2].mul_(3.0)  # kv heads differ in range
+            if hasattr(layer, "layer_scalar"):  # Gemma 4: a saved buffer (ones at init) scaling the layer's output
+                layer.layer_scalar.fill_(0.6 + 0.3 * li)
             router = spike_moe(layer)
             if router is not None and getattr(router, "bias", None) is not None:
                 router.bias.copy_(0.5 * torch.randn(router.bias.shape, generator=g))
@@ -712,10 +750,10 @@ def reference(model_dir, samples):
             logits.append(out.logits[0].tolist())
             losses.append(out.loss.item())
     attention = sorted(cap.store)
-    head_dim = cap.store[attention[0]]["k"][0].shape[-1]
     n_layers = model.config.get_text_config().num_hidden_layers
-    layers = [{site: stats(cap.store[li][site], head_dim) for site in ("q", "k", "v")} if li in cap.store else None
-              for li in range(n_layers)]
+    # Each layer's own head_dim (Gemma 4's full layers have a wider one than its sliding layers).
+    layers = [{site: stats(cap.store[li][site], cap.store[li]["k"][0].shape[-1]) for site in ("q", "k", "v")}
+              if li in cap.store else None for li in range(n_layers)]
     rows = {str(li): {site: cap.store[li][site][0][:, :ROW_TOKENS, :].tolist() for site in ("q", "k", "v")}
             for li in (attention[0], attention[-1])}
     out = {"layers": layers, "rows": rows, "logits": logits, "loss": losses}

@@ -168,8 +168,8 @@ EvalRun load_quantized_run(const fs::path& dir) {
       continue;
     }
     const std::string m = c.attention_module(l);
-    ls.sites[Site::kKey] = read_site(ck, m, Site::kKey, c.num_key_value_heads, zp);
-    ls.sites[Site::kValue] = read_site(ck, m, Site::kValue, c.num_key_value_heads, zp);
+    ls.sites[Site::kKey] = read_site(ck, m, Site::kKey, c.kv_heads_of(l), zp);  // Gemma 4: per layer
+    ls.sites[Site::kValue] = read_site(ck, m, Site::kValue, c.kv_heads_of(l), zp);
     if (run.query_args) ls.sites[Site::kQuery] = read_site(ck, m, Site::kQuery, c.num_attention_heads, !run.query_args->symmetric);
     run.scales.push_back(std::move(ls));
   }
@@ -189,6 +189,10 @@ EvalRun load_quantized_run(const fs::path& dir) {
   // reproduce random-hadamard); rebuild Sylvester for `hadamard` when it was not stored.
   // (R2 is folded into the weights already.)
   if (const ct::TransformGroup* r3 = qc.r3()) {
+    if (c.per_layer_heads())
+      throw InputError(fmt::format("{}: an R3 transform group on {}, whose layers differ in head_dim: one rotation "
+                                   "cannot apply to every layer (ctcal refuses SpinQuant for it)", ck.dir().string(),
+                                   c.architecture));
     const std::string& group = r3->name;
     const int64_t n = r3->head_dim.value_or(c.head_dim);
     const std::string stored = ct::transform_weight_name(c.attention_module(0), group, "q_attn");

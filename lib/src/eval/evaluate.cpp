@@ -183,9 +183,11 @@ json evaluate(const EvalRequest& req) {
   const ModelConfig cfg = load_model_config(base);
   check_model_tensors(base, cfg);
   if (forward.device.is_cuda()) check_cuda_supports(cfg, forward);
-  if (nvfp4 && cfg.head_dim % nvfp4::kBlockSize != 0)
-    throw InputError(fmt::format("--kv-cache-dtype nvfp4: {} has head_dim {}, not a multiple of 16; vLLM's NVFP4 KV "
-                                 "cache quantizes each head in 16-element blocks and refuses it", req.model, cfg.head_dim));
+  for (int64_t l = 0; nvfp4 && l < cfg.num_hidden_layers; ++l)  // every layer's (Gemma 4's differ)
+    if (cfg.head_dim_of(l) % nvfp4::kBlockSize != 0)
+      throw InputError(fmt::format("--kv-cache-dtype nvfp4: {} has head_dim {} (layer {}), not a multiple of 16; vLLM's "
+                                   "NVFP4 KV cache quantizes each head in 16-element blocks and refuses it", req.model,
+                                   cfg.head_dim_of(l), l));
   if (nvfp4 && cfg.head_dim == 64)
     spdlog::warn("--kv-cache-dtype nvfp4: vLLM 0.34 refuses NVFP4 at head_size 64 on FlashInfer's FA2 path (Hopper: "
                  "'fa2 prefill misreads NVFP4 at head_size 64'); eval still measures what the format costs");
@@ -308,6 +310,11 @@ json evaluate(const EvalRequest& req) {
       // samples (what static_minmax would observe on them); V is not rotated.
       if (runs[i].qk_rotation) {
         spdlog::info("{}: rotates Q and K already (R3); no separate 'nvfp4 s=searched +R3' row", runs[i].name);
+        continue;
+      }
+      if (cfg.per_layer_heads()) {
+        spdlog::warn("--kv-cache-dtype nvfp4: the layers differ in head_dim: one Hadamard cannot rotate them all, so "
+                     "no 'nvfp4 s=searched +R3' row");
         continue;
       }
       if (!is_power_of_two(cfg.head_dim)) {

@@ -89,7 +89,7 @@ class SearchObserver : public ActivationObserver {
       const Sample& s = p.ready[static_cast<std::size_t>(i)];
       const auto& amax = amax_[static_cast<std::size_t>(layer)];
       per[static_cast<std::size_t>(i)] = nvfp4_attention_errors(
-          AttentionShape::of(cfg_, layer), s.q, s.k, s.v, nvfp4_search_candidates(amax.at(Site::kKey)),
+          AttentionShape::of(cfg_.at_layer(layer), layer), s.q, s.k, s.v, nvfp4_search_candidates(amax.at(Site::kKey)),
           nvfp4_search_candidates(amax.at(Site::kValue)));
     }
     auto& err = error_[static_cast<std::size_t>(layer)];

@@ -425,7 +425,7 @@ json inspect_checkpoint(const fs::path& path) {
             continue;
           }
           json e = site_entry(ck, name, ct::zero_point_name(cfg->attention_module(l), site_name(site)));
-          const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->num_key_value_heads;
+          const int64_t heads = site == Site::kQuery ? cfg->num_attention_heads : cfg->kv_heads_of(l);
           const std::vector<int64_t> want = *a->strategy == Strategy::kAttnHead ? std::vector<int64_t>{heads, 1, 1} : std::vector<int64_t>{1};
           if (e["shape"].get<std::vector<int64_t>>() != want)
             p.add("error", "scale_shape", fmt::format("{} has shape {}; the {} scheme needs {}", name, e["shape"].dump(),

@@ -18,10 +18,10 @@ void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
   rows = rows_needed;
   auto fit = [&](UninitBuffer<float>& b, int64_t cols) { b.fit(rows * cols); };
   fit(xn, c.hidden_size);
-  fit(q, c.q_dim());
-  fit(k, c.kv_dim());
-  fit(v, c.kv_dim());
-  fit(attn, c.q_dim());
+  fit(q, c.widest_q_dim());  // Gemma 4: the widest layer's (full layers have a larger head_dim)
+  fit(k, c.widest_kv_dim());
+  fit(v, c.widest_kv_dim());
+  fit(attn, c.widest_q_dim());
   fit(proj, c.hidden_size);
   fit(gate, c.mlp_scratch_width());  // the dense MLP's or the shared expert's intermediate
   fit(up, c.mlp_scratch_width());
@@ -29,7 +29,7 @@ void Decoder::Scratch::reserve(int64_t rows_needed, const ModelConfig& c) {
   // bf16 copy of whichever activation feeds the next projections (the widest is gate * up), or
   // of q, k, v for bf16 attention (run_layer grows it for those). Never touched in fp32 mode,
   // so never resident.
-  bf16.fit(rows * std::max({c.hidden_size, c.q_dim(), c.mlp_scratch_width()}));
+  bf16.fit(rows * std::max({c.hidden_size, c.widest_q_dim(), c.mlp_scratch_width()}));
 }
 
 Decoder::Decoder(const Checkpoint& ckpt, ModelConfig cfg) : ckpt_(ckpt), cfg_(std::move(cfg)) {

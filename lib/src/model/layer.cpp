@@ -107,6 +107,19 @@ void l2_norm_heads(float* x, int64_t len, int64_t heads, int64_t d, int64_t stri
     }
 }
 
+// x [rows, d] row by row: x * (mean(x^2) + eps)^-0.5, no weight (Gemma4RMSNorm with_scale=False,
+// in fp32 as it computes; the sum of squares in double as rms_norm_into's).
+void rms_normalize_heads(float* x, int64_t rows, int64_t d, double eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* head = x + r * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(head[i]) * head[i];
+    const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+    for (int64_t i = 0; i < d; ++i) head[i] *= inv;
+  }
+}
+
 // Llama 4's NoPE-layer query temperature (Llama4TextAttention, in fp32 as torch computes it):
 // q *= log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1, pos the token's absolute position.
 void temperature_tune(float* q, int64_t len, int64_t q_dim, int64_t first_pos, double floor_scale, double attn_scale) {
@@ -128,7 +141,8 @@ void apply_output_gate(Eigen::Ref<RowMatrix> attn, const float* gate) {
 
 void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<SampleSpan>& spans,
                         RowMatrix& hidden, ActivationObserver* observer, const ForwardOptions& opt) const {
-  const ModelConfig& c = cfg_;
+  const ModelConfig layer_cfg = cfg_.at_layer(layer);  // the layer's own head_dim and KV heads (Gemma 4)
+  const ModelConfig& c = layer_cfg;
   const FamilySpec& fam = *c.family;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   const bool want_q = observer && observer->wants(layer, Site::kQuery);
@@ -203,7 +217,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
           linear(in, w.q, q);
         }
         linear(in, w.k, k);
-        linear(in, w.v, v);
+        if (c.k_eq_v(layer)) v = k;  // Gemma 4's attention_k_eq_v: V is k_proj's output, before k_norm
+        else linear(in, w.v, v);
       }
       PhaseScope rope_phase(phases_, "rope+observe");
       if (fam.llama4_attention) {  // every layer, as vLLM permutes every layer's q/k weights
@@ -220,6 +235,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
         rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
       }
+      // Gemma 4's v_norm: a weightless RMSNorm over each V head, before the cache (where V is observed).
+      if (fam.gemma4_attention) rms_normalize_heads(v.data(), n * nkv, d, c.rms_norm_eps);
       for (const auto& span : rows) {
         const int64_t off = span.offset, len = span.length;
         float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
@@ -346,6 +363,8 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       add_scaled_into(x, proj, c.residual_multiplier);
     }
     residual_phase.stop();
+    // Gemma4TextDecoderLayer: hidden_states *= layer_scalar, the whole residual stream.
+    if (w.layer_scalar != 1.0f) x *= w.layer_scalar;
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.
     PhaseScope check_phase(phases_, "norm+observe");
     check_finite(x, layer, module, w.has_mlp ? "the layer output (attention + MLP)" : "the attention output");

@@ -77,7 +77,8 @@ std::string correction_bias_suffix(const FamilySpec& fam, ExpertLayout layout) {
 
 // Every tensor of one layer that is not a Linear's (norms, per-head norms, sinks), named from the
 // family's table entry; the Linears are linear_modules'.
-std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool with_mlp) {
+std::vector<TensorSpec> layer_specs(const ModelConfig& model, int64_t layer, bool with_mlp) {
+  const ModelConfig c = model.at_layer(layer);  // the layer's own head_dim (Gemma 4)
   const int64_t h = c.hidden_size, d = c.head_dim;
   const FamilySpec& fam = *c.family;
   const NormNames& norm = fam.norms;
@@ -109,6 +110,7 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& c, int64_t layer, bool wi
     s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
+  if (fam.gemma4_attention) s.push_back({"layer_scalar", {1}});  // Gemma4TextDecoderLayer's saved buffer
   if (with_mlp && c.has_mlp_block(layer)) {
     if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
@@ -331,8 +333,9 @@ void read_module(const Checkpoint& ckpt, const LinearModule& m, ReadLinear read_
 }
 
 template <typename ReadLinear>
-void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, bool with_mlp,
+void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer, bool with_mlp,
                 ReadLinear read_linear, LayerWeights* wp) {
+  const ModelConfig c = model.at_layer(layer);  // the layer's own head_dim and KV heads (Gemma 4)
   const std::string p = c.layer_prefix(layer);
   const int64_t h = c.hidden_size;
   const FamilySpec& fam = *c.family;
@@ -389,6 +392,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& c, int64_t layer, boo
     w.linear_attn.reset();
   }
   w.attn_out_norm = norm_or_empty(norm.attn_out);
+  w.layer_scalar = fam.gemma4_attention ? read_checked(ckpt, p + "layer_scalar", {1}).at(0) : 1.0f;
+  if (c.k_eq_v(layer)) w.v = Linear();  // V is k_proj's output (Gemma 4's attention_k_eq_v layers)
   w.has_mlp = with_mlp;
   w.mlp_norm = with_mlp ? norm_or_empty(norm.mlp) : Vector();
   w.mlp_out_norm = with_mlp ? norm_or_empty(norm.mlp_out) : Vector();

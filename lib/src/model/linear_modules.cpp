@@ -30,7 +30,7 @@ LinearModule module(std::string name, LinearKind kind, LinearRole role, std::opt
 
 // q, k, v (or Phi-3's fused qkv_proj, one Linear: what compressed-tensors quantizes and vLLM's
 // QKVParallelLinear loads from a checkpoint fused on disk), then o.
-void attention_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+void attention_modules(const ModelConfig& c, int64_t layer, const std::string& p, std::vector<LinearModule>* out) {
   const AttentionNames& n = c.family->attention;
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim();
   constexpr auto kA = LinearKind::kAttention;
@@ -45,7 +45,9 @@ void attention_modules(const ModelConfig& c, const std::string& p, std::vector<L
   } else {
     out->push_back(module(join(p, n.module, n.q), kA, LinearRole::kQ, Site::kQkvInput, q, h, c.qkv_bias));
     out->push_back(module(join(p, n.module, n.k), kA, LinearRole::kK, Site::kQkvInput, kv, h, c.qkv_bias));
-    out->push_back(module(join(p, n.module, n.v), kA, LinearRole::kV, Site::kQkvInput, kv, h, c.qkv_bias));
+    // Gemma 4's attention_k_eq_v full layers have no v_proj (V is k_proj's output).
+    if (!c.k_eq_v(layer))
+      out->push_back(module(join(p, n.module, n.v), kA, LinearRole::kV, Site::kQkvInput, kv, h, c.qkv_bias));
   }
   out->push_back(module(join(p, n.module, n.o), kA, LinearRole::kO, Site::kOProjInput, h, q, c.o_bias));
 }
@@ -168,7 +170,7 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
   const std::string p = c.layer_prefix(layer);
   std::vector<LinearModule> out;
   for (LayerBlock b : layer_blocks(c, layer, with_mlp)) switch (b) {
-      case LayerBlock::kAttention: attention_modules(c, p, &out); break;
+      case LayerBlock::kAttention: attention_modules(c.at_layer(layer), layer, p, &out); break;  // its own head_dim (Gemma 4)
       case LayerBlock::kDenseMlp: dense_mlp_modules(c, p, &out); break;
       case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
       case LayerBlock::kLinearAttention: linear_attention_modules(c, p, &out); break;

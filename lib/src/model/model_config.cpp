@@ -17,6 +17,7 @@ std::string rope_type_name(RopeType t) {
     case RopeType::kLlama3: return "llama3";
     case RopeType::kLongRope: return "longrope";
     case RopeType::kYarn: return "yarn";
+    case RopeType::kProportional: return "proportional";
   }
   return "?";
 }
@@ -259,10 +260,10 @@ const FamilySpec& parse_family(const Reader& r) {
   }
   const FamilySpec* f = find_family(arch);
   // A named refusal (issue 29), with the reason.
-  if (arch.rfind("Gemma4", 0) == 0)
-    throw r.fail("architectures", fmt::format("'{}' is not supported: Gemma 4's per-layer input embeddings, KV-shared "
-                                              "layers, attention_k_eq_v layers and local/global head_dim are not "
-                                              "implemented", arch));
+  if (arch.rfind("Gemma4", 0) == 0 && !f)
+    throw r.fail("architectures", fmt::format("'{}' is not supported: of Gemma 4 ctcal runs the text model "
+                                              "Gemma4ForCausalLM (the multimodal checkpoint's language model, under "
+                                              "its own prefix and text_config, is not placed yet)", arch));
   if (!f)
     throw r.fail("architectures", fmt::format("'{}' is not supported; expected one of {}",
                                               arch.empty() ? std::string("(missing)") : arch,
@@ -721,7 +722,153 @@ void parse_granite_hybrid(const Reader& r, ModelConfig* c) {
   }
 }
 
+// Gemma 4 text (Gemma4TextConfig, its defaults where config.json omits a key). Per layer type: the
+// last layer is always full (__post_init__ forces it); head_dim / num_key_value_heads per layer
+// from `per_layer_config` ({"<layer>": {"head_dim": .., "num_key_value_heads": ..}}, as
+// save_pretrained writes it), else `global_head_dim` (default 512) and, with attention_k_eq_v,
+// `num_global_key_value_heads` on the full layers; attention_k_eq_v full layers (V = k_proj x);
+// rope_parameters per layer type (default: sliding {default, 10000}, full {proportional 0.25,
+// 1e6}); softmax scale 1.0 (Gemma4TextAttention.scaling). What is not implemented yet is refused.
+void parse_gemma4(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
+  // Refused by name until implemented (issue 29's Gemma 4 stages), each with what it would change.
+  const int64_t ple = r.present(j, "hidden_size_per_layer_input") ? j["hidden_size_per_layer_input"].get<int64_t>() : 256;
+  if (ple != 0)
+    throw r.fail("hidden_size_per_layer_input", fmt::format("{} (Gemma4TextConfig's default is 256): Gemma 4's per-layer "
+                                                            "input embeddings (embed_tokens_per_layer, per_layer_input_gate, "
+                                                            "per_layer_projection) are not implemented; only 0 is supported",
+                                                            ple));
+  if (r.present(j, "num_kv_shared_layers") && j["num_kv_shared_layers"] != 0)
+    throw r.fail("num_kv_shared_layers", fmt::format("{}: Gemma 4's KV-shared layers (no k_proj/v_proj, the K/V of the last "
+                                                     "non-shared layer of their type; vLLM 0.34 shares that layer's cache) "
+                                                     "are not implemented; only 0 is supported", j["num_kv_shared_layers"].dump()));
+  if (r.boolean("enable_moe_block", false) || r.present(j, "num_experts"))
+    throw r.fail(r.present(j, "num_experts") ? "num_experts" : "enable_moe_block",
+                 "Gemma 4's MoE block (dense MLP plus Gemma4TextRouter and fused experts) is not implemented");
+  if (r.present(j, "use_bidirectional_attention") && j["use_bidirectional_attention"] == "all")
+    throw r.fail("use_bidirectional_attention", "\"all\" (every token sees every token) is not supported: ctcal runs "
+                                                "causal attention");
+  if (r.present(j, "attn_logit_softcapping"))
+    throw r.fail("attn_logit_softcapping", "Gemma4TextAttention applies no attention logit softcapping but vLLM 0.34's "
+                                           "gemma4.py does when this key is set: refused, the two would differ");
+  // Layer types: layer_types (parse_layer_sliding read them into layer_sliding, unless
+  // sliding_window is null) or the 5:1 pattern; the last layer full.
+  std::vector<bool> full(layers, false);
+  if (r.present(j, "layer_types")) {
+    for (std::size_t i = 0; i < layers; ++i) full[i] = j["layer_types"][i] == "full_attention";
+  } else {
+    for (std::size_t i = 0; i < layers; ++i) full[i] = (i + 1) % 6 == 0;
+  }
+  full[layers - 1] = true;
+  if (c->sliding_window)
+    for (std::size_t i = 0; i < layers; ++i) c->layer_sliding[i] = !full[i];
+  const bool k_eq_v = r.boolean("attention_k_eq_v", false);
+  c->layer_head_dim.assign(layers, c->head_dim);
+  c->layer_kv_heads.assign(layers, c->num_key_value_heads);
+  if (r.present(j, "per_layer_config")) {
+    const json& plc = j["per_layer_config"];
+    if (!plc.is_object()) throw r.fail("per_layer_config", "expected an object {\"<layer>\": {...}}");
+    for (const auto& [key, o] : plc.items()) {
+      const std::string f = "per_layer_config." + key;
+      std::size_t l = layers;
+      try {
+        std::size_t used = 0;
+        l = static_cast<std::size_t>(std::stoul(key, &used));
+        if (used != key.size()) l = layers;
+      } catch (const std::exception&) {
+      }
+      if (l >= layers) throw r.fail(f, fmt::format("expected a layer index below {}", layers));
+      if (!o.is_object()) throw r.fail(f, "expected an object");
+      for (const auto& [name, v] : o.items()) {
+        if (name != "head_dim" && name != "num_key_value_heads")
+          throw r.fail(f + "." + name, "only head_dim and num_key_value_heads may differ per layer (what "
+                                       "Gemma4TextConfig sets there); ctcal runs no other per-layer override");
+        if (!v.is_number_integer() || v.get<int64_t>() <= 0) throw r.fail(f + "." + name, "expected a positive integer");
+        (name == "head_dim" ? c->layer_head_dim : c->layer_kv_heads)[l] = v.get<int64_t>();
+      }
+    }
+  } else {
+    const int64_t global_head_dim = r.positive_int("global_head_dim", 512);
+    const std::optional<int64_t> global_kv =
+        k_eq_v && r.present(j, "num_global_key_value_heads") ? std::optional<int64_t>(r.positive_int("num_global_key_value_heads"))
+                                                             : std::nullopt;
+    for (std::size_t i = 0; i < layers; ++i)
+      if (full[i]) {
+        c->layer_head_dim[i] = global_head_dim;
+        if (global_kv) c->layer_kv_heads[i] = *global_kv;
+      }
+  }
+  for (std::size_t i = 0; i < layers; ++i) {
+    if (c->layer_head_dim[i] % 2 != 0)
+      throw r.fail("per_layer_config", fmt::format("layer {}: head_dim {} is odd (RoPE needs pairs)", i, c->layer_head_dim[i]));
+    if (c->num_attention_heads % c->layer_kv_heads[i] != 0)
+      throw r.fail("per_layer_config", fmt::format("layer {}: num_attention_heads ({}) must be divisible by its "
+                                                   "num_key_value_heads ({})", i, c->num_attention_heads, c->layer_kv_heads[i]));
+  }
+  if (k_eq_v) {
+    c->layer_k_eq_v.assign(layers, false);
+    for (std::size_t i = 0; i < layers; ++i) c->layer_k_eq_v[i] = full[i];
+  }
+  // RoPE per layer type. A layer type's rope_parameters entry: "default" (every angle, theta) or
+  // "proportional" (Gemma4TextRotaryEmbedding through ROPE_INIT_FUNCTIONS); others refused.
+  static const json kDefaults = {{"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}},
+                                 {"full_attention", {{"rope_type", "proportional"}, {"partial_rotary_factor", 0.25},
+                                                     {"rope_theta", 1000000.0}}}};
+  const json& rp = r.present(j, "rope_parameters") ? j["rope_parameters"] : kDefaults;
+  if (!rp.is_object()) throw r.fail("rope_parameters", "expected {\"full_attention\": {...}, \"sliding_attention\": {...}}");
+  RopeConfig rope[2];
+  const char* kinds[2] = {"full_attention", "sliding_attention"};
+  for (int i = 0; i < 2; ++i) {
+    const bool used = std::any_of(full.begin(), full.end(), [&](bool f) { return f == (i == 0); });
+    const std::string prefix = fmt::format("rope_parameters.{}.", kinds[i]);
+    if (!rp.contains(kinds[i]) || rp[kinds[i]].is_null()) {
+      if (used) throw r.fail(prefix.substr(0, prefix.size() - 1), "missing; Gemma 4 keeps one RoPE per layer type");
+      continue;
+    }
+    const json& p = rp[kinds[i]];
+    if (!p.is_object()) throw r.fail(prefix.substr(0, prefix.size() - 1), "expected an object");
+    const std::string type = p.contains("rope_type") && p["rope_type"].is_string() ? p["rope_type"].get<std::string>() : "default";
+    rope[i].theta = r.number(p, prefix, "rope_theta", 10000.0);
+    if (rope[i].theta <= 0) throw r.fail(prefix + "rope_theta", "expected a positive number");
+    if (type == "proportional") {
+      rope[i].type = RopeType::kProportional;
+      rope[i].rope_proportion = r.number(p, prefix, "partial_rotary_factor", 1.0);
+      rope[i].factor = r.number(p, prefix, "factor", 1.0);
+      if (rope[i].rope_proportion < 0 || rope[i].rope_proportion > 1)
+        throw r.fail(prefix + "partial_rotary_factor", "expected a share in [0, 1]");
+      if (rope[i].factor <= 0) throw r.fail(prefix + "factor", "expected a positive number");
+    } else if (type == "default") {
+      // compute_default_rope_parameters rotates the whole head whatever partial_rotary_factor says;
+      // vLLM's get_rope would honour it: refused rather than guessed.
+      if (r.present(p, "partial_rotary_factor") && r.number(p, prefix, "partial_rotary_factor", 1.0) != 1.0)
+        throw r.fail(prefix + "partial_rotary_factor", "a default-type RoPE with a partial factor: transformers 5.17 "
+                                                       "rotates every dim, vLLM 0.34 would not");
+    } else {
+      throw r.fail(prefix + "rope_type", fmt::format("'{}' is not supported for Gemma 4; expected default or "
+                                                     "proportional", type));
+    }
+  }
+  c->rope = rope[0];
+  c->rope_local = rope[1];
+  c->query_pre_attn_scalar = 1.0;  // scaling = 1.0: q_norm / k_norm carry the scale (scale = 1^-0.5)
+  if (r.present(j, "final_logit_softcapping"))
+    c->final_logit_softcapping = r.number(j, "", "final_logit_softcapping", std::nullopt);
+}
+
 }  // namespace
+
+int64_t ModelConfig::widest_q_dim() const {
+  int64_t w = q_dim();
+  for (int64_t d : layer_head_dim) w = std::max(w, num_attention_heads * d);
+  return w;
+}
+
+int64_t ModelConfig::widest_kv_dim() const {
+  int64_t w = kv_dim();
+  for (std::size_t l = 0; l < layer_head_dim.size(); ++l) w = std::max(w, layer_kv_heads[l] * layer_head_dim[l]);
+  return w;
+}
 
 ModelConfig parse_model_config_fields(const json& top, const std::string& where) {
   const FamilySpec& family = parse_family(Reader{top, where});
@@ -791,7 +938,9 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
   c.qk_norm = family.qk_norm || (!family.qk_norm_flag.empty() && r.boolean(std::string(family.qk_norm_flag), false));
   if (family.text_config && top.contains("tie_word_embeddings"))  // the wrapper's flag wins
     c.tie_word_embeddings = Reader{top, where}.boolean("tie_word_embeddings", c.tie_word_embeddings);
-  if (gemma) {
+  if (family.gemma4_attention) {
+    parse_gemma4(r, &c);
+  } else if (gemma) {
     parse_gemma_rope(r, &c);
   } else if (family.rope_per_layer_type) {
     parse_rope_per_layer_type(r, family, &c);
@@ -829,7 +978,7 @@ ModelConfig parse_model_config_fields(const json& top, const std::string& where)
               static_cast<int64_t>(c.rope.long_factor.size()) != c.head_dim / 2)) {
     throw r.fail("rope_scaling.short_factor", fmt::format("longrope factors need {} entries (head_dim / 2)", c.head_dim / 2));
   }
-  if (gemma) {
+  if (gemma && !family.gemma4_attention) {
     c.query_pre_attn_scalar = r.number(j, "", "query_pre_attn_scalar", 256.0);
     if (*c.query_pre_attn_scalar <= 0) throw r.fail("query_pre_attn_scalar", "expected a positive number");
     if (r.present(j, "final_logit_softcapping"))

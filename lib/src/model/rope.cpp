@@ -75,6 +75,12 @@ std::vector<float> rope_inv_freq(const RopeConfig& r, int64_t dim, int64_t max_p
   }
   if (r.type == RopeType::kYarn) {
     yarn_blend(r, rot, base, &inv);
+  } else if (r.type == RopeType::kProportional) {
+    // _compute_proportional_rope_parameters: the first int(proportion * head_dim // 2) angles keep
+    // 1 / base^(2i / head_dim), the others are 0 (cos 1, sin 0: those pairs pass through); all / factor.
+    const auto angles = static_cast<std::size_t>(std::floor(r.rope_proportion * static_cast<double>(dim) / 2.0));
+    for (std::size_t i = angles; i < inv.size(); ++i) inv[i] = 0.0f;
+    for (auto& f : inv) f = f / static_cast<float>(r.factor);
   } else if (r.type == RopeType::kLinear) {
     for (auto& f : inv) f = f / static_cast<float>(r.factor);
   } else if (r.type == RopeType::kLlama3) {

@@ -28,7 +28,7 @@ namespace {
 class LayerObservers : public ActivationObserver {
  public:
   LayerObservers(const CalibrationPlan& plan, int64_t layer, const RowMatrix* r3) : layer_(layer) {
-    for (Site s : plan.sites(layer)) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s));
+    for (Site s : plan.sites(layer)) observers_[s] = std::make_unique<Observer>(plan.site_args(s), plan.heads(s, layer));
     // One observer per expert, on MoE layers only (all of them on every rank, so that ranks
     // combine the same list).
     if (plan.model.is_moe(layer))
@@ -38,7 +38,7 @@ class LayerObservers : public ActivationObserver {
       }
     if (plan.key_envelope && plan.model.has_kv_cache(layer)) {
       envelope_ = true;
-      half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim) / 2;
+      half_ = plan.model.rope_of(layer).rotary_dim(plan.model.head_dim_of(layer)) / 2;
       // The bound after R3 when the keys are observed rotated (SpinQuant listed first).
       rotation_ = plan.rotations_observed ? r3 : nullptr;
     }
@@ -108,7 +108,7 @@ void apply_r2(const CalibrationPlan& plan, LayerWeights* w) {
 
 MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool bf16_compute) {
   const double h = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
-  const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
+  const double q = static_cast<double>(c.widest_q_dim()), kv = static_cast<double>(c.widest_kv_dim());
   MemoryEstimate m;
   m.hidden_bytes = 4.0 * static_cast<double>(total_tokens) * h;
   // MoE: the widest MLP is every expert's (plus the router); one layer of them is resident.

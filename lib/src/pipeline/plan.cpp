@@ -45,9 +45,9 @@ std::vector<Site> CalibrationPlan::expert_sites() const {
   return s;
 }
 
-int64_t CalibrationPlan::heads(Site s) const {
+int64_t CalibrationPlan::heads(Site s, int64_t layer) const {
   if (input_args.count(s)) return 1;
-  return s == Site::kQuery ? model.num_attention_heads : model.num_key_value_heads;
+  return s == Site::kQuery ? model.num_attention_heads : model.kv_heads_of(layer);
 }
 
 const QuantArgs& CalibrationPlan::site_args(Site s) const {
@@ -282,6 +282,13 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
                                     "{} layers have no self_attn to rotate); drop the SpinQuantModifier",
                                     where, model.architecture,
                                     model.family->hybrid_mamba ? "Mamba2" : "linear-attention"));
+    // One Hadamard size per transform group, but Gemma 4's sliding and full layers differ in head_dim.
+    if (model.per_layer_heads())
+      throw RecipeError(fmt::format("{}: SpinQuant rotations are not supported for {}: its layers differ in "
+                                    "head_dim ({} and {}), and an R2/R3 transform group has one head_dim; drop "
+                                    "the SpinQuantModifier", where, model.architecture,
+                                    *std::min_element(model.layer_head_dim.begin(), model.layer_head_dim.end()),
+                                    *std::max_element(model.layer_head_dim.begin(), model.layer_head_dim.end())));
     std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
     if (sq->explicit_config) {
       groups = sq->transform_config;

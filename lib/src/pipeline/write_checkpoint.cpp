@@ -32,9 +32,9 @@ std::string shard_file_name(std::size_t k, std::size_t n) {
   return fmt::format("model-{:05d}-of-{:05d}.safetensors", k, n);
 }
 
-std::vector<int64_t> scale_shape(const CalibrationPlan& plan, Site s) {
+std::vector<int64_t> scale_shape(const CalibrationPlan& plan, Site s, int64_t layer) {
   const Strategy st = *plan.site_args(s).strategy;
-  if (st == Strategy::kAttnHead) return {plan.heads(s), 1, 1};
+  if (st == Strategy::kAttnHead) return {plan.heads(s, layer), 1, 1};
   return {1};
 }
 
@@ -46,7 +46,7 @@ std::map<std::string, TensorBlob> scale_tensors(const CalibrationPlan& plan, con
       if (plan.input_args.count(s.site)) continue;  // Linear inputs: input_scale per module below
       if (std::find(plan.kv_skip_layers.begin(), plan.kv_skip_layers.end(), layer.layer) != plan.kv_skip_layers.end())
         continue;  // left unquantized: in `ignore`, no scales
-      const auto shape = scale_shape(plan, s.site);
+      const auto shape = scale_shape(plan, s.site, layer.layer);
       std::vector<float> scale(s.qparams.scale.begin(), s.qparams.scale.end());
       out[ct::scale_name(plan.model.attention_module(layer.layer), site_name(s.site))] = make_blob_f32(scale, shape, plan.storage);
       if (plan.write_zero_points) {
@@ -166,7 +166,7 @@ json layers_report_json(const CalibrationPlan& plan, const CalibrationResult& re
                    {"observer_max", s.obs_max},
                    {"observations", s.observations},
                    {"scale", s.qparams.scale},
-                   {"scale_shape", scale_shape(plan, s.site)},
+                   {"scale_shape", scale_shape(plan, s.site, layer.layer)},
                    {"scale_dtype", dtype_name(plan.storage)}};
       if (plan.write_zero_points) site["zero_point"] = s.qparams.zero_point;
       l[std::string(site_name(s.site))] = site;

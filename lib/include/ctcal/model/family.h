@@ -182,6 +182,14 @@ struct FamilySpec {
   // (use_qk_norm) and chunked local attention (attention_chunk_size); NoPE layers (no_rope_layers)
   // attend globally with the query temperature-tuned (attn_temperature_tuning).
   bool llama4_attention = false;
+  // Gemma 4's attention (Gemma4TextAttention): head_dim and num_key_value_heads per layer from
+  // config.json's `per_layer_config` (or `global_head_dim` / `num_global_key_value_heads` on the
+  // full layers, as Gemma4TextConfig.__post_init__ builds it), softmax scale 1.0, a weightless
+  // RMSNorm over each V head (v_norm) before the cache, and `attention_k_eq_v` full layers with no
+  // v_proj (V = v_norm(k_proj x), K = rope(k_norm(k_proj x))). RoPE per layer type
+  // ("proportional" on the full layers). The layer's output is multiplied by its saved
+  // `layer_scalar` [1] (Gemma4TextDecoderLayer).
+  bool gemma4_attention = false;
   bool tie_word_embeddings_default = false;  // `tie_word_embeddings` when config.json omits it (SmolLM3: true)
   // RoPE per layer type: rope_parameters = {"full_attention": {...}, "sliding_attention": {...}}, or
   // the classic rope_theta (both types) + rope_scaling (full_attention only): Olmo3Config.

@@ -61,6 +61,8 @@ struct LayerWeights {
   std::shared_ptr<GatedDeltaNetWeights> linear_attn;
   // A Mamba2 layer's mixer instead of q/k/v/o (ModelConfig::is_mamba; null otherwise), shared likewise.
   std::shared_ptr<Mamba2Weights> mamba;
+  // Gemma 4: the layer's output times its saved layer_scalar [1] (Gemma4TextDecoderLayer); 1 elsewhere.
+  float layer_scalar = 1.0f;
   // false when calibration skips the last layer's MLP, or the layer has none (Nemotron-H's mixer blocks)
   bool has_mlp = false;
 };

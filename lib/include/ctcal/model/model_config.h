@@ -17,7 +17,10 @@
 
 namespace ctcal {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope, kYarn };
+// kProportional: transformers 5.17's _compute_proportional_rope_parameters (Gemma 4's full layers):
+// rotate-half over the whole head, the first int(proportion * head_dim // 2) frequencies
+// 1 / theta^(2i / head_dim), the rest 0 (those pairs pass through), all / factor.
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongRope, kYarn, kProportional };
 std::string rope_type_name(RopeType t);
 
 struct RopeConfig {
@@ -32,6 +35,7 @@ struct RopeConfig {
   double beta_fast = 32.0, beta_slow = 1.0;     // yarn: rotations bounding the interpolation ramp
   bool truncate = true;                         // yarn: floor/ceil the ramp's ends
   double partial_rotary_factor = 1.0;           // RoPE on the first int(head_dim * f) dims (Phi-3)
+  double rope_proportion = 1.0;                 // proportional: the share of the head's angles that rotate
   // Dimensions of each head that RoPE rotates (the rest pass through).
   int64_t rotary_dim(int64_t head_dim) const {
     return static_cast<int64_t>(static_cast<double>(head_dim) * partial_rotary_factor);
@@ -133,6 +137,28 @@ struct ModelConfig {
   double logits_scaling = 1.0;
   // q_proj rows: q_dim, or 2 q_dim when each head's rows are [query | gate] (attention_output_gate).
   int64_t q_proj_rows() const { return family && family->attention_output_gate ? 2 * q_dim() : q_dim(); }
+
+  // Gemma 4 (FamilySpec::gemma4_attention): each layer's head_dim and KV heads (per_layer_config);
+  // empty for every other family (head_dim and num_key_value_heads hold for every layer).
+  std::vector<int64_t> layer_head_dim, layer_kv_heads;  // [num_hidden_layers] each
+  // Gemma 4's attention_k_eq_v full layers: no v_proj, V is k_proj's output (before k_norm).
+  std::vector<bool> layer_k_eq_v;  // [num_hidden_layers]; empty: none
+  bool k_eq_v(int64_t l) const { return !layer_k_eq_v.empty() && layer_k_eq_v[static_cast<std::size_t>(l)]; }
+  bool per_layer_heads() const { return !layer_head_dim.empty(); }
+  int64_t head_dim_of(int64_t l) const { return per_layer_heads() ? layer_head_dim[static_cast<std::size_t>(l)] : head_dim; }
+  int64_t kv_heads_of(int64_t l) const { return per_layer_heads() ? layer_kv_heads[static_cast<std::size_t>(l)] : num_key_value_heads; }
+  // This config as layer `l` sees it: head_dim and num_key_value_heads set to the layer's own (a
+  // copy; the same config for families without per-layer heads). Every per-layer consumer (the
+  // layer, its weights, its Linears, its scales) reads the layer's attention through it.
+  ModelConfig at_layer(int64_t l) const {
+    ModelConfig v = *this;
+    v.head_dim = head_dim_of(l);
+    v.num_key_value_heads = kv_heads_of(l);
+    return v;
+  }
+  // The widest q / k-v projection of any layer (scratch buffers).
+  int64_t widest_q_dim() const;
+  int64_t widest_kv_dim() const;
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }   // q_proj rows
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }  // k/v_proj rows

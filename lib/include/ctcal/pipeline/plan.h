@@ -68,7 +68,7 @@ struct CalibrationPlan {
   // no attention-block Linear inputs; its MLP inputs stay.
   std::vector<Site> sites(int64_t l) const;
   std::vector<Site> expert_sites() const;    // observed per MoE layer and expert (LayerResult::experts)
-  int64_t heads(Site s) const;               // heads of the scale for a site (1 for Linear inputs)
+  int64_t heads(Site s, int64_t layer) const;  // heads of the scale for a site in a layer (1 for Linear inputs)
   const QuantArgs& site_args(Site s) const;  // the args a site is observed with
   bool observes_last_mlp() const;            // an MLP input is observed (the last MLP must run)
 };
