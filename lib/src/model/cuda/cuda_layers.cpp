@@ -830,12 +830,8 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "the CPU (--device cpu)", cfg.family->architecture,
                                  cfg.family->one_block_per_layer ? ", one-block layers, relu2 MLPs"
                                                                  : ", Granite's multipliers and shared_mlp"));
-  // SmolLM3's NoPE layers, and OLMo 3's whole-projection q/k norms and missing pre-norms, have no
-  // CUDA path yet (its RoPE kernel rotates every layer, its q/k norm runs per head, its blocks norm
-  // their inputs): refused by name rather than run wrong.
-  if (std::find(cfg.layer_nope.begin(), cfg.layer_nope.end(), true) != cfg.layer_nope.end())
-    throw InputError(fmt::format("{}: the CUDA backend does not run layers without RoPE (no_rope_layers) yet; run it "
-                                 "on the CPU (--device cpu)", cfg.family->architecture));
+  // OLMo 3's whole-projection q/k norms and missing pre-norms have no CUDA path yet (its q/k norm
+  // runs per head, its blocks norm their inputs): refused by name rather than run wrong.
   if (cfg.family->qk_norm_whole || cfg.family->norms.input.empty() || cfg.family->norms.mlp.empty())
     throw InputError(fmt::format("{}: the CUDA backend does not run q/k norms over the whole projection or blocks "
                                  "without an input norm yet; run it on the CPU (--device cpu)", cfg.family->architecture));
