@@ -830,11 +830,6 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "the CPU (--device cpu)", cfg.family->architecture,
                                  cfg.family->one_block_per_layer ? ", one-block layers, relu2 MLPs"
                                                                  : ", Granite's multipliers and shared_mlp"));
-  // OLMo 3's whole-projection q/k norms and missing pre-norms have no CUDA path yet (its q/k norm
-  // runs per head, its blocks norm their inputs): refused by name rather than run wrong.
-  if (cfg.family->qk_norm_whole || cfg.family->norms.input.empty() || cfg.family->norms.mlp.empty())
-    throw InputError(fmt::format("{}: the CUDA backend does not run q/k norms over the whole projection or blocks "
-                                 "without an input norm yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   // GLM-4.5's router (sigmoid scores, a correction bias, grouped top-k) and its optional per-head
   // q/k norms: cuda_moe.h routes without the bias, and the fused q/k/v path reads FamilySpec::qk_norm.
   if (cfg.family->moe_kind == MoeKind::kSigmoidGrouped || cfg.qk_norm != cfg.family->qk_norm)
