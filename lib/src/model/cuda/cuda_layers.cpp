@@ -830,11 +830,6 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "the CPU (--device cpu)", cfg.family->architecture,
                                  cfg.family->one_block_per_layer ? ", one-block layers, relu2 MLPs"
                                                                  : ", Granite's multipliers and shared_mlp"));
-  // GLM-4.5's router (sigmoid scores, a correction bias, grouped top-k) and its optional per-head
-  // q/k norms: cuda_moe.h routes without the bias, and the fused q/k/v path reads FamilySpec::qk_norm.
-  if (cfg.family->moe_kind == MoeKind::kSigmoidGrouped || cfg.qk_norm != cfg.family->qk_norm)
-    throw InputError(fmt::format("{}: the CUDA backend does not run sigmoid grouped top-k routing or config-switched "
-                                 "q/k norms yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
