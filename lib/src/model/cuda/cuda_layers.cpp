@@ -818,11 +818,10 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "expert inputs, shared expert) yet; run it on the CPU (--device cpu)",
                                  cfg.family->architecture));
   // The gated DeltaNet layers and the gated attention (Qwen3.5, Qwen3.5-MoE, Qwen3-Next) have no CUDA
-  // kernels yet, nor the shared expert of their MoE blocks (cuda_moe.h runs the routed experts only).
-  if (cfg.family->hybrid_linear_attention || cfg.family->moe_shared_expert)
-    throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet linear attention, gated attention "
-                                 "or a shared-expert MoE yet; run it on the CPU (--device cpu)",
-                                 cfg.family->architecture));
+  // kernels yet (the shared expert of their MoE blocks has: cuda_layers.cpp, add_shared_expert).
+  if (cfg.family->hybrid_linear_attention)
+    throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet linear attention or gated "
+                                 "attention yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   // Nemotron-H and Granite 4 hybrid: the Mamba2 mixer, Nemotron-H's one-block layers and relu2 MLP,
   // Granite's multipliers and shared_mlp have no CUDA path yet.
   if (cfg.family->hybrid_mamba)
