@@ -277,7 +277,8 @@ TEST(CudaRefusals, Issue29FamiliesRunOnTheGpu) {
 // Issue 29's families the CUDA backend does not run yet (Llama 4's attention and MoE): refused by
 // name, each saying what, with --device cpu.
 TEST(CudaRefusals, Issue29FamiliesSayWhy) {
-  const std::pair<const char*, const char*> cases[] = {{"llama4_text_fp32", "Llama 4's attention"}};
+  const std::pair<const char*, const char*> cases[] = {{"llama4_text_fp32", "Llama 4's attention"},
+                                                       {"gemma4_text_fp32", "Gemma 4's attention"}};
   for (const auto& [name, what_part] : cases) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;

@@ -817,6 +817,12 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
                                  "chunked local attention, NoPE temperature tuning) or its MoE (router weights on the "
                                  "expert inputs, shared expert) yet; run it on the CPU (--device cpu)",
                                  cfg.family->architecture));
+  // Gemma 4: per-layer head_dim / KV heads, the weightless v_norm, k_eq_v layers, the layer_scalar
+  // and proportional RoPE have no CUDA path yet.
+  if (cfg.family->gemma4_attention)
+    throw InputError(fmt::format("{}: the CUDA backend does not run Gemma 4's attention (per-layer head_dim and KV "
+                                 "heads, v_norm, attention_k_eq_v layers, proportional RoPE) or its layer_scalar yet; "
+                                 "run it on the CPU (--device cpu)", cfg.family->architecture));
   // The gated DeltaNet layers and the gated attention (Qwen3.5, Qwen3.5-MoE, Qwen3-Next) have no CUDA
   // kernels yet (the shared expert of their MoE blocks has: cuda_layers.cpp, add_shared_expert).
   if (cfg.family->hybrid_linear_attention)
