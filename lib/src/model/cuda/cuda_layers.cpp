@@ -19,12 +19,14 @@
 #include "ctcal/model/cuda_backend.h"
 #include "ctcal/model/rope.h"
 #include "cuda_attention.h"
+#include "cuda_hybrid.h"
 #include "cuda_kernels.h"
 #include "cuda_moe.h"
 #include "cuda_support.h"
 #include "cuda_timers.h"
 #include "cuda_weight_stream.h"
 #include "flash_attention.h"
+#include "hybrid_kernels.h"
 #include "moe_kernels.h"
 #include "staged_upload.h"
 
@@ -107,6 +109,11 @@ class CudaLayers final : public LayerBackend {
   }
   void run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
                  ActivationObserver* obs, RopeTableCache& tables);
+  // The attention block of run_chunk: x [n, hidden] += o_proj(attention(...)).
+  void run_attention(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                     ActivationObserver* obs, RopeTableCache& tables);
+  // A hybrid's token mixer instead (cuda_hybrid.h): x [n, hidden] += [residual_multiplier] mixer(input_norm(x)).
+  void run_mixer(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x, ActivationObserver* obs);
   void linear(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, float* y);
   // The same with bf16 outputs (rounded from the fp32 accumulators); l must have no bias.
   void linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out, uint16_t* y);
@@ -175,6 +182,10 @@ class CudaLayers final : public LayerBackend {
   std::vector<std::pair<std::size_t, int64_t>> flash_range_;  // [chunk] -> (first item, count)
   std::unique_ptr<cuda::BlockedAttention> attention_;
   std::unique_ptr<cuda::MoeMlp> moe_;                       // the MoE layers' MLP; null for a dense model
+  std::unique_ptr<cuda::HybridMixers> hybrid_;              // DeltaNet / Mamba2 layers' mixers; null without
+  // Gated attention (Qwen3.5, Qwen3-Next): qg_ [chunk, 2 q_dim] q_proj's [query | gate] per head,
+  // out_gate_ [chunk, q_dim] the gate half.
+  DeviceBuffer<float> qg_, out_gate_;
   bool resident_ = true;
   DeviceBuffer<float> hidden_;                              // [tokens, hidden], or [chunk, hidden] when not resident
   // One chunk's activations, fp32: xn_ [chunk, hidden], q_ [chunk, q_dim + 2 kv_dim] (q, or q|k|v
@@ -265,6 +276,14 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     check(copy_on_stream(r3_.get(), r.data(), static_cast<std::size_t>(r.size()) * 4, cudaMemcpyHostToDevice, s),
           "copying to the GPU");
   }
+  // The hybrids' buffers (DeltaNet / Mamba2 mixers, gated attention), before the free memory is read.
+  for (int64_t l = 0; l < c_.num_hidden_layers && !hybrid_; ++l)
+    if (c_.is_linear_attention(l) || c_.is_mamba(l))
+      hybrid_ = std::make_unique<cuda::HybridMixers>(c_, rows, blas_, stream_.get());
+  if (c_.family->attention_output_gate) {
+    qg_.resize(n(rows, 2 * qd));
+    out_gate_.resize(n(rows, qd));
+  }
   // The MoE MLP's buffers (models with MoE layers), allocated before the free memory is read.
   for (int64_t l = 0; l < c_.num_hidden_layers && !moe_; ++l)
     if (c_.is_moe(l)) moe_ = std::make_unique<cuda::MoeMlp>(c_, rows, blas_, stream_.get());
@@ -306,14 +325,27 @@ void CudaLayers::linear(const uint16_t* x, int64_t n, int64_t in, const cuda::De
 void CudaLayers::add_projection(const uint16_t* in, int64_t n, int64_t width, const cuda::DeviceLinear& l,
                                 const float* out_norm, float* x) {
   const int64_t h = c_.hidden_size;
-  if (!out_norm && !l.b) {
+  if (!out_norm && !l.b && c_.residual_multiplier == 1.0) {
     cuda::xwt_gemm(blas_, in, n, width, l.w, h, x, CUDA_R_32F, 1.0f, "projection GEMM (adding into the residual)");
     return;
   }
   float* proj = proj_.get();  // [n, hidden]
   linear(in, n, width, l, h, proj);
   if (out_norm) cuda::rms_norm(proj, h, out_norm, c_.rms_norm_eps, proj, h, nullptr, n, h, stream_.get());
-  cuda::add_into(x, proj, n * h, stream_.get());
+  // x += residual_multiplier * proj (Granite's; 1 elsewhere, where it is add_into's sum)
+  cuda::add_scaled_into(x, proj, static_cast<float>(c_.residual_multiplier), n * h, stream_.get());
+}
+
+void CudaLayers::pre_norm(const float* x, const float* w, int64_t n, float* xn, uint16_t* xb) {
+  const int64_t h = c_.hidden_size;
+  cudaStream_t s = stream_.get();
+  if (w) {
+    cuda::rms_norm(x, h, w, c_.rms_norm_eps, xn, h, xb, n, h, s);  // xn, xb: [n, hidden]
+    return;
+  }
+  if (xn)  // a copy: eval's fake quantization may edit xn, never the residual stream x
+    check(cudaMemcpyAsync(xn, x, static_cast<std::size_t>(n * h) * 4, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
+  cuda::to_bf16(x, xb, n * h, s);
 }
 
 void CudaLayers::linear_bf16(const uint16_t* x, int64_t n, int64_t in, const cuda::DeviceLinear& l, int64_t out,
@@ -333,6 +365,7 @@ void CudaLayers::rotate(float* x, int64_t rows, int64_t d) {
 
 CudaLayers::DeviceRope CudaLayers::rope_table(int64_t layer, RopeTableCache& tables, int64_t len) {
   // The host table is computed only when the device has no copy yet (layers share their RoPE).
+  if (!c_.rope_on) return {nullptr, nullptr, 0};  // Nemotron-H, Granite without RoPE: half 0 rotates nothing
   auto key = std::make_pair(&c_.rope_of(layer), tables.key_of(len));
   auto it = rope_dev_.find(key);
   if (it == rope_dev_.end()) {
@@ -495,6 +528,15 @@ void CudaLayers::gated_mlp(const cuda::DeviceLayer& w, int64_t layer, const Samp
   cudaStream_t s = stream_.get();
   uint16_t* xb = xb_.get();
   float *gate = gate_.get(), *up = up_.get();  // [n, width]
+  if (c_.family->act == MlpAct::kRelu2) {  // Nemotron-H: relu(up(x))^2, no gate (layer.cpp's dense_mlp)
+    phases_.next("7 up GEMM", s);
+    linear(xb, n, h, w.up, width, gate);  // [n, width]
+    phases_.next("8 activation", s);
+    cuda::relu2(gate, xb, n * width, s);  // gate, xb: [n, width]
+    observe(obs, layer, Site::kDownInput, gate, width, 1, width, ch);
+    if (host_quantize(layer, Site::kDownInput, gate, width, 1, width, ch)) cuda::to_bf16(gate, xb, n * width, s);
+    return;
+  }
   const cuda::Act act = c_.family->act == MlpAct::kSilu ? cuda::Act::kSilu : cuda::Act::kGeluTanh;
   // gate and up go straight to bf16, as in transformers' bf16 forward (half the bytes written
   // and read back: 0.2-0.3 s of an 8B calibration), unless down_proj's input is observed or
@@ -521,14 +563,14 @@ void CudaLayers::gated_mlp(const cuda::DeviceLayer& w, int64_t layer, const Samp
   }
 }
 
-void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
-                           ActivationObserver* obs, RopeTableCache& tables) {
+void CudaLayers::run_attention(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                               ActivationObserver* obs, RopeTableCache& tables) {
   const FamilySpec& fam = *c_.family;
   const int64_t n = ch.n, h = c_.hidden_size, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads;
-  const int64_t d = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim(), f = c_.intermediate_size;
+  const int64_t d = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
   const double eps = c_.rms_norm_eps;
   cudaStream_t s = stream_.get();
-  float *xn = xn_.get(), *q = q_.get(), *k = k_.get(), *v = v_.get(), *attn = attn_.get(), *proj = proj_.get();
+  float *xn = xn_.get(), *q = q_.get(), *k = k_.get(), *v = v_.get(), *attn = attn_.get();
   uint16_t* xb = xb_.get();
 
   // Whether anything reads a site's fp32 values (an observer or eval's fake quantization); where
@@ -557,6 +599,11 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     linear(xb, n, h, w.q, ld_q, q);  // [n, q_dim + 2 kv_dim]: w.q, w.k, w.v are its [q_dim + 2 kv_dim, hidden]
     k = q + qd;
     v = q + qd + kvd;
+  } else if (fam.attention_output_gate) {  // q_proj's rows per head: [query | gate] (Qwen3_5Attention)
+    linear(xb, n, h, w.q, 2 * qd, qg_.get());                         // [n, heads, 2 head_dim]
+    cuda::split_query_gate(qg_.get(), n, nh, d, q, out_gate_.get(), s);  // q, gate: [n, q_dim]
+    linear(xb, n, h, w.k, kvd, k);                                    // [n, kv_dim]
+    linear(xb, n, h, w.v, kvd, v);                                    // [n, kv_dim]
   } else {
     linear(xb, n, h, w.q, qd, q);   // [n, q_dim]
     linear(xb, n, h, w.k, kvd, k);  // [n, kv_dim]
@@ -572,7 +619,6 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     cuda::rms_norm(q, d, w.q_norm, eps, q, d, nullptr, n * nh, d, s);
     cuda::rms_norm(k, d, w.k_norm, eps, k, d, nullptr, n * nkv, d, s);
   }
-
   if (rope_qkv_in_one_pass(fuse_qkv, layer, obs, ch, tables)) {
     rope_qkv_one_pass(layer, q, ld_q, obs, ch, tables);  // qb_ [n, q_dim], kb_/vb_ [n, kv_dim]
   } else {
@@ -581,7 +627,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
   phases_.next("4 attention", s);
   const AttentionShape shape = AttentionShape::of(c_, layer);
   // The fused attention writes o_proj's bf16 input itself unless something reads the fp32 output.
-  const bool attn_fp32 = !flash_ || fp32_read(Site::kOProjInput);
+  const bool attn_fp32 = !flash_ || fp32_read(Site::kOProjInput) || fam.attention_output_gate;
   if (flash_) {
     const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
     const cuda::FlashOutput out = attn_fp32 ? cuda::FlashOutput{attn, nullptr} : cuda::FlashOutput{nullptr, xb};
@@ -592,12 +638,63 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
     attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
   }
   phases_.next("5 o_proj, residual", s);
+  if (fam.attention_output_gate) cuda::sigmoid_gate_mul(attn, out_gate_.get(), n * qd, s);  // attn *= sigmoid(gate)
   if (attn_fp32) {
     observe(obs, layer, Site::kOProjInput, attn, qd, 1, qd, ch);
     host_quantize(layer, Site::kOProjInput, attn, qd, 1, qd, ch);
     cuda::to_bf16(attn, xb, n * qd, s);  // xb [n, q_dim]
   }
   add_projection(xb, n, qd, w.o, w.attn_out_norm, x);  // x [n, hidden] += [norm](o_proj(attn))
+}
+
+void CudaLayers::run_mixer(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                           ActivationObserver* obs) {
+  const int64_t n = ch.n, h = c_.hidden_size;
+  cudaStream_t s = stream_.get();
+  float *xn = xn_.get(), *proj = proj_.get();  // [n, hidden]
+  uint16_t* xb = xb_.get();                    // [n, hidden]
+  const int64_t* offsets = offsets_.get() + ch.first;  // the chunk's samples' rows, on the device
+  const int64_t* lengths = lengths_.get() + ch.first;
+  auto fp32_read = [&](Site site) {  // as in run_attention
+    return (obs && obs->wants(layer, site)) || (opt_.quantizer && opt_.quantizer->quantizes(layer, site));
+  };
+  if (c_.is_linear_attention(layer)) {
+    // No KV cache and, as on the CPU, none of the DeltaNet's Linear inputs is shown or
+    // fake-quantized (FP8 groups must leave linear_attn out: plan.cpp refuses them otherwise).
+    phases_.next("1 linear attention", s);
+    pre_norm(x, w.input_norm, n, nullptr, xb);                                   // xb [n, hidden]
+    hybrid_->deltanet(w.mixer.deltanet, xb, ch, offsets, lengths, proj);          // proj [n, hidden]
+    cuda::add_into(x, proj, n * h, s);
+    return;
+  }
+  // Mamba2: in_proj's and out_proj's inputs are hook points (FP8 W8A8 on the mixer's projections).
+  phases_.next("1 mamba2", s);
+  pre_norm(x, w.input_norm, n, fp32_read(Site::kMambaInProjInput) ? xn : nullptr, xb);  // xn, xb: [n, hidden]
+  observe(obs, layer, Site::kMambaInProjInput, xn, h, 1, h, ch);
+  if (host_quantize(layer, Site::kMambaInProjInput, xn, h, 1, h, ch)) cuda::to_bf16(xn, xb, n * h, s);
+  const int64_t width = c_.mamba.intermediate_size();
+  const auto out_proj_input = [&](float* g) {  // g [n, I]: out_proj's input
+    observe(obs, layer, Site::kMambaOutProjInput, g, width, 1, width, ch);
+    return host_quantize(layer, Site::kMambaOutProjInput, g, width, 1, width, ch);
+  };
+  hybrid_->mamba2(w.mixer.mamba, xb, ch, offsets, lengths, fp32_read(Site::kMambaOutProjInput), out_proj_input,
+                  proj);                                                              // proj [n, hidden]
+  cuda::add_scaled_into(x, proj, static_cast<float>(c_.residual_multiplier), n * h, s);  // Granite's multiplier
+}
+
+void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const SampleChunk& ch, float* x,
+                           ActivationObserver* obs, RopeTableCache& tables) {
+  const int64_t n = ch.n, h = c_.hidden_size, f = c_.intermediate_size;
+  cudaStream_t s = stream_.get();
+  float *xn = xn_.get(), *proj = proj_.get();
+  uint16_t* xb = xb_.get();
+  auto fp32_read = [&](Site site) {  // as in run_attention
+    return (obs && obs->wants(layer, site)) || (opt_.quantizer && opt_.quantizer->quantizes(layer, site));
+  };
+
+  // --- token mixer: attention, or a hybrid's gated DeltaNet / Mamba2 mixer (none: Nemotron-H's MLP blocks) ---
+  if (c_.has_kv_cache(layer)) run_attention(w, layer, ch, x, obs, tables);
+  else if (c_.has_mixer(layer)) run_mixer(w, layer, ch, x, obs);
 
   // --- MLP block (skipped for the last layer during calibration) ---
   if (w.has_mlp && c_.is_moe(layer)) {  // the router's top-k experts (cuda_moe.h), as the CPU's layer.cpp
@@ -629,7 +726,7 @@ void CudaLayers::run_chunk(const cuda::DeviceLayer& w, int64_t layer, const Samp
       linear(xb, n, width, w.down, h, xn);  // xn [n, hidden]: the shared expert's output
       cuda::add_shared_expert(proj, xn, gate_logit, n, h, s);  // proj [n, hidden]
     }
-    cuda::add_into(x, proj, n * h, s);
+    cuda::add_scaled_into(x, proj, static_cast<float>(c_.residual_multiplier), n * h, s);  // Granite's; else 1
   } else if (w.has_mlp) {
     phases_.next("6 mlp norm", s);
     pre_norm(x, w.mlp_norm, n, fp32_read(Site::kGateUpInput) ? xn : nullptr, xb);  // xn, xb: [n, hidden]

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <span>
 
+#include "cuda_hybrid.h"
+
 namespace ctcal::cuda {
 
 namespace {
@@ -52,7 +54,8 @@ std::size_t layer_bytes_bound(const ModelConfig& c) {
     if (c.family && c.family->moe_shared_expert)
       moe += 2 * 3 * h * static_cast<std::size_t>(c.shared_expert_intermediate_size) + 4 * h;
   }
-  return attention + std::max(dense, moe) + 32 * kAlign;  // 32: more than the puts of a layer, each aligned up
+  // 32: more than the puts of a layer, each aligned up; hybrid_extra_bytes: a DeltaNet / Mamba2 mixer's
+  return attention + hybrid_extra_bytes(c) + std::max(dense, moe) + 32 * kAlign;
 }
 
 WeightStream::WeightStream(const Decoder& model, const LayerLoop& loop, int device)
@@ -164,6 +167,7 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
     d.correction_bias = x.correction_bias;  // a host copy: `w` is refilled with the next layer while this one runs
   }
   L.mlp_out_norm = w.has_mlp ? vec(w.mlp_out_norm) : nullptr;
+  L.mixer = upload_mixer(w, model_.config(), put);  // a hybrid's DeltaNet or Mamba2 mixer, if the layer has one
   up.flush();
   return off;
 }

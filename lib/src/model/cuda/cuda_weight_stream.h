@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ctcal/model/decoder.h"
+#include "cuda_hybrid.h"
 #include "cuda_support.h"
 #include "staged_upload.h"
 
@@ -64,6 +65,7 @@ struct DeviceLayer {
   DeviceLinear gate, up, down;
   DeviceExperts experts;                 // MoE layers (ModelConfig::is_moe)
   const float* mlp_out_norm = nullptr;   // [hidden]
+  DeviceMixer mixer;                     // linear-attention and Mamba2 layers' mixer (cuda_hybrid.h)
   bool has_mlp = false;
 };
 
