@@ -9,6 +9,8 @@
 
 #include "ctcal/ct/groups.h"
 #include "ctcal/ct/quantization_config.h"
+#include "ctcal/error.h"
+#include "ctcal/model/model_config.h"
 
 namespace ctcal {
 
@@ -29,7 +31,8 @@ namespace {
 // AutoWeightsLoader over Llama4Model.load_weights, which indexes params_dict[name] (KeyError on
 // an unknown name) after the quant config's cache-scale mapper has moved self_attn.k_scale /
 // v_scale to self_attn.attn (models/llama4.py; its Attention / ChunkedLocalAttention at
-// prefix f"{prefix}.attn"). Llama4ForConditionalGeneration (models/mllama4.py) hands the
+// prefix f"{prefix}.attn"). Gemma4ForCausalLM.load_weights is AutoWeightsLoader (models/gemma4.py;
+// Attention at self_attn.attn). Llama4ForConditionalGeneration (models/mllama4.py) hands the
 // language_model.* tensors to the same loader and indexes params_dict[name] for the others.
 bool raises_on_unknown_names(const std::string& arch) {
   static const std::set<std::string> archs = {
@@ -37,7 +40,7 @@ bool raises_on_unknown_names(const std::string& arch) {
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
       "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
       "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM",
-      "Llama4ForCausalLM",  "Llama4ForConditionalGeneration"};
+      "Llama4ForCausalLM",  "Llama4ForConditionalGeneration", "Gemma4ForCausalLM"};
   return archs.count(arch) > 0;
 }
 
@@ -261,6 +264,28 @@ json vllm_verdict(const VllmFacts& f) {
       cannot_load("KeyError", b,
                   fmt::format("'{}': vLLM's Llama 4 builds its attention without biases (Llama4DecoderLayer: "
                               "bias=False, bias_o_proj=False)", b));
+  }
+  if (f.architecture == "Gemma4ForCausalLM" && *a.strategy == Strategy::kAttnHead) {
+    // compressed_tensors.py, CompressedTensorsKVCacheMethod's _tp_aware_loader for attn_head scales:
+    // it compares each layer's KV heads with the model's total_num_kv_heads (config.json's
+    // num_key_value_heads), not the layer's own. A Gemma 4 layer whose per_layer_config gives it
+    // other KV heads (num_global_key_value_heads on the full layers) takes the "replicated" branch:
+    // one KV head divides by tp_size // total = 0 (ZeroDivisionError), more trip `assert
+    // layer.num_kv_heads == 1` (AssertionError). Seen by the vLLM judge on gemma4_text_fp32.
+    try {
+      const ModelConfig m = parse_model_config(f.config, "config.json");
+      for (int64_t l = 0; l < m.num_hidden_layers; ++l)
+        if (m.kv_heads_of(l) != m.num_key_value_heads) {
+          cannot_load(m.kv_heads_of(l) == 1 && m.num_key_value_heads > 1 ? "ZeroDivisionError" : "AssertionError", "",
+                      fmt::format("per-head (attn_head) KV scales: layer {} has {} KV head(s) (per_layer_config) but "
+                                  "vLLM's scale loader splits every layer's scales by the model's num_key_value_heads "
+                                  "= {} (compressed_tensors.py _tp_aware_loader); use the per-tensor scheme "
+                                  "(recipes/fp8_kv_per_tensor.yaml)", l, m.kv_heads_of(l), m.num_key_value_heads));
+          break;
+        }
+    } catch (const InputError&) {
+      // a config ctcal cannot read: no per-layer verdict (inspect says why elsewhere)
+    }
   }
   // Tensor names vLLM cannot place. get_cache_scale_mapper maps .kv_scale, .{k,v}_proj.{k,v}_scale
   // and .{q,k,v}_scale, but not the legacy .{q,k,v}_proj.output_scale.
