@@ -278,6 +278,12 @@ __global__ void masked_softmax_kernel(const float* scores, uint16_t* p, int64_t 
   }
 }
 
+__global__ void scale_rows_kernel(float* x, int64_t ld, const float* s, int64_t rows, int64_t cols) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < cols; i += int64_t{gridDim.x} * blockDim.x)
+      x[r * ld + i] = __fmul_rn(x[r * ld + i], s[r]);
+}
+
 __global__ void flag_nonfinite_kernel(const float* x, int64_t n, int* flag) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     if (!isfinite(x[i])) *flag = 1;
@@ -361,6 +367,10 @@ void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq,
   // holding the row in registers measured slower (docs/performance.md).
   const int64_t rows = batch * bq;
   if (rows) masked_softmax_kernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(scores, p, bq, sk, q0, k0, window, scale);
+}
+
+void scale_rows(float* x, int64_t ld, const float* s, int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (rows > 0 && cols > 0) scale_rows_kernel<<<row_grid(rows, cols), kThreads, 0, stream>>>(x, ld, s, rows, cols);
 }
 
 void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream) {

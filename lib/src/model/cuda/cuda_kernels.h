@@ -90,6 +90,10 @@ void rope_qkv_to_bf16(const float* x, int64_t len, int64_t ld, int64_t heads, in
 void masked_softmax(const float* scores, uint16_t* p, int64_t batch, int64_t bq, int64_t sk, int64_t q0, int64_t k0,
                     int64_t window, float scale, cudaStream_t stream);
 
+// x[r, :cols] *= s[r] for every row (Llama 4's NoPE-layer query temperature: one factor per
+// position). x: [rows, cols] (row stride ld), s: [rows] on the device.
+void scale_rows(float* x, int64_t ld, const float* s, int64_t rows, int64_t cols, cudaStream_t stream);
+
 // Sets *flag to 1 when x [n] holds a NaN or Inf (the flag is only ever raised).
 void flag_nonfinite(const float* x, int64_t n, int* flag, cudaStream_t stream);
 

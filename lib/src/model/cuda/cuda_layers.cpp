@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -159,6 +160,12 @@ class CudaLayers final : public LayerBackend {
   bool host_quantize(int64_t layer, Site site, float* x, int64_t ld, int64_t heads, int64_t head_dim,
                      const SampleChunk& ch);
   void rotate(float* x, int64_t rows, int64_t d);  // x [rows, d] <- x . R3
+  // Llama 4 between RoPE and the Q/K observers, as the CPU's layer.cpp: RoPE layers' weightless L2
+  // norm per head (use_qk_norm), NoPE layers' query temperature (attn_temperature_tuning). q [n,
+  // q_dim], k [n, kv_dim] dense.
+  void llama4_after_rope(int64_t layer, float* q, float* k, const SampleChunk& ch);
+  // Llama 4's chunked spans and query blocks, its temperature table and the L2 norm's unit weights.
+  void llama4_setup(const ForwardOptions& opt);
   // The cos/sin table [len, half] of `layer` on the device (uploaded once per RoPE config and key).
   struct DeviceRope {
     const float* cos;
@@ -180,6 +187,14 @@ class CudaLayers final : public LayerBackend {
   bool fuse_ = true;  // use_fused_gemms()
   DeviceBuffer<cuda::FlashItem> flash_items_;               // every chunk's query blocks
   std::vector<std::pair<std::size_t, int64_t>> flash_range_;  // [chunk] -> (first item, count)
+  // Llama 4's RoPE layers attend within chunks (attention_chunk_size): chunked_spans_ [chunk] holds its
+  // samples cut at the chunk boundaries, each piece a causal sequence of its own (as the CPU's
+  // AttentionShape::chunk masks them), and flash_chunked_* their query blocks. Empty otherwise.
+  std::vector<std::vector<SampleSpan>> chunked_spans_;
+  DeviceBuffer<cuda::FlashItem> flash_chunked_items_;
+  std::vector<std::pair<std::size_t, int64_t>> flash_chunked_range_;
+  DeviceBuffer<float> temperature_;  // [longest sample] Llama 4's NoPE-layer query scale per position
+  DeviceBuffer<float> ones_;         // [head_dim] 1.0f: the weight of Llama 4's weightless L2 q/k norm
   std::unique_ptr<cuda::BlockedAttention> attention_;
   std::unique_ptr<cuda::MoeMlp> moe_;                       // the MoE layers' MLP; null for a dense model
   std::unique_ptr<cuda::HybridMixers> hybrid_;              // DeltaNet / Mamba2 layers' mixers; null without
@@ -304,6 +319,7 @@ CudaLayers::CudaLayers(const Decoder& model, const std::vector<SampleSpan>& span
     check(copy_on_stream(flash_items_.get(), items.data(), items.size() * sizeof(cuda::FlashItem),
                          cudaMemcpyHostToDevice, s), "copying to the GPU");
   }
+  if (c_.family->llama4_attention) llama4_setup(opt);
   attention_ = std::make_unique<cuda::BlockedAttention>(blas_, std::min<std::size_t>(free_b / 16, std::size_t{4} << 30));
   // Hidden states of every sample stay on the device when they fit beside two weight slots and
   // the attention scores; otherwise each chunk goes up and down per layer.
@@ -490,6 +506,68 @@ float* CudaLayers::download(const float* x, int64_t ld, int64_t width, const Sam
   return host;
 }
 
+void CudaLayers::llama4_setup(const ForwardOptions& opt) {
+  cudaStream_t s = stream_.get();
+  const int64_t origin = opt.position_offset;  // the absolute position of every sample's first token
+  if (c_.attention_chunk_size) {
+    const int64_t size = *c_.attention_chunk_size;
+    std::vector<cuda::FlashItem> items;
+    for (const auto& ch : chunks_) {
+      std::vector<SampleSpan> pieces;  // the chunk's samples cut where (position + origin) % size == 0
+      for (const auto& sp : ch.spans)
+        for (int64_t t = 0; t < sp.length;) {
+          const int64_t end = std::min(sp.length, ((t + origin) / size + 1) * size - origin);
+          pieces.push_back({sp.offset + t, end - t});
+          t = end;
+        }
+      if (flash_) {
+        const std::vector<cuda::FlashItem> mine = cuda::flash_items(pieces);
+        flash_chunked_range_.emplace_back(items.size(), static_cast<int64_t>(mine.size()));
+        items.insert(items.end(), mine.begin(), mine.end());
+      }
+      chunked_spans_.push_back(std::move(pieces));
+    }
+    if (flash_ && !items.empty()) {
+      flash_chunked_items_.resize(items.size());
+      check(copy_on_stream(flash_chunked_items_.get(), items.data(), items.size() * sizeof(cuda::FlashItem),
+                           cudaMemcpyHostToDevice, s), "copying to the GPU");
+    }
+  }
+  if (c_.attn_temperature_tuning) {
+    // The CPU's temperature_tune, per position, in fp32 as torch: log1p(floor((pos + 1) / floor_scale))
+    // * attn_scale + 1; computed here so the GPU multiplies by the same factors.
+    int64_t longest = 0;
+    for (const auto& sp : spans_) longest = std::max(longest, sp.length);
+    std::vector<float> scale(static_cast<std::size_t>(std::max<int64_t>(longest, 1)));  // [longest]
+    for (std::size_t t = 0; t < scale.size(); ++t) {
+      const auto pos = static_cast<float>(origin + static_cast<int64_t>(t));
+      scale[t] = std::log1p(std::floor((pos + 1.0f) / static_cast<float>(c_.floor_scale))) *
+                     static_cast<float>(c_.attn_scale) + 1.0f;
+    }
+    temperature_.resize(scale.size());
+    check(copy_on_stream(temperature_.get(), scale.data(), scale.size() * 4, cudaMemcpyHostToDevice, s),
+          "copying to the GPU");
+  }
+  const std::vector<float> ones(static_cast<std::size_t>(c_.head_dim), 1.0f);  // [head_dim]
+  ones_.resize(ones.size());
+  check(copy_on_stream(ones_.get(), ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, s), "copying to the GPU");
+}
+
+void CudaLayers::llama4_after_rope(int64_t layer, float* q, float* k, const SampleChunk& ch) {
+  const int64_t n = ch.n, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
+  const int64_t qd = c_.q_dim();
+  cudaStream_t s = stream_.get();
+  if (c_.uses_rope(layer) && c_.l2_qk_norm) {
+    // Llama4TextL2Norm: x * rsqrt(mean(x^2) + eps) per head, no weight (rms_norm with unit weights:
+    // x * inv * 1 is x * inv): q as [n * heads, head_dim].
+    cuda::rms_norm(q, d, ones_.get(), c_.rms_norm_eps, q, d, nullptr, n * nh, d, s);
+    cuda::rms_norm(k, d, ones_.get(), c_.rms_norm_eps, k, d, nullptr, n * nkv, d, s);
+  }
+  if (!c_.uses_rope(layer) && c_.attn_temperature_tuning)  // where vLLM hands q to self.attn: observed scaled
+    for (const auto& span : ch.spans)
+      cuda::scale_rows(q + span.offset * qd, qd, temperature_.get(), span.length, qd, s);  // [len, q_dim]
+}
+
 void CudaLayers::rope_qkv_in_steps(int64_t layer, float* q, float* k, float* v, int64_t ld_q, int64_t ld_kv,
                                    ActivationObserver* obs, const SampleChunk& ch, RopeTableCache& tables) {
   const int64_t n = ch.n, nh = c_.num_attention_heads, nkv = c_.num_key_value_heads, d = c_.head_dim;
@@ -500,6 +578,10 @@ void CudaLayers::rope_qkv_in_steps(int64_t layer, float* q, float* k, float* v, 
     const auto [cos, sin, half] = rope_table(layer, tables, span.length);  // [len, half]
     cuda::rope(q + span.offset * ld_q, span.length, nh, d, ld_q, cos, sin, half, s);
     cuda::rope(k + span.offset * ld_kv, span.length, nkv, d, ld_kv, cos, sin, half, s);
+  }
+  if (c_.family->llama4_attention) {
+    CTCAL_ASSERT(ld_q == qd && ld_kv == kvd, "Llama 4's q/k/v are three GEMMs (dense)");
+    llama4_after_rope(layer, q, k, ch);
   }
   if (opt_.observe_before_rotation) {
     observe(obs, layer, Site::kQuery, q, ld_q, nh, d, ch);
@@ -589,10 +671,10 @@ void CudaLayers::run_attention(const cuda::DeviceLayer& w, int64_t layer, const 
   // so; no biases) and nothing below needs them dense (the per-head q/k norms and R3 treat q as
   // [n * heads, head_dim]; whole-projection norms take a row stride): the rows of q|k|v [n, q_dim +
   // 2 kv_dim], q, k, v at row stride ld_q = ld_kv. c_.qk_norm, not the family's: GLM-4.5's
-  // use_qk_norm switches them per config.
+  // use_qk_norm switches them per config. Llama 4's L2 q/k norm is per head too.
   const bool per_head_qk_norm = c_.qk_norm && !fam.qk_norm_whole;
-  const bool fuse_qkv = fuse_ && !per_head_qk_norm && !opt_.qk_rotation && !w.q.b && !w.k.b && !w.v.b &&
-                        w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
+  const bool fuse_qkv = fuse_ && !per_head_qk_norm && !fam.llama4_attention && !opt_.qk_rotation && !w.q.b &&
+                        !w.k.b && !w.v.b && w.k.w == w.q.w + qd * h && w.v.w == w.k.w + kvd * h;
   int64_t ld_q = qd, ld_kv = kvd;
   if (fuse_qkv) {
     ld_q = ld_kv = qd + 2 * kvd;
@@ -626,16 +708,22 @@ void CudaLayers::run_attention(const cuda::DeviceLayer& w, int64_t layer, const 
   }
   phases_.next("4 attention", s);
   const AttentionShape shape = AttentionShape::of(c_, layer);
+  // Llama 4's RoPE layers: each chunk's piece of a sample attends as a sequence of its own.
+  const bool chunked = c_.chunk(layer).has_value();
+  const auto chunk_index = static_cast<std::size_t>(&ch - chunks_.data());
+  CTCAL_ASSERT(!chunked || chunk_index < chunked_spans_.size(), "chunked attention without its chunked spans");
   // The fused attention writes o_proj's bf16 input itself unless something reads the fp32 output.
   const bool attn_fp32 = !flash_ || fp32_read(Site::kOProjInput) || fam.attention_output_gate;
   if (flash_) {
-    const auto [first, count] = flash_range_[static_cast<std::size_t>(&ch - chunks_.data())];
+    const auto [first, count] = (chunked ? flash_chunked_range_ : flash_range_)[chunk_index];
+    const cuda::FlashItem* items = (chunked ? flash_chunked_items_ : flash_items_).get() + first;
     const cuda::FlashOutput out = attn_fp32 ? cuda::FlashOutput{attn, nullptr} : cuda::FlashOutput{nullptr, xb};
     cuda::flash_attention(qb_.get(), kb_.get(), vb_.get(), out, qd, kvd, nh, nkv, d, shape.window.value_or(INT64_MAX),
-                          shape.scale, w.sinks, flash_items_.get() + first, count, cuda::kFlashQueryRows, s);  // [n, q_dim]
+                          shape.scale, w.sinks, items, count, cuda::kFlashQueryRows, s);  // [n, q_dim]
   } else {
     CTCAL_ASSERT(!w.sinks, "sinks need the fused attention (check_cuda_supports refuses them otherwise)");
-    attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, ch.spans, shape, s);  // [n, q_dim]
+    attention_->run(qb_.get(), kb_.get(), vb_.get(), attn, chunked ? chunked_spans_[chunk_index] : ch.spans, shape,
+                    s);  // [n, q_dim]
   }
   phases_.next("5 o_proj, residual", s);
   if (fam.attention_output_gate) cuda::sigmoid_gate_mul(attn, out_gate_.get(), n * qd, s);  // attn *= sigmoid(gate)

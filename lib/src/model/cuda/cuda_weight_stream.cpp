@@ -122,13 +122,40 @@ std::size_t WeightStream::upload(const LayerWeights& w, int slot, StagedUpload& 
     d.b = vec(l.b);
     return d;
   };
+  // Llama 4: q_proj / k_proj rows of each head from interleaved pairs (2i, 2i + 1) to [even dims |
+  // odd dims], as vLLM 0.34's permute_qk_weight_for_rotary permutes them and the CPU's
+  // deinterleave_heads permutes the projection's output (the same values: each output is one row's
+  // dot product): row h d + i <- h d + 2i, row h d + d/2 + i <- h d + 2i + 1.
+  const ModelConfig& cfg = model_.config();
+  std::vector<uint16_t> perm_rows;  // [out, in] the permuted bf16 rows (staged before the next use)
+  std::vector<float> perm_bias;     // [out]
+  auto lin_heads = [&](const Linear& l, int64_t heads) {
+    if (!cfg.family->llama4_attention) return lin(l);
+    const int64_t d = cfg.head_dim;
+    const std::span<const uint16_t> rows = l.bf16_rows();  // [heads * d, in]
+    const auto in = static_cast<int64_t>(rows.size()) / (heads * d);
+    CTCAL_ASSERT(in * heads * d == static_cast<int64_t>(rows.size()) && d % 2 == 0,
+                 "q/k_proj rows are not [heads * head_dim, in]");
+    perm_rows.resize(rows.size());
+    perm_bias.resize(static_cast<std::size_t>(l.b.size()));
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < d; ++i) {
+        const int64_t src = h * d + (i < d / 2 ? 2 * i : 2 * (i - d / 2) + 1), dst = h * d + i;
+        std::copy_n(rows.begin() + src * in, in, perm_rows.begin() + dst * in);
+        if (l.b.size() > 0) perm_bias[static_cast<std::size_t>(dst)] = l.b[src];
+      }
+    DeviceLinear dl;
+    dl.w = static_cast<const uint16_t*>(put(perm_rows.data(), 2 * perm_rows.size()));
+    dl.b = static_cast<const float*>(put(perm_bias.data(), 4 * perm_bias.size()));
+    return dl;
+  };
   DeviceLayer& L = *out;
   L.input_norm = vec(w.input_norm);
   // q, k, v back to back (without biases nothing separates them; every size is a multiple of the
   // alignment for real shapes): CudaLayers runs them as one [q_dim + 2 kv_dim, hidden] GEMM where
   // it finds them so.
-  L.q = lin(w.q);
-  L.k = lin(w.k);
+  L.q = lin_heads(w.q, cfg.num_attention_heads);
+  L.k = lin_heads(w.k, cfg.num_key_value_heads);
   L.v = lin(w.v);
   L.o = lin(w.o);
   L.q_norm = vec(w.q_norm);
