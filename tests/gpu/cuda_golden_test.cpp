@@ -63,8 +63,8 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
     ckpt_ = std::move(c.ckpt);
     cfg_ = std::move(c.cfg);
     samples_ = std::move(c.samples);
-    // A family the CUDA backend refuses by name (Qwen3.5's gated DeltaNet: CPU only) is skipped
-    // here; RefusedFamiliesSayWhy checks the refusal itself.
+    // A family the CUDA backend refuses by name is skipped here; the CudaRefusals tests check the
+    // refusals themselves.
     try {
       check_cuda_supports(cfg_, on_gpu());
     } catch (const InputError& e) {
@@ -226,16 +226,34 @@ TEST(CudaEval, BaselineAndFakeQuantizedNll) {
 // Families the CUDA backend does not run are refused before any work, by name and with the way out
 // (--device cpu). check_cuda_supports makes no CUDA call, so this runs (and can fail) without a
 // GPU too, in CI's `make build-cuda`.
-TEST(CudaRefusals, HybridLinearAttentionSaysWhy) {
-  test::GoldenCase c;
-  if (auto why = test::load_golden_case("qwen3_5_text_fp32", &c)) GTEST_SKIP() << *why;
-  try {
-    check_cuda_supports(c.cfg, on_gpu());
-    ADD_FAILURE() << "the CUDA backend accepted a gated DeltaNet model";
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("Qwen3_5ForCausalLM"), std::string::npos) << what;
-    EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+// Qwen3.5's gated DeltaNet and gated attention have a CUDA path (cuda_hybrid.h): not refused, so
+// CudaGolden runs their golden cases (a refusal would skip them there).
+TEST(CudaRefusals, GatedDeltaNetRunsOnTheGpu) {
+  for (const char* name : {"qwen3_5_text_fp32", "qwen3_5_mm_bf16"}) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    try {
+      check_cuda_supports(c.cfg, on_gpu());
+    } catch (const InputError& e) {
+      ADD_FAILURE() << name << ": the CUDA backend refused a gated DeltaNet model: " << e.what();
+    }
+  }
+}
+
+// Qwen3.5-MoE and Qwen3-Next (gated DeltaNet with the shared-expert MoE) until their own lift.
+TEST(CudaRefusals, HybridSharedExpertMoeSaysWhy) {
+  for (const char* name : {"qwen3_5_moe_text_fp32", "qwen3_next_fp32"}) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    try {
+      check_cuda_supports(c.cfg, on_gpu());
+      ADD_FAILURE() << "the CUDA backend accepted " << name;
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
+      EXPECT_NE(what.find("shared-expert MoE"), std::string::npos) << what;
+      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+    }
   }
 }
 
