@@ -226,33 +226,18 @@ TEST(CudaEval, BaselineAndFakeQuantizedNll) {
 // Families the CUDA backend does not run are refused before any work, by name and with the way out
 // (--device cpu). check_cuda_supports makes no CUDA call, so this runs (and can fail) without a
 // GPU too, in CI's `make build-cuda`.
-// Qwen3.5's gated DeltaNet and gated attention have a CUDA path (cuda_hybrid.h): not refused, so
-// CudaGolden runs their golden cases (a refusal would skip them there).
+// Qwen3.5 (dense and MoE) and Qwen3-Next: the gated DeltaNet, the gated attention and the gated
+// shared-expert MoE have a CUDA path (cuda_hybrid.h, add_shared_expert): not refused, so CudaGolden
+// runs their golden cases (a refusal would skip them there).
 TEST(CudaRefusals, GatedDeltaNetRunsOnTheGpu) {
-  for (const char* name : {"qwen3_5_text_fp32", "qwen3_5_mm_bf16"}) {
+  for (const char* name : {"qwen3_5_text_fp32", "qwen3_5_mm_bf16", "qwen3_5_moe_text_fp32", "qwen3_5_moe_mm_bf16",
+                           "qwen3_next_fp32", "qwen3_next_sparse_step_bf16"}) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
     try {
       check_cuda_supports(c.cfg, on_gpu());
     } catch (const InputError& e) {
       ADD_FAILURE() << name << ": the CUDA backend refused a gated DeltaNet model: " << e.what();
-    }
-  }
-}
-
-// Qwen3.5-MoE and Qwen3-Next (gated DeltaNet with the shared-expert MoE) until their own lift.
-TEST(CudaRefusals, HybridSharedExpertMoeSaysWhy) {
-  for (const char* name : {"qwen3_5_moe_text_fp32", "qwen3_next_fp32"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-      ADD_FAILURE() << "the CUDA backend accepted " << name;
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
-      EXPECT_NE(what.find("shared-expert MoE"), std::string::npos) << what;
-      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
     }
   }
 }

@@ -1012,11 +1012,6 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   // shared memory: a state too large for it is refused by name.
   if (const std::string why = cuda::hybrid_unsupported(cfg); !why.empty())
     throw InputError(fmt::format("{}: {}; run it on the CPU (--device cpu)", cfg.family->architecture, why));
-  // Qwen3.5-MoE and Qwen3-Next (gated DeltaNet hybrids with the gated shared-expert MoE; Qwen3-Next's
-  // fused in_proj_qkvz / in_proj_ba) are lifted in a commit of their own.
-  if (cfg.family->hybrid_linear_attention && cfg.family->moe_shared_expert)
-    throw InputError(fmt::format("{}: the CUDA backend does not run gated DeltaNet hybrids with a shared-expert MoE "
-                                 "yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   // Nemotron-H and Granite 4 hybrid: the Mamba2 mixer, Nemotron-H's one-block layers and relu2 MLP,
   // Granite's multipliers and shared_mlp have no CUDA path yet.
   if (cfg.family->hybrid_mamba)
