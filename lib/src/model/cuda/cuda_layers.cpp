@@ -1012,24 +1012,27 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   // shared memory: a state too large for it is refused by name.
   if (const std::string why = cuda::hybrid_unsupported(cfg); !why.empty())
     throw InputError(fmt::format("{}: {}; run it on the CPU (--device cpu)", cfg.family->architecture, why));
-  // Nemotron-H and Granite 4 hybrid: the Mamba2 mixer, Nemotron-H's one-block layers and relu2 MLP,
-  // Granite's multipliers and shared_mlp have no CUDA path yet.
-  if (cfg.family->hybrid_mamba)
-    throw InputError(fmt::format("{}: the CUDA backend does not run Mamba2 hybrids (the Mamba2 mixer{}) yet; run it on "
-                                 "the CPU (--device cpu)", cfg.family->architecture,
-                                 cfg.family->one_block_per_layer ? ", one-block layers, relu2 MLPs"
-                                                                 : ", Granite's multipliers and shared_mlp"));
+  // Granite 4 hybrid (its Mamba2 layers with the multipliers and shared_mlp) is lifted in a commit of
+  // its own.
+  if (cfg.family->hybrid_mamba && cfg.family->granite_multipliers)
+    throw InputError(fmt::format("{}: the CUDA backend does not run Granite 4 hybrid's Mamba2 layers, multipliers and "
+                                 "shared_mlp yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
                                  cfg.family->architecture, cfg.head_dim,
                                  cuda::flash_attention_supports(cfg.head_dim) ? ", and CTCAL_CUDA_ATTENTION=blocked is set" : ""));
-  // Dense MLPs run gated_act (SiLU, GELU-tanh); MoE experts run SiLU or gpt-oss's clamped SwiGLU (cuda_moe.h).
-  bool any_dense = false;
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) any_dense = any_dense || !cfg.is_moe(l);
-  if (any_dense && cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh)
+  // Dense MLPs run gated_act (SiLU, GELU-tanh) or relu2 (Nemotron-H); MoE experts run SiLU or gpt-oss's
+  // clamped SwiGLU (cuda_moe.h), not Nemotron-H's ungated relu2 experts.
+  bool any_dense = false, any_moe = false;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) (cfg.is_moe(l) ? any_moe : any_dense) = true;
+  if (any_dense && cfg.family->act != MlpAct::kSilu && cfg.family->act != MlpAct::kGeluTanh &&
+      cfg.family->act != MlpAct::kRelu2)
     throw InputError(fmt::format("{}: the CUDA backend has no kernel for this family's MLP activation; run it on the "
                                  "CPU (--device cpu)", cfg.family->architecture));
+  if (any_moe && cfg.family->act == MlpAct::kRelu2)
+    throw InputError(fmt::format("{}: the CUDA backend does not run MoE blocks with ungated relu2 experts (Nemotron-H's) "
+                                 "yet; run it on the CPU (--device cpu)", cfg.family->architecture));
 }
 
 std::unique_ptr<LayerBackend> make_cuda_layers(const Decoder& model, const std::vector<SampleSpan>& spans,
