@@ -242,33 +242,18 @@ TEST(CudaRefusals, GatedDeltaNetRunsOnTheGpu) {
   }
 }
 
-// Nemotron-H (the Mamba2 mixer, one-block layers, relu2 MLPs, attention without RoPE) has a CUDA
-// path (cuda_hybrid.h): not refused, so CudaGolden runs its golden cases.
+// Nemotron-H (the Mamba2 mixer, one-block layers, relu2 MLPs, attention without RoPE) and Granite 4
+// hybrid (its multipliers, shared_mlp beside the experts, NoPE attention) have a CUDA path
+// (cuda_hybrid.h): not refused, so CudaGolden runs their golden cases.
 TEST(CudaRefusals, Mamba2HybridsRunOnTheGpu) {
-  for (const char* name : {"nemotron_h_fp32", "nemotron_h_pattern_bf16"}) {
+  for (const char* name : {"nemotron_h_fp32", "nemotron_h_pattern_bf16", "granitemoehybrid_fp32",
+                           "granitemoehybrid_dense_nope_bf16"}) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
     try {
       check_cuda_supports(c.cfg, on_gpu());
     } catch (const InputError& e) {
       ADD_FAILURE() << name << ": the CUDA backend refused a Mamba2 hybrid: " << e.what();
-    }
-  }
-}
-
-// Granite 4 hybrid until its own lift: refused by name, with --device cpu.
-TEST(CudaRefusals, Mamba2HybridsSayWhy) {
-  for (const char* name : {"granitemoehybrid_fp32"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-      ADD_FAILURE() << "the CUDA backend accepted " << name;
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
-      EXPECT_NE(what.find("Granite 4 hybrid"), std::string::npos) << what;
-      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
     }
   }
 }

@@ -1012,11 +1012,6 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   // shared memory: a state too large for it is refused by name.
   if (const std::string why = cuda::hybrid_unsupported(cfg); !why.empty())
     throw InputError(fmt::format("{}: {}; run it on the CPU (--device cpu)", cfg.family->architecture, why));
-  // Granite 4 hybrid (its Mamba2 layers with the multipliers and shared_mlp) is lifted in a commit of
-  // its own.
-  if (cfg.family->hybrid_mamba && cfg.family->granite_multipliers)
-    throw InputError(fmt::format("{}: the CUDA backend does not run Granite 4 hybrid's Mamba2 layers, multipliers and "
-                                 "shared_mlp yet; run it on the CPU (--device cpu)", cfg.family->architecture));
   if (cfg.family->attention_sinks && !flash)
     throw InputError(fmt::format("{}: attention sinks need the CUDA backend's fused attention, which takes head_dim a "
                                  "multiple of 8 up to 256 (this model: {}){}; run it on the CPU (--device cpu)",
