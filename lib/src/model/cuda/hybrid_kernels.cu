@@ -174,17 +174,6 @@ __global__ void sigmoid_gate_mul_kernel(float* attn, const float* gate, int64_t 
     attn[i] *= 1.0f / (1.0f + expf(-gate[i]));
 }
 
-// One block per row: logit = xn[r] . w in double, then out[r] += sigmoid(logit) * shared[r].
-__global__ void add_sigmoid_gated_rows_kernel(float* out, const float* shared, const float* xn, const float* w,
-                                              int64_t hidden) {
-  const int64_t r = blockIdx.x;
-  double dot = 0;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dot += static_cast<double>(xn[r * hidden + i]) * w[i];
-  dot = block_sum(dot);
-  const float s = 1.0f / (1.0f + expf(-static_cast<float>(dot)));  // F.sigmoid on the fp32 logit
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[r * hidden + i] += s * shared[r * hidden + i];
-}
-
 // ---------------------------------------------------------------------------------------------
 // Mamba2.
 
@@ -325,12 +314,6 @@ void split_query_gate(const float* qg, int64_t n, int64_t heads, int64_t d, floa
 void sigmoid_gate_mul(float* attn, const float* gate, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   sigmoid_gate_mul_kernel<<<blocks_for(n), kThreads, 0, stream>>>(attn, gate, n);
-}
-
-void add_sigmoid_gated_rows(float* out, const float* shared, const float* xn, const float* w, int64_t n,
-                            int64_t hidden, cudaStream_t stream) {
-  if (n <= 0) return;
-  add_sigmoid_gated_rows_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(out, shared, xn, w, hidden);
 }
 
 void mamba2_dt(const float* dt, int64_t ld, const float* dt_bias, double lo, double hi, int64_t rows, int64_t heads,

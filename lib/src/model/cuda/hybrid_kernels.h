@@ -82,12 +82,6 @@ void mamba2_gated_norm(const float* y, const float* z, int64_t ld_z, const float
 // x [n] = max(x, 0)^2 (Nemotron-H's relu2 MLP activation), and xb [n] = bf16(x).
 void relu2(float* x, uint16_t* xb, int64_t n, cudaStream_t stream);
 
-// The gated shared expert (Qwen3NextSparseMoeBlock): logit[t] = xn[t] . w (sum in double), then
-// out[t, :] += sigmoid(logit[t]) * shared[t, :]. xn, shared, out: [n, hidden] dense; w: [hidden]
-// (shared_expert_gate.weight, fp32).
-void add_sigmoid_gated_rows(float* out, const float* shared, const float* xn, const float* w, int64_t n,
-                            int64_t hidden, cudaStream_t stream);
-
 // x [n] += s * y [n] (fp32; s = 1 is add_into's result).
 void add_scaled_into(float* x, const float* y, float s, int64_t n, cudaStream_t stream);
 
