@@ -410,6 +410,16 @@ CASES = [
                            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.5,
                                               "rope_theta": 1000000.0}}),
      torch.bfloat16, "v5"),
+    # Gemma 4 with per-layer input embeddings (stage 2): hidden_size_per_layer_input 8 over the whole
+    # vocabulary; sliding layers 0-1 (window 5), a full k_eq_v layer 2 with its own head_dim 32 and
+    # one KV head.
+    ("gemma4_ple_fp32", "gemma4_text",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True, vocab_size=128,
+          vocab_size_per_layer_input=128, hidden_size_per_layer_input=8, num_kv_shared_layers=0, sliding_window=5,
+          layer_types=["sliding_attention", "sliding_attention", "full_attention"], max_position_embeddings=64,
+          tie_word_embeddings=True),
+     torch.float32, "v5"),
     # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
     # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
     # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
@@ -433,7 +443,7 @@ CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, 
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
                    "llama4_mm_bf16": 40,
-                   "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33}
+                   "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -588,6 +598,16 @@ def spike_weights(model, seed, one_plus):
                     lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=g))
         final = getattr(tm, "norm_f", None) or tm.norm  # Nemotron-H: norm_f
         final.weight.copy_(center + 0.2 * torch.randn(final.weight.shape, generator=g))
+        if getattr(tm, "embed_tokens_per_layer", None) is not None:
+            # Gemma 4's per-layer input embeddings: large enough to move the residual stream (init
+            # N(0, 0.02) would leave them invisible), the shared projection norm around 1.
+            tm.embed_tokens_per_layer.weight.mul_(40.0)
+            tm.per_layer_model_projection.weight.mul_(10.0)
+            w = tm.per_layer_projection_norm.weight
+            w.copy_(1.0 + 0.2 * torch.randn(w.shape, generator=g))
+            for layer in tm.layers:
+                layer.per_layer_input_gate.weight.mul_(20.0)
+                layer.per_layer_projection.weight.mul_(20.0)
 
 
 def fuse_experts(model_dir):

@@ -53,7 +53,9 @@ TEST(LinearModules, MatchEveryCommittedCheckpointsTensors) {
         if (m.bias) {
           EXPECT_EQ(ck.info(m.name + ".bias").shape, std::vector<int64_t>{m.out});
         }
-        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention, !m.input_site.has_value());
+        EXPECT_EQ(m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention ||
+                      m.kind == LinearKind::kPerLayerInput,
+                  !m.input_site.has_value());
         enumerated.insert(w);
         if (m.bias) enumerated.insert(m.name + ".bias");
       }

@@ -230,8 +230,8 @@ TEST(ModelConfig2026, Llama4DefaultsNopeMoeLayersAndChunks) {
   mm.erase("text_config");
   EXPECT_NE(error_of(mm).find("text_config"), std::string::npos);
   // Gemma 4: refused by name, with the reason
-  // (more in model_config_gemma4_test.cpp: PLE's default 256 is refused first)
-  EXPECT_NE(error_of(base("Gemma4ForCausalLM")).find("per-layer input embeddings"), std::string::npos);
+  // (more in model_config_gemma4_test.cpp: the default per-layer table of 262144 rows is refused first)
+  EXPECT_NE(error_of(base("Gemma4ForCausalLM")).find("vocab_size_per_layer_input"), std::string::npos);
 }
 
 }  // namespace

@@ -102,8 +102,12 @@ TEST(ModelConfigGemma4, ProportionalRopeFrequencies) {
 
 TEST(ModelConfigGemma4, NamedRefusals) {
   json j = gemma4();
-  j.erase("hidden_size_per_layer_input");  // Gemma4TextConfig's default 256: per-layer input embeddings
-  EXPECT_NE(error_of(j).find("per-layer input embeddings"), std::string::npos);
+  // Gemma4TextConfig's default: per-layer input embeddings of 256 over a 262144-row table, which
+  // must cover the vocabulary exactly (vLLM and transformers differ beyond it)
+  j.erase("hidden_size_per_layer_input");
+  EXPECT_NE(error_of(j).find("vocab_size_per_layer_input"), std::string::npos);
+  j["vocab_size_per_layer_input"] = 128;
+  EXPECT_EQ(parse_model_config(j, "c").per_layer_input_size, 256);
   j = gemma4();
   j["num_kv_shared_layers"] = 2;
   EXPECT_NE(error_of(j).find("KV-shared"), std::string::npos);

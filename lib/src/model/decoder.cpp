@@ -72,6 +72,7 @@ RowMatrix Decoder::embed_ids(const std::vector<int32_t>& ids) const {
     const auto scale = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
     hidden *= scale;
   }
+  if (cfg_.per_layer_input_size > 0) row_ids_ = ids;  // Gemma 4: each layer's per-layer input reads them
   // Granite: inputs_embeds * embedding_multiplier (a Python float: one fp32 multiply).
   if (cfg_.embedding_multiplier != 1.0) hidden *= static_cast<float>(cfg_.embedding_multiplier);
   return hidden;

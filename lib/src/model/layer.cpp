@@ -34,6 +34,7 @@
 #include "ctcal/model/layer_ops.h"
 #include "ctcal/model/mamba2.h"
 #include "ctcal/model/moe.h"
+#include "ctcal/model/per_layer_input.h"
 #include "ctcal/model/rope.h"
 
 namespace ctcal {
@@ -363,6 +364,14 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       add_scaled_into(x, proj, c.residual_multiplier);
     }
     residual_phase.stop();
+    // Gemma 4's per-layer input after the MLP block (model/per_layer_input.h), from the rows' token ids.
+    if (w.has_ple) {
+      CTCAL_ASSERT(static_cast<int64_t>(row_ids_.size()) == hidden.rows(), "the hidden states come from embed_ids");
+      PhaseScope phase(phases_, "per_layer_input");
+      RowMatrix ple;  // [n, P]
+      per_layer_input_rows(ckpt_, c, layer, w.ple, row_ids_.data() + r0, n, &ple);
+      add_per_layer_input(c, w.ple, ple, x);
+    }
     // Gemma4TextDecoderLayer: hidden_states *= layer_scalar, the whole residual stream.
     if (w.layer_scalar != 1.0f) x *= w.layer_scalar;
     // One finiteness check per chunk: a NaN/Inf anywhere in the layer reaches its output.

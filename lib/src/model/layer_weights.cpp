@@ -13,6 +13,7 @@
 #include "ctcal/model/gpt_oss_experts.h"
 #include "ctcal/model/llama4_experts.h"
 #include "ctcal/model/linear_modules.h"
+#include "ctcal/model/per_layer_input.h"
 #include "ctcal/model/mamba2.h"
 
 namespace ctcal {
@@ -111,6 +112,7 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& model, int64_t layer, boo
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
   if (fam.gemma4_attention) s.push_back({"layer_scalar", {1}});  // Gemma4TextDecoderLayer's saved buffer
+  if (with_mlp && c.per_layer_input_size > 0) s.push_back({"post_per_layer_input_norm.weight", {h}});  // Gemma 4's PLE
   if (with_mlp && c.has_mlp_block(layer)) {
     if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
@@ -294,6 +296,11 @@ Vector read_norm(const Checkpoint& ckpt, const ModelConfig& cfg, const std::stri
 void check_model_tensors(const Checkpoint& ckpt, const ModelConfig& c) {
   check_tensor(ckpt, c.top_tensor("embed_tokens.weight"), {c.vocab_size, c.hidden_size});
   check_tensor(ckpt, c.top_tensor("norm.weight"), {c.hidden_size});
+  if (const int64_t pd = c.per_layer_input_size; pd > 0) {  // Gemma 4's per-layer input embeddings
+    check_tensor(ckpt, per_layer_embedding_name(c), {c.vocab_size, c.num_hidden_layers * pd});
+    check_tensor(ckpt, per_layer_model_projection_name(c) + ".weight", {c.num_hidden_layers * pd, c.hidden_size});
+    check_tensor(ckpt, per_layer_projection_norm_name(c), {pd});
+  }
   if (!c.tie_word_embeddings) check_tensor(ckpt, c.lm_head_module() + ".weight", {c.vocab_size, c.hidden_size});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = c.layer_prefix(l);
@@ -393,6 +400,11 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer,
   }
   w.attn_out_norm = norm_or_empty(norm.attn_out);
   w.layer_scalar = fam.gemma4_attention ? read_checked(ckpt, p + "layer_scalar", {1}).at(0) : 1.0f;
+  // Gemma 4's per-layer input (its gate / projection are Linear modules, read below): the layer's
+  // slice of the model projection and the norms. With the MLP only: it follows the MLP block.
+  w.has_ple = with_mlp && c.per_layer_input_size > 0;
+  if (w.has_ple) read_per_layer_input_weights(ckpt, c, layer, &w.ple);
+  else w.ple = PerLayerInputWeights();
   if (c.k_eq_v(layer)) w.v = Linear();  // V is k_proj's output (Gemma 4's attention_k_eq_v layers)
   w.has_mlp = with_mlp;
   w.mlp_norm = with_mlp ? norm_or_empty(norm.mlp) : Vector();
@@ -414,7 +426,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer,
   for (const LinearModule& m : linear_modules(c, layer, with_mlp, expert_layout(ckpt, c, layer))) {
     if (m.role == LinearRole::kInProjQkvz || m.role == LinearRole::kInProjBa)
       kReadF32(ckpt, m.name, m.out, m.in, false, m.role == LinearRole::kInProjQkvz ? &qkvz : &ba);
-    else if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba)
+    else if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kMamba ||
+             m.kind == LinearKind::kPerLayerInput)
       // fp32 always: routing decisions as in fp32; the DeltaNet and the Mamba2 mixer run fp32
       // projections here (gated_deltanet.h, mamba2.h), in --compute-dtype bf16 too
       read_module(ckpt, m, kReadF32, &w);

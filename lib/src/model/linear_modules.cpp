@@ -150,6 +150,15 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
                         std::nullopt, 1, h, false));
 }
 
+// Gemma4TextDecoderLayer's per-layer input: per_layer_input_gate [P, hidden], then
+// per_layer_projection [hidden, P]; no hook point (never quantized).
+void per_layer_input_modules(const ModelConfig& c, const std::string& p, std::vector<LinearModule>* out) {
+  const int64_t h = c.hidden_size, pd = c.per_layer_input_size;
+  constexpr auto kP = LinearKind::kPerLayerInput;
+  out->push_back(module(p + "per_layer_input_gate", kP, LinearRole::kPerLayerGate, std::nullopt, pd, h, false));
+  out->push_back(module(p + "per_layer_projection", kP, LinearRole::kPerLayerProjection, std::nullopt, h, pd, false));
+}
+
 }  // namespace
 
 std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool with_mlp) {
@@ -161,6 +170,7 @@ std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool w
   if (with_mlp && c.has_mlp_block(layer)) {
     b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
     if (c.is_moe(layer) && c.family->moe_plus_dense_mlp) b.push_back(LayerBlock::kDenseMlp);  // Granite's shared_mlp
+    if (c.per_layer_input_size > 0) b.push_back(LayerBlock::kPerLayerInput);  // Gemma 4, after the MLP
   }
   return b;
 }
@@ -175,6 +185,7 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
       case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
       case LayerBlock::kLinearAttention: linear_attention_modules(c, p, &out); break;
       case LayerBlock::kMamba2: mamba_modules(c, p, &out); break;
+      case LayerBlock::kPerLayerInput: per_layer_input_modules(c, p, &out); break;
     }
   return out;
 }
@@ -217,6 +228,8 @@ std::vector<Linear*> linear_parts(LayerWeights* w, LinearRole role, int64_t expe
     case LinearRole::kSharedExpertGate: return {&w->experts.shared_gate};
     case LinearRole::kMambaInProj: return {&w->mamba->in_proj};
     case LinearRole::kMambaOutProj: return {&w->mamba->out_proj};
+    case LinearRole::kPerLayerGate: return {&w->ple.gate};
+    case LinearRole::kPerLayerProjection: return {&w->ple.proj};
   }
   return {};
 }

@@ -733,12 +733,19 @@ void parse_gemma4(const Reader& r, ModelConfig* c) {
   const json& j = r.j;
   const auto layers = static_cast<std::size_t>(c->num_hidden_layers);
   // Refused by name until implemented (issue 29's Gemma 4 stages), each with what it would change.
-  const int64_t ple = r.present(j, "hidden_size_per_layer_input") ? j["hidden_size_per_layer_input"].get<int64_t>() : 256;
-  if (ple != 0)
-    throw r.fail("hidden_size_per_layer_input", fmt::format("{} (Gemma4TextConfig's default is 256): Gemma 4's per-layer "
-                                                            "input embeddings (embed_tokens_per_layer, per_layer_input_gate, "
-                                                            "per_layer_projection) are not implemented; only 0 is supported",
-                                                            ple));
+  // Per-layer input embeddings (Gemma4TextModel.get_per_layer_inputs / project_per_layer_inputs):
+  // hidden_size_per_layer_input P (default 256; 0: none) over a table of vocab_size_per_layer_input
+  // rows. vLLM 0.34 maps ids beyond that table to row 0, transformers indexes past it: a table
+  // smaller than the vocabulary is refused.
+  if (r.present(j, "hidden_size_per_layer_input") &&
+      (!j["hidden_size_per_layer_input"].is_number_integer() || j["hidden_size_per_layer_input"].get<int64_t>() < 0))
+    throw r.fail("hidden_size_per_layer_input", "expected a non-negative integer");
+  c->per_layer_input_size = r.present(j, "hidden_size_per_layer_input") ? j["hidden_size_per_layer_input"].get<int64_t>() : 256;
+  if (c->per_layer_input_size > 0 && r.positive_int("vocab_size_per_layer_input", 262144) != c->vocab_size)
+    throw r.fail("vocab_size_per_layer_input", fmt::format("{} differs from vocab_size {}: transformers and vLLM 0.34 "
+                                                           "disagree on ids beyond the per-layer table (vLLM maps them to "
+                                                           "row 0), so ctcal refuses it", r.positive_int("vocab_size_per_layer_input", 262144),
+                                                           c->vocab_size));
   if (r.present(j, "num_kv_shared_layers") && j["num_kv_shared_layers"] != 0)
     throw r.fail("num_kv_shared_layers", fmt::format("{}: Gemma 4's KV-shared layers (no k_proj/v_proj, the K/V of the last "
                                                      "non-shared layer of their type; vLLM 0.34 shares that layer's cache) "

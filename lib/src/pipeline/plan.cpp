@@ -173,6 +173,17 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
                                           "llm-compressor's Qwen3-Next FP8 example does", where, g.name, m.name));
         continue;
       }
+      if (m.kind == LinearKind::kPerLayerInput) {
+        // Gemma 4's per-layer-input gate / projection: vLLM 0.34 builds them as ReplicatedLinear with
+        // the quant config (models/gemma4.py), but ctcal has no hook point for their inputs; kept
+        // unquantized, so a group must not claim them.
+        for (const auto& g : q.linear_groups)
+          if (ct::is_match({m.name, ct::kLinearClass}, g.targets, q.ignore))
+            throw RecipeError(fmt::format("{}: config group '{}' would quantize Gemma 4's per-layer-input projection {}, "
+                                          "which ctcal keeps unquantized; add \"re:.*per_layer_.*\" to ignore", where,
+                                          g.name, m.name));
+        continue;
+      }
       if (m.kind == LinearKind::kMamba) {
         // vLLM 0.34 names both families' mixer `mixer` (MambaMixer2(..., prefix=f"{prefix}.mixer"):
         // models/nemotron_h.py:390-405, granitemoehybrid.py:72-87) and matches `ignore` against that
@@ -211,7 +222,8 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
       // Mamba2 in_proj / out_proj are quantized like any Linear: vLLM 0.34's MambaMixer2 builds them with the
       // quant config (layers/mamba/mamba_mixer2.py:360-371, :499-505) and llm-compressor's Granite 4 and
       // Nemotron FP8 examples quantize them (granite4_example.py, nemotron_3_5_lightning_example.py).
-      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention) continue;
+      if (m.kind == LinearKind::kRouter || m.kind == LinearKind::kLinearAttention || m.kind == LinearKind::kPerLayerInput)
+        continue;
       const Site site = *m.input_site;
       const auto group = ct::resolve_group({m.name, ct::kLinearClass}, group_targets, q.ignore);
       if (!group) continue;
@@ -231,6 +243,14 @@ void plan_linear(const QuantizationModifierSpec& q, const ModelConfig& model, co
     }
   }
   for (const auto& g : q.linear_groups) {
+    // Gemma 4's per_layer_model_projection (a top-level Linear vLLM builds with the quant config) is
+    // run unquantized by ctcal: a group must not claim it either.
+    if (model.per_layer_input_size > 0) {
+      const std::string ple = model.weight_prefix + "per_layer_model_projection";
+      if (ct::is_match({ple, ct::kLinearClass}, g.targets, q.ignore))
+        throw RecipeError(fmt::format("{}: config group '{}' would quantize Gemma 4's {}, which ctcal keeps "
+                                      "unquantized; add \"re:.*per_layer_.*\" to ignore", where, g.name, ple));
+    }
     if (const std::string head = model.lm_head_module(); ct::is_match({head, ct::kLinearClass}, g.targets, q.ignore))
       throw RecipeError(fmt::format("{}: config group '{}' would quantize {}, which ctcal does not (it never runs "
                                     "it while calibrating); add \"{}\" to ignore, as llm-compressor's examples do",

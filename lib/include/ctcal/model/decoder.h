@@ -140,6 +140,9 @@ class Decoder {
   ModelConfig cfg_;
   mutable Scratch scratch_;
   mutable PhaseTimes phases_;  // CTCAL_CPU_PROFILE=1: wall time per phase of run_layers
+  // Gemma 4's per-layer input embeddings: the token id of each hidden-state row [total_tokens],
+  // kept by embed_ids (each layer recomputes its per-layer input from them); empty otherwise.
+  mutable std::vector<int32_t> row_ids_;
 };
 
 // Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight), with the

@@ -42,6 +42,16 @@ struct ExpertWeights {
 struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)
 struct Mamba2Weights;         // model/mamba2.h (likewise)
 
+// Gemma 4's per-layer input embeddings of one layer (model/per_layer_input.h), all fp32 (never
+// quantized: ctcal keeps these Linears unquantized). P = hidden_size_per_layer_input.
+struct PerLayerInputWeights {
+  Linear model_proj;  // [P, hidden]: rows [layer P, (layer + 1) P) of per_layer_model_projection
+  Vector proj_norm;   // [P] per_layer_projection_norm (shared by every layer)
+  Linear gate;        // [P, hidden] per_layer_input_gate
+  Linear proj;        // [hidden, P] per_layer_projection
+  Vector post_norm;   // [hidden] post_per_layer_input_norm
+};
+
 // Norm weights are stored as the factor the norm multiplies by: w, or 1 + w (in fp32, as
 // transformers computes it) for NormKind::kRmsOnePlus, so the layer applies every norm alike.
 struct LayerWeights {
@@ -61,6 +71,10 @@ struct LayerWeights {
   std::shared_ptr<GatedDeltaNetWeights> linear_attn;
   // A Mamba2 layer's mixer instead of q/k/v/o (ModelConfig::is_mamba; null otherwise), shared likewise.
   std::shared_ptr<Mamba2Weights> mamba;
+  // Gemma 4's per-layer input (FamilySpec::gemma4_attention with hidden_size_per_layer_input > 0),
+  // after the MLP block; has_ple false elsewhere and when the MLP is skipped.
+  PerLayerInputWeights ple;
+  bool has_ple = false;
   // Gemma 4: the layer's output times its saved layer_scalar [1] (Gemma4TextDecoderLayer); 1 elsewhere.
   float layer_scalar = 1.0f;
   // false when calibration skips the last layer's MLP, or the layer has none (Nemotron-H's mixer blocks)

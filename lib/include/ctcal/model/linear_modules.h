@@ -25,6 +25,7 @@ enum class LayerBlock {
   // in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj (LinearAttentionNames)
   kLinearAttention,
   kMamba2,  // a Mamba2 mixer instead of attention (Nemotron-H, Granite 4 hybrid): in_proj, out_proj (Mamba2Names)
+  kPerLayerInput,  // Gemma 4's per-layer input after the MLP: per_layer_input_gate, per_layer_projection
 };
 
 // Layer `layer`'s blocks: attention (or a linear-attention or Mamba2 mixer), then its dense or MoE MLP (none when !with_mlp: calibration
@@ -45,6 +46,9 @@ enum class LinearKind {
   // a Mamba2 mixer's in_proj / out_proj: FP8 like any Linear, inputs at kMambaInProjInput /
   // kMambaOutProjInput (plan.cpp refuses an ignore entry vLLM's `mixer` name would not match)
   kMamba,
+  // Gemma 4's per-layer-input gate / projection (per_layer_input_gate, per_layer_projection): kept
+  // unquantized (plan.cpp refuses a group that would quantize them unless they are ignored)
+  kPerLayerInput,
 };
 
 // What a Linear computes: which LayerWeights projection(s) its rows fill (linear_parts).
@@ -56,6 +60,7 @@ enum class LinearRole {
   kInProjQkvz, kInProjBa,
   kSharedExpertGate,  // shared_expert_gate [1, hidden] (ExpertWeights::shared_gate)
   kMambaInProj, kMambaOutProj,  // Mamba2Weights' Linears
+  kPerLayerGate, kPerLayerProjection,  // PerLayerInputWeights' gate / proj (Gemma 4)
 };
 
 // How a MoE layer's experts are stored.

@@ -143,6 +143,8 @@ struct ModelConfig {
   std::vector<int64_t> layer_head_dim, layer_kv_heads;  // [num_hidden_layers] each
   // Gemma 4's attention_k_eq_v full layers: no v_proj, V is k_proj's output (before k_norm).
   std::vector<bool> layer_k_eq_v;  // [num_hidden_layers]; empty: none
+  // Gemma 4's per-layer input embeddings (hidden_size_per_layer_input, P): 0 = none.
+  int64_t per_layer_input_size = 0;
   bool k_eq_v(int64_t l) const { return !layer_k_eq_v.empty() && layer_k_eq_v[static_cast<std::size_t>(l)]; }
   bool per_layer_heads() const { return !layer_head_dim.empty(); }
   int64_t head_dim_of(int64_t l) const { return per_layer_heads() ? layer_head_dim[static_cast<std::size_t>(l)] : head_dim; }
