@@ -266,12 +266,14 @@ TEST(CudaRefusals, Mamba2HybridsRunOnTheGpu) {
 
 // Issue 29's families with a CUDA path (SmolLM3's NoPE layers, OLMo 3's and MiniMax-M2's
 // whole-projection q/k norms, OLMo 3's post-norm-only blocks, GLM-4.5's and MiniMax-M2's sigmoid
-// routing with the correction bias, GLM-4.5's shared expert and config-switched q/k norms): not
-// refused, so CudaGolden runs their golden cases (a refusal would skip them there).
+// routing with the correction bias, GLM-4.5's shared expert and config-switched q/k norms, Llama 4's
+// permuted q/k heads, L2 q/k norm, chunked attention, NoPE temperature and MoE): not refused, so
+// CudaGolden runs their golden cases (a refusal would skip them there).
 TEST(CudaRefusals, Issue29FamiliesRunOnTheGpu) {
   for (const char* name : {"smollm3_nope_sliding_fp32", "smollm3_classic_bf16", "olmo3_sliding_fp32",
                            "olmo3_classic_bias_bf16", "minimax_m2_fp32", "minimax_m2_fused_bf16",
-                           "glm4_moe_grouped_fp32", "glm4_moe_qk_norm_fused_bf16"}) {
+                           "glm4_moe_grouped_fp32", "glm4_moe_qk_norm_fused_bf16", "llama4_text_fp32",
+                           "llama4_text_bf16"}) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
     try {
@@ -282,11 +284,10 @@ TEST(CudaRefusals, Issue29FamiliesRunOnTheGpu) {
   }
 }
 
-// Issue 29's families the CUDA backend does not run yet (Llama 4's attention and MoE): refused by
-// name, each saying what, with --device cpu.
+// Issue 29's families the CUDA backend does not run yet (Gemma 4's attention): refused by name,
+// each saying what, with --device cpu.
 TEST(CudaRefusals, Issue29FamiliesSayWhy) {
-  const std::pair<const char*, const char*> cases[] = {{"llama4_text_fp32", "Llama 4's attention"},
-                                                       {"gemma4_text_fp32", "Gemma 4's attention"}};
+  const std::pair<const char*, const char*> cases[] = {{"gemma4_text_fp32", "Gemma 4's attention"}};
   for (const auto& [name, what_part] : cases) {
     test::GoldenCase c;
     if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;

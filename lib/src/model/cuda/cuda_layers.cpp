@@ -994,14 +994,6 @@ void check_cuda_supports(const ModelConfig& cfg, const ForwardOptions& /*options
   const bool flash = use_flash_attention(cfg);
   (void)use_fused_gemms();
   (void)chunk_tokens(1);
-  // Llama 4: interleaved RoPE, the weightless L2 q/k norm, chunked local attention, NoPE layers'
-  // query temperature and its MoE (sigmoid weights on the expert inputs, a shared expert) have no
-  // CUDA path yet: refused by name rather than run wrong.
-  if (cfg.family->llama4_attention)
-    throw InputError(fmt::format("{}: the CUDA backend does not run Llama 4's attention (interleaved RoPE, L2 q/k norm, "
-                                 "chunked local attention, NoPE temperature tuning) or its MoE (router weights on the "
-                                 "expert inputs, shared expert) yet; run it on the CPU (--device cpu)",
-                                 cfg.family->architecture));
   // Gemma 4: per-layer head_dim / KV heads, the weightless v_norm, k_eq_v layers, the layer_scalar
   // and proportional RoPE have no CUDA path yet.
   if (cfg.family->gemma4_attention)
