@@ -51,6 +51,8 @@ CASES = {
     # since "re:.*mixer$" would name its Mamba2 and MLP blocks too
     "nemotron_h_fp32": ("NemotronHAttention", "backbone.", "mixer"),
     "granitemoehybrid_fp32": ("GraniteMoeHybridAttention", "model."),
+    # Nemotron-H with MoE blocks (sigmoid grouped routing, ungated relu2 experts and shared expert)
+    "nemotron_h_moe_fp32": ("NemotronHAttention", "backbone.", "mixer"),
     # issue 29: NoPE layers (SmolLM3), post-norms and whole-projection q/k norms (OLMo 3)
     "smollm3_nope_sliding_fp32": ("SmolLM3Attention", "model."),
     "olmo3_classic_bias_bf16": ("Olmo3Attention", "model."),
@@ -544,6 +546,34 @@ def check_mamba_hybrid_fp8(tmp, case, moe_ignore, mamba_ignore):
     print(f"{case} FP8 W8A8 with the Mamba2 projections ignored: {len(quantized)} attention / MLP Linears quantized")
 
 
+def check_nemotron_moe_fp8(tmp, case):
+    """FP8 W8A8 on Nemotron-H with MoE blocks: the router (mixer.gate, a GateLinear built without a
+    quant config in vLLM 0.34's NemotronHMoE) is refused until ignored (exit 3); with it ignored every
+    expert's up/down_proj, the shared expert's, the attention and the Mamba2 projections are F8_E4M3,
+    the router and its e_score_correction_bias are copied unchanged, and inspect --strict passes."""
+    recipe = FP8_RECIPE.replace("STRATEGY", "tensor")
+    golden, model, data = golden_inputs(case, tmp, "-fp8")
+    path = os.path.join(tmp, f"{case}-fp8-router.yaml")
+    open(path, "w").write(recipe)
+    r = run("calibrate", path, "--model", model, "--dataset", data, "--output", os.path.join(tmp, f"{case}-fp8-router"))
+    check(r.returncode == 3 and "mixer.gate" in r.stderr, f"{case}: router not refused: exit {r.returncode}: {r.stderr[-300:]}")
+    done = calibrate_case(case, recipe.replace("ignore: [lm_head]", 'ignore: [lm_head, "re:.*mixer.gate$"]'), tmp, "fp8-nemotron-moe")
+    if not done:
+        return
+    golden, model, data, out = done
+    where = shards(out)
+    src = st.read_header(os.path.join(model, "model.safetensors"))[0]
+    fp8 = sorted(n for n in where if n.endswith(".weight") and st.read_header(where[n])[0][n]["dtype"] == "F8_E4M3")
+    want = sorted(n for n in src if n.endswith("_proj.weight"))
+    check(fp8 == want, f"{case}: FP8 weights {fp8}, want {want}")
+    check(any(".experts." in n for n in fp8) and any("shared_experts" in n for n in fp8), f"{case}: no expert is FP8")
+    for n in (n for n in src if n.endswith(("mixer.gate.weight", "e_score_correction_bias"))):
+        check(st.tensor_bytes(where[n], n) == st.tensor_bytes(os.path.join(model, "model.safetensors"), n), f"{case}: {n} changed")
+    r = run("inspect", out, "--strict")
+    check(r.returncode == 0, f"{case} fp8: inspect --strict exit {r.returncode}: {r.stdout[-600:]}")
+    print(f"{case} FP8 W8A8: {len(fp8)} Linear layers F8_E4M3 (experts, shared expert, attention, Mamba2); router refused until ignored")
+
+
 def check_llama4_fp8(tmp, case, outside=""):
     """FP8 W8A8 on Llama 4 (`outside`: the multimodal checkpoint's own ignores, for its head and vision
     tower): the router must be ignored (exit 3; vLLM 0.34 builds it as a GateLinear
@@ -599,6 +629,7 @@ def main():
         check_mamba_hybrid_fp8(tmp, "granitemoehybrid_fp32", ', "re:.*block_sparse_moe.*"',
                                '"re:.*(mamba|mixer).(in|out)_proj$"')
         check_llama4_fp8(tmp, "llama4_text_fp32")
+        check_nemotron_moe_fp8(tmp, "nemotron_h_moe_fp32")
         # the head is language_model.lm_head; the vision tower's and projector's Linears stay bf16
         check_llama4_fp8(tmp, "llama4_mm_bf16", ', "re:.*lm_head", "re:vision_model.*", "re:multi_modal_projector.*"')
     finish("e2e families")

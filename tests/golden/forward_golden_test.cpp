@@ -459,8 +459,21 @@ s_stage:
   std::string ignore;
   if (mamba) {
     // Granite's MoE block: the router (refused as any router) and the fused 3-D experts, which no
-    // FP8 checkpoint can hold (llm-compressor's Granite 4 example ignores the router).
-    const std::string moe = cfg_.family->moe_plus_dense_mlp ? ", \"re:.*block_sparse_moe.*\"" : "";
+    // FP8 checkpoint can hold (llm-compressor's Granite 4 example ignores the router). Nemotron-H's
+    // MoE blocks: the router (mixer.gate, a GateLinear without a quant config in vLLM 0.34), refused
+    // until ignored; its per-expert up/down_proj and shared_experts are FP8 like the MLP blocks.
+    const bool nemotron_moe = !cfg_.family->moe_plus_dense_mlp && cfg_.num_experts > 0;
+    if (nemotron_moe) {
+      try {
+        make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), ""), "fp8.yaml"), cfg_, DType::kF32);
+        ADD_FAILURE() << "FP8 on the MoE router was planned";
+      } catch (const RecipeError& e) {
+        EXPECT_NE(std::string(e.what()).find("mixer.gate"), std::string::npos) << e.what();
+      }
+    }
+    const std::string moe = cfg_.family->moe_plus_dense_mlp ? ", \"re:.*block_sparse_moe.*\""
+                            : nemotron_moe                  ? ", \"re:.*mixer.gate$\""
+                                                            : "";
     // Mamba2 in_proj / out_proj are FP8 like every other Linear, their inputs observed at their own
     // hook points, one per Mamba2 layer each.
     const CalibrationPlan all = make_plan(parse_recipe(fmt::format(fmt::runtime(fp8), moe), "fp8.yaml"), cfg_, DType::kF32);
@@ -497,7 +510,7 @@ s_stage:
     }
     ignore = ", \"re:.*linear_attn.*\"";
   }
-  if (cfg_.family->moe_shared_expert) {
+  if (cfg_.family->moe_shared_expert && cfg_.family->experts.shared_expert_gated()) {
     // Qwen3-Next / Qwen3.5-MoE: the router is refused as for Qwen3-MoE, and so is the shared
     // expert's gate (vLLM never quantizes it) until ignored, as llm-compressor's Qwen3-Next example does.
     ignore += ", \"re:.*mlp.gate$\"";

@@ -259,6 +259,18 @@ CASES = [
           time_step_min=0.02, layers_block_type=["linear_attention", "mlp", "full_attention", "linear_attention",
                                                  "full_attention", "mlp"]),
      torch.bfloat16, "nemotron_classic"),
+    # Nemotron-H with MoE blocks (NemotronHMoE, the hub's Nemotron-3 layout): Mamba2, MoE, attention,
+    # MoE, attention; 8 ungated relu2 experts in 2 groups (one kept), top 2, scores renormalised and
+    # scaled by 2.5, a planted e_score_correction_bias, an ungated relu2 shared expert of width 48.
+    ("nemotron_h_moe_fp32", "nemotron_h",
+     dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+          vocab_size=96, max_position_embeddings=256, tie_word_embeddings=False, mamba_num_heads=8, mamba_head_dim=8,
+          n_groups=2, ssm_state_size=16, conv_kernel=4, chunk_size=16, use_bias=False, use_conv_bias=True,
+          time_step_min=0.05, layer_norm_epsilon=1e-5, n_routed_experts=8, num_experts_per_tok=2,
+          moe_intermediate_size=32, moe_shared_expert_intermediate_size=48, n_group=2, topk_group=1,
+          routed_scaling_factor=2.5, norm_topk_prob=True,
+          layers_block_type=["linear_attention", "moe", "full_attention", "moe", "full_attention"]),
+     torch.float32, "v5"),
     # Granite 4 hybrid (issue 28): Mamba2 at layers 0 and 2, attention with RoPE at 1 and 3 (softmax
     # scale attention_multiplier 0.125, not 16^-0.5), MoE top-2 of 4 (fused input_linear /
     # output_linear) plus shared_mlp, embedding_multiplier 3, residual_multiplier 0.5, logits / 2.5,
@@ -442,7 +454,7 @@ CASES = [
 CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, "olmo3_sliding_fp32": 24,
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
-                   "llama4_mm_bf16": 40,
+                   "llama4_mm_bf16": 40, "nemotron_h_moe_fp32": 41,
                    "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
@@ -450,7 +462,7 @@ CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 1
                        "qwen3_5_moe_text_fp32": [70, 133], "qwen3_5_moe_mm_bf16": [67, 100],
                        "qwen3_next_fp32": [70, 133], "qwen3_next_sparse_step_bf16": [67, 100],
                        # Mamba2 hybrids: several chunks (16 or 32 tokens) and a partial one
-                       "nemotron_h_fp32": [70, 133], "nemotron_h_pattern_bf16": [67, 100],
+                       "nemotron_h_fp32": [70, 133], "nemotron_h_pattern_bf16": [67, 100], "nemotron_h_moe_fp32": [70, 133],
                        "granitemoehybrid_fp32": [70, 133], "granitemoehybrid_dense_nope_bf16": [67, 100]}
 
 
@@ -540,6 +552,15 @@ def spike_weights(model, seed, one_plus):
                     if name.endswith("norm") and getattr(mod, "weight", None) is not None:
                         mod.weight.copy_(1.0 + 0.2 * torch.randn(mod.weight.shape, generator=g))
                 spike_moe(layer)
+                if hasattr(mixer, "experts") and hasattr(mixer, "shared_experts"):
+                    # A Nemotron-H MoE block (NemotronHMoE): a decisive router, a correction that moves
+                    # the choice (scores are sigmoids in (0, 1)), and experts whose relu2 output matters
+                    # next to the shared expert's (init N(0, 0.02)).
+                    mixer.gate.weight.copy_(torch.randn(mixer.gate.weight.shape, generator=g) * 0.4)
+                    mixer.gate.e_score_correction_bias.copy_(0.3 * torch.randn(mixer.gate.e_score_correction_bias.shape,
+                                                                               generator=g))
+                    mixer.experts.up_proj.mul_(20.0)
+                    mixer.experts.down_proj.mul_(20.0)
                 continue
             if a is None:  # a linear-attention layer (Qwen3.5): random norms, decays that matter
                 la = layer.linear_attn
@@ -732,13 +753,32 @@ def stats(tensors, head_dim):
     }
 
 
+@contextlib.contextmanager
+def type_casts_lifted():
+    """float64 tensors stay float64 under .type(torch.float32) (float32_casts_lifted's twin)."""
+    orig = torch.Tensor.type
+
+    def keep_type(self, *a, **k):
+        target = k.get("dtype", a[0] if a else None)
+        if self.dtype == torch.float64 and target is torch.float32:
+            return self
+        return orig(self, *a, **k)
+
+    torch.Tensor.type = keep_type
+    try:
+        yield
+    finally:
+        torch.Tensor.type = orig
+
+
 def reference(model_dir, samples):
     """Q/K/V statistics per layer (null for a layer without attention: Qwen3.5's linear_attn)."""
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     cls = getattr(transformers, cfg["architectures"][0])
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
-    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next", "MiniMax"))
+    moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next", "MiniMax")) or \
+        "moe" in cfg.get("layers_block_type", [])  # Nemotron-H's MoE blocks
     extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()
@@ -761,9 +801,12 @@ def reference(model_dir, samples):
     # The Mamba2 hybrids: transformers' mixer casts x, B, C, dt (.float()) and its gated norm
     # (.to(torch.float32)) to float32 whatever the model's dtype; lifted here so that the whole
     # reference is float64 (make_mamba2_golden.py checks the mixer with and without the casts).
+    # Nemotron-H's MoE router (NemotronHTopkRouter) casts with .type(torch.float32): lifted the same
+    # way, so that the expert outputs (in the router weights' dtype) stay float64 too.
     mamba = cfg.get("model_type") in ("nemotron_h", "granitemoehybrid")
     lifted = float32_casts_lifted() if mamba else contextlib.nullcontext()
-    with torch.no_grad(), lifted:
+    lifted_type = type_casts_lifted() if mamba else contextlib.nullcontext()
+    with torch.no_grad(), lifted, lifted_type:
         for ids in samples:
             t = torch.tensor([ids])
             out = model(input_ids=t, labels=t, use_cache=False)

@@ -146,6 +146,10 @@ with tempfile.TemporaryDirectory() as tmp:
 # has MoE blocks (Qwen3-Next fails the same way).
 GOLDEN = os.path.join(SRC, "tests", "golden", "data")
 HYBRIDS = [("nemotron_h_fp32", "NemotronHAttention", "IndexError"),
+           # Not Nemotron-H with MoE blocks (measured on nemotron_h_moe_fp32): the KV-only output hits the
+           # IndexError above; with an attention group transformers 5.17 loads it with the 6 scales
+           # bit-identical, but leaves the per-expert mixer.experts.{e}.up/down_proj UNEXPECTED and the fused
+           # mixer.experts.up/down_proj MISSING (random): forward KL 0.024/token against ctcal eval's 2.6e-9
            ("granitemoehybrid_fp32", "GraniteMoeHybridAttention", None),
            ("granitemoehybrid_dense_nope_bf16", "GraniteMoeHybridAttention", None),
            # issue 29's dense families the same way. Not its MoE ones (GLM-4.5, MiniMax-M2), measured: with a

@@ -116,7 +116,9 @@ def load(ckpt, command):
 # CPU MoE kernels take bf16 only on CPUs with AVX512-BF16/AMX (this machine's AMD EPYC has neither).
 CPU_ONLY_REFUSALS = ("No Unquantized MoE backend supports the deployment configuration",
                      "Unsupported FP8 MoE backend: NONE",  # FP8 experts: CUDA kernels only
-                     "Failed to find a kernel that can implement the WNA16 linear layer")  # Marlin/Machete
+                     "Failed to find a kernel that can implement the WNA16 linear layer",  # Marlin/Machete
+                     # ungated experts (Nemotron-H's relu2 MoE): fused_moe/config.py, CUDA/XPU/ROCm only
+                     "is_act_and_mul=False is supported only for CUDA, XPU and ROCm")
 
 
 def stored_scales(ckpt):

@@ -492,12 +492,35 @@ TEST(ModelConfigFamilies, NemotronHBlockTypesAndDefaults) {
   EXPECT_EQ(c.mamba.conv_kernel, 3);
   EXPECT_EQ(c.mamba.chunk_size, 16);
   EXPECT_EQ(c.mamba.norm_eps, 1e-6);
+  // A MoE block ('E'): NemotronHConfig's MoE defaults; no mixer, no KV cache.
   j["hybrid_override_pattern"] = "M*E";
-  EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);
+  c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_moe, (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(c.layer_mlp_block, (std::vector<bool>{false, false, true}));
+  EXPECT_FALSE(c.has_kv_cache(2));
+  EXPECT_EQ(c.layer_kind(2), "MoE");
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, 7688);
+  EXPECT_EQ(c.shared_expert_intermediate_size, 7688);
+  EXPECT_EQ(c.n_group, 1);
+  EXPECT_TRUE(c.norm_topk_prob);
+  j["n_routed_experts"] = 6;
+  j["n_group"] = 4;  // 6 experts in 4 groups
+  EXPECT_NE(error_of(j).find("n_group"), std::string::npos);
+  j.erase("n_group");
+  j.erase("n_routed_experts");
+  j["moe_latent_size"] = 32;  // NemotronHMoE's latent projections: refused by name
+  EXPECT_NE(error_of(j).find("moe_latent_size"), std::string::npos);
+  j["moe_latent_size"] = nullptr;
+  j["n_shared_experts"] = 2;  // transformers and vLLM size the shared expert differently
+  EXPECT_NE(error_of(j).find("n_shared_experts"), std::string::npos);
+  j.erase("n_shared_experts");
+  j.erase("moe_latent_size");
   j["hybrid_override_pattern"] = "M*X";
   EXPECT_NE(error_of(j).find("hybrid_override_pattern"), std::string::npos);
-  j.erase("hybrid_override_pattern");  // the class default has a MoE block
-  EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);
+  j.erase("hybrid_override_pattern");  // the class default: Mamba2, MoE, attention, MLP
+  EXPECT_EQ(parse_model_config(j, "c").layer_moe, (std::vector<bool>{false, true, false, false}));
   j["hybrid_override_pattern"] = "M*";
   j["mlp_hidden_act"] = "silu";
   EXPECT_NE(error_of(j).find("mlp_hidden_act"), std::string::npos);

@@ -166,10 +166,12 @@ const std::array<FamilySpec, 24>& families() {
 
     // Nemotron-H (modeling_nemotron_h.py): every layer is one NemotronHBlock, x += mixer(norm(x)),
     // the mixer chosen by `layers_block_type`: Mamba2 (NemotronHMamba2Mixer), attention without
-    // RoPE and without biases (NemotronHAttention), or an MLP down(relu(up(x))^2) (NemotronHMLP).
-    // The MoE block (NemotronHMoE: sigmoid router with a score-correction bias and group top-k,
-    // ungated relu2 experts, latent projections) is refused by the config parser. All modules are
-    // "mixer"; tensors under backbone. (embeddings, norm_f), as save_pretrained writes them.
+    // RoPE and without biases (NemotronHAttention), an MLP down(relu(up(x))^2) (NemotronHMLP), or
+    // a MoE block (NemotronHMoE): NemotronHTopkRouter (sigmoid scores plus e_score_correction_bias
+    // for the choice, group top-k, routed_scaling_factor: GLM-4.5's routing), ungated relu2 experts
+    // (mixer.experts.{e}.up_proj / down_proj as save_pretrained writes them) and an ungated relu2
+    // shared_experts MLP on the same input. All modules are "mixer"; tensors under backbone.
+    // (embeddings, norm_f), as save_pretrained writes them.
     FamilySpec nemotron_h = llama;
     nemotron_h.architecture = "NemotronHForCausalLM";
     nemotron_h.attention_class = "NemotronHAttention";
@@ -185,6 +187,13 @@ const std::array<FamilySpec, 24>& families() {
     nemotron_h.norms.input = "norm";
     nemotron_h.norms.mlp = "norm";
     nemotron_h.mamba.module = "mixer";
+    nemotron_h.moe_kind = MoeKind::kSigmoidGrouped;
+    nemotron_h.moe_shared_expert = true;
+    nemotron_h.experts.block = "mixer";
+    nemotron_h.experts.gate = "";  // NemotronHExperts: up_proj and down_proj only
+    nemotron_h.experts.shared_expert = "shared_experts";
+    nemotron_h.experts.shared_expert_gate = "";
+    nemotron_h.experts.correction_bias = "gate.e_score_correction_bias";
     nemotron_h.weight_prefix = "backbone.";
     nemotron_h.embed_tokens = "embeddings";
     nemotron_h.final_norm = "norm_f";

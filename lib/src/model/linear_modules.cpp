@@ -119,6 +119,7 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
   constexpr LinearRole kRoles[3] = {LinearRole::kGate, LinearRole::kUp, LinearRole::kDown};
   for (int64_t e = 0; e < (input_major ? 0 : e_count); ++e)
     for (int which = 0; which < 3; ++which) {
+      if (proj[which].empty()) continue;  // ungated experts (Nemotron-H): no gate_proj
       const bool down = which == 2;
       const Site site = down ? Site::kExpertDownInput : Site::kExpertGateUpInput;
       const int64_t rows = down ? h : f, cols = down ? f : h;
@@ -142,7 +143,8 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
   const std::string shared = fmt::format("{}{}.{}", p, block, n.shared_expert);
   const int64_t fs = c.shared_expert_intermediate_size;
   constexpr auto kM = LinearKind::kMlp;
-  out->push_back(module(fmt::format("{}.{}", shared, mlp.gate), kM, LinearRole::kGate, Site::kGateUpInput, fs, h, false));
+  if (!mlp.gate.empty())  // Nemotron-H's shared_experts is ungated (NemotronHMLP)
+    out->push_back(module(fmt::format("{}.{}", shared, mlp.gate), kM, LinearRole::kGate, Site::kGateUpInput, fs, h, false));
   out->push_back(module(fmt::format("{}.{}", shared, mlp.up), kM, LinearRole::kUp, Site::kGateUpInput, fs, h, false));
   out->push_back(module(fmt::format("{}.{}", shared, mlp.down), kM, LinearRole::kDown, Site::kDownInput, h, fs, false));
   if (!n.shared_expert_gated()) return;  // Glm4MoeMoE: shared_experts added ungated

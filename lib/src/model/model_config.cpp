@@ -447,6 +447,49 @@ void parse_llama4(const Reader& r, ModelConfig* c) {
   }
 }
 
+// The sigmoid grouped router's groups (Glm4MoeTopkRouter, NemotronHTopkRouter): view(-1, n_group,
+// E / n_group).topk(2) per group, then topk(topk_group) groups, then topk(num_experts_per_tok) among
+// their experts; shapes torch would refuse (or silently degrade) are refused here.
+void check_expert_groups(const Reader& r, const ModelConfig& c) {
+  if (c.num_experts % c.n_group != 0 || c.num_experts / c.n_group < 2)
+    throw r.fail("n_group", fmt::format("{} experts do not split into {} groups of 2 or more", c.num_experts, c.n_group));
+  if (c.topk_group > c.n_group)
+    throw r.fail("topk_group", fmt::format("{} groups chosen of {}", c.topk_group, c.n_group));
+  if (c.num_experts_per_tok > c.topk_group * (c.num_experts / c.n_group))
+    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but the {} chosen groups hold {}",
+                                                    c.num_experts_per_tok, c.topk_group,
+                                                    c.topk_group * (c.num_experts / c.n_group)));
+}
+
+// Nemotron-H's MoE blocks (NemotronHConfig's defaults where config.json omits a key): n_routed_experts
+// (8) ungated relu2 experts of width moe_intermediate_size (7688), num_experts_per_tok (2) chosen within
+// topk_group (1) of n_group (1) groups, norm_topk_prob (true), routed_scaling_factor (1.0), and a
+// shared expert of width moe_shared_expert_intermediate_size (7688).
+void parse_nemotron_moe(const Reader& r, ModelConfig* c) {
+  const json& j = r.j;
+  // NemotronHMoE's latent projections (fc1/fc2_latent_proj around the experts) are not implemented.
+  if (r.present(j, "moe_latent_size") && !j["moe_latent_size"].is_null())
+    throw r.fail("moe_latent_size", "Nemotron-H's latent MoE (fc1_latent_proj / fc2_latent_proj around the experts) "
+                                    "is not supported; expected null");
+  // transformers 5.17 builds one shared expert of width moe_shared_expert_intermediate_size whatever
+  // n_shared_experts says; vLLM 0.34's NemotronHMoE multiplies the width by it (none at 0). They
+  // agree at 1 only, so anything else is refused rather than calibrated for one of them.
+  if (r.present(j, "n_shared_experts") && !(j["n_shared_experts"].is_number_integer() && j["n_shared_experts"] == 1))
+    throw r.fail("n_shared_experts", fmt::format("expected 1 (transformers 5.17 builds one shared expert of width "
+                                                 "moe_shared_expert_intermediate_size whatever it says; vLLM 0.34 "
+                                                 "multiplies that width by it), got {}", j["n_shared_experts"].dump()));
+  c->num_experts = r.positive_int("n_routed_experts", 8);
+  c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 2);
+  c->moe_intermediate_size = r.positive_int("moe_intermediate_size", 7688);
+  c->shared_expert_intermediate_size = r.positive_int("moe_shared_expert_intermediate_size", 7688);
+  c->norm_topk_prob = r.boolean("norm_topk_prob", true);
+  c->routed_scaling_factor = r.number(j, "", "routed_scaling_factor", 1.0);
+  if (c->routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
+  c->n_group = r.positive_int("n_group", 1);
+  c->topk_group = r.positive_int("topk_group", 1);
+  check_expert_groups(r, *c);
+}
+
 // GLM-4.5 (Glm4MoeConfig, its defaults where config.json omits a key): n_routed_experts (128) of width
 // moe_intermediate_size (1408), num_experts_per_tok (8) chosen within topk_group (1) of n_group (1)
 // groups, norm_topk_prob (true), routed_scaling_factor (1.0), a shared expert of width
@@ -473,16 +516,7 @@ void parse_sigmoid_grouped_moe(const Reader& r, const FamilySpec& f, ModelConfig
   if (c->routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
   c->n_group = r.positive_int("n_group", 1);
   c->topk_group = r.positive_int("topk_group", 1);
-  // Glm4MoeTopkRouter: view(-1, n_group, E / n_group).topk(2) per group, then topk(topk_group) groups,
-  // then topk(num_experts_per_tok) among their experts.
-  if (c->num_experts % c->n_group != 0 || c->num_experts / c->n_group < 2)
-    throw r.fail("n_group", fmt::format("{} experts do not split into {} groups of 2 or more", c->num_experts, c->n_group));
-  if (c->topk_group > c->n_group)
-    throw r.fail("topk_group", fmt::format("{} groups chosen of {}", c->topk_group, c->n_group));
-  if (c->num_experts_per_tok > c->topk_group * (c->num_experts / c->n_group))
-    throw r.fail("num_experts_per_tok", fmt::format("{} experts per token, but the {} chosen groups hold {}",
-                                                    c->num_experts_per_tok, c->topk_group,
-                                                    c->topk_group * (c->num_experts / c->n_group)));
+  check_expert_groups(r, *c);
   c->shared_expert_intermediate_size = c->moe_intermediate_size * r.positive_int("n_shared_experts", 1);
   const int64_t dense = r.present(j, "first_k_dense_replace") && j["first_k_dense_replace"] == 0
                             ? 0 : r.positive_int("first_k_dense_replace", 1);
@@ -607,21 +641,16 @@ void parse_mamba_hybrid(const Reader& r, const FamilySpec& f, ModelConfig* c) {
     const std::vector<std::string> types = nemotron_block_types(r);
     CTCAL_ASSERT(types.size() == layers, "num_hidden_layers comes from the block types");
     c->layer_mlp_block.assign(layers, false);
+    c->layer_moe.assign(layers, false);
     for (std::size_t i = 0; i < layers; ++i) {
       if (types[i] == "linear_attention") c->layer_mamba[i] = true;
       else if (types[i] == "mlp") c->layer_mlp_block[i] = true;
-      else if (types[i] == "moe")
-        // NemotronHMoE routes by sigmoid scores plus e_score_correction_bias in n_group groups and
-        // runs ungated relu2 experts (optionally through latent projections): no MoE kind of ctcal
-        // computes that, so it is refused rather than approximated.
-        throw r.fail("layers_block_type", fmt::format("layer {} is a MoE block (\"moe\" / 'E'): Nemotron-H's MoE "
-                                                      "(NemotronHMoE: sigmoid group routing with a score-correction "
-                                                      "bias, ungated relu2 experts) is not supported yet; only Mamba2 "
-                                                      "(M), attention (*) and MLP (-) blocks are", i));
+      else if (types[i] == "moe") c->layer_mlp_block[i] = c->layer_moe[i] = true;  // NemotronHMoE, no mixer
       else if (types[i] != "full_attention")
         throw r.fail("layers_block_type", fmt::format("layer {}: \"{}\" is not a block type; expected linear_attention, "
                                                       "full_attention, mlp or moe", i, types[i]));
     }
+    if (std::find(types.begin(), types.end(), "moe") != types.end()) parse_nemotron_moe(r, c);
     // NemotronHMamba2Mixer: I = mamba_num_heads * mamba_head_dim (expand is not read), gated norm
     // in n_groups groups, dt clamped below at time_step_min only (time_step_limit is not read).
     // Legacy keys (mamba_n_groups, mamba_d_conv, mamba_dt_min, mamba_conv_bias, mamba_chunk_size)

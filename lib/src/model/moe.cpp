@@ -173,13 +173,17 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     down.resize(m, h);
     const auto expert = static_cast<int64_t>(e);
     if (want_in) observer->observe_expert(layer, Site::kExpertGateUpInput, expert, {xe.data(), m, 1, h, h});
-    uint16_t* scratch = w.gate[e].w_bf16 ? bf16.fit(m * std::max(h, f)) : nullptr;
+    // Nemotron-H's experts are ungated: relu(up(x))^2 (NemotronHExperts), in gate's buffer.
+    const bool ungated = c.family && c.family->act == MlpAct::kRelu2;
+    uint16_t* scratch = w.up[e].w_bf16 ? bf16.fit(m * std::max(h, f)) : nullptr;
     {
       ProjectionInput in(xe, scratch);
-      linear(in, w.gate[e], gate);
-      linear(in, w.up[e], up);
+      if (!ungated) linear(in, w.gate[e], gate);
+      linear(in, w.up[e], ungated ? gate : up);
     }
-    if (c.family && c.family->act == MlpAct::kClampedSwiglu) {
+    if (ungated) {
+      relu2_into(gate);
+    } else if (c.family && c.family->act == MlpAct::kClampedSwiglu) {
       clamped_swiglu_into(gate, up, static_cast<float>(c.swiglu_limit));  // gpt-oss (gate/up carry biases)
     } else {
       gated_act_into(MlpAct::kSilu, gate, up);

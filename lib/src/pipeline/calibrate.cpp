@@ -114,7 +114,8 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   // MoE: the widest MLP is every expert's (plus the router); one layer of them is resident.
   // (+ the shared expert and its gate: Qwen3-Next, Qwen3.5-MoE).
   const double shared = static_cast<double>(c.shared_expert_intermediate_size);
-  const double moe = c.family->mlp == MlpKind::kMoe
+  const bool has_experts = c.family->mlp == MlpKind::kMoe || c.num_experts > 0;  // Nemotron-H: MoE blocks
+  const double moe = has_experts
                          ? static_cast<double>(c.num_experts) * (3 * h * static_cast<double>(c.moe_intermediate_size) + h) +
                                (shared > 0 ? 3 * h * shared + h : 0.0)
                          : 0.0;
@@ -129,7 +130,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, int64_t total_tokens, bool 
   // which rotates in fp32 first: layer_bytes stays fp32.)
   if (bf16_compute) m.per_token_bytes += 2.0 * std::max({h, q, f, shared, q + 2 * kv});
   // MoE: one expert's gathered rows, its gate/up/down outputs (at most every token), the router logits.
-  if (c.family->mlp == MlpKind::kMoe)
+  if (has_experts)
     m.per_token_bytes += 4.0 * (2 * h + 2 * static_cast<double>(c.moe_intermediate_size) + static_cast<double>(c.num_experts));
   return m;
 }

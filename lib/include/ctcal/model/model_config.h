@@ -122,9 +122,12 @@ struct ModelConfig {
   bool has_mlp_block(int64_t l) const { return !family || !family->one_block_per_layer || is_mlp_block(l); }
   bool has_kv_cache(int64_t l) const { return !is_linear_attention(l) && !is_mamba(l) && has_mixer(l); }
   // What a layer without a KV cache is, for the plan, the report and inspect: "linear attention",
-  // "Mamba2" or "MLP"; "attention" for the others.
+  // "Mamba2", "MLP" or "MoE" (Nemotron-H's blocks); "attention" for the others.
   std::string_view layer_kind(int64_t l) const {
-    return is_linear_attention(l) ? "linear attention" : is_mamba(l) ? "Mamba2" : !has_mixer(l) ? "MLP" : "attention";
+    return is_linear_attention(l) ? "linear attention"
+           : is_mamba(l)          ? "Mamba2"
+           : !has_mixer(l)        ? (is_moe(l) ? "MoE" : "MLP")
+                                  : "attention";
   }
   // Attention layers apply RoPE (Nemotron-H never; Granite 4 hybrid by position_embedding_type).
   bool rope_on = true;
