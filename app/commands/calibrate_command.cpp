@@ -343,6 +343,11 @@ void check_model_and_plan(const CalibrateRequest& req, const Recipe& recipe, con
       throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms, but {} "
                                    "L2-normalises K after RoPE (use_qk_norm), so they do not bound it; use the "
                                    "default --key-range", cfg.architecture));
+    // Gemma 4's KV-shared layers read an earlier layer's cached K: they have no pre-RoPE keys of their own.
+    if (!cfg.layer_kv_source.empty())
+      throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms, but {}'s "
+                                   "KV-shared layers (num_kv_shared_layers) compute no keys of their own; use the "
+                                   "default --key-range", cfg.architecture));
     const std::string kobs = plan.kv_args.observer.value_or("static_minmax");
     if (kobs == "mse" || kobs == "memoryless_mse")
       throw UsageError(fmt::format("--key-range envelope takes K's range from the pre-RoPE pair norms; observer {} "

@@ -387,13 +387,16 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
     }
     if (obs.layer_width.count({l, Site::kDownInput})) {
       EXPECT_EQ((obs.layer_width[{l, Site::kDownInput}]),
-                shared && cfg_.family->moe_shared_expert ? cfg_.shared_expert_intermediate_size : cfg_.intermediate_size) << l;
+                shared && cfg_.family->moe_shared_expert ? cfg_.shared_expert_intermediate_size
+                                                         : cfg_.at_layer(l).intermediate_size) << l;  // Gemma 4: double-wide
     }
   }
   EXPECT_EQ(obs.width[Site::kQkvInput], cfg_.hidden_size);
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l)  // each layer's own q_dim (Gemma 4's full layers: wider heads)
-    if (obs.layer_width.count({l, Site::kOProjInput}))
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {  // each layer's own q_dim (Gemma 4's full layers: wider heads)
+    if (obs.layer_width.count({l, Site::kOProjInput})) {
       EXPECT_EQ((obs.layer_width[{l, Site::kOProjInput}]), cfg_.at_layer(l).q_dim()) << l;
+    }
+  }
   EXPECT_EQ(obs.width[Site::kGateUpInput], cfg_.hidden_size);
   bool any_moe = false;  // Granite 4 hybrid without experts has a MoE family but no MoE layer
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) any_moe = any_moe || cfg_.is_moe(l);

@@ -432,6 +432,17 @@ CASES = [
           layer_types=["sliding_attention", "sliding_attention", "full_attention"], max_position_embeddings=64,
           tie_word_embeddings=True),
      torch.float32, "v5"),
+    # Gemma 4 with KV-shared layers (stage 3): layers 3 (sliding) and 4 (full) of 5 attend with the
+    # K/V of layers 2 and 1 (the last earlier layer of their type), their MLPs double-wide; PLE 8,
+    # k_eq_v full layer 1 with head_dim 32 and one KV head, window 5.
+    ("gemma4_kv_shared_fp32", "gemma4_text",
+     dict(hidden_size=64, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True, vocab_size=128,
+          vocab_size_per_layer_input=128, hidden_size_per_layer_input=8, num_kv_shared_layers=2,
+          use_double_wide_mlp=True, sliding_window=5,
+          layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+                       "full_attention"], max_position_embeddings=64, tie_word_embeddings=True),
+     torch.float32, "v5"),
     # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
     # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
     # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
@@ -455,7 +466,8 @@ CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, 
                    "olmo3_classic_bias_bf16": 25, "glm4_moe_grouped_fp32": 26, "glm4_moe_qk_norm_fused_bf16": 27,
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
                    "llama4_mm_bf16": 40, "nemotron_h_moe_fp32": 41,
-                   "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34}
+                   "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34,
+                   "gemma4_kv_shared_fp32": 35}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -581,9 +593,18 @@ def spike_weights(model, seed, one_plus):
                 # Gemma 4's attention_k_eq_v layers have no v_proj (V is k_proj's output); its full
                 # layers have their own head_dim and KV heads (k_proj's rows say how many).
                 v_proj = getattr(a, "v_proj", None)
+                linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+                if getattr(a, "k_proj", None) is None:
+                    # Gemma 4's KV-shared layers: q_proj only (K/V are an earlier layer's)
+                    a.q_proj.weight.mul_(6.0)
+                    for name, mod in layer.named_modules():
+                        if name.endswith("norm") and getattr(mod, "weight", None) is not None:
+                            mod.weight.copy_(center + 0.2 * torch.randn(mod.weight.shape, generator=g))
+                    if hasattr(layer, "layer_scalar"):
+                        layer.layer_scalar.fill_(0.6 + 0.3 * li)
+                    continue
                 q_w, k_w, v_w = a.q_proj.weight, a.k_proj.weight, v_proj.weight if v_proj is not None else None
                 layer_kv_dim = k_w.shape[0]
-                linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
             q_w.mul_(6.0)
             k_w.mul_(6.0)
             if v_w is not None:

@@ -84,6 +84,24 @@ TEST(ModelConfigGemma4, DefaultsLikeGemma4TextConfigPostInit) {
   EXPECT_EQ(parse_model_config(j, "c").architecture, "Gemma4ForCausalLM");
 }
 
+TEST(ModelConfigGemma4, KvSharedLayersReadTheLastEarlierLayerOfTheirType) {
+  // Gemma4TextAttention: the last num_kv_shared_layers read the K/V of the last non-shared layer
+  // of their type (store_full_length_kv); use_double_wide_mlp doubles their MLP (Gemma4TextMLP).
+  json j = gemma4(6);
+  j["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+                      "sliding_attention", "full_attention"};
+  j["num_kv_shared_layers"] = 3;
+  j["use_double_wide_mlp"] = true;
+  const ModelConfig c = parse_model_config(j, "c");
+  EXPECT_EQ(c.layer_kv_source, (std::vector<int64_t>{-1, -1, -1, 2, 2, 1}));
+  EXPECT_TRUE(c.kv_shared_by_later(1));
+  EXPECT_TRUE(c.kv_shared_by_later(2));
+  EXPECT_FALSE(c.kv_shared_by_later(0));
+  EXPECT_EQ(c.layer_intermediate_size, (std::vector<int64_t>{96, 96, 96, 192, 192, 192}));
+  EXPECT_EQ(c.at_layer(4).intermediate_size, 192);
+  EXPECT_EQ(c.mlp_scratch_width(), 192);
+}
+
 TEST(ModelConfigGemma4, ProportionalRopeFrequencies) {
   // _compute_proportional_rope_parameters: int(0.25 * 32 // 2) = 4 angles 1 / theta^(2i / 32) in
   // fp32, the other 12 zero (cos 1, sin 0), all / factor.
@@ -108,9 +126,9 @@ TEST(ModelConfigGemma4, NamedRefusals) {
   EXPECT_NE(error_of(j).find("vocab_size_per_layer_input"), std::string::npos);
   j["vocab_size_per_layer_input"] = 128;
   EXPECT_EQ(parse_model_config(j, "c").per_layer_input_size, 256);
-  j = gemma4();
-  j["num_kv_shared_layers"] = 2;
-  EXPECT_NE(error_of(j).find("KV-shared"), std::string::npos);
+  j = gemma4();  // layers 0-2 slide, 3 is full: a shared last layer finds no earlier full layer
+  j["num_kv_shared_layers"] = 1;
+  EXPECT_NE(error_of(j).find("no earlier layer of its type"), std::string::npos);
   j = gemma4();
   j["enable_moe_block"] = true;
   EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);

@@ -189,9 +189,9 @@ EvalRun load_quantized_run(const fs::path& dir) {
   // reproduce random-hadamard); rebuild Sylvester for `hadamard` when it was not stored.
   // (R2 is folded into the weights already.)
   if (const ct::TransformGroup* r3 = qc.r3()) {
-    if (c.per_layer_heads())
-      throw InputError(fmt::format("{}: an R3 transform group on {}, whose layers differ in head_dim: one rotation "
-                                   "cannot apply to every layer (ctcal refuses SpinQuant for it)", ck.dir().string(),
+    if (c.per_layer_heads() || !c.layer_kv_source.empty())
+      throw InputError(fmt::format("{}: an R3 transform group on {}, whose layers differ in head_dim or share K/V: "
+                                   "ctcal refuses SpinQuant for it", ck.dir().string(),
                                    c.architecture));
     const std::string& group = r3->name;
     const int64_t n = r3->head_dim.value_or(c.head_dim);

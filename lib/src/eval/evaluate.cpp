@@ -312,9 +312,9 @@ json evaluate(const EvalRequest& req) {
         spdlog::info("{}: rotates Q and K already (R3); no separate 'nvfp4 s=searched +R3' row", runs[i].name);
         continue;
       }
-      if (cfg.per_layer_heads()) {
-        spdlog::warn("--kv-cache-dtype nvfp4: the layers differ in head_dim: one Hadamard cannot rotate them all, so "
-                     "no 'nvfp4 s=searched +R3' row");
+      if (cfg.per_layer_heads() || !cfg.layer_kv_source.empty()) {
+        spdlog::warn("--kv-cache-dtype nvfp4: the layers differ in head_dim or share K/V (Gemma 4): no 'nvfp4 "
+                     "s=searched +R3' row");
         continue;
       }
       if (!is_power_of_two(cfg.head_dim)) {

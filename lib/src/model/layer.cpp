@@ -144,6 +144,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
                         RowMatrix& hidden, ActivationObserver* observer, const ForwardOptions& opt) const {
   const ModelConfig layer_cfg = cfg_.at_layer(layer);  // the layer's own head_dim and KV heads (Gemma 4)
   const ModelConfig& c = layer_cfg;
+  const bool own_kv = c.kv_source_of(layer) < 0;  // false: a Gemma 4 KV-shared layer
   const FamilySpec& fam = *c.family;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, d = c.head_dim;
   const bool want_q = observer && observer->wants(layer, Site::kQuery);
@@ -217,9 +218,19 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         } else {
           linear(in, w.q, q);
         }
-        linear(in, w.k, k);
-        if (c.k_eq_v(layer)) v = k;  // Gemma 4's attention_k_eq_v: V is k_proj's output, before k_norm
-        else linear(in, w.v, v);
+        if (!own_kv) {
+          // Gemma 4's KV-shared layer: the K/V its source layer cached (after that layer's norms, RoPE
+          // and, in eval, fake quantization), rows [r0, r0 + n).
+          const auto it = shared_kv_.find(c.kv_source_of(layer));
+          CTCAL_ASSERT(it != shared_kv_.end() && it->second.first.rows() == hidden.rows(),
+                       "a KV-shared layer runs after its source layer, on the same rows");
+          k = it->second.first.middleRows(r0, n);
+          v = it->second.second.middleRows(r0, n);
+        } else {
+          linear(in, w.k, k);
+          if (c.k_eq_v(layer)) v = k;  // Gemma 4's attention_k_eq_v: V is k_proj's output, before k_norm
+          else linear(in, w.v, v);
+        }
       }
       PhaseScope rope_phase(phases_, "rope+observe");
       if (fam.llama4_attention) {  // every layer, as vLLM permutes every layer's q/k weights
@@ -234,21 +245,21 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         // Per-head RMSNorm over head_dim before RoPE: q viewed as [n * heads, head_dim].
         Eigen::Map<RowMatrix> qh(q.data(), n * nh, d), kh(k.data(), n * nkv, d);
         rms_norm_into(qh, w.q_norm, c.rms_norm_eps, qh);
-        rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
+        if (own_kv) rms_norm_into(kh, w.k_norm, c.rms_norm_eps, kh);
       }
       // Gemma 4's v_norm: a weightless RMSNorm over each V head, before the cache (where V is observed).
-      if (fam.gemma4_attention) rms_normalize_heads(v.data(), n * nkv, d, c.rms_norm_eps);
+      if (fam.gemma4_attention && own_kv) rms_normalize_heads(v.data(), n * nkv, d, c.rms_norm_eps);
       for (const auto& span : rows) {
         const int64_t off = span.offset, len = span.length;
         float* qs = q.data() + off * c.q_dim();   // [len, heads, head_dim]
         float* ks = k.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
         float* vs = v.data() + off * c.kv_dim();  // [len, kv_heads, head_dim]
-        if (observer && observer->wants(layer, Site::kKeyPreRope))
+        if (own_kv && observer && observer->wants(layer, Site::kKeyPreRope))
           observer->observe(layer, Site::kKeyPreRope, {ks, len, nkv, d, c.kv_dim()});
         if (c.rope_on) {  // Nemotron-H (and Granite without position_embedding_type) have no RoPE
           const RopeTable& table = tables.for_length(len);
           apply_rope(table, qs, len, nh, d, c.q_dim());
-          apply_rope(table, ks, len, nkv, d, c.kv_dim());
+          if (own_kv) apply_rope(table, ks, len, nkv, d, c.kv_dim());  // a shared layer's K is rotated already
         }
         if (fam.llama4_attention && c.uses_rope(layer) && c.l2_qk_norm) {
           l2_norm_heads(qs, len, nh, d, c.q_dim(), c.rms_norm_eps);
@@ -265,7 +276,7 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
         if (opt.observe_before_rotation) observe_qk();
         if (opt.qk_rotation) {
           rotate_heads(qs, len, nh, d, c.q_dim(), *opt.qk_rotation);
-          rotate_heads(ks, len, nkv, d, c.kv_dim(), *opt.qk_rotation);
+          if (own_kv) rotate_heads(ks, len, nkv, d, c.kv_dim(), *opt.qk_rotation);
         }
         if (!opt.observe_before_rotation) observe_qk();
         if (want_v) observer->observe(layer, Site::kValue, {vs, len, nkv, d, c.kv_dim()});
@@ -274,6 +285,16 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
           if (fq->quantizes(layer, Site::kKey)) fq->apply(layer, Site::kKey, ks, len, nkv, d, c.kv_dim());
           if (fq->quantizes(layer, Site::kValue)) fq->apply(layer, Site::kValue, vs, len, nkv, d, c.kv_dim());
         }
+      }
+      if (c.kv_shared_by_later(layer)) {
+        // Gemma 4: later KV-shared layers attend with these K/V, as cached (store_full_length_kv).
+        auto& [sk, sv] = shared_kv_[layer];  // [total_tokens, kv_dim] each
+        if (sk.rows() != hidden.rows()) {
+          sk.resize(hidden.rows(), c.kv_dim());
+          sv.resize(hidden.rows(), c.kv_dim());
+        }
+        sk.middleRows(r0, n) = k;
+        sv.middleRows(r0, n) = v;
       }
       rope_phase.stop();
       {

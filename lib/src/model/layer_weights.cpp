@@ -108,7 +108,8 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& model, int64_t layer, boo
   if (c.qk_norm && c.has_kv_cache(layer)) {
     // [head_dim] per head, or [q_dim] / [kv_dim] over the whole projection (qk_norm_whole)
     s.push_back({attn + std::string(fam.attention.q_norm) + ".weight", {fam.qk_norm_whole ? c.q_dim() : d}});
-    s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
+    if (c.kv_source_of(layer) < 0)  // Gemma 4's KV-shared layers have no k_norm
+      s.push_back({attn + std::string(fam.attention.k_norm) + ".weight", {fam.qk_norm_whole ? c.kv_dim() : d}});
   }
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
   if (fam.gemma4_attention) s.push_back({"layer_scalar", {1}});  // Gemma4TextDecoderLayer's saved buffer
@@ -360,7 +361,8 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer,
   const int64_t q_norm_n = fam.qk_norm_whole ? c.q_dim() : c.head_dim;   // [q_dim] whole, [head_dim] per head
   const int64_t k_norm_n = fam.qk_norm_whole ? c.kv_dim() : c.head_dim;  // [kv_dim] whole, [head_dim] per head
   w.q_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.q_norm) + ".weight", q_norm_n) : Vector();
-  w.k_norm = qk_norm ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", k_norm_n) : Vector();
+  w.k_norm = qk_norm && c.kv_source_of(layer) < 0 ? read_norm(ckpt, c, attn + std::string(fam.attention.k_norm) + ".weight", k_norm_n)
+                                                 : Vector();  // none on Gemma 4's KV-shared layers
   w.sinks = fam.attention_sinks && attention ? read_vector(ckpt, attn + std::string(fam.attention.sinks), c.num_attention_heads)
                                              : Vector();
   if (!attention) w.q = w.k = w.v = w.o = Linear();  // nothing of an earlier attention layer stays resident
@@ -406,6 +408,7 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer,
   if (w.has_ple) read_per_layer_input_weights(ckpt, c, layer, &w.ple);
   else w.ple = PerLayerInputWeights();
   if (c.k_eq_v(layer)) w.v = Linear();  // V is k_proj's output (Gemma 4's attention_k_eq_v layers)
+  if (c.kv_source_of(layer) >= 0) w.k = w.v = Linear();  // Gemma 4's KV-shared layers: an earlier layer's K/V
   w.has_mlp = with_mlp;
   w.mlp_norm = with_mlp ? norm_or_empty(norm.mlp) : Vector();
   w.mlp_out_norm = with_mlp ? norm_or_empty(norm.mlp_out) : Vector();

@@ -44,9 +44,11 @@ void attention_modules(const ModelConfig& c, int64_t layer, const std::string& p
     out->push_back(std::move(m));
   } else {
     out->push_back(module(join(p, n.module, n.q), kA, LinearRole::kQ, Site::kQkvInput, q, h, c.qkv_bias));
-    out->push_back(module(join(p, n.module, n.k), kA, LinearRole::kK, Site::kQkvInput, kv, h, c.qkv_bias));
+    // Gemma 4's KV-shared layers have neither k_proj nor v_proj (they read an earlier layer's K/V).
+    if (c.kv_source_of(layer) < 0)
+      out->push_back(module(join(p, n.module, n.k), kA, LinearRole::kK, Site::kQkvInput, kv, h, c.qkv_bias));
     // Gemma 4's attention_k_eq_v full layers have no v_proj (V is k_proj's output).
-    if (!c.k_eq_v(layer))
+    if (!c.k_eq_v(layer) && c.kv_source_of(layer) < 0)
       out->push_back(module(join(p, n.module, n.v), kA, LinearRole::kV, Site::kQkvInput, kv, h, c.qkv_bias));
   }
   out->push_back(module(join(p, n.module, n.o), kA, LinearRole::kO, Site::kOProjInput, h, q, c.o_bias));
@@ -181,9 +183,10 @@ std::vector<LinearModule> linear_modules(const ModelConfig& c, int64_t layer, bo
   CTCAL_ASSERT(c.family != nullptr, "a parsed ModelConfig has its family");
   const std::string p = c.layer_prefix(layer);
   std::vector<LinearModule> out;
+  const ModelConfig lc = c.at_layer(layer);  // the layer's own head_dim and MLP width (Gemma 4)
   for (LayerBlock b : layer_blocks(c, layer, with_mlp)) switch (b) {
-      case LayerBlock::kAttention: attention_modules(c.at_layer(layer), layer, p, &out); break;  // its own head_dim (Gemma 4)
-      case LayerBlock::kDenseMlp: dense_mlp_modules(c, p, &out); break;
+      case LayerBlock::kAttention: attention_modules(lc, layer, p, &out); break;
+      case LayerBlock::kDenseMlp: dense_mlp_modules(lc, p, &out); break;
       case LayerBlock::kMoe: moe_modules(c, p, experts, &out); break;
       case LayerBlock::kLinearAttention: linear_attention_modules(c, p, &out); break;
       case LayerBlock::kMamba2: mamba_modules(c, p, &out); break;

@@ -775,10 +775,6 @@ void parse_gemma4(const Reader& r, ModelConfig* c) {
                                                            "disagree on ids beyond the per-layer table (vLLM maps them to "
                                                            "row 0), so ctcal refuses it", r.positive_int("vocab_size_per_layer_input", 262144),
                                                            c->vocab_size));
-  if (r.present(j, "num_kv_shared_layers") && j["num_kv_shared_layers"] != 0)
-    throw r.fail("num_kv_shared_layers", fmt::format("{}: Gemma 4's KV-shared layers (no k_proj/v_proj, the K/V of the last "
-                                                     "non-shared layer of their type; vLLM 0.34 shares that layer's cache) "
-                                                     "are not implemented; only 0 is supported", j["num_kv_shared_layers"].dump()));
   if (r.boolean("enable_moe_block", false) || r.present(j, "num_experts"))
     throw r.fail(r.present(j, "num_experts") ? "num_experts" : "enable_moe_block",
                  "Gemma 4's MoE block (dense MLP plus Gemma4TextRouter and fused experts) is not implemented");
@@ -842,9 +838,37 @@ void parse_gemma4(const Reader& r, ModelConfig* c) {
       throw r.fail("per_layer_config", fmt::format("layer {}: num_attention_heads ({}) must be divisible by its "
                                                    "num_key_value_heads ({})", i, c->num_attention_heads, c->layer_kv_heads[i]));
   }
+  // KV-shared layers (Gemma4TextAttention.is_kv_shared_layer): the last num_kv_shared_layers attend
+  // with the K/V of the last earlier non-shared layer of their type (store_full_length_kv; vLLM
+  // 0.34: kv_sharing_target_layer_name, that layer's cache). Their dense MLP is double-wide with
+  // use_double_wide_mlp (Gemma4TextMLP: layer >= first shared > 0).
+  const int64_t shared = r.present(j, "num_kv_shared_layers") ? j["num_kv_shared_layers"].get<int64_t>() : 0;
+  if (shared < 0 || shared > c->num_hidden_layers) throw r.fail("num_kv_shared_layers", "expected 0 .. num_hidden_layers");
+  const auto first_shared = static_cast<std::size_t>(c->num_hidden_layers - shared);
+  if (shared > 0) {
+    c->layer_kv_source.assign(layers, -1);
+    for (std::size_t i = first_shared; i < layers; ++i) {
+      for (std::size_t k = first_shared; k-- > 0;)
+        if (full[k] == full[i]) {
+          c->layer_kv_source[i] = static_cast<int64_t>(k);
+          break;
+        }
+      if (c->layer_kv_source[i] < 0)
+        throw r.fail("num_kv_shared_layers", fmt::format("layer {} ({}) shares K/V, but no earlier layer of its type "
+                                                         "computes them", i, full[i] ? "full_attention" : "sliding_attention"));
+      if (c->layer_head_dim[i] != c->layer_head_dim[static_cast<std::size_t>(c->layer_kv_source[i])] ||
+          c->layer_kv_heads[i] != c->layer_kv_heads[static_cast<std::size_t>(c->layer_kv_source[i])])
+        throw r.fail("per_layer_config", fmt::format("KV-shared layer {} differs in head_dim / KV heads from layer {}, "
+                                                     "whose K/V it reads", i, c->layer_kv_source[i]));
+    }
+    if (r.boolean("use_double_wide_mlp", false) && first_shared > 0) {
+      c->layer_intermediate_size.assign(layers, c->intermediate_size);
+      for (std::size_t i = first_shared; i < layers; ++i) c->layer_intermediate_size[i] = 2 * c->intermediate_size;
+    }
+  }
   if (k_eq_v) {
     c->layer_k_eq_v.assign(layers, false);
-    for (std::size_t i = 0; i < layers; ++i) c->layer_k_eq_v[i] = full[i];
+    for (std::size_t i = 0; i < layers; ++i) c->layer_k_eq_v[i] = full[i] && c->kv_source_of(static_cast<int64_t>(i)) < 0;
   }
   // RoPE per layer type. A layer type's rope_parameters entry: "default" (every angle, theta) or
   // "proportional" (Gemma4TextRotaryEmbedding through ROPE_INIT_FUNCTIONS); others refused.

@@ -309,6 +309,11 @@ CalibrationPlan make_plan(const Recipe& recipe, const ModelConfig& model, DType 
                                     "the SpinQuantModifier", where, model.architecture,
                                     *std::min_element(model.layer_head_dim.begin(), model.layer_head_dim.end()),
                                     *std::max_element(model.layer_head_dim.begin(), model.layer_head_dim.end())));
+    if (!model.layer_kv_source.empty())
+      throw RecipeError(fmt::format("{}: SpinQuant rotations are not supported for {} with KV-shared layers "
+                                    "(num_kv_shared_layers): R2 would rewrite a v_proj whose V other layers read, "
+                                    "and ctcal has not checked R3 there; drop the SpinQuantModifier", where,
+                                    model.architecture));
     std::vector<std::pair<std::string, TransformSchemeSpec>> groups;
     if (sq->explicit_config) {
       groups = sq->transform_config;

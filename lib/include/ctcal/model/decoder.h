@@ -8,6 +8,7 @@
 // are streamed through THE layer loop, run_layers(), which calibration, eval and forward() share.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -143,6 +144,9 @@ class Decoder {
   // Gemma 4's per-layer input embeddings: the token id of each hidden-state row [total_tokens],
   // kept by embed_ids (each layer recomputes its per-layer input from them); empty otherwise.
   mutable std::vector<int32_t> row_ids_;
+  // Gemma 4's KV-shared layers: the K and V [total_tokens, kv_dim] of each layer a later layer
+  // shares, as cached (model/layer.cpp), keyed by that layer.
+  mutable std::map<int64_t, std::pair<RowMatrix, RowMatrix>> shared_kv_;
 };
 
 // Final norm + lm_head, loaded once (tied embeddings reuse embed_tokens.weight), with the

@@ -97,7 +97,11 @@ struct ModelConfig {
   int64_t shared_expert_intermediate_size = 0;
   // The widest gated-MLP intermediate a layer computes outside the routed experts: the dense MLP's
   // or the shared expert's (the Decoder's gate/up scratch).
-  int64_t mlp_scratch_width() const { return std::max(intermediate_size, shared_expert_intermediate_size); }
+  int64_t mlp_scratch_width() const {
+    int64_t w = std::max(intermediate_size, shared_expert_intermediate_size);
+    for (int64_t f : layer_intermediate_size) w = std::max(w, f);  // Gemma 4's double-wide MLPs
+    return w;
+  }
   double swiglu_limit = 7.0;    // gpt-oss's expert activation clamp (MlpAct::kClampedSwiglu)
   bool is_moe(int64_t l) const { return !layer_moe.empty() && layer_moe[static_cast<std::size_t>(l)]; }
   // Hybrids (FamilySpec::hybrid_linear_attention): which layers are gated DeltaNet linear attention
@@ -148,6 +152,17 @@ struct ModelConfig {
   std::vector<bool> layer_k_eq_v;  // [num_hidden_layers]; empty: none
   // Gemma 4's per-layer input embeddings (hidden_size_per_layer_input, P): 0 = none.
   int64_t per_layer_input_size = 0;
+  // Gemma 4's KV-shared layers (the last num_kv_shared_layers): the layer whose K/V (after its
+  // norms and RoPE, as cached) each layer attends with, -1 for a layer's own; empty: none.
+  std::vector<int64_t> layer_kv_source;  // [num_hidden_layers]
+  int64_t kv_source_of(int64_t l) const { return layer_kv_source.empty() ? -1 : layer_kv_source[static_cast<std::size_t>(l)]; }
+  // Whether a later layer reads layer l's K/V.
+  bool kv_shared_by_later(int64_t l) const {
+    return std::find(layer_kv_source.begin(), layer_kv_source.end(), l) != layer_kv_source.end();
+  }
+  // Gemma 4's use_double_wide_mlp: the KV-shared layers' dense MLP is 2 intermediate_size wide;
+  // empty: intermediate_size on every layer.
+  std::vector<int64_t> layer_intermediate_size;  // [num_hidden_layers]
   bool k_eq_v(int64_t l) const { return !layer_k_eq_v.empty() && layer_k_eq_v[static_cast<std::size_t>(l)]; }
   bool per_layer_heads() const { return !layer_head_dim.empty(); }
   int64_t head_dim_of(int64_t l) const { return per_layer_heads() ? layer_head_dim[static_cast<std::size_t>(l)] : head_dim; }
@@ -159,6 +174,7 @@ struct ModelConfig {
     ModelConfig v = *this;
     v.head_dim = head_dim_of(l);
     v.num_key_value_heads = kv_heads_of(l);
+    if (!layer_intermediate_size.empty()) v.intermediate_size = layer_intermediate_size[static_cast<std::size_t>(l)];
     return v;
   }
   // The widest q / k-v projection of any layer (scratch buffers).
