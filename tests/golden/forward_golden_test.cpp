@@ -375,7 +375,9 @@ TEST_P(ForwardGolden, LinearInputHookPoints) {
     // kDownInput is the shared expert's down_proj input (Qwen3-Next, Qwen3.5-MoE), none without one
     // (the experts' own come through observe_expert).
     // Granite 4 hybrid's shared_mlp reads the MoE block's input likewise (moe_plus_dense_mlp).
-    const bool shared = cfg_.is_moe(l) && (cfg_.family->moe_shared_expert || cfg_.family->moe_plus_dense_mlp);
+    // Gemma 4's MoE layers keep their dense MLP beside the experts (its down_proj input).
+    const bool shared = cfg_.is_moe(l) && (cfg_.family->moe_shared_expert || cfg_.family->moe_plus_dense_mlp ||
+                                           cfg_.family->gemma4_attention);
     for (Site site : {Site::kQkvInput, Site::kOProjInput, Site::kGateUpInput, Site::kDownInput}) {
       // Linear-attention and Mamba2 layers' projections are never quantized (plan.cpp): no
       // attention-block inputs; Nemotron-H's mixer blocks have no MLP, its MLP blocks no mixer.

@@ -443,6 +443,17 @@ CASES = [
           layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
                        "full_attention"], max_position_embeddings=64, tie_word_embeddings=True),
      torch.float32, "v5"),
+    # Gemma 4's MoE variant (stage 4: enable_moe_block): every layer the dense MLP plus 4 experts
+    # (top 2, moe_intermediate_size 24, fused gate_up_proj / down_proj) routed by Gemma4TextRouter;
+    # sliding layers 0-1 (window 6) and a full layer 2 (head_dim 32); no PLE.
+    ("gemma4_moe_fp32", "gemma4_text",
+     dict(hidden_size=64, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, global_head_dim=32, vocab_size=128, vocab_size_per_layer_input=128,
+          hidden_size_per_layer_input=0, num_kv_shared_layers=0, sliding_window=6, enable_moe_block=True,
+          num_experts=4, top_k_experts=2, moe_intermediate_size=24,
+          layer_types=["sliding_attention", "sliding_attention", "full_attention"], max_position_embeddings=64,
+          tie_word_embeddings=False),
+     torch.float32, "v5"),
     # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
     # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
     # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
@@ -467,7 +478,7 @@ CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, 
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
                    "llama4_mm_bf16": 40, "nemotron_h_moe_fp32": 41,
                    "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34,
-                   "gemma4_kv_shared_fp32": 35}
+                   "gemma4_kv_shared_fp32": 35, "gemma4_moe_fp32": 36}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -499,6 +510,16 @@ def spike_moe(layer):
     """Decisive routing (no near-ties between fp32 and fp64 logits) and, for Qwen3-Next / Qwen3.5-MoE,
     a shared-expert gate sigmoid(w x) that varies per token (init N(0, 0.02) keeps it at ~0.5).
     Returns the router module (or None)."""
+    g4 = getattr(layer, "router", None)
+    if g4 is not None and hasattr(g4, "per_expert_scale"):
+        # Gemma 4 (Gemma4TextRouter beside the dense MLP): decisive routing, experts that matter next
+        # to the dense MLP, and a router scale / per-expert scale that are not ones (deterministic).
+        g4.proj.weight.mul_(20.0)
+        layer.experts.gate_up_proj.mul_(10.0)
+        layer.experts.down_proj.mul_(10.0)
+        g4.scale.copy_(1.0 + 0.3 * torch.cos(torch.arange(g4.scale.numel(), dtype=g4.scale.dtype)))
+        g4.per_expert_scale.copy_(torch.linspace(0.5, 1.5, g4.per_expert_scale.numel(), dtype=g4.per_expert_scale.dtype))
+        return None
     block = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None)  # Granite: block_sparse_moe
     ff = getattr(layer, "feed_forward", None)
     if block is None and ff is not None and hasattr(ff, "router"):
@@ -799,7 +820,7 @@ def reference(model_dir, samples):
     cap = Capture()
     AttentionInterface.register(CAPTURE, cap.attention)  # before loading: from_pretrained checks the name
     moe = any(n in cls.__name__ for n in ("Moe", "Mixtral", "GptOss", "Qwen3Next", "MiniMax")) or \
-        "moe" in cfg.get("layers_block_type", [])  # Nemotron-H's MoE blocks
+        "moe" in cfg.get("layers_block_type", []) or cfg.get("enable_moe_block", False)  # Nemotron-H's, Gemma 4's
     extra = {"experts_implementation": "eager"} if moe else {}
     model = cls.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=CAPTURE, **extra)
     model.eval()

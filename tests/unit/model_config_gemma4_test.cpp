@@ -130,8 +130,15 @@ TEST(ModelConfigGemma4, NamedRefusals) {
   j["num_kv_shared_layers"] = 1;
   EXPECT_NE(error_of(j).find("no earlier layer of its type"), std::string::npos);
   j = gemma4();
-  j["enable_moe_block"] = true;
-  EXPECT_NE(error_of(j).find("MoE block"), std::string::npos);
+  j["enable_moe_block"] = true;  // without num_experts: vLLM 0.34 would build no MoE block
+  EXPECT_NE(error_of(j).find("vLLM 0.34 by the second"), std::string::npos);
+  j["num_experts"] = 4;
+  j["top_k_experts"] = 2;
+  j["moe_intermediate_size"] = 24;
+  const ModelConfig moe = parse_model_config(j, "c");
+  EXPECT_TRUE(moe.is_moe(0) && moe.is_moe(3));
+  EXPECT_TRUE(moe.norm_topk_prob);
+  EXPECT_EQ(moe.num_experts_per_tok, 2);
   j = gemma4();
   j["per_layer_config"] = {{"3", {{"intermediate_size", 8}}}};
   EXPECT_NE(error_of(j).find("only head_dim and num_key_value_heads"), std::string::npos);

@@ -339,6 +339,15 @@ const std::array<FamilySpec, 24>& families() {
     gemma4.model_type = "gemma4_text";
     gemma4.norm = NormKind::kRms;
     gemma4.gemma4_attention = true;
+    // enable_moe_block layers: the dense MLP plus Gemma4TextRouter / Gemma4TextExperts, fused only
+    // (experts.gate_up_proj [E, 2 I, H], experts.down_proj [E, H, I]), the router at router.proj.
+    gemma4.experts.fused_block = "experts";
+    gemma4.experts.fused_gate_up = "gate_up_proj";
+    gemma4.experts.fused_down = "down_proj";
+    gemma4.experts.router_path = "router.proj";
+    gemma4.norms.dense_out_moe = "post_feedforward_layernorm_1";
+    gemma4.norms.experts_in = "pre_feedforward_layernorm_2";
+    gemma4.norms.experts_out = "post_feedforward_layernorm_2";
     return std::array<FamilySpec, 24>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,

@@ -344,7 +344,31 @@ void Decoder::run_layer(const LayerWeights& w, int64_t layer, const std::vector<
       ProjectionInput in(gate, scratch_.bf16.data());
       linear(in, w.down, out);
     };
-    if (w.has_mlp && c.is_moe(layer)) {
+    if (w.has_mlp && c.is_moe(layer) && fam.gemma4_attention) {
+      // Gemma4TextDecoderLayer with enable_moe_block, on the residual x: the dense MLP on
+      // pre_feedforward_layernorm(x), normed by post_feedforward_layernorm_1; the experts on
+      // pre_feedforward_layernorm_2(x), routed on rms_norm(x) * router.scale * hidden^-0.5, normed by
+      // post_feedforward_layernorm_2; their sum through post_feedforward_layernorm, then the residual.
+      pre_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
+      announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the dense MLP's gate/up input
+      quantize_input(opt.quantizer, layer, Site::kGateUpInput, xn, rows);
+      residual_phase.stop();
+      RowMatrix router_x(n, c.hidden_size), experts_x(n, c.hidden_size), experts_out(n, c.hidden_size);  // [n, hidden]
+      const Vector ones = Vector::Ones(c.hidden_size);
+      rms_norm_into(x, ones, c.rms_norm_eps, router_x);  // Gemma4RMSNorm(with_scale=False)
+      const auto root = static_cast<float>(std::pow(static_cast<double>(c.hidden_size), -0.5));
+      for (int64_t t = 0; t < n; ++t) router_x.row(t) = router_x.row(t).cwiseProduct(w.experts.router_scale.transpose()) * root;
+      rms_norm_into(x, w.experts_in_norm, c.rms_norm_eps, experts_x);
+      dense_mlp(c.intermediate_size, proj);  // [n, hidden]
+      rms_norm_into(proj, w.dense_out_moe_norm, c.rms_norm_eps, proj);
+      PhaseScope phase(phases_, "moe");
+      moe_mlp_into(w.experts, c, experts_x, experts_out, observer, layer, &router_x);  // announces each expert's inputs
+      phase.stop();
+      rms_norm_into(experts_out, w.experts_out_norm, c.rms_norm_eps, experts_out);
+      proj += experts_out;
+      rms_norm_into(proj, w.mlp_out_norm, c.rms_norm_eps, proj);
+      add_into(x, proj);
+    } else if (w.has_mlp && c.is_moe(layer)) {
       rms_norm_into(x, w.mlp_norm, c.rms_norm_eps, xn);
       announce_input(observer, layer, Site::kGateUpInput, xn, rows);  // the router's and every expert's input
       residual_phase.stop();

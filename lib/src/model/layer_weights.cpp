@@ -114,6 +114,11 @@ std::vector<TensorSpec> layer_specs(const ModelConfig& model, int64_t layer, boo
   if (!norm.attn_out.empty()) s.push_back({std::string(norm.attn_out) + ".weight", {h}});
   if (fam.gemma4_attention) s.push_back({"layer_scalar", {1}});  // Gemma4TextDecoderLayer's saved buffer
   if (with_mlp && c.per_layer_input_size > 0) s.push_back({"post_per_layer_input_norm.weight", {h}});  // Gemma 4's PLE
+  if (with_mlp && fam.gemma4_attention && c.is_moe(layer)) {  // Gemma4TextDecoderLayer's MoE block
+    for (std::string_view n : {norm.dense_out_moe, norm.experts_in, norm.experts_out}) s.push_back({std::string(n) + ".weight", {h}});
+    s.push_back({"router.scale", {h}});
+    s.push_back({"router.per_expert_scale", {c.num_experts}});
+  }
   if (with_mlp && c.has_mlp_block(layer)) {
     if (!norm.mlp.empty()) s.push_back({std::string(norm.mlp) + ".weight", {h}});
     if (!norm.mlp_out.empty()) s.push_back({std::string(norm.mlp_out) + ".weight", {h}});
@@ -417,6 +422,14 @@ void load_layer(const Checkpoint& ckpt, const ModelConfig& model, int64_t layer,
   const bool moe = with_mlp && c.is_moe(layer);
   if (!with_mlp || moe) w.gate = w.up = w.down = Linear();
   if (!moe) w.experts = ExpertWeights();
+  const bool gemma4_moe = moe && fam.gemma4_attention;
+  w.dense_out_moe_norm = gemma4_moe ? norm_or_empty(norm.dense_out_moe) : Vector();
+  w.experts_in_norm = gemma4_moe ? norm_or_empty(norm.experts_in) : Vector();
+  w.experts_out_norm = gemma4_moe ? norm_or_empty(norm.experts_out) : Vector();
+  if (gemma4_moe) {
+    w.experts.router_scale = read_vector(ckpt, p + "router.scale", h);
+    w.experts.per_expert_scale = read_vector(ckpt, p + "router.per_expert_scale", c.num_experts);
+  }
   if (moe) {
     const auto n = static_cast<std::size_t>(c.num_experts);
     w.experts.gate.resize(n);

@@ -112,8 +112,8 @@ void moe_modules(const ModelConfig& c, const std::string& p, ExpertLayout layout
   const int64_t h = c.hidden_size, f = c.moe_intermediate_size, e_count = c.num_experts;
   const bool fused = layout == ExpertLayout::kFused;
   const std::string_view block = fused ? n.fused_block : n.block;
-  out->push_back(module(join(p, block, fused ? n.fused_router : n.router), LinearKind::kRouter, LinearRole::kRouter,
-                        std::nullopt, e_count, h, n.router_bias));
+  out->push_back(module(n.router_path.empty() ? join(p, block, fused ? n.fused_router : n.router) : p + std::string(n.router_path),
+                        LinearKind::kRouter, LinearRole::kRouter, std::nullopt, e_count, h, n.router_bias));
   // gpt-oss [E, H, 2 I] (columns interleaved) and Llama 4 [E, H, 2 I] (gate columns, then up) are
   // input-major: no row slices (model/gpt_oss_experts.h, model/llama4_experts.h read them).
   const bool input_major = fused && (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kLlama4);
@@ -173,7 +173,8 @@ std::vector<LayerBlock> layer_blocks(const ModelConfig& c, int64_t layer, bool w
                                              : LayerBlock::kAttention);
   if (with_mlp && c.has_mlp_block(layer)) {
     b.push_back(c.is_moe(layer) ? LayerBlock::kMoe : LayerBlock::kDenseMlp);
-    if (c.is_moe(layer) && c.family->moe_plus_dense_mlp) b.push_back(LayerBlock::kDenseMlp);  // Granite's shared_mlp
+    // Granite's shared_mlp; Gemma 4's dense MLP beside its MoE block
+    if (c.is_moe(layer) && (c.family->moe_plus_dense_mlp || c.family->gemma4_attention)) b.push_back(LayerBlock::kDenseMlp);
     if (c.per_layer_input_size > 0) b.push_back(LayerBlock::kPerLayerInput);  // Gemma 4, after the MLP
   }
   return b;
@@ -199,7 +200,7 @@ ExpertLayout expert_layout(const Checkpoint& ckpt, const ModelConfig& c, int64_t
   if (!c.is_moe(layer)) return ExpertLayout::kPerExpert;
   // gpt-oss and Granite 4 hybrid store their experts fused only.
   if (c.family->moe_kind == MoeKind::kGptOss || c.family->moe_kind == MoeKind::kGranite ||
-      c.family->moe_kind == MoeKind::kLlama4)
+      c.family->moe_kind == MoeKind::kLlama4 || c.family->gemma4_attention)  // Gemma 4: fused only
     return ExpertLayout::kFused;
   const bool fused = ckpt.has(join(c.layer_prefix(layer), c.family->experts.fused_block, c.family->experts.fused_gate_up));
   return fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert;

@@ -775,9 +775,23 @@ void parse_gemma4(const Reader& r, ModelConfig* c) {
                                                            "disagree on ids beyond the per-layer table (vLLM maps them to "
                                                            "row 0), so ctcal refuses it", r.positive_int("vocab_size_per_layer_input", 262144),
                                                            c->vocab_size));
-  if (r.boolean("enable_moe_block", false) || r.present(j, "num_experts"))
-    throw r.fail(r.present(j, "num_experts") ? "num_experts" : "enable_moe_block",
-                 "Gemma 4's MoE block (dense MLP plus Gemma4TextRouter and fused experts) is not implemented");
+  // The MoE block (Gemma4TextDecoderLayer: enable_moe_block; vLLM 0.34's gemma4.py builds it when
+  // num_experts is set): every layer, beside the dense MLP; top_k_experts of num_experts, softmax
+  // over all, the top-k renormalised and times per_expert_scale; experts of moe_intermediate_size.
+  const bool moe = r.boolean("enable_moe_block", false);
+  if (moe != r.present(j, "num_experts"))
+    throw r.fail("enable_moe_block", fmt::format("enable_moe_block is {} but num_experts is {}: transformers 5.17 builds "
+                                                 "the MoE block by the first, vLLM 0.34 by the second", moe,
+                                                 r.present(j, "num_experts") ? j["num_experts"].dump() : "null"));
+  if (moe) {
+    c->num_experts = r.positive_int("num_experts");
+    c->num_experts_per_tok = r.positive_int("top_k_experts");
+    c->moe_intermediate_size = r.positive_int("moe_intermediate_size");
+    if (c->num_experts_per_tok > c->num_experts)
+      throw r.fail("top_k_experts", fmt::format("{} experts per token, but only {} experts", c->num_experts_per_tok, c->num_experts));
+    c->norm_topk_prob = true;  // always renormalised (Gemma4TextRouter)
+    c->layer_moe.assign(layers, true);
+  }
   if (r.present(j, "use_bidirectional_attention") && j["use_bidirectional_attention"] == "all")
     throw r.fail("use_bidirectional_attention", "\"all\" (every token sees every token) is not supported: ctcal runs "
                                                 "causal attention");

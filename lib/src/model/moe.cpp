@@ -146,11 +146,15 @@ Routing route_logits(const ModelConfig& c, const Eigen::Ref<const RowMatrix>& lo
 }
 
 void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
-                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer, int64_t layer) {
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer, int64_t layer, const RowMatrix* router_x) {
   const bool want_in = observer && observer->wants(layer, Site::kExpertGateUpInput);
   const bool want_down = observer && observer->wants(layer, Site::kExpertDownInput);
   const int64_t n = x.rows(), k = c.num_experts_per_tok, f = c.moe_intermediate_size, h = c.hidden_size;
-  const ExpertBatches b = group_by_expert(route_tokens(w, c, x), n, c.num_experts, k);
+  Routing routing = router_x ? route_tokens(w, c, *router_x) : route_tokens(w, c, x);
+  // Gemma4TextRouter: each chosen expert's (renormalised) weight times its per_expert_scale.
+  if (w.per_expert_scale.size() > 0)
+    for (std::size_t i = 0; i < routing.weight.size(); ++i) routing.weight[i] *= w.per_expert_scale[routing.expert[i]];
+  const ExpertBatches b = group_by_expert(routing, n, c.num_experts, k);
   out.setZero();
   RowMatrix xe, gate, up, down;       // [m, hidden], [m, f], [m, f], [m, hidden] for the current expert
   UninitBuffer<uint16_t> bf16;        // the expert's bf16 GEMM inputs (bf16 compute mode)
@@ -186,7 +190,8 @@ void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref
     } else if (c.family && c.family->act == MlpAct::kClampedSwiglu) {
       clamped_swiglu_into(gate, up, static_cast<float>(c.swiglu_limit));  // gpt-oss (gate/up carry biases)
     } else {
-      gated_act_into(MlpAct::kSilu, gate, up);
+      // SwiGLU; Gemma 4's experts GELU-tanh (Gemma4TextExperts' act_fn = hidden_activation)
+      gated_act_into(c.family && c.family->act == MlpAct::kGeluTanh ? MlpAct::kGeluTanh : MlpAct::kSilu, gate, up);
     }
     if (want_down) observer->observe_expert(layer, Site::kExpertDownInput, expert, {gate.data(), m, 1, f, f});
     ProjectionInput in(gate, scratch);

@@ -112,6 +112,9 @@ struct ExpertNames {
   // to the scores for the choice only (MoeKind::kSigmoidGrouped). GLM-4.5 keeps it on the router
   // ("gate.e_score_correction_bias"), MiniMax-M2 on the block ("e_score_correction_bias"); empty: none.
   std::string_view correction_bias;
+  // The router's Linear relative to the layer when it is not "<block>.<router>" (Gemma 4:
+  // "router.proj", beside its "router.scale" [hidden] and "router.per_expert_scale" [E]).
+  std::string_view router_path;
 };
 
 // A gated DeltaNet linear-attention mixer (Qwen3.5's Qwen3_5GatedDeltaNet, model/gated_deltanet.h):
@@ -148,6 +151,9 @@ struct NormNames {
   std::string_view attn_out;                            // on the attention output (Gemma 3: post_attention_layernorm)
   std::string_view mlp = "post_attention_layernorm";    // before the MLP (Gemma 3: pre_feedforward_layernorm)
   std::string_view mlp_out;                             // on the MLP output (Gemma 3: post_feedforward_layernorm)
+  // Gemma 4's MoE layers (enable_moe_block): the dense MLP's output norm (post_feedforward_layernorm_1),
+  // the experts' input norm (pre_feedforward_layernorm_2) and output norm (post_feedforward_layernorm_2).
+  std::string_view dense_out_moe, experts_in, experts_out;
 };
 
 struct FamilySpec {

@@ -37,6 +37,10 @@ struct ExpertWeights {
   // shared expert itself is LayerWeights::gate/up/down. Empty for other families.
   Linear shared_gate;
   Vector correction_bias;  // [num_experts] e_score_correction_bias (MoeKind::kSigmoidGrouped), else empty
+  // Gemma 4 (Gemma4TextRouter): router input = rms_norm(x) * router_scale * hidden^-0.5, and each
+  // chosen expert's weight times per_expert_scale[e]; empty elsewhere.
+  Vector router_scale;      // [hidden]
+  Vector per_expert_scale;  // [num_experts]
 };
 
 struct GatedDeltaNetWeights;  // model/gated_deltanet.h (which includes this header for Linear)
@@ -71,6 +75,8 @@ struct LayerWeights {
   std::shared_ptr<GatedDeltaNetWeights> linear_attn;
   // A Mamba2 layer's mixer instead of q/k/v/o (ModelConfig::is_mamba; null otherwise), shared likewise.
   std::shared_ptr<Mamba2Weights> mamba;
+  // Gemma 4's MoE layers (NormNames::dense_out_moe, experts_in, experts_out), else empty.
+  Vector dense_out_moe_norm, experts_in_norm, experts_out_norm;  // [hidden] each
   // Gemma 4's per-layer input (FamilySpec::gemma4_attention with hidden_size_per_layer_input > 0),
   // after the MLP block; has_ple false elsewhere and when the MLP is skipped.
   PerLayerInputWeights ple;

@@ -20,9 +20,11 @@ namespace ctcal {
 
 // x: [n, hidden] (the normed hidden state) -> out: [n, hidden], overwritten. Each expert's
 // inputs go to observer->observe_expert (kExpertGateUpInput, kExpertDownInput) when it wants
-// them; observer may be null.
+// them; observer may be null. router_x [n, hidden]: what the router reads when it is not x
+// (Gemma 4 routes on its own normed, scaled input); null: x.
 void moe_mlp_into(const ExpertWeights& w, const ModelConfig& c, const Eigen::Ref<const RowMatrix>& x,
-                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer = nullptr, int64_t layer = 0);
+                  Eigen::Ref<RowMatrix> out, ActivationObserver* observer = nullptr, int64_t layer = 0,
+                  const RowMatrix* router_x = nullptr);
 
 // The routing alone, for tests: per token its experts (descending weight) and their weights.
 struct Routing {
