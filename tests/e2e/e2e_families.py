@@ -69,6 +69,9 @@ CASES = {
     # sliding and full layers with their own head_dim / KV heads, k_eq_v full layers (no v_proj),
     # v_norm, proportional RoPE, layer_scalar, final_logit_softcapping (Gemma 4 text)
     "gemma4_text_fp32": ("Gemma4TextAttention", "model."),
+    # the multimodal Gemma4ForConditionalGeneration: per-layer input embeddings, the language model at
+    # model.language_model.*, a vision tower copied unchanged
+    "gemma4_mm_bf16": ("Gemma4TextAttention", "model.language_model."),
 }
 RECIPE = """
 quant_stage:

@@ -454,6 +454,22 @@ CASES = [
           layer_types=["sliding_attention", "sliding_attention", "full_attention"], max_position_embeddings=64,
           tie_word_embeddings=False),
      torch.float32, "v5"),
+    # The multimodal Gemma4ForConditionalGeneration (stage 5): gemma4_ple_fp32's text model shape under
+    # text_config (PLE 8, k_eq_v full layer, windows 5) with a one-layer vision tower, bf16, untied
+    # head; save_pretrained writes model.language_model.*, the towers beside it.
+    ("gemma4_mm_bf16", "gemma4",
+     dict(text_config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
+                           attention_k_eq_v=True, vocab_size=128, vocab_size_per_layer_input=128,
+                           hidden_size_per_layer_input=8, num_kv_shared_layers=0, sliding_window=5,
+                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                           max_position_embeddings=64),
+          vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             num_key_value_heads=2, head_dim=16, patch_size=4, position_embedding_size=64,
+                             pooling_kernel_size=2),
+          audio_config=None, boi_token_id=120, eoi_token_id=121, image_token_id=122, video_token_id=123,
+          boa_token_id=124, eoa_token_index=125, audio_token_id=126, tie_word_embeddings=False),
+     torch.bfloat16, "v5"),
     # The multimodal Llama4ForConditionalGeneration: llama4_text_fp32's text model shape under
     # text_config (layers 0/2 chunked RoPE, 1/3 NoPE, 1/3 MoE) with a one-layer vision tower;
     # save_pretrained writes language_model.model.* and language_model.lm_head.weight.
@@ -478,7 +494,8 @@ CASE_SEED_INDEX = {"smollm3_nope_sliding_fp32": 22, "smollm3_classic_bf16": 23, 
                    "minimax_m2_fp32": 28, "minimax_m2_fused_bf16": 29, "llama4_text_fp32": 30, "llama4_text_bf16": 31,
                    "llama4_mm_bf16": 40, "nemotron_h_moe_fp32": 41,
                    "gemma4_text_fp32": 32, "gemma4_text_bias_bf16": 33, "gemma4_ple_fp32": 34,
-                   "gemma4_kv_shared_fp32": 35, "gemma4_moe_fp32": 36}
+                   "gemma4_kv_shared_fp32": 35, "gemma4_moe_fp32": 36,
+                   "gemma4_mm_bf16": 37}
 
 # Cases whose samples must be longer than the default SAMPLE_LENGTHS (DeltaNet's chunk of 64).
 CASE_SAMPLE_LENGTHS = {"qwen3_5_text_fp32": [70, 133], "qwen3_5_mm_bf16": [67, 100],
@@ -913,7 +930,8 @@ def make_case(name, model_type, kwargs, dtype, spelling, out_dir, seed):
     wrappers = {"gemma3": transformers.Gemma3ForConditionalGeneration,
                 "qwen3_5": transformers.Qwen3_5ForConditionalGeneration,
                 "qwen3_5_moe": transformers.Qwen3_5MoeForConditionalGeneration,
-                "llama4": transformers.Llama4ForConditionalGeneration}
+                "llama4": transformers.Llama4ForConditionalGeneration,
+                "gemma4": transformers.Gemma4ForConditionalGeneration}
     model = wrappers[model_type](cfg) if model_type in wrappers else AutoModelForCausalLM.from_config(cfg)
     spike_weights(model, seed, one_plus=model_type.startswith(("gemma3", "qwen3_5", "qwen3_next")))
     packed = mxfp4_experts(model, seed) if spelling == "mxfp4" else None

@@ -102,6 +102,20 @@ TEST(ModelConfigGemma4, KvSharedLayersReadTheLastEarlierLayerOfTheirType) {
   EXPECT_EQ(c.mlp_scratch_width(), 192);
 }
 
+TEST(ModelConfigGemma4, MultimodalWrapperReadsTextConfig) {
+  // Gemma4ForConditionalGeneration: the text model's keys under text_config, its tensors under
+  // model.language_model. (transformers 5.17's save_pretrained), the wrapper's tie flag.
+  json text = gemma4();
+  text["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention", "full_attention"};
+  json mm = {{"architectures", {"Gemma4ForConditionalGeneration"}}, {"model_type", "gemma4"}, {"text_config", text},
+             {"tie_word_embeddings", false}};
+  const ModelConfig c = parse_model_config(mm, "c");
+  EXPECT_EQ(c.architecture, "Gemma4ForConditionalGeneration");
+  EXPECT_EQ(c.layer_prefix(1), "model.language_model.layers.1.");
+  EXPECT_EQ(c.layer_head_dim, (std::vector<int64_t>{16, 512, 16, 512}));
+  EXPECT_FALSE(c.tie_word_embeddings);
+}
+
 TEST(ModelConfigGemma4, ProportionalRopeFrequencies) {
   // _compute_proportional_rope_parameters: int(0.25 * 32 // 2) = 4 angles 1 / theta^(2i / 32) in
   // fp32, the other 12 zero (cos 1, sin 0), all / factor.
@@ -152,7 +166,7 @@ TEST(ModelConfigGemma4, NamedRefusals) {
   j = gemma4();
   j["use_bidirectional_attention"] = "all";
   EXPECT_NE(error_of(j).find("causal"), std::string::npos);
-  json mm = {{"architectures", {"Gemma4ForConditionalGeneration"}}, {"text_config", gemma4()}};
+  json mm = {{"architectures", {"Gemma4UnifiedForConditionalGeneration"}}, {"text_config", gemma4()}};
   EXPECT_NE(error_of(mm).find("Gemma4ForCausalLM"), std::string::npos);
 }
 

@@ -40,7 +40,8 @@ bool raises_on_unknown_names(const std::string& arch) {
       "Qwen3ForCausalLM",   "Qwen3MoeForCausalLM",         "MixtralForCausalLM",
       "Gemma3ForCausalLM",  "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
       "SmolLM3ForCausalLM", "Olmo3ForCausalLM",  "Glm4MoeForCausalLM", "MiniMaxM2ForCausalLM",
-      "Llama4ForCausalLM",  "Llama4ForConditionalGeneration", "Gemma4ForCausalLM"};
+      "Llama4ForCausalLM",  "Llama4ForConditionalGeneration", "Gemma4ForCausalLM",
+      "Gemma4ForConditionalGeneration"};
   return archs.count(arch) > 0;
 }
 
@@ -265,7 +266,8 @@ json vllm_verdict(const VllmFacts& f) {
                   fmt::format("'{}': vLLM's Llama 4 builds its attention without biases (Llama4DecoderLayer: "
                               "bias=False, bias_o_proj=False)", b));
   }
-  if (f.architecture == "Gemma4ForCausalLM" && *a.strategy == Strategy::kAttnHead) {
+  if ((f.architecture == "Gemma4ForCausalLM" || f.architecture == "Gemma4ForConditionalGeneration") &&
+      *a.strategy == Strategy::kAttnHead) {
     // compressed_tensors.py, CompressedTensorsKVCacheMethod's _tp_aware_loader for attn_head scales:
     // it compares each layer's KV heads with the model's total_num_kv_heads (config.json's
     // num_key_value_heads), not the layer's own. A Gemma 4 layer whose per_layer_config gives it

@@ -7,8 +7,8 @@ namespace ctcal {
 namespace {
 
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
-const std::array<FamilySpec, 24>& families() {
-  static const std::array<FamilySpec, 24> table = [] {
+const std::array<FamilySpec, 25>& families() {
+  static const std::array<FamilySpec, 25> table = [] {
     FamilySpec llama;
     llama.architecture = "LlamaForCausalLM";
     llama.attention_class = "LlamaAttention";
@@ -348,10 +348,18 @@ const std::array<FamilySpec, 24>& families() {
     gemma4.norms.dense_out_moe = "post_feedforward_layernorm_1";
     gemma4.norms.experts_in = "pre_feedforward_layernorm_2";
     gemma4.norms.experts_out = "post_feedforward_layernorm_2";
-    return std::array<FamilySpec, 24>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
+
+    FamilySpec gemma4_mm = gemma4;  // the language model inside the multimodal wrapper
+    gemma4_mm.architecture = "Gemma4ForConditionalGeneration";
+    gemma4_mm.model_type = "gemma4";
+    gemma4_mm.text_config = true;
+    // transformers 5.17's save_pretrained writes model.language_model.*; the vision / audio towers
+    // (model.vision_tower.*, model.embed_vision.*, ...) are copied unchanged.
+    gemma4_mm.weight_prefix = "model.language_model.";
+    return std::array<FamilySpec, 25>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
-                                      smollm3, olmo3, glm4_moe, minimax_m2, llama4,  llama4_mm, gemma4};
+                                      smollm3, olmo3, glm4_moe, minimax_m2, llama4,  llama4_mm, gemma4, gemma4_mm};
   }();
   return table;
 }

@@ -261,9 +261,8 @@ const FamilySpec& parse_family(const Reader& r) {
   const FamilySpec* f = find_family(arch);
   // A named refusal (issue 29), with the reason.
   if (arch.rfind("Gemma4", 0) == 0 && !f)
-    throw r.fail("architectures", fmt::format("'{}' is not supported: of Gemma 4 ctcal runs the text model "
-                                              "Gemma4ForCausalLM (the multimodal checkpoint's language model, under "
-                                              "its own prefix and text_config, is not placed yet)", arch));
+    throw r.fail("architectures", fmt::format("'{}' is not supported: of Gemma 4 ctcal runs Gemma4ForCausalLM and "
+                                              "the language model of Gemma4ForConditionalGeneration", arch));
   if (!f)
     throw r.fail("architectures", fmt::format("'{}' is not supported; expected one of {}",
                                               arch.empty() ? std::string("(missing)") : arch,
