@@ -159,6 +159,10 @@ HYBRIDS = [("nemotron_h_fp32", "NemotronHAttention", "IndexError"),
            # but with a quantization_config transformers 5.17 expects per-expert feed_forward.experts.{e}.*_proj
            # weights: the fused input-major experts ctcal copies are UNEXPECTED, the per-expert ones MISSING
            # (random), forward KL 0.024/token against ctcal eval's 0.0034 on the fp32 one
+           # Nor Gemma 4 (measured on gemma4_text_fp32, gemma4_ple_fp32, gemma4_kv_shared_fp32, KV-only and
+           # attention-group outputs): with a quantization_config transformers 5.17 refuses to load a config
+           # whose per_layer_config makes num_key_value_heads per-layer (AmbiguousGlobalPerLayerAttributeError,
+           # raised when the compressed-tensors path reads config.num_key_value_heads), whatever ctcal wrote
            ("smollm3_nope_sliding_fp32", "SmolLM3Attention", None),
            ("olmo3_classic_bias_bf16", "Olmo3Attention", None)]
 KV_RECIPE = open(os.path.join(SRC, "recipes", "fp8_kv_per_tensor.yaml")).read()
