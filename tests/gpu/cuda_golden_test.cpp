@@ -264,6 +264,24 @@ TEST(CudaRefusals, Mamba2HybridsRunOnTheGpu) {
   }
 }
 
+// Nemotron-H's MoE blocks (ungated relu2 experts; cuda_moe.h runs gated SiLU / clamped SwiGLU experts
+// only): refused by name, with --device cpu, so CudaGolden skips nemotron_h_moe_fp32.
+TEST(CudaRefusals, Relu2ExpertsSayWhy) {
+  for (const char* name : {"nemotron_h_moe_fp32"}) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    try {
+      check_cuda_supports(c.cfg, on_gpu());
+      ADD_FAILURE() << "the CUDA backend accepted " << name;
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
+      EXPECT_NE(what.find("ungated relu2 experts"), std::string::npos) << what;
+      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
+    }
+  }
+}
+
 // Issue 29's families with a CUDA path (SmolLM3's NoPE layers, OLMo 3's and MiniMax-M2's
 // whole-projection q/k norms, OLMo 3's post-norm-only blocks, GLM-4.5's and MiniMax-M2's sigmoid
 // routing with the correction bias, GLM-4.5's shared expert and config-switched q/k norms, Llama 4's
