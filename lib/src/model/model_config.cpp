@@ -446,10 +446,18 @@ void parse_llama4(const Reader& r, ModelConfig* c) {
   }
 }
 
-// The sigmoid grouped router's groups (Glm4MoeTopkRouter, NemotronHTopkRouter): view(-1, n_group,
-// E / n_group).topk(2) per group, then topk(topk_group) groups, then topk(num_experts_per_tok) among
-// their experts; shapes torch would refuse (or silently degrade) are refused here.
-void check_expert_groups(const Reader& r, const ModelConfig& c) {
+// The sigmoid grouped router (Glm4MoeTopkRouter, NemotronHTopkRouter; both config classes default
+// norm_topk_prob true, routed_scaling_factor 1.0, n_group 1, topk_group 1), after num_experts and
+// num_experts_per_tok: view(-1, n_group, E / n_group).topk(2) per group, then topk(topk_group) groups,
+// then topk(num_experts_per_tok) among their experts; shapes torch would refuse (or silently
+// degrade) are refused here.
+void read_grouped_routing(const Reader& r, ModelConfig* out) {
+  ModelConfig& c = *out;
+  c.norm_topk_prob = r.boolean("norm_topk_prob", true);
+  c.routed_scaling_factor = r.number(r.j, "", "routed_scaling_factor", 1.0);
+  if (c.routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
+  c.n_group = r.positive_int("n_group", 1);
+  c.topk_group = r.positive_int("topk_group", 1);
   if (c.num_experts % c.n_group != 0 || c.num_experts / c.n_group < 2)
     throw r.fail("n_group", fmt::format("{} experts do not split into {} groups of 2 or more", c.num_experts, c.n_group));
   if (c.topk_group > c.n_group)
@@ -481,12 +489,7 @@ void parse_nemotron_moe(const Reader& r, ModelConfig* c) {
   c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 2);
   c->moe_intermediate_size = r.positive_int("moe_intermediate_size", 7688);
   c->shared_expert_intermediate_size = r.positive_int("moe_shared_expert_intermediate_size", 7688);
-  c->norm_topk_prob = r.boolean("norm_topk_prob", true);
-  c->routed_scaling_factor = r.number(j, "", "routed_scaling_factor", 1.0);
-  if (c->routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
-  c->n_group = r.positive_int("n_group", 1);
-  c->topk_group = r.positive_int("topk_group", 1);
-  check_expert_groups(r, *c);
+  read_grouped_routing(r, c);
 }
 
 // GLM-4.5 (Glm4MoeConfig, its defaults where config.json omits a key): n_routed_experts (128) of width
@@ -510,12 +513,7 @@ void parse_sigmoid_grouped_moe(const Reader& r, const FamilySpec& f, ModelConfig
   c->num_experts = r.positive_int("n_routed_experts", 128);
   c->num_experts_per_tok = r.positive_int("num_experts_per_tok", 8);
   c->moe_intermediate_size = r.positive_int("moe_intermediate_size", 1408);
-  c->norm_topk_prob = r.boolean("norm_topk_prob", true);
-  c->routed_scaling_factor = r.number(j, "", "routed_scaling_factor", 1.0);
-  if (c->routed_scaling_factor <= 0) throw r.fail("routed_scaling_factor", "expected a positive number");
-  c->n_group = r.positive_int("n_group", 1);
-  c->topk_group = r.positive_int("topk_group", 1);
-  check_expert_groups(r, *c);
+  read_grouped_routing(r, c);
   c->shared_expert_intermediate_size = c->moe_intermediate_size * r.positive_int("n_shared_experts", 1);
   const int64_t dense = r.present(j, "first_k_dense_replace") && j["first_k_dense_replace"] == 0
                             ? 0 : r.positive_int("first_k_dense_replace", 1);
