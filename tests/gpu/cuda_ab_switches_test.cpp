@@ -10,6 +10,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/cuda_backend.h"
 #include "ctcal/model/model_config.h"
+#include "scoped_env.h"
 
 namespace ctcal {
 namespace {
@@ -21,25 +22,7 @@ ModelConfig llama() {
       "config.json");
 }
 
-// Sets an environment variable for one scope, restoring what was there.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) setenv(name_, old_.c_str(), 1);
-    else unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
+using test::ScopedEnv;
 
 // The UsageError's message, or "" when check_cuda_supports accepts the setting.
 std::string refusal(const char* name, const char* value) {

@@ -20,6 +20,7 @@
 #include "ctcal/recipe/recipe.h"
 #include "golden_capture.h"
 #include "require_gpu.h"
+#include "scoped_env.h"
 #include "test_util.h"
 
 namespace ctcal {
@@ -37,17 +38,7 @@ ForwardOptions on_gpu() {
   return o;
 }
 
-// Sets an environment variable for one scope (the backend reads its A/B switches when it starts).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
+using test::ScopedEnv;
 
 struct PathCase {
   const char* golden;
