@@ -6,6 +6,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/rope.h"
+#include "config_error.h"
 
 namespace ctcal {
 namespace {
@@ -19,14 +20,7 @@ json base(const char* arch) {
   return j;
 }
 
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j, "config.json");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const json& j) { return test::config_error(j); }
 
 TEST(ModelConfig2026, SmolLM3NoRopeLayersByIntervalOrList) {
   json j = base("SmolLM3ForCausalLM");

@@ -10,6 +10,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/rope.h"
+#include "config_error.h"
 
 namespace ctcal {
 namespace {
@@ -25,14 +26,7 @@ json gemma4(int64_t layers = 4) {
   return j;
 }
 
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j, "config.json");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const json& j) { return test::config_error(j); }
 
 TEST(ModelConfigGemma4, PerLayerConfigAsSavedByTransformers) {
   // tests/golden's gemma4_text_fp32 config as save_pretrained writes it.

@@ -6,6 +6,7 @@
 #include "ctcal/error.h"
 #include "ctcal/model/model_config.h"
 #include "ctcal/model/rope.h"
+#include "config_error.h"
 
 namespace ctcal {
 namespace {
@@ -17,14 +18,7 @@ json base() {
     "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})");
 }
 
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j, "config.json");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const json& j) { return test::config_error(j); }
 
 TEST(ModelConfig, DefaultsAndDerived) {
   ModelConfig c = parse_model_config(base(), "config.json");
