@@ -8,6 +8,7 @@
 // the bf16 mode's bound against float64 (kBf16ScaleRelTol, forward_golden_test.cpp).
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -235,14 +236,9 @@ TEST(CudaEval, BaselineAndFakeQuantizedNll) {
 // Families the CUDA backend does not run are refused before any work, by name and with the way out
 // (--device cpu). check_cuda_supports makes no CUDA call, so this runs (and can fail) without a
 // GPU too, in CI's `make build-cuda`.
-// The paths written for the hybrids and issue 29's families have not run on a GPU yet: refused by
-// name unless CTCAL_CUDA_UNVERIFIED=1 (scripts/gpu_remote.sh sets it, so that CudaGolden runs their
-// golden cases on the GPU machine). The first return is the refusal without the switch; the tests
-// below then check, with the switch, that nothing else refuses them.
-std::string unverified_refusal(const ModelConfig& cfg) {
+// check_cuda_supports' refusal of a golden case, or "" when it accepts it.
+std::string refusal(const ModelConfig& cfg) {
   try {
-    const char* set = std::getenv("CTCAL_CUDA_UNVERIFIED");
-    if (set && *set) return "(CTCAL_CUDA_UNVERIFIED is set)";
     check_cuda_supports(cfg, on_gpu());
   } catch (const InputError& e) {
     return e.what();
@@ -250,109 +246,67 @@ std::string unverified_refusal(const ModelConfig& cfg) {
   return "";
 }
 
-void expect_unverified_refusal(const std::string& name, const ModelConfig& cfg) {
-  const std::string what = unverified_refusal(cfg);
-  if (what == "(CTCAL_CUDA_UNVERIFIED is set)") return;
-  EXPECT_NE(what.find("has not run on a GPU yet"), std::string::npos) << name << ": " << what;
+// The paths written for the hybrids and issue 29's families have not run on a GPU yet: refused by
+// name unless CTCAL_CUDA_UNVERIFIED=1 (scripts/gpu_remote.sh sets it, so that CudaGolden runs their
+// golden cases on the GPU machine). Without the switch (as in CI) each case is refused saying so;
+// with it, nothing else refuses it.
+void expect_written_not_yet_run(std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    test::GoldenCase c;
+    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+    const char* set = std::getenv("CTCAL_CUDA_UNVERIFIED");
+    if (!set || !*set) {
+      const std::string what = refusal(c.cfg);
+      EXPECT_NE(what.find("has not run on a GPU yet"), std::string::npos) << name << ": " << what;
+      EXPECT_NE(what.find("--device cpu"), std::string::npos) << name << ": " << what;
+    }
+    test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
+    EXPECT_EQ(refusal(c.cfg), "") << name << ": the CUDA backend refused it";
+  }
+}
+
+// A case the CUDA backend has no path for (with CTCAL_CUDA_UNVERIFIED=1 too): refused by name,
+// saying what, with the way out (--device cpu).
+void expect_refused_saying(const char* name, const char* what_part) {
+  test::GoldenCase c;
+  if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
+  test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
+  const std::string what = refusal(c.cfg);
+  EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << name << ": " << what;
+  EXPECT_NE(what.find(what_part), std::string::npos) << name << ": " << what;
   EXPECT_NE(what.find("--device cpu"), std::string::npos) << name << ": " << what;
 }
 
 // Qwen3.5 (dense and MoE) and Qwen3-Next: the gated DeltaNet, the gated attention and the gated
-// shared-expert MoE have a CUDA path (cuda_hybrid.h, add_shared_expert), refused until it has run on
-// a GPU; with CTCAL_CUDA_UNVERIFIED=1 nothing else refuses them.
-TEST(CudaRefusals, GatedDeltaNetRunsOnTheGpu) {
-  for (const char* name : {"qwen3_5_text_fp32", "qwen3_5_mm_bf16", "qwen3_5_moe_text_fp32", "qwen3_5_moe_mm_bf16",
-                           "qwen3_next_fp32", "qwen3_next_sparse_step_bf16"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    expect_unverified_refusal(name, c.cfg);
-    test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-    } catch (const InputError& e) {
-      ADD_FAILURE() << name << ": the CUDA backend refused a gated DeltaNet model: " << e.what();
-    }
-  }
+// shared-expert MoE (cuda_hybrid.h, add_shared_expert).
+TEST(CudaRefusals, GatedDeltaNetWrittenNotYetRun) {
+  expect_written_not_yet_run({"qwen3_5_text_fp32", "qwen3_5_mm_bf16", "qwen3_5_moe_text_fp32", "qwen3_5_moe_mm_bf16",
+                              "qwen3_next_fp32", "qwen3_next_sparse_step_bf16"});
 }
 
 // Nemotron-H (the Mamba2 mixer, one-block layers, relu2 MLPs, attention without RoPE) and Granite 4
-// hybrid (its multipliers, shared_mlp beside the experts, NoPE attention) have a CUDA path
-// (cuda_hybrid.h), refused until it has run on a GPU; with CTCAL_CUDA_UNVERIFIED=1 nothing else
-// refuses them.
-TEST(CudaRefusals, Mamba2HybridsRunOnTheGpu) {
-  for (const char* name : {"nemotron_h_fp32", "nemotron_h_pattern_bf16", "granitemoehybrid_fp32",
-                           "granitemoehybrid_dense_nope_bf16"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    expect_unverified_refusal(name, c.cfg);
-    test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-    } catch (const InputError& e) {
-      ADD_FAILURE() << name << ": the CUDA backend refused a Mamba2 hybrid: " << e.what();
-    }
-  }
+// hybrid (its multipliers, shared_mlp beside the experts, NoPE attention): cuda_hybrid.h.
+TEST(CudaRefusals, Mamba2HybridsWrittenNotYetRun) {
+  expect_written_not_yet_run({"nemotron_h_fp32", "nemotron_h_pattern_bf16", "granitemoehybrid_fp32",
+                              "granitemoehybrid_dense_nope_bf16"});
+}
+
+// Issue 29's families (SmolLM3's NoPE layers, OLMo 3's and MiniMax-M2's whole-projection q/k norms,
+// OLMo 3's post-norm-only blocks, GLM-4.5's and MiniMax-M2's sigmoid routing with the correction
+// bias, GLM-4.5's shared expert and config-switched q/k norms, Llama 4's permuted q/k heads, L2 q/k
+// norm, chunked attention, NoPE temperature and MoE).
+TEST(CudaRefusals, Issue29FamiliesWrittenNotYetRun) {
+  expect_written_not_yet_run({"smollm3_nope_sliding_fp32", "smollm3_classic_bf16", "olmo3_sliding_fp32",
+                              "olmo3_classic_bias_bf16", "minimax_m2_fp32", "minimax_m2_fused_bf16",
+                              "glm4_moe_grouped_fp32", "glm4_moe_qk_norm_fused_bf16", "llama4_text_fp32",
+                              "llama4_text_bf16"});
 }
 
 // Nemotron-H's MoE blocks (ungated relu2 experts; cuda_moe.h runs gated SiLU / clamped SwiGLU experts
-// only): refused by name, with --device cpu, so CudaGolden skips nemotron_h_moe_fp32 (also with
-// CTCAL_CUDA_UNVERIFIED=1, which lets its Mamba2 layers through).
-TEST(CudaRefusals, Relu2ExpertsSayWhy) {
-  for (const char* name : {"nemotron_h_moe_fp32"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-      ADD_FAILURE() << "the CUDA backend accepted " << name;
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
-      EXPECT_NE(what.find("ungated relu2 experts"), std::string::npos) << what;
-      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
-    }
-  }
-}
-
-// Issue 29's families with a CUDA path (SmolLM3's NoPE layers, OLMo 3's and MiniMax-M2's
-// whole-projection q/k norms, OLMo 3's post-norm-only blocks, GLM-4.5's and MiniMax-M2's sigmoid
-// routing with the correction bias, GLM-4.5's shared expert and config-switched q/k norms, Llama 4's
-// permuted q/k heads, L2 q/k norm, chunked attention, NoPE temperature and MoE): refused until it
-// has run on a GPU; with CTCAL_CUDA_UNVERIFIED=1 nothing else refuses them.
-TEST(CudaRefusals, Issue29FamiliesRunOnTheGpu) {
-  for (const char* name : {"smollm3_nope_sliding_fp32", "smollm3_classic_bf16", "olmo3_sliding_fp32",
-                           "olmo3_classic_bias_bf16", "minimax_m2_fp32", "minimax_m2_fused_bf16",
-                           "glm4_moe_grouped_fp32", "glm4_moe_qk_norm_fused_bf16", "llama4_text_fp32",
-                           "llama4_text_bf16"}) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    expect_unverified_refusal(name, c.cfg);
-    test::ScopedEnv unverified("CTCAL_CUDA_UNVERIFIED", "1");
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-    } catch (const InputError& e) {
-      ADD_FAILURE() << name << ": the CUDA backend refused it: " << e.what();
-    }
-  }
-}
-
-// Issue 29's families the CUDA backend does not run yet (Gemma 4's attention): refused by name,
-// each saying what, with --device cpu.
-TEST(CudaRefusals, Issue29FamiliesSayWhy) {
-  const std::pair<const char*, const char*> cases[] = {{"gemma4_text_fp32", "Gemma 4's attention"}};
-  for (const auto& [name, what_part] : cases) {
-    test::GoldenCase c;
-    if (auto why = test::load_golden_case(name, &c)) GTEST_SKIP() << *why;
-    try {
-      check_cuda_supports(c.cfg, on_gpu());
-      ADD_FAILURE() << "the CUDA backend accepted " << name;
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(c.cfg.architecture), std::string::npos) << what;
-      EXPECT_NE(what.find(what_part), std::string::npos) << what;
-      EXPECT_NE(what.find("--device cpu"), std::string::npos) << what;
-    }
-  }
+// only), so CudaGolden skips nemotron_h_moe_fp32; and Gemma 4's attention.
+TEST(CudaRefusals, NoCudaPathSaysWhy) {
+  expect_refused_saying("nemotron_h_moe_fp32", "ungated relu2 experts");
+  expect_refused_saying("gemma4_text_fp32", "Gemma 4's attention");
 }
 
 }  // namespace
