@@ -2,6 +2,7 @@
 // element follows the CPU path's (model/layer_ops.cpp, rope.cpp, attention.cpp) step for step;
 // results differ only where the hardware rounds differently (FMA contraction, expf/tanhf ulps).
 #include "cuda_kernels.h"
+#include "kernel_launch.cuh"
 
 #include <cuda_bf16.h>
 
@@ -12,22 +13,10 @@ namespace ctcal::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n, int per = kThreads) {
-  const int64_t b = (n + per - 1) / per;
-  return static_cast<unsigned>(b < 65535LL * 16 ? b : 65535LL * 16);
-}
-
 // A grid of rows (gridDim.y, at most 65535: larger counts loop) by column blocks.
 dim3 row_grid(int64_t rows, int64_t cols) {
   const int64_t bx = (cols + kThreads - 1) / kThreads;
   return dim3(static_cast<unsigned>(bx), static_cast<unsigned>(rows < 65535 ? rows : 65535));
-}
-
-__device__ uint16_t bf16_bits(float v) {
-  const __nv_bfloat16 b = __float2bfloat16_rn(v);
-  return *reinterpret_cast<const uint16_t*>(&b);
 }
 
 // Block-wide reductions with a fixed tree: warp shuffles, then one warp over the warp results.

@@ -4,6 +4,7 @@
 // memory, each thread owning whole columns (DeltaNet) or rows (Mamba2) of it, so no thread reads
 // what another writes within a token and sums run in a fixed order: bitwise reproducible.
 #include "hybrid_kernels.h"
+#include "kernel_launch.cuh"
 
 #include <cuda_bf16.h>
 
@@ -13,19 +14,8 @@ namespace ctcal::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
 // Shared memory a recurrence's state may take (the H100 allows 227 KiB per block with opt-in).
 constexpr int64_t kMaxStateBytes = 192 * 1024;
-
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < 65535LL * 16 ? b : 65535LL * 16);
-}
-
-__device__ uint16_t bf16_bits(float v) {
-  const __nv_bfloat16 b = __float2bfloat16_rn(v);
-  return *reinterpret_cast<const uint16_t*>(&b);
-}
 
 __device__ float silu(float x) { return x / (1.0f + expf(-x)); }
 

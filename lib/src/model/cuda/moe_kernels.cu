@@ -2,24 +2,13 @@
 // the CPU's (model/moe.cpp, layer_ops.cpp) step for step, with explicit round-to-nearest
 // intrinsics so that no multiply-add is contracted into an FMA the CPU does not do.
 #include "moe_kernels.h"
+#include "kernel_launch.cuh"
 
 #include <cuda_bf16.h>
 
 namespace ctcal::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < 65535LL * 16 ? b : 65535LL * 16);
-}
-
-__device__ uint16_t bf16_bits(float v) {
-  const __nv_bfloat16 b = __float2bfloat16_rn(v);
-  return *reinterpret_cast<const uint16_t*>(&b);
-}
 
 __global__ void gather_rows_bf16_kernel(const uint16_t* x, int64_t ld, const int32_t* rows, int64_t cols,
                                         uint16_t* out, int64_t n) {
