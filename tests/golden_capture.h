@@ -47,6 +47,20 @@ class Capture : public ActivationObserver {
   int sample_ = 0;
 };
 
+// Normalised squared error of one sample's logits [seq, vocab] against transformers' (golden JSON
+// "logits"[s], [seq][vocab]): sum (got - want)^2 / sum want^2.
+inline double logits_nmse(const RowMatrix& logits, const nlohmann::json& want_rows) {
+  double num = 0, den = 0;
+  for (std::size_t t = 0; t < want_rows.size(); ++t)
+    for (std::size_t v = 0; v < want_rows[t].size(); ++v) {
+      const double want = want_rows[t][v];
+      const double got = logits(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(v));
+      num += (got - want) * (got - want);
+      den += want * want;
+    }
+  return num / den;
+}
+
 // A golden case: its JSON, its model (from tests/golden/data, or $CTCAL_DATA for "$CTCAL_DATA/..."
 // directories), config and samples.
 struct GoldenCase {

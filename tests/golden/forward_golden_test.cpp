@@ -89,16 +89,9 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {
   void check_logits(const std::vector<RowMatrix>& logits) {
     double worst = 0;
     for (std::size_t s = 0; s < logits.size(); ++s) {
-      const json& g = golden_["logits"][s];
-      double num = 0, den = 0;
-      for (std::size_t t = 0; t < g.size(); ++t)
-        for (std::size_t v = 0; v < g[t].size(); ++v) {
-          const double want = g[t][v], got = logits[s](t, v);
-          num += (got - want) * (got - want);
-          den += want * want;
-        }
-      worst = std::max(worst, num / den);
-      EXPECT_LE(num / den, test::kLogitsNmse) << "sample " << s;
+      const double nmse = test::logits_nmse(logits[s], golden_["logits"][s]);
+      worst = std::max(worst, nmse);
+      EXPECT_LE(nmse, test::kLogitsNmse) << "sample " << s;
     }
     std::printf("[ %s ] logits worst NMSE %.3g\n", GetParam().c_str(), worst);
   }
