@@ -6,6 +6,18 @@ namespace ctcal {
 
 namespace {
 
+// The language model inside a multimodal wrapper: the text family's layers and math, the wrapper's
+// architecture and model_type, its hyper-parameters under `text_config` and its tensors under
+// `prefix`. The caller adds what else differs (another prefix layout, the head's place).
+FamilySpec inside_wrapper(FamilySpec text, std::string_view architecture, std::string_view model_type,
+                          std::string_view prefix) {
+  text.architecture = architecture;
+  text.model_type = model_type;
+  text.text_config = true;
+  text.weight_prefix = prefix;
+  return text;
+}
+
 // One entry per architecture, read from transformers 5.17's modeling_<family>.py.
 const std::array<FamilySpec, 25>& families() {
   static const std::array<FamilySpec, 25> table = [] {
@@ -48,13 +60,9 @@ const std::array<FamilySpec, 25>& families() {
     gemma3.embed_scale = true;
     gemma3.sliding = SlidingRule::kGemmaPattern;
 
-    FamilySpec gemma3_mm = gemma3;  // the language model inside the vision-language wrapper
-    gemma3_mm.architecture = "Gemma3ForConditionalGeneration";
-    gemma3_mm.model_type = "gemma3";
-    gemma3_mm.text_config = true;
     // transformers 5.17's save_pretrained writes language_model.model.*; checkpoints converted by
     // other tools (and the in-memory module tree) use model.language_model.*.
-    gemma3_mm.weight_prefix = "language_model.model.";
+    FamilySpec gemma3_mm = inside_wrapper(gemma3, "Gemma3ForConditionalGeneration", "gemma3", "language_model.model.");
     gemma3_mm.alt_weight_prefix = "model.language_model.";
     FamilySpec phi3 = llama;  // fused projections, longrope, optional sliding window on every layer
     phi3.architecture = "Phi3ForCausalLM";
@@ -119,13 +127,10 @@ const std::array<FamilySpec, 25>& families() {
     qwen3_5.attention_output_gate = true;
     qwen3_5.hybrid_linear_attention = true;
 
-    FamilySpec qwen3_5_mm = qwen3_5;  // the language model inside the vision-language wrapper
-    qwen3_5_mm.architecture = "Qwen3_5ForConditionalGeneration";
-    qwen3_5_mm.model_type = "qwen3_5";
-    qwen3_5_mm.text_config = true;
     // transformers 5.17's save_pretrained (and the hub's Qwen3.5 checkpoints) write
     // model.language_model.*; lm_head.weight stays at the top.
-    qwen3_5_mm.weight_prefix = "model.language_model.";
+    const FamilySpec qwen3_5_mm =
+        inside_wrapper(qwen3_5, "Qwen3_5ForConditionalGeneration", "qwen3_5", "model.language_model.");
 
     // Qwen3.5-MoE (modeling_qwen3_5_moe.py): Qwen3.5's layers (Qwen3_5MoeGatedDeltaNet = Qwen3.5's,
     // Qwen3_5MoeAttention = Qwen3NextAttention: the same [query | gate] q_proj, (1 + w) norms) with
@@ -142,11 +147,8 @@ const std::array<FamilySpec, 25>& families() {
     qwen3_5_moe.moe_every_layer = true;
     qwen3_5_moe.moe_shared_expert = true;
 
-    FamilySpec qwen3_5_moe_mm = qwen3_5_moe;  // the language model inside the vision-language wrapper
-    qwen3_5_moe_mm.architecture = "Qwen3_5MoeForConditionalGeneration";
-    qwen3_5_moe_mm.model_type = "qwen3_5_moe";
-    qwen3_5_moe_mm.text_config = true;
-    qwen3_5_moe_mm.weight_prefix = "model.language_model.";
+    const FamilySpec qwen3_5_moe_mm =
+        inside_wrapper(qwen3_5_moe, "Qwen3_5MoeForConditionalGeneration", "qwen3_5_moe", "model.language_model.");
 
     // Qwen3-Next (modeling_qwen3_next.py): Qwen3.5-MoE's layers with the DeltaNet's in-projections
     // fused per key head (in_proj_qkvz, in_proj_ba: Qwen3NextGatedDeltaNet.fix_query_key_value_ordering),
@@ -320,13 +322,9 @@ const std::array<FamilySpec, 25>& families() {
     llama4.experts.shared_expert = "shared_expert";
     llama4.experts.shared_expert_gate = "";
 
-    FamilySpec llama4_mm = llama4;  // the language model inside the vision-language wrapper
-    llama4_mm.architecture = "Llama4ForConditionalGeneration";
-    llama4_mm.model_type = "llama4";
-    llama4_mm.text_config = true;
     // transformers 5.17's save_pretrained writes language_model.model.* and the head at
     // language_model.lm_head (vLLM 0.34's mllama4.py loads both names as they are).
-    llama4_mm.weight_prefix = "language_model.model.";
+    FamilySpec llama4_mm = inside_wrapper(llama4, "Llama4ForConditionalGeneration", "llama4", "language_model.model.");
     llama4_mm.lm_head = "language_model.lm_head";
 
     // Gemma 4 text (modeling_gemma4.py, Gemma4ForCausalLM): Gemma 3's sandwich norms, GELU-tanh and
@@ -349,13 +347,9 @@ const std::array<FamilySpec, 25>& families() {
     gemma4.norms.experts_in = "pre_feedforward_layernorm_2";
     gemma4.norms.experts_out = "post_feedforward_layernorm_2";
 
-    FamilySpec gemma4_mm = gemma4;  // the language model inside the multimodal wrapper
-    gemma4_mm.architecture = "Gemma4ForConditionalGeneration";
-    gemma4_mm.model_type = "gemma4";
-    gemma4_mm.text_config = true;
     // transformers 5.17's save_pretrained writes model.language_model.*; the vision / audio towers
     // (model.vision_tower.*, model.embed_vision.*, ...) are copied unchanged.
-    gemma4_mm.weight_prefix = "model.language_model.";
+    const FamilySpec gemma4_mm = inside_wrapper(gemma4, "Gemma4ForConditionalGeneration", "gemma4", "model.language_model.");
     return std::array<FamilySpec, 25>{llama,   mistral, qwen2,      qwen3,       gemma3,         gemma3_mm,
                                       phi3,    qwen3_moe, mixtral, gpt_oss,  qwen3_5,        qwen3_5_mm,
                                       qwen3_5_moe, qwen3_5_moe_mm, qwen3_next, nemotron_h, granite_hybrid,
